@@ -1,0 +1,173 @@
+"""The admin JSON API: health, readiness, status, switch, offline/online and the audit log.
+
+Every state-changing call needs the admin token (auth.py) and goes through the store's
+atomic scripts, so the API, the CLI and a bare `redis-cli SET` are recorded alike.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from router.admin.auth import require_token
+from router.admin.keys import RUNTIME
+from router.errors import BadRequest, MalformedJSON, ServiceUnavailable, StoreUnavailable
+from router.runtime import Runtime
+from router.status import audit_json, read_counts, reports
+
+JSON_TYPE = "application/json"
+
+
+def json_response(data: object, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data),
+        status=status,
+        content_type=JSON_TYPE,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def source_of(request: web.Request, via: str = "api") -> str:
+    """Who made a change, for the audit stream: the channel and the peer address."""
+    return f"{via} ({request.remote or 'unknown'})"
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers. Deliberately independent of Redis and the gateways."""
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness for a load balancer.
+
+    503 while starting (the active system is not known yet) and while stopping (so the
+    balancer drains this instance first). A Redis outage after start is 200 "degraded":
+    routing continues on the last known state, and taking every instance out of a balancer
+    because Redis blinked would turn fail-static into an outage.
+    """
+    runtime = request.app[RUNTIME]
+    holder = runtime.holder
+    if runtime.stopping:
+        return json_response({"status": "stopping"}, 503)
+    if not holder.synced:
+        return json_response(
+            {"status": "starting", "error": holder.last_error or "state not read yet"}, 503
+        )
+    body: dict[str, Any] = {"status": "degraded" if holder.degraded else "ready"}
+    if holder.degraded:
+        body["error"] = holder.last_error
+    if holder.current.refused is not None:
+        body["refused"] = holder.current.refused.value
+    return json_response(body)
+
+
+async def status_document(runtime: Runtime) -> dict[str, Any]:
+    holder = runtime.holder
+    snapshot = holder.current
+    config = runtime.config
+    counts, previewing, count_error = await read_counts(runtime.store, config.system_ids)
+    refused = snapshot.refused
+    return {
+        "active": snapshot.active,
+        "systems": [r.to_json() for r in reports(config, snapshot, counts, previewing)],
+        "offline": sorted(snapshot.offline),
+        "refused": None if refused is None else {"value": refused.value, "since": refused.since},
+        "store": {
+            "url": runtime.store.description,
+            "synced": holder.synced,
+            "degraded": holder.degraded,
+            "degraded_since": holder.degraded_since,
+            "error": holder.last_error or count_error or None,
+            "last_sync": holder.last_sync,
+        },
+        "instance": runtime.instance,
+        "uptime": round(time.time() - runtime.started_at, 3),
+    }
+
+
+async def status(request: web.Request) -> web.Response:
+    return json_response(await status_document(request.app[RUNTIME]))
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw:
+        return {}
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise MalformedJSON("the body must be a JSON object")
+    return doc
+
+
+def _known_system(runtime: Runtime, value: object) -> str:
+    known = runtime.config.system_ids
+    if not isinstance(value, str) or value not in known:
+        raise BadRequest(f"unknown system {value!r}; configured systems: {', '.join(known)}")
+    return value
+
+
+async def switch(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    require_token(request, runtime.config.router.admin_token)
+    doc = await _body(request)
+    system = _known_system(runtime, doc.get("system"))
+    try:
+        previous = await runtime.store.switch(
+            system, source_of(request, str(doc.get("via", "api"))[:16]), runtime.config.system_ids
+        )
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable(f"cannot switch: {exc}") from None
+    # Apply here at once, so this instance's next request already goes to `system`; the
+    # others follow through the store's notification.
+    await runtime.watcher.nudge()
+    return json_response({"active": system, "previous": previous or None})
+
+
+async def _set_offline(request: web.Request, offline: bool) -> web.Response:
+    runtime = request.app[RUNTIME]
+    require_token(request, runtime.config.router.admin_token)
+    system = _known_system(runtime, request.match_info["system"])
+    try:
+        await runtime.store.set_offline(system, offline, source_of(request))
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable(f"cannot change {system!r}: {exc}") from None
+    await runtime.watcher.nudge()
+    return json_response({"system": system, "offline": offline})
+
+
+async def offline(request: web.Request) -> web.Response:
+    return await _set_offline(request, True)
+
+
+async def online(request: web.Request) -> web.Response:
+    return await _set_offline(request, False)
+
+
+async def audit(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    try:
+        count = int(request.query.get("count", "50"))
+    except ValueError:
+        raise BadRequest("count must be a whole number") from None
+    count = max(1, min(count, 1000))
+    try:
+        entries = await runtime.store.audit(count)
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable(f"cannot read the audit stream: {exc}") from None
+    return json_response({"entries": audit_json(entries)})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/api/status", status)
+    app.router.add_post("/api/switch", switch)
+    app.router.add_post("/api/systems/{system}/offline", offline)
+    app.router.add_post("/api/systems/{system}/online", online)
+    app.router.add_get("/api/audit", audit)

@@ -1,0 +1,151 @@
+"""Who issued each session token and short code, shared by all instances through the store.
+
+Writes are group-committed: every record made while a write is in flight joins the next
+pipeline, so under load many requests share one Redis round trip, and each request still
+answers only once its record is stored (or the store is known to be away). A bounded local
+cache answers look-ups for what this instance learned, with or without Redis; records that
+could not be written are replayed when the store returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict, deque
+
+from router.errors import StoreUnavailable
+from router.state import StateHolder
+from router.store import AffinityKind, AffinityRecord, StateStore
+
+log = logging.getLogger("router.affinity")
+
+
+class LocalCache:
+    """LRU of (kind, id) -> (system, expiry), bounded in entries."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+
+    def get(self, kind: str, ident: str, now: float) -> str | None:
+        key = (kind, ident)
+        found = self._items.get(key)
+        if found is None:
+            return None
+        if found[1] <= now:
+            del self._items[key]
+            return None
+        self._items.move_to_end(key)
+        return found[0]
+
+    def put(self, kind: str, ident: str, system: str, expiry: float) -> None:
+        key = (kind, ident)
+        self._items[key] = (system, expiry)
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def pop(self, kind: str, ident: str) -> None:
+        self._items.pop((kind, ident), None)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Affinity:
+    def __init__(
+        self,
+        store: StateStore,
+        holder: StateHolder,
+        *,
+        cache_size: int,
+        ttl: int,
+    ) -> None:
+        self.store = store
+        self.holder = holder
+        self.ttl = ttl
+        self.cache = LocalCache(cache_size)
+        self.pending: deque[AffinityRecord] = deque(maxlen=cache_size)
+        self._queue: list[AffinityRecord] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self.batches = 0  # pipelines sent; read by metrics and tests
+
+    async def record(self, kind: AffinityKind, ident: str, system: str) -> None:
+        """Remember that `system` issued `ident`; returns once stored or known unstorable."""
+        now = time.time()
+        self.cache.put(kind, ident, system, now + self.ttl)
+        rec = AffinityRecord(kind, ident, system, self.ttl)
+        if self.holder.degraded:
+            self.pending.append(rec)
+            return
+        self._queue.append(rec)
+        if self._waiter is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self._waiter
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+        # Shielded: a client that goes away must not cancel the write other requests share.
+        await asyncio.shield(waiter)
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                waiter, self._waiter = self._waiter, None
+                try:
+                    await self.store.write_affinity(batch, time.time())
+                    self.batches += 1
+                except StoreUnavailable as exc:
+                    # Fail-static: the local cache still knows, and the replay catches up.
+                    self.pending.extend(batch)
+                    log.warning("affinity of %d item(s) kept locally: %s", len(batch), exc)
+                finally:
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(None)
+        finally:
+            self._flusher = None
+
+    async def replay(self) -> int:
+        """Write what was recorded while the store was away. Returns how many were written."""
+        if not self.pending:
+            return 0
+        batch = list(self.pending)
+        self.pending.clear()
+        now = time.time()
+        try:
+            await self.store.write_affinity(batch, now)
+        except StoreUnavailable:
+            self.pending.extend(batch)
+            return 0
+        log.info("replayed %d affinity record(s) kept while the store was away", len(batch))
+        return len(batch)
+
+    async def owner(self, kind: AffinityKind, ident: str) -> str | None:
+        """The issuing system, from the local cache, else the store; None when unknown."""
+        if not ident:
+            return None
+        now = time.time()
+        found = self.cache.get(kind, ident, now)
+        if found is not None or self.holder.degraded:
+            return found
+        try:
+            found = await self.store.lookup_affinity(kind, ident)
+        except StoreUnavailable:
+            return None
+        if found is not None:
+            self.cache.put(kind, ident, found, now + self.ttl)
+        return found
+
+    async def release(self, kind: AffinityKind, ident: str, system: str) -> None:
+        """Forget an id whose token was deleted: it no longer counts against `system`."""
+        self.cache.pop(kind, ident)
+        if self.holder.degraded:
+            return
+        try:
+            await self.store.release(kind, ident, system)
+        except StoreUnavailable as exc:
+            log.warning(
+                "could not release %s %s of %s (it expires by TTL): %s", kind, ident, system, exc
+            )

@@ -1,0 +1,426 @@
+"""Static configuration: TOML + environment -> frozen, validated dataclasses.
+
+`load_config` is the only function that reads the file and the environment. Precedence:
+environment > file > default. Every key has a help string (`field_help`), the README's
+reference table is checked against these fields by a test, so the docs cannot drift.
+Static means "needs a restart to change"; what changes at run time lives in Redis (state.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from router.errors import ConfigError
+
+ENV_PREFIX = "TOKENROUTER_"
+SYSTEM_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+PREFER_POLICIES = ("unless-offline", "never")
+LOG_FORMATS = ("text", "json")
+
+
+class Secret:
+    """A string that never shows in `repr()`, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _help(text: str, **extra: Any) -> dict[str, Any]:
+    return {"help": text, **extra}
+
+
+@dataclass(frozen=True, slots=True)
+class SystemConfig:
+    """One complete FCSDK / Live Assist installation behind the router."""
+
+    id: str
+    gateway: str = field(metadata=_help("Base URL the router sends this system's requests to."))
+    public_url: str = field(
+        metadata=_help("URL browsers of this system connect to; rewritten into urlSchemeDetails.")
+    )
+    version: str = field(
+        default="", metadata=_help("Human release label (e.g. '4.2.1'); optional.")
+    )
+    ca_file: str = field(
+        default="", metadata=_help("PEM bundle of a private CA for an https gateway.")
+    )
+    tls_verify: bool = field(
+        default=True, metadata=_help("Verify the gateway's certificate (false only by choice).")
+    )
+    stats_url: str = field(
+        default="", metadata=_help("Optional URL answering JSON with the gateway's open_sessions.")
+    )
+    max_connections: int = field(
+        default=200, metadata=_help("Connection pool size towards this gateway.")
+    )
+
+    @property
+    def public_secure(self) -> bool:
+        return urlsplit(self.public_url).scheme == "https"
+
+    @property
+    def public_host(self) -> str:
+        return urlsplit(self.public_url).hostname or ""
+
+    @property
+    def public_port(self) -> int:
+        parts = urlsplit(self.public_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    """The `[router]` table."""
+
+    listen: str = field(
+        default="127.0.0.1:8080", metadata=_help("host:port of the proxy listener.")
+    )
+    admin_listen: str = field(
+        default="127.0.0.1:8081",
+        metadata=_help("host:port of the admin page, JSON API and /metrics; never the proxy's."),
+    )
+    redis_url: str = field(
+        default="redis://127.0.0.1:6379/0",
+        metadata=_help("Redis URL (redis://, rediss://, unix://) or memory:// (one process)."),
+    )
+    key_prefix: str = field(default="tokenrouter", metadata=_help("Prefix of every Redis key."))
+    admin_token: Secret | None = field(
+        default=None, metadata=_help("Secret for admin writes (bearer token / login).")
+    )
+    admin_token_file: str = field(
+        default="", metadata=_help("File holding admin_token (first line), instead of inline.")
+    )
+    tls_cert: str = field(default="", metadata=_help("PEM certificate for TLS on the proxy."))
+    tls_key: str = field(default="", metadata=_help("PEM private key for TLS on the proxy."))
+    default_system: str = field(
+        default="",
+        metadata=_help("System used when Redis holds no active value yet (default: the first)."),
+    )
+    max_body_size: int = field(
+        default=1_048_576, metadata=_help("Largest request body accepted, in bytes (413 above).")
+    )
+    connect_timeout: float = field(
+        default=2.0, metadata=_help("Seconds to connect to a gateway before a 502.")
+    )
+    read_timeout: float = field(
+        default=10.0, metadata=_help("Seconds to wait for a gateway's answer before a 504.")
+    )
+    resync_interval: float = field(
+        default=0.5,
+        metadata=_help("Seconds between safety-net re-reads of the dynamic state in Redis."),
+    )
+    keyspace_events: bool = field(
+        default=True,
+        metadata=_help("Enable Redis keyspace notifications so a bare SET propagates at once."),
+    )
+    redis_timeout: float = field(
+        default=1.0, metadata=_help("Seconds a single Redis command may take.")
+    )
+    redis_retry_max: float = field(
+        default=5.0, metadata=_help("Longest pause between reconnect attempts, in seconds.")
+    )
+    shutdown_timeout: float = field(
+        default=15.0,
+        metadata=_help("Seconds in-flight requests get to finish after SIGTERM."),
+    )
+    affinity_ttl: int = field(
+        default=43_200,
+        metadata=_help("Seconds a token's or short code's owner is remembered (and counted)."),
+    )
+    affinity_cache_size: int = field(
+        default=100_000, metadata=_help("Affinity entries each instance keeps in memory.")
+    )
+    prefer_policy: str = field(
+        default="unless-offline",
+        metadata=_help("X-Token-Router-Prefer: 'unless-offline' honours it, 'never' ignores it."),
+    )
+    preview_header: str = field(
+        default="X-Token-Router-Preview",
+        metadata=_help("Header carrying '<system>:<secret>' to reach an idle system."),
+    )
+    preview_secret: Secret | None = field(
+        default=None, metadata=_help("Secret of the preview header; unset disables preview.")
+    )
+    cors_origins: tuple[str, ...] = field(
+        default=(), metadata=_help("Origins allowed to call Live Assist routes from a browser.")
+    )
+    log_format: str = field(default="text", metadata=_help("'text' or 'json' log lines."))
+    log_level: str = field(default="info", metadata=_help("debug, info, warning or error."))
+    access_log: bool = field(default=True, metadata=_help("One log line per proxied request."))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    router: RouterConfig
+    systems: Mapping[str, SystemConfig]
+
+    @property
+    def default_system(self) -> str:
+        return self.router.default_system or next(iter(self.systems))
+
+    @property
+    def system_ids(self) -> tuple[str, ...]:
+        return tuple(self.systems)
+
+
+def field_help(cls: type[Any]) -> dict[str, str]:
+    """Key -> help text, for `--help`, the README table and its drift test."""
+    return {f.name: f.metadata["help"] for f in fields(cls) if "help" in f.metadata}
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+
+def _parse_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(key, f"{value!r} is not a boolean (use true or false)")
+
+
+def _parse_int(key: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(key, f"{value!r} is not a whole number")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"{value!r} is not a whole number") from None
+    if number <= 0:
+        raise ConfigError(key, f"{number} must be greater than 0")
+    return number
+
+
+def _parse_float(key: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(key, f"{value!r} is not a number of seconds")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"{value!r} is not a number of seconds") from None
+    if not number > 0:
+        raise ConfigError(key, f"{number} must be greater than 0")
+    return number
+
+
+def _parse_str(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(key, f"{value!r} is not a string")
+    return value
+
+
+def _parse_secret(key: str, value: Any) -> Secret | None:
+    text = _parse_str(key, value)
+    return Secret(text) if text else None
+
+
+def _parse_list(key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    raise ConfigError(key, f"{value!r} is not a list of strings")
+
+
+_PARSERS: dict[str, Callable[[str, Any], Any]] = {
+    "bool": _parse_bool,
+    "int": _parse_int,
+    "float": _parse_float,
+    "str": _parse_str,
+    "Secret | None": _parse_secret,
+    "tuple[str, ...]": _parse_list,
+}
+
+
+def _parse_table(cls: type[Any], section: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    known = {f.name: f for f in fields(cls) if f.name != "id"}
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        if key not in known:
+            allowed = ", ".join(sorted(known))
+            raise ConfigError(f"{section}.{key}", f"unknown key (known keys: {allowed})")
+        parser = _PARSERS[str(known[key].type)]
+        values[key] = parser(f"{section}.{key}", raw)
+    for name, f in known.items():
+        if name not in values and f.default is MISSING:
+            raise ConfigError(f"{section}.{name}", "is required")
+    return values
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """TOKENROUTER_<KEY> -> router key; TOKENROUTER_SYSTEMS_<ID>_<KEY> -> system key.
+
+    A system id's '-' is written '_' in the environment; the key is matched from the end,
+    since ids may contain underscores' stand-ins but key names are known.
+    """
+    router_keys = {f.name for f in fields(RouterConfig)}
+    system_keys = sorted((f.name for f in fields(SystemConfig) if f.name != "id"), key=len)
+    router: dict[str, str] = {}
+    systems: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        if rest.startswith("systems_"):
+            body = rest[len("systems_") :]
+            for key in reversed(system_keys):
+                if body.endswith("_" + key) and len(body) > len(key) + 1:
+                    sid = body[: -len(key) - 1].replace("_", "-")
+                    systems.setdefault(sid, {})[key] = value
+                    break
+            else:
+                raise ConfigError(name, "names no system key (TOKENROUTER_SYSTEMS_<ID>_<KEY>)")
+        elif rest in router_keys:
+            router[rest] = value
+        else:
+            raise ConfigError(name, "is not a configuration key (see README, Configuration)")
+    return router, systems
+
+
+def _check_url(key: str, value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(key, f"{value!r} is not an http(s) URL")
+    if parts.path not in ("", "/") or parts.query:
+        raise ConfigError(key, f"{value!r} must be a base URL without a path")
+
+
+def check_listen(key: str, value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(key, f"{value!r} is not host:port (e.g. 127.0.0.1:8080)")
+    return host, int(port)
+
+
+def _check_router(router: RouterConfig, systems: Mapping[str, SystemConfig]) -> RouterConfig:
+    _, port = check_listen("router.listen", router.listen)
+    check_listen("router.admin_listen", router.admin_listen)
+    if router.listen == router.admin_listen and port != 0:
+        raise ConfigError("router.admin_listen", "must differ from router.listen")
+    scheme = urlsplit(router.redis_url).scheme
+    if scheme not in ("redis", "rediss", "unix", "memory"):
+        raise ConfigError(
+            "router.redis_url",
+            f"{router.redis_url!r} is not redis://, rediss://, unix:// or memory://",
+        )
+    if not re.fullmatch(r"[A-Za-z0-9_{}:.-]+", router.key_prefix):
+        raise ConfigError("router.key_prefix", f"{router.key_prefix!r} has unsafe characters")
+    if router.default_system and router.default_system not in systems:
+        raise ConfigError(
+            "router.default_system",
+            f"{router.default_system!r} is not a configured system ({', '.join(systems)})",
+        )
+    if router.prefer_policy not in PREFER_POLICIES:
+        raise ConfigError("router.prefer_policy", f"must be one of {', '.join(PREFER_POLICIES)}")
+    if router.log_format not in LOG_FORMATS:
+        raise ConfigError("router.log_format", f"must be one of {', '.join(LOG_FORMATS)}")
+    if router.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("router.log_level", "must be debug, info, warning or error")
+    if bool(router.tls_cert) != bool(router.tls_key):
+        raise ConfigError("router.tls_key", "tls_cert and tls_key go together")
+    for key in ("tls_cert", "tls_key"):
+        path = getattr(router, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"router.{key}", f"file {path!r} does not exist")
+    for origin in router.cors_origins:
+        if origin != "*" and urlsplit(origin).scheme not in ("http", "https"):
+            raise ConfigError("router.cors_origins", f"{origin!r} is not an origin like https://x")
+    return router
+
+
+def _read_token_file(path: str) -> Secret:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(
+            "router.admin_token_file", f"cannot read {path!r}: {exc.strerror}"
+        ) from None
+    if not lines or not lines[0].strip():
+        raise ConfigError("router.admin_token_file", f"{path!r} is empty")
+    return Secret(lines[0].strip())
+
+
+def build_config(data: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
+    """Validate a parsed TOML document plus environment overrides into a `Config`."""
+    unknown = set(data) - {"router", "systems"}
+    if unknown:
+        raise ConfigError(sorted(unknown)[0], "unknown table (known: [router], [systems.<id>])")
+    env_router, env_systems = _env_overrides(environ)
+
+    raw_systems = data.get("systems", {})
+    if not isinstance(raw_systems, dict):
+        raise ConfigError("systems", "must be a table of [systems.<id>] tables")
+    merged: dict[str, dict[str, Any]] = {sid: dict(t) for sid, t in raw_systems.items()}
+    for sid, table in env_systems.items():
+        merged.setdefault(sid, {}).update(table)
+    if not merged:
+        raise ConfigError("systems", "no system configured: add [systems.a] and [systems.b]")
+
+    systems: dict[str, SystemConfig] = {}
+    for sid, table in merged.items():
+        if not SYSTEM_ID.match(sid):
+            raise ConfigError(f"systems.{sid}", "an id is lower-case letters, digits and '-'")
+        if not isinstance(table, dict):
+            raise ConfigError(f"systems.{sid}", "must be a table")
+        values = _parse_table(SystemConfig, f"systems.{sid}", table)
+        _check_url(f"systems.{sid}.gateway", values["gateway"])
+        _check_url(f"systems.{sid}.public_url", values["public_url"])
+        for key in ("stats_url",):
+            if values.get(key) and urlsplit(values[key]).scheme not in ("http", "https"):
+                raise ConfigError(f"systems.{sid}.{key}", f"{values[key]!r} is not an http(s) URL")
+        if values.get("ca_file") and not Path(values["ca_file"]).is_file():
+            raise ConfigError(
+                f"systems.{sid}.ca_file", f"file {values['ca_file']!r} does not exist"
+            )
+        systems[sid] = SystemConfig(id=sid, **values)
+
+    raw_router = data.get("router", {})
+    if not isinstance(raw_router, dict):
+        raise ConfigError("router", "must be a table")
+    router_values = _parse_table(RouterConfig, "router", {**raw_router, **env_router})
+    if router_values.get("admin_token_file") and not router_values.get("admin_token"):
+        router_values["admin_token"] = _read_token_file(router_values["admin_token_file"])
+    router = _check_router(RouterConfig(**router_values), systems)
+    return Config(router=router, systems=systems)
+
+
+def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Config:
+    """Read the TOML file (if any) and the environment; raise `ConfigError` on any problem."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError("--config", f"file {str(path)!r} does not exist") from None
+        except OSError as exc:
+            raise ConfigError("--config", f"cannot read {str(path)!r}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{str(path)!r} is not valid TOML: {exc}") from None
+    return build_config(data, environ)

@@ -1,0 +1,229 @@
+"""`token-router demo`: the whole product on one machine, no setup.
+
+Two simulated systems (A at 1.0, B at 2.0), the router and the admin listener in this
+process; a private redis-server when one is on PATH (stopped by its PID on exit), else the
+in-process memory:// store. Prints the URLs, a `curl` that gets a token and the ways to
+switch, then runs until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+from aiohttp import web
+
+from router.config import build_config
+from router.errors import ConfigError, UsageError
+from router.serve import RouterServer, url_of
+from router.simulator import create_gateway_app
+
+HOST = "127.0.0.1"
+SYSTEMS = (("a", "1.0"), ("b", "2.0"))
+
+
+def free_port(host: str = HOST) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_free(port: int, host: str = HOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@asynccontextmanager
+async def simulated_system(name: str, version: str) -> AsyncIterator[str]:
+    runner = web.AppRunner(create_gateway_app(name, version), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, HOST, 0)
+        await site.start()
+        yield url_of(HOST, runner.addresses[0][1])
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def private_redis(binary: str) -> AsyncIterator[tuple[str, int]]:
+    """A throw-away redis-server on a free loopback port; stopped by PID on exit."""
+    port = free_port()
+    workdir = tempfile.mkdtemp(prefix="token-router-demo-redis-")
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            HOST,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise UsageError(f"redis-server did not start: {err.strip() or proc.returncode}")
+            try:
+                with socket.create_connection((HOST, port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise UsageError("redis-server did not start within 5 s") from None
+                await asyncio.sleep(0.05)
+        yield f"redis://{HOST}:{port}/0", proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _pick_port(wanted: int, what: str) -> tuple[int, str]:
+    if wanted == 0 or port_free(wanted):
+        return wanted, ""
+    chosen = free_port()
+    return chosen, f"  (port {wanted} is taken, so the {what} uses {chosen})"
+
+
+def _toml(data: dict[str, dict[str, object]]) -> str:
+    lines = []
+    for table, values in data.items():
+        lines.append(f"[{table}]")
+        for key, value in values.items():
+            text = f'"{value}"' if isinstance(value, str) else str(value).lower()
+            lines.append(f"{key} = {text}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+async def run_demo(args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    async with AsyncExitStack() as stack:
+        gateways = {
+            name: await stack.enter_async_context(simulated_system(name, version))
+            for name, version in SYSTEMS
+        }
+        redis_note = ""
+        redis_cli = ""
+        binary = shutil.which("redis-server")
+        if args.redis_url:
+            redis_url = args.redis_url
+            redis_note = "(given)"
+        elif binary and not args.memory:
+            redis_url, pid = await stack.enter_async_context(private_redis(binary))
+            redis_note = f"(private redis-server, pid {pid}, stopped on exit)"
+            redis_cli = f"redis-cli -p {redis_url.rsplit(':', 1)[1].split('/')[0]}"
+        else:
+            redis_url = "memory://"
+            redis_note = "(in-process store: no redis-server on PATH)"
+
+        proxy_port, proxy_note = _pick_port(args.port, "proxy")
+        admin_port, admin_note = _pick_port(args.admin_port, "admin listener")
+        token = secrets.token_urlsafe(12)
+        data: dict[str, dict[str, object]] = {
+            "router": {
+                "listen": f"{HOST}:{proxy_port}",
+                "admin_listen": f"{HOST}:{admin_port}",
+                "redis_url": redis_url,
+                "admin_token": token,
+                "preview_secret": "demo-preview",
+                "cors_origins": "*",
+                "access_log": False,
+            },
+        }
+        for name, version in SYSTEMS:
+            data[f"systems.{name}"] = {
+                "gateway": gateways[name],
+                # The simulated system is also what "browsers" would reach.
+                "public_url": gateways[name],
+                "version": version,
+                "stats_url": gateways[name] + "/stats",
+            }
+        raw = {
+            "router": data["router"],
+            "systems": {name: data[f"systems.{name}"] for name, _ in SYSTEMS},
+        }
+        config = build_config(raw, {})
+        server = RouterServer(config)
+        try:
+            listeners = await server.start()
+        except ConfigError:
+            await server.stop()
+            raise
+        stack.push_async_callback(server.stop)
+
+        config_dir = Path(tempfile.mkdtemp(prefix="token-router-demo-"))
+        stack.callback(shutil.rmtree, config_dir, True)
+        config_file = config_dir / "router.toml"
+        config_file.write_text(_toml(data), encoding="utf-8")
+        os.chmod(config_file, 0o600)
+
+        proxy = listeners.proxy_url
+        admin = listeners.admin_url
+        active = server.runtime.holder.current.active
+        body = '{"webAppId":"demo","urlSchemeDetails":{"secure":true,"host":"x","port":"8443"}}'
+        print("token-router demo", flush=True)
+        print(f"  proxy     {proxy}{proxy_note}")
+        print(f"  admin     {admin}{admin_note}   admin token: {token}")
+        for name, version in SYSTEMS:
+            mark = "  <- active" if name == active else ""
+            print(f"  system {name}  {gateways[name]}  version {version}{mark}")
+        print(f"  store     {redis_url} {redis_note}")
+        print(f"  config    {config_file}")
+        print()
+        print("Get a token (the answer names the system in X-Token-Router-System):")
+        print(
+            f"  curl -si -X POST {proxy}/gateway/sessions/session "
+            f"-H 'Content-Type: application/json' -d '{body}'"
+        )
+        print("Switch new sessions to b, any of:")
+        print(f"  token-router switch b --config {config_file}")
+        if redis_cli:
+            print(f"  {redis_cli} SET tokenrouter:active b")
+        print(
+            f"  curl -s -X POST {admin}/api/switch -H 'Authorization: Bearer {token}' "
+            '-d \'{"system":"b"}\''
+        )
+        print(f"Status: curl -s {admin}/api/status   Admin page: {admin}/")
+        print("Ctrl-C stops everything.", flush=True)
+        await stop.wait()
+        print("\nstopping...", flush=True)
+    return 0

@@ -1,0 +1,113 @@
+"""The error hierarchy: every error a user or a client can act on.
+
+`RouterError` is what the CLI catches once (one line, exit 2); `RequestError` and its
+subclasses are what the proxy and admin middlewares render as JSON with a stable `code`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RouterError(Exception):
+    """An error whose message is written for the person who has to fix it."""
+
+
+class ConfigError(RouterError):
+    """A configuration key has a bad or missing value."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+class UsageError(RouterError):
+    """A command was asked to do something that cannot be done (unknown system, ...)."""
+
+
+class StoreUnavailable(RouterError):
+    """The state store (Redis) could not be reached or answered with an error."""
+
+
+class RequestError(RouterError):
+    """An error answered to an HTTP client as JSON: status, stable code, optional system."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, system: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.system = system
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.system is not None:
+            body["system"] = self.system
+        return body
+
+
+class MalformedJSON(RequestError):
+    status = 400
+    code = "malformed_json"
+
+
+class BadRequest(RequestError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(RequestError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(RequestError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(RequestError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(RequestError):
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allowed: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.allowed = allowed
+
+
+class Conflict(RequestError):
+    """A state change that is refused as it stands (switch to an offline system, ...)."""
+
+    status = 409
+    code = "conflict"
+
+
+class BodyTooLarge(RequestError):
+    status = 413
+    code = "body_too_large"
+
+
+class UpstreamUnavailable(RequestError):
+    status = 502
+    code = "upstream_unavailable"
+
+
+class SystemOffline(RequestError):
+    status = 503
+    code = "system_offline"
+
+
+class ServiceUnavailable(RequestError):
+    status = 503
+    code = "unavailable"
+
+
+class UpstreamTimeout(RequestError):
+    status = 504
+    code = "upstream_timeout"

@@ -1,0 +1,70 @@
+"""Every Redis key name token-router uses, derived from one prefix.
+
+Redis Cluster: the Lua scripts touch several keys at once, so they must hash to one slot;
+give `key_prefix` a hash tag (`{tokenrouter}`) there. Plain Redis and Sentinel need nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str
+
+    @property
+    def active(self) -> str:
+        """The id of the system that receives new sessions (SPEC: the contract key)."""
+        return f"{self.prefix}:active"
+
+    @property
+    def recorded(self) -> str:
+        """The last active value written to the audit stream; makes auditing exactly-once."""
+        return f"{self.prefix}:active:recorded"
+
+    @property
+    def offline(self) -> str:
+        """Set of system ids an operator marked offline."""
+        return f"{self.prefix}:offline"
+
+    @property
+    def events(self) -> str:
+        """Pub/sub channel that router writers publish to after every state change."""
+        return f"{self.prefix}:events"
+
+    @property
+    def audit(self) -> str:
+        """Stream of switches: time, source, from, to."""
+        return f"{self.prefix}:audit"
+
+    def affinity(self, kind: str, ident: str) -> str:
+        """Which system issued a session token (kind "session") or short code ("code")."""
+        return f"{self.prefix}:aff:{kind}:{ident}"
+
+    def open_items(self, system: str) -> str:
+        """Sorted set of what `system` issued and has not released; score = expiry time."""
+        return f"{self.prefix}:open:{system}"
+
+    def preview(self, system: str) -> str:
+        """Present (with a TTL) while `system` is being tested through the preview header."""
+        return f"{self.prefix}:preview:{system}"
+
+    @property
+    def releases(self) -> str:
+        """Sorted set of release ids; score = expiry time (last active + retention)."""
+        return f"{self.prefix}:releases"
+
+    def release_meta(self, release: str) -> str:
+        return f"{self.prefix}:release:{release}:meta"
+
+    def release_files(self, release: str) -> str:
+        return f"{self.prefix}:release:{release}:files"
+
+    def system_release(self, system: str) -> str:
+        """The release a system served when last fingerprinted."""
+        return f"{self.prefix}:system:{system}:release"
+
+    def keyspace_channels(self, db: int) -> list[str]:
+        """Keyspace-notification channels that signal a change of the dynamic state."""
+        return [f"__keyspace@{db}__:{self.active}", f"__keyspace@{db}__:{self.offline}"]

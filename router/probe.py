@@ -1,0 +1,68 @@
+"""The optional per-system `stats_url` probe: the gateway's own count of open sessions.
+
+The router's count covers what it issued; the gateway's count also covers sessions that
+reached it another way. Drain is only "drained" when both agree the system is empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import aiohttp
+import orjson
+
+from router.config import SystemConfig
+
+# Field names a stats answer may use for its open sessions, in order of preference.
+COUNT_FIELDS = ("open_sessions", "openSessions", "sessions")
+
+
+def parse_open_sessions(body: bytes) -> int | None:
+    """The open-session count in a stats answer, or None when it has none."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    for name in COUNT_FIELDS:
+        value = doc.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return None
+
+
+async def probe_open_sessions(
+    session: aiohttp.ClientSession, system: SystemConfig, timeout: float = 2.0
+) -> tuple[int | None, str]:
+    """(count, error): count None with an error message when the probe failed."""
+    if not system.stats_url:
+        return None, ""
+    try:
+        async with session.get(
+            system.stats_url, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as resp:
+            body = await resp.read()
+            if resp.status != 200:
+                return None, f"stats_url answered {resp.status}"
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return None, f"stats_url failed: {exc.__class__.__name__} {exc}".strip()
+    count = parse_open_sessions(body)
+    if count is None:
+        return None, "stats_url answer has no open_sessions count"
+    return count, ""
+
+
+async def probe_all(
+    systems: Mapping[str, SystemConfig], timeout: float = 2.0
+) -> dict[str, tuple[int | None, str]]:
+    """Probe every system that has a stats_url, concurrently."""
+    wanted = {sid: s for sid, s in systems.items() if s.stats_url}
+    if not wanted:
+        return {}
+    async with aiohttp.ClientSession() as session:
+        results = await asyncio.gather(
+            *(probe_open_sessions(session, s, timeout) for s in wanted.values())
+        )
+    return dict(zip(wanted, results, strict=True))

@@ -1,0 +1,296 @@
+"""The proxy listener's request handling: classify, gather facts, decide, forward.
+
+One catch-all handler instead of aiohttp's dispatcher: `routing.classify` already knows the
+route table, and one try/except renders every RequestError as JSON without a middleware
+layer on the hot path.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict
+
+from router.config import Config, SystemConfig
+from router.errors import (
+    BodyTooLarge,
+    Forbidden,
+    MalformedJSON,
+    MethodNotAllowed,
+    NotFound,
+    RequestError,
+)
+from router.logs import request_id
+from router.routing import (
+    BROWSER,
+    OWNED,
+    Forward,
+    Match,
+    RequestFacts,
+    Route,
+    allowed_methods,
+    classify,
+    decide,
+)
+from router.runtime import Runtime
+from router.store import AffinityKind
+from router.upstream import request_headers
+
+log = logging.getLogger("router.proxy")
+
+SYSTEM_HEADER = "X-Token-Router-System"
+RELEASE_HEADER = "X-Token-Router-Release"
+PREFER_HEADER = "X-Token-Router-Prefer"
+REQUEST_ID_HEADER = "X-Request-Id"
+LIBRARY_CACHE = "public, max-age=60"
+JSON_TYPE = "application/json"
+
+
+def error_response(exc: RequestError) -> web.Response:
+    headers = {}
+    if isinstance(exc, MethodNotAllowed):
+        headers["Allow"] = ", ".join(exc.allowed)
+    if exc.system is not None:
+        headers[SYSTEM_HEADER] = exc.system
+    return web.Response(
+        status=exc.status, body=orjson.dumps(exc.to_json()), content_type=JSON_TYPE, headers=headers
+    )
+
+
+def rewrite_session_description(doc: dict[str, Any], system: SystemConfig) -> dict[str, Any]:
+    """Point `urlSchemeDetails` at the chosen system's public URL, in place.
+
+    The port keeps the JSON type the client used (FCSDK samples send both "8443" and 8443);
+    when there was none, the string form of the samples is used.
+    """
+    details = doc.get("urlSchemeDetails")
+    if details is None:
+        details = doc["urlSchemeDetails"] = {}
+    elif not isinstance(details, dict):
+        raise MalformedJSON("urlSchemeDetails must be a JSON object")
+    port: int | str = system.public_port
+    if not isinstance(details.get("port"), int) or isinstance(details.get("port"), bool):
+        port = str(port)
+    details["secure"] = system.public_secure
+    details["host"] = system.public_host
+    details["port"] = port
+    return doc
+
+
+def parse_json_object(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedJSON(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise MalformedJSON(f"{what} must be a JSON object")
+    return doc
+
+
+def _field(body: bytes, name: str) -> str | None:
+    """A string field of a JSON answer, or None when the answer is not what we expect."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    value = doc.get(name) if isinstance(doc, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+class ProxyHandler:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.config: Config = runtime.config
+        r = self.config.router
+        self.known = frozenset(self.config.systems)
+        self.max_body = r.max_body_size
+        self.prefer_policy = r.prefer_policy
+        self.preview_header = r.preview_header
+        self.preview_secret = r.preview_secret.reveal().encode() if r.preview_secret else None
+        self.drop = frozenset({r.preview_header.lower()})
+        self.cors_origins = frozenset(r.cors_origins)
+        self.requests: Counter[tuple[str, str, int]] = Counter()  # (route, system, status)
+        # Seam for the release store: system id -> release id handed out with tokens.
+        self.release_of: Callable[[str], str | None] = lambda system: None
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        rid = request_id(request.headers.get(REQUEST_ID_HEADER))
+        try:
+            match = classify(request.method, request.path, request.query.get("appkey"))
+            if match.route is Route.PREFLIGHT:
+                return self._preflight(request)
+            if match.route is Route.RELEASE:
+                raise NotFound(f"unknown release {match.release!r}")
+            facts = await self._facts(request, match)
+            decision = decide(facts, self.runtime.holder.current, self.known, self.prefer_policy)
+            if match.route is Route.CURRENT:
+                response: web.StreamResponse = self._current(decision)
+            else:
+                response = await self._forward(request, match, decision, rid)
+        except RequestError as exc:
+            response = error_response(exc)
+        response.headers[REQUEST_ID_HEADER] = rid
+        if request.method != "OPTIONS" and self.cors_origins:
+            self._cors(request, response)
+        return response
+
+    async def _facts(self, request: web.Request, match: Match) -> RequestFacts:
+        owner = None
+        if match.route in OWNED:
+            kind: AffinityKind = "session" if match.route is Route.TOKEN_DELETE else "code"
+            owner = await self.runtime.affinity.owner(kind, match.ident)
+        return RequestFacts(
+            match=match,
+            owner=owner,
+            prefer=request.headers.get(PREFER_HEADER),
+            preview=self._preview(request),
+        )
+
+    def _preview(self, request: web.Request) -> str | None:
+        value = request.headers.get(self.preview_header)
+        if value is None:
+            return None
+        system, _, secret = value.partition(":")
+        if self.preview_secret is None:
+            log.warning(
+                "ignored %s from %s: preview is not configured", self.preview_header, request.remote
+            )
+            return None
+        if (
+            not hmac.compare_digest(secret.encode(), self.preview_secret)
+            or system not in self.known
+        ):
+            log.warning(
+                "ignored %s from %s: wrong secret or unknown system",
+                self.preview_header,
+                request.remote,
+            )
+            return None
+        return system
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > self.max_body:
+            raise BodyTooLarge(f"request body over the {self.max_body} byte limit")
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise BodyTooLarge(f"request body over the {self.max_body} byte limit") from None
+
+    async def _forward(
+        self, request: web.Request, match: Match, decision: Forward, rid: str
+    ) -> web.Response:
+        system = decision.system
+        route = match.route
+        body: bytes | None = None
+        if request.can_read_body:
+            body = await self._read_body(request)
+        if route is Route.TOKEN_CREATE:
+            doc = parse_json_object(body or b"", "the session description")
+            body = orjson.dumps(rewrite_session_description(doc, self.config.systems[system]))
+        headers = request_headers_for(request, self.drop)
+        headers[REQUEST_ID_HEADER] = rid
+        if route in (Route.TOKEN_CREATE, Route.CODE_CREATE, Route.CODE_LOOKUP):
+            # The answer is read for affinity, so it must not come back compressed.
+            headers["Accept-Encoding"] = "identity"
+            if route is Route.TOKEN_CREATE:
+                headers["Content-Type"] = JSON_TYPE
+        upstream = self.runtime.upstreams[system]
+        try:
+            answer = await upstream.send(request.method, request.raw_path, headers, body)
+        except RequestError:
+            self.requests[(route.value, system, 0)] += 1
+            raise
+        await self._learn(match, system, answer.status, answer.body)
+        self.requests[(route.value, system, answer.status)] += 1
+        out = web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+        out.headers[SYSTEM_HEADER] = system
+        if route in (Route.TOKEN_CREATE, Route.CODE_CREATE, Route.CODE_LOOKUP):
+            release = self.release_of(system)
+            if release:
+                out.headers[RELEASE_HEADER] = release
+        if route is Route.LIBRARY and answer.status == 200:
+            out.headers["Cache-Control"] = LIBRARY_CACHE
+        return out
+
+    async def _learn(self, match: Match, system: str, status: int, body: bytes) -> None:
+        """Record or release affinity from an upstream answer."""
+        route = match.route
+        affinity = self.runtime.affinity
+        if route is Route.TOKEN_CREATE and status == 200:
+            sid = _field(body, "sessionid")
+            if sid:
+                await affinity.record("session", sid, system)
+        elif route is Route.CODE_CREATE and status == 200:
+            code = _field(body, "shortCode")
+            if code:
+                await affinity.record("code", code, system)
+        elif route is Route.TOKEN_DELETE and (200 <= status < 300 or status == 404):
+            await affinity.release("session", match.ident, system)
+
+    def _current(self, decision: Forward) -> web.Response:
+        system = self.config.systems[decision.system]
+        release = self.release_of(decision.system)
+        body = {
+            "system": system.id,
+            "reason": decision.reason,
+            "release": release,
+            "label": system.version or None,
+            "base": f"/v/{release}" if release else "",
+            "public_url": system.public_url,
+        }
+        return web.Response(
+            body=orjson.dumps(body),
+            content_type=JSON_TYPE,
+            headers={SYSTEM_HEADER: system.id, "Cache-Control": "no-store"},
+        )
+
+    def _origin_allowed(self, origin: str | None) -> bool:
+        return origin is not None and ("*" in self.cors_origins or origin in self.cors_origins)
+
+    def _preflight(self, request: web.Request) -> web.Response:
+        origin = request.headers.get("Origin")
+        if not self._origin_allowed(origin):
+            raise Forbidden(f"origin {origin!r} is not in router.cors_origins")
+        assert origin is not None
+        allowed = allowed_methods(request.path)
+        requested = request.headers.get("Access-Control-Request-Headers", "")
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Methods": ", ".join(m for m in allowed if m != "OPTIONS"),
+                "Access-Control-Allow-Headers": requested or "Content-Type",
+                "Access-Control-Max-Age": "600",
+                "Vary": "Origin",
+            },
+        )
+
+    def _cors(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Answers to browser routes carry CORS headers even if the gateway sent none."""
+        origin = request.headers.get("Origin")
+        if "Access-Control-Allow-Origin" in response.headers or not self._origin_allowed(origin):
+            return
+        try:
+            route = classify(request.method, request.path).route
+        except RequestError:
+            return
+        if route in BROWSER:
+            assert origin is not None
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers.add("Vary", "Origin")
+
+
+def request_headers_for(request: web.Request, drop: frozenset[str]) -> CIMultiDict[str]:
+    return request_headers(
+        request.headers,
+        peer=request.remote or "",
+        scheme=request.scheme,
+        host=request.host,
+        drop=drop,
+    )

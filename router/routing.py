@@ -1,0 +1,194 @@
+"""Which system gets this request? Pure functions over plain data, tested without sockets.
+
+`classify` recognises SPEC's route table from method and path; `decide` picks the system
+from the request facts (affinity already looked up, preview already authenticated) and the
+current state snapshot. Neither reads a clock, a socket or Redis.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from router.errors import MethodNotAllowed, NotFound, RequestError, SystemOffline
+from router.state import Snapshot
+
+
+class Route(enum.Enum):
+    TOKEN_CREATE = "token_create"
+    TOKEN_DELETE = "token_delete"
+    CODE_CREATE = "code_create"
+    CODE_LOOKUP = "code_lookup"
+    ASSIST = "assist"
+    LIBRARY = "library"
+    RELEASE = "release"
+    CURRENT = "current"
+    PREFLIGHT = "preflight"
+
+
+# Routes whose target is the system that issued an id, not the active one.
+OWNED = frozenset({Route.TOKEN_DELETE, Route.CODE_LOOKUP})
+# Routes a browser calls directly (FCSDK-API.md): CORS preflight is answered for these.
+BROWSER = frozenset({Route.CODE_CREATE, Route.CODE_LOOKUP, Route.ASSIST})
+
+SESSION_PATH = "/gateway/sessions/session"
+DELETE_PREFIX = "/gateway/sessions/session/id/"
+CODE_CREATE_PATH = "/assistserver/shortcode/create"
+CODE_LOOKUP_PATHS = ("/assistserver/shortcode/consumer", "/assistserver/shortcode/agent")
+ASSIST_PATHS = ("/assistserver/agent", "/assistserver/consumer")
+SDK_PREFIX = "/assistserver/sdk/web/"
+RELEASE_PREFIX = "/v/"
+CURRENT_PATH = "/router/current"
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    route: Route
+    ident: str = ""  # the session id or short code the request names, if any
+    release: str = ""  # for RELEASE: the release id
+    release_path: str = ""  # for RELEASE: the library path inside it, with leading '/'
+
+
+def _clean(path: str) -> bool:
+    """No empty, '.' or '..' segments and no backslash: nothing that could climb out."""
+    if "\\" in path or "\x00" in path:
+        return False
+    segments = path.split("/")[1:]
+    return all(segment not in ("", ".", "..") for segment in segments)
+
+
+def allowed_methods(path: str) -> tuple[str, ...]:
+    """Methods a known path accepts; empty for a path that is not ours."""
+    if path == SESSION_PATH:
+        return ("POST",)
+    if (
+        path.startswith(DELETE_PREFIX)
+        and len(path) > len(DELETE_PREFIX)
+        and "/" not in path[len(DELETE_PREFIX) :]
+    ):
+        return ("DELETE",)
+    if path == CODE_CREATE_PATH:
+        return ("PUT", "OPTIONS")
+    if path in CODE_LOOKUP_PATHS:
+        return ("GET", "OPTIONS")
+    if path in ASSIST_PATHS:
+        return ("POST", "OPTIONS")
+    if path == CURRENT_PATH:
+        return ("GET", "HEAD")
+    if _is_library(path) or _is_release(path):
+        return ("GET", "HEAD")
+    return ()
+
+
+def _is_library(path: str) -> bool:
+    if path.startswith("/gateway/") and path.count("/") == 2 and path.endswith(".js"):
+        return True
+    return path.startswith(SDK_PREFIX) and len(path) > len(SDK_PREFIX)
+
+
+def _is_release(path: str) -> bool:
+    release, _, rest = path[len(RELEASE_PREFIX) :].partition("/")
+    return path.startswith(RELEASE_PREFIX) and bool(release) and _is_library("/" + rest)
+
+
+def classify(method: str, path: str, appkey: str | None = None) -> Match:
+    """Map a request line to a route of SPEC's table; raise NotFound / MethodNotAllowed."""
+    if not _clean(path):
+        raise NotFound("no such route")
+    allowed = allowed_methods(path)
+    if not allowed:
+        raise NotFound("no such route: token-router forwards only the FCSDK and Live Assist routes")
+    if method not in allowed:
+        raise MethodNotAllowed(f"{method} is not allowed here", allowed=allowed)
+    if method == "OPTIONS":
+        return Match(Route.PREFLIGHT)
+    if path == SESSION_PATH:
+        return Match(Route.TOKEN_CREATE)
+    if path.startswith(DELETE_PREFIX):
+        return Match(Route.TOKEN_DELETE, ident=path[len(DELETE_PREFIX) :])
+    if path == CODE_CREATE_PATH:
+        return Match(Route.CODE_CREATE)
+    if path in CODE_LOOKUP_PATHS:
+        return Match(Route.CODE_LOOKUP, ident=appkey or "")
+    if path in ASSIST_PATHS:
+        return Match(Route.ASSIST)
+    if path == CURRENT_PATH:
+        return Match(Route.CURRENT)
+    if path.startswith(RELEASE_PREFIX):
+        release, _, rest = path[len(RELEASE_PREFIX) :].partition("/")
+        return Match(Route.RELEASE, release=release, release_path="/" + rest)
+    return Match(Route.LIBRARY)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What `decide` needs to know about a request, gathered by the handler beforehand."""
+
+    match: Match
+    owner: str | None = None  # system that issued match.ident (affinity), if known
+    prefer: str | None = None  # X-Token-Router-Prefer, as sent
+    preview: str | None = None  # system named by a preview header whose secret checked out
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    system: str
+    reason: str  # "active", "affinity", "prefer" or "preview": logged and counted
+
+
+Decision = Forward
+
+
+def decide(
+    facts: RequestFacts,
+    snapshot: Snapshot,
+    known: frozenset[str],
+    prefer_policy: str = "unless-offline",
+) -> Decision:
+    """Pick the system for a request; raise the RequestError to answer instead.
+
+    Owned routes (token delete, short-code look-up) follow the issuer even after a switch;
+    an unknown issuer falls back to the choice for a new session. New sessions go to the
+    preview system, else an honoured preference, else the active system.
+    """
+    route = facts.match.route
+    if route in OWNED and facts.owner in known:
+        assert facts.owner is not None
+        _raise_if_offline(facts.owner, snapshot)
+        return Forward(facts.owner, "affinity")
+    if facts.preview in known:
+        assert facts.preview is not None
+        _raise_if_offline(facts.preview, snapshot)
+        return Forward(facts.preview, "preview")
+    if (
+        prefer_policy == "unless-offline"
+        and facts.prefer in known
+        and facts.prefer is not None
+        and not snapshot.is_offline(facts.prefer)
+    ):
+        return Forward(facts.prefer, "prefer")
+    _raise_if_offline(snapshot.active, snapshot)
+    return Forward(snapshot.active, "active")
+
+
+def _raise_if_offline(system: str, snapshot: Snapshot) -> None:
+    if snapshot.is_offline(system):
+        raise SystemOffline(
+            f"system {system!r} is offline (marked by an operator); try again later",
+            system=system,
+        )
+
+
+__all__ = [
+    "BROWSER",
+    "OWNED",
+    "Decision",
+    "Forward",
+    "Match",
+    "RequestError",
+    "RequestFacts",
+    "Route",
+    "allowed_methods",
+    "classify",
+    "decide",
+]

@@ -1,0 +1,260 @@
+"""Running the router: listeners, signals, graceful stop, and `--workers N` processes.
+
+One worker is one process with both listeners. N workers are N forked processes that bind
+the same ports with SO_REUSEPORT (the kernel spreads connections), supervised by the parent:
+it forwards SIGTERM/SIGINT, restarts a worker that dies unexpectedly, and exits 0 once
+every worker has stopped cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import ssl
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import uvloop
+from aiohttp import web
+
+from router.app import create_admin_app, create_proxy_app
+from router.config import Config, check_listen
+from router.errors import ConfigError
+from router.logs import AccessLogger
+from router.proxy import ProxyHandler
+from router.runtime import Runtime
+from router.store import StateStore
+
+log = logging.getLogger("router.serve")
+
+# A worker that dies more often than this is not restarted: something is wrong that a
+# restart loop would only hide (bad certificate, port taken, ...).
+RESTART_WINDOW = 60.0
+MAX_RESTARTS = 5
+
+
+def url_of(host: str, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+@dataclass
+class Listeners:
+    """The sockets one process serves, once bound (ports resolved when 0 was asked for)."""
+
+    proxy_url: str
+    admin_url: str
+
+
+def _ssl_context(config: Config) -> ssl.SSLContext | None:
+    r = config.router
+    if not r.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(r.tls_cert, r.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("router.tls_cert", f"cannot load certificate and key: {exc}") from None
+    return context
+
+
+class RouterServer:
+    """Both listeners of one process, started and stopped together."""
+
+    def __init__(
+        self, config: Config, *, reuse_port: bool = False, store: StateStore | None = None
+    ) -> None:
+        self.config = config
+        self.reuse_port = reuse_port
+        self.runtime = Runtime.create(config, store)
+        self.proxy = ProxyHandler(self.runtime)
+        r = config.router
+        self.proxy_runner = web.AppRunner(
+            create_proxy_app(self.runtime, handler=self.proxy),
+            handle_signals=False,
+            access_log_class=AccessLogger,
+            access_log=logging.getLogger("router.access") if r.access_log else None,
+            shutdown_timeout=r.shutdown_timeout,
+        )
+        self.admin_runner = web.AppRunner(
+            create_admin_app(self.runtime, self.proxy),
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=2.0,
+        )
+        self.listeners: Listeners | None = None
+
+    async def start(self) -> Listeners:
+        r = self.config.router
+        ssl_context = _ssl_context(self.config)
+        await self.proxy_runner.setup()  # starts the runtime: first state read included
+        await self.admin_runner.setup()
+        host, port = check_listen("router.listen", r.listen)
+        admin_host, admin_port = check_listen("router.admin_listen", r.admin_listen)
+        sites = (
+            web.TCPSite(
+                self.proxy_runner,
+                host,
+                port,
+                ssl_context=ssl_context,
+                reuse_port=self.reuse_port,
+                backlog=1024,
+            ),
+            web.TCPSite(self.admin_runner, admin_host, admin_port, reuse_port=self.reuse_port),
+        )
+        for site, key in zip(sites, ("router.listen", "router.admin_listen"), strict=True):
+            try:
+                await site.start()
+            except OSError as exc:
+                await self.stop()
+                raise ConfigError(key, f"cannot listen on it: {exc.strerror or exc}") from None
+        bound_proxy = self.proxy_runner.addresses[0][1]
+        bound_admin = self.admin_runner.addresses[0][1]
+        self.listeners = Listeners(
+            proxy_url=url_of(host, bound_proxy, "https" if ssl_context else "http"),
+            admin_url=url_of(admin_host, bound_admin),
+        )
+        return self.listeners
+
+    async def stop(self) -> None:
+        """Graceful: stop accepting, let in-flight requests finish (bounded), close pools."""
+        self.runtime.stopping = True
+        # The proxy first: aiohttp closes the listening socket, waits up to shutdown_timeout
+        # for handlers in flight, then runs the cleanup context (closes the runtime).
+        await self.proxy_runner.cleanup()
+        await self.admin_runner.cleanup()
+
+
+async def run_until_signalled(
+    config: Config,
+    *,
+    reuse_port: bool = False,
+    announce: Callable[[Listeners], None] | None = None,
+) -> None:
+    server = RouterServer(config, reuse_port=reuse_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    listeners = await server.start()
+    if announce is not None:
+        announce(listeners)
+    await stop.wait()
+    log.info(
+        "stopping: no new connections, up to %.0f s for requests in flight",
+        config.router.shutdown_timeout,
+    )
+    started = time.monotonic()
+    await server.stop()
+    log.info("stopped in %.2f s", time.monotonic() - started)
+
+
+def run_worker(
+    config: Config, *, reuse_port: bool, announce: Callable[[Listeners], None] | None
+) -> None:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run_until_signalled(config, reuse_port=reuse_port, announce=announce))
+
+
+def _announce(listeners: Listeners) -> None:
+    log.info("proxy listening on %s, admin on %s", listeners.proxy_url, listeners.admin_url)
+
+
+def serve(config: Config, workers: int = 1) -> int:
+    """Run the router until SIGTERM/SIGINT. Returns the process exit status."""
+    if workers < 1:
+        raise ConfigError("--workers", "must be 1 or more")
+    if workers > 1 and config.router.redis_url.startswith("memory://"):
+        raise ConfigError(
+            "router.redis_url",
+            "memory:// lives inside one process; --workers above 1 needs Redis",
+        )
+    _ssl_context(config)  # a bad certificate is a user error before any fork
+    if workers == 1:
+        run_worker(config, reuse_port=False, announce=_announce)
+        return 0
+    return Supervisor(config, workers).run()
+
+
+class Supervisor:
+    """The parent of N workers. Holds no sockets and no event loop of its own."""
+
+    def __init__(self, config: Config, workers: int) -> None:
+        self.config = config
+        self.workers = workers
+        self.children: dict[int, int] = {}  # pid -> worker number
+        self.stopping = False
+        self.restarts: list[float] = []
+
+    def _spawn(self, number: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 0
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                run_worker(
+                    self.config, reuse_port=True, announce=_announce if number == 0 else None
+                )
+            except ConfigError as exc:
+                print(f"token-router: error: {exc}", file=sys.stderr, flush=True)
+                code = 2
+            except BaseException:
+                log.exception("worker %d failed", number)
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        self.children[pid] = number
+        log.info("worker %d started (pid %d)", number, pid)
+
+    def _forward(self, signum: int, frame: object) -> None:
+        self.stopping = True
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._forward)
+        signal.signal(signal.SIGINT, self._forward)
+        for number in range(self.workers):
+            self._spawn(number)
+        status = 0
+        while self.children:
+            try:
+                pid, wait_status = os.wait()
+            except ChildProcessError:
+                break
+            except InterruptedError:  # pragma: no cover (PEP 475 retries os.wait)
+                continue
+            if pid not in self.children:
+                continue
+            number = self.children.pop(pid)
+            code = os.waitstatus_to_exitcode(wait_status)
+            if self.stopping:
+                if code != 0:
+                    status = 1
+                continue
+            if code == 2:  # a user error (port taken, ...): restarting cannot help
+                log.error("worker %d (pid %d) could not start; stopping the others", number, pid)
+                self._forward(signal.SIGTERM, None)
+                status = 2
+                continue
+            now = time.monotonic()
+            self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW] + [now]
+            if len(self.restarts) > MAX_RESTARTS:
+                log.error(
+                    "workers keep dying (%d in %.0f s); giving up",
+                    len(self.restarts),
+                    RESTART_WINDOW,
+                )
+                self._forward(signal.SIGTERM, None)
+                status = 1
+                continue
+            log.error("worker %d (pid %d) exited with %d; starting a new one", number, pid, code)
+            self._spawn(number)
+        return status

@@ -1,0 +1,543 @@
+"""The simulated system: one FCSDK Web Gateway + Live Assist server as an aiohttp app.
+
+SPEC section 5. It is the upstream of the demo, of every proxy test and of the
+benchmarks, so the request path stays lean (orjson, no per-request logging, library
+bytes generated once per version) and everything a test compares is deterministic:
+library bytes depend only on the version, never on the process or the clock.
+
+Besides the FCSDK routes (see FCSDK-API.md) it serves `GET /stats` and control routes
+under `/_sim/` that make it fail, slow down, upgrade in place or forget everything.
+"Going away" is simply stopping the app (cancel `run_gateway`, close the test server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import secrets
+import struct
+import zlib
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+LIBRARY_PATHS: tuple[str, ...] = (
+    "/gateway/adapter.js",
+    "/gateway/fusion-client-sdk.js",
+    "/gateway/csdk-phone.js",
+    "/gateway/csdk-aed.js",
+    "/assistserver/sdk/web/consumer/assist.js",
+    "/assistserver/sdk/web/consumer/assist.css",
+    "/assistserver/sdk/web/shared/js/assist-common.js",
+    "/assistserver/sdk/web/shared/img/logo.png",
+    "/assistserver/sdk/web/agent/js/assist-console.js",
+)
+
+_JS = "application/javascript"
+_CSS = "text/css"
+_PNG = "image/png"
+
+# Target sizes: the real SDK files are hundreds of KB; fusion-client-sdk.js is the ~1 MB
+# file the release-serving benchmark needs.
+_SIZES: dict[str, int] = {
+    "/gateway/adapter.js": 120_000,
+    "/gateway/fusion-client-sdk.js": 1_000_000,
+    "/gateway/csdk-phone.js": 240_000,
+    "/gateway/csdk-aed.js": 160_000,
+    "/assistserver/sdk/web/consumer/assist.js": 300_000,
+    "/assistserver/sdk/web/consumer/assist.css": 40_000,
+    "/assistserver/sdk/web/shared/js/assist-common.js": 180_000,
+    "/assistserver/sdk/web/agent/js/assist-console.js": 220_000,
+}
+
+_HEX_PER_LINE = 96
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+# --- library files ---------------------------------------------------------------------
+
+
+def _seeded(path: str, version: str, n: int) -> bytes:
+    # SHAKE is an extendable-output hash: any length, identical on every platform and
+    # Python build, unlike `random`, whose algorithms are allowed to change.
+    return hashlib.shake_256(f"{path}\0{version}".encode()).digest(n)
+
+
+def _comment_safe(text: str) -> str:
+    return text.replace("*/", "* /")
+
+
+def _fill_lines(path: str, version: str, budget: int, line_size: int) -> list[str]:
+    """Hex strings of `_HEX_PER_LINE` chars, enough lines of `line_size` to fill `budget`."""
+    count = max(1, budget // line_size)
+    digits = _seeded(path, version, count * _HEX_PER_LINE // 2).hex()
+    return [digits[i : i + _HEX_PER_LINE] for i in range(0, len(digits), _HEX_PER_LINE)]
+
+
+def _javascript(path: str, version: str, size: int) -> bytes:
+    header = f"/* token-router simulated library {path} version {_comment_safe(version)} */\n"
+    # A real script that registers itself, so a browser test can tell which system's
+    # library a page loaded.
+    footer = (
+        "  ];\n"
+        "  var root = typeof window !== 'undefined' ? window : globalThis;\n"
+        "  root.__simLibraries = root.__simLibraries || {};\n"
+        f"  root.__simLibraries[{orjson.dumps(path).decode()}] = "
+        f"{{version: {orjson.dumps(version).decode()}, chunks: data.length}};\n"
+        "})();\n"
+    )
+    opening = "(function () {\n  var data = [\n"
+    fixed = len((header + opening + footer).encode())
+    lines = _fill_lines(path, version, size - fixed, _HEX_PER_LINE + 8)
+    body = "".join(f'    "{line}",\n' for line in lines)
+    return (header + opening + body + footer).encode()
+
+
+def _css(path: str, version: str, size: int) -> bytes:
+    header = (
+        f"/* token-router simulated library {path} version {_comment_safe(version)} */\n"
+        f":root {{ --sim-version: {orjson.dumps(version).decode()}; }}\n"
+    )
+    rule_size = len(".sim- { color: #; }\n") + _HEX_PER_LINE
+    lines = _fill_lines(path, version, size - len(header.encode()), rule_size)
+    body = "".join(f".sim-{line[6:]} {{ color: #{line[:6]}; }}\n" for line in lines)
+    return (header + body).encode()
+
+
+def _png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def _zlib_stored(data: bytes) -> bytes:
+    # Deflate "stored" blocks written by hand: zlib's compressed output may differ between
+    # zlib builds, which would make the bytes depend on the machine, not only the version.
+    out = bytearray(b"\x78\x01")
+    step = 0xFFFF
+    for start in range(0, max(len(data), 1), step):
+        block = data[start : start + step]
+        final = 1 if start + step >= len(data) else 0
+        out += struct.pack("<BHH", final, len(block), len(block) ^ 0xFFFF) + block
+    out += struct.pack(">I", zlib.adler32(data))
+    return bytes(out)
+
+
+def _png(path: str, version: str, side: int = 32) -> bytes:
+    pixels = _seeded(path, version, side * side * 3)
+    row = side * 3
+    raw = b"".join(b"\x00" + pixels[y * row : (y + 1) * row] for y in range(side))
+    comment = f"Comment\0{path} version {version}".encode("latin-1", "replace")
+    return b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            _png_chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)),
+            _png_chunk(b"tEXt", comment),
+            _png_chunk(b"IDAT", _zlib_stored(raw)),
+            _png_chunk(b"IEND", b""),
+        )
+    )
+
+
+@lru_cache(maxsize=16)
+def _cached_library(version: str) -> Mapping[str, tuple[bytes, str]]:
+    # Generating ~2.5 MB takes milliseconds, but the benchmark upstream must answer from
+    # memory; read-only so every app sharing a version shares the bytes safely.
+    files: dict[str, tuple[bytes, str]] = {}
+    for path in LIBRARY_PATHS:
+        if path.endswith(".png"):
+            files[path] = (_png(path, version), _PNG)
+        elif path.endswith(".css"):
+            files[path] = (_css(path, version, _SIZES[path]), _CSS)
+        else:
+            files[path] = (_javascript(path, version, _SIZES[path]), _JS)
+    return MappingProxyType(files)
+
+
+def library_files(version: str) -> dict[str, tuple[bytes, str]]:
+    """Every library file of `version`: path -> (bytes, content type).
+
+    Pure: the bytes depend only on `version`, in any process on any machine.
+    """
+    return dict(_cached_library(version))
+
+
+# --- state -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ShortCode:
+    """What the Live Assist server hands out for one short code."""
+
+    session_token: str
+    cid: str
+
+
+class GatewayState:
+    """The mutable state of one simulated system, held by its app under `SIM_STATE`."""
+
+    __slots__ = (
+        "name",
+        "version",
+        "files",
+        "sessions",
+        "short_codes",
+        "requests",
+        "fail_status",
+        "fail_remaining",
+        "delay",
+    )
+
+    def __init__(self, name: str, version: str) -> None:
+        self.name = name
+        self.version = version
+        self.files: Mapping[str, tuple[bytes, str]] = _cached_library(version)
+        self.sessions: set[str] = set()
+        self.short_codes: dict[str, ShortCode] = {}
+        self.requests: Counter[str] = Counter()
+        self.fail_status: int | None = None
+        # None with a fail_status set means "every request until told otherwise".
+        self.fail_remaining: int | None = None
+        self.delay = 0.0
+
+    def new_token(self, kind: str = "") -> str:
+        return f"{self.name}-{kind}{secrets.token_hex(8)}"
+
+    def new_short_code(self) -> str:
+        while True:
+            # No leading zero, so a client that parses the code as a number keeps 7 digits.
+            code = str(secrets.randbelow(9_000_000) + 1_000_000)
+            if code not in self.short_codes:
+                self.short_codes[code] = ShortCode(self.new_token(), self.new_token("cid-"))
+                return code
+
+    def set_version(self, version: str) -> None:
+        self.version = version
+        self.files = _cached_library(version)
+
+    def set_failure(self, status: int | None, count: int | None) -> None:
+        if status is None or count == 0:
+            self.fail_status = self.fail_remaining = None
+        else:
+            self.fail_status, self.fail_remaining = status, count
+
+    def take_failure(self) -> int | None:
+        """The status this request must fail with, if any; consumes one counted failure."""
+        status = self.fail_status
+        if status is not None and self.fail_remaining is not None:
+            self.fail_remaining -= 1
+            if self.fail_remaining <= 0:
+                self.fail_status = self.fail_remaining = None
+        return status
+
+    def reset(self) -> None:
+        """Forget sessions, codes, counters and faults; the version stays (it is installed)."""
+        self.sessions.clear()
+        self.short_codes.clear()
+        self.requests.clear()
+        self.set_failure(None, None)
+        self.delay = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        fail = None
+        if self.fail_status is not None:
+            fail = {"status": self.fail_status, "count": self.fail_remaining}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "open_sessions": len(self.sessions),
+            "short_codes": len(self.short_codes),
+            "requests": dict(self.requests),
+            "fail": fail,
+            "delay": self.delay,
+        }
+
+
+SIM_STATE = web.AppKey("sim_state", GatewayState)
+
+
+# --- answers ---------------------------------------------------------------------------
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, headers=_JSON_HEADERS)
+
+
+def _error(state: GatewayState, status: int, code: str, message: str) -> web.Response:
+    # Same shape as the router's own errors (errors.RequestError.to_json).
+    body = {"error": code, "message": message, "system": state.name}
+    return _json(body, status)
+
+
+async def _json_object(request: web.Request) -> dict[str, Any] | None:
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+# --- FCSDK routes ----------------------------------------------------------------------
+
+
+async def _session_create(request: web.Request) -> web.Response:
+    state = request.app[SIM_STATE]
+    body = await _json_object(request)
+    if body is None:
+        return _error(state, 400, "malformed_json", "the session description is not a JSON object")
+    sid = state.new_token()
+    state.sessions.add(sid)
+    # Echoed so tests can see what the router forwarded (it rewrites urlSchemeDetails).
+    return _json({"sessionid": sid, "urlSchemeDetails": body.get("urlSchemeDetails")})
+
+
+async def _session_delete(request: web.Request) -> web.Response:
+    state = request.app[SIM_STATE]
+    sid = request.match_info["sid"]
+    if sid not in state.sessions:
+        return _error(state, 404, "unknown_session", f"session {sid!r} is not open here")
+    state.sessions.discard(sid)
+    return _json({"deleted": sid})
+
+
+async def _shortcode_create(request: web.Request) -> web.Response:
+    return _json({"shortCode": request.app[SIM_STATE].new_short_code()})
+
+
+def _lookup_code(request: web.Request) -> ShortCode | web.Response:
+    state = request.app[SIM_STATE]
+    entry = state.short_codes.get(request.query.get("appkey", ""))
+    if entry is None:
+        return _error(state, 403, "unknown_short_code", "this short code was not issued here")
+    return entry
+
+
+async def _shortcode_consumer(request: web.Request) -> web.Response:
+    entry = _lookup_code(request)
+    if isinstance(entry, web.Response):
+        return entry
+    return _json({"session-token": entry.session_token, "cid": entry.cid})
+
+
+async def _shortcode_agent(request: web.Request) -> web.Response:
+    entry = _lookup_code(request)
+    if isinstance(entry, web.Response):
+        return entry
+    return _json({"cid": entry.cid})
+
+
+def _form_value(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(getattr(value, "filename", ""))
+
+
+async def _assist_token(request: web.Request) -> web.Response:
+    state = request.app[SIM_STATE]
+    try:
+        form = await request.post()
+    except ValueError:
+        return _error(state, 400, "bad_form", "the body is not a valid form")
+    fields = {key: _form_value(value) for key, value in form.items()}
+    return _json({"token": state.new_token(), "system": state.name, "form": fields})
+
+
+# Two handlers rather than one so /stats counts agents and consumers apart.
+async def _assist_agent(request: web.Request) -> web.Response:
+    return await _assist_token(request)
+
+
+async def _assist_consumer(request: web.Request) -> web.Response:
+    return await _assist_token(request)
+
+
+async def _library(request: web.Request) -> web.Response:
+    state = request.app[SIM_STATE]
+    found = state.files.get(request.path)
+    if found is None:
+        return _error(state, 404, "not_found", f"no library file at {request.path}")
+    body, content_type = found
+    # no-cache like a gateway whose files change on upgrade: the router must revalidate.
+    headers = {"Content-Type": content_type, "Cache-Control": "no-cache"}
+    return web.Response(body=body, headers=headers)
+
+
+async def _stats(request: web.Request) -> web.Response:
+    return _json(request.app[SIM_STATE].as_json())
+
+
+# --- control routes (/_sim/) -----------------------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+async def _sim_fail(request: web.Request) -> web.Response:
+    state = request.app[SIM_STATE]
+    body = await _json_object(request)
+    if body is None:
+        return _error(state, 400, "malformed_json", 'expected {"status": 500, "count": N|null}')
+    status, count = body.get("status", 500), body.get("count")
+    if status is not None and not (_is_int(status) and 400 <= status <= 599):
+        return _error(state, 400, "bad_request", "status must be an integer 400-599 or null")
+    if count is not None and not (_is_int(count) and count >= 0):
+        return _error(state, 400, "bad_request", "count must be a non-negative integer or null")
+    state.set_failure(status, count)
+    return _json(state.as_json())
+
+
+async def _sim_slow(request: web.Request) -> web.Response:
+    state = request.app[SIM_STATE]
+    body = await _json_object(request)
+    delay = None if body is None else body.get("delay")
+    if (
+        not isinstance(delay, int | float)
+        or isinstance(delay, bool)
+        or not math.isfinite(delay)
+        or delay < 0
+    ):
+        return _error(state, 400, "bad_request", 'expected {"delay": seconds >= 0}')
+    state.delay = float(delay)
+    return _json(state.as_json())
+
+
+async def _sim_version(request: web.Request) -> web.Response:
+    state = request.app[SIM_STATE]
+    body = await _json_object(request)
+    version = None if body is None else body.get("version")
+    if not isinstance(version, str) or not version:
+        return _error(state, 400, "bad_request", 'expected {"version": "<non-empty string>"}')
+    state.set_version(version)
+    return _json(state.as_json())
+
+
+async def _sim_reset(request: web.Request) -> web.Response:
+    state = request.app[SIM_STATE]
+    state.reset()
+    return _json(state.as_json())
+
+
+async def _sim_state(request: web.Request) -> web.Response:
+    # /stats, but exempt from injected faults, so a test can look while failing.
+    return _json(request.app[SIM_STATE].as_json())
+
+
+# (method, path, handler, label counted in /stats). GET also answers HEAD.
+_ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
+    ("POST", "/gateway/sessions/session", _session_create, "session_create"),
+    ("DELETE", "/gateway/sessions/session/id/{sid}", _session_delete, "session_delete"),
+    ("PUT", "/assistserver/shortcode/create", _shortcode_create, "shortcode_create"),
+    ("GET", "/assistserver/shortcode/consumer", _shortcode_consumer, "shortcode_consumer"),
+    ("GET", "/assistserver/shortcode/agent", _shortcode_agent, "shortcode_agent"),
+    ("POST", "/assistserver/agent", _assist_agent, "assist_agent"),
+    ("POST", "/assistserver/consumer", _assist_consumer, "assist_consumer"),
+    *(("GET", path, _library, "library") for path in LIBRARY_PATHS),
+    ("GET", "/stats", _stats, "stats"),
+    ("POST", "/_sim/fail", _sim_fail, "sim_fail"),
+    ("POST", "/_sim/slow", _sim_slow, "sim_slow"),
+    ("POST", "/_sim/version", _sim_version, "sim_version"),
+    ("POST", "/_sim/reset", _sim_reset, "sim_reset"),
+    ("GET", "/_sim/state", _sim_state, "sim_state"),
+)
+_LABELS: dict[Handler, str] = {handler: label for _, _, handler, label in _ROUTES}
+_CONTROL: frozenset[Handler] = frozenset(h for _, p, h, _ in _ROUTES if p.startswith("/_sim/"))
+_CORS_METHODS = "GET, HEAD, POST, PUT, DELETE, OPTIONS"
+
+
+def _preflight(request: web.Request) -> web.Response:
+    headers = {
+        "Access-Control-Allow-Methods": _CORS_METHODS,
+        "Access-Control-Allow-Headers": request.headers.get(
+            "Access-Control-Request-Headers", "Content-Type"
+        ),
+        "Access-Control-Max-Age": "600",
+    }
+    return web.Response(status=204, headers=headers)
+
+
+async def _dispatch(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        # Unknown paths and wrong methods: JSON like every other answer, not aiohttp's text.
+        response = _error(request.app[SIM_STATE], exc.status, "http_error", exc.reason)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+
+
+@web.middleware
+async def _simulate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count, inject faults, answer CORS preflights, stamp every answer with the system."""
+    state = request.app[SIM_STATE]
+    route_handler = request.match_info.handler
+    preflight = request.method == "OPTIONS"
+    state.requests["preflight" if preflight else _LABELS.get(route_handler, "unmatched")] += 1
+    if route_handler in _CONTROL:
+        response = await _dispatch(request, handler)
+    else:
+        # The failure is decided on arrival so concurrent requests consume `count` in order.
+        status = state.take_failure()
+        if state.delay > 0:
+            await asyncio.sleep(state.delay)
+        if status is not None:
+            response = _error(state, status, "simulated_failure", "failure injected by /_sim/fail")
+        elif preflight:
+            response = _preflight(request)
+        else:
+            response = await _dispatch(request, handler)
+    headers = response.headers
+    headers["X-Sim-System"] = state.name
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Allow-Credentials"] = "true"
+        headers["Vary"] = "Origin"
+    return response
+
+
+# --- app and runner --------------------------------------------------------------------
+
+
+def create_gateway_app(name: str, version: str) -> web.Application:
+    """One simulated system called `name` serving library version `version`."""
+    app = web.Application(middlewares=[_simulate])
+    app[SIM_STATE] = GatewayState(name, version)
+    for method, path, handler, _ in _ROUTES:
+        if method == "GET":
+            app.router.add_get(path, handler)
+        else:
+            app.router.add_route(method, path, handler)
+    return app
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def run_gateway(name: str, version: str, host: str, port: int) -> None:
+    """Serve one simulated system until cancelled (`token-router simulate-gateway`).
+
+    Prints one line with the URL once listening; with port 0 it shows the port chosen.
+    """
+    # access_log=None: the simulator is the benchmark upstream; logging would be the cost.
+    runner = web.AppRunner(create_gateway_app(name, version), access_log=None)
+    await runner.setup()
+    try:
+        # A larger backlog than aiohttp's 128 so load-test bursts are not dropped here.
+        site = web.TCPSite(runner, host, port, backlog=1024)
+        await site.start()
+        bound = runner.addresses[0][1] if runner.addresses else port
+        print(f"simulated system {name} {version} on {_url(host, bound)}", flush=True)
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,217 @@
+"""Dynamic state: the watcher that turns store events into one validated, immutable Snapshot.
+
+On any event and on a bounded tick, the watcher re-reads the authoritative keys and builds a
+complete Snapshot; an unchanged one is dropped, a changed one replaces the current one in a
+single assignment. The request path only ever reads `holder.current`: no per-request Redis
+round trip for routing. Store loss keeps the last snapshot (fail-static) and marks degraded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from router.errors import StoreUnavailable
+from router.store import StateStore, StoredState
+
+log = logging.getLogger("router.state")
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A value found in `<prefix>:active` that names no configured system."""
+
+    value: str
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    active: str
+    offline: frozenset[str] = frozenset()
+    refused: Refusal | None = None
+
+    def is_offline(self, system: str) -> bool:
+        return system in self.offline
+
+
+def build_snapshot(
+    stored: StoredState, known: Sequence[str], previous: Snapshot, now: float
+) -> Snapshot:
+    """Validate what the store holds against the configured systems.
+
+    A value naming no configured system is refused: routing stays on the previous active
+    system and the refusal is kept (with the time it was first seen) for /readyz, the admin
+    page and metrics. A missing value also keeps the previous system; the watcher re-seeds it.
+    """
+    offline = frozenset(s for s in stored.offline if s in known)
+    if stored.active is None:
+        return replace(previous, offline=offline, refused=None)
+    if stored.active in known:
+        return Snapshot(active=stored.active, offline=offline, refused=None)
+    refused = previous.refused
+    if refused is None or refused.value != stored.active:
+        refused = Refusal(value=stored.active, since=now)
+    return Snapshot(active=previous.active, offline=offline, refused=refused)
+
+
+Listener = Callable[[Snapshot, Snapshot], None]
+
+
+@dataclass
+class StateHolder:
+    """The current snapshot plus the health of the link to the store."""
+
+    current: Snapshot
+    synced: bool = False
+    degraded: bool = False
+    last_error: str = ""
+    degraded_since: float | None = None
+    last_sync: float | None = None
+    listeners: list[Listener] = field(default_factory=list)
+    health_listeners: list[Callable[[bool], None]] = field(default_factory=list)
+
+    def add_listener(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    def apply(self, snapshot: Snapshot) -> bool:
+        """Swap in `snapshot` if it differs; tell listeners. Returns whether it changed."""
+        previous = self.current
+        if snapshot == previous:
+            return False
+        self.current = snapshot
+        for listener in self.listeners:
+            try:
+                listener(previous, snapshot)
+            except Exception:  # a broken listener must never stop routing
+                log.exception("state listener %r failed", listener)
+        return True
+
+    def set_degraded(self, degraded: bool, error: str = "") -> None:
+        changed = degraded != self.degraded
+        self.degraded = degraded
+        self.last_error = error
+        if degraded and changed:
+            self.degraded_since = time.time()
+        if not degraded:
+            self.degraded_since = None
+        if changed:
+            for listener in self.health_listeners:
+                listener(degraded)
+
+
+class Backoff:
+    """Capped exponential backoff: 0.05 s, 0.1 s, ... up to `cap`."""
+
+    def __init__(self, cap: float, initial: float = 0.05) -> None:
+        self.cap = cap
+        self.initial = initial
+        self.delay = initial
+
+    def next(self) -> float:
+        delay = self.delay
+        self.delay = min(self.delay * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = self.initial
+
+
+class StateWatcher:
+    """The one background task that follows the store. Run it with `run()` in a task."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        holder: StateHolder,
+        known: Sequence[str],
+        *,
+        instance: str,
+        resync_interval: float,
+        retry_max: float,
+    ) -> None:
+        self.store = store
+        self.holder = holder
+        self.known = tuple(known)
+        self.instance = instance
+        self.resync_interval = resync_interval
+        self.backoff = Backoff(retry_max)
+        self.recovered: list[Callable[[], object]] = []
+        self._lock = asyncio.Lock()
+        self._seeded = False
+
+    def _keyspace_note(self) -> str:
+        return str(getattr(self.store, "keyspace_note", "") or "")
+
+    async def nudge(self) -> None:
+        """Re-read now (after this instance wrote a change); store errors are left to run()."""
+        with contextlib.suppress(StoreUnavailable):
+            await self.sync()
+
+    async def sync(self) -> None:
+        """Re-read the store and apply what it holds; raises StoreUnavailable."""
+        async with self._lock:
+            await self._sync()
+
+    async def _sync(self) -> None:
+        stored = await self.store.read_state()
+        if stored.active is None:
+            # Redis lost its data (restart without persistence, FLUSHALL): restore the
+            # system we were routing to, so all instances agree again on what they keep doing.
+            if await self.store.seed_active(self.holder.current.active):
+                self._seeded = True
+            stored = await self.store.read_state()
+        previous = self.holder.current
+        snapshot = build_snapshot(stored, self.known, previous, time.time())
+        changed = self.holder.apply(snapshot)
+        if snapshot.refused is not None and snapshot.refused != previous.refused:
+            log.error(
+                "refused active value %r: it names no configured system (%s); "
+                "still routing new sessions to %r",
+                snapshot.refused.value,
+                ", ".join(self.known),
+                snapshot.active,
+            )
+        if changed or not self.holder.synced:
+            # Exactly-once audit of whatever changed the active key (a bare SET included).
+            source = f"external (seen by {self.instance})"
+            if self._seeded:
+                source = f"seed (no active value in the store; {self.instance} wrote its own)"
+                self._seeded = False
+            await self.store.record_observed(source, self.known)
+        self.holder.synced = True
+        self.holder.last_sync = time.time()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                async for change in self.store.changes(self.resync_interval):
+                    await self.sync()
+                    if change == "subscribed" and self.holder.degraded:
+                        log.warning("state store %s is back; state re-read", self.store.description)
+                        self.holder.set_degraded(False)
+                        for callback in self.recovered:
+                            callback()
+                    elif change == "subscribed" and (note := self._keyspace_note()):
+                        log.warning(
+                            "%s; bare SETs propagate within resync_interval (%.2f s)",
+                            note,
+                            self.resync_interval,
+                        )
+                    self.backoff.reset()
+            except StoreUnavailable as exc:
+                delay = self.backoff.next()
+                if not self.holder.degraded:
+                    log.error(
+                        "%s; routing stays on %r (fail-static) until it returns",
+                        exc,
+                        self.holder.current.active,
+                    )
+                else:
+                    log.warning("%s; retrying in %.2f s", exc, delay)
+                self.holder.set_degraded(True, str(exc))
+                await asyncio.sleep(delay)

@@ -1,0 +1,515 @@
+"""The state store: one protocol, a Redis implementation and an in-process `memory://` one.
+
+Everything shared between router instances goes through here: the active system, the
+offline set, affinity (who issued a token or short code), open-item counts for drain and
+the audit stream. Every method raises `StoreUnavailable` when the store cannot answer; the
+callers decide what fail-static means for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from router.errors import Conflict, StoreUnavailable
+from router.keys import Keys
+
+AUDIT_MAXLEN = 10_000
+Change = Literal["subscribed", "event", "tick"]
+AffinityKind = Literal["session", "code"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    """The dynamic state as read from the store, not yet validated against the config."""
+
+    active: str | None
+    offline: frozenset[str]
+    recorded: str | None = None  # the last valid active value the audit stream recorded
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: str
+    time: float
+    action: str
+    source: str
+    from_: str
+    to: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "time": self.time,
+            "action": self.action,
+            "source": self.source,
+            "from": self.from_,
+            "to": self.to,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AffinityRecord:
+    kind: AffinityKind
+    ident: str
+    system: str
+    ttl: int
+
+
+class StateStore(Protocol):
+    """What the router needs from shared state. `RedisStore` and `MemoryStore` implement it."""
+
+    description: str
+
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+    async def read_state(self) -> StoredState: ...
+    def changes(self, tick: float) -> AsyncIterator[Change]: ...
+    async def seed_active(self, system: str) -> bool: ...
+    async def switch(self, system: str, source: str, known: Sequence[str]) -> str: ...
+    async def set_offline(self, system: str, offline: bool, source: str) -> None: ...
+    async def record_observed(self, source: str, known: Sequence[str]) -> bool: ...
+    async def audit(self, count: int) -> list[AuditEntry]: ...
+    async def write_affinity(self, records: Sequence[AffinityRecord], now: float) -> None: ...
+    async def lookup_affinity(self, kind: AffinityKind, ident: str) -> str | None: ...
+    async def release(self, kind: AffinityKind, ident: str, system: str) -> None: ...
+    async def open_counts(self, systems: Sequence[str], now: float) -> dict[str, int]: ...
+    async def mark_preview(self, system: str, ttl: int) -> None: ...
+    async def previewing(self, systems: Sequence[str]) -> frozenset[str]: ...
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _member(kind: AffinityKind, ident: str) -> str:
+    return f"{kind}:{ident}"
+
+
+# Switch and observe are scripts so that "set active + write audit + remember what was
+# recorded" is atomic: several instances observing one bare SET then record it exactly once.
+_SWITCH = """
+-- KEYS: active, recorded, offline, audit, events
+-- ARGV: new, source, time, maxlen, known...
+if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
+  return redis.error_reply('OFFLINE')
+end
+local prev = redis.call('GET', KEYS[1])
+local recorded = redis.call('GET', KEYS[2])
+local function known(v)
+  for i = 5, #ARGV do if ARGV[i] == v then return true end end
+  return false
+end
+-- A bare SET nobody has recorded yet is recorded first, so the history has no gap.
+if prev and prev ~= recorded and known(prev) then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'action', 'switch',
+    'from', recorded or '', 'to', prev, 'source', 'external', 'time', ARGV[3])
+  recorded = prev
+end
+redis.call('SET', KEYS[1], ARGV[1])
+local from = recorded or ''
+if from ~= ARGV[1] then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'action', 'switch',
+    'from', from, 'to', ARGV[1], 'source', ARGV[2], 'time', ARGV[3])
+end
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('PUBLISH', KEYS[5], 'active')
+return from
+"""
+
+_OBSERVE = """
+-- KEYS: active, recorded, audit ; ARGV: source, time, maxlen, known...
+local active = redis.call('GET', KEYS[1])
+if not active then return 0 end
+local recorded = redis.call('GET', KEYS[2])
+if active == recorded then return 0 end
+for i = 4, #ARGV do
+  if ARGV[i] == active then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'action', 'switch',
+      'from', recorded or '', 'to', active, 'source', ARGV[1], 'time', ARGV[2])
+    redis.call('SET', KEYS[2], active)
+    return 1
+  end
+end
+return 0
+"""
+
+_OFFLINE = """
+-- KEYS: offline, audit, events ; ARGV: system, 1|0, source, time, maxlen
+local changed
+if ARGV[2] == '1' then
+  changed = redis.call('SADD', KEYS[1], ARGV[1])
+else
+  changed = redis.call('SREM', KEYS[1], ARGV[1])
+end
+if changed == 1 then
+  local action = 'online'
+  if ARGV[2] == '1' then action = 'offline' end
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'action', action,
+    'from', ARGV[1], 'to', ARGV[1], 'source', ARGV[3], 'time', ARGV[4])
+end
+redis.call('PUBLISH', KEYS[3], 'offline')
+return changed
+"""
+
+
+class RedisStore:
+    """The shared store: one Redis (or Sentinel/Cluster through redis-py) for all instances."""
+
+    def __init__(
+        self, url: str, keys: Keys, *, timeout: float = 1.0, keyspace_events: bool = True
+    ) -> None:
+        self.description = redact(url)
+        self.keys = keys
+        self.keyspace_events = keyspace_events
+        self.keyspace_note = ""
+        # No client-side retries: a dead Redis must be noticed at once so the caller can
+        # fail static; the state watcher owns reconnecting, with its own backoff.
+        self._client: aioredis.Redis = aioredis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
+            client_name="token-router",
+        )
+        self._db = int(self._client.connection_pool.connection_kwargs.get("db", 0) or 0)
+        self._switch = self._client.register_script(_SWITCH)
+        self._observe = self._client.register_script(_OBSERVE)
+        self._offline = self._client.register_script(_OFFLINE)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"Redis at {self.description} is unavailable: {exc}")
+
+    async def ping(self) -> None:
+        try:
+            await self._client.ping()
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def read_state(self) -> StoredState:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.get(self.keys.active)
+                pipe.smembers(self.keys.offline)
+                pipe.get(self.keys.recorded)
+                active, offline, recorded = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        return StoredState(active=active, offline=frozenset(offline), recorded=recorded)
+
+    async def _enable_keyspace_events(self) -> None:
+        """Add K (keyspace), $ (strings), s (sets) and g (DEL, EXPIRE) to the server's flags.
+
+        Merged with what is there, never overwritten, because other applications may rely
+        on the flags already set. Managed Redis often forbids CONFIG: then the resync tick is
+        the propagation path, which the log line says.
+        """
+        try:
+            flags = await self._client.config_get("notify-keyspace-events")
+            current = str(flags.get("notify-keyspace-events") or "")
+            wanted = set(current) | set("K$sg")
+            if "A" in wanted:
+                wanted -= set("$sg")
+            if wanted != set(current):
+                await self._client.config_set("notify-keyspace-events", "".join(sorted(wanted)))
+            self.keyspace_note = ""
+        except ResponseError as exc:
+            self.keyspace_note = f"keyspace notifications unavailable ({exc})"
+
+    async def changes(self, tick: float) -> AsyncIterator[Change]:
+        """Yield "subscribed" once listening, then "event" on any change, "tick" otherwise."""
+        pubsub = self._client.pubsub()
+        try:
+            try:
+                if self.keyspace_events:
+                    await self._enable_keyspace_events()
+                await pubsub.subscribe(self.keys.events, *self.keys.keyspace_channels(self._db))
+            except (RedisError, OSError) as exc:
+                raise self._unavailable(exc) from exc
+            yield "subscribed"
+            while True:
+                try:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=tick)
+                except (RedisError, OSError) as exc:
+                    raise self._unavailable(exc) from exc
+                yield "event" if message is not None else "tick"
+        finally:
+            # Closing must not hang on a dead socket: the watcher is waiting to reconnect.
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await asyncio.wait_for(pubsub.aclose(), timeout=1.0)  # type: ignore[no-untyped-call]
+
+    async def seed_active(self, system: str) -> bool:
+        try:
+            return bool(await self._client.set(self.keys.active, system, nx=True))
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def switch(self, system: str, source: str, known: Sequence[str]) -> str:
+        k = self.keys
+        try:
+            previous = await self._switch(
+                keys=[k.active, k.recorded, k.offline, k.audit, k.events],
+                args=[system, source, f"{time.time():.3f}", AUDIT_MAXLEN, *known],
+            )
+        except ResponseError as exc:
+            if "OFFLINE" in str(exc):
+                raise Conflict(
+                    f"system {system!r} is marked offline; bring it online before switching",
+                    system=system,
+                ) from None
+            raise self._unavailable(exc) from exc
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        return str(previous)
+
+    async def set_offline(self, system: str, offline: bool, source: str) -> None:
+        k = self.keys
+        try:
+            await self._offline(
+                keys=[k.offline, k.audit, k.events],
+                args=[system, "1" if offline else "0", source, f"{time.time():.3f}", AUDIT_MAXLEN],
+            )
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def record_observed(self, source: str, known: Sequence[str]) -> bool:
+        k = self.keys
+        try:
+            return bool(
+                await self._observe(
+                    keys=[k.active, k.recorded, k.audit],
+                    args=[source, f"{time.time():.3f}", AUDIT_MAXLEN, *known],
+                )
+            )
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def audit(self, count: int) -> list[AuditEntry]:
+        try:
+            rows: list[tuple[str, dict[str, str]]] = await self._client.xrevrange(
+                self.keys.audit, count=count
+            )  # type: ignore[assignment]
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        return [
+            AuditEntry(
+                id=entry_id,
+                time=float(data.get("time", 0.0)),
+                action=data.get("action", "switch"),
+                source=data.get("source", ""),
+                from_=data.get("from", ""),
+                to=data.get("to", ""),
+            )
+            for entry_id, data in rows
+        ]
+
+    async def write_affinity(self, records: Sequence[AffinityRecord], now: float) -> None:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for r in records:
+                    pipe.set(self.keys.affinity(r.kind, r.ident), r.system, ex=r.ttl)
+                    pipe.zadd(
+                        self.keys.open_items(r.system), {_member(r.kind, r.ident): now + r.ttl}
+                    )
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def lookup_affinity(self, kind: AffinityKind, ident: str) -> str | None:
+        try:
+            value = await self._client.get(self.keys.affinity(kind, ident))
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        return None if value is None else str(value)
+
+    async def release(self, kind: AffinityKind, ident: str, system: str) -> None:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.delete(self.keys.affinity(kind, ident))
+                pipe.zrem(self.keys.open_items(system), _member(kind, ident))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def open_counts(self, systems: Sequence[str], now: float) -> dict[str, int]:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for system in systems:
+                    pipe.zremrangebyscore(self.keys.open_items(system), "-inf", now)
+                    pipe.zcard(self.keys.open_items(system))
+                results = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        return {system: int(results[2 * i + 1]) for i, system in enumerate(systems)}
+
+    async def mark_preview(self, system: str, ttl: int) -> None:
+        try:
+            await self._client.set(self.keys.preview(system), "1", ex=ttl)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def previewing(self, systems: Sequence[str]) -> frozenset[str]:
+        try:
+            values = await self._client.mget([self.keys.preview(s) for s in systems])
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        return frozenset(s for s, v in zip(systems, values, strict=True) if v is not None)
+
+
+class MemoryStore:
+    """`memory://`: the same behaviour inside one process, for the demo and single-node trials.
+
+    Not shared between processes, so `--workers` above 1 refuses it (cli.py).
+    """
+
+    def __init__(self) -> None:
+        self.description = "memory://"
+        self.active: str | None = None
+        self.recorded: str | None = None
+        self.offline: set[str] = set()
+        self.entries: list[AuditEntry] = []
+        self.affinity: dict[tuple[str, str], tuple[str, float]] = {}
+        self.open: dict[str, dict[str, float]] = {}
+        self.preview: dict[str, float] = {}
+        self._changed = asyncio.Event()
+        self._sequence = 0
+
+    def _notify(self) -> None:
+        # Wake every watcher, then re-arm: waiters already woken keep their wake-up.
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _append(self, action: str, source: str, from_: str, to: str) -> None:
+        self._sequence += 1
+        now = time.time()
+        entry = AuditEntry(f"{int(now * 1000)}-{self._sequence}", now, action, source, from_, to)
+        self.entries.append(entry)
+        del self.entries[:-AUDIT_MAXLEN]
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    async def read_state(self) -> StoredState:
+        return StoredState(
+            active=self.active, offline=frozenset(self.offline), recorded=self.recorded
+        )
+
+    async def changes(self, tick: float) -> AsyncIterator[Change]:
+        yield "subscribed"
+        while True:
+            event = self._changed
+            try:
+                await asyncio.wait_for(event.wait(), timeout=tick)
+            except TimeoutError:
+                yield "tick"
+            else:
+                yield "event"
+
+    async def seed_active(self, system: str) -> bool:
+        if self.active is not None:
+            return False
+        self.active = system
+        self._notify()
+        return True
+
+    def set_active_raw(self, value: str) -> None:
+        """What a bare `redis-cli SET` is for Redis: a write that bypasses the audit."""
+        self.active = value
+        self._notify()
+
+    async def switch(self, system: str, source: str, known: Sequence[str]) -> str:
+        if system in self.offline:
+            raise Conflict(
+                f"system {system!r} is marked offline; bring it online before switching",
+                system=system,
+            )
+        if self.active is not None and self.active != self.recorded and self.active in known:
+            self._append("switch", "external", self.recorded or "", self.active)
+            self.recorded = self.active
+        previous = self.recorded or ""
+        self.active = system
+        if previous != system:
+            self._append("switch", source, previous, system)
+        self.recorded = system
+        self._notify()
+        return previous
+
+    async def set_offline(self, system: str, offline: bool, source: str) -> None:
+        changed = (system not in self.offline) if offline else (system in self.offline)
+        if offline:
+            self.offline.add(system)
+        else:
+            self.offline.discard(system)
+        if changed:
+            self._append("offline" if offline else "online", source, system, system)
+        self._notify()
+
+    async def record_observed(self, source: str, known: Sequence[str]) -> bool:
+        if self.active is None or self.active == self.recorded or self.active not in known:
+            return False
+        self._append("switch", source, self.recorded or "", self.active)
+        self.recorded = self.active
+        return True
+
+    async def audit(self, count: int) -> list[AuditEntry]:
+        return list(reversed(self.entries[-count:]))
+
+    async def write_affinity(self, records: Sequence[AffinityRecord], now: float) -> None:
+        for r in records:
+            self.affinity[(r.kind, r.ident)] = (r.system, now + r.ttl)
+            self.open.setdefault(r.system, {})[_member(r.kind, r.ident)] = now + r.ttl
+
+    async def lookup_affinity(self, kind: AffinityKind, ident: str) -> str | None:
+        found = self.affinity.get((kind, ident))
+        if found is None or found[1] <= time.time():
+            return None
+        return found[0]
+
+    async def release(self, kind: AffinityKind, ident: str, system: str) -> None:
+        self.affinity.pop((kind, ident), None)
+        self.open.get(system, {}).pop(_member(kind, ident), None)
+
+    async def open_counts(self, systems: Sequence[str], now: float) -> dict[str, int]:
+        counts = {}
+        for system in systems:
+            items = self.open.get(system, {})
+            for member in [m for m, expiry in items.items() if expiry <= now]:
+                del items[member]
+            counts[system] = len(items)
+        return counts
+
+    async def mark_preview(self, system: str, ttl: int) -> None:
+        self.preview[system] = time.time() + ttl
+
+    async def previewing(self, systems: Sequence[str]) -> frozenset[str]:
+        now = time.time()
+        return frozenset(s for s in systems if self.preview.get(s, 0.0) > now)
+
+
+def open_store(url: str, keys: Keys, *, timeout: float, keyspace_events: bool) -> StateStore:
+    if url.startswith("memory://"):
+        return MemoryStore()
+    return RedisStore(url, keys, timeout=timeout, keyspace_events=keyspace_events)
