@@ -1,0 +1,300 @@
+"""Real parts for tests: a redis-server per test, simulated systems and routers on sockets.
+
+Nothing here is a mock. Every server binds loopback on a free port and is stopped by its
+PID (processes) or its runner (in-process apps) when the test ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from router.config import Config, build_config
+from router.serve import RouterServer
+from router.simulator import SIM_STATE, GatewayState, create_gateway_app
+
+HOST = "127.0.0.1"
+SESSION_PATH = "/gateway/sessions/session"
+SESSION_BODY: dict[str, Any] = {
+    "webAppId": "webapp-id-example",
+    "allowedOrigins": ["https://shop.example.com"],
+    "timeout": 1,
+    "urlSchemeDetails": {"secure": True, "host": "wrong.example.com", "port": "8443"},
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0, interval: float = 0.01
+) -> None:
+    """Poll `predicate` until it is true; fail the test with a clear message on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {predicate!r}")
+        await asyncio.sleep(interval)
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port; stop() and start() keep the port."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
+        self.binary = binary
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="token-router-test-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def start(self) -> None:
+        assert self.proc is None, "already running"
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                HOST,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection((HOST, self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        """Kill it (SIGKILL: a crash, not a polite shutdown) and wait for the port to close."""
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def command(self, *args: str) -> str:
+        """A raw RESP command: what `redis-cli` does, with no router code involved."""
+        payload = f"*{len(args)}\r\n".encode()
+        for arg in args:
+            data = arg.encode()
+            payload += b"$%d\r\n%s\r\n" % (len(data), data)
+        with socket.create_connection((HOST, self.port), timeout=2) as sock:
+            sock.sendall(payload)
+            reply = sock.recv(65536).decode()
+        if reply.startswith("-"):
+            raise RuntimeError(reply.strip())
+        return reply.strip()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@dataclass
+class Gateway:
+    """One simulated system served in the test's event loop."""
+
+    name: str
+    version: str
+    runner: web.AppRunner
+    url: str
+
+    @property
+    def state(self) -> GatewayState:
+        return self.runner.app[SIM_STATE]
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_gateway(name: str, version: str, port: int = 0) -> Gateway:
+    runner = web.AppRunner(create_gateway_app(name, version), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, port)
+    await site.start()
+    bound = runner.addresses[0][1]
+    return Gateway(name, version, runner, f"http://{HOST}:{bound}")
+
+
+def router_data(redis_url: str, gateways: Mapping[str, Gateway], **router: Any) -> dict[str, Any]:
+    """A config document for `gateways`, public URLs distinct from the gateways'."""
+    data: dict[str, Any] = {
+        "router": {
+            "listen": f"{HOST}:0",
+            "admin_listen": f"{HOST}:0",
+            "redis_url": redis_url,
+            "admin_token": "test-admin-token",
+            "access_log": False,
+            "resync_interval": 0.5,
+            **router,
+        },
+        "systems": {
+            name: {
+                "gateway": gw.url,
+                "public_url": f"https://{name}.example.com:{8443 + i}",
+                "version": gw.version,
+            }
+            for i, (name, gw) in enumerate(gateways.items())
+        },
+    }
+    return data
+
+
+def make_config(redis_url: str, gateways: Mapping[str, Gateway], **router: Any) -> Config:
+    return build_config(router_data(redis_url, gateways, **router), {})
+
+
+@dataclass
+class RunningRouter:
+    server: RouterServer
+    proxy_url: str
+    admin_url: str
+
+    @property
+    def active(self) -> str:
+        return self.server.runtime.holder.current.active
+
+
+@dataclass
+class RouterFactory:
+    routers: list[RunningRouter] = field(default_factory=list)
+
+    async def __call__(self, config: Config) -> RunningRouter:
+        server = RouterServer(config)
+        listeners = await server.start()
+        running = RunningRouter(server, listeners.proxy_url, listeners.admin_url)
+        self.routers.append(running)
+        return running
+
+    async def close(self) -> None:
+        for running in self.routers:
+            await running.server.stop()
+
+
+def write_toml(path: Path, data: Mapping[str, Any]) -> Path:
+    """A tiny TOML writer for the config documents above (strings, numbers, bools, lists)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = ["[router]"] + [f"{k} = {value(v)}" for k, v in data["router"].items()]
+    for sid, table in data["systems"].items():
+        lines += ["", f"[systems.{sid}]"] + [f"{k} = {value(v)}" for k, v in table.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+class RouterProcess:
+    """`token-router serve` as a real process (signals, workers, exit status)."""
+
+    def __init__(self, config_path: Path, workers: int = 1, env: Mapping[str, str] | None = None):
+        self.config_path = config_path
+        self.workers = workers
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+        self.log = config_path.with_suffix(".log")
+
+    def start(self) -> None:
+        self._log = open(self.log, "w", encoding="utf-8")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "router",
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--workers",
+                str(self.workers),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            text=True,
+        )
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if hasattr(self, "_log"):
+            self._log.close()
+
+
+async def wait_ready(admin_url: str, timeout: float = 10.0) -> None:
+    async with aiohttp.ClientSession() as session:
+
+        async def ready() -> bool:
+            try:
+                async with session.get(admin_url + "/readyz") as resp:
+                    return resp.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await wait_until(ready, timeout=timeout, interval=0.05)
