@@ -26,7 +26,7 @@ def create_proxy_app(runtime: Runtime, *, handler: ProxyHandler | None = None) -
     proxy = handler or ProxyHandler(runtime)
     app[RUNTIME] = runtime
     app[PROXY] = proxy
-    app.router.add_route("*", "/{tail:.*}", proxy)
+    app.router.add_route("*", "/{tail:.*}", proxy.__call__)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         await runtime.start()

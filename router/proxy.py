@@ -7,8 +7,10 @@ layer on the hot path.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +27,7 @@ from router.errors import (
     MethodNotAllowed,
     NotFound,
     RequestError,
+    StoreUnavailable,
 )
 from router.logs import request_id
 from router.routing import (
@@ -48,6 +51,9 @@ SYSTEM_HEADER = "X-Token-Router-System"
 RELEASE_HEADER = "X-Token-Router-Release"
 PREFER_HEADER = "X-Token-Router-Prefer"
 REQUEST_ID_HEADER = "X-Request-Id"
+# An idle system reports "preview" for this long after the last preview request.
+PREVIEW_TTL = 600
+PREVIEW_MARK_EVERY = 10.0
 LIBRARY_CACHE = "public, max-age=60"
 JSON_TYPE = "application/json"
 
@@ -116,6 +122,8 @@ class ProxyHandler:
         self.drop = frozenset({r.preview_header.lower()})
         self.cors_origins = frozenset(r.cors_origins)
         self.requests: Counter[tuple[str, str, int]] = Counter()  # (route, system, status)
+        self._preview_marked: dict[str, float] = {}
+        self._background: set[asyncio.Task[None]] = set()
         # Seam for the release store: system id -> release id handed out with tokens.
         self.release_of: Callable[[str], str | None] = lambda system: None
 
@@ -129,6 +137,8 @@ class ProxyHandler:
                 raise NotFound(f"unknown release {match.release!r}")
             facts = await self._facts(request, match)
             decision = decide(facts, self.runtime.holder.current, self.known, self.prefer_policy)
+            if decision.reason == "preview":
+                self._mark_preview(decision.system)
             if match.route is Route.CURRENT:
                 response: web.StreamResponse = self._current(decision)
             else:
@@ -139,6 +149,26 @@ class ProxyHandler:
         if request.method != "OPTIONS" and self.cors_origins:
             self._cors(request, response)
         return response
+
+    def _mark_preview(self, system: str) -> None:
+        """Tell every instance (through the store) that `system` is being previewed.
+
+        Written at most every PREVIEW_MARK_EVERY seconds per system and off the request path:
+        the state word is for operators, no request waits for it.
+        """
+        now = time.monotonic()
+        if now - self._preview_marked.get(system, -PREVIEW_MARK_EVERY) < PREVIEW_MARK_EVERY:
+            return
+        self._preview_marked[system] = now
+        task = asyncio.create_task(self._write_preview(system))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _write_preview(self, system: str) -> None:
+        try:
+            await self.runtime.store.mark_preview(system, PREVIEW_TTL)
+        except StoreUnavailable as exc:
+            log.warning("could not mark %s as previewed: %s", system, exc)
 
     async def _facts(self, request: web.Request, match: Match) -> RequestFacts:
         owner = None
