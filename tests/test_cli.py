@@ -1,0 +1,223 @@
+"""The command line as an operator uses it: real processes, exit statuses, one-line errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.helpers import (
+    SESSION_BODY,
+    SESSION_PATH,
+    Gateway,
+    RedisServer,
+    RouterFactory,
+    free_port,
+    router_data,
+    write_toml,
+)
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "router", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("TOKENROUTER_")},
+            **(env or {}),
+        },
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def config(tmp_path: Path, redis_server: RedisServer, gateways: dict[str, Gateway]) -> Path:
+    data = router_data(redis_server.url, gateways)
+    data["systems"]["a"]["stats_url"] = gateways["a"].url + "/stats"
+    return write_toml(tmp_path / "router.toml", data)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "serve",
+        "demo",
+        "status",
+        "switch",
+        "flip",
+        "drain-wait",
+        "offline",
+        "online",
+        "history",
+        "simulate-gateway",
+    ],
+)
+def test_every_command_has_help(command: str) -> None:
+    result = run(command, "--help")
+    assert result.returncode == 0
+    assert "usage: token-router" in result.stdout
+
+
+def test_top_level_help_lists_commands() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("serve", "demo", "status", "switch", "drain-wait", "simulate-gateway"):
+        assert command in result.stdout
+
+
+def test_bad_config_key_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[router]\nlisten = "nowhere"\n[systems.a]\ngateway = "http://x:1"\n'
+        'public_url = "https://a.example.com"\n'
+    )
+    line = one_line_error(run("status", "--config", str(path)))
+    assert line == (
+        "token-router: error: router.listen: 'nowhere' is not host:port (e.g. 127.0.0.1:8080)"
+    )
+    path.write_text(
+        '[router]\nlisten_port = 1\n[systems.a]\ngateway = "http://x:1"\n'
+        'public_url = "https://a.example.com"\n'
+    )
+    assert "router.listen_port: unknown key" in one_line_error(run("serve", "--config", str(path)))
+
+
+def test_missing_config_file_and_bad_env(tmp_path: Path) -> None:
+    line = one_line_error(run("switch", "b", "--config", str(tmp_path / "nope.toml")))
+    assert "--config: file" in line and "does not exist" in line
+    env = {
+        "TOKENROUTER_SYSTEMS_A_GATEWAY": "http://127.0.0.1:1",
+        "TOKENROUTER_SYSTEMS_A_PUBLIC_URL": "https://a.example.com",
+        "TOKENROUTER_READ_TIMEOUT": "soon",
+    }
+    line = one_line_error(run("status", env=env))
+    assert "router.read_timeout: 'soon' is not a number of seconds" in line
+
+
+def test_bad_arguments_are_one_line() -> None:
+    line = one_line_error(run("serve", "--workers", "0"))
+    assert "--workers" in line
+    line = one_line_error(run("frobnicate"))
+    assert "invalid choice" in line
+
+
+def test_switch_unknown_system(config: Path) -> None:
+    line = one_line_error(run("switch", "c", "--config", str(config)))
+    assert line == "token-router: error: unknown system 'c'; configured systems: a, b"
+
+
+def test_switch_with_redis_unreachable(config: Path, redis_server: RedisServer) -> None:
+    redis_server.stop()
+    line = one_line_error(run("switch", "b", "--config", str(config)))
+    assert line.startswith(f"token-router: error: Redis at {redis_server.url} is unavailable")
+
+
+def test_switch_status_history_offline_online(config: Path, redis_server: RedisServer) -> None:
+    cfg = ("--config", str(config))
+    result = run("switch", "b", *cfg)
+    assert result.returncode == 0, result.stderr
+    assert "switched: new sessions go to b (before: none)" in result.stdout
+    assert run("flip", "a", *cfg).returncode == 0
+    assert redis_server.command("GET", "tokenrouter:active").endswith("a")
+    status = run("status", *cfg)
+    assert status.returncode == 0
+    assert "active  a" in status.stdout
+    assert "b -> a" in status.stdout
+    history = run("history", *cfg)
+    assert [line.split()[2:5] for line in history.stdout.splitlines()] == [
+        ["(none)", "->", "b"],
+        ["b", "->", "a"],
+    ]
+    assert "cli (" in history.stdout
+
+    line = one_line_error(run("offline", "a", *cfg))
+    assert "a is the active system" in line
+    assert run("offline", "b", *cfg).returncode == 0
+    line = one_line_error(run("switch", "b", *cfg))
+    assert "bring it online before switching" in line
+    assert run("online", "b", *cfg).returncode == 0
+    assert run("switch", "b", *cfg).returncode == 0
+
+
+async def test_status_json_and_refused_value(config: Path, redis_server: RedisServer) -> None:
+    cfg = ("--config", str(config))
+    assert run("switch", "b", *cfg).returncode == 0
+    redis_server.command("SET", "tokenrouter:active", "zz")
+    result = run("status", *cfg)
+    assert "REFUSED tokenrouter:active holds 'zz'" in result.stdout
+    assert "routers stay on 'b'" in result.stdout
+    # In a thread: the simulated systems answer the stats probe from this test's loop.
+    doc = orjson.loads((await asyncio.to_thread(run, "status", "--json", *cfg)).stdout)
+    assert doc["active"] == "b"
+    assert doc["refused"] == "zz"
+    assert doc["systems"][0]["gateway_open"] == 0  # from a's stats_url
+
+
+def test_memory_store_is_explained(tmp_path: Path, gateways: dict[str, Gateway]) -> None:
+    path = write_toml(tmp_path / "m.toml", router_data("memory://", gateways))
+    line = one_line_error(run("switch", "b", "--config", str(path)))
+    assert "memory://" in line and "/api/switch" in line
+
+
+def test_simulate_gateway_port_in_use(redis_server: RedisServer) -> None:
+    line = one_line_error(run("simulate-gateway", "--port", str(redis_server.port)))
+    assert "cannot listen on 127.0.0.1" in line
+
+
+def test_free_port_helper_is_loopback() -> None:
+    assert 0 < free_port() < 65536
+
+
+async def test_drain_wait_times_out_then_succeeds(
+    config: Path, redis_server: RedisServer, gateways: dict[str, Gateway], routers: RouterFactory
+) -> None:
+    import aiohttp
+
+    from router.config import load_config
+
+    router = await routers(load_config(config, {}))
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            router.proxy_url + SESSION_PATH, data=orjson.dumps(SESSION_BODY)
+        ) as resp:
+            sid = (await resp.json())["sessionid"]
+        cfg = ("--config", str(config))
+        assert (await asyncio.to_thread(run, "switch", "b", *cfg)).returncode == 0
+        waited = await asyncio.to_thread(
+            run, "drain-wait", "a", "--timeout", "1", "--interval", "0.2", *cfg
+        )
+        assert waited.returncode == 1
+        assert "a: draining, 1 open" in waited.stdout
+        assert "timed out after 1 s" in waited.stderr
+
+        async def delete_later() -> None:
+            await asyncio.sleep(1.0)
+            async with http.delete(
+                router.proxy_url + f"/gateway/sessions/session/id/{sid}"
+            ) as resp:
+                assert resp.status == 200
+
+        deleter = asyncio.create_task(delete_later())
+        waited = await asyncio.to_thread(
+            run, "drain-wait", "a", "--timeout", "20", "--interval", "0.2", *cfg
+        )
+        await deleter
+    assert waited.returncode == 0, waited.stderr
+    assert "a: draining, 1 open" in waited.stdout
+    assert "a is drained" in waited.stdout
