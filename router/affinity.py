@@ -97,6 +97,10 @@ class Affinity:
                 try:
                     await self.store.write_affinity(batch, time.time())
                     self.batches += 1
+                    if self.pending:
+                        # The store answers again: catch up now rather than wait for the
+                        # watcher to notice a recovery it may have seen before these failed.
+                        await self.replay()
                 except StoreUnavailable as exc:
                     # Fail-static: the local cache still knows, and the replay catches up.
                     self.pending.extend(batch)

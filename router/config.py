@@ -25,6 +25,10 @@ PREFER_POLICIES = ("unless-offline", "never")
 LOG_FORMATS = ("text", "json")
 
 
+# A duration in seconds where 0 is allowed (see _parse_seconds); plain `float` keys must be > 0.
+Seconds = float
+
+
 class Secret:
     """A string that never shows in `repr()`, logs or tracebacks."""
 
@@ -146,6 +150,13 @@ class RouterConfig:
         default=15.0,
         metadata=_help("Seconds in-flight requests get to finish after SIGTERM."),
     )
+    stop_delay: Seconds = field(
+        default=0.0,
+        metadata=_help(
+            "Seconds after SIGTERM that /readyz answers 503 while still serving, so a balancer"
+            " takes the instance out before its listener closes."
+        ),
+    )
     affinity_ttl: int = field(
         default=43_200,
         metadata=_help("Seconds a token's or short code's owner is remembered (and counted)."),
@@ -170,6 +181,39 @@ class RouterConfig:
     log_format: str = field(default="text", metadata=_help("'text' or 'json' log lines."))
     log_level: str = field(default="info", metadata=_help("debug, info, warning or error."))
     access_log: bool = field(default=True, metadata=_help("One log line per proxied request."))
+    release_paths: tuple[str, ...] = field(
+        default=(
+            "/gateway/adapter.js",
+            "/gateway/fusion-client-sdk.js",
+            "/gateway/csdk-phone.js",
+            "/gateway/csdk-aed.js",
+            "/assistserver/sdk/web/consumer/assist.js",
+            "/assistserver/sdk/web/consumer/assist.css",
+            "/assistserver/sdk/web/shared/js/assist-common.js",
+            "/assistserver/sdk/web/shared/img/logo.png",
+            "/assistserver/sdk/web/agent/js/assist-console.js",
+        ),
+        metadata=_help(
+            "Library files fingerprinted per system (files they reference are followed; "
+            "missing ones skipped); empty turns releases off."
+        ),
+    )
+    release_retention_days: float = field(
+        default=30.0,
+        metadata=_help("Days a release stays servable under /v/ after it was last active."),
+    )
+    release_check_interval: float = field(
+        default=60.0,
+        metadata=_help("Seconds between fingerprint checks of every system's libraries."),
+    )
+    release_max_bytes: int = field(
+        default=67_108_864,
+        metadata=_help("Largest release (sum of its files, uncompressed) stored, in bytes."),
+    )
+    release_cache_bytes: int = field(
+        default=134_217_728,
+        metadata=_help("Bytes of hot release files (all encodings) each process keeps in memory."),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +249,8 @@ def _parse_bool(key: str, value: Any) -> bool:
 
 
 def _parse_int(key: str, value: Any) -> int:
-    if isinstance(value, bool):
+    # A fraction is refused, not truncated: `max_body_size = 1.5` is a typo, not 1 byte.
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
         raise ConfigError(key, f"{value!r} is not a whole number")
     try:
         number = int(value)
@@ -226,6 +271,13 @@ def _parse_float(key: str, value: Any) -> float:
     if not number > 0:
         raise ConfigError(key, f"{number} must be greater than 0")
     return number
+
+
+def _parse_seconds(key: str, value: Any) -> float:
+    """A duration that may be 0 (a feature switched off), never negative."""
+    if value in (0, "0", "0.0"):
+        return 0.0
+    return _parse_float(key, value)
 
 
 def _parse_str(key: str, value: Any) -> str:
@@ -251,6 +303,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "bool": _parse_bool,
     "int": _parse_int,
     "float": _parse_float,
+    "Seconds": _parse_seconds,
     "str": _parse_str,
     "Secret | None": _parse_secret,
     "tuple[str, ...]": _parse_list,
@@ -366,6 +419,13 @@ def _read_token_file(path: str) -> Secret:
     return Secret(lines[0].strip())
 
 
+def _system_table(sid: str, table: Any) -> dict[str, Any]:
+    # Checked before dict(): `systems.a = "http://gw"` must be a ConfigError, not a traceback.
+    if not isinstance(table, dict):
+        raise ConfigError(f"systems.{sid}", "must be a table")
+    return dict(table)
+
+
 def build_config(data: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     """Validate a parsed TOML document plus environment overrides into a `Config`."""
     unknown = set(data) - {"router", "systems"}
@@ -376,7 +436,7 @@ def build_config(data: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     raw_systems = data.get("systems", {})
     if not isinstance(raw_systems, dict):
         raise ConfigError("systems", "must be a table of [systems.<id>] tables")
-    merged: dict[str, dict[str, Any]] = {sid: dict(t) for sid, t in raw_systems.items()}
+    merged = {sid: _system_table(sid, t) for sid, t in raw_systems.items()}
     for sid, table in env_systems.items():
         merged.setdefault(sid, {}).update(table)
     if not merged:
@@ -386,8 +446,6 @@ def build_config(data: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     for sid, table in merged.items():
         if not SYSTEM_ID.match(sid):
             raise ConfigError(f"systems.{sid}", "an id is lower-case letters, digits and '-'")
-        if not isinstance(table, dict):
-            raise ConfigError(f"systems.{sid}", "must be a table")
         values = _parse_table(SystemConfig, f"systems.{sid}", table)
         _check_url(f"systems.{sid}.gateway", values["gateway"])
         _check_url(f"systems.{sid}.public_url", values["public_url"])

@@ -121,8 +121,18 @@ class RouterServer:
         return self.listeners
 
     async def stop(self) -> None:
-        """Graceful: stop accepting, let in-flight requests finish (bounded), close pools."""
+        """Graceful: stop accepting, let in-flight requests finish (bounded), close pools.
+
+        With `stop_delay`, the instance first keeps serving while /readyz says 503, so a
+        balancer that health-checks it stops sending before the listener closes: closing a
+        listener drops connections still in its accept queue, which no balancer can retry
+        safely for a POST.
+        """
         self.runtime.stopping = True
+        delay = self.config.router.stop_delay
+        if delay > 0 and self.listeners is not None:
+            log.info("not ready any more; serving %.1f s more before closing the listener", delay)
+            await asyncio.sleep(delay)
         # The proxy first: aiohttp closes the listening socket, waits up to shutdown_timeout
         # for handlers in flight, then runs the cleanup context (closes the runtime).
         await self.proxy_runner.cleanup()

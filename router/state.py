@@ -176,7 +176,9 @@ class StateWatcher:
                 ", ".join(self.known),
                 snapshot.active,
             )
-        if changed or not self.holder.synced:
+        # A re-seed after Redis came back empty changes nothing locally but is recorded now,
+        # else the next switch would be audited with the seed's source and a lost "from".
+        if changed or self._seeded or not self.holder.synced:
             # Exactly-once audit of whatever changed the active key (a bare SET included).
             source = f"external (seen by {self.instance})"
             if self._seeded:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from router.errors import Conflict, StoreUnavailable
@@ -179,13 +180,16 @@ class RedisStore:
         self.keys = keys
         self.keyspace_events = keyspace_events
         self.keyspace_note = ""
-        # No client-side retries: a dead Redis must be noticed at once so the caller can
-        # fail static; the state watcher owns reconnecting, with its own backoff.
+        # One immediate retry, on connection errors only: after Redis restarted, every pooled
+        # connection is dead, and the first command on each must not fail when a fresh
+        # connection would succeed. A Redis that is really down refuses the retry at once; a
+        # hung one is not retried (timeouts are excluded), so a caller waits at most `timeout`
+        # before failing static. Every command here is safe to repeat (SETs, idempotent Lua).
         self._client: aioredis.Redis = aioredis.from_url(
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             decode_responses=True,
             client_name="token-router",
         )

@@ -250,7 +250,9 @@ class RouterProcess:
         self.log = config_path.with_suffix(".log")
 
     def start(self) -> None:
-        self._log = open(self.log, "w", encoding="utf-8")  # noqa: SIM115
+        if hasattr(self, "_log"):
+            self._log.close()  # a restart appends to the same log
+        self._log = open(self.log, "a", encoding="utf-8")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
                 sys.executable,
