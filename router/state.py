@@ -121,6 +121,18 @@ class Backoff:
         self.delay = self.initial
 
 
+def _raise_if_cancel_lost() -> None:
+    """Honour a cancel that was requested but swallowed on the way.
+
+    Python 3.11's `asyncio.wait_for` (used inside redis-py for every command it sends) drops
+    a cancel that lands just as its inner call completes; the task keeps `cancelling() > 0`
+    and would otherwise loop for ever, hanging the router's shutdown.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class StateWatcher:
     """The one background task that follows the store. Run it with `run()` in a task."""
 
@@ -190,8 +202,10 @@ class StateWatcher:
 
     async def run(self) -> None:
         while True:
+            _raise_if_cancel_lost()
             try:
                 async for change in self.store.changes(self.resync_interval):
+                    _raise_if_cancel_lost()
                     await self.sync()
                     if change == "subscribed" and self.holder.degraded:
                         log.warning("state store %s is back; state re-read", self.store.description)

@@ -1,0 +1,211 @@
+"""router/affinity.py: the local LRU, group commit of writes, fail-static records + replay."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from router.affinity import Affinity, LocalCache
+from router.keys import Keys
+from router.state import Snapshot, StateHolder
+from router.store import MemoryStore, RedisStore, StateStore
+from tests.helpers import RedisServer
+
+KEYS = Keys("tokenrouter")
+
+# --- LocalCache -----------------------------------------------------------------------------
+
+
+def test_cache_get_put_pop() -> None:
+    cache = LocalCache(10)
+    assert cache.get("session", "s1", 0.0) is None
+    cache.put("session", "s1", "a", 100.0)
+    cache.put("code", "s1", "b", 100.0)  # kinds are separate
+    assert cache.get("session", "s1", 50.0) == "a"
+    assert cache.get("code", "s1", 50.0) == "b"
+    cache.put("session", "s1", "c", 100.0)  # overwrite
+    assert cache.get("session", "s1", 50.0) == "c"
+    assert len(cache) == 2
+    cache.pop("session", "s1")
+    cache.pop("session", "never")
+    assert cache.get("session", "s1", 50.0) is None
+    assert len(cache) == 1
+
+
+def test_cache_expiry() -> None:
+    cache = LocalCache(10)
+    cache.put("session", "s1", "a", 100.0)
+    assert cache.get("session", "s1", 99.9) == "a"
+    assert cache.get("session", "s1", 100.0) is None  # expiry is exclusive
+    assert len(cache) == 0  # an expired entry is dropped when met
+
+
+def test_cache_evicts_least_recently_used() -> None:
+    cache = LocalCache(2)
+    cache.put("session", "s1", "a", 100.0)
+    cache.put("session", "s2", "a", 100.0)
+    assert cache.get("session", "s1", 0.0) == "a"  # s1 is now the most recent
+    cache.put("session", "s3", "b", 100.0)
+    assert len(cache) == 2
+    assert cache.get("session", "s2", 0.0) is None
+    assert cache.get("session", "s1", 0.0) == "a"
+    assert cache.get("session", "s3", 0.0) == "b"
+
+
+def test_cache_put_refreshes_recency() -> None:
+    cache = LocalCache(2)
+    cache.put("session", "s1", "a", 100.0)
+    cache.put("session", "s2", "a", 100.0)
+    cache.put("session", "s1", "a", 200.0)
+    cache.put("session", "s3", "a", 100.0)
+    assert cache.get("session", "s2", 0.0) is None
+    assert cache.get("session", "s1", 150.0) == "a"
+
+
+# --- Affinity over a real store -------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    store: StateStore
+    holder: StateHolder
+    affinity: Affinity
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def setup(request: pytest.FixtureRequest) -> AsyncIterator[Setup]:
+    store: StateStore
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        store = RedisStore(server.url, KEYS, timeout=0.5)
+    else:
+        store = MemoryStore()
+    holder = StateHolder(current=Snapshot(active="a"))
+    try:
+        yield Setup(store, holder, Affinity(store, holder, cache_size=1000, ttl=3600))
+    finally:
+        await store.close()
+
+
+async def test_record_is_stored_before_it_returns(setup: Setup) -> None:
+    await setup.affinity.record("session", "a-1", "a")
+    assert await setup.store.lookup_affinity("session", "a-1") == "a"
+    assert (await setup.store.open_counts(["a"], 0.0))["a"] == 1
+    assert setup.affinity.batches == 1
+
+
+async def test_many_concurrent_records_share_few_batches(setup: Setup) -> None:
+    count = 300
+    await asyncio.gather(
+        *(setup.affinity.record("session", f"s{i}", "ab"[i % 2]) for i in range(count))
+    )
+    assert 1 <= setup.affinity.batches <= count // 30
+    assert len(setup.affinity.pending) == 0
+    for i in range(0, count, 37):
+        assert await setup.store.lookup_affinity("session", f"s{i}") == "ab"[i % 2]
+    assert await setup.store.open_counts(["a", "b"], 0.0) == {"a": count // 2, "b": count // 2}
+
+
+async def test_records_made_during_a_flush_join_the_next_batch(setup: Setup) -> None:
+    first = asyncio.ensure_future(setup.affinity.record("session", "first", "a"))
+    await asyncio.sleep(0)  # the flush of "first" is now under way
+    rest = [setup.affinity.record("session", f"later{i}", "b") for i in range(50)]
+    await asyncio.gather(first, *rest)
+    assert setup.affinity.batches <= 3
+    assert await setup.store.lookup_affinity("session", "later49") == "b"
+    assert await setup.store.lookup_affinity("session", "first") == "a"
+
+
+async def test_owner_from_cache_then_store(setup: Setup) -> None:
+    affinity = setup.affinity
+    await affinity.record("code", "1234567", "b")
+    assert await affinity.owner("code", "1234567") == "b"
+    assert await affinity.owner("code", "") is None
+    assert await affinity.owner("code", "unknown") is None
+    # Another instance (fresh cache) learns the owner from the store, then caches it.
+    other = Affinity(setup.store, setup.holder, cache_size=10, ttl=3600)
+    assert await other.owner("code", "1234567") == "b"
+    assert other.cache.get("code", "1234567", 0.0) == "b"
+
+
+async def test_release_forgets_everywhere(setup: Setup) -> None:
+    affinity = setup.affinity
+    await affinity.record("session", "a-1", "a")
+    await affinity.release("session", "a-1", "a")
+    assert affinity.cache.get("session", "a-1", 0.0) is None
+    assert await setup.store.lookup_affinity("session", "a-1") is None
+    assert await affinity.owner("session", "a-1") is None
+    assert (await setup.store.open_counts(["a"], 0.0))["a"] == 0
+
+
+async def test_degraded_records_pending_then_replayed(setup: Setup) -> None:
+    affinity = setup.affinity
+    setup.holder.set_degraded(True, "store away")
+    await affinity.record("session", "a-1", "a")
+    await affinity.record("code", "7654321", "b")
+    assert [r.ident for r in affinity.pending] == ["a-1", "7654321"]
+    assert affinity.batches == 0
+    assert await setup.store.lookup_affinity("session", "a-1") is None  # not written
+    # Fail-static: this instance still routes by what it learned.
+    assert await affinity.owner("session", "a-1") == "a"
+    assert await affinity.owner("session", "unknown") is None  # no store look-up while degraded
+    await affinity.release("session", "gone", "a")  # no store call, no error
+
+    setup.holder.set_degraded(False)
+    assert await affinity.replay() == 2
+    assert len(affinity.pending) == 0
+    assert await setup.store.lookup_affinity("session", "a-1") == "a"
+    assert await setup.store.lookup_affinity("code", "7654321") == "b"
+    assert await affinity.replay() == 0  # nothing left
+
+
+async def test_pending_is_bounded_by_cache_size() -> None:
+    store = MemoryStore()
+    holder = StateHolder(current=Snapshot(active="a"), degraded=True)
+    affinity = Affinity(store, holder, cache_size=3, ttl=60)
+    for i in range(5):
+        await affinity.record("session", f"s{i}", "a")
+    assert [r.ident for r in affinity.pending] == ["s2", "s3", "s4"]
+
+
+# --- Redis dying under the affinity writer --------------------------------------------------
+
+
+@pytest.fixture
+async def redis_affinity(redis_server: RedisServer) -> AsyncIterator[Setup]:
+    store = RedisStore(redis_server.url, KEYS, timeout=0.5)
+    holder = StateHolder(current=Snapshot(active="a"))
+    try:
+        yield Setup(store, holder, Affinity(store, holder, cache_size=1000, ttl=3600))
+    finally:
+        await store.close()
+
+
+async def test_write_failure_keeps_records_for_replay(
+    redis_server: RedisServer, redis_affinity: Setup
+) -> None:
+    affinity = redis_affinity.affinity
+    await affinity.record("session", "before", "a")
+    redis_server.stop()
+    # Not yet known degraded: the write fails, the request still gets its answer.
+    await asyncio.gather(*(affinity.record("session", f"s{i}", "b") for i in range(20)))
+    assert len(affinity.pending) == 20
+    assert await affinity.owner("session", "s7") == "b"  # from the local cache
+    assert await affinity.owner("session", "nowhere") is None  # store away: unknown, no error
+    await affinity.release("session", "before", "a")  # logged, not raised
+    assert await affinity.replay() == 0  # still away: kept
+    assert len(affinity.pending) == 20
+
+    redis_server.start()
+    written = 0
+    for _ in range(3):  # the first command may meet a connection of the dead server
+        written = await affinity.replay()
+        if written:
+            break
+    assert written == 20
+    assert len(affinity.pending) == 0
+    assert await redis_affinity.store.lookup_affinity("session", "s7") == "b"
+    assert await redis_affinity.store.open_counts(["b"], 0.0) == {"b": 20}

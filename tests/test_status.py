@@ -1,0 +1,286 @@
+"""router/status.py (the state word, probe merging, reports) and router/probe.py (stats_url)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from router.config import SystemConfig, build_config
+from router.keys import Keys
+from router.probe import parse_open_sessions, probe_all, probe_open_sessions
+from router.state import Snapshot
+from router.status import STATES, audit_json, merge_probes, read_counts, reports, system_state
+from router.store import AffinityRecord, MemoryStore, RedisStore
+from tests.helpers import HOST, SESSION_BODY, SESSION_PATH, Gateway, free_port, start_gateway
+
+# --- system_state ---------------------------------------------------------------------------
+
+SNAP = Snapshot(active="a", offline=frozenset({"c"}))
+
+
+@pytest.mark.parametrize(
+    ("system", "open_items", "previewing", "expected"),
+    [
+        ("a", 0, False, "active"),
+        ("a", 12, True, "active"),  # the active system is active, whatever else holds
+        ("c", 0, False, "offline"),
+        ("c", 5, True, "offline"),  # offline wins over everything
+        ("b", 0, True, "preview"),
+        ("b", 3, True, "preview"),
+        ("b", 3, False, "draining"),
+        ("b", None, False, "draining"),  # unknown count: never claim drained
+        ("b", 0, False, "drained"),
+    ],
+    ids=[
+        "active",
+        "active-with-items",
+        "offline",
+        "offline-wins",
+        "preview",
+        "preview-with-items",
+        "draining",
+        "unknown-count",
+        "drained",
+    ],
+)
+def test_system_state(system: str, open_items: int | None, previewing: bool, expected: str) -> None:
+    state = system_state(system, SNAP, open_items, previewing)
+    assert state == expected
+    assert state in STATES
+
+
+def test_active_and_offline_is_offline() -> None:
+    assert system_state("a", Snapshot(active="a", offline=frozenset({"a"})), 0, False) == "offline"
+
+
+# --- merge_probes ---------------------------------------------------------------------------
+
+
+def test_merge_probes() -> None:
+    counts = {"a": 3, "b": 0, "c": 4}
+    probes: dict[str, tuple[int | None, str]] = {
+        "a": (10, ""),  # the gateway knows more: larger wins
+        "b": (None, "stats_url failed"),  # a failed probe makes the count unknown
+        "c": (1, ""),  # the router knows more: larger wins
+        "d": (2, ""),  # a system the router has no count for
+    }
+    assert merge_probes(counts, probes) == {"a": 10, "b": None, "c": 4, "d": 2}
+    assert counts == {"a": 3, "b": 0, "c": 4}  # not modified
+
+
+def test_merge_probes_without_counts_or_probes() -> None:
+    assert merge_probes(None, {"a": (1, "")}) is None
+    assert merge_probes({"a": 1}, {}) == {"a": 1}
+
+
+# --- reports --------------------------------------------------------------------------------
+
+CONFIG = build_config(
+    {
+        "systems": {
+            "a": {
+                "gateway": "http://gw-a:8080",
+                "public_url": "https://a.example.com",
+                "version": "1.0",
+            },
+            "b": {"gateway": "http://gw-b:8080", "public_url": "https://b.example.com"},
+            "c": {"gateway": "http://gw-c:8080", "public_url": "https://c.example.com"},
+        }
+    },
+    {},
+)
+
+
+def test_reports_with_counts() -> None:
+    snapshot = Snapshot(active="b", offline=frozenset({"c"}))
+    out = reports(CONFIG, snapshot, {"a": 2, "b": 5}, frozenset())
+    assert [(r.id, r.state, r.open) for r in out] == [
+        ("a", "draining", 2),
+        ("b", "active", 5),
+        ("c", "offline", 0),  # missing from the counts: none issued
+    ]
+    assert out[0].to_json() == {
+        "id": "a",
+        "state": "draining",
+        "open": 2,
+        "gateway": "http://gw-a:8080",
+        "public_url": "https://a.example.com",
+        "version": "1.0",
+    }
+    assert out[1].to_json()["version"] is None
+
+
+def test_reports_drained_and_preview() -> None:
+    out = reports(CONFIG, Snapshot(active="a"), {"a": 0, "b": 0, "c": 0}, frozenset({"c"}))
+    assert [r.state for r in out] == ["active", "drained", "preview"]
+
+
+def test_reports_store_away() -> None:
+    out = reports(CONFIG, Snapshot(active="a"), None, frozenset())
+    assert [(r.state, r.open) for r in out] == [
+        ("active", None),
+        ("draining", None),
+        ("draining", None),
+    ]
+
+
+def test_reports_unknown_probe_count() -> None:
+    merged = merge_probes({"a": 0, "b": 0, "c": 0}, {"b": (None, "timeout")})
+    out = reports(CONFIG, Snapshot(active="a"), merged, frozenset())
+    assert [r.state for r in out] == ["active", "draining", "drained"]
+
+
+async def test_read_counts_and_audit_json() -> None:
+    store = MemoryStore()
+    await store.switch("a", "cli:alice", ("a", "b"))
+    await store.write_affinity([AffinityRecord("session", "s1", "b", 3600)], 1e12)
+    await store.mark_preview("b", 60)
+    counts, previewing, error = await read_counts(store, ("a", "b"))
+    assert counts == {"a": 0, "b": 1}
+    assert previewing == frozenset({"b"})
+    assert error == ""
+    [entry] = audit_json(await store.audit(10))
+    assert (entry["from"], entry["to"], entry["source"], entry["action"]) == (
+        "",
+        "a",
+        "cli:alice",
+        "switch",
+    )
+
+
+async def test_read_counts_store_away() -> None:
+    store = RedisStore(f"redis://{HOST}:{free_port()}/0", Keys("tokenrouter"), timeout=0.5)
+    try:
+        counts, previewing, error = await read_counts(store, ("a", "b"))
+    finally:
+        await store.close()
+    assert counts is None
+    assert previewing == frozenset()
+    assert "unavailable" in error
+
+
+# --- probe: parse_open_sessions -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"open_sessions": 3}', 3),
+        (b'{"openSessions": 4}', 4),
+        (b'{"sessions": 5}', 5),
+        (b'{"open_sessions": 0}', 0),
+        (b'{"open_sessions": 1, "openSessions": 2, "sessions": 3}', 1),
+        (b'{"open_sessions": "7", "sessions": 2}', 2),
+        (b'{"open_sessions": -1}', None),
+        (b'{"open_sessions": true}', None),
+        (b'{"open_sessions": 2.5}', None),
+        (b'{"open_sessions": null}', None),
+        (b'{"other": 1}', None),
+        (b"[1, 2]", None),
+        (b"3", None),
+        (b"not json", None),
+        (b"", None),
+    ],
+    ids=[
+        "snake",
+        "camel",
+        "sessions",
+        "zero",
+        "preference-order",
+        "string-skipped",
+        "negative",
+        "bool",
+        "float",
+        "null",
+        "no-field",
+        "list",
+        "number",
+        "not-json",
+        "empty",
+    ],
+)
+def test_parse_open_sessions(body: bytes, expected: int | None) -> None:
+    assert parse_open_sessions(body) == expected
+
+
+# --- probe against the simulator ------------------------------------------------------------
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    started = await start_gateway("a", "1.0")
+    try:
+        yield started
+    finally:
+        await started.stop()
+
+
+def system(stats_url: str, sid: str = "a") -> SystemConfig:
+    return SystemConfig(
+        id=sid, gateway="http://gw:1", public_url="https://x.example.com", stats_url=stats_url
+    )
+
+
+async def test_probe_counts_open_sessions(gateway: Gateway, http: aiohttp.ClientSession) -> None:
+    for _ in range(3):
+        async with http.post(gateway.url + SESSION_PATH, json=SESSION_BODY) as resp:
+            assert resp.status == 200
+            sid = (await resp.json())["sessionid"]
+    assert await probe_open_sessions(http, system(gateway.url + "/stats")) == (3, "")
+    async with http.delete(f"{gateway.url}/gateway/sessions/session/id/{sid}") as resp:
+        assert resp.status == 200
+    assert await probe_open_sessions(http, system(gateway.url + "/stats")) == (2, "")
+
+
+async def test_probe_without_stats_url(http: aiohttp.ClientSession) -> None:
+    assert await probe_open_sessions(http, system("")) == (None, "")
+
+
+async def test_probe_error_status(gateway: Gateway, http: aiohttp.ClientSession) -> None:
+    assert await probe_open_sessions(http, system(gateway.url + "/nope")) == (
+        None,
+        "stats_url answered 404",
+    )
+    async with http.post(gateway.url + "/_sim/fail", json={"status": 503, "count": 1}) as resp:
+        assert resp.status == 200
+    assert await probe_open_sessions(http, system(gateway.url + "/stats")) == (
+        None,
+        "stats_url answered 503",
+    )
+
+
+async def test_probe_answer_without_count(gateway: Gateway, http: aiohttp.ClientSession) -> None:
+    count, error = await probe_open_sessions(http, system(gateway.url + "/gateway/adapter.js"))
+    assert count is None
+    assert error == "stats_url answer has no open_sessions count"
+
+
+async def test_probe_unreachable(http: aiohttp.ClientSession) -> None:
+    count, error = await probe_open_sessions(http, system(f"http://{HOST}:{free_port()}/stats"))
+    assert count is None
+    assert error.startswith("stats_url failed: ClientConnectorError")
+
+
+async def test_probe_slow_gateway_times_out(gateway: Gateway, http: aiohttp.ClientSession) -> None:
+    async with http.post(gateway.url + "/_sim/slow", json={"delay": 0.6}) as resp:
+        assert resp.status == 200
+    count, error = await probe_open_sessions(http, system(gateway.url + "/stats"), timeout=0.1)
+    assert count is None
+    assert error.startswith("stats_url failed:")
+
+
+async def test_probe_all(gateway: Gateway, http: aiohttp.ClientSession) -> None:
+    async with http.post(gateway.url + SESSION_PATH, json=SESSION_BODY) as resp:
+        assert resp.status == 200
+    systems = {
+        "a": system(gateway.url + "/stats", "a"),
+        "b": system("", "b"),  # no stats_url: not probed
+        "c": system(f"http://{HOST}:{free_port()}/stats", "c"),
+    }
+    results = await probe_all(systems, timeout=2.0)
+    assert set(results) == {"a", "c"}
+    assert results["a"] == (1, "")
+    assert results["c"][0] is None and results["c"][1]
+    assert await probe_all({"b": system("", "b")}) == {}
