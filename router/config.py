@@ -8,6 +8,7 @@ Static means "needs a restart to change"; what changes at run time lives in Redi
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -268,6 +269,8 @@ def _parse_float(key: str, value: Any) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise ConfigError(key, f"{value!r} is not a number of seconds") from None
+    if not math.isfinite(number):
+        raise ConfigError(key, f"{value!r} is not a finite number of seconds")
     if not number > 0:
         raise ConfigError(key, f"{number} must be greater than 0")
     return number
@@ -275,9 +278,16 @@ def _parse_float(key: str, value: Any) -> float:
 
 def _parse_seconds(key: str, value: Any) -> float:
     """A duration that may be 0 (a feature switched off), never negative."""
-    if value in (0, "0", "0.0"):
-        return 0.0
-    return _parse_float(key, value)
+    # Parsed, not compared with a list of spellings: `false` is not 0 s, "0.00" is.
+    if isinstance(value, bool):
+        raise ConfigError(key, f"{value!r} is not a number of seconds")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"{value!r} is not a number of seconds") from None
+    if not number >= 0:
+        raise ConfigError(key, f"{number} must be 0 or more")
+    return number
 
 
 def _parse_str(key: str, value: Any) -> str:

@@ -56,9 +56,11 @@ class Keys:
         return f"{self.prefix}:releases"
 
     def release_meta(self, release: str) -> str:
+        """Hash: label, digest, manifest (JSON), created, last_active, last_system, systems."""
         return f"{self.prefix}:release:{release}:meta"
 
     def release_files(self, release: str) -> str:
+        """Hash of the release's bytes: `id:<path>`, `gzip:<path>`, `br:<path>`."""
         return f"{self.prefix}:release:{release}:files"
 
     def system_release(self, system: str) -> str:

@@ -25,7 +25,6 @@ from router.errors import (
     Forbidden,
     MalformedJSON,
     MethodNotAllowed,
-    NotFound,
     RequestError,
     StoreUnavailable,
 )
@@ -125,7 +124,8 @@ class ProxyHandler:
         self._preview_marked: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
         # Seam for the release store: system id -> release id handed out with tokens.
-        self.release_of: Callable[[str], str | None] = lambda system: None
+        self.releases = runtime.releases
+        self.release_of: Callable[[str], str | None] = self.releases.release_of
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         rid = request_id(request.headers.get(REQUEST_ID_HEADER))
@@ -134,7 +134,10 @@ class ProxyHandler:
             if match.route is Route.PREFLIGHT:
                 return self._preflight(request)
             if match.route is Route.RELEASE:
-                raise NotFound(f"unknown release {match.release!r}")
+                # Straight out: the immutable files need neither facts, decision nor CORS.
+                served = await self.releases.respond(request, match.release, match.release_path)
+                served.headers[REQUEST_ID_HEADER] = rid
+                return served
             facts = await self._facts(request, match)
             decision = decide(facts, self.runtime.holder.current, self.known, self.prefer_policy)
             if decision.reason == "preview":
@@ -270,7 +273,7 @@ class ProxyHandler:
             "system": system.id,
             "reason": decision.reason,
             "release": release,
-            "label": system.version or None,
+            "label": self.releases.label_of(system.id) if release else system.version or None,
             "base": f"/v/{release}" if release else "",
             "public_url": system.public_url,
         }

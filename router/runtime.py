@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from router.affinity import Affinity
 from router.config import Config
 from router.keys import Keys
+from router.release_service import Releases
 from router.state import Snapshot, StateHolder, StateWatcher
 from router.store import StateStore, open_store
 from router.upstream import Upstream
@@ -36,6 +37,7 @@ class Runtime:
     holder: StateHolder
     watcher: StateWatcher
     affinity: Affinity
+    releases: Releases
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     instance: str = field(default_factory=instance_name)
     started_at: float = field(default_factory=time.time)
@@ -61,7 +63,10 @@ class Runtime:
             retry_max=r.redis_retry_max,
         )
         affinity = Affinity(store, holder, cache_size=r.affinity_cache_size, ttl=r.affinity_ttl)
-        return cls(config, store, holder, watcher, affinity, instance=instance)
+        # Filled in start(); the release service fetches libraries through the same pools.
+        upstreams: dict[str, Upstream] = {}
+        releases = Releases.create(config, keys, upstreams)
+        return cls(config, store, holder, watcher, affinity, releases, upstreams, instance=instance)
 
     async def start(self, first_sync_timeout: float = 5.0) -> None:
         """Open upstream pools, read the state once, then follow it in the background.
@@ -89,6 +94,7 @@ class Runtime:
                 self.holder.last_error or "no answer",
                 self.holder.current.active,
             )
+        await self.releases.start()
 
     def _on_recovered(self) -> None:
         self._tasks.append(asyncio.create_task(self._replay(), name="affinity-replay"))
@@ -103,6 +109,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        await self.releases.close()
         for upstream in self.upstreams.values():
             await upstream.close()
         await self.store.close()

@@ -175,6 +175,10 @@ def router_data(redis_url: str, gateways: Mapping[str, Gateway], **router: Any) 
             "admin_token": "test-admin-token",
             "access_log": False,
             "resync_interval": 0.5,
+            # Release checks fetch every library file in the background: they would consume
+            # faults injected with /_sim/fail and show in request counts. Off unless a test
+            # (tests/test_releases.py) passes release_paths.
+            "release_paths": [],
             **router,
         },
         "systems": {

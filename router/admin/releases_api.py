@@ -1,0 +1,58 @@
+"""The admin JSON API for releases: what is stored, what each system serves, check now.
+
+`GET /api/releases` reads the shared store (every instance answers alike);
+`POST /api/releases/refresh` fingerprints the systems from this instance at once (admin
+token required) and writes the result to the store, where the other instances pick it up
+within their resync_interval.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from router.admin.api import json_response
+from router.admin.auth import require_token
+from router.admin.keys import RUNTIME
+from router.errors import BadRequest, ServiceUnavailable, StoreUnavailable
+
+
+async def releases(request: web.Request) -> web.Response:
+    service = request.app[RUNTIME].releases
+    try:
+        stored, serving = await service.listing()
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable(f"cannot read the releases: {exc}") from None
+    systems: dict[str, Any] = {}
+    for system in service.config.system_ids:
+        systems[system] = {
+            "release": serving.get(system),
+            "label": service.label_of(system),
+            "error": service.errors.get(system) or None,
+        }
+    return json_response(
+        {
+            "releases": [m.to_json() for m in stored],
+            "systems": systems,
+            "last_check": service.last_check,
+            "store_error": service.store_error or None,
+        }
+    )
+
+
+async def refresh(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    require_token(request, runtime.config.router.admin_token)
+    wanted = request.query.getall("system", [])
+    unknown = [s for s in wanted if s not in runtime.config.systems]
+    if unknown:
+        known = ", ".join(runtime.config.system_ids)
+        raise BadRequest(f"unknown system {unknown[0]!r}; configured systems: {known}")
+    results = await runtime.releases.refresh(wanted or None)
+    return json_response({"results": [r.to_json() for r in results]})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api/releases", releases)
+    app.router.add_post("/api/releases/refresh", refresh)

@@ -1,0 +1,140 @@
+"""Fetching one system's client-library files for a release check.
+
+Breadth first from `router.release_paths`, following what the files reference, a few files
+at a time, each read with a size limit; the gateway's reported version comes from its
+`stats_url`. Any failure is a `FingerprintError`: a check that cannot see every file must
+not produce a release (a partial one would hand browsers a library without its parts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zlib
+from collections.abc import Mapping
+
+import aiohttp
+import brotli  # type: ignore[import-untyped]
+
+from router.config import Config
+from router.releases import (
+    MAX_FILES,
+    LibraryFile,
+    guess_type,
+    parse_reported_version,
+    references,
+)
+from router.upstream import Upstream, map_client_error
+
+FETCH_CONCURRENCY = 4
+STATS_TIMEOUT = 2.0
+FETCH_HEADERS = {"Accept-Encoding": "identity", "User-Agent": "token-router (release check)"}
+
+
+class FingerprintError(Exception):
+    """A system's libraries could not be fetched completely; its release stays as it was."""
+
+
+def decode_body(body: bytes, encoding: str) -> bytes:
+    """Undo a Content-Encoding the gateway applied although we asked for identity."""
+    if encoding in ("", "identity"):
+        return body
+    if encoding in ("gzip", "x-gzip"):
+        return gzip.decompress(body)
+    if encoding == "deflate":
+        return zlib.decompress(body)
+    if encoding == "br":
+        return bytes(brotli.decompress(body))
+    raise FingerprintError(f"unsupported Content-Encoding {encoding!r}")
+
+
+class Fetcher:
+    def __init__(self, config: Config, upstreams: Mapping[str, Upstream]) -> None:
+        r = config.router
+        self.config = config
+        self.upstreams = upstreams  # filled by the runtime once its pools are open
+        self.paths = r.release_paths
+        self.max_bytes = r.release_max_bytes
+        self.read_timeout = r.read_timeout
+
+    async def fetch_all(self, system: str) -> list[LibraryFile]:
+        """Every configured library file and what they reference, breadth first, bounded."""
+        upstream = self.upstreams[system]
+        seen = set(self.paths)
+        queue = list(self.paths)
+        files: list[LibraryFile] = []
+        total = 0
+        limit = asyncio.Semaphore(FETCH_CONCURRENCY)
+        while queue:
+            batch, queue = queue, []
+            answers = await asyncio.gather(
+                *(self._fetch(upstream, path, limit) for path in batch), return_exceptions=True
+            )
+            for answer in answers:
+                if isinstance(answer, BaseException):
+                    raise answer
+                if answer is None:
+                    continue
+                total += len(answer.body)
+                if total > self.max_bytes:
+                    raise FingerprintError(
+                        f"the release is over router.release_max_bytes ({self.max_bytes} bytes)"
+                    )
+                files.append(answer)
+                for ref in sorted(references(answer.path, answer.body, answer.content_type)):
+                    if ref not in seen and len(seen) < MAX_FILES:
+                        seen.add(ref)
+                        queue.append(ref)
+        if not files:
+            raise FingerprintError("no library path answered 200")
+        return files
+
+    async def _fetch(
+        self, upstream: Upstream, path: str, limit: asyncio.Semaphore
+    ) -> LibraryFile | None:
+        """One file; None when the system has no such file (404/410)."""
+        system = upstream.system.id
+        try:
+            async with (
+                limit,
+                upstream.session.get(
+                    upstream.base + path, headers=FETCH_HEADERS, allow_redirects=False
+                ) as resp,
+            ):
+                if resp.status in (404, 410):
+                    return None
+                if resp.status != 200:
+                    raise FingerprintError(f"{path} answered {resp.status}")
+                if resp.content_length is not None and resp.content_length > self.max_bytes:
+                    raise FingerprintError(f"{path} is over router.release_max_bytes")
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    body += chunk
+                    if len(body) > self.max_bytes:
+                        raise FingerprintError(f"{path} is over router.release_max_bytes")
+                encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+                content_type = resp.headers.get("Content-Type") or guess_type(path)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            error = map_client_error(exc, system, self.read_timeout)
+            raise FingerprintError(f"{path}: {error}") from None
+        try:
+            data = decode_body(bytes(body), encoding)
+        except (OSError, zlib.error, brotli.error) as exc:
+            raise FingerprintError(f"{path}: cannot decode {encoding}: {exc}") from None
+        return LibraryFile(path, content_type, data)
+
+    async def reported_version(self, system: str) -> str | None:
+        """The label the gateway reports on its stats_url, if it has one and says it."""
+        cfg = self.config.systems[system]
+        if not cfg.stats_url:
+            return None
+        session = self.upstreams[system].session
+        try:
+            async with session.get(
+                cfg.stats_url, timeout=aiohttp.ClientTimeout(total=STATS_TIMEOUT)
+            ) as resp:
+                if resp.status != 200:
+                    return None
+                return parse_reported_version(await resp.read())
+        except (TimeoutError, aiohttp.ClientError):
+            return None

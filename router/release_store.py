@@ -1,0 +1,317 @@
+"""Where release bytes live: one protocol, a Redis implementation shared by every instance and
+an in-process one for `memory://`.
+
+Layout (keys.py): `<p>:releases` is a sorted set of release ids scored by expiry time;
+`<p>:release:<id>:meta` a hash (label, digest, manifest, times, systems);
+`<p>:release:<id>:files` a hash of `id:<path>`, `gzip:<path>`, `br:<path>` -> bytes;
+`<p>:system:<sid>:release` the release a system served when last fingerprinted. Both
+per-release hashes carry a Redis expiry at the release's expiry time, pushed forward every
+time a system is seen serving it, so retention needs no sweeper: Redis deletes them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from router.errors import StoreUnavailable
+from router.keys import Keys
+from router.releases import LibraryFile, ReleaseMeta, manifest_from_json, manifest_json
+from router.store import redact
+
+FORMS = ("", "gzip", "br")  # identity first
+
+
+def field_name(encoding: str, path: str) -> bytes:
+    return f"{encoding or 'id'}:{path}".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """A system was seen serving a release at `now`: what `touch` records."""
+
+    release: str
+    system: str
+    now: float
+    expires: float
+    label: str = ""
+
+
+class ReleaseStore(Protocol):
+    description: str
+
+    async def close(self) -> None: ...
+    async def exists(self, release: str) -> bool: ...
+    async def put(self, meta: ReleaseMeta, files: Sequence[LibraryFile]) -> None: ...
+    async def touch(self, activity: Activity) -> None: ...
+    async def meta(self, release: str) -> ReleaseMeta | None: ...
+    async def file(self, release: str, path: str) -> dict[str, bytes]: ...
+    async def system_releases(self, systems: Sequence[str]) -> dict[str, str | None]: ...
+    async def liveness(self, releases: Sequence[str]) -> dict[str, tuple[float, str] | None]: ...
+    async def list(self, now: float) -> list[ReleaseMeta]: ...
+
+
+def _meta_fields(meta: ReleaseMeta) -> dict[str, bytes | str]:
+    return {
+        "label": meta.label,
+        "digest": meta.digest,
+        "manifest": manifest_json(meta.files.values()),
+        "created": repr(meta.created),
+        "last_active": repr(meta.last_active),
+        "last_system": meta.last_system,
+        "systems": ",".join(meta.systems),
+    }
+
+
+def _text(raw: Mapping[bytes, bytes], name: str) -> str:
+    return raw.get(name.encode(), b"").decode("utf-8", "replace")
+
+
+def _meta_from(release: str, raw: Mapping[bytes, bytes], expires: float) -> ReleaseMeta | None:
+    manifest = raw.get(b"manifest")
+    if not manifest:
+        return None
+    return ReleaseMeta(
+        id=release,
+        digest=_text(raw, "digest"),
+        label=_text(raw, "label"),
+        files=manifest_from_json(manifest),
+        created=float(_text(raw, "created") or 0),
+        last_active=float(_text(raw, "last_active") or 0),
+        last_system=_text(raw, "last_system"),
+        systems=tuple(s for s in _text(raw, "systems").split(",") if s),
+        expires=expires,
+    )
+
+
+def _str(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _merge_systems(systems: str, system: str) -> str:
+    known = [s for s in systems.split(",") if s]
+    return ",".join([*known, system]) if system not in known else systems
+
+
+class RedisReleaseStore:
+    """Release bytes in the shared Redis. Its own client: bytes in and out, not text."""
+
+    def __init__(self, url: str, keys: Keys, *, timeout: float = 1.0) -> None:
+        self.description = redact(url)
+        self.keys = keys
+        # Same stance as store.RedisStore: no client-side retries, a short timeout, so a dead
+        # Redis is noticed at once and serving falls back to the local cache. A release is a
+        # few MB in one transaction: writing it may take longer than one small command.
+        self._client: aioredis.Redis = aioredis.from_url(
+            url,
+            socket_timeout=max(timeout, 5.0),
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=False,
+            client_name="token-router-releases",
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"Redis at {self.description} is unavailable: {exc}")
+
+    async def exists(self, release: str) -> bool:
+        try:
+            return bool(await self._client.exists(self.keys.release_meta(release)))
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def put(self, meta: ReleaseMeta, files: Sequence[LibraryFile]) -> None:
+        """Store a release atomically (MULTI/EXEC): a reader sees all of it or nothing."""
+        k = self.keys
+        blobs: dict[bytes, bytes] = {}
+        for f in files:
+            blobs[field_name("", f.path)] = f.body
+            for encoding, data in f.forms.items():
+                blobs[field_name(encoding, f.path)] = data
+        expire_ms = int(meta.expires * 1000)
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(k.release_files(meta.id), mapping=blobs)  # type: ignore[arg-type]
+                pipe.hset(k.release_meta(meta.id), mapping=_meta_fields(meta))  # type: ignore[arg-type]
+                pipe.pexpireat(k.release_files(meta.id), expire_ms)
+                pipe.pexpireat(k.release_meta(meta.id), expire_ms)
+                pipe.zadd(k.releases, {meta.id: meta.expires})
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def touch(self, activity: Activity) -> None:
+        """Push the release's expiry forward and record who served it and when."""
+        k = self.keys
+        a = activity
+        expire_ms = int(a.expires * 1000)
+        meta_key = k.release_meta(a.release)
+        try:
+            systems, label = await self._client.hmget(meta_key, ["systems", "label"])
+            fields: dict[str, str] = {
+                "last_active": repr(a.now),
+                "last_system": a.system,
+                "systems": _merge_systems(_str(systems), a.system),
+            }
+            if a.label and not label:
+                fields["label"] = a.label
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(meta_key, mapping=fields)  # type: ignore[arg-type]
+                pipe.pexpireat(meta_key, expire_ms)
+                pipe.pexpireat(k.release_files(a.release), expire_ms)
+                pipe.zadd(k.releases, {a.release: a.expires})
+                # The members' own keys expire in Redis; the index is trimmed here.
+                pipe.zremrangebyscore(k.releases, "-inf", a.now)
+                pipe.set(k.system_release(a.system), a.release)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    async def meta(self, release: str) -> ReleaseMeta | None:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self.keys.release_meta(release))
+                pipe.zscore(self.keys.releases, release)
+                raw, score = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        if score is None or float(score) <= time.time():
+            return None
+        return _meta_from(release, raw, float(score))
+
+    async def file(self, release: str, path: str) -> dict[str, bytes]:
+        try:
+            values = await self._client.hmget(
+                self.keys.release_files(release), [field_name(e, path) for e in FORMS]
+            )
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        return {e: v for e, v in zip(FORMS, values, strict=True) if isinstance(v, bytes)}
+
+    async def system_releases(self, systems: Sequence[str]) -> dict[str, str | None]:
+        try:
+            values = await self._client.mget([self.keys.system_release(s) for s in systems])
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        return {s: None if v is None else _str(v) for s, v in zip(systems, values, strict=True)}
+
+    async def liveness(self, releases: Sequence[str]) -> dict[str, tuple[float, str] | None]:
+        """Release -> (expiry, label), or None once it expired: one round trip for all."""
+        if not releases:
+            return {}
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.zmscore(self.keys.releases, list(releases))
+                for release in releases:
+                    pipe.hget(self.keys.release_meta(release), "label")
+                scores, *labels = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        found: dict[str, tuple[float, str] | None] = {}
+        for release, score, label in zip(releases, scores, labels, strict=True):
+            alive = score is not None and label is not None
+            found[release] = (float(score), _str(label)) if alive else None
+        return found
+
+    async def list(self, now: float) -> list[ReleaseMeta]:
+        """Every release not yet expired, newest activity first; prunes expired ids."""
+        k = self.keys
+        try:
+            await self._client.zremrangebyscore(k.releases, "-inf", now)
+            raw_rows: list[tuple[bytes, float]] = await self._client.zrange(
+                k.releases, 0, -1, withscores=True
+            )  # type: ignore[assignment]
+            rows = [(_str(member), float(score)) for member, score in raw_rows]
+            async with self._client.pipeline(transaction=False) as pipe:
+                for member, _ in rows:
+                    pipe.hgetall(k.release_meta(member))
+                metas = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+        found = []
+        for (member, score), raw in zip(rows, metas, strict=True):
+            meta = _meta_from(member, raw, score)
+            if meta is not None:
+                found.append(meta)
+        return sorted(found, key=lambda m: m.last_active, reverse=True)
+
+
+class MemoryReleaseStore:
+    """`memory://`: the same behaviour inside one process (the demo, single-node trials)."""
+
+    def __init__(self) -> None:
+        self.description = "memory://"
+        self.metas: dict[str, ReleaseMeta] = {}
+        self.files: dict[str, dict[str, dict[str, bytes]]] = {}
+        self.systems: dict[str, str] = {}
+
+    def _alive(self, release: str) -> ReleaseMeta | None:
+        meta = self.metas.get(release)
+        if meta is not None and meta.expires <= time.time():
+            del self.metas[release]
+            self.files.pop(release, None)
+            return None
+        return meta
+
+    async def close(self) -> None:
+        return None
+
+    async def exists(self, release: str) -> bool:
+        return self._alive(release) is not None
+
+    async def put(self, meta: ReleaseMeta, files: Sequence[LibraryFile]) -> None:
+        self.metas[meta.id] = meta
+        self.files[meta.id] = {f.path: {"": f.body, **f.forms} for f in files}
+
+    async def touch(self, activity: Activity) -> None:
+        a = activity
+        meta = self._alive(a.release)
+        if meta is None:
+            return
+        systems = meta.systems if a.system in meta.systems else (*meta.systems, a.system)
+        self.metas[a.release] = replace(
+            meta,
+            last_active=a.now,
+            last_system=a.system,
+            systems=systems,
+            expires=a.expires,
+            label=meta.label or a.label,
+        )
+        self.systems[a.system] = a.release
+
+    async def meta(self, release: str) -> ReleaseMeta | None:
+        return self._alive(release)
+
+    async def file(self, release: str, path: str) -> dict[str, bytes]:
+        if self._alive(release) is None:
+            return {}
+        return dict(self.files.get(release, {}).get(path, {}))
+
+    async def system_releases(self, systems: Sequence[str]) -> dict[str, str | None]:
+        return {s: self.systems.get(s) for s in systems}
+
+    async def liveness(self, releases: Sequence[str]) -> dict[str, tuple[float, str] | None]:
+        found = {r: self._alive(r) for r in releases}
+        return {r: None if m is None else (m.expires, m.label) for r, m in found.items()}
+
+    async def list(self, now: float) -> list[ReleaseMeta]:
+        alive = [m for r in list(self.metas) if (m := self._alive(r)) is not None]
+        return sorted(alive, key=lambda m: m.last_active, reverse=True)
+
+
+def open_release_store(url: str, keys: Keys, *, timeout: float) -> ReleaseStore:
+    if url.startswith("memory://"):
+        return MemoryReleaseStore()
+    return RedisReleaseStore(url, keys, timeout=timeout)

@@ -1,0 +1,727 @@
+"""Version-pinned client libraries: pure helpers, then real routers, Redis and gateways."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import brotli  # type: ignore[import-untyped]
+import pytest
+
+from router.config import build_config
+from router.errors import ConfigError
+from router.release_cache import HotCache, prepare
+from router.release_fetch import FingerprintError, decode_body
+from router.release_service import check_release_config
+from router.releases import (
+    IMMUTABLE,
+    FileEntry,
+    LibraryFile,
+    choose_encoding,
+    choose_label,
+    compress_forms,
+    is_library_path,
+    not_modified,
+    parse_reported_version,
+    references,
+    release_digest,
+    release_id,
+    valid_release_id,
+)
+from router.simulator import LIBRARY_PATHS, library_files
+from tests.helpers import (
+    HOST,
+    SESSION_BODY,
+    SESSION_PATH,
+    Gateway,
+    RedisServer,
+    RouterFactory,
+    RunningRouter,
+    make_config,
+    router_data,
+    wait_until,
+    write_toml,
+)
+
+# Most end-to-end tests need a few small files, not the ~2.3 MB a full release weighs.
+SMALL = [
+    "/gateway/adapter.js",
+    "/assistserver/sdk/web/consumer/assist.css",
+    "/assistserver/sdk/web/shared/img/logo.png",
+]
+JS = "/gateway/adapter.js"
+CSS = "/assistserver/sdk/web/consumer/assist.css"
+PNG = "/assistserver/sdk/web/shared/img/logo.png"
+BIG = "/gateway/fusion-client-sdk.js"
+ADMIN_AUTH = {"Authorization": "Bearer test-admin-token"}
+
+
+def entry(path: str, body: bytes, content_type: str = "application/javascript") -> FileEntry:
+    return LibraryFile(path, content_type, body).entry()
+
+
+# --- identity and labels -------------------------------------------------------------------
+
+
+def test_release_digest_is_order_independent_and_sensitive_to_every_byte() -> None:
+    files = [entry(JS, b"one"), entry(CSS, b"two", "text/css")]
+    digest = release_digest(files)
+    assert digest == release_digest(list(reversed(files)))
+    assert digest != release_digest([entry(JS, b"onE"), entry(CSS, b"two", "text/css")])
+    assert digest != release_digest([entry(JS, b"one"), entry(CSS, b"two", "text/plain")])
+    assert digest != release_digest([entry(JS, b"one")])
+    rid = release_id(digest)
+    assert len(rid) == 16 and valid_release_id(rid)
+
+
+@pytest.mark.parametrize(
+    ("text", "valid"),
+    [
+        ("0123456789abcdef", True),
+        ("0123456789ABCDEF", False),
+        ("0123456789abcde", False),
+        ("0123456789abcdef0", False),
+        ("..", False),
+        ("0123456789abcde*", False),
+        ("", False),
+    ],
+)
+def test_valid_release_id(text: str, valid: bool) -> None:
+    assert valid_release_id(text) is valid
+
+
+@pytest.mark.parametrize(
+    ("configured", "reported", "others", "label"),
+    [
+        pytest.param("1.0", None, {}, "1.0", id="first-release-takes-config"),
+        pytest.param("1.0", "1.0.3", {}, "1.0.3", id="gateway-report-wins"),
+        pytest.param("", None, {}, "", id="nothing-known"),
+        pytest.param("1.0", None, {"old": "1.0"}, "", id="upgraded-under-unchanged-config"),
+        pytest.param("2.0", None, {"old": "1.0"}, "2.0", id="config-updated-after-upgrade"),
+        pytest.param("1.0", None, {"new": "1.0"}, "1.0", id="own-label-not-stale"),
+        pytest.param("1.0", "2.0", {"old": "1.0"}, "2.0", id="report-beats-stale-config"),
+    ],
+)
+def test_choose_label(
+    configured: str, reported: str | None, others: Mapping[str, str], label: str
+) -> None:
+    assert choose_label(configured, reported, "new", others) == label
+
+
+@pytest.mark.parametrize(
+    ("body", "version"),
+    [
+        (b'{"name": "a", "version": "2.0", "open_sessions": 1}', "2.0"),
+        (b'{"release": " 4.2.1 "}', "4.2.1"),
+        (b'{"sdkVersion": "3.1"}', "3.1"),
+        (b'{"version": ""}', None),
+        (b'{"version": 2}', None),
+        (b"[1, 2]", None),
+        (b"not json", None),
+    ],
+)
+def test_parse_reported_version(body: bytes, version: str | None) -> None:
+    assert parse_reported_version(body) == version
+
+
+# --- which files ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (JS, True),
+        ("/gateway/csdk-phone.js", True),
+        (CSS, True),
+        ("/gateway/sessions/session", False),
+        ("/gateway/sub/x.js", False),
+        ("/assistserver/sdk/web/../../etc/passwd", False),
+        ("/assistserver/sdk/web//x.js", False),
+        ("/v/0123456789abcdef/gateway/adapter.js", False),
+        ("/etc/passwd", False),
+    ],
+)
+def test_is_library_path(path: str, expected: bool) -> None:
+    assert is_library_path(path) is expected
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "content_type", "found"),
+    [
+        pytest.param(
+            "/gateway/fusion-client-sdk.js",
+            b'load("csdk-phone.js"); load("./csdk-aed.js"); x = "/gateway/adapter.js";',
+            "application/javascript",
+            {"/gateway/csdk-phone.js", "/gateway/csdk-aed.js", "/gateway/adapter.js"},
+            id="split-sdk-files",
+        ),
+        pytest.param(
+            "/assistserver/sdk/web/consumer/assist.css",
+            b".a{background:url(../shared/img/logo.png)} .b{background:url('img/x.gif?v=1')}"
+            b' @import "print.css"; .c{background:url(data:image/png;base64,AAAA)}'
+            b" .d{background:url(https://cdn.example.com/x.png)}",
+            "text/css; charset=utf-8",
+            {
+                "/assistserver/sdk/web/shared/img/logo.png",
+                "/assistserver/sdk/web/consumer/img/x.gif",
+                "/assistserver/sdk/web/consumer/print.css",
+            },
+            id="css-urls",
+        ),
+        pytest.param(
+            "/assistserver/sdk/web/consumer/assist.js",
+            b'a = "../../../../etc/passwd.js"; b = "../../../gateway/adapter.js"; '
+            b'c = "//evil.example.com/x.js"; d = "https://x.example.com/y.js"',
+            "application/javascript",
+            {"/gateway/adapter.js"},
+            id="only-library-paths",
+        ),
+        pytest.param(PNG, b'"x.js"', "image/png", set(), id="binary-not-scanned"),
+    ],
+)
+def test_references(path: str, body: bytes, content_type: str, found: set[str]) -> None:
+    assert references(path, body, content_type) == found
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encode"),
+    [("", bytes), ("identity", bytes), ("gzip", gzip.compress), ("br", brotli.compress)],
+)
+def test_fetched_bodies_are_decoded(encoding: str, encode: Any) -> None:
+    assert decode_body(encode(b"library bytes"), encoding) == b"library bytes"
+
+
+def test_unknown_fetched_encoding_fails_the_check() -> None:
+    with pytest.raises(FingerprintError, match="unsupported Content-Encoding 'zstd'"):
+        decode_body(b"x", "zstd")
+
+
+def test_release_config_checks() -> None:
+    gw = {"gateway": "http://127.0.0.1:1", "public_url": "https://a.example.com"}
+    config = build_config({"systems": {"a": gw}}, {})
+    assert config.router.release_retention_days == 30.0
+    assert BIG in config.router.release_paths
+    check_release_config(config)
+    env = {"TOKENROUTER_RELEASE_PATHS": f"{JS}, {CSS}", "TOKENROUTER_RELEASE_MAX_BYTES": "1000"}
+    config = build_config({"systems": {"a": gw}}, env)
+    assert config.router.release_paths == (JS, CSS)
+    assert config.router.release_max_bytes == 1000
+    bad = build_config({"router": {"release_paths": ["/etc/passwd"]}, "systems": {"a": gw}}, {})
+    with pytest.raises(ConfigError, match=r"router\.release_paths: '/etc/passwd' is not"):
+        check_release_config(bad)
+    slow = {"release_retention_days": 0.0001, "release_check_interval": 60}
+    with pytest.raises(ConfigError, match=r"router\.release_check_interval"):
+        check_release_config(build_config({"router": slow, "systems": {"a": gw}}, {}))
+
+
+# --- HTTP helpers and the hot cache ---------------------------------------------------------
+
+BOTH = frozenset({"gzip", "br"})
+
+
+@pytest.mark.parametrize(
+    ("accept", "available", "chosen"),
+    [
+        ("gzip, deflate, br", BOTH, "br"),
+        ("gzip, deflate", BOTH, "gzip"),
+        ("br;q=0, gzip", BOTH, "gzip"),
+        ("gzip;q=0.5, br;q=0.4", BOTH, "gzip"),
+        ("*", BOTH, "br"),
+        ("*, br;q=0", BOTH, "gzip"),
+        ("identity", BOTH, ""),
+        ("gzip;q=0.5, identity", BOTH, ""),
+        ("", BOTH, ""),
+        ("gzip, br", frozenset(), ""),
+        ("gzip, br", frozenset({"gzip"}), "gzip"),
+        ("GZIP;Q=1.0", BOTH, "gzip"),
+        ("gzip;q=bogus", BOTH, ""),
+    ],
+)
+def test_choose_encoding(accept: str, available: frozenset[str], chosen: str) -> None:
+    assert choose_encoding(accept, available) == chosen
+
+
+@pytest.mark.parametrize(
+    ("header", "matches"),
+    [
+        ('"abc"', True),
+        ('W/"abc"', True),
+        ('"x", "abc"', True),
+        ("*", True),
+        ('"abd"', False),
+        ("abc", False),
+        ("", False),
+    ],
+)
+def test_not_modified(header: str, matches: bool) -> None:
+    assert not_modified(header, '"abc"') is matches
+
+
+def test_compress_forms_round_trip_and_skip_incompressible() -> None:
+    body, content_type = library_files("1.0")[JS]
+    forms = compress_forms(body, content_type)
+    assert set(forms) == {"gzip", "br"}
+    assert gzip.decompress(forms["gzip"]) == body
+    assert brotli.decompress(forms["br"]) == body
+    assert forms == compress_forms(body, content_type)  # deterministic: same bytes everywhere
+    png, png_type = library_files("1.0")[PNG]
+    assert compress_forms(png, png_type) == {}
+
+
+def test_prepared_file_headers_and_distinct_etags() -> None:
+    body = b"x" * 1000
+    item = LibraryFile(JS, "application/javascript", body, compress_forms(body, "text/plain"))
+    hot = prepare("0123456789abcdef", item.entry(), {"": body, **item.forms})
+    identity, zipped = hot.forms[""], hot.forms["gzip"]
+    assert identity.etag == f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    assert zipped.etag != identity.etag and hot.forms["br"].etag not in (identity.etag,)
+    assert identity.headers["Cache-Control"] == IMMUTABLE
+    assert identity.headers["Vary"] == "Accept-Encoding"
+    assert "Content-Encoding" not in identity.headers
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert "Content-Type" not in zipped.headers_304
+    assert hot.encodings == BOTH
+
+
+def test_hot_cache_is_bounded_lru() -> None:
+    def hot(release: str, size: int) -> Any:
+        body = b"a" * size
+        return prepare(release, entry(JS, body), {"": body})
+
+    cache = HotCache(capacity=250)
+    assert cache.put(hot("r1", 100)) and cache.put(hot("r2", 100))
+    assert cache.get("r1", JS) is not None  # r1 is now the most recently used
+    assert cache.put(hot("r3", 100))
+    assert cache.get("r2", JS) is None and cache.get("r1", JS) is not None
+    assert cache.used == 200
+    assert not cache.put(hot("r4", 300))  # bigger than the whole cache: never held
+    cache.drop_release("r1")
+    assert cache.get("r1", JS) is None and cache.used == 100
+
+
+# --- end to end ----------------------------------------------------------------------------
+
+
+async def current(
+    http: aiohttp.ClientSession, router: RunningRouter, prefer: str | None = None
+) -> dict[str, Any]:
+    headers = {"X-Token-Router-Prefer": prefer} if prefer else {}
+    async with http.get(router.proxy_url + "/router/current", headers=headers) as resp:
+        assert resp.status == 200
+        doc: dict[str, Any] = await resp.json()
+        return doc
+
+
+async def wait_release(
+    http: aiohttp.ClientSession,
+    router: RunningRouter,
+    prefer: str | None = None,
+    not_: str | None = None,
+) -> dict[str, Any]:
+    """/router/current once it names a release (other than `not_`)."""
+    found: dict[str, Any] = {}
+
+    async def ready() -> bool:
+        found.update(await current(http, router, prefer))
+        return found["release"] is not None and found["release"] != not_
+
+    await wait_until(ready, timeout=15)
+    return found
+
+
+async def fetch(
+    http: aiohttp.ClientSession, url: str, headers: Mapping[str, str] | None = None
+) -> tuple[int, Mapping[str, str], bytes]:
+    sent = {"Accept-Encoding": "identity", **(headers or {})}
+    async with http.get(url, headers=sent, auto_decompress=False) as resp:
+        return resp.status, resp.headers, await resp.read()
+
+
+async def raw_status(router: RunningRouter, target: str) -> tuple[int, bytes]:
+    """A request line sent as is: aiohttp's client would normalise the traversal away."""
+    port = int(router.proxy_url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection(HOST, port)
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+async def test_upgrade_keeps_old_url_serving_old_bytes_from_another_instance(
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    config = make_config(redis_server.url, gateways, release_paths=list(LIBRARY_PATHS))
+    first = await routers(config)
+    before = await wait_release(http, first)
+    assert before["system"] == "a" and before["label"] == "1.0"
+    await wait_release(http, first, prefer="b")  # both systems checked before the restart
+    old = before["release"]
+    assert before["base"] == f"/v/{old}"
+    async with http.post(first.proxy_url + SESSION_PATH, json=SESSION_BODY) as resp:
+        assert resp.status == 200
+        assert resp.headers["X-Token-Router-System"] == "a"
+        assert resp.headers["X-Token-Router-Release"] == old
+    v1 = library_files("1.0")
+    status, _, body = await fetch(http, first.proxy_url + before["base"] + BIG)
+    assert status == 200 and body == v1[BIG][0]
+
+    # A is upgraded in place; the router restarts and notices the new release.
+    async with http.post(gateways["a"].url + "/_sim/version", json={"version": "2.0"}) as resp:
+        assert resp.status == 200
+    await first.server.stop()
+    restarted = await routers(config)
+    after = await wait_release(http, restarted, not_=old)
+    new = after["release"]
+    assert after["system"] == "a" and new != old
+    # A@2.0 serves exactly B@2.0's bytes: one release, stored once, labelled from B (the
+    # label may follow a moment later when A's check recorded the release first).
+    assert new == (await current(http, restarted, prefer="b"))["release"]
+
+    async def labelled() -> bool:
+        label: object = (await current(http, restarted))["label"]
+        return label == "2.0"
+
+    await wait_until(labelled, timeout=10)
+    async with http.post(restarted.proxy_url + SESSION_PATH, json=SESSION_BODY) as resp:
+        assert resp.headers["X-Token-Router-Release"] == new
+
+    # A second instance that never saw 1.0, with system A gone altogether.
+    await gateways["a"].stop()
+    second = await routers(config)
+    for path in LIBRARY_PATHS:
+        status, headers, body = await fetch(http, f"{second.proxy_url}/v/{old}{path}")
+        assert status == 200, path
+        assert body == v1[path][0], path  # byte for byte
+        assert headers["Content-Type"] == v1[path][1]
+    status, _, body = await fetch(http, f"{second.proxy_url}/v/{new}{BIG}")
+    assert status == 200 and body == library_files("2.0")[BIG][0]
+
+
+async def test_headers_etag_304_and_head(
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    router = await routers(make_config(redis_server.url, gateways, release_paths=SMALL))
+    base = router.proxy_url + (await wait_release(http, router))["base"]
+    v1 = library_files("1.0")
+    for path in SMALL:
+        status, headers, body = await fetch(http, base + path)
+        assert status == 200 and body == v1[path][0]
+        assert headers["Content-Type"] == v1[path][1]
+        assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert headers["Vary"] == "Accept-Encoding"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        etag = headers["ETag"]
+        assert etag.startswith('"') and not etag.startswith("W/")
+        for condition in (etag, f'"other", {etag}', f"W/{etag}", "*"):
+            status, again, body = await fetch(http, base + path, {"If-None-Match": condition})
+            assert status == 304 and body == b""
+            assert again["ETag"] == etag and again["Cache-Control"] == headers["Cache-Control"]
+        status, _, body = await fetch(http, base + path, {"If-None-Match": '"stale"'})
+        assert status == 200 and body == v1[path][0]
+    async with http.head(base + JS, headers={"Accept-Encoding": "identity"}) as resp:
+        assert resp.status == 200
+        assert int(resp.headers["Content-Length"]) == len(v1[JS][0])
+        assert await resp.read() == b""
+
+
+async def test_gzip_and_brotli_round_trips(
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    router = await routers(make_config(redis_server.url, gateways, release_paths=SMALL))
+    base = router.proxy_url + (await wait_release(http, router))["base"]
+    original = library_files("1.0")[JS][0]
+    etags = set()
+    for accept, encoding, decode in (
+        ("gzip, deflate, br", "br", brotli.decompress),
+        ("gzip", "gzip", gzip.decompress),
+        ("br;q=0, gzip", "gzip", gzip.decompress),
+        ("identity", None, bytes),
+    ):
+        status, headers, body = await fetch(http, base + JS, {"Accept-Encoding": accept})
+        assert status == 200
+        assert headers.get("Content-Encoding") == encoding
+        assert decode(body) == original
+        if encoding:
+            assert len(body) < len(original)
+        etags.add(headers["ETag"])
+        status, _, _ = await fetch(
+            http, base + JS, {"Accept-Encoding": accept, "If-None-Match": headers["ETag"]}
+        )
+        assert status == 304
+    assert len(etags) == 3  # one strong validator per representation
+    status, headers, body = await fetch(http, base + PNG, {"Accept-Encoding": "gzip, br"})
+    assert "Content-Encoding" not in headers and body == library_files("1.0")[PNG][0]
+
+
+async def test_traversal_and_unknown_paths_are_404(
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    router = await routers(make_config(redis_server.url, gateways, release_paths=SMALL))
+    rel = (await wait_release(http, router))["release"]
+    status, _ = await raw_status(router, f"/v/{rel}{JS}")
+    assert status == 200
+    attempts = [
+        f"/v/{rel}/gateway/../gateway/adapter.js",
+        f"/v/{rel}/gateway/%2e%2e/gateway/adapter.js",
+        f"/v/{rel}/gateway/%2E%2E/%2E%2E/etc/passwd",
+        f"/v/{rel}/assistserver/sdk/web/consumer/..%2f..%2f..%2f..%2fgateway/adapter.js",
+        f"/v/{rel}/assistserver/sdk/web/%252e%252e/consumer/assist.css",
+        f"/v/{rel}//gateway/adapter.js",
+        f"/v/{rel}/gateway//adapter.js",
+        f"/v/{rel}/gateway/%2fadapter.js",
+        f"//v/{rel}/gateway/adapter.js",
+        f"/v/{rel}/gateway/./adapter.js",
+        f"/v/{rel}/gateway\\..\\gateway\\adapter.js",
+        f"/v/{rel}/gateway/adapter.js%00",
+        f"/v/../v/{rel}/gateway/adapter.js",
+        f"/v/{rel}/../{rel}/gateway/adapter.js",
+        f"/v/{rel.upper()}/gateway/adapter.js",
+        f"/v/{rel}x/gateway/adapter.js",
+        "/v/0123456789abcdef/gateway/adapter.js",  # well-formed, never stored
+        f"/v/{rel}/gateway/fusion-client-sdk.js",  # a library path, not in this release
+        f"/v/{rel}/gateway/sessions/session",
+        f"/v/{rel}/stats",
+        f"/v/{rel}/",
+    ]
+    for target in attempts:
+        status, body = await raw_status(router, target)
+        assert status == 404, target
+        assert b'"error":"not_found"' in body, target
+
+
+async def test_retention_expires_releases_no_longer_active(
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    config = make_config(
+        redis_server.url,
+        gateways,
+        release_paths=SMALL,
+        release_retention_days=2 / 86_400,  # two seconds
+        release_check_interval=0.3,
+    )
+    router = await routers(config)
+    old = (await wait_release(http, router))["release"]
+    assert (await fetch(http, f"{router.proxy_url}/v/{old}{JS}"))[0] == 200  # cached now
+    async with http.post(gateways["a"].url + "/_sim/version", json={"version": "1.1"}) as resp:
+        assert resp.status == 200
+    upgraded = await wait_release(http, router, not_=old)
+    new = upgraded["release"]
+    # systems.a.version still says 1.0, which already names the old release: no false label.
+    assert upgraded["label"] is None
+
+    prefix = config.router.key_prefix
+
+    async def expired() -> bool:
+        status = (await fetch(http, f"{router.proxy_url}/v/{old}{JS}"))[0]
+        # The index of releases is trimmed by the next check after the expiry.
+        return status == 404 and redis_server.command("ZSCORE", prefix + ":releases", old) == "$-1"
+
+    await wait_until(expired, timeout=15, interval=0.1)
+    assert redis_server.command("EXISTS", f"{prefix}:release:{old}:files") == ":0"
+    assert redis_server.command("EXISTS", f"{prefix}:release:{old}:meta") == ":0"
+    # The active one is re-marked at every check and lives on.
+    status, _, body = await fetch(http, f"{router.proxy_url}/v/{new}{JS}")
+    assert status == 200 and body == library_files("1.1")[JS][0]
+
+
+async def test_redis_away_cached_files_still_served(
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    router = await routers(make_config(redis_server.url, gateways, release_paths=SMALL))
+    info = await wait_release(http, router)
+    url = router.proxy_url + info["base"] + CSS
+    status, headers, body = await fetch(http, url)
+    assert status == 200
+
+    redis_server.stop()
+    for _ in range(3):
+        again = await fetch(http, url)
+        assert again[0] == 200 and again[2] == body
+    status, _, _ = await fetch(http, url, {"If-None-Match": headers["ETag"]})
+    assert status == 304
+    assert (await current(http, router))["release"] == info["release"]
+    # Not cached here and the store is away: a clear, retryable answer rather than a 404.
+    status, _, _ = await fetch(http, f"{router.proxy_url}/v/0123456789abcdef{JS}")
+    assert status == 503
+    async with http.post(router.admin_url + "/api/releases/refresh", headers=ADMIN_AUTH) as resp:
+        results = (await resp.json())["results"]
+        assert all(r["error"] and "not stored" in r["error"] for r in results)
+        assert {r["release"] for r in results if r["system"] == "a"} == {info["release"]}
+
+    # Redis returns empty (no persistence): the instance notices the active releases are gone
+    # and stores them again at once, not at the next scheduled check (a minute away here),
+    # serving what it holds meanwhile.
+    redis_server.start()
+
+    async def stored_again() -> bool:
+        assert (await fetch(http, url))[2] == body
+        async with http.get(router.admin_url + "/api/releases") as resp:
+            listed = {r["release"] for r in (await resp.json()).get("releases", [])}
+        return info["release"] in listed
+
+    await wait_until(stored_again, timeout=15, interval=0.1)
+
+
+async def test_hand_out_follows_the_issuing_and_preferred_system(
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    router = await routers(make_config(redis_server.url, gateways, release_paths=SMALL))
+    a = await wait_release(http, router)
+    b = await wait_release(http, router, prefer="b")
+    assert (a["system"], b["system"]) == ("a", "b")
+    assert b["release"] != a["release"] and b["label"] == "2.0"
+    assert b["base"] == f"/v/{b['release']}"
+    prefer_b = {"X-Token-Router-Prefer": "b"}
+    async with http.post(
+        router.proxy_url + SESSION_PATH, json=SESSION_BODY, headers=prefer_b
+    ) as resp:
+        assert resp.headers["X-Token-Router-System"] == "b"
+        assert resp.headers["X-Token-Router-Release"] == b["release"]
+    async with http.put(router.proxy_url + "/assistserver/shortcode/create") as resp:
+        assert resp.headers["X-Token-Router-Release"] == a["release"]
+        code = (await resp.json())["shortCode"]
+    lookup = f"{router.proxy_url}/assistserver/shortcode/consumer?appkey={code}"
+    async with http.get(lookup) as resp:
+        assert resp.status == 200
+        assert resp.headers["X-Token-Router-Release"] == a["release"]
+    status, _, body = await fetch(http, router.proxy_url + b["base"] + JS)
+    assert status == 200 and body == library_files("2.0")[JS][0]
+    # Unversioned paths still reach the active system, with a short cache lifetime.
+    status, headers, body = await fetch(http, router.proxy_url + JS)
+    assert status == 200 and body == library_files("1.0")[JS][0]
+    assert headers["Cache-Control"] == "public, max-age=60"
+    assert headers["X-Token-Router-System"] == "a"
+
+
+async def test_size_guard_refuses_oversized_release(
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    router = await routers(
+        make_config(redis_server.url, gateways, release_paths=SMALL, release_max_bytes=50_000)
+    )
+    async with http.post(router.admin_url + "/api/releases/refresh", headers=ADMIN_AUTH) as resp:
+        results = (await resp.json())["results"]
+    assert all("release_max_bytes" in r["error"] for r in results)
+    doc = await current(http, router)
+    assert doc["release"] is None and doc["base"] == ""
+    async with http.post(router.proxy_url + SESSION_PATH, json=SESSION_BODY) as resp:
+        assert resp.status == 200 and "X-Token-Router-Release" not in resp.headers
+    async with http.get(router.admin_url + "/api/releases") as resp:
+        doc = await resp.json()
+    assert doc["releases"] == []
+    assert "release_max_bytes" in doc["systems"]["a"]["error"]
+
+
+async def test_memory_store_serves_releases(
+    gateways: dict[str, Gateway], routers: RouterFactory, http: aiohttp.ClientSession
+) -> None:
+    router = await routers(make_config("memory://", gateways, release_paths=SMALL))
+    info = await wait_release(http, router)
+    status, _, body = await fetch(http, router.proxy_url + info["base"] + CSS)
+    assert status == 200 and body == library_files("1.0")[CSS][0]
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENROUTER_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "router",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_admin_api_and_cli_list_and_refresh(
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    data = router_data(redis_server.url, gateways, release_paths=SMALL)
+    data["systems"]["b"]["stats_url"] = gateways["b"].url + "/stats"
+    config_file = write_toml(tmp_path / "router.toml", data)
+    router = await routers(build_config(data, {}))
+    a = await wait_release(http, router)
+    b = await wait_release(http, router, prefer="b")
+
+    async with http.get(router.admin_url + "/api/releases") as resp:
+        doc = await resp.json()
+    assert {r["release"] for r in doc["releases"]} == {a["release"], b["release"]}
+    assert doc["systems"]["b"]["release"] == b["release"]
+    listed_a = next(r for r in doc["releases"] if r["release"] == a["release"])
+    assert listed_a["last_system"] == "a" and listed_a["files"] == len(SMALL)
+    async with http.post(router.admin_url + "/api/releases/refresh") as resp:
+        assert resp.status == 401
+    async with http.post(
+        router.admin_url + "/api/releases/refresh?system=zz", headers=ADMIN_AUTH
+    ) as resp:
+        assert resp.status == 400
+
+    # B is upgraded; the CLI notices it, and the running router follows the store.
+    async with http.post(gateways["b"].url + "/_sim/version", json={"version": "3.0"}) as resp:
+        assert resp.status == 200
+    code, out, err = await run_cli(
+        "releases", "refresh", "--config", str(config_file), "--system", "b"
+    )
+    assert code == 0, err
+    assert "b: " in out and "(3.0)" in out and f"before: {b['release']}" in out
+    newer = await wait_release(http, router, prefer="b", not_=b["release"])
+    assert newer["label"] == "3.0"  # reported by the gateway's stats_url
+
+    code, out, err = await run_cli("releases", "list", "--config", str(config_file))
+    assert code == 0, err
+    for release in (a["release"], b["release"], newer["release"]):
+        assert release in out
+    assert "LAST SYSTEM" in out and "EXPIRES" in out
+    line = next(x for x in out.splitlines() if x.startswith(newer["release"]))
+    assert "3.0" in line and line.rstrip().endswith("b")
+
+    code, out, err = await run_cli(
+        "releases", "refresh", "--config", str(config_file), "--system", "zz"
+    )
+    assert code == 2 and err.count("\n") == 1 and "unknown system 'zz'" in err
+    data["router"]["redis_url"] = "memory://"
+    memory_file = write_toml(tmp_path / "memory.toml", data)
+    code, out, err = await run_cli("releases", "list", "--config", str(memory_file))
+    assert code == 2 and err.startswith("token-router: error: router.redis_url is memory://")
