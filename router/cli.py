@@ -13,9 +13,11 @@ import asyncio
 import getpass
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -36,6 +38,8 @@ from router.store import AuditEntry, StateStore, open_store
 
 PROG = "token-router"
 DEFAULT_CONFIG = "router.toml"
+# prometheus_client's multiprocess directory variable (router/metrics.py).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class Parser(argparse.ArgumentParser):
@@ -102,11 +106,29 @@ def when(timestamp: float) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from router.serve import serve
-
     config = read_config(args)
     setup_logging(config.router.log_format, "debug" if args.verbose else config.router.log_level)
-    return serve(config, args.workers)
+    metrics_dir = _prepare_metrics_dir(args.workers)
+    from router.serve import serve
+
+    try:
+        return serve(config, args.workers)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _prepare_metrics_dir(workers: int) -> str | None:
+    """With several workers, metrics are shared through files (prometheus_client's
+    multiprocess mode), configured by an environment variable that prometheus_client reads
+    when it is imported: so this runs before anything imports it (router.serve does)."""
+    if workers <= 1 or os.environ.get(MULTIPROC_ENV):
+        return None
+    if "prometheus_client" in sys.modules:  # pragma: no cover (an import-order bug)
+        raise RuntimeError("prometheus_client was imported before its multiprocess set-up")
+    directory = tempfile.mkdtemp(prefix="token-router-metrics-")
+    os.environ[MULTIPROC_ENV] = directory
+    return directory
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

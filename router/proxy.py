@@ -111,6 +111,7 @@ def _field(body: bytes, name: str) -> str | None:
 class ProxyHandler:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.metrics = runtime.metrics
         self.config: Config = runtime.config
         r = self.config.router
         self.known = frozenset(self.config.systems)
@@ -235,10 +236,14 @@ class ProxyHandler:
                 headers["Content-Type"] = JSON_TYPE
         upstream = self.runtime.upstreams[system]
         try:
+            started = time.perf_counter()
             answer = await upstream.send(request.method, request.raw_path, headers, body)
+            elapsed = time.perf_counter() - started
         except RequestError:
             self.requests[(route.value, system, 0)] += 1
+            self.metrics.observe(route.value, system, 0, None)
             raise
+        self.metrics.observe(route.value, system, answer.status, elapsed)
         await self._learn(match, system, answer.status, answer.body)
         self.requests[(route.value, system, answer.status)] += 1
         out = web.Response(status=answer.status, body=answer.body, headers=answer.headers)

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -119,6 +119,8 @@ class Releases:
         self.check_interval = r.release_check_interval
         self.sync_interval = r.resync_interval
         self.cache = HotCache(r.release_cache_bytes)
+        # Metrics hook (runtime.py): called with True for a cache hit, False for a miss.
+        self.on_lookup: Callable[[bool], None] = lambda hit: None
         self.current: dict[str, Current] = {}
         self.errors: dict[str, str] = {}  # last check error per system, "" when it worked
         self.store_error = ""
@@ -391,7 +393,10 @@ class Releases:
         """The answer to GET/HEAD /v/{release}{path}: 200 (maybe compressed) or 304."""
         hot = self.cache.get(release, path)
         if hot is None or self._expires.get(release, 0.0) <= time.time():
+            self.on_lookup(False)
             hot = await self._load(release, path)
+        else:
+            self.on_lookup(True)
         encoding = choose_encoding(request.headers.get("Accept-Encoding", ""), hot.encodings)
         rep = hot.forms[encoding]
         condition = request.headers.get("If-None-Match")

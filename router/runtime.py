@@ -18,12 +18,20 @@ from dataclasses import dataclass, field
 from router.affinity import Affinity
 from router.config import Config
 from router.keys import Keys
+from router.metrics import Metrics
 from router.release_service import Releases
 from router.state import Snapshot, StateHolder, StateWatcher
 from router.store import StateStore, open_store
 from router.upstream import Upstream
 
 log = logging.getLogger("router.runtime")
+
+
+def _count_change(metrics: Metrics, old: Snapshot, new: Snapshot) -> None:
+    if new.active != old.active:
+        metrics.on_switch()
+    if new.refused is not None and new.refused != old.refused:
+        metrics.on_refusal()
 
 
 def instance_name() -> str:
@@ -39,6 +47,7 @@ class Runtime:
     affinity: Affinity
     releases: Releases
     upstreams: dict[str, Upstream] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
     instance: str = field(default_factory=instance_name)
     started_at: float = field(default_factory=time.time)
     stopping: bool = False  # set on SIGTERM: /readyz turns 503 so balancers drain us first
@@ -66,7 +75,20 @@ class Runtime:
         # Filled in start(); the release service fetches libraries through the same pools.
         upstreams: dict[str, Upstream] = {}
         releases = Releases.create(config, keys, upstreams)
-        return cls(config, store, holder, watcher, affinity, releases, upstreams, instance=instance)
+        metrics = Metrics()
+        releases.on_lookup = metrics.on_release_lookup
+        holder.add_listener(lambda old, new: _count_change(metrics, old, new))
+        return cls(
+            config,
+            store,
+            holder,
+            watcher,
+            affinity,
+            releases,
+            upstreams,
+            metrics=metrics,
+            instance=instance,
+        )
 
     async def start(self, first_sync_timeout: float = 5.0) -> None:
         """Open upstream pools, read the state once, then follow it in the background.

@@ -190,6 +190,14 @@ def serve(config: Config, workers: int = 1) -> int:
     return Supervisor(config, workers).run()
 
 
+def _metrics_process_dead(pid: int) -> None:
+    """Drop a dead worker's live gauges from the shared metrics files (multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
 class Supervisor:
     """The parent of N workers. Holds no sockets and no event loop of its own."""
 
@@ -244,6 +252,7 @@ class Supervisor:
             if pid not in self.children:
                 continue
             number = self.children.pop(pid)
+            _metrics_process_dead(pid)
             code = os.waitstatus_to_exitcode(wait_status)
             if self.stopping:
                 if code != 0:

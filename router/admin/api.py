@@ -15,6 +15,8 @@ from aiohttp import web
 from router.admin.auth import require_token
 from router.admin.keys import RUNTIME
 from router.errors import BadRequest, MalformedJSON, ServiceUnavailable, StoreUnavailable
+from router.metrics import CONTENT_TYPE as METRICS_TYPE
+from router.metrics import render
 from router.runtime import Runtime
 from router.status import audit_json, read_counts, reports
 
@@ -163,7 +165,16 @@ async def audit(request: web.Request) -> web.Response:
     return json_response({"entries": audit_json(entries)})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition: request counters, upstream latency, state gauges."""
+    runtime = request.app[RUNTIME]
+    counts, _, _ = await read_counts(runtime.store, runtime.config.system_ids)
+    body = render(runtime.metrics, runtime, counts)
+    return web.Response(body=body, headers={"Content-Type": METRICS_TYPE})
+
+
 def add_routes(app: web.Application) -> None:
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/api/status", status)

@@ -1,0 +1,118 @@
+"""Prometheus /metrics on the admin listener, in one process and across --workers."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+from pathlib import Path
+
+import aiohttp
+import orjson
+
+from tests.helpers import (
+    HOST,
+    SESSION_BODY,
+    SESSION_PATH,
+    Gateway,
+    RedisServer,
+    RouterFactory,
+    RouterProcess,
+    free_port,
+    make_config,
+    router_data,
+    wait_ready,
+    wait_until,
+    write_toml,
+)
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in exposition text (labels in any order), or None."""
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        m = re.match(r"^([a-zA-Z_:]+)(?:\{(.*)\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(m.group(3))
+    return None
+
+
+async def scrape(http: aiohttp.ClientSession, admin: str) -> str:
+    async with http.get(admin + "/metrics") as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        return await resp.text()
+
+
+async def test_requests_latency_state_and_switches(
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    router = await routers(make_config(redis_server.url, gateways))
+    for _ in range(3):
+        async with http.post(router.proxy_url + SESSION_PATH, data=orjson.dumps(SESSION_BODY)):
+            pass
+    gateways["a"].state.set_failure(500, 1)
+    async with http.post(router.proxy_url + SESSION_PATH, data=orjson.dumps(SESSION_BODY)):
+        pass
+    text = await scrape(http, router.admin_url)
+    token = {"route": "token_create", "system": "a"}
+    assert sample(text, "tokenrouter_requests_total", status="200", **token) == 3
+    assert sample(text, "tokenrouter_requests_total", status="500", **token) == 1
+    assert sample(text, "tokenrouter_upstream_seconds_count", **token) == 4
+    assert sample(text, "tokenrouter_active", system="a") == 1
+    assert sample(text, "tokenrouter_active", system="b") == 0
+    assert sample(text, "tokenrouter_store_up") == 1
+    assert sample(text, "tokenrouter_refused_active") == 0
+    assert sample(text, "tokenrouter_open_items", system="a") == 3
+
+    redis_server.command("SET", "tokenrouter:active", "b")
+    await wait_until(lambda: router.active == "b")
+    redis_server.command("SET", "tokenrouter:active", "bogus")
+    await wait_until(lambda: router.server.runtime.holder.current.refused is not None)
+    text = await scrape(http, router.admin_url)
+    assert sample(text, "tokenrouter_switches_observed") == 1
+    assert sample(text, "tokenrouter_refused_values_observed") == 1
+    assert sample(text, "tokenrouter_refused_active") == 1
+    assert sample(text, "tokenrouter_active", system="b") == 1
+
+    redis_server.stop()
+    await wait_until(lambda: router.server.runtime.holder.degraded)
+    text = await scrape(http, router.admin_url)
+    assert sample(text, "tokenrouter_store_up") == 0
+    assert sample(text, "tokenrouter_open_items", system="a") is None  # unknown, not 0
+
+
+async def test_metrics_add_up_across_workers(
+    tmp_path: Path, redis_server: RedisServer, gateways: dict[str, Gateway]
+) -> None:
+    proxy, admin = f"http://{HOST}:{free_port()}", f"http://{HOST}:{free_port()}"
+    data = router_data(redis_server.url, gateways, listen=proxy[7:], admin_listen=admin[7:])
+    router = RouterProcess(write_toml(tmp_path / "router.toml", data), workers=2)
+    router.start()
+    try:
+        await wait_ready(admin)
+        for _ in range(30):
+            # New connections, so both workers take some of them.
+            async with (
+                aiohttp.ClientSession() as fresh,
+                fresh.post(proxy + SESSION_PATH, data=orjson.dumps(SESSION_BODY)) as resp,
+            ):
+                assert resp.status == 200
+        for _ in range(6):  # whichever worker answers the scrape, the total is the same
+            async with aiohttp.ClientSession() as fresh:
+                text = await scrape(fresh, admin)
+            total = sample(
+                text, "tokenrouter_requests_total", route="token_create", system="a", status="200"
+            )
+            assert total == 30
+        router.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(router.wait, 20) == 0
+    finally:
+        router.kill()
