@@ -9,9 +9,13 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from router.admin import api
+from router.admin import api, page, releases_api
+from router.admin.headers import security_headers
 from router.admin.keys import PROXY, RUNTIME
+from router.admin.live import HEALTH, LIVE, LiveFeed, events, live, live_context, stop_streams
+from router.assets import Assets, find_assets
 from router.errors import MethodNotAllowed, NotFound, RequestError, Unauthorized
+from router.health import HealthProber
 from router.proxy import ProxyHandler, error_response
 from router.runtime import Runtime
 
@@ -35,9 +39,24 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         )
 
 
-def build_admin_app(runtime: Runtime, proxy: ProxyHandler) -> web.Application:
+def build_admin_app(
+    runtime: Runtime, proxy: ProxyHandler, assets: Assets | None = None
+) -> web.Application:
     app = web.Application(middlewares=[json_errors], client_max_size=64 * 1024)
     app[RUNTIME] = runtime
     app[PROXY] = proxy
     api.add_routes(app)
+    releases_api.add_routes(app)
+    # The operator's page: live feed, health prober, templates, static assets, login.
+    prober = HealthProber(runtime.config.systems)
+    feed = LiveFeed(runtime, proxy, prober)
+    prober.on_change = feed.notify
+    app[HEALTH] = prober
+    app[LIVE] = feed
+    app.router.add_get("/api/live", live)
+    app.router.add_get("/api/events", events)
+    page.add_routes(app, assets or find_assets())
+    app.cleanup_ctx.append(live_context)
+    app.on_shutdown.append(stop_streams)
+    app.on_response_prepare.append(security_headers)
     return app

@@ -1,0 +1,328 @@
+// token-router admin page: live view (server-sent events) and the operator's actions.
+// Hand-written, no build step, no dependencies. Loaded with `defer` from static/ only: the
+// Content-Security-Policy forbids inline script. Text goes in with textContent, never HTML.
+"use strict";
+
+(() => {
+  const HEARTBEAT_MS = 2000; // the server sends at least this often
+  const LOST_AFTER_MS = 3 * HEARTBEAT_MS + 1000;
+  const RECONNECT_MS = 3000;
+
+  const $ = (selector, root = document) => root.querySelector(selector);
+  const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selector));
+
+  let doc = null; // the last live document
+  let lastMessage = 0;
+  let source = null;
+  let expired = false;
+
+  // --- formatting ---------------------------------------------------------------------
+
+  const pad = (n) => String(n).padStart(2, "0");
+  function clock(unix) {
+    if (unix === null || unix === undefined) return "—";
+    const d = new Date(unix * 1000);
+    return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+  function dateTime(unix) {
+    const d = new Date(unix * 1000);
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${clock(unix)}`;
+  }
+  function rate(n) {
+    return n >= 100 ? String(Math.round(n)) : n.toFixed(1);
+  }
+  function setText(el, text) {
+    if (el && el.textContent !== text) el.textContent = text;
+  }
+  function field(card, name) {
+    return $(`[data-field="${name}"]`, card);
+  }
+
+  // --- rendering ----------------------------------------------------------------------
+
+  function healthText(h) {
+    if (h.ok === null) return "not probed yet";
+    if (h.ok) {
+      const ms = h.latency_ms === null ? "" : ` · ${Math.round(h.latency_ms)} ms`;
+      return `healthy${ms} · checked ${clock(h.checked_at)}`;
+    }
+    return `failing since ${clock(h.last_error_at)}`;
+  }
+
+  function renderTrend(svg, points) {
+    const line = $("polyline", svg);
+    const values = points.filter((v) => v !== null);
+    if (values.length < 2) {
+      line.setAttribute("points", "");
+      return;
+    }
+    const max = Math.max(1, ...values);
+    const step = 120 / Math.max(1, points.length - 1);
+    const coords = [];
+    points.forEach((v, i) => {
+      if (v !== null) coords.push(`${(i * step).toFixed(1)},${(26 - (v / max) * 24).toFixed(1)}`);
+    });
+    line.setAttribute("points", coords.join(" "));
+  }
+
+  function renderCard(s, scope) {
+    const card = $(`.card[data-system="${CSS.escape(s.id)}"]`);
+    if (!card) return;
+    card.dataset.state = s.state;
+    setText(field(card, "state"), s.state);
+    setText(field(card, "gateway"), s.gateway);
+    setText(field(card, "public_url"), s.public_url);
+
+    const h = s.health;
+    field(card, "health-dot").dataset.ok = h.ok === null ? "unknown" : String(h.ok);
+    setText(field(card, "health"), healthText(h));
+    const err = field(card, "health-error");
+    err.hidden = !h.last_error;
+    setText(err, h.last_error ? `last error ${clock(h.last_error_at)}: ${h.last_error}` : "");
+
+    setText(field(card, "release"), s.release.id || "unknown");
+    setText(field(card, "label"), s.release.label ? `label ${s.release.label}` : "no label");
+    const relErr = field(card, "release-error");
+    relErr.hidden = !s.release.error;
+    setText(relErr, s.release.error ? `last check failed: ${s.release.error}` : "");
+
+    setText(field(card, "open"), s.open === null ? "?" : String(s.open));
+    renderTrend(field(card, "trend"), s.trend);
+    const gw = [];
+    if (h.gateway_sessions !== null) gw.push(`${h.gateway_sessions} sessions`);
+    if (h.gateway_codes !== null) gw.push(`${h.gateway_codes} short codes`);
+    setText(field(card, "gateway-count"), gw.length ? `gateway reports ${gw.join(", ")}` : "");
+
+    setText(field(card, "rate"), rate(s.rate.token));
+    setText(field(card, "rate-all"), `${rate(s.rate.all)} req/s in all · ${scope}`);
+
+    $('form[data-action="switch"]', card).hidden = s.state === "active";
+    $('form[data-action="offline"]', card).hidden = s.state === "offline";
+    $('form[data-action="online"]', card).hidden = s.state !== "offline";
+  }
+
+  function renderAudit(entries, error) {
+    const body = $("#audit-rows");
+    const rows = (entries || []).map((e) => {
+      const tr = document.createElement("tr");
+      const cells = [dateTime(e.time), e.action, e.source, e.from || "—", e.to];
+      cells.forEach((text) => {
+        const td = document.createElement("td");
+        td.textContent = text;
+        tr.appendChild(td);
+      });
+      return tr;
+    });
+    body.replaceChildren(...rows);
+    const empty = $("#audit-empty");
+    empty.hidden = rows.length > 0;
+    setText(empty, error ? `Audit stream unavailable: ${error}` : "No changes recorded yet.");
+  }
+
+  function render(next) {
+    doc = next;
+    setText($("#active-system"), doc.active);
+    next.systems.forEach((s) => renderCard(s, doc.rates_scope));
+
+    const degraded = $("#banner-degraded");
+    degraded.hidden = !doc.store.degraded;
+    setText(field(degraded, "degraded-active"), doc.active);
+    setText(field(degraded, "degraded-error"), doc.store.error || "");
+
+    const refused = $("#banner-refused");
+    refused.hidden = !doc.refused;
+    if (doc.refused) {
+      setText(field(refused, "refused-value"), doc.refused.value);
+      setText(field(refused, "refused-active"), doc.active);
+    }
+    renderAudit(doc.audit, doc.audit_error);
+    setText($("#instance"), doc.instance);
+    setText($("#store-url"), doc.store.url);
+    setText($("#updated"), `updated ${clock(doc.now)}`);
+  }
+
+  // --- the live feed ------------------------------------------------------------------
+
+  function setFeed(state, text) {
+    const feed = $("#feed");
+    feed.dataset.state = state;
+    setText(feed, text);
+    const lost = state !== "live" && state !== "connecting";
+    $("#banner-feed").hidden = !lost;
+    document.body.classList.toggle("stale", lost);
+    if (lost) {
+      const since = lastMessage ? `Last update ${clock(lastMessage / 1000)}.` : "";
+      setText(field($("#banner-feed"), "feed-detail"), since);
+    }
+  }
+
+  function connect() {
+    if (source) source.close();
+    source = new EventSource("/api/events");
+    source.addEventListener("status", (event) => {
+      lastMessage = Date.now();
+      render(JSON.parse(event.data));
+      setFeed("live", "live");
+    });
+    source.addEventListener("expired", () => sessionOver());
+    source.onerror = () => {
+      setFeed("lost", "live feed lost — reconnecting");
+      if (source.readyState === EventSource.CLOSED) {
+        // The server refused the stream (401 after the session ended, or it is restarting):
+        // ask why, then try again.
+        source = null;
+        fetch("/api/live", { credentials: "same-origin" })
+          .then((r) => (r.status === 401 ? sessionOver() : setTimeout(connect, RECONNECT_MS)))
+          .catch(() => setTimeout(connect, RECONNECT_MS));
+      }
+    };
+  }
+
+  function sessionOver() {
+    expired = true;
+    if (source) source.close();
+    source = null;
+    setFeed("expired", "logged out — log in again");
+    flash("Your login session has ended. Reload the page to log in again.", true);
+  }
+
+  setInterval(() => {
+    if (!expired && lastMessage && Date.now() - lastMessage > LOST_AFTER_MS) {
+      setFeed("lost", "live feed lost — reconnecting");
+      if (source && source.readyState !== EventSource.CONNECTING) connect();
+    }
+  }, 1000);
+
+  // --- actions ------------------------------------------------------------------------
+
+  let flashTimer = null;
+  function flash(message, isError) {
+    const el = $("#flash");
+    el.hidden = false;
+    el.classList.toggle("error", Boolean(isError));
+    el.setAttribute("role", isError ? "alert" : "status");
+    setText(el, message);
+    clearTimeout(flashTimer);
+    if (!isError) flashTimer = setTimeout(() => (el.hidden = true), 8000);
+  }
+
+  function systemDoc(id) {
+    return doc ? doc.systems.find((s) => s.id === id) : null;
+  }
+  function openText(s) {
+    if (!s || s.open === null) return "an unknown number of";
+    return String(s.open);
+  }
+
+  function confirmDialog(title, text, detail, okLabel) {
+    const dialog = $("#confirm");
+    setText($("#confirm-title"), title);
+    setText($("#confirm-text"), text);
+    setText($("#confirm-detail"), detail);
+    setText($("#confirm-ok"), okLabel);
+    dialog.returnValue = "cancel";
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+      dialog.showModal();
+      $("#confirm-cancel").focus();
+    });
+  }
+
+  async function send(form, body) {
+    const token = form.elements.csrf_token.value;
+    const buttons = $$("button", form);
+    buttons.forEach((b) => (b.disabled = true));
+    try {
+      const response = await fetch(form.getAttribute("action"), {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": token },
+        body: JSON.stringify(body),
+      });
+      let answer = null;
+      try {
+        answer = await response.json();
+      } catch (_) {
+        answer = null;
+      }
+      if (!response.ok) {
+        const why = answer && answer.message ? answer.message : `HTTP ${response.status}`;
+        flash(`Refused: ${why}`, true);
+        if (response.status === 401) sessionOver();
+        return null;
+      }
+      return answer || {};
+    } catch (error) {
+      flash(`Refused: the router did not answer (${error.message})`, true);
+      return null;
+    } finally {
+      buttons.forEach((b) => (b.disabled = false));
+    }
+  }
+
+  async function onSwitch(form) {
+    const target = form.elements.system.value;
+    const from = doc ? doc.active : "?";
+    const old = systemDoc(from);
+    const ok = await confirmDialog(
+      "Switch systems",
+      `Switch new sessions from ${from} to ${target}?`,
+      `${from} holds ${openText(old)} open sessions and short codes; they keep reaching ` +
+        `${from} until they end. New sessions go to ${target}.`,
+      `Switch ${from} → ${target}`,
+    );
+    if (!ok) return;
+    const answer = await send(form, { system: target, via: "page" });
+    if (answer) flash(`Switched: new sessions go to ${answer.active}.`, false);
+  }
+
+  async function onOffline(form) {
+    const id = form.elements.system.value;
+    const ok = await confirmDialog(
+      "Mark offline",
+      `Mark ${id} offline?`,
+      `Requests that belong to ${id} (${openText(systemDoc(id))} open sessions and short ` +
+        "codes) get a 503 answer at once instead of reaching it.",
+      `Mark ${id} offline`,
+    );
+    if (!ok) return;
+    if (await send(form, {})) flash(`${id} is offline.`, false);
+  }
+
+  async function onOnline(form) {
+    const id = form.elements.system.value;
+    if (await send(form, {})) flash(`${id} is online.`, false);
+  }
+
+  function refreshSummary(r) {
+    if (r.error) return `${r.system}: ${r.error}`;
+    const label = r.label ? ` (${r.label})` : "";
+    return `${r.system}: ${r.release}${label}${r.changed ? ", new" : ", unchanged"}`;
+  }
+
+  async function onRefresh(form) {
+    const answer = await send(form, {});
+    if (!answer) return;
+    const results = answer.results || [];
+    const failed = results.some((r) => r.error);
+    const summary = results.map(refreshSummary).join("; ");
+    flash(`${failed ? "Refresh incomplete" : "Releases refreshed"}: ${summary}`, failed);
+  }
+
+  const handlers = {
+    switch: onSwitch,
+    offline: onOffline,
+    online: onOnline,
+    "refresh-releases": onRefresh,
+  };
+
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    const handler = handlers[form.dataset.action];
+    if (!handler) return; // the logout form is a plain POST
+    event.preventDefault();
+    handler(form);
+  });
+
+  connect();
+})();

@@ -1,0 +1,251 @@
+"""The admin page in a real browser: Debian's Chromium driven by Playwright (async API).
+
+A real router (both listeners), a real redis-server and two simulated systems. The browser is
+never downloaded: it is /usr/bin/chromium, headless. Waits are Playwright's auto-waiting
+`expect` (a condition with a deadline), never sleeps.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from router.config import RouterConfig
+from tests.helpers import (
+    SESSION_BODY,
+    SESSION_PATH,
+    Gateway,
+    RedisServer,
+    RouterFactory,
+    RunningRouter,
+    make_config,
+)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking"]
+TOKEN = "test-admin-token"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="needs Debian's chromium"),
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture
+async def router(
+    redis_server: RedisServer, gateways: dict[str, Gateway], routers: RouterFactory
+) -> RunningRouter:
+    return await routers(make_config(redis_server.url, gateways))
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    errors: list[str] = []
+    # A CSP violation or script error shows up here; the page must run clean.
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text)
+            if msg.type == "error" and "Content Security Policy" in msg.text
+            else None
+        ),
+    )
+    try:
+        yield page
+    finally:
+        await context.close()
+    assert errors == []
+
+
+async def log_in(page: Page, admin_url: str) -> None:
+    await page.goto(admin_url + "/")
+    await expect(page).to_have_url(admin_url + "/login")
+    await page.fill("#token", TOKEN)
+    await page.click("button[type=submit]")
+    await expect(page).to_have_url(admin_url + "/")
+    await expect(page.locator("#feed")).to_have_attribute("data-state", "live")
+
+
+async def open_sessions(http: aiohttp.ClientSession, proxy_url: str, n: int) -> None:
+    for _ in range(n):
+        async with http.post(proxy_url + SESSION_PATH, json=SESSION_BODY) as resp:
+            assert resp.status == 200
+
+
+async def test_operator_logs_in_switches_and_sees_a_bare_redis_set(
+    page: Page, router: RunningRouter, redis_server: RedisServer, http: aiohttp.ClientSession
+) -> None:
+    await log_in(page, router.admin_url)
+    a, b = page.locator('.card[data-system="a"]'), page.locator('.card[data-system="b"]')
+    await expect(a).to_have_attribute("data-state", "active")
+    await expect(b).to_have_attribute("data-state", "drained")
+    await expect(a.locator('[data-field="gateway"]')).to_have_text(
+        router.server.config.systems["a"].gateway
+    )
+    await expect(a.locator('[data-field="public_url"]')).to_have_text("https://a.example.com:8443")
+    await expect(a.locator('[data-field="health"]')).to_contain_text("healthy")
+    await expect(a.locator('[data-field="label"]')).to_contain_text("1.0")
+    await expect(b.locator('[data-field="label"]')).to_contain_text("2.0")
+    await expect(page.locator("#active-system")).to_have_text("a")
+
+    await open_sessions(http, router.proxy_url, 3)
+    await expect(a.locator('[data-field="open"]')).to_have_text("3")
+
+    # Switch, with a confirmation that names both systems and the open count on the old one.
+    dialog = page.locator("#confirm")
+    await b.locator('form[data-action="switch"] button').click()
+    await expect(dialog).to_be_visible()
+    await expect(page.locator("#confirm-text")).to_have_text("Switch new sessions from a to b?")
+    await expect(page.locator("#confirm-detail")).to_contain_text("a holds 3 open sessions")
+    await page.click("#confirm-cancel")
+    await expect(dialog).to_be_hidden()
+    assert router.active == "a"
+
+    await b.locator('form[data-action="switch"] button').click()
+    await page.click("#confirm-ok")
+    await expect(b).to_have_attribute("data-state", "active")
+    await expect(a).to_have_attribute("data-state", "draining")
+    await expect(page.locator("#flash")).to_contain_text("new sessions go to b")
+    first_row = page.locator("#audit-rows tr").first
+    await expect(first_row).to_contain_text("page")
+    await expect(first_row.locator("td").nth(3)).to_have_text("a")
+    await expect(first_row.locator("td").nth(4)).to_have_text("b")
+    assert router.active == "b"
+
+    # A bare SET (what an operator does with redis-cli) switches back; the page follows live.
+    redis_server.command("SET", "tokenrouter:active", "a")
+    await expect(a).to_have_attribute("data-state", "active")
+    await expect(b).to_have_attribute("data-state", "drained")
+    await expect(first_row).to_contain_text("external")
+    await expect(page.locator("#active-system")).to_have_text("a")
+
+    # A value naming no configured system is refused, and the page says so.
+    refused = page.locator("#banner-refused")
+    await expect(refused).to_be_hidden()
+    redis_server.command("SET", "tokenrouter:active", "nosuch")
+    await expect(refused).to_be_visible()
+    await expect(refused).to_contain_text("nosuch")
+    await expect(refused).to_contain_text("tokenrouter:active")
+    assert router.active == "a"
+    redis_server.command("SET", "tokenrouter:active", "a")
+    await expect(refused).to_be_hidden()
+
+
+async def test_offline_online_refusals_and_releases(
+    page: Page, router: RunningRouter, http: aiohttp.ClientSession
+) -> None:
+    await log_in(page, router.admin_url)
+    b = page.locator('.card[data-system="b"]')
+    await b.locator('form[data-action="offline"] button').click()
+    await expect(page.locator("#confirm-text")).to_have_text("Mark b offline?")
+    await page.click("#confirm-ok")
+    await expect(b).to_have_attribute("data-state", "offline")
+    await expect(b.locator('form[data-action="online"]')).to_be_visible()
+
+    # Refused: switching to an offline system says why, and nothing changes.
+    await b.locator('form[data-action="switch"] button').click()
+    await page.click("#confirm-ok")
+    await expect(page.locator("#flash")).to_contain_text("Refused:")
+    await expect(page.locator("#flash")).to_contain_text("offline")
+    assert router.active == "a"
+
+    await b.locator('form[data-action="online"] button').click()
+    await expect(b).to_have_attribute("data-state", "drained")
+
+    # Refresh releases (off in this router's config): the page says why nothing was found.
+    await page.click('form[data-action="refresh-releases"] button')
+    flash = page.locator("#flash")
+    await expect(flash).to_have_text(re.compile(r"^Refresh incomplete: a: .*release_paths"))
+
+
+async def test_release_per_system_and_refresh(
+    page: Page,
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+) -> None:
+    paths = RouterConfig().release_paths  # the defaults: the simulated systems serve them
+    router = await routers(make_config(redis_server.url, gateways, release_paths=list(paths)))
+    await log_in(page, router.admin_url)
+    releases = router.server.runtime.releases
+    for sid, label in (("a", "1.0"), ("b", "2.0")):
+        card = page.locator(f'.card[data-system="{sid}"]')
+        await expect(card.locator('[data-field="release"]')).not_to_have_text("unknown")
+        release = releases.release_of(sid)
+        assert release is not None
+        await expect(card.locator('[data-field="release"]')).to_have_text(release)
+        await expect(card.locator('[data-field="label"]')).to_have_text(f"label {label}")
+    await page.click('form[data-action="refresh-releases"] button')
+    flash = page.locator("#flash")
+    await expect(flash).to_contain_text("Releases refreshed: a: ")
+    await expect(flash).to_contain_text("unchanged")
+
+
+async def test_csrf_rejection_and_logout(page: Page, router: RunningRouter) -> None:
+    await log_in(page, router.admin_url)
+    # A forged form: the session cookie rides along, the CSRF token does not fit.
+    await page.evaluate(
+        "document.querySelectorAll('input[name=csrf_token]').forEach(i => i.value = 'forged')"
+    )
+    await page.locator('.card[data-system="b"] form[data-action="switch"] button').click()
+    await page.click("#confirm-ok")
+    await expect(page.locator("#flash")).to_contain_text("CSRF token missing or wrong")
+    assert router.active == "a"
+    # A script on another origin cannot even try: SameSite=Strict and the Origin check.
+    status = await page.evaluate(
+        """async () => (await fetch('/api/switch', {method: 'POST',
+               headers: {'Content-Type': 'application/json'},
+               body: JSON.stringify({system: 'b'})})).status"""
+    )
+    assert status == 403
+    cookies = await page.context.cookies()
+    session = next(c for c in cookies if c["name"] == "tokenrouter_admin")
+    assert session["httpOnly"] is True and session["sameSite"] == "Strict"
+    assert await page.evaluate("document.cookie") == ""
+
+    await page.reload()
+    await page.click(".logout button")
+    await expect(page).to_have_url(router.admin_url + "/login?out=1")
+    await expect(page.locator(".flash")).to_contain_text("logged out")
+    assert not [c for c in await page.context.cookies() if c["name"] == "tokenrouter_admin"]
+    await page.goto(router.admin_url + "/")
+    await expect(page).to_have_url(router.admin_url + "/login")
+
+
+async def test_degraded_banner_and_lost_feed(
+    page: Page, router: RunningRouter, redis_server: RedisServer, routers: RouterFactory
+) -> None:
+    await log_in(page, router.admin_url)
+    degraded = page.locator("#banner-degraded")
+    await expect(degraded).to_be_hidden()
+    redis_server.stop()
+    await expect(degraded).to_be_visible()
+    await expect(degraded).to_contain_text("fail-static")
+    redis_server.start()
+    await expect(degraded).to_be_hidden()
+
+    # The router goes away: the page says its live feed is lost instead of going quietly stale.
+    routers.routers.remove(router)
+    await router.server.stop()
+    await expect(page.locator("#feed")).to_have_attribute("data-state", "lost")
+    await expect(page.locator("#banner-feed")).to_be_visible()
+    await expect(page.locator("#banner-feed")).to_contain_text("Live updates lost")
