@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import aiohttp
 from aiohttp import web
@@ -252,9 +252,10 @@ class RouterProcess:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.log = config_path.with_suffix(".log")
+        self._log: TextIO | None = None
 
     def start(self) -> None:
-        if hasattr(self, "_log"):
+        if self._log is not None:
             self._log.close()  # a restart appends to the same log
         self._log = open(self.log, "a", encoding="utf-8")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -289,8 +290,9 @@ class RouterProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        if hasattr(self, "_log"):
+        if self._log is not None:
             self._log.close()
+            self._log = None
 
 
 async def wait_ready(admin_url: str, timeout: float = 10.0) -> None:

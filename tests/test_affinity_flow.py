@@ -176,7 +176,7 @@ async def test_drain_counts_through_switch_delete_and_expiry(
     assert (await status_of(http, r1))["a"] == ("draining", 2)
 
     async def drained() -> bool:
-        return (await status_of(http, r1))["a"] == ("drained", 0)
+        return bool((await status_of(http, r1))["a"] == ("drained", 0))
 
     await wait_until(drained, timeout=10, interval=0.2)  # the rest expire (TTL 2 s)
 
@@ -219,7 +219,7 @@ async def test_preview_with_right_and_wrong_secret(
     assert system == "a"
 
     async def previewing() -> bool:
-        return (await status_of(http, r2))["b"][0] == "preview"
+        return bool((await status_of(http, r2))["b"][0] == "preview")
 
     await wait_until(previewing)
 

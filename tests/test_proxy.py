@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from multidict import CIMultiDictProxy
 from yarl import URL
 
 from tests.helpers import (
@@ -32,7 +33,7 @@ async def router(
 
 async def post_session(
     http: aiohttp.ClientSession, router: RunningRouter, body: Any = SESSION_BODY, **kw: Any
-) -> tuple[int, dict[str, Any], aiohttp.typedefs.LooseHeaders]:
+) -> tuple[int, dict[str, Any], CIMultiDictProxy[str]]:
     data = body if isinstance(body, bytes) else orjson.dumps(body)
     async with http.post(
         router.proxy_url + SESSION_PATH,
