@@ -1,10 +1,12 @@
 """Who issued each session token and short code, shared by all instances through the store.
 
-Writes are group-committed: every record made while a write is in flight joins the next
-pipeline, so under load many requests share one Redis round trip, and each request still
-answers only once its record is stored (or the store is known to be away). A bounded local
-cache answers look-ups for what this instance learned, with or without Redis; records that
-could not be written are replayed when the store returns.
+Writes are behind the answer and group-committed: a record enters the local cache at once
+and a queue that one flusher task drains, every record made while a write is in flight
+joining the next one (one Redis command per batch, store.py). No request waits for Redis:
+the token is answered as soon as the gateway answered, and its record reaches Redis within
+about one round trip after, long before a browser could use the token elsewhere. Look-ups
+for what this instance learned are answered from the bounded local cache, with or without
+Redis; records that could not be written are replayed when the store returns.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from router.state import StateHolder
 from router.store import AffinityKind, AffinityRecord, StateStore
 
 log = logging.getLogger("router.affinity")
+# Records per Redis command: bounds one script call's run time inside Redis.
+MAX_BATCH = 500
 
 
 class LocalCache:
@@ -68,48 +72,77 @@ class Affinity:
         self.cache = LocalCache(cache_size)
         self.pending: deque[AffinityRecord] = deque(maxlen=cache_size)
         self._queue: list[AffinityRecord] = []
-        self._waiter: asyncio.Future[None] | None = None
+        self._releases: list[AffinityRecord] = []
         self._flusher: asyncio.Task[None] | None = None
-        self.batches = 0  # pipelines sent; read by metrics and tests
+        self.batches = 0  # write commands sent; read by metrics and tests
 
     async def record(self, kind: AffinityKind, ident: str, system: str) -> None:
-        """Remember that `system` issued `ident`; returns once stored or known unstorable."""
-        now = time.time()
-        self.cache.put(kind, ident, system, now + self.ttl)
+        """Remember that `system` issued `ident`: in the local cache now, in Redis shortly."""
+        self.cache.put(kind, ident, system, time.time() + self.ttl)
         rec = AffinityRecord(kind, ident, system, self.ttl)
         if self.holder.degraded:
             self.pending.append(rec)
             return
         self._queue.append(rec)
-        if self._waiter is None:
-            self._waiter = asyncio.get_running_loop().create_future()
-        waiter = self._waiter
+        self._kick()
+
+    async def release(self, kind: AffinityKind, ident: str, system: str) -> None:
+        """Forget an id whose token was deleted: it no longer counts against `system`."""
+        self.cache.pop(kind, ident)
+        if self.holder.degraded:
+            return  # it expires by TTL
+        self._releases.append(AffinityRecord(kind, ident, system, 0))
+        self._kick()
+
+    def _kick(self) -> None:
         if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush())
-        # Shielded: a client that goes away must not cancel the write other requests share.
-        await asyncio.shield(waiter)
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
+    async def flush(self) -> None:
+        """Wait until everything recorded so far was sent (or kept for replay)."""
+        while self._flusher is not None:
+            # Shielded: a caller that is cancelled must not cancel the shared writer.
+            await asyncio.shield(self._flusher)
 
     async def _flush(self) -> None:
         try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                waiter, self._waiter = self._waiter, None
-                try:
-                    await self.store.write_affinity(batch, time.time())
-                    self.batches += 1
-                    if self.pending:
-                        # The store answers again: catch up now rather than wait for the
-                        # watcher to notice a recovery it may have seen before these failed.
-                        await self.replay()
-                except StoreUnavailable as exc:
-                    # Fail-static: the local cache still knows, and the replay catches up.
-                    self.pending.extend(batch)
-                    log.warning("affinity of %d item(s) kept locally: %s", len(batch), exc)
-                finally:
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(None)
+            while self._queue or self._releases:
+                if self._queue:
+                    batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                    await self._write(batch)
+                if self._releases:
+                    gone, self._releases = self._releases, []
+                    await self._release(gone)
         finally:
             self._flusher = None
+
+    async def _write(self, batch: list[AffinityRecord]) -> None:
+        try:
+            await self.store.write_affinity(batch, time.time())
+            self.batches += 1
+        except StoreUnavailable as exc:
+            # Fail-static: the local cache still knows, and the replay catches up.
+            self.pending.extend(batch)
+            log.warning("affinity of %d item(s) kept locally: %s", len(batch), exc)
+            return
+        if self.pending:
+            # The store answers again: catch up now rather than wait for the watcher to
+            # notice a recovery it may have seen before these failed.
+            await self.replay()
+
+    async def _release(self, gone: list[AffinityRecord]) -> None:
+        for r in gone:
+            try:
+                await self.store.release(r.kind, r.ident, r.system)
+            except StoreUnavailable as exc:
+                log.warning(
+                    "could not release %s %s of %s (it expires by TTL): %s",
+                    r.kind,
+                    r.ident,
+                    r.system,
+                    exc,
+                )
+                return
 
     async def replay(self) -> int:
         """Write what was recorded while the store was away. Returns how many were written."""
@@ -119,7 +152,8 @@ class Affinity:
         self.pending.clear()
         now = time.time()
         try:
-            await self.store.write_affinity(batch, now)
+            for start in range(0, len(batch), MAX_BATCH):
+                await self.store.write_affinity(batch[start : start + MAX_BATCH], now)
         except StoreUnavailable:
             self.pending.extend(batch)
             return 0
@@ -141,15 +175,3 @@ class Affinity:
         if found is not None:
             self.cache.put(kind, ident, found, now + self.ttl)
         return found
-
-    async def release(self, kind: AffinityKind, ident: str, system: str) -> None:
-        """Forget an id whose token was deleted: it no longer counts against `system`."""
-        self.cache.pop(kind, ident)
-        if self.holder.degraded:
-            return
-        try:
-            await self.store.release(kind, ident, system)
-        except StoreUnavailable as exc:
-            log.warning(
-                "could not release %s %s of %s (it expires by TTL): %s", kind, ident, system, exc
-            )

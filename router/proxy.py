@@ -13,6 +13,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -68,22 +69,42 @@ def error_response(exc: RequestError) -> web.Response:
     )
 
 
-def rewrite_session_description(doc: dict[str, Any], system: SystemConfig) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class PublicEndpoint:
+    """Where browsers of one system connect: what `urlSchemeDetails` must say.
+
+    Computed once per system (SystemConfig's properties parse the URL on every call)."""
+
+    secure: bool
+    host: str
+    port: int
+
+    @classmethod
+    def of(cls, system: SystemConfig) -> PublicEndpoint:
+        return cls(system.public_secure, system.public_host, system.public_port)
+
+
+def rewrite_session_description(
+    doc: dict[str, Any], public: PublicEndpoint | SystemConfig
+) -> dict[str, Any]:
     """Point `urlSchemeDetails` at the chosen system's public URL, in place.
 
     The port keeps the JSON type the client used (FCSDK samples send both "8443" and 8443);
     when there was none, the string form of the samples is used.
     """
+    if isinstance(public, SystemConfig):
+        public = PublicEndpoint.of(public)
     details = doc.get("urlSchemeDetails")
     if details is None:
         details = doc["urlSchemeDetails"] = {}
     elif not isinstance(details, dict):
         raise MalformedJSON("urlSchemeDetails must be a JSON object")
-    port: int | str = system.public_port
-    if not isinstance(details.get("port"), int) or isinstance(details.get("port"), bool):
+    sent = details.get("port")
+    port: int | str = public.port
+    if not isinstance(sent, int) or isinstance(sent, bool):
         port = str(port)
-    details["secure"] = system.public_secure
-    details["host"] = system.public_host
+    details["secure"] = public.secure
+    details["host"] = public.host
     details["port"] = port
     return doc
 
@@ -115,6 +136,7 @@ class ProxyHandler:
         self.config: Config = runtime.config
         r = self.config.router
         self.known = frozenset(self.config.systems)
+        self.public = {sid: PublicEndpoint.of(s) for sid, s in self.config.systems.items()}
         self.max_body = r.max_body_size
         self.prefer_policy = r.prefer_policy
         self.preview_header = r.preview_header
@@ -131,7 +153,9 @@ class ProxyHandler:
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         rid = request_id(request.headers.get(REQUEST_ID_HEADER))
         try:
-            match = classify(request.method, request.path, request.query.get("appkey"))
+            # The query string is parsed only when there is one (the token route has none).
+            appkey = request.query.get("appkey") if request.query_string else None
+            match = classify(request.method, request.path, appkey)
             if match.route is Route.PREFLIGHT:
                 return self._preflight(request)
             if match.route is Route.RELEASE:
@@ -226,7 +250,7 @@ class ProxyHandler:
             body = await self._read_body(request)
         if route is Route.TOKEN_CREATE:
             doc = parse_json_object(body or b"", "the session description")
-            body = orjson.dumps(rewrite_session_description(doc, self.config.systems[system]))
+            body = orjson.dumps(rewrite_session_description(doc, self.public[system]))
         headers = request_headers_for(request, self.drop)
         headers[REQUEST_ID_HEADER] = rid
         if route in (Route.TOKEN_CREATE, Route.CODE_CREATE, Route.CODE_LOOKUP):
@@ -239,7 +263,9 @@ class ProxyHandler:
             started = time.perf_counter()
             answer = await upstream.send(request.method, request.raw_path, headers, body)
             elapsed = time.perf_counter() - started
-        except RequestError:
+        except RequestError as exc:
+            # Logged even without the access log: this is the gateway failing, not a client.
+            log.warning("%s %s -> %s (request id %s)", request.method, request.path, exc, rid)
             self.requests[(route.value, system, 0)] += 1
             self.metrics.observe(route.value, system, 0, None)
             raise

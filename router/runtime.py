@@ -134,4 +134,9 @@ class Runtime:
         await self.releases.close()
         for upstream in self.upstreams.values():
             await upstream.close()
+        # Records of the last answers are written behind them: send them before closing.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                self.affinity.flush(), timeout=self.config.router.redis_timeout * 2
+            )
         await self.store.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -139,6 +140,19 @@ class RouterServer:
         await self.admin_runner.cleanup()
 
 
+def tune_gc() -> None:
+    """Fewer, cheaper collections on the request path.
+
+    Everything alive after start-up (modules, config, pools) is moved out of the collector's
+    sight (`gc.freeze`), and the youngest generation is collected every 20,000 allocations
+    instead of 700: a request allocates a few hundred short-lived objects, nearly all freed by
+    reference counting, so frequent young collections find almost nothing to do.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
 async def run_until_signalled(
     config: Config,
     *,
@@ -151,6 +165,7 @@ async def run_until_signalled(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     listeners = await server.start()
+    tune_gc()
     if announce is not None:
         announce(listeners)
     await stop.wait()

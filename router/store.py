@@ -151,6 +151,16 @@ end
 return 0
 """
 
+_AFFINITY = """
+-- KEYS: (affinity key, open-items key) per record ; ARGV: (system, ttl, member, expiry) each
+for i = 1, #KEYS / 2 do
+  local a = (i - 1) * 4
+  redis.call('SET', KEYS[2 * i - 1], ARGV[a + 1], 'EX', ARGV[a + 2])
+  redis.call('ZADD', KEYS[2 * i], ARGV[a + 4], ARGV[a + 3])
+end
+return #KEYS / 2
+"""
+
 _OFFLINE = """
 -- KEYS: offline, audit, events ; ARGV: system, 1|0, source, time, maxlen
 local changed
@@ -197,6 +207,7 @@ class RedisStore:
         self._switch = self._client.register_script(_SWITCH)
         self._observe = self._client.register_script(_OBSERVE)
         self._offline = self._client.register_script(_OFFLINE)
+        self._affinity = self._client.register_script(_AFFINITY)
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -328,14 +339,18 @@ class RedisStore:
         ]
 
     async def write_affinity(self, records: Sequence[AffinityRecord], now: float) -> None:
+        """All records in one script call: one command however large the batch, because
+        redis-py's per-command packing and reply parsing, not the round trip, is what a
+        busy router pays for."""
+        if not records:
+            return
+        keys: list[str] = []
+        args: list[str | int | float] = []
+        for r in records:
+            keys += [self.keys.affinity(r.kind, r.ident), self.keys.open_items(r.system)]
+            args += [r.system, r.ttl, _member(r.kind, r.ident), now + r.ttl]
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for r in records:
-                    pipe.set(self.keys.affinity(r.kind, r.ident), r.system, ex=r.ttl)
-                    pipe.zadd(
-                        self.keys.open_items(r.system), {_member(r.kind, r.ident): now + r.ttl}
-                    )
-                await pipe.execute()
+            await self._affinity(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc) from exc
 

@@ -36,7 +36,6 @@ HOP_BY_HOP = frozenset(
 # Recomputed for the body we actually send, or set per hop.
 _REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect"}
 _RESPONSE_DROP = HOP_BY_HOP | {"content-length", "date", "server"}
-IDEMPOTENT = frozenset({"GET", "HEAD", "DELETE", "PUT", "OPTIONS"})
 
 
 def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
@@ -137,6 +136,9 @@ class Upstream:
                 total=None, connect=connect_timeout, sock_read=read_timeout
             ),
             auto_decompress=False,
+            # One pool serves every caller: a cookie one caller's answer set must never ride
+            # along on another caller's request.
+            cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Content-Type"),
             raise_for_status=False,
         )
@@ -147,10 +149,16 @@ class Upstream:
     async def send(
         self, method: str, path_qs: str, headers: CIMultiDict[str], body: bytes | None
     ) -> UpstreamAnswer:
-        """One request, one answer read in full. Idempotent methods retry once when a
-        kept-alive connection turns out to be closed; a POST is never sent twice."""
+        """One request, one answer read in full.
+
+        A request that got no answer because its kept-alive connection turned out closed is
+        sent once more on a fresh connection, whatever the method. For a POST that is safe
+        here: if the gateway did create a session before the connection dropped, nobody can
+        ever learn its token, so a second attempt adds no orphan that giving up would not
+        leave too, and the caller gets a token instead of a 502.
+        """
         url = self.base + path_qs
-        attempts = 2 if method in IDEMPOTENT else 1
+        attempts = 2
         for attempt in range(attempts):
             try:
                 async with self.session.request(

@@ -90,8 +90,11 @@ async def setup(request: pytest.FixtureRequest) -> AsyncIterator[Setup]:
         await store.close()
 
 
-async def test_record_is_stored_before_it_returns(setup: Setup) -> None:
+async def test_record_is_cached_at_once_and_stored_behind(setup: Setup) -> None:
     await setup.affinity.record("session", "a-1", "a")
+    # Known locally before any Redis round trip: the request is answered without waiting.
+    assert setup.affinity.cache.get("session", "a-1", 0.0) == "a"
+    await setup.affinity.flush()
     assert await setup.store.lookup_affinity("session", "a-1") == "a"
     assert (await setup.store.open_counts(["a"], 0.0))["a"] == 1
     assert setup.affinity.batches == 1
@@ -102,6 +105,7 @@ async def test_many_concurrent_records_share_few_batches(setup: Setup) -> None:
     await asyncio.gather(
         *(setup.affinity.record("session", f"s{i}", "ab"[i % 2]) for i in range(count))
     )
+    await setup.affinity.flush()
     assert 1 <= setup.affinity.batches <= count // 30
     assert len(setup.affinity.pending) == 0
     for i in range(0, count, 37):
@@ -114,6 +118,7 @@ async def test_records_made_during_a_flush_join_the_next_batch(setup: Setup) -> 
     await asyncio.sleep(0)  # the flush of "first" is now under way
     rest = [setup.affinity.record("session", f"later{i}", "b") for i in range(50)]
     await asyncio.gather(first, *rest)
+    await setup.affinity.flush()
     assert setup.affinity.batches <= 3
     assert await setup.store.lookup_affinity("session", "later49") == "b"
     assert await setup.store.lookup_affinity("session", "first") == "a"
@@ -126,6 +131,7 @@ async def test_owner_from_cache_then_store(setup: Setup) -> None:
     assert await affinity.owner("code", "") is None
     assert await affinity.owner("code", "unknown") is None
     # Another instance (fresh cache) learns the owner from the store, then caches it.
+    await affinity.flush()
     other = Affinity(setup.store, setup.holder, cache_size=10, ttl=3600)
     assert await other.owner("code", "1234567") == "b"
     assert other.cache.get("code", "1234567", 0.0) == "b"
@@ -136,6 +142,7 @@ async def test_release_forgets_everywhere(setup: Setup) -> None:
     await affinity.record("session", "a-1", "a")
     await affinity.release("session", "a-1", "a")
     assert affinity.cache.get("session", "a-1", 0.0) is None
+    await affinity.flush()
     assert await setup.store.lookup_affinity("session", "a-1") is None
     assert await affinity.owner("session", "a-1") is None
     assert (await setup.store.open_counts(["a"], 0.0))["a"] == 0
@@ -189,13 +196,16 @@ async def test_write_failure_keeps_records_for_replay(
 ) -> None:
     affinity = redis_affinity.affinity
     await affinity.record("session", "before", "a")
+    await affinity.flush()
     redis_server.stop()
     # Not yet known degraded: the write fails, the request still gets its answer.
     await asyncio.gather(*(affinity.record("session", f"s{i}", "b") for i in range(20)))
+    await affinity.flush()
     assert len(affinity.pending) == 20
     assert await affinity.owner("session", "s7") == "b"  # from the local cache
     assert await affinity.owner("session", "nowhere") is None  # store away: unknown, no error
     await affinity.release("session", "before", "a")  # logged, not raised
+    await affinity.flush()
     assert await affinity.replay() == 0  # still away: kept
     assert len(affinity.pending) == 20
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from router.config import SystemConfig
@@ -358,3 +359,34 @@ async def test_https_gateway_without_verification_warns(
         assert "tls_verify = false" in caplog.text
     finally:
         await upstream.close()
+
+
+async def test_cookies_set_for_one_caller_never_reach_another() -> None:
+    """The shared upstream pool keeps no cookie jar (a gateway addressed by name)."""
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        response = web.json_response({"sessionid": "x"})
+        response.set_cookie("JSESSIONID", "secret-of-caller-1")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/gateway/sessions/session", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "localhost", 0).start()
+    port = runner.addresses[0][1]
+    system = SystemConfig(
+        id="a", gateway=f"http://localhost:{port}", public_url="https://a.example.com"
+    )
+    upstream = Upstream(system, connect_timeout=2, read_timeout=2)
+    try:
+        for _ in range(2):
+            answer = await upstream.send("POST", "/gateway/sessions/session", CIMultiDict(), b"{}")
+            assert answer.status == 200
+            assert "JSESSIONID" in answer.headers.get("Set-Cookie", "")  # passed to its caller
+    finally:
+        await upstream.close()
+        await runner.cleanup()
+    assert seen == [None, None]
