@@ -1,0 +1,52 @@
+# syntax=docker/dockerfile:1
+# token-router: the proxy and admin listeners in a slim, non-root image.
+#
+#   docker build -t token-router .
+#   docker run --rm -p 127.0.0.1:8080:8080 \
+#     -v "$PWD/router.toml:/etc/token-router/router.toml:ro" token-router
+#
+# Configuration (static, SPEC section 1): /etc/token-router/router.toml when mounted (it is
+# the working directory, where `token-router` looks for ./router.toml), or another file named
+# by TOKENROUTER_CONFIG, plus TOKENROUTER_* variables, which win over the file. A container
+# must listen on 0.0.0.0 (`listen = "0.0.0.0:8080"` or TOKENROUTER_LISTEN); the image sets
+# no listener variable itself, because variables would override the mounted file.
+# docs/container.md lists what docker/validate.sh checks without a Docker engine.
+
+# --- build: install the project into a virtual environment ------------------------------
+FROM python:3.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/token-router
+WORKDIR /src
+# Only what the wheel needs (.dockerignore allows nothing else into the context).
+COPY pyproject.toml README.md ./
+COPY router/ router/
+COPY static/ static/
+COPY templates/ templates/
+# A non-editable install: static/ and templates/ travel inside the wheel (router/_assets).
+RUN /opt/token-router/bin/pip install .
+
+# --- runtime -----------------------------------------------------------------------------
+FROM python:3.11-slim-bookworm
+RUN groupadd --system --gid 10001 tokenrouter \
+    && useradd --system --uid 10001 --gid tokenrouter --no-create-home \
+       --home-dir /nonexistent --shell /usr/sbin/nologin tokenrouter \
+    && mkdir -p /etc/token-router
+COPY --from=build /opt/token-router /opt/token-router
+COPY docker/healthcheck.py /opt/token-router/healthcheck.py
+ENV PATH=/opt/token-router/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /etc/token-router
+# Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+USER 10001:10001
+# The proxy (router.listen) and the admin listener (router.admin_listen): publish the
+# admin port only where operators are, never next to the proxy's public address.
+EXPOSE 8080 8081
+# Liveness of the admin listener, found from the same configuration as the server.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
+    CMD ["python", "/opt/token-router/healthcheck.py"]
+# SIGTERM: stop accepting, finish requests in flight (router.shutdown_timeout), exit.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["token-router"]
+CMD ["serve"]

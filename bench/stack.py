@@ -1,0 +1,167 @@
+"""Starting the pieces of a run: Redis, simulated systems, routers, the ceiling, nginx.
+
+CPU placement (taskset), when the machine has two CPUs or more:
+
+- CPU 1 (`PROXY_CPU`) belongs to the proxy under test: a router worker, the ceiling proxy or
+  nginx's one worker. Nothing else is pinned there while it is measured, so every proxy
+  gets the same one core, as in SPEC section 3's calibration ("nginx ... on one core").
+- CPU 0 (`REST_CPU`) runs everything else: wrk or the fixed-rate generator, the simulated
+  gateways, redis-server and the harness itself. They are the same for every row, so they
+  cost every proxy the same.
+- `--workers 2` gets both CPUs: its scaling row shows what a second worker buys when it
+  has to share the load generator's and the upstream's core.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.procs import HOST, Proc, Procs, free_port, wait_http, wait_port
+
+PROXY_CPU = "1"
+REST_CPU = "0"
+BOTH_CPUS = "0,1"
+KEY_PREFIX = "benchrouter"
+ADMIN_TOKEN = "bench-admin-token"
+PYTHON = sys.executable
+
+
+@dataclass
+class Placement:
+    proxy: str | None
+    rest: str | None
+    both: str | None
+
+    @classmethod
+    def choose(cls, pin: bool) -> Placement:
+        return cls(PROXY_CPU, REST_CPU, BOTH_CPUS) if pin else cls(None, None, None)
+
+
+@dataclass
+class Service:
+    proc: Proc
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+
+@dataclass
+class Router:
+    proc: Proc
+    port: int
+    admin_port: int
+    workers: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{HOST}:{self.admin_port}"
+
+
+def start_redis(procs: Procs, binary: str, cpus: str | None, workdir: Path) -> Service:
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+    argv += ["--dir", str(workdir), "--loglevel", "warning"]
+    proc = procs.start("redis", argv, cpus=cpus)
+    wait_port(port, proc)
+    return Service(proc, port)
+
+
+def start_gateway(procs: Procs, name: str, version: str, cpus: str | None) -> Service:
+    port = free_port()
+    argv = [PYTHON, "-m", "router", "simulate-gateway", "--name", name, "--version", version]
+    argv += ["--host", HOST, "--port", str(port)]
+    proc = procs.start(f"gateway-{name}", argv, cpus=cpus)
+    wait_http(f"http://{HOST}:{port}/stats", proc)
+    return Service(proc, port)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def router_config(
+    path: Path, port: int, admin_port: int, redis_port: int, gateways: dict[str, Service]
+) -> Path:
+    """The bench's router.toml: real Redis, no access log (SPEC: measure the proxy)."""
+    router = {
+        "listen": f"{HOST}:{port}",
+        "admin_listen": f"{HOST}:{admin_port}",
+        "redis_url": f"redis://{HOST}:{redis_port}/0",
+        "key_prefix": KEY_PREFIX,
+        "admin_token": ADMIN_TOKEN,
+        "access_log": False,
+        "log_level": "warning",
+        "shutdown_timeout": 2.0,
+    }
+    lines = ["[router]", *(f"{k} = {_toml(v)}" for k, v in router.items())]
+    for i, (name, gateway) in enumerate(gateways.items()):
+        lines += [
+            "",
+            f"[systems.{name}]",
+            f"gateway = {_toml(gateway.url)}",
+            f"public_url = {_toml(f'https://{name}.example.com:{8443 + i}')}",
+        ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def start_router(
+    procs: Procs,
+    name: str,
+    workdir: Path,
+    redis_port: int,
+    gateways: dict[str, Service],
+    *,
+    workers: int,
+    cpus: str | None,
+) -> Router:
+    port, admin_port = free_port(), free_port()
+    config = router_config(workdir / f"{name}.toml", port, admin_port, redis_port, gateways)
+    argv = [PYTHON, "-m", "router", "serve", "--config", str(config), "--workers", str(workers)]
+    proc = procs.start(name, argv, cpus=cpus)
+    router = Router(proc, port, admin_port, workers)
+    wait_http(router.admin_url + "/readyz", proc)
+    wait_port(port, proc)
+    return router
+
+
+def start_ceiling(procs: Procs, upstream: Service, cpus: str | None) -> Service:
+    port = free_port()
+    argv = [PYTHON, "-m", "bench.ceiling", "--port", str(port), "--upstream", upstream.url]
+    proc = procs.start("ceiling", argv, cpus=cpus)
+    wait_port(port, proc)
+    return Service(proc, port)
+
+
+def get(url: str, timeout: float = 5.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback)
+        body: bytes = resp.read()
+        return body
+
+
+def get_json(url: str) -> dict[str, Any]:
+    doc = orjson.loads(get(url))
+    if not isinstance(doc, dict):
+        raise RuntimeError(f"{url} did not answer a JSON object")
+    return doc
+
+
+def which(binary: str) -> str | None:
+    return shutil.which(binary) or shutil.which(binary, path="/usr/sbin:/usr/bin")
