@@ -23,6 +23,8 @@ from router.store import AffinityKind, AffinityRecord, StateStore
 log = logging.getLogger("router.affinity")
 # Records per Redis command: bounds one script call's run time inside Redis.
 MAX_BATCH = 500
+# Seconds the writer waits for more records before sending a batch.
+GATHER_DELAY = 0.002
 
 
 class LocalCache:
@@ -106,6 +108,9 @@ class Affinity:
 
     async def _flush(self) -> None:
         try:
+            # Let the records of the answers being sent right now join this batch: nobody
+            # waits for it, and fewer, larger script calls cost the router less CPU.
+            await asyncio.sleep(GATHER_DELAY)
             while self._queue or self._releases:
                 if self._queue:
                     batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]

@@ -1,7 +1,10 @@
 """Every Redis key name token-router uses, derived from one prefix.
 
 Redis Cluster: the Lua scripts touch several keys at once, so they must hash to one slot;
-give `key_prefix` a hash tag (`{tokenrouter}`) there. Plain Redis and Sentinel need nothing.
+give `key_prefix` a hash tag (`{tokenrouter}`) there. The affinity script names its keys in
+its JSON argument rather than in KEYS (one argument packs far cheaper than hundreds); with
+the hash tag they all share the slot of the one key it declares. Plain Redis and Sentinel
+need nothing.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ what is cached keeps being served (fail-static).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -41,6 +40,7 @@ from router.releases import (
     release_id,
     valid_release_id,
 )
+from router.tasks import stop_tasks
 from router.upstream import Upstream
 
 log = logging.getLogger("router.releases")
@@ -174,11 +174,7 @@ class Releases:
         tasks = [*self._tasks, *self._background, *self._loading.values()]
         if self._recheck is not None:
             tasks.append(self._recheck)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(tasks)
         self._tasks.clear()
         await self.store.close()
 

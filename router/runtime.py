@@ -22,6 +22,7 @@ from router.metrics import Metrics
 from router.release_service import Releases
 from router.state import Snapshot, StateHolder, StateWatcher
 from router.store import StateStore, open_store
+from router.tasks import stop_tasks
 from router.upstream import Upstream
 
 log = logging.getLogger("router.runtime")
@@ -125,11 +126,7 @@ class Runtime:
         await self.affinity.replay()
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(self._tasks)
         self._tasks.clear()
         await self.releases.close()
         for upstream in self.upstreams.values():

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -152,13 +153,14 @@ return 0
 """
 
 _AFFINITY = """
--- KEYS: (affinity key, open-items key) per record ; ARGV: (system, ttl, member, expiry) each
-for i = 1, #KEYS / 2 do
-  local a = (i - 1) * 4
-  redis.call('SET', KEYS[2 * i - 1], ARGV[a + 1], 'EX', ARGV[a + 2])
-  redis.call('ZADD', KEYS[2 * i], ARGV[a + 4], ARGV[a + 3])
+-- KEYS[1]: one open-items key of the batch (routes the call in a cluster; see keys.py)
+-- ARGV[1]: JSON [[affinity key, open key, system, ttl, member, expiry], ...]
+local records = cjson.decode(ARGV[1])
+for _, r in ipairs(records) do
+  redis.call('SET', r[1], r[3], 'EX', r[4])
+  redis.call('ZADD', r[2], r[6], r[5])
 end
-return #KEYS / 2
+return #records
 """
 
 _OFFLINE = """
@@ -339,18 +341,24 @@ class RedisStore:
         ]
 
     async def write_affinity(self, records: Sequence[AffinityRecord], now: float) -> None:
-        """All records in one script call: one command however large the batch, because
-        redis-py's per-command packing and reply parsing, not the round trip, is what a
-        busy router pays for."""
+        """All records in one script call with one JSON argument: redis-py's per-command and
+        per-argument packing, not the round trip, is what a busy router pays for."""
         if not records:
             return
-        keys: list[str] = []
-        args: list[str | int | float] = []
-        for r in records:
-            keys += [self.keys.affinity(r.kind, r.ident), self.keys.open_items(r.system)]
-            args += [r.system, r.ttl, _member(r.kind, r.ident), now + r.ttl]
+        k = self.keys
+        batch: list[list[str | int | float]] = [
+            [
+                k.affinity(r.kind, r.ident),
+                k.open_items(r.system),
+                r.system,
+                r.ttl,
+                _member(r.kind, r.ident),
+                now + r.ttl,
+            ]
+            for r in records
+        ]
         try:
-            await self._affinity(keys=keys, args=args)
+            await self._affinity(keys=[str(batch[0][1])], args=[orjson.dumps(batch)])
         except (RedisError, OSError) as exc:
             raise self._unavailable(exc) from exc
 

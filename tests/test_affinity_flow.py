@@ -168,12 +168,17 @@ async def test_drain_counts_through_switch_delete_and_expiry(
     sid1, _ = await new_token(http, r1)
     await new_token(http, r2)
     await new_code(http, r1)
-    assert (await status_of(http, r2))["a"] == ("active", 3)  # all instances add up
+
+    async def counted(system: str, state: str, count: int) -> bool:
+        # Records are written right behind the answers: wait for them, bounded.
+        return bool((await status_of(http, r2))[system] == (state, count))
+
+    await wait_until(lambda: counted("a", "active", 3))  # all instances add up
     await switch(redis_server, (r1, r2), "b")
     assert (await status_of(http, r1)) == {"a": ("draining", 3), "b": ("active", 0)}
     async with http.delete(r2.proxy_url + f"/gateway/sessions/session/id/{sid1}") as resp:
         assert resp.status == 200
-    assert (await status_of(http, r1))["a"] == ("draining", 2)
+    await wait_until(lambda: counted("a", "draining", 2))
 
     async def drained() -> bool:
         return bool((await status_of(http, r1))["a"] == ("drained", 0))

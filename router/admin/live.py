@@ -31,6 +31,7 @@ from router.proxy import ProxyHandler
 from router.routing import Route
 from router.runtime import Runtime
 from router.status import audit_json
+from router.tasks import stop_tasks
 
 HEARTBEAT = 2.0  # seconds between unchanged updates; the page calls the feed lost after 3 missed
 AUDIT_SHOWN = 10
@@ -253,11 +254,7 @@ async def live_context(app: web.Application) -> AsyncIterator[None]:
             holder.listeners.remove(feed.on_snapshot)
         with contextlib.suppress(ValueError):
             holder.health_listeners.remove(feed.on_store_health)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(tasks)
 
 
 async def stop_streams(app: web.Application) -> None:
