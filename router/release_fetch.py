@@ -81,7 +81,12 @@ class Fetcher:
                         f"the release is over router.release_max_bytes ({self.max_bytes} bytes)"
                     )
                 files.append(answer)
-                for ref in sorted(references(answer.path, answer.body, answer.content_type)):
+                # In a thread: scanning megabytes of script text would stall the event loop
+                # (and with it every request and every switch) for tens of milliseconds.
+                found = await asyncio.to_thread(
+                    references, answer.path, answer.body, answer.content_type
+                )
+                for ref in sorted(found):
                     if ref not in seen and len(seen) < MAX_FILES:
                         seen.add(ref)
                         queue.append(ref)

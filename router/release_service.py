@@ -307,7 +307,8 @@ class Releases:
             reported = await self.fetcher.reported_version(system)
         except FingerprintError as exc:
             return self._check_failed(system, before, f"libraries not fetched: {exc}")
-        entries = [f.entry() for f in files]
+        # Hashing megabytes off the event loop, for the same reason as the reference scan.
+        entries = await asyncio.to_thread(lambda: [f.entry() for f in files])
         rid = release_id(release_digest(entries))
         # Two systems may serve the very same bytes (A upgraded to B's version): one records
         # the release, the other then finds it stored instead of compressing it again.
