@@ -26,6 +26,20 @@ PREFER_POLICIES = ("unless-offline", "never")
 LOG_FORMATS = ("text", "json")
 
 
+# The client-library files of FCSDK and Live Assist (FCSDK-API.md): what the router
+# fingerprints by default, and what the simulated system serves.
+FCSDK_LIBRARY_PATHS: tuple[str, ...] = (
+    "/gateway/adapter.js",
+    "/gateway/fusion-client-sdk.js",
+    "/gateway/csdk-phone.js",
+    "/gateway/csdk-aed.js",
+    "/assistserver/sdk/web/consumer/assist.js",
+    "/assistserver/sdk/web/consumer/assist.css",
+    "/assistserver/sdk/web/shared/js/assist-common.js",
+    "/assistserver/sdk/web/shared/img/logo.png",
+    "/assistserver/sdk/web/agent/js/assist-console.js",
+)
+
 # A duration in seconds where 0 is allowed (see _parse_seconds); plain `float` keys must be > 0.
 Seconds = float
 
@@ -183,17 +197,7 @@ class RouterConfig:
     log_level: str = field(default="info", metadata=_help("debug, info, warning or error."))
     access_log: bool = field(default=True, metadata=_help("One log line per proxied request."))
     release_paths: tuple[str, ...] = field(
-        default=(
-            "/gateway/adapter.js",
-            "/gateway/fusion-client-sdk.js",
-            "/gateway/csdk-phone.js",
-            "/gateway/csdk-aed.js",
-            "/assistserver/sdk/web/consumer/assist.js",
-            "/assistserver/sdk/web/consumer/assist.css",
-            "/assistserver/sdk/web/shared/js/assist-common.js",
-            "/assistserver/sdk/web/shared/img/logo.png",
-            "/assistserver/sdk/web/agent/js/assist-console.js",
-        ),
+        default=FCSDK_LIBRARY_PATHS,
         metadata=_help(
             "Library files fingerprinted per system (files they reference are followed; "
             "missing ones skipped); empty turns releases off."

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 import orjson
@@ -18,13 +19,19 @@ from router.config import SystemConfig
 COUNT_FIELDS = ("open_sessions", "openSessions", "sessions")
 
 
-def parse_open_sessions(body: bytes) -> int | None:
-    """The open-session count in a stats answer, or None when it has none."""
+def stats_document(body: bytes) -> dict[str, Any] | None:
+    """A stats answer as a JSON object, or None when it is not one."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(doc, dict):
+    return doc if isinstance(doc, dict) else None
+
+
+def parse_open_sessions(body: bytes) -> int | None:
+    """The open-session count in a stats answer, or None when it has none."""
+    doc = stats_document(body)
+    if doc is None:
         return None
     for name in COUNT_FIELDS:
         value = doc.get(name)

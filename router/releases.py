@@ -24,6 +24,7 @@ import brotli  # type: ignore[import-untyped]
 import orjson
 
 from router.errors import RequestError
+from router.probe import stats_document
 from router.routing import Route, classify
 
 ID_LENGTH = 16  # hex digits of the digest in the URL: 64 bits, ample for tens of releases
@@ -198,11 +199,8 @@ def choose_label(
 
 def parse_reported_version(body: bytes) -> str | None:
     """The release label in a gateway's stats answer (`{"version": "2.0", ...}`), if any."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(doc, dict):
+    doc = stats_document(body)
+    if doc is None:
         return None
     for name in VERSION_FIELDS:
         value = doc.get(name)

@@ -29,17 +29,9 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-LIBRARY_PATHS: tuple[str, ...] = (
-    "/gateway/adapter.js",
-    "/gateway/fusion-client-sdk.js",
-    "/gateway/csdk-phone.js",
-    "/gateway/csdk-aed.js",
-    "/assistserver/sdk/web/consumer/assist.js",
-    "/assistserver/sdk/web/consumer/assist.css",
-    "/assistserver/sdk/web/shared/js/assist-common.js",
-    "/assistserver/sdk/web/shared/img/logo.png",
-    "/assistserver/sdk/web/agent/js/assist-console.js",
-)
+from router.config import FCSDK_LIBRARY_PATHS
+
+LIBRARY_PATHS: tuple[str, ...] = FCSDK_LIBRARY_PATHS
 
 _JS = "application/javascript"
 _CSS = "text/css"
