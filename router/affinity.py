@@ -3,8 +3,9 @@
 Writes are behind the answer and group-committed: a record enters the local cache at once
 and a queue that one flusher task drains, every record made while a write is in flight
 joining the next one (one Redis command per batch, store.py). No request waits for Redis:
-the token is answered as soon as the gateway answered, and its record reaches Redis within
-about one round trip after, long before a browser could use the token elsewhere. Look-ups
+the token is answered as soon as the gateway answered, and its record reaches Redis a few
+milliseconds after (GATHER_DELAY plus one round trip), long before a browser could use the
+token elsewhere. Look-ups
 for what this instance learned are answered from the bounded local cache, with or without
 Redis; records that could not be written are replayed when the store returns.
 """

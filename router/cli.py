@@ -71,15 +71,21 @@ def read_config(args: argparse.Namespace) -> Config:
     return load_config(config_path(args.config), os.environ)
 
 
-def shared_store(config: Config) -> StateStore:
-    url = config.router.redis_url
-    if url.startswith("memory://"):
+def require_redis(config: Config, api: str) -> None:
+    """CLI commands work on the shared Redis; memory:// state is only inside the router."""
+    if config.router.redis_url.startswith("memory://"):
         raise UsageError(
             "router.redis_url is memory://, which lives inside the router process; "
-            "use its admin API (POST /api/switch) or configure Redis"
+            f"use its admin API ({api}) or configure Redis"
         )
+
+
+def shared_store(config: Config) -> StateStore:
+    require_redis(config, "POST /api/switch")
     r = config.router
-    return open_store(url, Keys(r.key_prefix), timeout=r.redis_timeout, keyspace_events=False)
+    return open_store(
+        r.redis_url, Keys(r.key_prefix), timeout=r.redis_timeout, keyspace_events=False
+    )
 
 
 def known_system(config: Config, system: str) -> str:
@@ -329,11 +335,7 @@ async def drain_wait_main(args: argparse.Namespace) -> int:
 
 def _release_config(args: argparse.Namespace) -> Config:
     config = read_config(args)
-    if config.router.redis_url.startswith("memory://"):
-        raise UsageError(
-            "router.redis_url is memory://, which lives inside the router process; "
-            "use its admin API (GET /api/releases, POST /api/releases/refresh) or configure Redis"
-        )
+    require_redis(config, "GET /api/releases, POST /api/releases/refresh")
     return config
 
 

@@ -266,13 +266,18 @@ def _parse_int(key: str, value: Any) -> int:
     return number
 
 
-def _parse_float(key: str, value: Any) -> float:
+def _to_seconds(key: str, value: Any) -> float:
+    # Parsed, not compared with a list of spellings: `false` is not 0 s, "0.00" is.
     if isinstance(value, bool):
         raise ConfigError(key, f"{value!r} is not a number of seconds")
     try:
-        number = float(value)
+        return float(value)
     except (TypeError, ValueError):
         raise ConfigError(key, f"{value!r} is not a number of seconds") from None
+
+
+def _parse_float(key: str, value: Any) -> float:
+    number = _to_seconds(key, value)
     if not math.isfinite(number):
         raise ConfigError(key, f"{value!r} is not a finite number of seconds")
     if not number > 0:
@@ -281,16 +286,12 @@ def _parse_float(key: str, value: Any) -> float:
 
 
 def _parse_seconds(key: str, value: Any) -> float:
-    """A duration that may be 0 (a feature switched off), never negative."""
-    # Parsed, not compared with a list of spellings: `false` is not 0 s, "0.00" is.
-    if isinstance(value, bool):
-        raise ConfigError(key, f"{value!r} is not a number of seconds")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(key, f"{value!r} is not a number of seconds") from None
+    """A duration that may be 0 (a feature switched off), never negative or infinite."""
+    number = _to_seconds(key, value)
     if not number >= 0:
         raise ConfigError(key, f"{number} must be 0 or more")
+    if not math.isfinite(number):
+        raise ConfigError(key, f"{value!r} is not a finite number of seconds")
     return number
 
 

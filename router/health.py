@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import orjson
 
 from router.config import SystemConfig
-from router.probe import parse_open_sessions
+from router.probe import parse_open_sessions, stats_document
+from router.upstream import gateway_ssl
 
 log = logging.getLogger("router.health")
 
@@ -68,23 +67,9 @@ def probe_target(system: SystemConfig) -> tuple[str, str]:
     return "HEAD", system.gateway.rstrip("/") + LIBRARY_PROBE_PATH
 
 
-def ssl_for(system: SystemConfig) -> ssl.SSLContext | bool:
-    """The same certificate policy as the proxy's upstream pool (upstream.py)."""
-    if not system.gateway.startswith("https"):
-        return True
-    if not system.tls_verify:
-        return False
-    if system.ca_file:
-        return ssl.create_default_context(cafile=system.ca_file)
-    return True
-
-
 def _short_codes(body: bytes) -> int | None:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    value = doc.get("short_codes") if isinstance(doc, dict) else None
+    doc = stats_document(body)
+    value = None if doc is None else doc.get("short_codes")
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
@@ -115,7 +100,7 @@ class HealthProber:
         self.idle_after = idle_after
         self.on_change = on_change
         self.health = {sid: Health(target=probe_target(s)[1]) for sid, s in systems.items()}
-        self._ssl = {sid: ssl_for(s) for sid, s in systems.items()}
+        self._ssl = {sid: gateway_ssl(s) for sid, s in systems.items()}
         self._demand_until = 0.0
         self._wanted = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter as CounterOf
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -72,12 +73,15 @@ class Metrics:
         )
         self._hit = self.release_cache.labels("hit")
         self._miss = self.release_cache.labels("miss")
+        # This process's own counts, readable without a scrape (the admin page's rates).
+        self.local: CounterOf[tuple[str, str, int]] = CounterOf()
         # Children bound once: .labels() costs a dict build and a lock on every call.
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}
 
     def observe(self, route: str, system: str, status: int, seconds: float | None) -> None:
         key = (route, system, status)
+        self.local[key] += 1
         child = self._request_children.get(key)
         if child is None:
             child = self._request_children[key] = self.requests.labels(route, system, str(status))

@@ -84,16 +84,12 @@ class PublicEndpoint:
         return cls(system.public_secure, system.public_host, system.public_port)
 
 
-def rewrite_session_description(
-    doc: dict[str, Any], public: PublicEndpoint | SystemConfig
-) -> dict[str, Any]:
+def rewrite_session_description(doc: dict[str, Any], public: PublicEndpoint) -> dict[str, Any]:
     """Point `urlSchemeDetails` at the chosen system's public URL, in place.
 
     The port keeps the JSON type the client used (FCSDK samples send both "8443" and 8443);
     when there was none, the string form of the samples is used.
     """
-    if isinstance(public, SystemConfig):
-        public = PublicEndpoint.of(public)
     details = doc.get("urlSchemeDetails")
     if details is None:
         details = doc["urlSchemeDetails"] = {}
@@ -143,7 +139,8 @@ class ProxyHandler:
         self.preview_secret = r.preview_secret.reveal().encode() if r.preview_secret else None
         self.drop = frozenset({r.preview_header.lower()})
         self.cors_origins = frozenset(r.cors_origins)
-        self.requests: Counter[tuple[str, str, int]] = Counter()  # (route, system, status)
+        # (route, system, status) -> requests, counted by metrics.observe.
+        self.requests: Counter[tuple[str, str, int]] = self.metrics.local
         self._preview_marked: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
         # Seam for the release store: system id -> release id handed out with tokens.
@@ -266,12 +263,10 @@ class ProxyHandler:
         except RequestError as exc:
             # Logged even without the access log: this is the gateway failing, not a client.
             log.warning("%s %s -> %s (request id %s)", request.method, request.path, exc, rid)
-            self.requests[(route.value, system, 0)] += 1
             self.metrics.observe(route.value, system, 0, None)
             raise
         self.metrics.observe(route.value, system, answer.status, elapsed)
         await self._learn(match, system, answer.status, answer.body)
-        self.requests[(route.value, system, answer.status)] += 1
         out = web.Response(status=answer.status, body=answer.body, headers=answer.headers)
         out.headers[SYSTEM_HEADER] = system
         if route in (Route.TOKEN_CREATE, Route.CODE_CREATE, Route.CODE_LOOKUP):

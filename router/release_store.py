@@ -16,15 +16,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from router.errors import StoreUnavailable
 from router.keys import Keys
 from router.releases import LibraryFile, ReleaseMeta, manifest_from_json, manifest_json
-from router.store import redact
+from router.store import redact, redis_client, unavailable
 
 FORMS = ("", "gzip", "br")  # identity first
 
@@ -108,14 +105,13 @@ class RedisReleaseStore:
     def __init__(self, url: str, keys: Keys, *, timeout: float = 1.0) -> None:
         self.description = redact(url)
         self.keys = keys
-        # Same stance as store.RedisStore: no client-side retries, a short timeout, so a dead
-        # Redis is noticed at once and serving falls back to the local cache. A release is a
-        # few MB in one transaction: writing it may take longer than one small command.
-        self._client: aioredis.Redis = aioredis.from_url(
+        # The policy of every store (store.redis_client), with a longer command timeout: a
+        # release is a few MB in one transaction, writing it may take longer than one small
+        # command.
+        self._client = redis_client(
             url,
-            socket_timeout=max(timeout, 5.0),
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
+            timeout=timeout,
+            command_timeout=max(timeout, 5.0),
             decode_responses=False,
             client_name="token-router-releases",
         )
@@ -124,7 +120,7 @@ class RedisReleaseStore:
         await self._client.aclose()
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
-        return StoreUnavailable(f"Redis at {self.description} is unavailable: {exc}")
+        return unavailable(self.description, exc)
 
     async def exists(self, release: str) -> bool:
         try:

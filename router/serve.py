@@ -27,6 +27,7 @@ from router.app import create_admin_app, create_proxy_app
 from router.config import Config, check_listen
 from router.errors import ConfigError
 from router.logs import AccessLogger
+from router.metrics import multiprocess_dir
 from router.proxy import ProxyHandler
 from router.runtime import Runtime
 from router.store import StateStore
@@ -207,7 +208,7 @@ def serve(config: Config, workers: int = 1) -> int:
 
 def _metrics_process_dead(pid: int) -> None:
     """Drop a dead worker's live gauges from the shared metrics files (multiprocess mode)."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if multiprocess_dir():
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

@@ -100,6 +100,38 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
+def redis_client(
+    url: str,
+    *,
+    timeout: float,
+    decode_responses: bool,
+    client_name: str,
+    command_timeout: float | None = None,
+) -> aioredis.Redis:
+    """A Redis client with token-router's one policy for every store.
+
+    One immediate retry, on connection errors only: after Redis restarted, every pooled
+    connection is dead, and the first command on each must not fail when a fresh connection
+    would succeed. A Redis that is really down refuses the retry at once; a hung one is not
+    retried (timeouts are excluded), so a caller waits at most `command_timeout` (default
+    `timeout`) before failing static. Every command sent is safe to repeat (SETs, idempotent
+    scripts, MULTI/EXEC of whole values).
+    """
+    client: aioredis.Redis = aioredis.from_url(
+        url,
+        socket_timeout=command_timeout or timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        decode_responses=decode_responses,
+        client_name=client_name,
+    )
+    return client
+
+
+def unavailable(description: str, exc: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"Redis at {description} is unavailable: {exc}")
+
+
 def _member(kind: AffinityKind, ident: str) -> str:
     return f"{kind}:{ident}"
 
@@ -192,18 +224,8 @@ class RedisStore:
         self.keys = keys
         self.keyspace_events = keyspace_events
         self.keyspace_note = ""
-        # One immediate retry, on connection errors only: after Redis restarted, every pooled
-        # connection is dead, and the first command on each must not fail when a fresh
-        # connection would succeed. A Redis that is really down refuses the retry at once; a
-        # hung one is not retried (timeouts are excluded), so a caller waits at most `timeout`
-        # before failing static. Every command here is safe to repeat (SETs, idempotent Lua).
-        self._client: aioredis.Redis = aioredis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-            decode_responses=True,
-            client_name="token-router",
+        self._client = redis_client(
+            url, timeout=timeout, decode_responses=True, client_name="token-router"
         )
         self._db = int(self._client.connection_pool.connection_kwargs.get("db", 0) or 0)
         self._switch = self._client.register_script(_SWITCH)
@@ -215,7 +237,7 @@ class RedisStore:
         await self._client.aclose()
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
-        return StoreUnavailable(f"Redis at {self.description} is unavailable: {exc}")
+        return unavailable(self.description, exc)
 
     async def ping(self) -> None:
         try:

@@ -103,6 +103,21 @@ class UpstreamAnswer:
     body: bytes
 
 
+def gateway_ssl(system: SystemConfig) -> ssl.SSLContext | bool:
+    """The certificate policy for a system's gateway: aiohttp's `ssl=` value.
+
+    Verified by default; against a private CA with `ca_file`; unchecked only with
+    `tls_verify = false`. Used by the proxy's pool and by the health prober alike.
+    """
+    if not system.gateway.startswith("https"):
+        return True
+    if not system.tls_verify:
+        return False
+    if system.ca_file:
+        return ssl.create_default_context(cafile=system.ca_file)
+    return True
+
+
 class Upstream:
     """The connection pool to one system's gateway."""
 
@@ -112,16 +127,12 @@ class Upstream:
         self.system = system
         self.base = system.gateway.rstrip("/")
         self.read_timeout = read_timeout
-        ssl_context: ssl.SSLContext | bool = True
-        if system.gateway.startswith("https"):
-            if not system.tls_verify:
-                log.warning(
-                    "systems.%s.tls_verify = false: the gateway's certificate is NOT checked",
-                    system.id,
-                )
-                ssl_context = False
-            elif system.ca_file:
-                ssl_context = ssl.create_default_context(cafile=system.ca_file)
+        ssl_context = gateway_ssl(system)
+        if ssl_context is False:
+            log.warning(
+                "systems.%s.tls_verify = false: the gateway's certificate is NOT checked",
+                system.id,
+            )
         connector = aiohttp.TCPConnector(
             limit=system.max_connections,
             ssl=ssl_context,
