@@ -611,11 +611,13 @@ def test_seconds_key_allows_zero(value: object, expected: float) -> None:
         (-1, "0 or more"),
         ("-0.5", "0 or more"),
         (float("nan"), "0 or more"),
+        (float("inf"), "finite"),
+        ("inf", "finite"),
         (False, "seconds"),
         ("soon", "seconds"),
         ([1], "seconds"),
     ],
-    ids=["negative", "negative-text", "nan", "bool", "text", "list"],
+    ids=["negative", "negative-text", "nan", "inf", "inf-text", "bool", "text", "list"],
 )
 def test_seconds_key_refuses(value: object, fragment: str) -> None:
     error = config_error(doc({"stop_delay": value}))

@@ -136,3 +136,28 @@ async def test_port_in_use_is_a_one_line_error(
         assert "Traceback" not in router.output()
     finally:
         router.kill()
+
+
+async def test_stop_delay_reports_not_ready_while_still_serving(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    http: aiohttp.ClientSession,
+) -> None:
+    path, proxy, admin = config_file(tmp_path, redis_server.url, gateways, stop_delay=3)
+    router = RouterProcess(path)
+    router.start()
+    try:
+        await wait_ready(admin)
+        router.signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        async with http.get(admin + "/readyz") as resp:
+            assert resp.status == 503
+            assert (await resp.json())["status"] == "stopping"
+        # Still serving during the delay: the balancer has time to take it out first.
+        async with http.post(proxy + SESSION_PATH, data=orjson.dumps(SESSION_BODY)) as resp:
+            assert resp.status == 200
+        assert await asyncio.to_thread(router.wait, 20) == 0
+        assert "serving 3.0 s more before closing the listener" in router.output()
+    finally:
+        router.kill()

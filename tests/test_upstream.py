@@ -390,3 +390,22 @@ async def test_cookies_set_for_one_caller_never_reach_another() -> None:
         await upstream.close()
         await runner.cleanup()
     assert seen == [None, None]
+
+
+def test_gateway_ssl_policy_is_shared_by_pool_and_prober() -> None:
+    import ssl
+
+    from router.health import HealthProber
+    from router.upstream import gateway_ssl
+
+    def system(gateway: str, **kw: object) -> SystemConfig:
+        return SystemConfig(id="a", gateway=gateway, public_url="https://a.example.com", **kw)  # type: ignore[arg-type]
+
+    assert gateway_ssl(system("http://gw:8080")) is True
+    assert gateway_ssl(system("https://gw:8443")) is True
+    assert gateway_ssl(system("https://gw:8443", tls_verify=False)) is False
+    cafile = ssl.get_default_verify_paths().cafile
+    if cafile:
+        assert isinstance(gateway_ssl(system("https://gw:8443", ca_file=cafile)), ssl.SSLContext)
+    prober = HealthProber({"a": system("https://gw:8443", tls_verify=False)})
+    assert prober._ssl["a"] is False  # noqa: SLF001
