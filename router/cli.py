@@ -29,11 +29,11 @@ import uvloop
 from router import __version__
 from router.config import Config, load_config
 from router.errors import RouterError, StoreUnavailable, UsageError
+from router.gateways.reports import SystemReport, merge_probes, read_counts, reports
+from router.gateways.stats import probe_all
 from router.keys import Keys
 from router.logs import setup_logging
-from router.probe import probe_all
 from router.state import Snapshot, build_snapshot
-from router.status import SystemReport, merge_probes, read_counts, reports
 from router.store import AuditEntry, StateStore, open_store
 
 PROG = "token-router"
@@ -145,7 +145,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from router.simulator import run_gateway
+    from router.simulator.gateway import run_gateway
 
     setup_logging("text", "debug" if args.verbose else "info")
 
@@ -340,8 +340,8 @@ def _release_config(args: argparse.Namespace) -> Config:
 
 
 async def releases_list_main(args: argparse.Namespace) -> int:
-    from router.release_store import open_release_store
-    from router.releases import human_size
+    from router.releases.model import human_size
+    from router.releases.store import open_release_store
 
     config = _release_config(args)
     r = config.router
@@ -372,8 +372,8 @@ async def releases_list_main(args: argparse.Namespace) -> int:
 
 
 async def releases_refresh_main(args: argparse.Namespace) -> int:
-    from router.release_service import refresh_once
-    from router.releases import human_size
+    from router.releases.model import human_size
+    from router.releases.service import refresh_once
 
     config = _release_config(args)
     systems = [known_system(config, s) for s in args.system or []]

@@ -27,7 +27,7 @@ from aiohttp import web
 from router.config import build_config
 from router.errors import ConfigError, UsageError
 from router.serve import RouterServer, url_of
-from router.simulator import create_gateway_app
+from router.simulator.gateway import create_gateway_app
 
 HOST = "127.0.0.1"
 SYSTEMS = (("a", "1.0"), ("b", "2.0"))

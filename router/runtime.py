@@ -19,7 +19,7 @@ from router.affinity import Affinity
 from router.config import Config
 from router.keys import Keys
 from router.metrics import Metrics
-from router.release_service import Releases
+from router.releases.service import Releases
 from router.state import Snapshot, StateHolder, StateWatcher
 from router.store import StateStore, open_store
 from router.tasks import stop_tasks

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from router.config import Config, build_config
 from router.serve import RouterServer
-from router.simulator import SIM_STATE, GatewayState, create_gateway_app
+from router.simulator.gateway import SIM_STATE, GatewayState, create_gateway_app
 
 HOST = "127.0.0.1"
 SESSION_PATH = "/gateway/sessions/session"

@@ -395,7 +395,7 @@ async def test_cookies_set_for_one_caller_never_reach_another() -> None:
 def test_gateway_ssl_policy_is_shared_by_pool_and_prober() -> None:
     import ssl
 
-    from router.health import HealthProber
+    from router.gateways.prober import HealthProber
     from router.upstream import gateway_ssl
 
     def system(gateway: str, **kw: object) -> SystemConfig:

@@ -15,7 +15,7 @@ from router.admin.keys import PROXY, RUNTIME
 from router.admin.live import HEALTH, LIVE, LiveFeed, events, live, live_context, stop_streams
 from router.assets import Assets, find_assets
 from router.errors import MethodNotAllowed, NotFound, RequestError, Unauthorized
-from router.health import HealthProber
+from router.gateways.prober import HealthProber
 from router.proxy import ProxyHandler, error_response
 from router.runtime import Runtime
 

@@ -15,10 +15,10 @@ from aiohttp import web
 from router.admin.auth import require_token
 from router.admin.keys import RUNTIME
 from router.errors import BadRequest, MalformedJSON, ServiceUnavailable, StoreUnavailable
+from router.gateways.reports import audit_json, read_counts, reports
 from router.metrics import CONTENT_TYPE as METRICS_TYPE
 from router.metrics import render
 from router.runtime import Runtime
-from router.status import audit_json, read_counts, reports
 
 JSON_TYPE = "application/json"
 

@@ -26,11 +26,11 @@ from router.admin.api import status_document
 from router.admin.auth import current_session, presented_token, require_reader
 from router.admin.keys import PROXY, RUNTIME
 from router.errors import StoreUnavailable
-from router.health import HealthProber
+from router.gateways.prober import HealthProber
+from router.gateways.reports import audit_json
 from router.proxy import ProxyHandler
 from router.routing import Route
 from router.runtime import Runtime
-from router.status import audit_json
 from router.tasks import stop_tasks
 
 HEARTBEAT = 2.0  # seconds between unchanged updates; the page calls the feed lost after 3 missed

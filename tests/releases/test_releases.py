@@ -17,10 +17,9 @@ import pytest
 
 from router.config import build_config
 from router.errors import ConfigError
-from router.release_cache import HotCache, prepare
-from router.release_fetch import FingerprintError, decode_body
-from router.release_service import check_release_config
-from router.releases import (
+from router.releases.cache import HotCache, prepare
+from router.releases.fetch import FingerprintError, decode_body
+from router.releases.model import (
     IMMUTABLE,
     FileEntry,
     LibraryFile,
@@ -35,7 +34,8 @@ from router.releases import (
     release_id,
     valid_release_id,
 )
-from router.simulator import LIBRARY_PATHS, library_files
+from router.releases.service import check_release_config
+from router.simulator.gateway import LIBRARY_PATHS, library_files
 from tests.helpers import (
     HOST,
     SESSION_BODY,

@@ -25,10 +25,9 @@ from aiohttp import web
 from router.config import Config
 from router.errors import ConfigError, NotFound, ServiceUnavailable, StoreUnavailable
 from router.keys import Keys
-from router.release_cache import HotCache, HotFile, prepare
-from router.release_fetch import Fetcher, FingerprintError
-from router.release_store import Activity, ReleaseStore, open_release_store
-from router.releases import (
+from router.releases.cache import HotCache, HotFile, prepare
+from router.releases.fetch import Fetcher, FingerprintError
+from router.releases.model import (
     LibraryFile,
     ReleaseMeta,
     choose_encoding,
@@ -40,6 +39,7 @@ from router.releases import (
     release_id,
     valid_release_id,
 )
+from router.releases.store import Activity, ReleaseStore, open_release_store
 from router.tasks import stop_tasks
 from router.upstream import Upstream
 

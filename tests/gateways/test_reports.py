@@ -8,10 +8,17 @@ import aiohttp
 import pytest
 
 from router.config import SystemConfig, build_config
+from router.gateways.reports import (
+    STATES,
+    audit_json,
+    merge_probes,
+    read_counts,
+    reports,
+    system_state,
+)
+from router.gateways.stats import parse_open_sessions, probe_all, probe_open_sessions
 from router.keys import Keys
-from router.probe import parse_open_sessions, probe_all, probe_open_sessions
 from router.state import Snapshot
-from router.status import STATES, audit_json, merge_probes, read_counts, reports, system_state
 from router.store import AffinityRecord, MemoryStore, RedisStore
 from tests.helpers import HOST, SESSION_BODY, SESSION_PATH, Gateway, free_port, start_gateway
 

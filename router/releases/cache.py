@@ -11,7 +11,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from router.releases import IMMUTABLE, FileEntry
+from router.releases.model import IMMUTABLE, FileEntry
 
 RELEASE_HEADER = "X-Token-Router-Release"
 

@@ -11,7 +11,7 @@ import aiohttp
 import orjson
 import pytest
 
-from router.simulator import LIBRARY_PATHS, GatewayState, library_files
+from router.simulator.gateway import LIBRARY_PATHS, GatewayState, library_files
 from tests.helpers import SESSION_BODY, SESSION_PATH, Gateway, start_gateway
 
 

@@ -24,7 +24,7 @@ import brotli  # type: ignore[import-untyped]
 import orjson
 
 from router.errors import RequestError
-from router.probe import stats_document
+from router.gateways.stats import stats_document
 from router.routing import Route, classify
 
 ID_LENGTH = 16  # hex digits of the digest in the URL: 64 bits, ample for tens of releases

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 
 from router.config import SystemConfig
-from router.probe import parse_open_sessions, stats_document
+from router.gateways.stats import parse_open_sessions, stats_document
 from router.upstream import gateway_ssl
 
 log = logging.getLogger("router.health")

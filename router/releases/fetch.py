@@ -17,7 +17,7 @@ import aiohttp
 import brotli  # type: ignore[import-untyped]
 
 from router.config import Config
-from router.releases import (
+from router.releases.model import (
     MAX_FILES,
     LibraryFile,
     guess_type,

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from router.errors import StoreUnavailable
 from router.keys import Keys
-from router.releases import LibraryFile, ReleaseMeta, manifest_from_json, manifest_json
+from router.releases.model import LibraryFile, ReleaseMeta, manifest_from_json, manifest_json
 from router.store import redact, redis_client, unavailable
 
 FORMS = ("", "gzip", "br")  # identity first

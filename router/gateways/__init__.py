@@ -1,0 +1,1 @@
+"""Watching the gateways: the stats answer, the prober, the reports built from both."""

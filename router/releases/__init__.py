@@ -1,0 +1,1 @@
+"""Releases of the FCSDK libraries: the model, the store, fetching, caching, the service."""
