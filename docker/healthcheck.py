@@ -19,7 +19,7 @@ from router.config import check_listen, load_config
 from router.errors import RouterError
 
 TIMEOUT = 2.0
-DEFAULT_CONFIG = "router.toml"  # as router.cli.config_path, without importing the CLI
+DEFAULT_CONFIG = "router.toml"  # as router.cli.common.config_path, without importing the CLI
 
 
 def config_path() -> str | None:

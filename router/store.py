@@ -428,7 +428,7 @@ class RedisStore:
 class MemoryStore:
     """`memory://`: the same behaviour inside one process, for the demo and single-node trials.
 
-    Not shared between processes, so `--workers` above 1 refuses it (cli.py).
+    Not shared between processes, so `--workers` above 1 refuses it (serve.py).
     """
 
     def __init__(self) -> None:

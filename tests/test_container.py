@@ -189,7 +189,7 @@ def test_every_copy_source_is_in_the_build_context() -> None:
 
 def test_build_context_holds_no_secrets_tests_or_caches() -> None:
     files = rehearse.context_files()
-    assert "router/cli.py" in files and "static/admin.css" in files
+    assert "router/cli/__init__.py" in files and "static/admin.css" in files
     for path in files:
         assert not path.startswith((".git/", "tests/", "bench/", ".venv/")), path
         assert "__pycache__" not in path and not path.endswith((".pyc", ".toml.local"))
@@ -198,7 +198,7 @@ def test_build_context_holds_no_secrets_tests_or_caches() -> None:
 
 def test_dockerignore_matching_follows_docker_rules() -> None:
     patterns = [(True, "*"), (False, "router"), (True, "**/__pycache__")]
-    assert rehearse.in_context("router/cli.py", patterns)
+    assert rehearse.in_context("router/cli/__init__.py", patterns)
     assert not rehearse.in_context("tests/test_x.py", patterns)
     assert not rehearse.in_context("router/__pycache__/cli.pyc", patterns)
     assert not rehearse.in_context("Dockerfile", patterns)

@@ -1,0 +1,69 @@
+"""`token-router`: the command line.
+
+Every user error (bad config, unknown system, unreachable Redis, ...) is one line on stderr
+and exit status 2; a traceback means a bug in token-router, never a mistake of the user.
+Commands that change state talk to Redis directly, through the same atomic scripts as the
+routers, so their changes are audited like any other.
+
+One module per command, its parser beside its handler; `common` holds what they share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from router import __version__
+from router.cli import demo, drain, history, offline, releases, serve, simulate, status, switch
+from router.cli.common import PROG, Parser
+from router.errors import RouterError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        help="TOML configuration (default: $TOKENROUTER_CONFIG, else ./router.toml if present; "
+        "every key can also come from TOKENROUTER_* environment variables)",
+    )
+    common.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+
+    parser = Parser(
+        prog=PROG,
+        description="Blue/green switching proxy for FCSDK Web Gateway and Live Assist systems. "
+        "New sessions go to the system named in Redis (<prefix>:active); everything that "
+        "belongs to another system keeps reaching it.",
+        epilog=f"Quick start: `{PROG} demo`. Switch with `{PROG} switch b` or "
+        "`redis-cli SET tokenrouter:active b`.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    # The order here is the order of `token-router --help`.
+    serve.add_parser(sub, common)
+    demo.add_parser(sub, common)
+    status.add_parser(sub, common)
+    switch.add_parser(sub, common)
+    drain.add_parser(sub, common)
+    offline.add_parsers(sub, common)
+    history.add_parser(sub, common)
+    simulate.add_parser(sub, common)
+    releases.add_parser(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except RouterError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        logging.shutdown()

@@ -1,0 +1,157 @@
+"""What every command shares: the parser class, config and store opening, small formatters."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import NoReturn, TypeAlias
+
+import uvloop
+
+from router.config import Config, load_config
+from router.errors import StoreUnavailable, UsageError
+from router.gateways.reports import SystemReport, merge_probes, read_counts, reports
+from router.gateways.stats import probe_all
+from router.keys import Keys
+from router.logs import setup_logging
+from router.state import Snapshot, build_snapshot
+from router.store import AuditEntry, StateStore, open_store
+
+PROG = "token-router"
+DEFAULT_CONFIG = "router.toml"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (the contract: one clear line, exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# What `add_subparsers()` returns: each command module adds its parser to it.
+Subcommands: TypeAlias = "argparse._SubParsersAction[Parser]"
+
+
+def run_async(main: Awaitable[int]) -> int:
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)  # type: ignore[arg-type]
+
+
+def async_command(
+    main: Callable[[argparse.Namespace], Awaitable[int]],
+) -> Callable[[argparse.Namespace], int]:
+    def command(args: argparse.Namespace) -> int:
+        setup_logging("text", "debug" if args.verbose else "error")
+        return run_async(main(args))
+
+    return command
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+# --- config and store ----------------------------------------------------------------------
+
+
+def config_path(arg: str | None) -> str | None:
+    """--config, else $TOKENROUTER_CONFIG, else ./router.toml when present, else env only."""
+    if arg:
+        return arg
+    env = os.environ.get("TOKENROUTER_CONFIG")
+    if env:
+        return env
+    return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None
+
+
+def read_config(args: argparse.Namespace) -> Config:
+    return load_config(config_path(args.config), os.environ)
+
+
+def require_redis(config: Config, api: str) -> None:
+    """CLI commands work on the shared Redis; memory:// state is only inside the router."""
+    if config.router.redis_url.startswith("memory://"):
+        raise UsageError(
+            "router.redis_url is memory://, which lives inside the router process; "
+            f"use its admin API ({api}) or configure Redis"
+        )
+
+
+def shared_store(config: Config) -> StateStore:
+    require_redis(config, "POST /api/switch")
+    r = config.router
+    return open_store(
+        r.redis_url, Keys(r.key_prefix), timeout=r.redis_timeout, keyspace_events=False
+    )
+
+
+def known_system(config: Config, system: str) -> str:
+    if system not in config.systems:
+        raise UsageError(
+            f"unknown system {system!r}; configured systems: {', '.join(config.systems)}"
+        )
+    return system
+
+
+def operator() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"cli ({user}@{socket.gethostname()})"
+
+
+def when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+
+
+# --- state as the routers see it -----------------------------------------------------------
+
+
+async def read_snapshot(store: StateStore, config: Config) -> Snapshot:
+    stored = await store.read_state()
+    known = config.system_ids
+    fallback = stored.recorded if stored.recorded in known else config.default_system
+    assert fallback is not None
+    return build_snapshot(stored, known, Snapshot(active=fallback), time.time())
+
+
+async def read_reports(
+    store: StateStore, config: Config
+) -> tuple[Snapshot, list[SystemReport], dict[str, tuple[int | None, str]]]:
+    snapshot = await read_snapshot(store, config)
+    counts, previewing, error = await read_counts(store, config.system_ids)
+    if error:
+        raise StoreUnavailable(error)
+    probes = await probe_all(config.systems)
+    return snapshot, reports(config, snapshot, merge_probes(counts, probes), previewing), probes
+
+
+def audit_line(entry: AuditEntry) -> str:
+    if entry.action == "switch":
+        what = f"{entry.from_ or '(none)'} -> {entry.to}"
+    else:
+        what = f"{entry.to} {entry.action}"
+    return f"{when(entry.time)}  {what:<16}  {entry.source}"

@@ -1,0 +1,59 @@
+"""`token-router serve`: the proxy and admin listeners."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+
+from router.cli.common import Parser, Subcommands, positive_int, read_config
+from router.logs import setup_logging
+
+# prometheus_client's multiprocess directory variable (router/metrics.py).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def add_parser(sub: Subcommands, common: Parser) -> None:
+    p = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="run the proxy and admin listeners",
+        description="Run the proxy and admin listeners until SIGTERM/SIGINT; "
+        "SIGTERM finishes requests in flight (router.shutdown_timeout).",
+    )
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="processes sharing the ports with SO_REUSEPORT (default 1; needs Redis)",
+    )
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = read_config(args)
+    setup_logging(config.router.log_format, "debug" if args.verbose else config.router.log_level)
+    metrics_dir = _prepare_metrics_dir(args.workers)
+    from router.serve import serve
+
+    try:
+        return serve(config, args.workers)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _prepare_metrics_dir(workers: int) -> str | None:
+    """With several workers, metrics are shared through files (prometheus_client's
+    multiprocess mode), configured by an environment variable that prometheus_client reads
+    when it is imported: so this runs before anything imports it (router.serve does)."""
+    if workers <= 1 or os.environ.get(MULTIPROC_ENV):
+        return None
+    if "prometheus_client" in sys.modules:  # pragma: no cover (an import-order bug)
+        raise RuntimeError("prometheus_client was imported before its multiprocess set-up")
+    directory = tempfile.mkdtemp(prefix="token-router-metrics-")
+    os.environ[MULTIPROC_ENV] = directory
+    return directory

@@ -1,0 +1,68 @@
+"""`token-router status`: the active system, each system's drain state, recent switches."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import orjson
+
+from router.cli.common import (
+    Parser,
+    Subcommands,
+    async_command,
+    audit_line,
+    read_config,
+    read_reports,
+    shared_store,
+)
+from router.keys import Keys
+
+
+def add_parser(sub: Subcommands, common: Parser) -> None:
+    p = sub.add_parser(
+        "status", parents=[common], help="show the active system, drain state and recent switches"
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=async_command(status_main))
+
+
+async def status_main(args: argparse.Namespace) -> int:
+    config = read_config(args)
+    store = shared_store(config)
+    try:
+        snapshot, rows, probes = await read_reports(store, config)
+        entries = await store.audit(5)
+    finally:
+        await store.close()
+    if args.json:
+        doc: dict[str, Any] = {
+            "active": snapshot.active,
+            "refused": None if snapshot.refused is None else snapshot.refused.value,
+            "systems": [r.to_json() for r in rows],
+            "history": [e.to_json() for e in entries],
+        }
+        for row in doc["systems"]:
+            if row["id"] in probes:
+                row["gateway_open"], row["probe_error"] = probes[row["id"]]
+        print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(f"store   {store.description}")
+    print(f"active  {snapshot.active}")
+    if snapshot.refused is not None:
+        print(
+            f"REFUSED {Keys(config.router.key_prefix).active} holds {snapshot.refused.value!r}, "
+            f"which names no configured system; routers stay on {snapshot.active!r}"
+        )
+    print()
+    print(f"{'SYSTEM':<10} {'STATE':<9} {'OPEN':>6}  {'VERSION':<10} PUBLIC URL")
+    for r in rows:
+        open_text = "?" if r.open is None else str(r.open)
+        print(f"{r.id:<10} {r.state:<9} {open_text:>6}  {r.version or '-':<10} {r.public_url}")
+        if r.id in probes and probes[r.id][1]:
+            print(f"{'':<10} probe: {probes[r.id][1]}")
+    if entries:
+        print("\nlast changes:")
+        for entry in entries:
+            print("  " + audit_line(entry))
+    return 0
