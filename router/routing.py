@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 
 from router.errors import MethodNotAllowed, NotFound, RequestError, SystemOffline
+from router.releases.paths import RELEASE_PREFIX, clean, is_library, is_release
 from router.state import Snapshot
 
 
@@ -36,8 +37,6 @@ DELETE_PREFIX = "/gateway/sessions/session/id/"
 CODE_CREATE_PATH = "/assistserver/shortcode/create"
 CODE_LOOKUP_PATHS = ("/assistserver/shortcode/consumer", "/assistserver/shortcode/agent")
 ASSIST_PATHS = ("/assistserver/agent", "/assistserver/consumer")
-SDK_PREFIX = "/assistserver/sdk/web/"
-RELEASE_PREFIX = "/v/"
 CURRENT_PATH = "/router/current"
 
 
@@ -47,14 +46,6 @@ class Match:
     ident: str = ""  # the session id or short code the request names, if any
     release: str = ""  # for RELEASE: the release id
     release_path: str = ""  # for RELEASE: the library path inside it, with leading '/'
-
-
-def _clean(path: str) -> bool:
-    """No empty, '.' or '..' segments and no backslash: nothing that could climb out."""
-    if "\\" in path or "\x00" in path:
-        return False
-    segments = path.split("/")[1:]
-    return all(segment not in ("", ".", "..") for segment in segments)
 
 
 def allowed_methods(path: str) -> tuple[str, ...]:
@@ -75,25 +66,14 @@ def allowed_methods(path: str) -> tuple[str, ...]:
         return ("POST", "OPTIONS")
     if path == CURRENT_PATH:
         return ("GET", "HEAD")
-    if _is_library(path) or _is_release(path):
+    if is_library(path) or is_release(path):
         return ("GET", "HEAD")
     return ()
 
 
-def _is_library(path: str) -> bool:
-    if path.startswith("/gateway/") and path.count("/") == 2 and path.endswith(".js"):
-        return True
-    return path.startswith(SDK_PREFIX) and len(path) > len(SDK_PREFIX)
-
-
-def _is_release(path: str) -> bool:
-    release, _, rest = path[len(RELEASE_PREFIX) :].partition("/")
-    return path.startswith(RELEASE_PREFIX) and bool(release) and _is_library("/" + rest)
-
-
 def classify(method: str, path: str, appkey: str | None = None) -> Match:
     """Map a request line to a route of SPEC's table; raise NotFound / MethodNotAllowed."""
-    if not _clean(path):
+    if not clean(path):
         raise NotFound("no such route")
     allowed = allowed_methods(path)
     if not allowed:

@@ -2,6 +2,7 @@
 
 The router's count covers what it issued; the gateway's count also covers sessions that
 reached it another way. Drain is only "drained" when both agree the system is empty.
+The same answer may name the release the gateway serves (the release label).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from router.config import SystemConfig
 
 # Field names a stats answer may use for its open sessions, in order of preference.
 COUNT_FIELDS = ("open_sessions", "openSessions", "sessions")
+# Field names a stats answer may use for the release it serves (the release label).
+VERSION_FIELDS = ("version", "release", "sdkVersion")
 
 
 def stats_document(body: bytes) -> dict[str, Any] | None:
@@ -73,3 +76,15 @@ async def probe_all(
             *(probe_open_sessions(session, s, timeout) for s in wanted.values())
         )
     return dict(zip(wanted, results, strict=True))
+
+
+def parse_reported_version(body: bytes) -> str | None:
+    """The release label in a gateway's stats answer (`{"version": "2.0", ...}`), if any."""
+    doc = stats_document(body)
+    if doc is None:
+        return None
+    for name in VERSION_FIELDS:
+        value = doc.get(name)
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:64]
+    return None

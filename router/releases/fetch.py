@@ -17,11 +17,11 @@ import aiohttp
 import brotli  # type: ignore[import-untyped]
 
 from router.config import Config
+from router.gateways.stats import parse_reported_version
 from router.releases.model import (
     MAX_FILES,
     LibraryFile,
     guess_type,
-    parse_reported_version,
     references,
 )
 from router.upstream import Upstream, map_client_error

@@ -23,9 +23,7 @@ from typing import Any
 import brotli  # type: ignore[import-untyped]
 import orjson
 
-from router.errors import RequestError
-from router.gateways.stats import stats_document
-from router.routing import Route, classify
+from router.releases.paths import is_library_path
 
 ID_LENGTH = 16  # hex digits of the digest in the URL: 64 bits, ample for tens of releases
 RELEASE_ID = re.compile(r"[0-9a-f]{16}")
@@ -64,7 +62,6 @@ _TYPES = {
     ".map": "application/json",
 }
 # Field names a gateway's stats answer may use for its release label.
-VERSION_FIELDS = ("version", "release", "sdkVersion")
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,28 +194,7 @@ def choose_label(
     return configured
 
 
-def parse_reported_version(body: bytes) -> str | None:
-    """The release label in a gateway's stats answer (`{"version": "2.0", ...}`), if any."""
-    doc = stats_document(body)
-    if doc is None:
-        return None
-    for name in VERSION_FIELDS:
-        value = doc.get(name)
-        if isinstance(value, str) and value.strip():
-            return value.strip()[:64]
-    return None
-
-
 # --- which files ---------------------------------------------------------------------------
-
-
-def is_library_path(path: str) -> bool:
-    """A path the proxy would route as an (unversioned) library file: clean, under
-    /gateway/*.js or /assistserver/sdk/web/."""
-    try:
-        return classify("GET", path).route is Route.LIBRARY
-    except RequestError:
-        return False
 
 
 def guess_type(path: str) -> str:

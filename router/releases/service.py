@@ -33,12 +33,12 @@ from router.releases.model import (
     choose_encoding,
     choose_label,
     compress_forms,
-    is_library_path,
     not_modified,
     release_digest,
     release_id,
     valid_release_id,
 )
+from router.releases.paths import is_library_path
 from router.releases.store import Activity, ReleaseStore, open_release_store
 from router.tasks import stop_tasks
 from router.upstream import Upstream

@@ -17,6 +17,7 @@ import pytest
 
 from router.config import build_config
 from router.errors import ConfigError
+from router.gateways.stats import parse_reported_version
 from router.releases.cache import HotCache, prepare
 from router.releases.fetch import FingerprintError, decode_body
 from router.releases.model import (
@@ -26,14 +27,13 @@ from router.releases.model import (
     choose_encoding,
     choose_label,
     compress_forms,
-    is_library_path,
     not_modified,
-    parse_reported_version,
     references,
     release_digest,
     release_id,
     valid_release_id,
 )
+from router.releases.paths import is_library_path
 from router.releases.service import check_release_config
 from router.simulator.gateway import LIBRARY_PATHS, library_files
 from tests.helpers import (
