@@ -146,6 +146,7 @@ class ProxyHandler:
         # Seam for the release store: system id -> release id handed out with tokens.
         self.releases = runtime.releases
         self.release_of: Callable[[str], str | None] = self.releases.release_of
+        self.release_files = self.releases.files
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         rid = request_id(request.headers.get(REQUEST_ID_HEADER))
@@ -157,7 +158,9 @@ class ProxyHandler:
                 return self._preflight(request)
             if match.route is Route.RELEASE:
                 # Straight out: the immutable files need neither facts, decision nor CORS.
-                served = await self.releases.respond(request, match.release, match.release_path)
+                served = await self.release_files.respond(
+                    request, match.release, match.release_path
+                )
                 served.headers[REQUEST_ID_HEADER] = rid
                 return served
             facts = await self._facts(request, match)

@@ -77,7 +77,7 @@ class Runtime:
         upstreams: dict[str, Upstream] = {}
         releases = Releases.create(config, keys, upstreams)
         metrics = Metrics()
-        releases.on_lookup = metrics.on_release_lookup
+        releases.files.on_lookup = metrics.on_release_lookup
         holder.add_listener(lambda old, new: _count_change(metrics, old, new))
         return cls(
             config,

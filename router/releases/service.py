@@ -1,13 +1,12 @@
-"""The release service of one router process: fingerprint, store, follow, serve.
+"""The release service of one router process: fingerprint, store, follow.
 
 Two background tasks: the *check* fetches every system's library files each
 `release_check_interval` (and on demand), stores a release the first time its digest is
 seen and marks it active; the *sync* re-reads, each `resync_interval`, which release every
 system serves (another instance or `token-router releases refresh` may have noticed an
-upgrade first) and how long the cached releases live. Requests for `/v/...` are answered
-from the hot cache with no Redis round trip; a miss loads the file from the store once,
-however many requests wait for it. Store or gateway failures are logged, never fatal:
-what is cached keeps being served (fail-static).
+upgrade first) and how long the cached releases live. What it learns goes to
+`ReleaseFiles` (serving.py), which answers `/v/...`. Store or gateway failures are logged,
+never fatal: what is cached keeps being served (fail-static).
 """
 
 from __future__ import annotations
@@ -15,30 +14,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
-
-from aiohttp import web
 
 from router.config import Config
 from router.errors import ConfigError, NotFound, ServiceUnavailable, StoreUnavailable
 from router.keys import Keys
-from router.releases.cache import HotCache, HotFile, prepare
+from router.releases.cache import prepare
 from router.releases.fetch import Fetcher, FingerprintError
 from router.releases.model import (
     LibraryFile,
     ReleaseMeta,
-    choose_encoding,
     choose_label,
     compress_forms,
-    not_modified,
     release_digest,
     release_id,
-    valid_release_id,
 )
 from router.releases.paths import is_library_path
+from router.releases.serving import ReleaseFiles
 from router.releases.store import Activity, ReleaseStore, open_release_store
 from router.tasks import stop_tasks
 from router.upstream import Upstream
@@ -46,8 +40,6 @@ from router.upstream import Upstream
 log = logging.getLogger("router.releases")
 
 DAY = 86_400.0
-NEGATIVE_TTL = 5.0  # unknown release ids are remembered this long (bounded), sparing Redis
-NEGATIVE_MAX = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,17 +110,10 @@ class Releases:
         self.retention = r.release_retention_days * DAY
         self.check_interval = r.release_check_interval
         self.sync_interval = r.resync_interval
-        self.cache = HotCache(r.release_cache_bytes)
-        # Metrics hook (runtime.py): called with True for a cache hit, False for a miss.
-        self.on_lookup: Callable[[bool], None] = lambda hit: None
+        self.files = ReleaseFiles(store, r.release_cache_bytes)
         self.current: dict[str, Current] = {}
         self.errors: dict[str, str] = {}  # last check error per system, "" when it worked
-        self.store_error = ""
         self.last_check: float | None = None
-        self._metas: dict[str, ReleaseMeta] = {}
-        self._expires: dict[str, float] = {}
-        self._missing: OrderedDict[str, float] = OrderedDict()
-        self._loading: dict[tuple[str, str], asyncio.Task[HotFile]] = {}
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
@@ -151,6 +136,11 @@ class Releases:
         found = self.current.get(system)
         return found.label or None if found is not None else None
 
+    @property
+    def store_error(self) -> str:
+        """The last release store failure, "" while it works."""
+        return self.files.store_error
+
     # --- lifetime ------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -166,15 +156,16 @@ class Releases:
         try:
             await self.sync(prewarm=True)
         except StoreUnavailable as exc:
-            self._store_failed(exc)
+            self.files.store_failed(exc)
         self._tasks.append(asyncio.create_task(self._check_loop(), name="release-check"))
         self._tasks.append(asyncio.create_task(self._sync_loop(), name="release-sync"))
 
     async def close(self) -> None:
-        tasks = [*self._tasks, *self._background, *self._loading.values()]
+        tasks = [*self._tasks, *self._background]
         if self._recheck is not None:
             tasks.append(self._recheck)
         await stop_tasks(tasks)
+        await self.files.close()
         self._tasks.clear()
         await self.store.close()
 
@@ -190,19 +181,9 @@ class Releases:
             try:
                 await self.sync(prewarm=True)
             except StoreUnavailable as exc:
-                self._store_failed(exc)
+                self.files.store_failed(exc)
             except Exception:
                 log.exception("release sync failed unexpectedly")
-
-    def _store_failed(self, exc: StoreUnavailable) -> None:
-        if not self.store_error:
-            log.error("%s; serving cached release files until it returns", exc)
-        self.store_error = str(exc)
-
-    def _store_ok(self) -> None:
-        if self.store_error:
-            log.warning("release store %s is back", self.store.description)
-        self.store_error = ""
 
     # --- following the store -------------------------------------------------------------
 
@@ -217,10 +198,10 @@ class Releases:
             mine = self.current.get(system)
             if release is None or (mine is not None and mine.release == release):
                 continue
-            meta = await self._meta(release, now)
+            meta = await self.files.meta(release, now)
             if meta is not None:
                 self._adopt(system, meta, prewarm=prewarm)
-        known = sorted(set(self._metas) | self.cache.releases())
+        known = sorted(set(self.files.metas) | self.files.cache.releases())
         serving = {cur.release for cur in self.current.values()}
         lost: list[str] = []
         for release, alive in (await self.store.liveness(known)).items():
@@ -232,17 +213,17 @@ class Releases:
             if alive is None or alive[0] <= now:
                 self._forget(release)
                 continue
-            self._expires[release] = alive[0]
-            meta = self._metas.get(release)
+            self.files.expires[release] = alive[0]
+            meta = self.files.metas.get(release)
             if meta is not None and meta.label != alive[1]:
-                self._metas[release] = replace(meta, label=alive[1])
+                self.files.metas[release] = replace(meta, label=alive[1])
                 for system, cur in self.current.items():
                     if cur.release == release:
                         self.current[system] = Current(release, alive[1])
         if lost and (self._recheck is None or self._recheck.done()):
             log.warning("release store lost the releases of %s; checking again", ", ".join(lost))
             self._recheck = asyncio.create_task(self._refresh_quietly(lost))
-        self._store_ok()
+        self.files.store_ok()
 
     async def _refresh_quietly(self, systems: Sequence[str]) -> None:
         try:
@@ -253,9 +234,7 @@ class Releases:
     def _adopt(self, system: str, meta: ReleaseMeta, *, prewarm: bool) -> None:
         before = self.current.get(system)
         self.current[system] = Current(meta.id, meta.label)
-        self._metas[meta.id] = meta
-        self._expires[meta.id] = meta.expires
-        self._missing.pop(meta.id, None)
+        self.files.adopt(meta)
         if before is not None and before.release != meta.id:
             log.warning(
                 "system %s now serves release %s (%s); before: %s (%s)",
@@ -265,24 +244,22 @@ class Releases:
                 before.release,
                 before.label or "no label",
             )
-        if prewarm and any((meta.id, p) not in self.cache for p in meta.files):
+        if prewarm and any((meta.id, p) not in self.files.cache for p in meta.files):
             task = asyncio.create_task(self._prewarm(meta))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
     def _forget(self, release: str) -> None:
         self._recording.pop(release, None)
-        self._metas.pop(release, None)
-        self._expires.pop(release, None)
-        self.cache.drop_release(release)
+        self.files.forget(release)
 
     async def _prewarm(self, meta: ReleaseMeta) -> None:
         """Load a current release's files, so even its first request is a cache hit."""
         for path in meta.files:
-            if (meta.id, path) in self.cache:
+            if (meta.id, path) in self.files.cache:
                 continue
             try:
-                await self._load(meta.id, path)
+                await self.files.load(meta.id, path)
             except (NotFound, ServiceUnavailable) as exc:
                 log.debug("prewarm of %s%s stopped: %s", meta.id, path, exc)
                 return
@@ -317,16 +294,16 @@ class Releases:
             async with lock:
                 stored, meta = await self._record(system, rid, files, reported)
         except StoreUnavailable as exc:
-            self._store_failed(exc)
+            self.files.store_failed(exc)
             return self._check_failed(system, before, f"release {rid} not stored: {exc}")
-        self._store_ok()
+        self.files.store_ok()
         if self.errors.get(system):
             log.warning("release check of system %s works again", system)
         self.errors[system] = ""
         self._adopt(system, meta, prewarm=not stored)
         if stored:
             for f in files:
-                self.cache.put(prepare(rid, meta.files[f.path], {"": f.body, **f.forms}))
+                self.files.cache.put(prepare(rid, meta.files[f.path], {"": f.body, **f.forms}))
         return RefreshResult(
             system, rid, meta.label, before, stored, len(meta.files), meta.size, ""
         )
@@ -383,84 +360,6 @@ class Releases:
         if fresh is None:  # expired or flushed between the writes: next check stores it again
             raise StoreUnavailable(f"release {rid} vanished from the store while recorded")
         return stored, fresh
-
-    # --- serving -------------------------------------------------------------------------
-
-    async def respond(self, request: web.Request, release: str, path: str) -> web.Response:
-        """The answer to GET/HEAD /v/{release}{path}: 200 (maybe compressed) or 304."""
-        hot = self.cache.get(release, path)
-        if hot is None or self._expires.get(release, 0.0) <= time.time():
-            self.on_lookup(False)
-            hot = await self._load(release, path)
-        else:
-            self.on_lookup(True)
-        encoding = choose_encoding(request.headers.get("Accept-Encoding", ""), hot.encodings)
-        rep = hot.forms[encoding]
-        condition = request.headers.get("If-None-Match")
-        if condition is not None and not_modified(condition, rep.etag):
-            return web.Response(status=304, headers=rep.headers_304)
-        return web.Response(body=rep.body, headers=rep.headers)
-
-    async def _load(self, release: str, path: str) -> HotFile:
-        """The file from the store, once per (release, path) however many requests wait."""
-        if not valid_release_id(release):
-            raise NotFound(f"unknown release {release!r}")
-        key = (release, path)
-        task = self._loading.get(key)
-        if task is None:
-            task = asyncio.create_task(self._load_now(release, path))
-            self._loading[key] = task
-            task.add_done_callback(lambda t: self._loaded(key, t))
-        # Shielded: a client that goes away must not cancel the load others wait for.
-        return await asyncio.shield(task)
-
-    def _loaded(self, key: tuple[str, str], task: asyncio.Task[HotFile]) -> None:
-        self._loading.pop(key, None)
-        if not task.cancelled():
-            task.exception()  # retrieved here, so an abandoned failure is not reported
-
-    async def _meta(self, release: str, now: float) -> ReleaseMeta | None:
-        meta = self._metas.get(release)
-        if meta is not None and self._expires.get(release, 0.0) > now:
-            return meta
-        if self._missing.get(release, 0.0) > now:
-            return None
-        fresh = await self.store.meta(release)
-        if fresh is None:
-            self._forget(release)
-            self._missing[release] = now + NEGATIVE_TTL
-            while len(self._missing) > NEGATIVE_MAX:
-                self._missing.popitem(last=False)
-            return None
-        self._metas[release] = fresh
-        self._expires[release] = fresh.expires
-        return fresh
-
-    async def _load_now(self, release: str, path: str) -> HotFile:
-        cached = self.cache.get(release, path)
-        try:
-            meta = await self._meta(release, time.time())
-            if meta is None:
-                raise NotFound(f"unknown or expired release {release!r}")
-            entry = meta.files.get(path)
-            if entry is None:
-                raise NotFound(f"release {release} has no file {path}")
-            if cached is not None:
-                return cached
-            blobs = await self.store.file(release, path)
-        except StoreUnavailable as exc:
-            self._store_failed(exc)
-            if cached is not None:
-                return cached  # fail-static: what was served before is served on
-            raise ServiceUnavailable(
-                f"release {release} is not cached here and the release store is away; "
-                "try again shortly"
-            ) from None
-        if "" not in blobs:
-            raise NotFound(f"unknown or expired release {release!r}")
-        hot = prepare(release, entry, blobs)
-        self.cache.put(hot)
-        return hot
 
     # --- reporting -----------------------------------------------------------------------
 
