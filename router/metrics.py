@@ -14,15 +14,13 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter as CounterOf
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from router.runtime import Runtime
+from router.state import StateHolder
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -104,13 +102,14 @@ class Metrics:
 
 
 class StateCollector(Collector):
-    """Gauges of the shared state, read from the runtime at scrape time."""
+    """Gauges of the shared state, read from the state holder at scrape time."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
+    def __init__(self, holder: StateHolder, systems: Sequence[str]) -> None:
+        self.holder = holder
+        self.systems = systems
 
     def collect(self) -> Iterator[Metric]:
-        holder = self.runtime.holder
+        holder = self.holder
         snapshot = holder.current
         active = GaugeMetricFamily(
             "tokenrouter_active", "1 for the system that receives new sessions.", labels=["system"]
@@ -118,7 +117,7 @@ class StateCollector(Collector):
         offline = GaugeMetricFamily(
             "tokenrouter_offline", "1 for a system marked offline.", labels=["system"]
         )
-        for system in self.runtime.config.system_ids:
+        for system in self.systems:
             active.add_metric([system], 1.0 if system == snapshot.active else 0.0)
             offline.add_metric([system], 1.0 if snapshot.is_offline(system) else 0.0)
         yield active
@@ -141,7 +140,12 @@ class StateCollector(Collector):
         )
 
 
-def render(metrics: Metrics, runtime: Runtime, open_items: dict[str, int] | None) -> bytes:
+def render(
+    metrics: Metrics,
+    holder: StateHolder,
+    systems: Sequence[str],
+    open_items: dict[str, int] | None,
+) -> bytes:
     """The exposition text: this process's (or all workers') metrics plus the state gauges."""
     directory = multiprocess_dir()
     if directory:
@@ -152,7 +156,7 @@ def render(metrics: Metrics, runtime: Runtime, open_items: dict[str, int] | None
     else:
         registry = metrics.registry
     scrape = CollectorRegistry()
-    scrape.register(_Merged(registry, StateCollector(runtime), open_items))
+    scrape.register(_Merged(registry, StateCollector(holder, systems), open_items))
     return generate_latest(scrape)
 
 

@@ -25,11 +25,11 @@ from router.errors import (
     BodyTooLarge,
     Forbidden,
     MalformedJSON,
-    MethodNotAllowed,
     RequestError,
     StoreUnavailable,
 )
 from router.logs import request_id
+from router.responses import JSON_TYPE, SYSTEM_HEADER, error_response
 from router.routing import (
     BROWSER,
     OWNED,
@@ -47,7 +47,6 @@ from router.upstream import request_headers
 
 log = logging.getLogger("router.proxy")
 
-SYSTEM_HEADER = "X-Token-Router-System"
 RELEASE_HEADER = "X-Token-Router-Release"
 PREFER_HEADER = "X-Token-Router-Prefer"
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -55,18 +54,6 @@ REQUEST_ID_HEADER = "X-Request-Id"
 PREVIEW_TTL = 600
 PREVIEW_MARK_EVERY = 10.0
 LIBRARY_CACHE = "public, max-age=60"
-JSON_TYPE = "application/json"
-
-
-def error_response(exc: RequestError) -> web.Response:
-    headers = {}
-    if isinstance(exc, MethodNotAllowed):
-        headers["Allow"] = ", ".join(exc.allowed)
-    if exc.system is not None:
-        headers[SYSTEM_HEADER] = exc.system
-    return web.Response(
-        status=exc.status, body=orjson.dumps(exc.to_json()), content_type=JSON_TYPE, headers=headers
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Both listeners are separate aiohttp applications (SPEC: admin never on the proxy port) that
 need the same store, state holder, upstream pools and affinity cache, so those live here and
-are started by the proxy app's cleanup context (app.py); the admin app only reads them.
+are started by the proxy app's cleanup context (wiring.py); the admin app only reads them.
 """
 
 from __future__ import annotations
@@ -17,22 +17,14 @@ from dataclasses import dataclass, field
 
 from router.affinity import Affinity
 from router.config import Config
-from router.keys import Keys
 from router.metrics import Metrics
 from router.releases.service import Releases
-from router.state import Snapshot, StateHolder, StateWatcher
-from router.store import StateStore, open_store
+from router.state import StateHolder, StateWatcher
+from router.store import StateStore
 from router.tasks import stop_tasks
 from router.upstream import Upstream
 
 log = logging.getLogger("router.runtime")
-
-
-def _count_change(metrics: Metrics, old: Snapshot, new: Snapshot) -> None:
-    if new.active != old.active:
-        metrics.on_switch()
-    if new.refused is not None and new.refused != old.refused:
-        metrics.on_refusal()
 
 
 def instance_name() -> str:
@@ -53,43 +45,6 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     stopping: bool = False  # set on SIGTERM: /readyz turns 503 so balancers drain us first
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-
-    @classmethod
-    def create(cls, config: Config, store: StateStore | None = None) -> Runtime:
-        r = config.router
-        keys = Keys(r.key_prefix)
-        if store is None:
-            store = open_store(
-                r.redis_url, keys, timeout=r.redis_timeout, keyspace_events=r.keyspace_events
-            )
-        holder = StateHolder(current=Snapshot(active=config.default_system))
-        instance = instance_name()
-        watcher = StateWatcher(
-            store,
-            holder,
-            config.system_ids,
-            instance=instance,
-            resync_interval=r.resync_interval,
-            retry_max=r.redis_retry_max,
-        )
-        affinity = Affinity(store, holder, cache_size=r.affinity_cache_size, ttl=r.affinity_ttl)
-        # Filled in start(); the release service fetches libraries through the same pools.
-        upstreams: dict[str, Upstream] = {}
-        releases = Releases.create(config, keys, upstreams)
-        metrics = Metrics()
-        releases.files.on_lookup = metrics.on_release_lookup
-        holder.add_listener(lambda old, new: _count_change(metrics, old, new))
-        return cls(
-            config,
-            store,
-            holder,
-            watcher,
-            affinity,
-            releases,
-            upstreams,
-            metrics=metrics,
-            instance=instance,
-        )
 
     async def start(self, first_sync_timeout: float = 5.0) -> None:
         """Open upstream pools, read the state once, then follow it in the background.

@@ -23,14 +23,12 @@ from dataclasses import dataclass
 import uvloop
 from aiohttp import web
 
-from router.app import create_admin_app, create_proxy_app
 from router.config import Config, check_listen
 from router.errors import ConfigError
 from router.logs import AccessLogger
 from router.metrics import multiprocess_dir
-from router.proxy import ProxyHandler
-from router.runtime import Runtime
 from router.store import StateStore
+from router.wiring import wire
 
 log = logging.getLogger("router.serve")
 
@@ -65,25 +63,25 @@ def _ssl_context(config: Config) -> ssl.SSLContext | None:
 
 
 class RouterServer:
-    """Both listeners of one process, started and stopped together."""
+    """Both listeners of one process, started and stopped together (wired by wiring.py)."""
 
     def __init__(
         self, config: Config, *, reuse_port: bool = False, store: StateStore | None = None
     ) -> None:
         self.config = config
         self.reuse_port = reuse_port
-        self.runtime = Runtime.create(config, store)
-        self.proxy = ProxyHandler(self.runtime)
+        wired = wire(config, store)
+        self.runtime = wired.runtime
         r = config.router
         self.proxy_runner = web.AppRunner(
-            create_proxy_app(self.runtime, handler=self.proxy),
+            wired.proxy_app,
             handle_signals=False,
             access_log_class=AccessLogger,
             access_log=logging.getLogger("router.access") if r.access_log else None,
             shutdown_timeout=r.shutdown_timeout,
         )
         self.admin_runner = web.AppRunner(
-            create_admin_app(self.runtime, self.proxy),
+            wired.admin_app,
             handle_signals=False,
             access_log=None,
             shutdown_timeout=2.0,

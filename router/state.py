@@ -72,11 +72,10 @@ class StateHolder:
     last_error: str = ""
     degraded_since: float | None = None
     last_sync: float | None = None
+    # Listeners, the one style of the code base: a list of callables, subscribed with
+    # append and removed with remove, called in order on every change.
     listeners: list[Listener] = field(default_factory=list)
     health_listeners: list[Callable[[bool], None]] = field(default_factory=list)
-
-    def add_listener(self, listener: Listener) -> None:
-        self.listeners.append(listener)
 
     def apply(self, snapshot: Snapshot) -> bool:
         """Swap in `snapshot` if it differs; tell listeners. Returns whether it changed."""

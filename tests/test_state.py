@@ -81,7 +81,7 @@ def test_empty_string_value_is_refused() -> None:
 def test_apply_swaps_and_tells_listeners() -> None:
     holder = StateHolder(current=Snapshot(active="a"))
     seen: list[tuple[Snapshot, Snapshot]] = []
-    holder.add_listener(lambda old, new: seen.append((old, new)))
+    holder.listeners.append(lambda old, new: seen.append((old, new)))
     assert holder.apply(Snapshot(active="b")) is True
     assert holder.current == Snapshot(active="b")
     assert seen == [(Snapshot(active="a"), Snapshot(active="b"))]
@@ -96,8 +96,8 @@ def test_broken_listener_does_not_stop_the_others(caplog: pytest.LogCaptureFixtu
     def broken(old: Snapshot, new: Snapshot) -> None:
         raise RuntimeError("listener bug")
 
-    holder.add_listener(broken)
-    holder.add_listener(lambda old, new: seen.append(new.active))
+    holder.listeners.append(broken)
+    holder.listeners.append(lambda old, new: seen.append(new.active))
     with caplog.at_level(logging.ERROR, logger="router.state"):
         assert holder.apply(Snapshot(active="b")) is True
     assert seen == ["b"]
@@ -177,7 +177,7 @@ class Watchers:
         )
         task = asyncio.create_task(watcher.run())
         watching = Watching(store, holder, watcher, task)
-        holder.add_listener(lambda old, new: watching.changes.append((old.active, new.active)))
+        holder.listeners.append(lambda old, new: watching.changes.append((old.active, new.active)))
         watcher.recovered.append(lambda: watching.recovered.append("recovered"))
         self.started.append(watching)
         return watching

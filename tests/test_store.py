@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from router.errors import Conflict, StoreUnavailable
 from router.keys import Keys
+from router.redis_client import redact
 from router.store import (
     AffinityRecord,
     AuditEntry,
@@ -20,7 +21,6 @@ from router.store import (
     RedisStore,
     StateStore,
     open_store,
-    redact,
 )
 from tests.helpers import RedisServer, free_port
 

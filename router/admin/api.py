@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from router.admin.auth import require_token
-from router.admin.keys import RUNTIME
+from router.app_keys import RUNTIME
 from router.errors import BadRequest, MalformedJSON, ServiceUnavailable, StoreUnavailable
 from router.gateways.reports import audit_json, read_counts, reports
 from router.metrics import CONTENT_TYPE as METRICS_TYPE
@@ -169,7 +169,7 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition: request counters, upstream latency, state gauges."""
     runtime = request.app[RUNTIME]
     counts, _, _ = await read_counts(runtime.store, runtime.config.system_ids)
-    body = render(runtime.metrics, runtime, counts)
+    body = render(runtime.metrics, runtime.holder, runtime.config.system_ids, counts)
     return web.Response(body=body, headers={"Content-Type": METRICS_TYPE})
 
 

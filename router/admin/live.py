@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,122 +23,17 @@ from aiohttp import web
 
 from router.admin.api import status_document
 from router.admin.auth import current_session, presented_token, require_reader
-from router.admin.keys import PROXY, RUNTIME
+from router.app_keys import HEALTH, LIVE, RUNTIME
 from router.errors import StoreUnavailable
-from router.gateways.prober import HealthProber
 from router.gateways.reports import audit_json
-from router.proxy import ProxyHandler
-from router.routing import Route
 from router.runtime import Runtime
 from router.tasks import stop_tasks
 
 HEARTBEAT = 2.0  # seconds between unchanged updates; the page calls the feed lost after 3 missed
 AUDIT_SHOWN = 10
-RATE_WINDOW = 10  # seconds of request counts a rate is computed over
-TREND_POINTS = 60
-TREND_EVERY = 2.0  # seconds between trend samples: TREND_POINTS x 2 s = the last 2 minutes
-TOKEN_ROUTE = Route.TOKEN_CREATE.value
 
 
-class LiveFeed:
-    """Samples rates and the open-items trend, and wakes event streams on changes."""
-
-    def __init__(
-        self,
-        runtime: Runtime,
-        proxy: ProxyHandler,
-        prober: HealthProber,
-        *,
-        sample_every: float = 1.0,
-    ) -> None:
-        self.runtime = runtime
-        self.proxy = proxy
-        self.prober = prober
-        self.sample_every = sample_every
-        self.systems = runtime.config.system_ids
-        self.counts: deque[tuple[float, dict[str, tuple[int, int]]]] = deque(
-            maxlen=max(2, int(RATE_WINDOW / sample_every) + 1)
-        )
-        self.trend: dict[str, deque[int | None]] = {
-            sid: deque(maxlen=TREND_POINTS) for sid in self.systems
-        }
-        self.stopping = False
-        self._changed = asyncio.Event()
-        self._last_trend = 0.0
-
-    # --- change notification ---------------------------------------------------------
-
-    def notify(self) -> None:
-        """Wake every stream now; streams that were woken keep their wake-up."""
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    def on_snapshot(self, previous: object, current: object) -> None:
-        self.notify()
-
-    def on_store_health(self, degraded: bool) -> None:
-        self.notify()
-
-    @property
-    def changed(self) -> asyncio.Event:
-        return self._changed
-
-    # --- sampling ----------------------------------------------------------------------
-
-    def totals(self) -> dict[str, tuple[int, int]]:
-        """(token requests, all proxied requests) per system, since this process started."""
-        out = {sid: (0, 0) for sid in self.systems}
-        for (route, system, _status), n in list(self.proxy.requests.items()):
-            token, every = out.get(system, (0, 0))
-            out[system] = (token + (n if route == TOKEN_ROUTE else 0), every + n)
-        return out
-
-    def sample_counts(self, now: float) -> None:
-        self.counts.append((now, self.totals()))
-
-    def rates(self) -> dict[str, dict[str, float]]:
-        """Requests per second per system over the sampled window (0 until two samples)."""
-        if len(self.counts) < 2:
-            return {sid: {"token": 0.0, "all": 0.0} for sid in self.systems}
-        (t0, first), (t1, last) = self.counts[0], self.counts[-1]
-        span = max(t1 - t0, 1e-6)
-        out = {}
-        for sid in self.systems:
-            a, b = first.get(sid, (0, 0)), last.get(sid, (0, 0))
-            out[sid] = {
-                "token": round((b[0] - a[0]) / span, 2),
-                "all": round((b[1] - a[1]) / span, 2),
-            }
-        return out
-
-    async def sample_trend(self) -> None:
-        if self.runtime.stopping:
-            # The proxy listener closes the store first (serve.py); a read now would only
-            # open a new connection to a store that is going away.
-            return
-        try:
-            counts = await self.runtime.store.open_counts(self.systems, time.time())
-        except StoreUnavailable:
-            counts = {}
-        for sid in self.systems:
-            self.trend[sid].append(counts.get(sid))
-
-    async def run(self) -> None:
-        """The sampler (admin app cleanup_ctx): counts every second, the trend every 2 s."""
-        while True:
-            now = time.monotonic()
-            self.sample_counts(now)
-            if now - self._last_trend >= TREND_EVERY:
-                self._last_trend = now
-                await self.sample_trend()
-            await asyncio.sleep(self.sample_every)
-
-
-LIVE = web.AppKey("admin_live", LiveFeed)
-HEALTH = web.AppKey("admin_health", HealthProber)
-
-
-def release_info(runtime: Runtime, proxy: ProxyHandler, system: str) -> dict[str, Any]:
+def release_info(runtime: Runtime, system: str) -> dict[str, Any]:
     """The release a system serves: id (content digest), human label and last check error.
 
     Read defensively: release fingerprinting may be switched off (no release_paths) or not
@@ -148,14 +42,11 @@ def release_info(runtime: Runtime, proxy: ProxyHandler, system: str) -> dict[str
     release: str | None = None
     label: str | None = None
     error: str | None = None
-    releases = getattr(runtime, "releases", None)
+    releases = runtime.releases
     with contextlib.suppress(Exception):
-        if releases is not None:
-            release = releases.release_of(system)
-            label = releases.label_of(system)
-            error = releases.errors.get(system) or None
-        else:
-            release = proxy.release_of(system)
+        release = releases.release_of(system)
+        label = releases.label_of(system)
+        error = releases.errors.get(system) or None
     if label is None:
         label = runtime.config.systems[system].version or None
     return {"id": release or None, "label": label, "error": error}
@@ -163,7 +54,6 @@ def release_info(runtime: Runtime, proxy: ProxyHandler, system: str) -> dict[str
 
 async def live_document(app: web.Application) -> dict[str, Any]:
     runtime = app[RUNTIME]
-    proxy = app[PROXY]
     feed = app[LIVE]
     prober = app[HEALTH]
     prober.demand()
@@ -172,7 +62,7 @@ async def live_document(app: web.Application) -> dict[str, Any]:
     health = prober.to_json()
     for system in doc["systems"]:
         sid = system["id"]
-        system["release"] = release_info(runtime, proxy, sid)
+        system["release"] = release_info(runtime, sid)
         system["health"] = health[sid]
         system["rate"] = rates[sid]
         system["trend"] = list(feed.trend[sid])
@@ -241,7 +131,7 @@ async def live_context(app: web.Application) -> AsyncIterator[None]:
     awaited when it stops; the state listeners are removed with them."""
     holder = app[RUNTIME].holder
     feed = app[LIVE]
-    holder.add_listener(feed.on_snapshot)
+    holder.listeners.append(feed.on_snapshot)
     holder.health_listeners.append(feed.on_store_health)
     tasks = [
         asyncio.create_task(app[HEALTH].run(), name="admin-health-prober"),

@@ -19,10 +19,10 @@ import orjson
 from aiohttp import web
 
 from router.admin.auth import current_session, same_origin, token_matches
-from router.admin.keys import RUNTIME
 from router.admin.live import live_document
 from router.admin.openapi import openapi_document
 from router.admin.session import COOKIE, CSRF_FIELD, LoginThrottle, signer_for
+from router.app_keys import RUNTIME
 from router.assets import Assets
 
 log = logging.getLogger("router.admin.page")

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from router.admin.api import json_response
 from router.admin.auth import require_token
-from router.admin.keys import RUNTIME
+from router.app_keys import RUNTIME
 from router.errors import BadRequest, ServiceUnavailable, StoreUnavailable
 
 

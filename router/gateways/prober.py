@@ -92,13 +92,13 @@ class HealthProber:
         interval: float = 3.0,
         timeout: float = 2.0,
         idle_after: float = 30.0,
-        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.systems = dict(systems)
         self.interval = interval
         self.timeout = timeout
         self.idle_after = idle_after
-        self.on_change = on_change
+        # Called when a system turns healthy or unhealthy (the page's event streams).
+        self.listeners: list[Callable[[], None]] = []
         self.health = {sid: Health(target=probe_target(s)[1]) for sid, s in systems.items()}
         self._ssl = {sid: gateway_ssl(s) for sid, s in systems.items()}
         self._demand_until = 0.0
@@ -147,8 +147,8 @@ class HealthProber:
                 log.warning("system %s looks unhealthy: %s", sid, health.last_error)
             elif was_ok is False:
                 log.info("system %s answers again", sid)
-            if self.on_change is not None:
-                self.on_change()
+            for listener in self.listeners:
+                listener()
 
     @staticmethod
     def _failed(health: Health, status: int | None, error: str) -> None:

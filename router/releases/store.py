@@ -20,8 +20,8 @@ from redis.exceptions import RedisError
 
 from router.errors import StoreUnavailable
 from router.keys import Keys
+from router.redis_client import redact, redis_client, unavailable
 from router.releases.model import LibraryFile, ReleaseMeta, manifest_from_json, manifest_json
-from router.store import redact, redis_client, unavailable
 
 FORMS = ("", "gzip", "br")  # identity first
 
@@ -105,7 +105,7 @@ class RedisReleaseStore:
     def __init__(self, url: str, keys: Keys, *, timeout: float = 1.0) -> None:
         self.description = redact(url)
         self.keys = keys
-        # The policy of every store (store.redis_client), with a longer command timeout: a
+        # The policy of every store (redis_client.py), with a longer command timeout: a
         # release is a few MB in one transaction, writing it may take longer than one small
         # command.
         self._client = redis_client(

@@ -66,7 +66,7 @@ async def test_failures_keep_the_last_error_after_recovery(
     prober: HealthProber, gateways: dict[str, Gateway]
 ) -> None:
     changes: list[bool | None] = []
-    prober.on_change = lambda: changes.append(prober.health["a"].ok)
+    prober.listeners.append(lambda: changes.append(prober.health["a"].ok))
     prober.demand()
     await wait_until(lambda: prober.health["a"].ok is True)
     gateways["a"].state.set_failure(503, None)

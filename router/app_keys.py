@@ -1,0 +1,19 @@
+"""Every `web.AppKey` of the router's aiohttp applications, in one place.
+
+Set by the one wiring point (wiring.py), read by the handlers. A module of its own, above
+the types it names and below every handler, so handlers import no wiring and no cycle.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from router.admin.feed import LiveFeed
+from router.gateways.prober import HealthProber
+from router.runtime import Runtime
+
+# The admin app's view of the process: the runtime the proxy app starts and closes.
+RUNTIME = web.AppKey("runtime", Runtime)
+# The admin page's sampler and the gateway prober (admin app only).
+LIVE = web.AppKey("admin_live", LiveFeed)
+HEALTH = web.AppKey("admin_health", HealthProber)

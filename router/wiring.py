@@ -1,0 +1,133 @@
+"""The one wiring point: from a `Config` to the two aiohttp applications of one process.
+
+Everything that connects one part to another is here: the store and state holder shared by
+both listeners, the metrics fed by the state and the release cache, the admin page's sampler
+and prober, and the app keys the handlers read. The parts themselves take what they need as
+arguments and import no wiring; `serve.py` only runs the result.
+
+The proxy app owns the `Runtime` (its cleanup context starts and closes it); the admin app
+is handed the same runtime and only reads it, so the two listeners can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from router.admin import api, page, releases_api
+from router.admin.feed import LiveFeed
+from router.admin.headers import security_headers
+from router.admin.live import events, live, live_context, stop_streams
+from router.admin.responses import json_errors
+from router.affinity import Affinity
+from router.app_keys import HEALTH, LIVE, RUNTIME
+from router.assets import Assets, find_assets
+from router.config import Config
+from router.gateways.prober import HealthProber
+from router.keys import Keys
+from router.metrics import Metrics
+from router.proxy import ProxyHandler
+from router.releases.service import Releases
+from router.runtime import Runtime, instance_name
+from router.state import Snapshot, StateHolder, StateWatcher
+from router.store import StateStore, open_store
+from router.upstream import Upstream
+
+
+def _count_change(metrics: Metrics, old: Snapshot, new: Snapshot) -> None:
+    if new.active != old.active:
+        metrics.on_switch()
+    if new.refused is not None and new.refused != old.refused:
+        metrics.on_refusal()
+
+
+def build_runtime(config: Config, store: StateStore | None = None) -> Runtime:
+    """The resources both listeners share, connected but not started."""
+    r = config.router
+    keys = Keys(r.key_prefix)
+    if store is None:
+        store = open_store(
+            r.redis_url, keys, timeout=r.redis_timeout, keyspace_events=r.keyspace_events
+        )
+    holder = StateHolder(current=Snapshot(active=config.default_system))
+    instance = instance_name()
+    watcher = StateWatcher(
+        store,
+        holder,
+        config.system_ids,
+        instance=instance,
+        resync_interval=r.resync_interval,
+        retry_max=r.redis_retry_max,
+    )
+    affinity = Affinity(store, holder, cache_size=r.affinity_cache_size, ttl=r.affinity_ttl)
+    # Filled in Runtime.start(); the release service fetches libraries through the same pools.
+    upstreams: dict[str, Upstream] = {}
+    releases = Releases.create(config, keys, upstreams)
+    metrics = Metrics()
+    releases.files.on_lookup = metrics.on_release_lookup
+    holder.listeners.append(lambda old, new: _count_change(metrics, old, new))
+    return Runtime(
+        config,
+        store,
+        holder,
+        watcher,
+        affinity,
+        releases,
+        upstreams,
+        metrics=metrics,
+        instance=instance,
+    )
+
+
+def create_proxy_app(runtime: Runtime, handler: ProxyHandler) -> web.Application:
+    """The proxy listener: one catch-all route, the route table lives in routing.classify."""
+    # client_max_size makes aiohttp itself refuse larger bodies; the handler turns that
+    # into the 413 JSON answer (and checks Content-Length first, before reading anything).
+    app = web.Application(client_max_size=runtime.config.router.max_body_size)
+    app.router.add_route("*", "/{tail:.*}", handler.__call__)
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        await runtime.start()
+        yield
+        await runtime.close()
+
+    app.cleanup_ctx.append(lifetime)
+    return app
+
+
+def create_admin_app(runtime: Runtime, assets: Assets | None = None) -> web.Application:
+    """The admin listener: health, JSON API, the operator's page and its live feed."""
+    app = web.Application(middlewares=[json_errors], client_max_size=64 * 1024)
+    app[RUNTIME] = runtime
+    api.add_routes(app)
+    releases_api.add_routes(app)
+    # The operator's page: live feed, health prober, templates, static assets, login.
+    prober = HealthProber(runtime.config.systems)
+    feed = LiveFeed(runtime, prober)
+    prober.listeners.append(feed.notify)
+    app[HEALTH] = prober
+    app[LIVE] = feed
+    app.router.add_get("/api/live", live)
+    app.router.add_get("/api/events", events)
+    page.add_routes(app, assets or find_assets())
+    app.cleanup_ctx.append(live_context)
+    app.on_shutdown.append(stop_streams)
+    app.on_response_prepare.append(security_headers)
+    return app
+
+
+@dataclass
+class Wired:
+    """One process's applications, ready for runners."""
+
+    runtime: Runtime
+    proxy_app: web.Application
+    admin_app: web.Application
+
+
+def wire(config: Config, store: StateStore | None = None) -> Wired:
+    runtime = build_runtime(config, store)
+    handler = ProxyHandler(runtime)
+    return Wired(runtime, create_proxy_app(runtime, handler), create_admin_app(runtime))
