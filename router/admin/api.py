@@ -18,9 +18,8 @@ from router.errors import BadRequest, MalformedJSON, ServiceUnavailable, StoreUn
 from router.gateways.reports import audit_json, read_counts, reports
 from router.metrics import CONTENT_TYPE as METRICS_TYPE
 from router.metrics import render
+from router.responses import JSON_TYPE
 from router.runtime import Runtime
-
-JSON_TYPE = "application/json"
 
 
 def json_response(data: object, status: int = 200) -> web.Response:
