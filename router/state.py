@@ -154,6 +154,11 @@ class StateWatcher:
         self.recovered: list[Callable[[], object]] = []
         self._lock = asyncio.Lock()
         self._seeded = False
+        # True from a change being applied until its audit entry is written (read by tests
+        # that check the audit, which is written one round trip after routing moved).
+        self.audit_pending = False
+        # Whole syncs completed, audit included: "every instance re-read since" for tests.
+        self.syncs = 0
 
     def _keyspace_note(self) -> str:
         return str(getattr(self.store, "keyspace_note", "") or "")
@@ -190,14 +195,22 @@ class StateWatcher:
         # A re-seed after Redis came back empty changes nothing locally but is recorded now,
         # else the next switch would be audited with the seed's source and a lost "from".
         if changed or self._seeded or not self.holder.synced:
-            # Exactly-once audit of whatever changed the active key (a bare SET included).
+            self.audit_pending = True
+        # Routing follows the snapshot since apply() above, so /readyz and metrics must say
+        # "synced" in the same step: were it set after the audit's round trip below, a
+        # client could see traffic on the new system while /readyz still answered "starting".
+        self.holder.synced = True
+        self.holder.last_sync = time.time()
+        if self.audit_pending:
+            # Exactly-once audit of whatever changed the active key (a bare SET included);
+            # kept due until written, so an audit that fails is retried on the next sync.
             source = f"external (seen by {self.instance})"
             if self._seeded:
                 source = f"seed (no active value in the store; {self.instance} wrote its own)"
-                self._seeded = False
             await self.store.record_observed(source, self.known)
-        self.holder.synced = True
-        self.holder.last_sync = time.time()
+            self.audit_pending = False
+            self._seeded = False
+        self.syncs += 1
 
     async def run(self) -> None:
         while True:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from router.errors import StoreUnavailable
 from router.keys import Keys
 from router.state import Backoff, Refusal, Snapshot, StateHolder, StateWatcher, build_snapshot
 from router.store import MemoryStore, RedisStore, StateStore, StoredState
@@ -210,6 +211,11 @@ async def synced(w: Watching) -> None:
     await wait_until(lambda: w.holder.synced, timeout=10)
 
 
+async def audited(*instances: Watching) -> None:
+    """Until every change the instances applied is in the audit (written after routing moved)."""
+    await wait_until(lambda: not any(w.watcher.audit_pending for w in instances), timeout=10)
+
+
 # memory://
 
 
@@ -219,6 +225,7 @@ async def test_memory_watcher_seeds_empty_store(watchers: Watchers) -> None:
     await synced(w)
     assert store.active == "b"
     assert w.holder.current == Snapshot(active="b")
+    await audited(w)
     [entry] = await store.audit(10)
     assert (entry.action, entry.from_, entry.to) == ("switch", "", "b")
     assert entry.source.startswith("seed")
@@ -233,6 +240,7 @@ async def test_memory_watcher_follows_bare_set(watchers: Watchers) -> None:
     store.set_active_raw("b")
     await wait_until(lambda: w.holder.current.active == "b", timeout=10)
     assert w.changes == [("a", "b")]
+    await audited(w)
     entries = await store.audit(10)
     assert [(e.from_, e.to) for e in entries] == [("a", "b"), ("", "a")]
     assert entries[0].source == "external (seen by test-1)"
@@ -252,6 +260,7 @@ async def test_memory_watcher_refuses_unknown_value(
     assert refused is not None and refused.value == "zzz"
     assert w.holder.current.active == "b"
     assert "zzz" in caplog.text
+    await audited(w)
     assert len(await store.audit(10)) == 1  # a refused value is never recorded as a switch
     store.set_active_raw("a")
     await wait_until(lambda: w.holder.current == Snapshot(active="a"), timeout=10)
@@ -281,6 +290,7 @@ async def test_memory_bare_set_seen_by_three_instances_recorded_once(watchers: W
     # Every instance has re-read since; still one record of the bare SET.
     for w in instances:
         await w.watcher.sync()
+    await audited(*instances)
     entries = await store.audit(10)
     assert [(e.from_, e.to) for e in entries] == [("a", "b"), ("", "a")]
 
@@ -301,6 +311,7 @@ async def test_redis_watcher_follows_raw_set_on_three_instances(
     assert redis_server.command("SET", "tokenrouter:active", "b") == "+OK"
     # resync_interval is 5 s: keyspace notifications carry this, not the tick.
     await wait_until(lambda: all(w.holder.current.active == "b" for w in instances), timeout=10)
+    await audited(*instances)
     entries = await instances[0].store.audit(10)
     switches = [(e.from_, e.to) for e in entries]
     assert switches.count(("a", "b")) == 1
@@ -364,11 +375,13 @@ async def test_redis_down_fail_static_then_recovers_and_reseeds(
     assert w.recovered == ["recovered"]
     assert w.holder.current.active == "b"
     assert bulk(redis_server.command("GET", "tokenrouter:active")) == "b"
+    await audited(w)
     [entry] = await w.store.audit(10)
     assert entry.to == "b" and entry.source.startswith("seed")
     # And it follows changes again; the next switch is audited from the re-seeded value.
     redis_server.command("SET", "tokenrouter:active", "a")
     await wait_until(lambda: w.holder.current.active == "a", timeout=10)
+    await audited(w)
     latest = (await w.store.audit(1))[0]
     assert (latest.from_, latest.to) == ("b", "a")
     assert latest.source.startswith("external")
@@ -415,6 +428,56 @@ class CancelSwallowingStore(MemoryStore):
             with contextlib.suppress(asyncio.CancelledError):  # lost, like the 3.11 race
                 await asyncio.Event().wait()
         return await super().read_state()
+
+
+class SlowAuditStore(MemoryStore):
+    """memory:// whose audit write waits until the test lets it go (a slow Redis round trip),
+    and fails `fail` times first (Redis gone just for the audit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.go = asyncio.Event()
+        self.fail = 0
+
+    async def record_observed(self, source: str, known: Sequence[str]) -> bool:
+        if self.fail:
+            self.fail -= 1
+            raise StoreUnavailable("memory:// audit write failed (test)")
+        self.entered.set()
+        await self.go.wait()
+        return await super().record_observed(source, known)
+
+
+async def test_synced_is_set_with_the_snapshot_not_after_the_audit(watchers: Watchers) -> None:
+    store = SlowAuditStore()
+    w = watchers(store, active="b")
+    await asyncio.wait_for(store.entered.wait(), timeout=10)
+    # Routing already follows the store while the audit write is under way: /readyz must say
+    # so too (it reads `synced`), or it answers "starting" while traffic moves.
+    assert w.holder.synced
+    assert w.holder.current == Snapshot(active="b")
+    assert w.watcher.audit_pending
+    store.go.set()
+    await wait_until(lambda: not w.watcher.audit_pending, timeout=10)
+    [entry] = await store.audit(10)
+    assert entry.to == "b" and entry.source.startswith("seed")
+
+
+async def test_an_audit_write_that_fails_is_retried_on_the_next_sync(watchers: Watchers) -> None:
+    store = SlowAuditStore()
+    store.go.set()
+    await store.switch("a", "test", KNOWN)
+    w = watchers(store)
+    await synced(w)
+    await wait_until(lambda: not w.watcher.audit_pending, timeout=10)
+    store.fail = 1
+    store.set_active_raw("b")
+    await wait_until(lambda: w.holder.current.active == "b", timeout=10)
+    await wait_until(lambda: not w.watcher.audit_pending, timeout=10)
+    entries = await store.audit(10)
+    assert [(e.from_, e.to) for e in entries] == [("a", "b"), ("", "a")]
+    assert entries[0].source == "external (seen by test-1)"
 
 
 async def test_watcher_stops_even_when_a_cancel_is_swallowed(watchers: Watchers) -> None:
