@@ -42,7 +42,8 @@ class Load:
 
     urls: list[str]
     clients: int = 12
-    results: list[tuple[float, int, str]] = field(default_factory=list)  # (sent, status, system)
+    # (sent, answered, status, system), times from time.monotonic()
+    results: list[tuple[float, float, int, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -57,7 +58,12 @@ class Load:
                 async with http.post(url + SESSION_PATH, data=orjson.dumps(SESSION_BODY)) as r:
                     await r.read()
                     self.results.append(
-                        (sent, r.status, r.headers.get("X-Token-Router-System", ""))
+                        (
+                            sent,
+                            time.monotonic(),
+                            r.status,
+                            r.headers.get("X-Token-Router-System", ""),
+                        )
                     )
             except aiohttp.ClientError as exc:
                 self.errors.append(repr(exc))
@@ -72,8 +78,8 @@ class Load:
         await asyncio.gather(*self._tasks)
         await self.http.close()
 
-    def failed(self) -> list[tuple[float, int, str]]:
-        return [r for r in self.results if r[1] != 200]
+    def failed(self) -> list[tuple[float, float, int, str]]:
+        return [r for r in self.results if r[2] != 200]
 
 
 async def keep_going(load: Load, more: int) -> None:
@@ -102,15 +108,18 @@ async def test_switch_back_and_forth_20_times_under_load(
     assert load.errors == []
     assert load.failed() == []
     assert len(load.results) > 400
-    # Every request sent after an instance set had followed a switch, and before the next
-    # switch, went to the new system: no new session on the old one after propagation.
-    wrong = [
+    # Every request sent after every instance had followed a switch, and answered before the
+    # next switch was written, went to the new system: no new session on the old one after
+    # propagation. (A request sent before the next SET but routed after the instances applied
+    # it may rightly go to the next system: its window ends when it was answered.)
+    judged = [
         (sent, system, to)
-        for sent, _, system in load.results
+        for sent, answered, _, system in load.results
         for start, end, to in windows
-        if start <= sent < end and system != to
+        if start <= sent and answered < end
     ]
-    assert wrong == []
+    assert len(judged) > 100  # at least 8 per window: 20 answered per window, 12 in flight
+    assert [(sent, system, to) for sent, system, to in judged if system != to] == []
 
 
 async def test_redis_killed_and_restarted_under_load(

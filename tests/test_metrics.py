@@ -61,6 +61,9 @@ async def test_requests_latency_state_and_switches(
     gateways["a"].state.set_failure(500, 1)
     async with http.post(router.proxy_url + SESSION_PATH, data=orjson.dumps(SESSION_BODY)):
         pass
+    # Affinity records reach Redis behind the answers (affinity.py): open items count them
+    # only once the writer has sent them.
+    await router.server.runtime.affinity.flush()
     text = await scrape(http, router.admin_url)
     token = {"route": "token_create", "system": "a"}
     assert sample(text, "tokenrouter_requests_total", status="200", **token) == 3

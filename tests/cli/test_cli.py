@@ -31,11 +31,16 @@ def run(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("TOKENROUTER_")},
-            **(env or {}),
-        },
+        env=clean_env(env),
     )
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without TOKENROUTER_* settings (the tests' own config rules)."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("TOKENROUTER_")},
+        **(extra or {}),
+    }
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
@@ -197,6 +202,7 @@ async def test_drain_wait_times_out_then_succeeds(
             router.proxy_url + SESSION_PATH, data=orjson.dumps(SESSION_BODY)
         ) as resp:
             sid = (await resp.json())["sessionid"]
+        await router.server.runtime.affinity.flush()  # its record reaches Redis behind the answer
         cfg = ("--config", str(config))
         assert (await asyncio.to_thread(run, "switch", "b", *cfg)).returncode == 0
         waited = await asyncio.to_thread(
@@ -206,18 +212,35 @@ async def test_drain_wait_times_out_then_succeeds(
         assert "a: draining, 1 open" in waited.stdout
         assert "timed out after 1 s" in waited.stderr
 
-        async def delete_later() -> None:
-            await asyncio.sleep(1.0)
+        # The token is deleted only once drain-wait has reported it open: however slowly the
+        # process starts, its first report sees one open item.
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "router",
+            "drain-wait",
+            "a",
+            "--timeout",
+            "30",
+            "--interval",
+            "0.2",
+            *cfg,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=clean_env(),
+        )
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            first = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
+            assert "a: draining, 1 open" in first.decode()
             async with http.delete(
                 router.proxy_url + f"/gateway/sessions/session/id/{sid}"
             ) as resp:
                 assert resp.status == 200
-
-        deleter = asyncio.create_task(delete_later())
-        waited = await asyncio.to_thread(
-            run, "drain-wait", "a", "--timeout", "20", "--interval", "0.2", *cfg
-        )
-        await deleter
-    assert waited.returncode == 0, waited.stderr
-    assert "a: draining, 1 open" in waited.stdout
-    assert "a is drained" in waited.stdout
+            rest, err = await asyncio.wait_for(proc.communicate(), timeout=40)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert "a is drained" in rest.decode()
