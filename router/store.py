@@ -421,14 +421,18 @@ class MemoryStore:
         )
 
     async def changes(self, tick: float) -> AsyncIterator[Change]:
+        # Armed before "subscribed", and re-armed before each "event" is handed out: a write
+        # made while the consumer handles the previous change (or before it waits again) sets
+        # the event it waits on next, as a Redis subscription queues it. Never missed.
+        event = self._changed
         yield "subscribed"
         while True:
-            event = self._changed
             try:
                 await asyncio.wait_for(event.wait(), timeout=tick)
             except TimeoutError:
                 yield "tick"
             else:
+                event = self._changed
                 yield "event"
 
     async def seed_active(self, system: str) -> bool:

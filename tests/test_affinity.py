@@ -114,10 +114,8 @@ async def test_many_concurrent_records_share_few_batches(setup: Setup) -> None:
 
 
 async def test_records_made_during_a_flush_join_the_next_batch(setup: Setup) -> None:
-    first = asyncio.ensure_future(setup.affinity.record("session", "first", "a"))
-    await asyncio.sleep(0)  # the flush of "first" is now under way
-    rest = [setup.affinity.record("session", f"later{i}", "b") for i in range(50)]
-    await asyncio.gather(first, *rest)
+    await setup.affinity.record("session", "first", "a")  # its writer task is now started
+    await asyncio.gather(*(setup.affinity.record("session", f"later{i}", "b") for i in range(50)))
     await setup.affinity.flush()
     assert setup.affinity.batches <= 3
     assert await setup.store.lookup_affinity("session", "later49") == "b"
