@@ -20,6 +20,7 @@ from tests.helpers import (
     free_port,
     router_data,
     wait_ready,
+    wait_until,
     write_toml,
 )
 
@@ -58,7 +59,7 @@ async def test_json_access_log_and_state_changes(
             assert resp.status == 200
             assert resp.headers["X-Request-Id"] == "trace-42"
         redis_server.command("SET", "tokenrouter:active", "nope")
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: "refused active value 'nope'" in router.output(), timeout=20)
         router.signal(signal.SIGTERM)
         assert await asyncio.to_thread(router.wait, 20) == 0
     finally:

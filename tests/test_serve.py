@@ -8,7 +8,6 @@ from pathlib import Path
 
 import aiohttp
 import orjson
-import pytest
 
 from tests.helpers import (
     HOST,
@@ -20,6 +19,7 @@ from tests.helpers import (
     free_port,
     router_data,
     wait_ready,
+    wait_until,
     write_toml,
 )
 
@@ -43,12 +43,14 @@ async def test_sigterm_finishes_requests_in_flight_then_exits_0(
     gateways: dict[str, Gateway],
     http: aiohttp.ClientSession,
 ) -> None:
-    path, proxy, admin = config_file(tmp_path, redis_server.url, gateways, shutdown_timeout=10)
+    path, proxy, admin = config_file(tmp_path, redis_server.url, gateways, shutdown_timeout=20)
     router = RouterProcess(path)
     router.start()
     try:
         await wait_ready(admin)
-        gateways["a"].state.delay = 1.0
+        # Long enough that the ten are surely still in flight when the listener has closed,
+        # however slowly a loaded machine delivers the signal.
+        gateways["a"].state.delay = 4.0
 
         async def token() -> int:
             async with http.post(proxy + SESSION_PATH, data=orjson.dumps(SESSION_BODY)) as r:
@@ -56,13 +58,12 @@ async def test_sigterm_finishes_requests_in_flight_then_exits_0(
                 return r.status
 
         in_flight = [asyncio.create_task(token()) for _ in range(10)]
-        await asyncio.sleep(0.4)  # all ten are waiting on the slow gateway now
+        # All ten are waiting on the slow gateway now.
+        await wait_until(lambda: gateways["a"].state.requests["session_create"] == 10, timeout=20)
         router.signal(signal.SIGTERM)
-        await asyncio.sleep(0.2)
         # Stopped accepting: a new connection is refused while the ten finish.
-        with pytest.raises(aiohttp.ClientConnectionError):
-            async with aiohttp.ClientSession() as fresh, fresh.get(proxy + "/router/current") as r:
-                await r.read()
+        await wait_until(lambda: connection_refused(proxy), timeout=20, interval=0.05)
+        assert not any(task.done() for task in in_flight)
         assert await asyncio.gather(*in_flight) == [200] * 10
         assert await asyncio.to_thread(router.wait, 15) == 0
         assert "stopping: no new connections" in router.output()
@@ -91,7 +92,16 @@ async def test_workers_share_the_port_and_stop_together(
                     assert r.status == 200
         assert len(instances) == 2
         redis_server.command("SET", "tokenrouter:active", "b")
-        await asyncio.sleep(0.3)
+        following: set[str] = set()
+
+        async def both_follow() -> bool:
+            async with aiohttp.ClientSession() as fresh, fresh.get(admin + "/api/status") as r:
+                status = await r.json()
+            if status["active"] == "b":
+                following.add(status["instance"])
+            return following == instances
+
+        await wait_until(both_follow, timeout=20, interval=0.02)
         for _ in range(10):
             async with (
                 aiohttp.ClientSession() as fresh,
@@ -102,6 +112,16 @@ async def test_workers_share_the_port_and_stop_together(
         assert await asyncio.to_thread(router.wait, 20) == 0
     finally:
         router.kill()
+
+
+async def connection_refused(url: str) -> bool:
+    """Whether a new connection to `url` is refused (the listener is closed)."""
+    try:
+        async with aiohttp.ClientSession() as fresh, fresh.get(url + "/router/current") as r:
+            await r.read()
+    except aiohttp.ClientConnectionError:
+        return True
+    return False
 
 
 async def test_workers_refuse_the_memory_store(
@@ -144,20 +164,27 @@ async def test_stop_delay_reports_not_ready_while_still_serving(
     gateways: dict[str, Gateway],
     http: aiohttp.ClientSession,
 ) -> None:
-    path, proxy, admin = config_file(tmp_path, redis_server.url, gateways, stop_delay=3)
+    # Long enough that the checks below surely run inside the delay on a loaded machine.
+    path, proxy, admin = config_file(tmp_path, redis_server.url, gateways, stop_delay=6)
     router = RouterProcess(path)
     router.start()
     try:
         await wait_ready(admin)
         router.signal(signal.SIGTERM)
-        await asyncio.sleep(0.5)
-        async with http.get(admin + "/readyz") as resp:
-            assert resp.status == 503
-            assert (await resp.json())["status"] == "stopping"
+
+        async def readyz() -> tuple[int, str]:
+            async with http.get(admin + "/readyz") as resp:
+                return resp.status, (await resp.json())["status"]
+
+        async def not_ready() -> bool:
+            return (await readyz())[0] == 503
+
+        await wait_until(not_ready, timeout=20, interval=0.05)
+        assert await readyz() == (503, "stopping")
         # Still serving during the delay: the balancer has time to take it out first.
         async with http.post(proxy + SESSION_PATH, data=orjson.dumps(SESSION_BODY)) as resp:
             assert resp.status == 200
         assert await asyncio.to_thread(router.wait, 20) == 0
-        assert "serving 3.0 s more before closing the listener" in router.output()
+        assert "serving 6.0 s more before closing the listener" in router.output()
     finally:
         router.kill()

@@ -112,18 +112,23 @@ async def test_redis_restart_under_traffic_fails_no_token_request(
                 statuses.append(resp.status)
                 assert resp.headers["X-Token-Router-System"] == "b"
 
+    async def keep_going(more: int) -> None:
+        """Until `more` further requests were answered: what follows happened under traffic."""
+        target = len(statuses) + more
+        await wait_until(lambda: len(statuses) >= target, timeout=30)
+
     clients = [asyncio.create_task(client()) for _ in range(8)]
-    await asyncio.sleep(0.3)
+    await keep_going(20)
     redis_server.stop()
     holder = router.server.runtime.holder
-    await wait_until(lambda: holder.degraded, timeout=5)
+    await wait_until(lambda: holder.degraded, timeout=10)
     ready = await admin_json(http, router, "/readyz")
     assert ready["status"] == "degraded"
-    await asyncio.sleep(0.5)
+    await keep_going(40)  # served while Redis is away
     before_restart = len(statuses)
     redis_server.start()  # empty: no persistence
     await wait_until(lambda: not holder.degraded, timeout=10)
-    await asyncio.sleep(0.3)
+    await keep_going(20)
     stop.set()
     await asyncio.gather(*clients)
 
