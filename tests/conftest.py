@@ -1,13 +1,23 @@
-"""Fixtures: a real redis-server per test, two simulated systems, routers on real sockets."""
+"""Fixtures shared by every test module: a real redis-server per test, simulated systems,
+routers on real sockets. A module that needs other router settings overrides
+`router_options` (tests/test_proxy.py does)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.helpers import Gateway, RedisServer, RouterFactory, start_gateway
+from tests.helpers import (
+    Gateway,
+    RedisServer,
+    RouterFactory,
+    RunningRouter,
+    make_config,
+    start_gateway,
+)
 
 
 @pytest.fixture
@@ -31,6 +41,16 @@ async def gateways() -> AsyncIterator[dict[str, Gateway]]:
 
 
 @pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    """One simulated system alone, for tests of the parts that talk to a single gateway."""
+    started = await start_gateway("a", "1.0")
+    try:
+        yield started
+    finally:
+        await started.stop()
+
+
+@pytest.fixture
 async def routers() -> AsyncIterator[RouterFactory]:
     factory = RouterFactory()
     try:
@@ -43,3 +63,32 @@ async def routers() -> AsyncIterator[RouterFactory]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture
+def router_options() -> dict[str, Any]:
+    """Extra `[router]` settings for the `router` and `pair` fixtures (override per module)."""
+    return {}
+
+
+@pytest.fixture
+async def router(
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+    router_options: dict[str, Any],
+) -> RunningRouter:
+    """One router in front of systems a (active) and b, following the test's Redis."""
+    return await routers(make_config(redis_server.url, gateways, **router_options))
+
+
+@pytest.fixture
+async def pair(
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+    router_options: dict[str, Any],
+) -> tuple[RunningRouter, RunningRouter]:
+    """Two router instances sharing one Redis, as behind a balancer."""
+    config = make_config(redis_server.url, gateways, **router_options)
+    return await routers(config), await routers(config)

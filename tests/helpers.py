@@ -15,12 +15,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
+import orjson
 from aiohttp import web
 
 from router.config import Config, build_config
@@ -28,6 +29,7 @@ from router.serve import RouterServer
 from router.simulator.gateway import SIM_STATE, GatewayState, create_gateway_app
 
 HOST = "127.0.0.1"
+ADMIN_AUTH = {"Authorization": "Bearer test-admin-token"}  # the admin_token of router_data
 SESSION_PATH = "/gateway/sessions/session"
 SESSION_BODY: dict[str, Any] = {
     "webAppId": "webapp-id-example",
@@ -306,3 +308,44 @@ async def wait_ready(admin_url: str, timeout: float = 10.0) -> None:
                 return False
 
         await wait_until(ready, timeout=timeout, interval=0.05)
+
+
+async def switch_to(redis_server: RedisServer, routers: Sequence[RunningRouter], to: str) -> None:
+    """A bare `SET <prefix>:active`, then wait until every router routes to `to`."""
+    redis_server.command("SET", "tokenrouter:active", to)
+    await wait_until(lambda: all(r.active == to for r in routers))
+
+
+async def issued_everywhere(*routers: RunningRouter) -> None:
+    """Wait until the affinity records the routers made are in Redis.
+
+    They are written behind the answer (router/affinity.py): a few milliseconds, but another
+    instance asked at once, on a loaded machine, could look before they land.
+    """
+    for running in routers:
+        await running.server.runtime.affinity.flush()
+
+
+async def new_token(
+    http: aiohttp.ClientSession, router: RunningRouter, headers: Mapping[str, str] | None = None
+) -> tuple[str, str]:
+    """A session token through `router`: (session id, system that issued it)."""
+    async with http.post(
+        router.proxy_url + SESSION_PATH, data=orjson.dumps(SESSION_BODY), headers=headers or {}
+    ) as resp:
+        assert resp.status == 200
+        return (await resp.json())["sessionid"], resp.headers["X-Token-Router-System"]
+
+
+async def new_code(http: aiohttp.ClientSession, router: RunningRouter) -> str:
+    """A Live Assist short code through `router`."""
+    async with http.put(router.proxy_url + "/assistserver/shortcode/create") as resp:
+        assert resp.status == 200
+        return str((await resp.json())["shortCode"])
+
+
+async def states_of(http: aiohttp.ClientSession, router: RunningRouter) -> dict[str, Any]:
+    """{system: (state, open items)} from the router's /api/status."""
+    async with http.get(router.admin_url + "/api/status") as resp:
+        doc: dict[str, Any] = await resp.json()
+    return {s["id"]: (s["state"], s["open"]) for s in doc["systems"]}

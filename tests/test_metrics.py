@@ -16,10 +16,9 @@ from tests.helpers import (
     SESSION_PATH,
     Gateway,
     RedisServer,
-    RouterFactory,
     RouterProcess,
+    RunningRouter,
     free_port,
-    make_config,
     router_data,
     wait_ready,
     wait_until,
@@ -51,10 +50,9 @@ async def scrape(http: aiohttp.ClientSession, admin: str) -> str:
 async def test_requests_latency_state_and_switches(
     redis_server: RedisServer,
     gateways: dict[str, Gateway],
-    routers: RouterFactory,
+    router: RunningRouter,
     http: aiohttp.ClientSession,
 ) -> None:
-    router = await routers(make_config(redis_server.url, gateways))
     for _ in range(3):
         async with http.post(router.proxy_url + SESSION_PATH, data=orjson.dumps(SESSION_BODY)):
             pass

@@ -15,20 +15,14 @@ from tests.helpers import (
     SESSION_BODY,
     SESSION_PATH,
     Gateway,
-    RedisServer,
-    RouterFactory,
     RunningRouter,
-    make_config,
 )
 
 
 @pytest.fixture
-async def router(
-    redis_server: RedisServer, gateways: dict[str, Gateway], routers: RouterFactory
-) -> RunningRouter:
-    return await routers(
-        make_config(redis_server.url, gateways, read_timeout=1.0, max_body_size=4096)
-    )
+def router_options() -> dict[str, Any]:
+    """The `router` fixture with a short read timeout and a small body limit."""
+    return {"read_timeout": 1.0, "max_body_size": 4096}
 
 
 async def post_session(

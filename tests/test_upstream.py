@@ -217,15 +217,6 @@ def system_for(url: str, sid: str = "a") -> SystemConfig:
 
 
 @pytest.fixture
-async def gateway() -> AsyncIterator[Gateway]:
-    started = await start_gateway("a", "1.0")
-    try:
-        yield started
-    finally:
-        await started.stop()
-
-
-@pytest.fixture
 async def upstreams() -> AsyncIterator[Callable[..., Upstream]]:
     made: list[Upstream] = []
 

@@ -13,13 +13,6 @@ from tests.helpers import Gateway, RedisServer, RouterFactory, RunningRouter, ma
 AUTH = {"Authorization": "Bearer test-admin-token"}
 
 
-@pytest.fixture
-async def router(
-    redis_server: RedisServer, gateways: dict[str, Gateway], routers: RouterFactory
-) -> RunningRouter:
-    return await routers(make_config(redis_server.url, gateways))
-
-
 async def call(
     http: aiohttp.ClientSession, method: str, url: str, **kw: Any
 ) -> tuple[int, dict[str, Any], Any]:

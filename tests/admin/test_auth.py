@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
 from http.cookies import SimpleCookie
 
 import aiohttp
@@ -24,13 +23,6 @@ from tests.helpers import Gateway, RedisServer, RouterFactory, RunningRouter, ma
 TOKEN = "test-admin-token"
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
-
-
-@pytest.fixture
-async def router(
-    redis_server: RedisServer, gateways: dict[str, Gateway], routers: RouterFactory
-) -> AsyncIterator[RunningRouter]:
-    yield await routers(make_config(redis_server.url, gateways))
 
 
 def set_cookie_of(response: aiohttp.ClientResponse) -> SimpleCookie:

@@ -8,7 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from router.admin.openapi import openapi_document
-from tests.helpers import Gateway, RedisServer, RouterFactory, make_config
+from tests.helpers import RunningRouter
 
 
 def _refs(node: object) -> set[str]:
@@ -43,12 +43,9 @@ def test_every_reference_resolves_and_every_write_is_secured() -> None:
 
 
 async def test_every_api_route_of_the_admin_app_is_documented(
-    redis_server: RedisServer,
-    gateways: dict[str, Gateway],
-    routers: RouterFactory,
-    http: aiohttp.ClientSession,
+    router: RunningRouter, http: aiohttp.ClientSession
 ) -> None:
-    running = await routers(make_config(redis_server.url, gateways))
+    running = router
     app: web.Application = running.server.admin_runner.app
     documented = {
         (method.upper(), path)

@@ -48,13 +48,6 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 @pytest.fixture
-async def router(
-    redis_server: RedisServer, gateways: dict[str, Gateway], routers: RouterFactory
-) -> RunningRouter:
-    return await routers(make_config(redis_server.url, gateways))
-
-
-@pytest.fixture
 async def page(browser: Browser) -> AsyncIterator[Page]:
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()

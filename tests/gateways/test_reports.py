@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import aiohttp
 import pytest
 
@@ -20,7 +18,7 @@ from router.gateways.stats import parse_open_sessions, probe_all, probe_open_ses
 from router.keys import Keys
 from router.state import Snapshot
 from router.store import AffinityRecord, MemoryStore, RedisStore
-from tests.helpers import HOST, SESSION_BODY, SESSION_PATH, Gateway, free_port, start_gateway
+from tests.helpers import HOST, SESSION_BODY, SESSION_PATH, Gateway, free_port
 
 # --- system_state ---------------------------------------------------------------------------
 
@@ -213,15 +211,6 @@ def test_parse_open_sessions(body: bytes, expected: int | None) -> None:
 
 
 # --- probe against the simulator ------------------------------------------------------------
-
-
-@pytest.fixture
-async def gateway() -> AsyncIterator[Gateway]:
-    started = await start_gateway("a", "1.0")
-    try:
-        yield started
-    finally:
-        await started.stop()
 
 
 def system(stats_url: str, sid: str = "a") -> SystemConfig:

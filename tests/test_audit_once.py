@@ -1,0 +1,56 @@
+"""Every change of the active system is audited exactly once, whoever saw or made it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import aiohttp
+
+from tests.helpers import (
+    ADMIN_AUTH,
+    Gateway,
+    RedisServer,
+    RouterFactory,
+    RunningRouter,
+    make_config,
+    switch_to,
+    wait_until,
+)
+
+
+async def resynced(instances: Sequence[RunningRouter]) -> None:
+    """Until every instance has completed two more whole re-reads (audit included): the
+    second began after this call, so it saw the latest change. resync_interval is 0.5 s."""
+    watchers = [r.server.runtime.watcher for r in instances]
+    targets = [w.syncs + 2 for w in watchers]
+    await wait_until(
+        lambda: all(w.syncs >= t for w, t in zip(watchers, targets, strict=True)), timeout=20
+    )
+
+
+async def test_every_change_is_audited_exactly_once(
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    config = make_config(redis_server.url, gateways)
+    instances = tuple([await routers(config) for _ in range(3)])
+    await switch_to(redis_server, instances, "b")  # a bare SET, seen by all three
+    await resynced(instances)  # none may record it again
+    async with http.post(
+        instances[1].admin_url + "/api/switch", json={"system": "a"}, headers=ADMIN_AUTH
+    ) as resp:
+        assert resp.status == 200
+    await wait_until(lambda: all(r.active == "a" for r in instances))
+    await switch_to(redis_server, instances, "b")
+    await resynced(instances)
+    async with http.get(instances[2].admin_url + "/api/audit") as resp:
+        entries = (await resp.json())["entries"]
+    changes = [(e["from"], e["to"], e["source"].split(" ")[0]) for e in reversed(entries)]
+    assert changes == [
+        ("", "a", "seed"),
+        ("a", "b", "external"),
+        ("b", "a", "api"),
+        ("a", "b", "external"),
+    ]
