@@ -12,7 +12,7 @@ from router.affinity import Affinity, LocalCache
 from router.keys import Keys
 from router.state import Snapshot, StateHolder
 from router.store import MemoryStore, RedisStore, StateStore
-from tests.helpers import RedisServer
+from tests.helpers import REDIS_TIMEOUT, RedisServer
 
 KEYS = Keys("tokenrouter")
 
@@ -80,7 +80,7 @@ async def setup(request: pytest.FixtureRequest) -> AsyncIterator[Setup]:
     store: StateStore
     if request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
-        store = RedisStore(server.url, KEYS, timeout=0.5)
+        store = RedisStore(server.url, KEYS, timeout=REDIS_TIMEOUT)
     else:
         store = MemoryStore()
     holder = StateHolder(current=Snapshot(active="a"))
@@ -181,7 +181,7 @@ async def test_pending_is_bounded_by_cache_size() -> None:
 
 @pytest.fixture
 async def redis_affinity(redis_server: RedisServer) -> AsyncIterator[Setup]:
-    store = RedisStore(redis_server.url, KEYS, timeout=0.5)
+    store = RedisStore(redis_server.url, KEYS, timeout=REDIS_TIMEOUT)
     holder = StateHolder(current=Snapshot(active="a"))
     try:
         yield Setup(store, holder, Affinity(store, holder, cache_size=1000, ttl=3600))

@@ -14,7 +14,7 @@ from router.errors import StoreUnavailable
 from router.keys import Keys
 from router.state import Backoff, Refusal, Snapshot, StateHolder, StateWatcher, build_snapshot
 from router.store import MemoryStore, RedisStore, StateStore, StoredState
-from tests.helpers import RedisServer, wait_until
+from tests.helpers import REDIS_TIMEOUT, RedisServer, wait_until
 
 KNOWN = ("a", "b")
 KEYS = Keys("tokenrouter")
@@ -155,7 +155,7 @@ class Watchers:
     stores: list[StateStore] = field(default_factory=list)
 
     def redis(self, server: RedisServer, *, keyspace_events: bool = True) -> RedisStore:
-        store = RedisStore(server.url, KEYS, timeout=0.5, keyspace_events=keyspace_events)
+        store = RedisStore(server.url, KEYS, timeout=REDIS_TIMEOUT, keyspace_events=keyspace_events)
         self.stores.append(store)
         return store
 

@@ -22,7 +22,7 @@ from router.store import (
     StateStore,
     open_store,
 )
-from tests.helpers import RedisServer, free_port
+from tests.helpers import REDIS_TIMEOUT, RedisServer, free_port
 
 KEYS = Keys("tokenrouter")
 KNOWN = ("a", "b", "c")
@@ -42,7 +42,9 @@ class StoreCase:
 async def case(request: pytest.FixtureRequest) -> AsyncIterator[StoreCase]:
     if request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
-        stores: list[StateStore] = [RedisStore(server.url, KEYS, timeout=1.0) for _ in range(3)]
+        stores: list[StateStore] = [
+            RedisStore(server.url, KEYS, timeout=REDIS_TIMEOUT) for _ in range(3)
+        ]
 
         def bare_set(value: str) -> None:
             assert server.command("SET", KEYS.active, value) == "+OK"
@@ -333,7 +335,7 @@ CALLS: list[tuple[str, StoreCall]] = [
 
 @pytest.fixture
 async def redis_store(redis_server: RedisServer) -> AsyncIterator[RedisStore]:
-    store = RedisStore(redis_server.url, KEYS, timeout=0.5)
+    store = RedisStore(redis_server.url, KEYS, timeout=REDIS_TIMEOUT)
     try:
         yield store
     finally:
@@ -371,7 +373,7 @@ async def test_store_recovers_when_redis_returns(
 
 async def test_password_never_in_errors() -> None:
     url = f"redis://user:hunter2@127.0.0.1:{free_port()}/0"
-    store = RedisStore(url, KEYS, timeout=0.5)
+    store = RedisStore(url, KEYS, timeout=REDIS_TIMEOUT)
     try:
         assert "hunter2" not in store.description
         with pytest.raises(StoreUnavailable) as info:
@@ -404,7 +406,7 @@ async def test_keyspace_flags_merged_not_overwritten(
 
 
 async def test_keyspace_events_off_leaves_server_config(redis_server: RedisServer) -> None:
-    store = RedisStore(redis_server.url, KEYS, timeout=0.5, keyspace_events=False)
+    store = RedisStore(redis_server.url, KEYS, timeout=REDIS_TIMEOUT, keyspace_events=False)
     changes = store.changes(1.0)
     try:
         assert await anext(changes) == "subscribed"
@@ -415,7 +417,9 @@ async def test_keyspace_events_off_leaves_server_config(redis_server: RedisServe
 
 
 async def test_custom_prefix_and_db(redis_server: RedisServer) -> None:
-    store = RedisStore(f"redis://127.0.0.1:{redis_server.port}/2", Keys("{blue}"), timeout=0.5)
+    store = RedisStore(
+        f"redis://127.0.0.1:{redis_server.port}/2", Keys("{blue}"), timeout=REDIS_TIMEOUT
+    )
     try:
         await store.switch("a", "cli", KNOWN)
     finally:

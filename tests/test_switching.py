@@ -43,14 +43,14 @@ async def test_bare_set_reaches_three_instances(
         assert await token_system(http, router) == "a"
 
     redis_server.command("SET", "tokenrouter:active", "b")
-    # Keyspace notifications make this near-instant; the bound here is the SPEC's "1 s"
-    # plus slack for a loaded CI machine. The benchmark measures the real number.
-    await wait_until(lambda: all(r.active == "b" for r in instances), timeout=2.0)
+    # Keyspace notifications make this near-instant; the bound is only a failure deadline,
+    # generous for a loaded machine. The benchmark measures the real number (SPEC: 1 s).
+    await wait_until(lambda: all(r.active == "b" for r in instances))
     for router in instances:
         assert await token_system(http, router) == "b"
 
     redis_server.command("SET", "tokenrouter:active", "a")
-    await wait_until(lambda: all(r.active == "a" for r in instances), timeout=2.0)
+    await wait_until(lambda: all(r.active == "a" for r in instances))
 
 
 async def test_resync_tick_catches_changes_without_keyspace_events(
@@ -61,7 +61,7 @@ async def test_resync_tick_catches_changes_without_keyspace_events(
     )
     redis_server.command("CONFIG", "SET", "notify-keyspace-events", "")
     redis_server.command("SET", "tokenrouter:active", "b")
-    await wait_until(lambda: router.active == "b", timeout=3.0)
+    await wait_until(lambda: router.active == "b")
 
 
 async def test_refused_value_keeps_last_valid_system(
