@@ -19,10 +19,18 @@
   // --- formatting ---------------------------------------------------------------------
 
   const pad = (n) => String(n).padStart(2, "0");
+  // Every time carries its zone: the browser's own, as an offset from UTC, so an operator
+  // comparing the page with logs (UTC) or a colleague's screen is never misled.
+  function zone(d) {
+    const east = -d.getTimezoneOffset(); // minutes east of UTC
+    if (east === 0) return "UTC";
+    const abs = Math.abs(east);
+    return `UTC${east > 0 ? "+" : "-"}${pad(Math.floor(abs / 60))}:${pad(abs % 60)}`;
+  }
   function clock(unix) {
     if (unix === null || unix === undefined) return "—";
     const d = new Date(unix * 1000);
-    return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+    return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zone(d)}`;
   }
   function dateTime(unix) {
     const d = new Date(unix * 1000);

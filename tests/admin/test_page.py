@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import AsyncIterator
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -242,3 +244,31 @@ async def test_degraded_banner_and_lost_feed(
     await expect(page.locator("#feed")).to_have_attribute("data-state", "lost")
     await expect(page.locator("#banner-feed")).to_be_visible()
     await expect(page.locator("#banner-feed")).to_contain_text("Live updates lost")
+
+
+@pytest.mark.parametrize(
+    ("zone", "label"),
+    [("UTC", "UTC"), ("Asia/Kolkata", "UTC+05:30"), ("America/Sao_Paulo", "UTC-03:00")],
+)
+async def test_every_time_on_the_page_names_its_zone(
+    browser: Browser,
+    router: RunningRouter,
+    http: aiohttp.ClientSession,
+    zone: str,
+    label: str,
+) -> None:
+    context = await browser.new_context(timezone_id=zone)
+    try:
+        page = await context.new_page()
+        await log_in(page, router.admin_url)
+        async with http.get(router.admin_url + "/api/audit?count=1") as resp:
+            [seed] = (await resp.json())["entries"]
+        shown = datetime.fromtimestamp(seed["time"], ZoneInfo(zone))
+        first_time = page.locator("#audit-rows tr").first.locator("td").first
+        await expect(first_time).to_have_text(shown.strftime("%Y-%m-%d %H:%M:%S ") + label)
+        clock = r"\d\d:\d\d:\d\d " + re.escape(label)
+        await expect(page.locator("#updated")).to_have_text(re.compile(rf"^updated {clock}$"))
+        health = page.locator('.card[data-system="a"] [data-field="health"]')
+        await expect(health).to_have_text(re.compile(rf"checked {clock}$"))
+    finally:
+        await context.close()
