@@ -32,6 +32,10 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking"]
 TOKEN = "test-admin-token"
 
+# Playwright's `expect` waits 5 s by default; the page's first release check fetches every
+# library file, which a busy machine can take longer for. A deadline, not a delay.
+expect.set_options(timeout=20_000)
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.timeout(120),
