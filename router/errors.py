@@ -29,6 +29,19 @@ class StoreUnavailable(RouterError):
     """The state store (Redis) could not be reached or answered with an error."""
 
 
+class WrongKeyType(StoreUnavailable):
+    """A token-router key in Redis holds another kind of value (Redis answered WRONGTYPE).
+
+    Redis is up; the state behind the key cannot be read or written until an operator
+    repairs the key, so callers fail static exactly as for an outage, but the message names
+    the key and the redis-cli command that fixes it.
+    """
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
 class RequestError(RouterError):
     """An error answered to an HTTP client as JSON: status, stable code, optional system."""
 

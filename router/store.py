@@ -19,6 +19,7 @@ import orjson
 from redis.exceptions import RedisError, ResponseError
 
 from router.errors import Conflict, StoreUnavailable
+from router.key_types import diagnose, is_wrong_type
 from router.keys import Keys
 from router.redis_client import redact, redis_client, unavailable
 
@@ -193,6 +194,13 @@ class RedisStore:
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         return unavailable(self.description, exc)
 
+    async def _failure(self, exc: BaseException, *touched: str) -> StoreUnavailable:
+        """The error for a failed command on `touched` keys: a key of the wrong type is
+        named with its fix (Redis is up), anything else is "unavailable"."""
+        if is_wrong_type(exc):
+            return await diagnose(self._client, self.keys, touched, exc)
+        return self._unavailable(exc)
+
     async def ping(self) -> None:
         try:
             await self._client.ping()
@@ -207,7 +215,9 @@ class RedisStore:
                 pipe.get(self.keys.recorded)
                 active, offline, recorded = await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+            raise await self._failure(
+                exc, self.keys.active, self.keys.offline, self.keys.recorded
+            ) from exc
         return StoredState(active=active, offline=frozenset(offline), recorded=recorded)
 
     async def _enable_keyspace_events(self) -> None:
@@ -255,7 +265,7 @@ class RedisStore:
         try:
             return bool(await self._client.set(self.keys.active, system, nx=True))
         except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+            raise await self._failure(exc, self.keys.active) from exc
 
     async def switch(self, system: str, source: str, known: Sequence[str]) -> str:
         k = self.keys
@@ -270,9 +280,9 @@ class RedisStore:
                     f"system {system!r} is marked offline; bring it online before switching",
                     system=system,
                 ) from None
-            raise self._unavailable(exc) from exc
+            raise await self._failure(exc, k.active, k.recorded, k.offline, k.audit) from exc
         except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+            raise await self._failure(exc, k.active, k.recorded, k.offline, k.audit) from exc
         return str(previous)
 
     async def set_offline(self, system: str, offline: bool, source: str) -> None:
@@ -283,7 +293,7 @@ class RedisStore:
                 args=[system, "1" if offline else "0", source, f"{time.time():.3f}", AUDIT_MAXLEN],
             )
         except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+            raise await self._failure(exc, k.offline, k.audit) from exc
 
     async def record_observed(self, source: str, known: Sequence[str]) -> bool:
         k = self.keys
@@ -295,7 +305,7 @@ class RedisStore:
                 )
             )
         except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+            raise await self._failure(exc, k.active, k.recorded, k.audit) from exc
 
     async def audit(self, count: int) -> list[AuditEntry]:
         try:
@@ -303,7 +313,7 @@ class RedisStore:
                 self.keys.audit, count=count
             )  # type: ignore[assignment]
         except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+            raise await self._failure(exc, self.keys.audit) from exc
         return [
             AuditEntry(
                 id=entry_id,
@@ -336,13 +346,14 @@ class RedisStore:
         try:
             await self._affinity(keys=[str(batch[0][1])], args=[orjson.dumps(batch)])
         except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+            touched = dict.fromkeys(str(key) for row in batch for key in row[:2])
+            raise await self._failure(exc, *touched) from exc
 
     async def lookup_affinity(self, kind: AffinityKind, ident: str) -> str | None:
         try:
             value = await self._client.get(self.keys.affinity(kind, ident))
         except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+            raise await self._failure(exc, self.keys.affinity(kind, ident)) from exc
         return None if value is None else str(value)
 
     async def release(self, kind: AffinityKind, ident: str, system: str) -> None:
@@ -352,7 +363,9 @@ class RedisStore:
                 pipe.zrem(self.keys.open_items(system), _member(kind, ident))
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+            raise await self._failure(
+                exc, self.keys.affinity(kind, ident), self.keys.open_items(system)
+            ) from exc
 
     async def open_counts(self, systems: Sequence[str], now: float) -> dict[str, int]:
         try:
@@ -362,20 +375,20 @@ class RedisStore:
                     pipe.zcard(self.keys.open_items(system))
                 results = await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+            raise await self._failure(exc, *(self.keys.open_items(s) for s in systems)) from exc
         return {system: int(results[2 * i + 1]) for i, system in enumerate(systems)}
 
     async def mark_preview(self, system: str, ttl: int) -> None:
         try:
             await self._client.set(self.keys.preview(system), "1", ex=ttl)
         except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+            raise await self._failure(exc, self.keys.preview(system)) from exc
 
     async def previewing(self, systems: Sequence[str]) -> frozenset[str]:
         try:
             values = await self._client.mget([self.keys.preview(s) for s in systems])
         except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+            raise await self._failure(exc, *(self.keys.preview(s) for s in systems)) from exc
         return frozenset(s for s, v in zip(systems, values, strict=True) if v is not None)
 
 
