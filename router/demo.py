@@ -153,7 +153,8 @@ async def run_demo(args: argparse.Namespace) -> int:
             redis_cli = f"redis-cli -p {redis_url.rsplit(':', 1)[1].split('/')[0]}"
         else:
             redis_url = "memory://"
-            redis_note = "(in-process store: no redis-server on PATH)"
+            why = "--memory given" if args.memory else "no redis-server on PATH"
+            redis_note = f"(in-process store: {why})"
 
         proxy_port, proxy_note = _pick_port(args.port, "proxy")
         admin_port, admin_note = _pick_port(args.admin_port, "admin listener")

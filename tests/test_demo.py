@@ -19,12 +19,13 @@ from tests.helpers import SESSION_BODY, SESSION_PATH
 
 
 class Demo:
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "router", "demo", "--port", "0", "--admin-port", "0", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            env=env,
         )
         self.lines: list[str] = []
 
@@ -61,6 +62,18 @@ class Demo:
                 self.proc.kill()
             if self.proc.stdout:
                 self.proc.stdout.close()
+
+
+async def test_demo_without_redis_server_says_so() -> None:
+    # Only Python's own directory on PATH: no redis-server to find.
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}
+    demo = Demo(env=env)
+    try:
+        banner = await asyncio.to_thread(demo.read_banner)
+        assert banner["store"] == "memory://"
+        assert "memory:// (in-process store: no redis-server on PATH)" in "\n".join(demo.lines)
+    finally:
+        assert await asyncio.to_thread(demo.stop) == 0
 
 
 def pid_alive(pid: int) -> bool:
@@ -110,6 +123,8 @@ async def test_demo_gets_a_token_switches_and_cleans_up(store: str) -> None:
             assert switched.returncode == 0, switched.stderr
         else:
             assert banner["store"] == "memory://"
+            # The reason given is the one that applies: redis-server is on PATH here.
+            assert "memory:// (in-process store: --memory given)" in "\n".join(demo.lines)
     finally:
         code = await asyncio.to_thread(demo.stop)
     assert code == 0
