@@ -69,6 +69,8 @@ class Balancer:
                             backend.healthy = resp.status == 200
                     except (aiohttp.ClientError, TimeoutError):
                         backend.healthy = False
+                # The health-check period, as a real balancer has one: a schedule, not a wait
+                # for a condition (tests wait on `backend.healthy` itself).
                 await asyncio.sleep(self.interval)
 
     def _order(self) -> list[Backend]:
