@@ -101,6 +101,14 @@ class LiveFeed:
             counts = await self.runtime.store.open_counts(self.systems, time.time())
         except StoreUnavailable:
             counts = {}
+        except RuntimeError:
+            # A read that began before a shutdown (e.g. a listener that could not bind, right
+            # after start) meets the store's closed transport: uvloop raises RuntimeError.
+            # Nothing is left to sample; surfacing it would print a traceback after the
+            # one-line error. Outside a shutdown it is a real bug and propagates.
+            if not self.runtime.stopping:
+                raise
+            return
         for sid in self.systems:
             self.trend[sid].append(counts.get(sid))
 
