@@ -41,9 +41,11 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
     (
         "clients and pure models",
-        "talking to Redis and gateways; the release model; errors as HTTP; the simulator",
+        "talking to Redis (and naming a key of the wrong type) and gateways; the release "
+        "model; errors as HTTP; the simulator",
         (
             "router.redis_client",
+            "router.key_types",
             "router.responses",
             "router.upstream",
             "router.gateways.stats",

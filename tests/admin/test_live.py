@@ -1,4 +1,4 @@
-"""router/admin/feed.py, the admin page's live feed: its background sampler under a shutdown that races it."""
+"""router/admin/feed.py: the admin page's live sampler under a shutdown that races it."""
 
 from __future__ import annotations
 
