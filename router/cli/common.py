@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import os
+import shlex
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,7 @@ from typing import NoReturn, TypeAlias
 import uvloop
 
 from router.config import Config, load_config
-from router.errors import StoreUnavailable, UsageError
+from router.errors import ConfigError, StoreUnavailable, UsageError
 from router.gateways.reports import SystemReport, merge_probes, read_counts, reports
 from router.gateways.stats import probe_all
 from router.keys import Keys
@@ -25,6 +26,11 @@ from router.store import AuditEntry, StateStore, open_store
 
 PROG = "token-router"
 DEFAULT_CONFIG = "router.toml"
+CONFIG_ENV = "TOKENROUTER_CONFIG"
+# `status` when <prefix>:active holds a value naming no configured system: the routers keep
+# routing (fail-static), but an operator must act. Distinct from 2 (bad input or Redis
+# unavailable) and 3 (a safety gate refused a change), so a monitor can tell them apart.
+EXIT_REFUSED_VALUE = 4
 
 
 class Parser(argparse.ArgumentParser):
@@ -63,6 +69,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def tcp_port(text: str) -> int:
+    """A port to listen on: 0 (any free port) to 65535, never silently wrapped."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (0-65535; 0 = any free port)")
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -76,18 +93,46 @@ def positive_int(text: str) -> int:
 # --- config and store ----------------------------------------------------------------------
 
 
-def config_path(arg: str | None) -> str | None:
-    """--config, else $TOKENROUTER_CONFIG, else ./router.toml when present, else env only."""
+def config_source(arg: str | None) -> tuple[str | None, str]:
+    """(path, where it came from): --config, else $TOKENROUTER_CONFIG, else ./router.toml
+    when present, else (None, ...): the environment alone."""
     if arg:
-        return arg
-    env = os.environ.get("TOKENROUTER_CONFIG")
+        return arg, "--config"
+    env = os.environ.get(CONFIG_ENV)
     if env:
-        return env
-    return DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None
+        return env, f"${CONFIG_ENV}"
+    if Path(DEFAULT_CONFIG).is_file():
+        return DEFAULT_CONFIG, f"./{DEFAULT_CONFIG}"
+    return None, ""
+
+
+def config_path(arg: str | None) -> str | None:
+    return config_source(arg)[0]
 
 
 def read_config(args: argparse.Namespace) -> Config:
-    return load_config(config_path(args.config), os.environ)
+    path, source = config_source(args.config)
+    try:
+        return load_config(path, os.environ)
+    except ConfigError as exc:
+        if path is None and exc.key == "systems":
+            # Nothing configured at all: say where a file was looked for, not just that
+            # no system is defined (which reads as a broken file that does not exist).
+            raise ConfigError(
+                "--config",
+                f"no configuration found: no --config given, ${CONFIG_ENV} not set, and no "
+                f"{DEFAULT_CONFIG} in {Path.cwd()} (nor TOKENROUTER_SYSTEMS_* variables)",
+            ) from None
+        if exc.key == "--config" and source != "--config":
+            raise ConfigError(source, str(exc).removeprefix("--config: ")) from None
+        raise
+
+
+def config_hint(args: argparse.Namespace) -> str:
+    """` --config <absolute path>` for a command printed as a hint, so it works as printed
+    from any directory and shell; empty when the configuration is environment-only."""
+    path, _ = config_source(args.config)
+    return "" if path is None else f" --config {shlex.quote(str(Path(path).resolve()))}"
 
 
 def require_redis(config: Config, api: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from router.cli.common import Parser, Subcommands, run_async
+from router.cli.common import Parser, Subcommands, run_async, tcp_port
 from router.logs import setup_logging
 
 
@@ -25,9 +25,9 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
         help="use this Redis instead of starting one",
     )
     p.add_argument("--memory", action="store_true", help="use memory:// even if Redis is at hand")
-    p.add_argument("--port", type=int, default=8080, help="proxy port (default 8080; 0 = any)")
+    p.add_argument("--port", type=tcp_port, default=8080, help="proxy port (default 8080; 0 = any)")
     p.add_argument(
-        "--admin-port", type=int, default=8081, help="admin port (default 8081; 0 = any)"
+        "--admin-port", type=tcp_port, default=8081, help="admin port (default 8081; 0 = any)"
     )
     p.set_defaults(func=cmd_demo)
 

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import signal
 
-from router.cli.common import Parser, Subcommands, run_async
+from router.cli.common import Parser, Subcommands, run_async, tcp_port
 from router.errors import UsageError
 from router.logs import setup_logging
 
@@ -22,7 +22,7 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
     p.add_argument("--name", default="a", help="system name, prefixes its tokens (default a)")
     p.add_argument("--version", default="1.0", help="library version it serves (default 1.0)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=9001, help="port (default 9001; 0 = any)")
+    p.add_argument("--port", type=tcp_port, default=9001, help="port (default 9001; 0 = any)")
     p.set_defaults(func=cmd_simulate)
 
 
