@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,6 +20,9 @@ from router import __version__
 from router.cli import demo, drain, history, offline, releases, serve, simulate, status, switch
 from router.cli.common import PROG, Parser
 from router.errors import RouterError
+
+# 128 + SIGPIPE: what a shell reports for a command whose reader closed the pipe.
+EXIT_BROKEN_PIPE = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,13 +61,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit:  # --help and --version write too: `token-router --help | head`
+            sys.stdout.flush()
+            raise
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, not at exit, so a closed pipe is caught below
+        return code
     except RouterError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`token-router status | head`): nothing is wrong with the
+        # command, and nobody is left to read more. Silence the interpreter's last flush of
+        # stdout and end as a process stopped by SIGPIPE does in a shell.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     finally:
         logging.shutdown()

@@ -12,6 +12,7 @@ from router.cli.common import (
     Parser,
     Subcommands,
     async_command,
+    config_hint,
     known_system,
     positive_float,
     read_config,
@@ -53,6 +54,7 @@ async def drain_wait_main(args: argparse.Namespace) -> int:
     config = read_config(args)
     system = known_system(config, args.system)
     store = shared_store(config)
+    hint = config_hint(args)
     deadline = time.monotonic() + args.timeout
     last_line = ""
     last_print = 0.0
@@ -63,7 +65,7 @@ async def drain_wait_main(args: argparse.Namespace) -> int:
                 row = next(r for r in rows if r.id == system)
                 line = f"{system}: {row.state}, {'?' if row.open is None else row.open} open"
                 if snapshot.active == system:
-                    line += f" (still active: `{PROG} switch` to another system first)"
+                    line += f" (still active: `{PROG} switch <system>{hint}` first)"
             except StoreUnavailable as exc:
                 row = None
                 line = f"{system}: unknown ({exc})"

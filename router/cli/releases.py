@@ -12,6 +12,7 @@ from router.cli.common import (
     Parser,
     Subcommands,
     async_command,
+    config_hint,
     known_system,
     read_config,
     require_redis,
@@ -78,7 +79,8 @@ async def releases_list_main(args: argparse.Namespace) -> int:
         print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
         return 0
     if not metas:
-        print(f"no releases stored yet (`{PROG} releases refresh` checks the systems now)")
+        refresh = f"{PROG} releases refresh{config_hint(args)}"
+        print(f"no releases stored yet (`{refresh}` checks the systems now)")
         return 0
     print(
         f"{'RELEASE':<16}  {'LABEL':<10} {'FILES':>5} {'SIZE':>9}  {'LAST SYSTEM':<11}  "

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from router.cli.common import (
+    EXIT_REFUSED_VALUE,
     Parser,
     Subcommands,
     async_command,
@@ -17,6 +18,7 @@ from router.cli.common import (
     shared_store,
 )
 from router.keys import Keys
+from router.state import Snapshot
 
 
 def add_parser(sub: Subcommands, common: Parser) -> None:
@@ -46,7 +48,7 @@ async def status_main(args: argparse.Namespace) -> int:
             if row["id"] in probes:
                 row["gateway_open"], row["probe_error"] = probes[row["id"]]
         print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
-        return 0
+        return exit_code(snapshot)
     print(f"store   {store.description}")
     print(f"active  {snapshot.active}")
     if snapshot.refused is not None:
@@ -65,4 +67,11 @@ async def status_main(args: argparse.Namespace) -> int:
         print("\nlast changes:")
         for entry in entries:
             print("  " + audit_line(entry))
-    return 0
+    return exit_code(snapshot)
+
+
+def exit_code(snapshot: Snapshot) -> int:
+    """0 when all is in order; EXIT_REFUSED_VALUE while the active key holds a value naming
+    no configured system (routing is fail-static on the last valid one, an operator must
+    fix the key), so scripts and monitors need not parse the output."""
+    return 0 if snapshot.refused is None else EXIT_REFUSED_VALUE

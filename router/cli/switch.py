@@ -9,6 +9,7 @@ from router.cli.common import (
     Parser,
     Subcommands,
     async_command,
+    config_hint,
     known_system,
     operator,
     read_config,
@@ -43,8 +44,9 @@ async def switch_main(args: argparse.Namespace) -> int:
         return 0
     print(f"switched: new sessions go to {system} (before: {previous or 'none'})")
     if previous:
+        wait = f"{PROG} drain-wait {previous}{config_hint(args)}"
         print(
-            f"every router follows within a second; `{PROG} drain-wait {previous}` tells when "
+            f"every router follows within a second; `{wait}` tells when "
             f"{previous} holds nothing more"
         )
     return 0

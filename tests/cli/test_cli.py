@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +26,7 @@ from tests.helpers import (
 
 
 def run(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "router", *args],
@@ -32,6 +34,7 @@ def run(
         text=True,
         timeout=timeout,
         env=clean_env(env),
+        cwd=cwd,
     )
 
 
@@ -168,10 +171,17 @@ async def test_status_json_and_refused_value(config: Path, redis_server: RedisSe
     assert "REFUSED tokenrouter:active holds 'zz'" in result.stdout
     assert "routers stay on 'b'" in result.stdout
     # In a thread: the simulated systems answer the stats probe from this test's loop.
-    doc = orjson.loads((await asyncio.to_thread(run, "status", "--json", *cfg)).stdout)
+    # Not 0: a script or monitor must see that an operator has to act (docs/operations.md).
+    assert result.returncode == 4, result.stderr
+    # In a thread: the simulated systems answer the stats probe from this test's loop.
+    as_json = await asyncio.to_thread(run, "status", "--json", *cfg)
+    assert as_json.returncode == 4
+    doc = orjson.loads(as_json.stdout)
     assert doc["active"] == "b"
     assert doc["refused"] == "zz"
     assert doc["systems"][0]["gateway_open"] == 0  # from a's stats_url
+    redis_server.command("SET", "tokenrouter:active", "b")
+    assert (await asyncio.to_thread(run, "status", *cfg)).returncode == 0
 
 
 def test_memory_store_is_explained(tmp_path: Path, gateways: dict[str, Gateway]) -> None:
@@ -244,3 +254,75 @@ async def test_drain_wait_times_out_then_succeeds(
                 await proc.wait()
     assert proc.returncode == 0, err.decode()
     assert "a is drained" in rest.decode()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("demo", "--port", "70000"),
+        ("demo", "--admin-port", "65536"),
+        ("demo", "--port", "-1"),
+        ("simulate-gateway", "--port", "70000"),
+    ],
+)
+def test_a_port_out_of_range_is_refused_not_wrapped(args: tuple[str, ...]) -> None:
+    # Before: demo printed a traceback (OverflowError) and simulate-gateway listened on
+    # 70000 - 65536 = 4464 without a word.
+    line = one_line_error(run(*args))
+    assert f"argument {args[1]}: {args[2]} is not a TCP port (0-65535" in line
+
+
+def test_no_config_anywhere_says_where_it_looked(tmp_path: Path) -> None:
+    line = one_line_error(run("status", cwd=tmp_path))
+    assert line == (
+        "token-router: error: --config: no configuration found: no --config given, "
+        f"$TOKENROUTER_CONFIG not set, and no router.toml in {tmp_path} "
+        "(nor TOKENROUTER_SYSTEMS_* variables)"
+    )
+    line = one_line_error(run("status", env={"TOKENROUTER_CONFIG": str(tmp_path / "x.toml")}))
+    assert line.startswith("token-router: error: $TOKENROUTER_CONFIG: file ")
+
+
+async def test_config_from_the_environment_and_hints_that_work_as_printed(
+    tmp_path: Path, config: Path
+) -> None:
+    env = {"TOKENROUTER_CONFIG": str(config)}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert (await asyncio.to_thread(run, "switch", "b", env=env)).returncode == 0
+    # A relative --config from the config's own directory: the hint names the file so that
+    # it works from any directory, with no environment.
+    switched = await asyncio.to_thread(
+        run, "switch", "a", "--config", config.name, cwd=config.parent
+    )
+    assert switched.returncode == 0, switched.stderr
+    hint = re.search(r"`(token-router drain-wait b [^`]+)`", switched.stdout)
+    assert hint is not None, switched.stdout
+    assert f"--config {config.resolve()}" in hint.group(1)
+    argv = shlex.split(hint.group(1))[1:] + ["--timeout", "20"]
+    waited = await asyncio.to_thread(run, *argv, cwd=elsewhere)
+    assert waited.returncode == 0, waited.stderr
+    assert "b is drained" in waited.stdout
+
+
+@pytest.mark.parametrize("command", [("status",), ("status", "--json"), ("history",)])
+async def test_a_closed_pipe_ends_quietly(config: Path, command: tuple[str, ...]) -> None:
+    """`token-router status | head`: the reader is gone before anything is written."""
+    cfg = ("--config", str(config))
+    assert (await asyncio.to_thread(run, "switch", "b", "--config", str(config))).returncode == 0
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader closed its end (`head` has exited): every write fails
+    try:
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "router", *command, *cfg],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+            env=clean_env(),
+        )
+    finally:
+        os.close(write_end)
+    assert result.stderr == ""  # no traceback, no "Exception ignored ... BrokenPipeError"
+    assert result.returncode == 141  # 128 + SIGPIPE, as the shell reports a closed pipe
