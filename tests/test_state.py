@@ -208,7 +208,9 @@ def bulk(reply: str) -> str | None:
 
 
 async def synced(w: Watching) -> None:
-    await wait_until(lambda: w.holder.synced, timeout=10)
+    """Until the first read is applied and audited: a change made before its audit is
+    written would be recorded in its place (the audit records what it finds)."""
+    await wait_until(lambda: w.holder.synced and not w.watcher.audit_pending, timeout=10)
 
 
 async def audited(*instances: Watching) -> None:
