@@ -73,7 +73,7 @@ async def diagnose(
     client: aioredis.Redis, keys: Keys, touched: Sequence[str], exc: BaseException
 ) -> WrongKeyType:
     """The error naming the first of `touched` whose type is wrong (asked of Redis now)."""
-    found: Mapping[str, str] = {}
+    found: Mapping[str, str | bytes] = {}
     try:
         async with client.pipeline(transaction=False) as pipe:
             for key in touched:
@@ -82,7 +82,8 @@ async def diagnose(
     except (RedisError, OSError):
         pass  # the repair hint below still says what happened
     for key in touched:
-        actual = str(found.get(key, "none"))
+        kind = found.get(key, "none")
+        actual = kind.decode() if isinstance(kind, bytes) else str(kind)  # bytes clients too
         if actual != "none" and actual != expected_type(keys, key):
             return WrongKeyType(key, wrong_type_message(keys, key, actual))
     names = ", ".join(touched) or f"{keys.prefix}:*"

@@ -11,6 +11,7 @@ import pytest
 from router.errors import StoreUnavailable, WrongKeyType
 from router.key_types import expected_type, repair_hint, wrong_type_message
 from router.keys import Keys
+from router.releases.store import RedisReleaseStore
 from router.state import Snapshot, StateHolder, StateWatcher
 from router.store import AffinityRecord, RedisStore
 from tests.helpers import REDIS_TIMEOUT, RedisServer, wait_until
@@ -126,3 +127,21 @@ async def test_watcher_reports_the_wrong_key_and_recovers_once_fixed(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_release_store_names_the_wrong_key_too(redis_server: RedisServer) -> None:
+    store = RedisReleaseStore(redis_server.url, KEYS, timeout=REDIS_TIMEOUT)
+    try:
+        redis_server.command("SET", KEYS.releases, "x")
+        with pytest.raises(WrongKeyType) as info:
+            await store.list(0.0)
+        assert info.value.key == KEYS.releases
+        assert str(info.value).startswith("Redis key 'tokenrouter:releases' holds a string")
+        redis_server.command("RPUSH", KEYS.release_meta("r1"), "x")
+        redis_server.command("DEL", KEYS.releases)
+        with pytest.raises(WrongKeyType) as info:
+            await store.meta("r1")
+        assert info.value.key == KEYS.release_meta("r1")
+        assert "holds a list, not the hash" in str(info.value)
+    finally:
+        await store.close()

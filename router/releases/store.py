@@ -19,6 +19,7 @@ from typing import Protocol
 from redis.exceptions import RedisError
 
 from router.errors import StoreUnavailable
+from router.key_types import diagnose, is_wrong_type
 from router.keys import Keys
 from router.redis_client import redact, redis_client, unavailable
 from router.releases.model import LibraryFile, ReleaseMeta, manifest_from_json, manifest_json
@@ -122,6 +123,12 @@ class RedisReleaseStore:
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         return unavailable(self.description, exc)
 
+    async def _failure(self, exc: BaseException, *touched: str) -> StoreUnavailable:
+        """A key of the wrong type named with its fix (key_types.py), else "unavailable"."""
+        if is_wrong_type(exc):
+            return await diagnose(self._client, self.keys, touched, exc)
+        return self._unavailable(exc)
+
     async def exists(self, release: str) -> bool:
         try:
             return bool(await self._client.exists(self.keys.release_meta(release)))
@@ -146,7 +153,9 @@ class RedisReleaseStore:
                 pipe.zadd(k.releases, {meta.id: meta.expires})
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+            raise await self._failure(
+                exc, k.release_files(meta.id), k.release_meta(meta.id), k.releases
+            ) from exc
 
     async def touch(self, activity: Activity) -> None:
         """Push the release's expiry forward and record who served it and when."""
@@ -173,7 +182,9 @@ class RedisReleaseStore:
                 pipe.set(k.system_release(a.system), a.release)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+            raise await self._failure(
+                exc, meta_key, k.release_files(a.release), k.releases, k.system_release(a.system)
+            ) from exc
 
     async def meta(self, release: str) -> ReleaseMeta | None:
         try:
@@ -182,7 +193,9 @@ class RedisReleaseStore:
                 pipe.zscore(self.keys.releases, release)
                 raw, score = await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+            raise await self._failure(
+                exc, self.keys.release_meta(release), self.keys.releases
+            ) from exc
         if score is None or float(score) <= time.time():
             return None
         return _meta_from(release, raw, float(score))
@@ -193,7 +206,7 @@ class RedisReleaseStore:
                 self.keys.release_files(release), [field_name(e, path) for e in FORMS]
             )
         except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+            raise await self._failure(exc, self.keys.release_files(release)) from exc
         return {e: v for e, v in zip(FORMS, values, strict=True) if isinstance(v, bytes)}
 
     async def system_releases(self, systems: Sequence[str]) -> dict[str, str | None]:
@@ -214,7 +227,9 @@ class RedisReleaseStore:
                     pipe.hget(self.keys.release_meta(release), "label")
                 scores, *labels = await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+            raise await self._failure(
+                exc, self.keys.releases, *(self.keys.release_meta(r) for r in releases)
+            ) from exc
         found: dict[str, tuple[float, str] | None] = {}
         for release, score, label in zip(releases, scores, labels, strict=True):
             alive = score is not None and label is not None
@@ -235,7 +250,7 @@ class RedisReleaseStore:
                     pipe.hgetall(k.release_meta(member))
                 metas = await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise self._unavailable(exc) from exc
+            raise await self._failure(exc, k.releases) from exc
         found = []
         for (member, score), raw in zip(rows, metas, strict=True):
             meta = _meta_from(member, raw, score)
