@@ -32,6 +32,7 @@ from router.logs import request_id
 from router.responses import JSON_TYPE, SYSTEM_HEADER, error_response
 from router.routing import (
     BROWSER,
+    IDEMPOTENT,
     OWNED,
     Forward,
     Match,
@@ -248,7 +249,9 @@ class ProxyHandler:
         upstream = self.runtime.upstreams[system]
         try:
             started = time.perf_counter()
-            answer = await upstream.send(request.method, request.raw_path, headers, body)
+            answer = await upstream.send(
+                request.method, request.raw_path, headers, body, idempotent=route in IDEMPOTENT
+            )
             elapsed = time.perf_counter() - started
         except RequestError as exc:
             # Logged even without the access log: this is the gateway failing, not a client.

@@ -29,6 +29,10 @@ class Route(enum.Enum):
 
 # Routes whose target is the system that issued an id, not the active one.
 OWNED = frozenset({Route.TOKEN_DELETE, Route.CODE_LOOKUP})
+# Routes a gateway may receive twice with the same effect as once: only these are sent a
+# second time after a connection broke mid-request (router/upstream.py, may_retry). A PUT to
+# create a short code is not among them: each one makes a new code.
+IDEMPOTENT = frozenset({Route.TOKEN_DELETE, Route.CODE_LOOKUP, Route.LIBRARY})
 # Routes a browser calls directly (FCSDK-API.md): CORS preflight is answered for these.
 BROWSER = frozenset({Route.CODE_CREATE, Route.CODE_LOOKUP, Route.ASSIST})
 

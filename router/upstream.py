@@ -12,6 +12,7 @@ import ssl
 from dataclasses import dataclass
 
 import aiohttp
+from aiohttp.client_exceptions import ClientConnectionResetError
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from router.config import SystemConfig
@@ -96,6 +97,41 @@ def map_client_error(exc: BaseException, system: str, cfg_read: float) -> Reques
     return UpstreamUnavailable(f"system {system!r} failed: {exc.__class__.__name__}", system=system)
 
 
+def _never_written(exc: BaseException) -> bool:
+    """True when aiohttp refused to write the request at all: the pooled connection was
+    already closing when the request's first (and, for our bodies, only) write came.
+
+    aiohttp raises `ClientConnectionResetError("Cannot write to closing transport")` from
+    its writer in that case; a body writer wraps it as the cause of a `ClientOSError`.
+    """
+    seen: BaseException | None = exc
+    for _ in range(3):
+        if seen is None:
+            return False
+        if isinstance(seen, ClientConnectionResetError) and "closing transport" in str(seen):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def may_retry(exc: BaseException, idempotent: bool) -> bool:
+    """May a request that failed with `exc` be sent a second (and last) time?
+
+    Only when the first attempt provably never reached the gateway (the kept-alive
+    connection was found closed before the request was written), or when the route is
+    idempotent and the connection broke (sending it twice does what sending it once does).
+    Never on a connect failure (the gateway is down: asking again at once only doubles the
+    load on it) or a timeout (the gateway may still be working on it).
+    """
+    if isinstance(exc, aiohttp.ClientConnectorError | TimeoutError):
+        return False
+    if _never_written(exc):
+        return True
+    return idempotent and isinstance(
+        exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | ClientConnectionResetError
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class UpstreamAnswer:
     status: int
@@ -143,9 +179,11 @@ class Upstream:
         )
         self.session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=connect_timeout, sock_read=read_timeout
-            ),
+            # No `sock_read`: aiohttp 3.14 can leave that timer armed on a connection it has
+            # already put back in the pool (docs/upstream.md, "The lost request"); when it
+            # fires there, the next request on the connection fails at once although it
+            # reached the gateway. The read timeout is our own deadline in `send` instead.
+            timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=None),
             auto_decompress=False,
             # One pool serves every caller: a cookie one caller's answer set must never ride
             # along on another caller's request.
@@ -153,34 +191,47 @@ class Upstream:
             skip_auto_headers=("User-Agent", "Content-Type"),
             raise_for_status=False,
         )
+        # aiohttp resends an idempotent method once by itself when a kept-alive connection
+        # breaks; with ours on top a DELETE reached a gateway four times. `send` alone decides
+        # (may_retry): at most two attempts in total. (No public switch exists for this.)
+        self.session._retry_connection = False
 
     async def close(self) -> None:
         await self.session.close()
 
     async def send(
-        self, method: str, path_qs: str, headers: CIMultiDict[str], body: bytes | None
+        self,
+        method: str,
+        path_qs: str,
+        headers: CIMultiDict[str],
+        body: bytes | None,
+        *,
+        idempotent: bool = False,
     ) -> UpstreamAnswer:
-        """One request, one answer read in full.
+        """One request, one answer read in full, within `read_timeout` seconds.
 
-        A request that got no answer because its kept-alive connection turned out closed is
-        sent once more on a fresh connection, whatever the method. For a POST that is safe
-        here: if the gateway did create a session before the connection dropped, nobody can
-        ever learn its token, so a second attempt adds no orphan that giving up would not
-        leave too, and the caller gets a token instead of a 502.
+        At most two attempts: the second only when `may_retry` says the first never reached
+        the gateway, or the route is `idempotent` (the caller knows the route: a PUT that
+        creates a short code is not, a DELETE of a session is).
         """
         url = self.base + path_qs
-        attempts = 2
-        for attempt in range(attempts):
+        for attempt in (1, 2):
             try:
-                async with self.session.request(
-                    method, url, headers=headers, data=body, allow_redirects=False
-                ) as resp:
-                    payload = await resp.read()
-                    return UpstreamAnswer(resp.status, response_headers(resp.headers), payload)
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                if attempt + 1 < attempts and not isinstance(exc, aiohttp.ClientConnectorError):
-                    continue
-                raise map_client_error(exc, self.system.id, self.read_timeout) from exc
+                async with asyncio.timeout(self.read_timeout):
+                    async with self.session.request(
+                        method, url, headers=headers, data=body, allow_redirects=False
+                    ) as resp:
+                        payload = await resp.read()
+                        return UpstreamAnswer(resp.status, response_headers(resp.headers), payload)
             except (TimeoutError, aiohttp.ClientError) as exc:
+                if attempt == 1 and may_retry(exc, idempotent):
+                    log.info(
+                        "%s %s to system %s: %s; sending it once more",
+                        method,
+                        path_qs,
+                        self.system.id,
+                        exc.__class__.__name__,
+                    )
+                    continue
                 raise map_client_error(exc, self.system.id, self.read_timeout) from exc
         raise AssertionError("unreachable")  # pragma: no cover

@@ -4,11 +4,13 @@ routers on real sockets. A module that needs other router settings overrides
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
+import uvloop
 
 from tests.helpers import (
     Gateway,
@@ -18,6 +20,15 @@ from tests.helpers import (
     make_config,
     start_gateway,
 )
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Tests marked `uvloop` run on the event loop the router runs on in production."""
+    if item.get_closest_marker("uvloop"):
+        return {"uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 @pytest.fixture

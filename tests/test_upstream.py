@@ -323,7 +323,7 @@ async def test_send_to_stopped_gateway(upstreams: Callable[..., Upstream]) -> No
     upstream = upstreams(gateway.url, sid="b")
     assert (await post_session(upstream)).status == 200  # a kept-alive connection exists
     await gateway.stop()
-    for method in ("POST", "GET"):  # GET takes the retry path, POST is never sent twice
+    for method in ("POST", "GET"):  # neither is sent twice: not idempotent by default
         with pytest.raises(UpstreamUnavailable) as info:
             await upstream.send(method, "/gateway/adapter.js", CIMultiDict(), None)
         assert info.value.status == 502

@@ -28,6 +28,9 @@ from router.upstream import Upstream, map_client_error
 
 FETCH_CONCURRENCY = 4
 STATS_TIMEOUT = 2.0
+# The pool has no per-read timer (router/upstream.py says why): one deadline per file, at
+# least the configured read timeout, generous enough for a large file from a slow gateway.
+MIN_FILE_DEADLINE = 30.0
 FETCH_HEADERS = {"Accept-Encoding": "identity", "User-Agent": "token-router (release check)"}
 
 
@@ -102,6 +105,7 @@ class Fetcher:
         try:
             async with (
                 limit,
+                asyncio.timeout(max(self.read_timeout, MIN_FILE_DEADLINE)),
                 upstream.session.get(
                     upstream.base + path, headers=FETCH_HEADERS, allow_redirects=False
                 ) as resp,
