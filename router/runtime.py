@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from router.affinity import Affinity
 from router.config import Config
+from router.loop_probe import LoopProbe
 from router.metrics import Metrics
 from router.releases.service import Releases
 from router.state import StateHolder, StateWatcher
@@ -45,6 +46,7 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     stopping: bool = False  # set on SIGTERM: /readyz turns 503 so balancers drain us first
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _probe: LoopProbe | None = None
 
     async def start(self, first_sync_timeout: float = 5.0) -> None:
         """Open upstream pools, read the state once, then follow it in the background.
@@ -53,6 +55,8 @@ class Runtime:
         default system and says so: refusing to start would turn a Redis blip into an outage.
         """
         r = self.config.router
+        self._probe = LoopProbe(self.metrics.on_loop_stall)
+        self._probe.start()
         for sid, system in self.config.systems.items():
             self.upstreams[sid] = Upstream(
                 system, connect_timeout=r.connect_timeout, read_timeout=r.read_timeout
@@ -81,6 +85,8 @@ class Runtime:
         await self.affinity.replay()
 
     async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.stop()
         await stop_tasks(self._tasks)
         self._tasks.clear()
         await self.releases.close()
