@@ -23,6 +23,7 @@ import signal
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 import orjson
 import uvloop
 
-from bench import cpu, nginx, propagation, report
+from bench import cpu, nginx, propagation, report, soak
 from bench.procs import (
     HOST,
     Proc,
@@ -46,10 +47,12 @@ from bench.procs import (
 )
 from bench.resp import info_stats
 from bench.stack import (
+    ADMIN_TOKEN,
     KEY_PREFIX,
     PYTHON,
     Placement,
     Router,
+    Service,
     get,
     get_json,
     start_ceiling,
@@ -57,7 +60,9 @@ from bench.stack import (
     start_redis,
     start_router,
 )
+from bench.stalls import stall_counts, stall_diff
 from bench.wrk import GET_SCRIPT, SESSION_SCRIPT, WrkResult, run_wrk
+from router.simulator import library_files
 
 SESSION_PATH = "/gateway/sessions/session"
 LIBRARY_PATH = "/gateway/fusion-client-sdk.js"
@@ -67,7 +72,9 @@ SESSION_BODY = (
 )
 RESULTS = Path(__file__).parent / "results"
 WARMUP_S = 2
+IDLE_WINDOW_S = 5.0
 SECTIONS = ("latency", "throughput", "release", "propagation")
+OPT_IN = ("soak",)  # long: only with --only soak
 
 
 def log(message: str) -> None:
@@ -91,6 +98,7 @@ class Bench:
             "rss_kib": {},
             "errors": {},
             "cpu": {},
+            "loop_stalls": {},
         }
         self.wrk = ""
         self.nginx = ""
@@ -169,15 +177,20 @@ class Bench:
         if wrk is None or redis is None:
             raise SystemExit("bench: wrk and redis-server are required")
         self.wrk = wrk
+        self.redis_binary = redis
         self.redis = start_redis(self.procs, redis, self.place.rest, self.workdir)
         self.gateways = {
             "a": start_gateway(self.procs, "a", "1.0", self.place.rest),
             "b": start_gateway(self.procs, "b", "2.0", self.place.rest),
         }
         self.library = get(self.gateways["a"].url + LIBRARY_PATH)
+        only = self.args.only
+        if "soak" in only:
+            self.guarded("soak", self.soak)
+        if not only - {"soak"}:
+            return self.finish(started, whole)
 
         self.guarded("start", self.start_targets)
-        only = self.args.only
         if "latency" in only:
             self.guarded("latency", self.latency)
         if "throughput" in only:
@@ -189,7 +202,9 @@ class Bench:
         self.stop_targets()
         if "propagation" in only:
             self.guarded("switch propagation", self.propagation)
+        return self.finish(started, whole)
 
+    def finish(self, started: float, whole: cpu.Window) -> dict[str, Any]:
         self.procs.close()
         self.results["cpu"]["whole run"] = whole.until(cpu.Window.now(()))
         self.results["ratios"] = report.ratios(self.results)
@@ -208,6 +223,7 @@ class Bench:
             "rate": self.args.rate,
             "latency_duration_s": self.args.latency_duration,
             "switches": self.args.switches,
+            "soak_seconds": self.args.soak_seconds,
             "sections": sorted(self.args.only),
             "nice": -self.args.nice,
             "library_bytes": len(self.library),
@@ -218,9 +234,28 @@ class Bench:
         self.results["elapsed_s"] = round(time.time() - started, 1)
         return self.results
 
+    def start_fast_upstream(self) -> Service:
+        """nginx answering the token route with a fixed JSON and serving system a's library
+        files (the same bytes as the simulator): the upstream of every throughput, CPU and
+        latency row, so they measure the proxies and not the Python simulator behind them.
+        Without nginx, the simulator stands in (and the results say so)."""
+        if not self.nginx:
+            self.notes.append("no nginx: the throughput rows proxy to the Python simulator")
+            return self.gateways["a"]
+        port = free_port()
+        files = {path: body for path, (body, _type) in library_files("1.0").items()}
+        conf = nginx.write_fast_upstream(self.workdir / "fast-upstream", port=port, files=files)
+        argv = nginx.argv(self.nginx, self.workdir / "fast-upstream", conf)
+        proc = self.procs.start("fast-upstream", argv, cpus=self.place.rest)
+        wait_port(port, proc)
+        fast = Service(proc, port)
+        if get(fast.url + LIBRARY_PATH) != self.library:
+            raise RuntimeError("the fast upstream does not serve system a's library bytes")
+        return fast
+
     def start_targets(self) -> None:
         """Every compared server at once: idle ones cost nothing, and rounds can alternate."""
-        upstream = self.gateways["a"]
+        upstream = self.fast = self.start_fast_upstream()
         self.targets["direct"] = upstream.url
         ceiling = start_ceiling(self.procs, upstream, self.place.proxy)
         self.targets["ceiling"] = ceiling.url
@@ -233,14 +268,14 @@ class Bench:
                 name,
                 self.workdir,
                 self.redis.port,
-                self.gateways,
+                {"a": upstream, "b": self.gateways["b"]},
                 workers=workers,
                 cpus=cpus,
             )
             self.routers[name] = router
             self.targets[name] = router.url
         if self.nginx:
-            self.targets["nginx"] = self.start_nginx()
+            self.targets["nginx"] = self.start_nginx(upstream.port)
         else:
             self.results["errors"]["nginx"] = "nginx not available: its rows are n/a"
         # Each router fetches, fingerprints and (the first one) compresses the libraries
@@ -253,6 +288,76 @@ class Bench:
         waited = wait_idle(pids)
         self.results["settle_s"] = round(waited, 1)
         log(f"  servers idle after {waited:.1f} s")
+        self.idle_stalls()
+
+    def idle_stalls(self) -> None:
+        """Loop stalls of an idle router doing only background work: one release check of
+        both systems (asked for through the admin API), then IDLE_WINDOW_S of nothing but
+        state re-reads, health probes and timers. SPEC: none over 1 ms."""
+        router = self.routers["router_w1"]
+        before = stall_counts(router)
+        request = urllib.request.Request(
+            router.admin_url + "/api/releases/refresh",
+            method="POST",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310 (loopback)
+            resp.read()
+        time.sleep(IDLE_WINDOW_S)
+        window = stall_diff(before, stall_counts(router))
+        self.results["loop_stalls"]["idle: a release check, then background work only"] = window
+        log(
+            f"  idle router: {window['stalls_over_1ms']} stalls over 1 ms "
+            f"(longest <= {window['longest_at_most_ms']} ms)"
+        )
+
+    def soak(self) -> None:
+        """`--only soak`: a long run against the simulators with gaps, switches, a Redis
+        restart (bench/soak.py); one router worker, pinned like the throughput rows."""
+        router = start_router(
+            self.procs,
+            "router_soak",
+            self.workdir,
+            self.redis.port,
+            self.gateways,
+            workers=1,
+            cpus=self.place.proxy,
+        )
+        self.wait_release(router)
+        wait_idle([router.proc.pid])
+        body = self.workdir / "session.json"
+        body.write_bytes(SESSION_BODY)
+
+        def restart_redis() -> Service:
+            self.procs.stop(self.redis.proc)
+            self.redis = start_redis(
+                self.procs, self.redis_binary, self.place.rest, self.workdir, self.redis.port
+            )
+            return self.redis
+
+        try:
+            result = soak.run(
+                procs=self.procs,
+                router=router,
+                redis=self.redis,
+                restart_redis=restart_redis,
+                body_file=body,
+                url=router.url + SESSION_PATH,
+                seconds=self.args.soak_seconds,
+                rate=self.args.rate,
+                seed=self.args.seed,
+                cpus=self.place.rest,
+                log=log,
+            )
+            result["peak_rss_kib"] = vm_hwm_kib(router.proc.pid)
+            self.results["soak"] = result
+            log(
+                f"  soak: {result['sent']} sent, {result['failed']} failed, "
+                f"{result['switches']} switches, Redis restarted at "
+                f"{result['redis_restarted_at_s']} s"
+            )
+        finally:
+            self.procs.stop(router.proc)
 
     def wait_release(self, router: Router, timeout: float = 20.0) -> str:
         """The library base path /router/current hands out, once there is one ("" if none)."""
@@ -263,12 +368,12 @@ class Bench:
                 return base
             time.sleep(0.2)
 
-    def start_nginx(self) -> str:
+    def start_nginx(self, upstream_port: int) -> str:
         prefix = self.workdir / "nginx"
         proxy_port, static_port = free_port(), free_port()
         conf = nginx.write_config(
             prefix,
-            upstream_port=self.gateways["a"].port,
+            upstream_port=upstream_port,
             proxy_port=proxy_port,
             static_port=static_port,
         )
@@ -293,6 +398,8 @@ class Bench:
         """Direct vs through the router, alternating, at the same fixed rate."""
         paths = {"direct": self.targets["direct"], "router": self.targets["router_w1"]}
         rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
+        router = self.routers["router_w1"]
+        before = stall_counts(router)
         for r in range(self.args.rounds):
             for name, base in paths.items():
                 warmup = 2.0 if r == 0 else 1.0
@@ -304,13 +411,16 @@ class Bench:
                     f"{result['failed']} failed"
                 )
         self.results["latency_rounds"] = rounds
+        self.results["loop_stalls"]["latency rounds at 1000 req/s"] = stall_diff(
+            before, stall_counts(router)
+        )
         for name, results in rounds.items():
             self.results["latency"][name] = min(results, key=lambda x: x["latency_ms"]["p99"])
 
     def server_pid(self, name: str) -> int:
         """The process whose CPU time (its own plus its workers') a row's requests cost."""
         if name == "direct":
-            return self.gateways["a"].proc.pid
+            return self.fast.proc.pid
         if name in self.routers:
             return self.routers[name].proc.pid
         proc = next(p for p in self.procs.running if p.name == name)
@@ -455,6 +565,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=int, default=1000, help="fixed rate of the latency rows")
     parser.add_argument("--latency-duration", type=float, default=5.0, help="seconds per round")
     parser.add_argument("--switches", type=int, default=50)
+    parser.add_argument(
+        "--soak-seconds",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="length of the soak (--only soak); SPEC asks at least 600",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="the soak's schedule")
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
     parser.add_argument(
         "--wait-quiet",
@@ -477,14 +595,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=lambda text: set(text.split(",")),
         default=set(SECTIONS),
         metavar="LIST",
-        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})",
+        help=f"comma-separated sections to run (default: {','.join(SECTIONS)}; "
+        f"opt-in: {','.join(OPT_IN)}, e.g. --only soak)",
     )
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s rows (smoke test)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for latest.*")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, configs)")
     args = parser.parse_args(argv)
-    if not args.only <= set(SECTIONS):
-        parser.error(f"--only: unknown section(s) {', '.join(sorted(args.only - set(SECTIONS)))}")
+    known = set(SECTIONS) | set(OPT_IN)
+    if not args.only <= known:
+        parser.error(f"--only: unknown section(s) {', '.join(sorted(args.only - known))}")
     if args.quick:
         args.rounds = 1
         args.duration = args.latency_duration = args.file_duration = 2.0
@@ -494,6 +614,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     estimate = 5 * WARMUP_S + 2 * 2 + 2 * WARMUP_S + 30
     estimate += args.rounds * (5 * args.duration + 2 * args.latency_duration)
     estimate += args.rounds * 2 * args.file_duration + args.switches * 0.1
+    if args.only <= set(OPT_IN):
+        return args  # the soak is as long as --soak-seconds says
     if estimate + min(args.wait_quiet, 60.0) > 290:
         parser.error(f"about {estimate:.0f} s of measurements: a run must stay under 5 minutes")
     return args

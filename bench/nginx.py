@@ -93,3 +93,56 @@ def argv(nginx: str, prefix: Path, conf: Path) -> list[str]:
 def version(nginx: str) -> str:
     done = subprocess.run([nginx, "-v"], capture_output=True, text=True, check=False)
     return (done.stderr or done.stdout).strip().removeprefix("nginx version: ")
+
+
+# The fast upstream: what the throughput and CPU rows proxy to. The simulated gateway is a
+# Python process (~7-9k req/s on one core), so with it as upstream nginx's row measured the
+# simulator; this one answers the token route with a fixed JSON and the library files from
+# disk, much faster than any proxy in front of it. It runs on the load generator's CPU.
+FAST_UPSTREAM = """\
+worker_processes 1;
+error_log {prefix}/error.log warn;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    types {{ application/javascript js; text/css css; image/png png; }}
+    server {{
+        listen 127.0.0.1:{port};
+        root {prefix}/html;
+        location = /gateway/sessions/session {{
+            default_type application/json;
+            return 200 '{answer}';
+        }}
+        location / {{ }}
+    }}
+}}
+"""
+
+# What a gateway answers to a token request (FCSDK-API.md), with a fixed session id.
+FAST_ANSWER = (
+    '{{"sessionid":"fast-{port}","urlSchemeDetails":'
+    '{{"secure":true,"host":"a.example.com","port":"8443"}}}}'
+)
+
+
+def write_fast_upstream(prefix: Path, *, port: int, files: dict[str, bytes]) -> Path:
+    """A config for the fast upstream on `port`, serving `files` (URL path -> bytes)."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    prefix.chmod(0o755)
+    (prefix / "html").mkdir(exist_ok=True)
+    for path, body in files.items():
+        put_static(prefix, path, body)
+    conf = prefix / "nginx.conf"
+    answer = FAST_ANSWER.format(port=port)
+    conf.write_text(FAST_UPSTREAM.format(prefix=prefix, port=port, answer=answer), "utf-8")
+    return conf

@@ -70,8 +70,10 @@ class Router:
         return f"http://{HOST}:{self.admin_port}"
 
 
-def start_redis(procs: Procs, binary: str, cpus: str | None, workdir: Path) -> Service:
-    port = free_port()
+def start_redis(
+    procs: Procs, binary: str, cpus: str | None, workdir: Path, port: int | None = None
+) -> Service:
+    port = port or free_port()
     argv = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
     argv += ["--dir", str(workdir), "--loglevel", "warning"]
     proc = procs.start("redis", argv, cpus=cpus)
