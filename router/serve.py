@@ -26,6 +26,7 @@ from aiohttp import web
 from router.config import Config, check_listen
 from router.errors import ConfigError
 from router.logs import AccessLogger
+from router.memory import tune_allocator
 from router.metrics import multiprocess_dir
 from router.store import StateStore
 from router.wiring import wire
@@ -180,6 +181,7 @@ async def run_until_signalled(
 def run_worker(
     config: Config, *, reuse_port: bool, announce: Callable[[Listeners], None] | None
 ) -> None:
+    tune_allocator()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(run_until_signalled(config, reuse_port=reuse_port, announce=announce))
 
