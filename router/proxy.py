@@ -136,7 +136,7 @@ class ProxyHandler:
         self.release_of: Callable[[str], str | None] = self.releases.release_of
         self.release_files = self.releases.files
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         rid = request_id(request.headers.get(REQUEST_ID_HEADER))
         try:
             # The query string is parsed only when there is one (the token route has none).
@@ -186,7 +186,7 @@ class ProxyHandler:
         except StoreUnavailable as exc:
             log.warning("could not mark %s as previewed: %s", system, exc)
 
-    async def _facts(self, request: web.Request, match: Match) -> RequestFacts:
+    async def _facts(self, request: web.BaseRequest, match: Match) -> RequestFacts:
         owner = None
         if match.route in OWNED:
             kind: AffinityKind = "session" if match.route is Route.TOKEN_DELETE else "code"
@@ -198,7 +198,7 @@ class ProxyHandler:
             preview=self._preview(request),
         )
 
-    def _preview(self, request: web.Request) -> str | None:
+    def _preview(self, request: web.BaseRequest) -> str | None:
         value = request.headers.get(self.preview_header)
         if value is None:
             return None
@@ -220,7 +220,7 @@ class ProxyHandler:
             return None
         return system
 
-    async def _read_body(self, request: web.Request) -> bytes:
+    async def _read_body(self, request: web.BaseRequest) -> bytes:
         if request.content_length is not None and request.content_length > self.max_body:
             raise BodyTooLarge(f"request body over the {self.max_body} byte limit")
         try:
@@ -229,7 +229,7 @@ class ProxyHandler:
             raise BodyTooLarge(f"request body over the {self.max_body} byte limit") from None
 
     async def _forward(
-        self, request: web.Request, match: Match, decision: Forward, rid: str
+        self, request: web.BaseRequest, match: Match, decision: Forward, rid: str
     ) -> web.Response:
         system = decision.system
         route = match.route
@@ -305,7 +305,7 @@ class ProxyHandler:
     def _origin_allowed(self, origin: str | None) -> bool:
         return origin is not None and ("*" in self.cors_origins or origin in self.cors_origins)
 
-    def _preflight(self, request: web.Request) -> web.Response:
+    def _preflight(self, request: web.BaseRequest) -> web.Response:
         origin = request.headers.get("Origin")
         if not self._origin_allowed(origin):
             raise Forbidden(f"origin {origin!r} is not in router.cors_origins")
@@ -323,7 +323,7 @@ class ProxyHandler:
             },
         )
 
-    def _cors(self, request: web.Request, response: web.StreamResponse) -> None:
+    def _cors(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
         """Answers to browser routes carry CORS headers even if the gateway sent none."""
         origin = request.headers.get("Origin")
         if "Access-Control-Allow-Origin" in response.headers or not self._origin_allowed(origin):
@@ -338,7 +338,7 @@ class ProxyHandler:
             response.headers.add("Vary", "Origin")
 
 
-def request_headers_for(request: web.Request, drop: frozenset[str]) -> CIMultiDict[str]:
+def request_headers_for(request: web.BaseRequest, drop: frozenset[str]) -> CIMultiDict[str]:
     return request_headers(
         request.headers,
         peer=request.remote or "",

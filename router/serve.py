@@ -29,7 +29,7 @@ from router.logs import AccessLogger
 from router.memory import tune_allocator
 from router.metrics import multiprocess_dir
 from router.store import StateStore
-from router.wiring import wire
+from router.wiring import create_proxy_server, wire
 
 log = logging.getLogger("router.serve")
 
@@ -74,13 +74,17 @@ class RouterServer:
         wired = wire(config, store)
         self.runtime = wired.runtime
         r = config.router
-        self.proxy_runner = web.AppRunner(
-            wired.proxy_app,
+        self.proxy_runner = web.ServerRunner(
+            create_proxy_server(
+                wired.runtime,
+                wired.proxy,
+                access_log_class=AccessLogger,
+                access_log=logging.getLogger("router.access") if r.access_log else None,
+            ),
             handle_signals=False,
-            access_log_class=AccessLogger,
-            access_log=logging.getLogger("router.access") if r.access_log else None,
             shutdown_timeout=r.shutdown_timeout,
         )
+        self._runtime_started = False
         self.admin_runner = web.AppRunner(
             wired.admin_app,
             handle_signals=False,
@@ -92,7 +96,9 @@ class RouterServer:
     async def start(self) -> Listeners:
         r = self.config.router
         ssl_context = _ssl_context(self.config)
-        await self.proxy_runner.setup()  # starts the runtime: first state read included
+        self._runtime_started = True
+        await self.runtime.start()  # the first state read included
+        await self.proxy_runner.setup()
         await self.admin_runner.setup()
         host, port = check_listen("router.listen", r.listen)
         admin_host, admin_port = check_listen("router.admin_listen", r.admin_listen)
@@ -134,9 +140,12 @@ class RouterServer:
         if delay > 0 and self.listeners is not None:
             log.info("not ready any more; serving %.1f s more before closing the listener", delay)
             await asyncio.sleep(delay)
-        # The proxy first: aiohttp closes the listening socket, waits up to shutdown_timeout
-        # for handlers in flight, then runs the cleanup context (closes the runtime).
+        # The proxy first: aiohttp closes the listening socket and waits up to
+        # shutdown_timeout for handlers in flight; then the runtime they used is closed.
         await self.proxy_runner.cleanup()
+        if self._runtime_started:
+            self._runtime_started = False
+            await self.runtime.close()
         await self.admin_runner.cleanup()
 
 

@@ -5,16 +5,24 @@ both listeners, the metrics fed by the state and the release cache, the admin pa
 and prober, and the app keys the handlers read. The parts themselves take what they need as
 arguments and import no wiring; `serve.py` only runs the result.
 
-The proxy app owns the `Runtime` (its cleanup context starts and closes it); the admin app
-is handed the same runtime and only reads it, so the two listeners can never disagree.
+The proxy listener is no Application: aiohttp's low-level `web.Server` runs the one
+`ProxyHandler` (routing.classify knows the route table), so no URL dispatcher or middleware
+chain sits on the hot path (issue 14: CPU per request). The admin app is handed the same
+runtime and only reads it, so the two listeners can never disagree; `serve.RouterServer`
+starts the runtime before the listeners and closes it after the proxy listener.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
 
 from router.admin import api, page, releases_api
 from router.admin.feed import LiveFeed
@@ -81,20 +89,34 @@ def build_runtime(config: Config, store: StateStore | None = None) -> Runtime:
     )
 
 
-def create_proxy_app(runtime: Runtime, handler: ProxyHandler) -> web.Application:
-    """The proxy listener: one catch-all route, the route table lives in routing.classify."""
-    # client_max_size makes aiohttp itself refuse larger bodies; the handler turns that
-    # into the 413 JSON answer (and checks Content-Length first, before reading anything).
-    app = web.Application(client_max_size=runtime.config.router.max_body_size)
-    app.router.add_route("*", "/{tail:.*}", handler.__call__)
+def create_proxy_server(runtime: Runtime, handler: ProxyHandler, **kwargs: Any) -> web.Server:
+    """The proxy listener: aiohttp's low-level server running the one handler.
 
-    async def lifetime(app: web.Application) -> AsyncIterator[None]:
-        await runtime.start()
-        yield
-        await runtime.close()
+    `kwargs` go to aiohttp's request handler (access log settings). Must be called with the
+    event loop running (aiohttp's Server binds to it).
+    """
+    max_body = runtime.config.router.max_body_size
 
-    app.cleanup_ctx.append(lifetime)
-    return app
+    def request(
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        # aiohttp itself refuses bodies over client_max_size; the handler turns that into
+        # the 413 JSON answer (and checks Content-Length first, before reading anything).
+        return web.BaseRequest(
+            message,
+            payload,
+            protocol,
+            writer,
+            task,
+            asyncio.get_running_loop(),
+            client_max_size=max_body,
+        )
+
+    return web.Server(handler, request_factory=request, **kwargs)
 
 
 def create_admin_app(runtime: Runtime, assets: Assets | None = None) -> web.Application:
@@ -123,11 +145,10 @@ class Wired:
     """One process's applications, ready for runners."""
 
     runtime: Runtime
-    proxy_app: web.Application
+    proxy: ProxyHandler
     admin_app: web.Application
 
 
 def wire(config: Config, store: StateStore | None = None) -> Wired:
     runtime = build_runtime(config, store)
-    handler = ProxyHandler(runtime)
-    return Wired(runtime, create_proxy_app(runtime, handler), create_admin_app(runtime))
+    return Wired(runtime, ProxyHandler(runtime), create_admin_app(runtime))

@@ -21,7 +21,7 @@ from multidict import CIMultiDict
 
 from router.config import SystemConfig, build_config
 from router.errors import UpstreamTimeout, UpstreamUnavailable
-from router.release_fetch import Fetcher
+from router.releases.fetch import Fetcher
 from router.upstream import Upstream, may_retry
 from tests.helpers import HOST, SESSION_BODY, SESSION_PATH, router_data, wait_until
 

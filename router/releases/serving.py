@@ -84,7 +84,7 @@ class ReleaseFiles:
 
     # --- serving -------------------------------------------------------------------------
 
-    async def respond(self, request: web.Request, release: str, path: str) -> web.Response:
+    async def respond(self, request: web.BaseRequest, release: str, path: str) -> web.Response:
         """The answer to GET/HEAD /v/{release}{path}: 200 (maybe compressed) or 304."""
         hot = self.cache.get(release, path)
         if hot is None or self.expires.get(release, 0.0) <= time.time():
