@@ -15,13 +15,30 @@ async def test_a_blocked_loop_is_reported_as_one_stall() -> None:
     probe.start()
     try:
         await wait_until(lambda: probe._handle is not None)
-        time.sleep(0.03)  # the stall under test: the loop is held for 30 ms
+        busy_until = time.perf_counter() + 0.03
+        while time.perf_counter() < busy_until:  # the stall under test: 30 ms of CPU work
+            pass
         await wait_until(lambda: bool(stalls))
     finally:
         probe.stop()
     assert any(0.02 <= s < 1.0 for s in stalls)
     assert probe.max_stall == max(stalls)
     assert all(s > STALL_FLOOR for s in stalls)
+
+
+async def test_waiting_without_cpu_is_no_stall() -> None:
+    """Descheduled (here: sleeping) is not the loop's own work: no stall is reported."""
+    stalls: list[float] = []
+    probe = LoopProbe(stalls.append)
+    probe.start()
+    try:
+        await wait_until(lambda: probe._handle is not None)
+        time.sleep(0.03)  # the thread holds no CPU meanwhile, like a preempted process
+        ticks = probe._due
+        await wait_until(lambda: probe._due > ticks)
+    finally:
+        probe.stop()
+    assert not any(s >= 0.02 for s in stalls)
 
 
 async def test_stalls_reach_the_metrics() -> None:
