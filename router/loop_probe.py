@@ -11,8 +11,8 @@ another process (a busy, shared machine) is not a stall of ours. So a stall is t
 (`thread_time`): a 30 ms callback is a 30 ms stall, 30 ms of being descheduled is none.
 
 Resolution: uvloop's timers are in whole milliseconds, so a tick can be up to ~1 ms late with
-an idle loop; only stalls over STALL_FLOOR are reported. The benchmark reads `tokenrouter_loop_stall_seconds` before and
-after each section (bench/harness.py).
+an idle loop; only stalls over STALL_FLOOR are reported. The benchmark reads
+`tokenrouter_loop_stall_seconds` before and after each section (bench/harness.py).
 """
 
 from __future__ import annotations
