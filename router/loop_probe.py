@@ -7,8 +7,9 @@ CPU each, so the probe costs ~0.1% of a core at the default interval.
 
 Only the loop's own work counts: a tick that is late because the kernel gave the CPU to
 another process (a busy, shared machine) is not a stall of ours. So a stall is the lateness
-(wall clock) capped by the CPU time the loop's thread used since the previous tick
-(`thread_time`): a 30 ms callback is a 30 ms stall, 30 ms of being descheduled is none.
+(wall clock) capped by the CPU time this process used since the previous tick
+(`process_time`, all threads: a worker thread holding the GIL stalls the loop too, and its
+CPU time counts): a 30 ms callback is a 30 ms stall, 30 ms of being descheduled is none.
 
 Resolution: uvloop's timers are in whole milliseconds, so a tick can be up to ~1 ms late with
 an idle loop; only stalls over STALL_FLOOR are reported. The benchmark reads
@@ -45,12 +46,12 @@ class LoopProbe:
             self._handle = None
 
     def _schedule(self) -> None:
-        self._cpu = time.thread_time()
+        self._cpu = time.process_time()
         self._due = time.perf_counter() + self.interval
         self._handle = self._loop.call_later(self.interval, self._tick)
 
     def _tick(self) -> None:
-        late = min(time.perf_counter() - self._due, time.thread_time() - self._cpu)
+        late = min(time.perf_counter() - self._due, time.process_time() - self._cpu)
         if late > STALL_FLOOR:
             if late > self.max_stall:
                 self.max_stall = late
