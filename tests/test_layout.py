@@ -24,7 +24,8 @@ DOC = ROOT / "docs" / "layout.md"
 FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "foundations",
-        "errors, Redis key names, logging, task helpers, the shape of library paths",
+        "errors, Redis key names, logging, task helpers, the shape of library paths, "
+        "the event-loop probe, the allocator settings",
         (
             "router",
             "router.errors",
@@ -32,6 +33,8 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "router.logs",
             "router.tasks",
             "router.releases.paths",
+            "router.loop_probe",
+            "router.memory",
         ),
     ),
     (
