@@ -94,7 +94,10 @@ def check_release_config(config: Config) -> None:
 
 
 def _with_forms(files: Sequence[LibraryFile]) -> list[LibraryFile]:
-    return [replace(f, forms=compress_forms(f.body, f.content_type)) for f in files]
+    """Compressed forms for the files that have none yet (see Releases._reuse)."""
+    return [
+        f if f.forms else replace(f, forms=compress_forms(f.body, f.content_type)) for f in files
+    ]
 
 
 class Releases:
@@ -308,6 +311,20 @@ class Releases:
             system, rid, meta.label, before, stored, len(meta.files), meta.size, ""
         )
 
+    def _reuse(self, rid: str, fetched: LibraryFile) -> LibraryFile:
+        """The bytes this process already holds for the file, if any.
+
+        A release the store lost (Redis restarted empty) is stored again from the next check;
+        its id is the digest of its contents, so the hot cache's forms are the same bytes:
+        reusing them spares a second brotli pass (~14 MB of tables) and a second copy of every
+        file while the first is still cached (peak RSS, SPEC section 3).
+        """
+        hot = self.files.cache.get(rid, fetched.path)
+        if hot is None or "" not in hot.forms:
+            return fetched
+        forms = {enc: rep.body for enc, rep in hot.forms.items() if enc}
+        return replace(fetched, body=hot.forms[""].body, forms=forms)
+
     def _check_failed(self, system: str, before: str | None, error: str) -> RefreshResult:
         if self.errors.get(system) != error:
             log.warning(
@@ -333,6 +350,7 @@ class Releases:
             label = choose_label(configured, reported, rid, others)
         stored = False
         if existing is None:
+            files[:] = [self._reuse(rid, f) for f in files]
             files[:] = await asyncio.to_thread(_with_forms, files)
             meta = ReleaseMeta(
                 id=rid,

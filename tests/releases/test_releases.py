@@ -560,6 +560,9 @@ async def test_redis_away_cached_files_still_served(
     url = router.proxy_url + info["base"] + CSS
     status, headers, body = await fetch(http, url)
     assert status == 200
+    cache = router.server.runtime.releases.files.cache
+    held = cache.get(info["release"], CSS)
+    assert held is not None and "br" in held.forms
 
     redis_server.stop()
     for _ in range(3):
@@ -588,6 +591,12 @@ async def test_redis_away_cached_files_still_served(
         return info["release"] in listed
 
     await wait_until(stored_again, timeout=15, interval=0.1)
+    # Stored again from the bytes this instance held, not compressed a second time (a second
+    # brotli pass and a second copy of every file would raise the worker's peak RSS).
+    again_held = cache.get(info["release"], CSS)
+    assert again_held is not None
+    assert again_held.forms["br"].body is held.forms["br"].body
+    assert again_held.forms[""].body is held.forms[""].body
 
 
 async def test_hand_out_follows_the_issuing_and_preferred_system(
