@@ -141,12 +141,13 @@ class RouterServer:
             log.info("not ready any more; serving %.1f s more before closing the listener", delay)
             await asyncio.sleep(delay)
         # The proxy first: aiohttp closes the listening socket and waits up to
-        # shutdown_timeout for handlers in flight; then the runtime they used is closed.
+        # shutdown_timeout for handlers in flight; then the admin listener (its live feed
+        # reads the store); the runtime both used is closed last.
         await self.proxy_runner.cleanup()
+        await self.admin_runner.cleanup()
         if self._runtime_started:
             self._runtime_started = False
             await self.runtime.close()
-        await self.admin_runner.cleanup()
 
 
 def tune_gc() -> None:
