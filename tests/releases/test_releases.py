@@ -22,6 +22,7 @@ from router.releases.cache import HotCache, prepare
 from router.releases.fetch import FingerprintError, decode_body
 from router.releases.model import (
     IMMUTABLE,
+    SCAN_WINDOW,
     FileEntry,
     LibraryFile,
     choose_encoding,
@@ -31,6 +32,7 @@ from router.releases.model import (
     references,
     release_digest,
     release_id,
+    scan_windows,
     valid_release_id,
 )
 from router.releases.paths import is_library_path
@@ -188,6 +190,22 @@ def test_is_library_path(path: str, expected: bool) -> None:
 )
 def test_references(path: str, body: bytes, content_type: str, found: set[str]) -> None:
     assert references(path, body, content_type) == found
+
+
+def test_references_found_across_scan_windows() -> None:
+    """A large script is scanned in windows (the event loop gets the GIL between them):
+    references on both sides of, and right at, every window boundary are all found."""
+    refs = [f"/gateway/part-{i}.js" for i in range(40)]
+    filler = b"x" * (SCAN_WINDOW - 7)  # no cut byte inside: windows end at the next quote
+    body = b"".join(
+        b'a("' + ref.encode() + b'");' + filler + b";b='csdk-" + str(i).encode() + b".js';"
+        for i, ref in enumerate(refs)
+    )
+    assert len(body) > 30 * SCAN_WINDOW
+    expected = set(refs) | {f"/gateway/csdk-{i}.js" for i in range(40)}
+    assert references("/gateway/fusion-client-sdk.js", body, "application/javascript") == expected
+    for _start, end in scan_windows(body):  # cut only where no match can continue
+        assert end == len(body) or body[end : end + 1] in b";(),= "
 
 
 @pytest.mark.parametrize(
