@@ -11,14 +11,23 @@ Each router owns its registry, so several routers in one process (tests) never c
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import time
+from bisect import bisect_left
 from collections import Counter as CounterOf
 from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from router.state import StateHolder
 
@@ -34,25 +43,37 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
+REQUESTS_HELP = "Proxied requests by route, system and status (status 0: no answer from upstream)."
+UPSTREAM_HELP = "Time from sending a request to a gateway to having its whole answer."
+
+
 class Metrics:
-    """The metrics one router process writes on its request path."""
+    """The metrics one router process writes on its request path.
+
+    The two per-request families (requests, upstream latency) are plain counters in one
+    process, turned into exposition only when scraped (`_PerRequest`): prometheus_client's
+    Counter and Histogram take a lock and walk their buckets on every observation (~3-5 µs a
+    request here, issue 14). With `--workers N` (multiprocess mode) the scrape merges every
+    worker's files, which only prometheus_client's own values write: there they stay.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter(
-            "tokenrouter_requests",
-            "Proxied requests by route, system and status (status 0: no answer from upstream).",
-            ["route", "system", "status"],
-            registry=r,
-        )
-        self.upstream_seconds = Histogram(
-            "tokenrouter_upstream_seconds",
-            "Time from sending a request to a gateway to having its whole answer.",
-            ["system", "route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
+        self.shared = multiprocess_dir() is not None
+        self.requests: Counter | None = None
+        self.upstream_seconds: Histogram | None = None
+        if self.shared:
+            self.requests = Counter(
+                "tokenrouter_requests", REQUESTS_HELP, ["route", "system", "status"], registry=r
+            )
+            self.upstream_seconds = Histogram(
+                "tokenrouter_upstream_seconds",
+                UPSTREAM_HELP,
+                ["system", "route"],
+                buckets=LATENCY_BUCKETS,
+                registry=r,
+            )
         self.switches = Gauge(
             "tokenrouter_switches_observed",
             "Changes of the active system this router applied since it started.",
@@ -90,11 +111,27 @@ class Metrics:
         # Children bound once: .labels() costs a dict build and a lock on every call.
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}
+        # One process: (system, route) -> per-bucket counts (the last for +Inf) and the sum.
+        self.latency_counts: dict[tuple[str, str], list[int]] = {}
+        self.latency_sums: dict[tuple[str, str], float] = {}
         self._stall_max = 0.0
+        if not self.shared:
+            r.register(_PerRequest(self))
 
     def observe(self, route: str, system: str, status: int, seconds: float | None) -> None:
         key = (route, system, status)
         self.local[key] += 1
+        if not self.shared:
+            if seconds is not None:
+                lkey = (system, route)
+                counts = self.latency_counts.get(lkey)
+                if counts is None:
+                    counts = self.latency_counts[lkey] = [0] * (len(LATENCY_BUCKETS) + 1)
+                    self.latency_sums[lkey] = 0.0
+                counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+                self.latency_sums[lkey] += seconds
+            return
+        assert self.requests is not None and self.upstream_seconds is not None
         child = self._request_children.get(key)
         if child is None:
             child = self._request_children[key] = self.requests.labels(route, system, str(status))
@@ -120,6 +157,34 @@ class Metrics:
 
     def on_refusal(self) -> None:
         self.refusals.inc()
+
+
+class _PerRequest(Collector):
+    """tokenrouter_requests and tokenrouter_upstream_seconds of one process, at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        requests = CounterMetricFamily(
+            "tokenrouter_requests", REQUESTS_HELP, labels=["route", "system", "status"]
+        )
+        for (route, system, status), n in list(m.local.items()):
+            requests.add_metric([route, system, str(status)], float(n))
+        yield requests
+        latency = HistogramMetricFamily(
+            "tokenrouter_upstream_seconds", UPSTREAM_HELP, labels=["system", "route"]
+        )
+        bounds = [floatToGoString(b) for b in (*LATENCY_BUCKETS, math.inf)]  # type: ignore[no-untyped-call]
+        for (system, route), counts in list(m.latency_counts.items()):
+            cumulative = list(itertools.accumulate(counts))
+            latency.add_metric(
+                [system, route],
+                list(zip(bounds, map(float, cumulative), strict=True)),
+                sum_value=m.latency_sums[(system, route)],
+            )
+        yield latency
 
 
 class StateCollector(Collector):

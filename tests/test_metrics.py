@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+import pytest
 
 from tests.helpers import (
     HOST,
@@ -117,3 +118,26 @@ async def test_metrics_add_up_across_workers(
         assert await asyncio.to_thread(router.wait, 20) == 0
     finally:
         router.kill()
+
+
+def test_one_process_counts_are_exposed_like_prometheus_client_would() -> None:
+    """Without a lock per observation (one process), the exposition keeps its meaning:
+    a bucket counts observations <= its bound, cumulatively; counts and sums per label set."""
+    from router.metrics import Metrics
+
+    metrics = Metrics()
+    assert not metrics.shared
+    for seconds in (0.0005, 0.0007, 0.003, 20.0):
+        metrics.observe("token_create", "a", 200, seconds)
+    metrics.observe("token_create", "a", 0, None)
+    get = metrics.registry.get_sample_value
+    labels = {"system": "a", "route": "token_create"}
+    assert get("tokenrouter_requests_total", {**labels, "status": "200"}) == 4
+    assert get("tokenrouter_requests_total", {**labels, "status": "0"}) == 1
+    assert get("tokenrouter_upstream_seconds_bucket", {**labels, "le": "0.0005"}) == 1
+    assert get("tokenrouter_upstream_seconds_bucket", {**labels, "le": "0.001"}) == 2
+    assert get("tokenrouter_upstream_seconds_bucket", {**labels, "le": "0.005"}) == 3
+    assert get("tokenrouter_upstream_seconds_bucket", {**labels, "le": "10.0"}) == 3
+    assert get("tokenrouter_upstream_seconds_bucket", {**labels, "le": "+Inf"}) == 4
+    assert get("tokenrouter_upstream_seconds_count", labels) == 4
+    assert get("tokenrouter_upstream_seconds_sum", labels) == pytest.approx(20.0042)
