@@ -10,6 +10,7 @@ import asyncio
 import logging
 import ssl
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.client_exceptions import ClientConnectionResetError
@@ -17,6 +18,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from router.config import SystemConfig
 from router.errors import RequestError, UpstreamTimeout, UpstreamUnavailable
+from router.http1 import ConnectFailed, GatewayError, GatewayPool, encode_request
 
 log = logging.getLogger("router.upstream")
 
@@ -154,8 +156,31 @@ def gateway_ssl(system: SystemConfig) -> ssl.SSLContext | bool:
     return True
 
 
+def pool_ssl(system: SystemConfig) -> ssl.SSLContext | None:
+    """`gateway_ssl` as an `ssl=` value for asyncio's create_connection (None: plain TCP)."""
+    policy = gateway_ssl(system)
+    if not system.gateway.startswith("https"):
+        return None
+    if isinstance(policy, ssl.SSLContext):
+        return policy
+    context = ssl.create_default_context()
+    if policy is False:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def answer_headers(raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
+    """Header list from the parser -> the headers returned to the client (hop-cleaned)."""
+    decoded: CIMultiDict[str] = CIMultiDict(
+        (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in raw
+    )
+    return response_headers(decoded)
+
+
 class Upstream:
-    """The connection pool to one system's gateway."""
+    """The connections to one system's gateway: the token hop's lean pool (router/http1.py)
+    for proxied requests, and an aiohttp session for the release checks."""
 
     def __init__(
         self, system: SystemConfig, *, connect_timeout: float, read_timeout: float
@@ -163,6 +188,17 @@ class Upstream:
         self.system = system
         self.base = system.gateway.rstrip("/")
         self.read_timeout = read_timeout
+        parts = urlsplit(self.base)
+        secure = parts.scheme == "https"
+        self.host_header = parts.netloc.rpartition("@")[2]
+        self.base_path = parts.path
+        self.pool = GatewayPool(
+            parts.hostname or "",
+            parts.port or (443 if secure else 80),
+            ssl_context=pool_ssl(system),
+            limit=system.max_connections,
+            connect_timeout=connect_timeout,
+        )
         ssl_context = gateway_ssl(system)
         if ssl_context is False:
             log.warning(
@@ -197,6 +233,7 @@ class Upstream:
         self.session._retry_connection = False
 
     async def close(self) -> None:
+        await self.pool.close()
         await self.session.close()
 
     async def send(
@@ -214,24 +251,39 @@ class Upstream:
         the gateway, or the route is `idempotent` (the caller knows the route: a PUT that
         creates a short code is not, a DELETE of a session is).
         """
-        url = self.base + path_qs
+        request = encode_request(method, self.base_path + path_qs, self.host_header, headers, body)
+        sid = self.system.id
+        fresh = False
         for attempt in (1, 2):
             try:
                 async with asyncio.timeout(self.read_timeout):
-                    async with self.session.request(
-                        method, url, headers=headers, data=body, allow_redirects=False
-                    ) as resp:
-                        payload = await resp.read()
-                        return UpstreamAnswer(resp.status, response_headers(resp.headers), payload)
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                if attempt == 1 and may_retry(exc, idempotent):
-                    log.info(
-                        "%s %s to system %s: %s; sending it once more",
-                        method,
-                        path_qs,
-                        self.system.id,
-                        exc.__class__.__name__,
+                    answer = await self.pool.request(request, method, fresh=fresh)
+                return UpstreamAnswer(answer.status, answer_headers(answer.headers), answer.body)
+            except TimeoutError:
+                raise UpstreamTimeout(
+                    f"system {sid!r} did not answer within {self.read_timeout:g} s", system=sid
+                ) from None
+            except ConnectFailed as exc:
+                text = str(exc)
+                if text.endswith("in time"):
+                    message = f"could not connect to system {sid!r} in time"
+                else:
+                    message = (
+                        f"{text.replace('cannot connect', f'cannot connect to system {sid!r}')}"
                     )
+                raise UpstreamUnavailable(message, system=sid) from None
+            except GatewayError as exc:
+                # Never written: provably never reached the gateway, any route may go again.
+                # Written: only an idempotent route may (the gateway may have acted on it).
+                if attempt == 1 and (not exc.sent or idempotent):
+                    log.info(
+                        "%s %s to system %s: %s; sending it once more", method, path_qs, sid, exc
+                    )
+                    fresh = True
                     continue
-                raise map_client_error(exc, self.system.id, self.read_timeout) from exc
+                if "closed the connection" in str(exc):
+                    message = f"system {sid!r} closed the connection without answering"
+                else:
+                    message = f"system {sid!r} failed: {exc}"
+                raise UpstreamUnavailable(message, system=sid) from None
         raise AssertionError("unreachable")  # pragma: no cover

@@ -51,6 +51,7 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "router.key_types",
             "router.responses",
             "router.upstream",
+            "router.http1",
             "router.gateways.stats",
             "router.releases.model",
             "router.releases.cache",

@@ -261,13 +261,12 @@ async def test_post_after_the_gateway_closed_an_idle_connection(
     body = orjson.dumps(SESSION_BODY)
     try:
         assert (await upstream.send("POST", SESSION_PATH, json_headers(), body)).status == 200
-        assert upstream.session.connector is not None
-        pooled = [p for conns in upstream.session.connector._conns.values() for p, _ in conns]
+        pooled = list(upstream.pool._idle)
         assert len(pooled) == 1
         # The gateway closes its side of the idle connection (what its keep-alive does).
         for transport in counting_gateway.transports:
             transport.close()
-        await wait_until(lambda: not pooled[0].is_connected())
+        await wait_until(lambda: pooled[0].closed)
         assert (await upstream.send("POST", SESSION_PATH, json_headers(), body)).status == 200
     finally:
         await upstream.close()

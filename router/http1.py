@@ -1,0 +1,273 @@
+"""A lean HTTP/1.1 client pool for the token hop: pre-built request bytes, llhttp parsing.
+
+aiohttp's `ClientSession.request` was ~20% of a router worker's CPU (issue 14, py-spy):
+request and response objects, header merging, cookie and trace hooks, timers, connector
+bookkeeping, all per request. The hop needs none of it: one method, one origin-form target,
+headers already cleaned (`upstream.request_headers`), a body in memory, an answer read in
+full. Here a request is one `transport.write` of bytes built in one pass, and the answer is
+parsed by `httptools` (llhttp, the parser Node.js uses) into a status, a header list and a
+body. Framing (Content-Length, chunked, close-delimited) is llhttp's; so is validation.
+
+Pool: per system, kept-alive connections reused last-in first-out (the warmest first), an idle
+one closed after `keepalive` seconds (before any gateway would), at most `limit` open, the
+rest wait. A connection found closed when a request is to be written proves the request
+never left: `NeverSent` says so, and `Upstream.send` may then use a fresh connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from collections import deque
+from typing import cast
+
+import httptools
+from multidict import CIMultiDict
+
+# Methods whose answer has no body whatever its headers say (RFC 9110 9.3.2).
+_NO_BODY = frozenset({"HEAD"})
+
+
+class GatewayError(Exception):
+    """The exchange failed; `sent` says whether any byte of the request was written."""
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class NeverSent(GatewayError):
+    """The kept-alive connection was closed before the request was written."""
+
+    def __init__(self) -> None:
+        super().__init__("kept-alive connection closed before the request was written", sent=False)
+
+
+class ConnectFailed(GatewayError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, sent=False)
+
+
+class Answer:
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+class _Connection(asyncio.Protocol):
+    """One kept-alive connection carrying one exchange at a time."""
+
+    def __init__(self, pool: GatewayPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._waiter: asyncio.Future[Answer] | None = None
+        self._parser: httptools.HttpResponseParser | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._status = 0
+        self._head_done = False
+        self._delimited_by_close = False
+        self._no_body = False
+        self.reusable = True
+
+    # --- asyncio.Protocol ---
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._parser is None:  # bytes nobody asked for: the connection is unusable
+            self.reusable = False
+            self._close()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(GatewayError("gateway answered with a protocol upgrade", sent=True))
+        except httptools.HttpParserError as exc:
+            self._fail(GatewayError(f"malformed answer from the gateway: {exc}", sent=True))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool._forget(self)
+        if self._waiter is None or self._waiter.done():
+            return
+        if self._head_done and self._delimited_by_close:
+            self._finish()
+            return
+        detail = f": {exc}" if exc else ""
+        self._fail(
+            GatewayError(f"gateway closed the connection without answering{detail}", sent=True)
+        )
+
+    # --- httptools callbacks ---
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None
+        self._status = self._parser.get_status_code()
+        self._head_done = True
+        framed = any(
+            n.lower() in (b"content-length", b"transfer-encoding") for n, _ in self._headers
+        )
+        self._delimited_by_close = not framed
+        if self._no_body:
+            # llhttp cannot know the request was a HEAD: answer now, never reuse.
+            self.reusable = False
+            self._finish()
+            self._close()
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        assert self._parser is not None
+        if not self._parser.should_keep_alive():
+            self.reusable = False
+        if self._status < 200:  # 1xx interim answer: not expected on this hop
+            self.reusable = False
+        self._finish()
+
+    # --- the exchange ---
+
+    def _finish(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+            waiter.set_result(Answer(self._status, self._headers, body))
+
+    def _fail(self, exc: GatewayError) -> None:
+        self.reusable = False
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        self._close()
+
+    def _close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    async def exchange(self, request: bytes, method: str) -> Answer:
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            raise NeverSent()
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers = []
+        self._body = []
+        self._status = 0
+        self._head_done = False
+        self._no_body = method in _NO_BODY
+        self._waiter = asyncio.get_running_loop().create_future()
+        transport.write(request)
+        try:
+            return await self._waiter
+        finally:
+            self._waiter = None
+            self._parser = None
+
+
+class GatewayPool:
+    """Kept-alive connections to one gateway (host, port, TLS)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        limit: int,
+        connect_timeout: float,
+        keepalive: float = 15.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.ssl = ssl_context
+        self.limit = max(1, limit)
+        self.connect_timeout = connect_timeout
+        self.keepalive = keepalive
+        self._idle: deque[_Connection] = deque()
+        self._open = 0
+        self._slots = asyncio.Semaphore(self.limit)
+        self._closed = False
+
+    def _forget(self, conn: _Connection) -> None:
+        with contextlib.suppress(ValueError):
+            self._idle.remove(conn)
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(self),
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.host if self.ssl is not None else None,
+                )
+        except TimeoutError:
+            raise ConnectFailed("could not connect in time") from None
+        except OSError as exc:
+            raise ConnectFailed(f"cannot connect: {exc.strerror or exc}") from None
+        return conn
+
+    def _take_idle(self) -> _Connection | None:
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()  # the most recently used: the least likely to be stale
+            if not conn.closed and now - conn.idle_since < self.keepalive:
+                return conn
+            conn._close()
+        return None
+
+    def _close_stale(self, now: float) -> None:
+        while self._idle and now - self._idle[0].idle_since >= self.keepalive:
+            self._idle.popleft()._close()
+
+    async def request(self, request: bytes, method: str, *, fresh: bool = False) -> Answer:
+        """One exchange on a pooled connection (or a new one: `fresh`, or none idle)."""
+        async with self._slots:
+            conn = None if fresh else self._take_idle()
+            if conn is None:
+                conn = await self._connect()
+            try:
+                answer = await conn.exchange(request, method)
+            except BaseException:
+                conn._close()
+                raise
+            if conn.reusable and not conn.closed and not self._closed:
+                now = time.monotonic()
+                conn.idle_since = now
+                self._close_stale(now)
+                self._idle.append(conn)
+            else:
+                conn._close()
+            return answer
+
+    async def close(self) -> None:
+        self._closed = True
+        while self._idle:
+            self._idle.pop()._close()
+
+
+def encode_request(
+    method: str, target: str, host: str, headers: CIMultiDict[str], body: bytes | None
+) -> bytes:
+    """The request head and body as they go on the wire (headers already hop-cleaned)."""
+    lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
+    lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
+    if body is not None or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {len(body or b'')}\r\n")
+    lines.append("\r\n")
+    head = "".join(lines).encode("utf-8", "surrogateescape")
+    return head + body if body else head
