@@ -17,7 +17,7 @@ from aiohttp.client_exceptions import ClientConnectionResetError
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from router.config import SystemConfig
-from router.errors import RequestError, UpstreamTimeout, UpstreamUnavailable
+from router.errors import BadRequest, RequestError, UpstreamTimeout, UpstreamUnavailable
 from router.http1 import ConnectFailed, GatewayError, GatewayPool, encode_request
 
 log = logging.getLogger("router.upstream")
@@ -251,6 +251,10 @@ class Upstream:
         the gateway, or the route is `idempotent` (the caller knows the route: a PUT that
         creates a short code is not, a DELETE of a session is).
         """
+        if not path_qs.startswith("/"):
+            # The connection goes to the configured gateway whatever the target says, but an
+            # absolute-form target (`POST evil://y/...`) must not reach it either (issue 12).
+            raise BadRequest("the request target must be a path (origin-form)")
         request = encode_request(method, self.base_path + path_qs, self.host_header, headers, body)
         sid = self.system.id
         fresh = False
