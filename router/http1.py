@@ -234,14 +234,27 @@ class GatewayPool:
         while self._idle and now - self._idle[0].idle_since >= self.keepalive:
             self._idle.popleft()._close()
 
-    async def request(self, request: bytes, method: str, *, fresh: bool = False) -> Answer:
-        """One exchange on a pooled connection (or a new one: `fresh`, or none idle)."""
-        async with self._slots:
+    async def request(
+        self, request: bytes, method: str, *, read_timeout: float, fresh: bool = False
+    ) -> Answer:
+        """One exchange on a pooled connection (or a new one: `fresh`, or none idle).
+
+        Waiting for a free connection and connecting are bounded by `connect_timeout`
+        (ConnectFailed, like a gateway that does not accept); the exchange itself, from
+        writing the request to the answer's last byte, by `read_timeout` (TimeoutError).
+        """
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise ConnectFailed("could not connect in time (every connection busy)") from None
+        try:
             conn = None if fresh else self._take_idle()
             if conn is None:
                 conn = await self._connect()
             try:
-                answer = await conn.exchange(request, method)
+                async with asyncio.timeout(read_timeout):
+                    answer = await conn.exchange(request, method)
             except BaseException:
                 conn._close()
                 raise
@@ -253,6 +266,8 @@ class GatewayPool:
             else:
                 conn._close()
             return answer
+        finally:
+            self._slots.release()
 
     async def close(self) -> None:
         self._closed = True

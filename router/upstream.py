@@ -260,8 +260,9 @@ class Upstream:
         fresh = False
         for attempt in (1, 2):
             try:
-                async with asyncio.timeout(self.read_timeout):
-                    answer = await self.pool.request(request, method, fresh=fresh)
+                answer = await self.pool.request(
+                    request, method, read_timeout=self.read_timeout, fresh=fresh
+                )
                 return UpstreamAnswer(answer.status, answer_headers(answer.headers), answer.body)
             except TimeoutError:
                 raise UpstreamTimeout(
@@ -269,7 +270,7 @@ class Upstream:
                 ) from None
             except ConnectFailed as exc:
                 text = str(exc)
-                if text.endswith("in time"):
+                if "in time" in text:
                     message = f"could not connect to system {sid!r} in time"
                 else:
                     message = (

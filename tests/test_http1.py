@@ -95,7 +95,7 @@ def test_encode_request() -> None:
 async def test_keep_alive_reuses_one_connection(raw_gateway: RawGateway) -> None:
     pool = pool_for(raw_gateway)
     for _ in range(3):
-        answer = await pool.request(get(), "GET")
+        answer = await pool.request(get(), "GET", read_timeout=5)
         assert (answer.status, answer.body) == (200, b"ok")
     assert raw_gateway.connections == 1
     await pool.close()
@@ -107,10 +107,10 @@ async def test_chunked_answer(raw_gateway: RawGateway) -> None:
         b"3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
     )
     pool = pool_for(raw_gateway)
-    answer = await pool.request(get(), "GET")
+    answer = await pool.request(get(), "GET", read_timeout=5)
     assert answer.body == b"abcdefg"
     assert (b"X-Y", b"z") in answer.headers
-    assert (await pool.request(get(), "GET")).body == b"abcdefg"
+    assert (await pool.request(get(), "GET", read_timeout=5)).body == b"abcdefg"
     assert raw_gateway.connections == 1
     await pool.close()
 
@@ -119,8 +119,8 @@ async def test_close_delimited_answer_and_connection_close(raw_gateway: RawGatew
     raw_gateway.answer = lambda head: b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it"
     raw_gateway.close_after = True
     pool = pool_for(raw_gateway)
-    assert (await pool.request(get(), "GET")).body == b"all of it"
-    assert (await pool.request(get(), "GET")).body == b"all of it"
+    assert (await pool.request(get(), "GET", read_timeout=5)).body == b"all of it"
+    assert (await pool.request(get(), "GET", read_timeout=5)).body == b"all of it"
     assert raw_gateway.connections == 2  # never reused after Connection: close
     await pool.close()
 
@@ -129,7 +129,7 @@ async def test_head_answer_has_no_body(raw_gateway: RawGateway) -> None:
     raw_gateway.answer = lambda head: b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
     pool = pool_for(raw_gateway)
     head = encode_request("HEAD", "/lib.js", "h", CIMultiDict(), None)
-    answer = await asyncio.wait_for(pool.request(head, "HEAD"), 5)
+    answer = await asyncio.wait_for(pool.request(head, "HEAD", read_timeout=5), 5)
     assert answer.status == 200 and answer.body == b""
     await pool.close()
 
@@ -138,7 +138,7 @@ async def test_gateway_closing_without_answer_says_it_was_sent(raw_gateway: RawG
     raw_gateway.answer = lambda head: None
     pool = pool_for(raw_gateway)
     with pytest.raises(GatewayError) as info:
-        await pool.request(get(), "GET")
+        await pool.request(get(), "GET", read_timeout=5)
     assert info.value.sent and not isinstance(info.value, NeverSent)
     assert "closed the connection" in str(info.value)
     await pool.close()
@@ -148,23 +148,25 @@ async def test_malformed_answer_is_an_error(raw_gateway: RawGateway) -> None:
     raw_gateway.answer = lambda head: b"HTTP/1.1 OK OK\r\nnonsense\r\n\r\n"
     pool = pool_for(raw_gateway)
     with pytest.raises(GatewayError) as info:
-        await pool.request(get(), "GET")
+        await pool.request(get(), "GET", read_timeout=5)
     assert "malformed" in str(info.value)
     await pool.close()
 
 
 async def test_idle_connections_expire(raw_gateway: RawGateway) -> None:
     pool = pool_for(raw_gateway, keepalive=0.05)
-    await pool.request(get(), "GET")
+    await pool.request(get(), "GET", read_timeout=5)
     await asyncio.sleep(0.1)  # the stimulus: idle past the pool's keep-alive
-    await pool.request(get(), "GET")
+    await pool.request(get(), "GET", read_timeout=5)
     assert raw_gateway.connections == 2
     await pool.close()
 
 
 async def test_limit_makes_requests_wait(raw_gateway: RawGateway) -> None:
     pool = pool_for(raw_gateway, limit=2)
-    answers = await asyncio.gather(*(pool.request(get(f"/{i}"), "GET") for i in range(10)))
+    answers = await asyncio.gather(
+        *(pool.request(get(f"/{i}"), "GET", read_timeout=5) for i in range(10))
+    )
     assert all(a.status == 200 for a in answers)
     assert raw_gateway.connections <= 2
     assert len(raw_gateway.heads) == 10
@@ -176,5 +178,34 @@ async def test_connect_failure() -> None:
 
     pool = GatewayPool(HOST, free_port(), ssl_context=None, limit=1, connect_timeout=2.0)
     with pytest.raises(GatewayError) as info:
-        await pool.request(get(), "GET")
+        await pool.request(get(), "GET", read_timeout=5)
     assert not info.value.sent and "cannot connect" in str(info.value)
+
+
+async def test_waiting_for_a_connection_is_not_read_time() -> None:
+    """read_timeout bounds the exchange, not the queue for a connection (limit 1 here)."""
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                await asyncio.sleep(0.2)  # the gateway's own time per answer
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(slow, HOST, 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = GatewayPool(HOST, port, ssl_context=None, limit=1, connect_timeout=5.0)
+    try:
+        answers = await asyncio.gather(
+            *(pool.request(get(), "GET", read_timeout=0.5) for _ in range(4))
+        )  # the last one queues ~0.6 s, longer than its read timeout
+        assert [a.status for a in answers] == [200] * 4
+    finally:
+        await pool.close()
+        server.close()
+        await server.wait_closed()
