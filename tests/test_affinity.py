@@ -65,6 +65,23 @@ def test_cache_put_refreshes_recency() -> None:
     assert cache.get("session", "s1", 150.0) == "a"
 
 
+def test_cache_entries_stay_small() -> None:
+    """The default 100,000 entries must fit a worker's memory budget (~190 bytes each)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        cache = LocalCache(10_000)
+        for i in range(10_000):
+            cache.put("session", f"a-{i:016x}", "a", 1.9e9)
+        used = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert used / 10_000 < 230
+    assert cache.get("session", f"a-{9_999:016x}", 1.8e9) == "a"
+
+
 # --- Affinity over a real store -------------------------------------------------------------
 
 
