@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
-from aiohttp.client_exceptions import ClientConnectionResetError
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from router.config import SystemConfig
@@ -99,39 +98,16 @@ def map_client_error(exc: BaseException, system: str, cfg_read: float) -> Reques
     return UpstreamUnavailable(f"system {system!r} failed: {exc.__class__.__name__}", system=system)
 
 
-def _never_written(exc: BaseException) -> bool:
-    """True when aiohttp refused to write the request at all: the pooled connection was
-    already closing when the request's first (and, for our bodies, only) write came.
+def may_retry(sent: bool, idempotent: bool) -> bool:
+    """May a request whose connection broke be sent a second (and last) time?
 
-    aiohttp raises `ClientConnectionResetError("Cannot write to closing transport")` from
-    its writer in that case; a body writer wraps it as the cause of a `ClientOSError`.
+    Only when the first attempt provably never reached the gateway (`sent` false: the
+    kept-alive connection was found closed when the request was to be written), or when the
+    route is idempotent (sending it twice does what sending it once does). Connect failures
+    (the gateway is down: asking again at once only doubles the load on it) and timeouts (the
+    gateway may still be working on it) never come here.
     """
-    seen: BaseException | None = exc
-    for _ in range(3):
-        if seen is None:
-            return False
-        if isinstance(seen, ClientConnectionResetError) and "closing transport" in str(seen):
-            return True
-        seen = seen.__cause__
-    return False
-
-
-def may_retry(exc: BaseException, idempotent: bool) -> bool:
-    """May a request that failed with `exc` be sent a second (and last) time?
-
-    Only when the first attempt provably never reached the gateway (the kept-alive
-    connection was found closed before the request was written), or when the route is
-    idempotent and the connection broke (sending it twice does what sending it once does).
-    Never on a connect failure (the gateway is down: asking again at once only doubles the
-    load on it) or a timeout (the gateway may still be working on it).
-    """
-    if isinstance(exc, aiohttp.ClientConnectorError | TimeoutError):
-        return False
-    if _never_written(exc):
-        return True
-    return idempotent and isinstance(
-        exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | ClientConnectionResetError
-    )
+    return not sent or idempotent
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,10 +203,6 @@ class Upstream:
             skip_auto_headers=("User-Agent", "Content-Type"),
             raise_for_status=False,
         )
-        # aiohttp resends an idempotent method once by itself when a kept-alive connection
-        # breaks; with ours on top a DELETE reached a gateway four times. `send` alone decides
-        # (may_retry): at most two attempts in total. (No public switch exists for this.)
-        self.session._retry_connection = False
 
     async def close(self) -> None:
         await self.pool.close()
@@ -280,7 +252,7 @@ class Upstream:
             except GatewayError as exc:
                 # Never written: provably never reached the gateway, any route may go again.
                 # Written: only an idempotent route may (the gateway may have acted on it).
-                if attempt == 1 and (not exc.sent or idempotent):
+                if attempt == 1 and may_retry(exc.sent, idempotent):
                     log.info(
                         "%s %s to system %s: %s; sending it once more", method, path_qs, sid, exc
                     )
