@@ -29,11 +29,17 @@ GATHER_DELAY = 0.002
 
 
 class LocalCache:
-    """LRU of (kind, id) -> (system, expiry), bounded in entries."""
+    """LRU of (kind, id) -> (system, expiry, counted until), bounded in entries.
+
+    One copy serves both look-ups and, after Redis came back empty, the write-back
+    (recovery.py): an entry this instance recorded carries when it stops counting as open
+    (`counted`), one it only learned from Redis carries None (whether another instance
+    released it is not known here).
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str], tuple[str, float, float | None]] = OrderedDict()
 
     def get(self, kind: str, ident: str, now: float) -> str | None:
         key = (kind, ident)
@@ -46,15 +52,27 @@ class LocalCache:
         self._items.move_to_end(key)
         return found[0]
 
-    def put(self, kind: str, ident: str, system: str, expiry: float) -> None:
+    def put(
+        self, kind: str, ident: str, system: str, expiry: float, counted: float | None = None
+    ) -> None:
         key = (kind, ident)
-        self._items[key] = (system, expiry)
+        self._items[key] = (system, expiry, counted)
         self._items.move_to_end(key)
         while len(self._items) > self.size:
             self._items.popitem(last=False)
 
     def pop(self, kind: str, ident: str) -> None:
         self._items.pop((kind, ident), None)
+
+    def records(self, now: float) -> list[AffinityRecord]:
+        """Every live entry as a record with the lifetimes left, for the write-back."""
+        out = []
+        for (kind, ident), (system, expiry, counted) in list(self._items.items()):
+            if expiry <= now or kind not in ("session", "code", "cid"):
+                continue
+            left = 0 if counted is None else max(0, int(counted - now))
+            out.append(AffinityRecord(kind, ident, system, max(1, int(expiry - now)), left))  # type: ignore[arg-type]
+        return out
 
     def __len__(self) -> int:
         return len(self._items)
@@ -68,10 +86,13 @@ class Affinity:
         *,
         cache_size: int,
         ttl: int,
+        shortcode_ttl: int | None = None,
     ) -> None:
         self.store = store
         self.holder = holder
         self.ttl = ttl
+        # Short codes count as open for drain only this long; their owner lives `ttl`.
+        self.shortcode_ttl = ttl if shortcode_ttl is None else shortcode_ttl
         self.cache = LocalCache(cache_size)
         self.pending: deque[AffinityRecord] = deque(maxlen=cache_size)
         self._queue: list[AffinityRecord] = []
@@ -81,8 +102,10 @@ class Affinity:
 
     async def record(self, kind: AffinityKind, ident: str, system: str) -> None:
         """Remember that `system` issued `ident`: in the local cache now, in Redis shortly."""
-        self.cache.put(kind, ident, system, time.time() + self.ttl)
-        rec = AffinityRecord(kind, ident, system, self.ttl)
+        now = time.time()
+        counted = self.open_ttl(kind)
+        self.cache.put(kind, ident, system, now + self.ttl, now + counted)
+        rec = AffinityRecord(kind, ident, system, self.ttl, counted)
         if self.holder.degraded:
             self.pending.append(rec)
             return
@@ -96,6 +119,14 @@ class Affinity:
             return  # it expires by TTL
         self._releases.append(AffinityRecord(kind, ident, system, 0))
         self._kick()
+
+    def open_ttl(self, kind: AffinityKind) -> int:
+        """Seconds an item of `kind` counts as open on its system (drain)."""
+        if kind == "code":
+            return self.shortcode_ttl
+        if kind == "cid":
+            return 0  # a cid belongs to a short code, which is what counts
+        return self.ttl
 
     def _kick(self) -> None:
         if self._flusher is None:
@@ -165,6 +196,22 @@ class Affinity:
             return 0
         log.info("replayed %d affinity record(s) kept while the store was away", len(batch))
         return len(batch)
+
+    def known_records(self, now: float) -> list[AffinityRecord]:
+        """Everything this instance knows, for writing back into a Redis that lost it: what
+        it recorded (still counted as open for the time left) and what it learned from
+        look-ups (owners only), as far as the bounded cache holds them."""
+        return self.cache.records(now)
+
+    async def write_back(self) -> int:
+        """Write everything this instance knows into the store (after it lost its state).
+        Returns how many records were written; raises StoreUnavailable."""
+        now = time.time()
+        records = self.known_records(now)
+        for start in range(0, len(records), MAX_BATCH):
+            await self.store.write_affinity(records[start : start + MAX_BATCH], now)
+        self.batches += 1
+        return len(records)
 
     async def owner(self, kind: AffinityKind, ident: str) -> str | None:
         """The issuing system, from the local cache, else the store; None when unknown."""

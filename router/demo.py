@@ -159,6 +159,8 @@ async def run_demo(args: argparse.Namespace) -> int:
         proxy_port, proxy_note = _pick_port(args.port, "proxy")
         admin_port, admin_note = _pick_port(args.admin_port, "admin listener")
         token = secrets.token_urlsafe(12)
+        # The demo's state lives as long as the demo: its release archive too.
+        archive = stack.enter_context(tempfile.TemporaryDirectory(prefix="token-router-demo-"))
         data: dict[str, dict[str, object]] = {
             "router": {
                 "listen": f"{HOST}:{proxy_port}",
@@ -168,6 +170,7 @@ async def run_demo(args: argparse.Namespace) -> int:
                 "preview_secret": "demo-preview",
                 "cors_origins": "*",
                 "access_log": False,
+                "release_dir": archive,
             },
         }
         for name, version in SYSTEMS:
