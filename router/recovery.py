@@ -38,7 +38,9 @@ RESTORE_GRACE = 5.0
 def counts_unknown_reason(stored: StoredState, now: float, grace: float = RESTORE_GRACE) -> str:
     """Why the routers' open counts cannot decide drain right now, or "" when they can."""
     since = stored.restoring
-    if stored.epoch is None:
+    if stored.epoch is None and stored.active is None:
+        # Empty: lost, and no router has put it back yet (a brand-new Redis no router ever
+        # used has nothing open anyway, and the first router to start fills it at once).
         return "Redis holds no token-router state (lost or new); the routers are restoring it"
     if since is not None and 0 <= now - since < grace:
         return (

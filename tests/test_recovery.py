@@ -13,9 +13,9 @@ import orjson
 import pytest
 
 from router.admin.session import COOKIE
-from router.recovery import persistence_risk
+from router.recovery import counts_unknown_reason, persistence_risk
 from router.simulator.gateway import library_files
-from router.store import persistence_mode
+from router.store import StoredState, persistence_mode
 from tests.admin.test_auth import log_in
 from tests.helpers import (
     SESSION_BODY,
@@ -149,7 +149,7 @@ async def test_drain_unknown_until_written_back(
     await wait_until(lambda: router.active == "b")
     await router.server.runtime.affinity.flush()
     redis_server.restart()
-    redis_server.command("SET", "tokenrouter:active", "b")  # someone else seeded first
+    # Empty until the router notices, then written back: unknown all along, never 0.
     found = await row(http, router, "a")
     assert (found["state"], found["open"], found["source"]) == ("draining", None, "unknown")
 
@@ -256,3 +256,18 @@ async def test_last_known_state_beats_a_newcomers_default(
         interval=0.05,
     )
     assert redis_server.command("EXISTS", "tokenrouter:active:default") == ":0"
+
+
+@pytest.mark.parametrize(
+    ("stored", "unknown"),
+    [
+        (StoredState(active=None, offline=frozenset(), epoch=None), True),  # empty: lost
+        (StoredState(active="a", offline=frozenset(), epoch=None), False),  # no router yet
+        (StoredState(active="a", offline=frozenset(), epoch="e:1"), False),
+        (StoredState(active="a", offline=frozenset(), epoch="e:1", restoring=98.0), True),
+        (StoredState(active="a", offline=frozenset(), epoch="e:1", restoring=90.0), False),
+    ],
+    ids=["empty", "cli-only", "normal", "writing-back", "written-back"],
+)
+def test_counts_unknown_reason(stored: StoredState, unknown: bool) -> None:
+    assert bool(counts_unknown_reason(stored, now=100.0, grace=5.0)) is unknown
