@@ -31,12 +31,16 @@ FROM python:3.11-slim-bookworm
 RUN groupadd --system --gid 10001 tokenrouter \
     && useradd --system --uid 10001 --gid tokenrouter --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin tokenrouter \
-    && mkdir -p /etc/token-router
+    && mkdir -p /etc/token-router /var/lib/token-router/releases \
+    && chown 10001:10001 /var/lib/token-router/releases
 COPY --from=build /opt/token-router /opt/token-router
 COPY docker/healthcheck.py /opt/token-router/healthcheck.py
 ENV PATH=/opt/token-router/bin:$PATH \
+    TOKENROUTER_RELEASE_DIR=/var/lib/token-router/releases \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
+# The durable archive of release bytes (router.release_dir): mount a volume here.
+VOLUME ["/var/lib/token-router/releases"]
 WORKDIR /etc/token-router
 # Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001

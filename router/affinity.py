@@ -30,14 +30,23 @@ GATHER_DELAY = 0.002
 
 
 class LocalCache:
-    """LRU of (kind, id) -> (system, expiry), bounded in entries.
+    """LRU of (kind, id) -> (system, expiry, counted until), bounded in entries.
+
+    One copy serves both look-ups and, after Redis came back empty, the write-back
+    (recovery.py): an entry this instance recorded carries when it stops counting as open
+    (`counted`), one it only learned from Redis carries None (whether another instance
+    released it is not known here).
 
     Compact, because it is the largest thing a worker holds after its imports (100,000
     entries by default): the key is one string (a kind letter + the id) instead of a tuple,
-    the value one int (the expiry in whole seconds, rounded up, shifted left by 8, plus the
-    system's index) instead of a (system, float) tuple: ~190 bytes an entry instead of ~310
-    (31 -> 19 MB at the default size; SPEC section 3: peak RSS <= 80 MB per worker).
+    the value one int instead of a tuple: the counted-until time in whole seconds (+1, 0 for
+    None) above 32 bits of expiry in whole seconds (rounded up), above 8 bits of the system's
+    index (SPEC section 3: peak RSS <= 80 MB per worker).
     """
+
+    # One letter per kind: "code" and "cid" share a first letter.
+    _LETTER = {"session": "s", "code": "c", "cid": "i"}
+    _KIND = {letter: kind for kind, letter in _LETTER.items()}
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -45,36 +54,53 @@ class LocalCache:
         self._systems: list[str] = []
         self._index: dict[str, int] = {}
 
-    @staticmethod
-    def _key(kind: str, ident: str) -> str:
-        return kind[0] + ident  # "session" -> "s...", "code" -> "c..."
+    @classmethod
+    def _key(cls, kind: str, ident: str) -> str:
+        return cls._LETTER.get(kind, kind) + ident
 
     def get(self, kind: str, ident: str, now: float) -> str | None:
         key = self._key(kind, ident)
         packed = self._items.get(key)
         if packed is None:
             return None
-        if packed >> 8 <= now:
+        if (packed >> 8) & 0xFFFFFFFF <= now:
             del self._items[key]
             return None
         self._items.move_to_end(key)
         return self._systems[packed & 0xFF]
 
-    def put(self, kind: str, ident: str, system: str, expiry: float) -> None:
+    def put(
+        self, kind: str, ident: str, system: str, expiry: float, counted: float | None = None
+    ) -> None:
         index = self._index.get(system)
         if index is None:
             index = self._index[system] = len(self._systems)
             self._systems.append(system)
             if index > 0xFF:
                 raise ValueError("more than 256 systems")
+        counted_code = 0 if counted is None else math.ceil(counted) + 1
         key = self._key(kind, ident)
-        self._items[key] = math.ceil(expiry) << 8 | index
+        self._items[key] = (counted_code << 32 | math.ceil(expiry)) << 8 | index
         self._items.move_to_end(key)
         while len(self._items) > self.size:
             self._items.popitem(last=False)
 
     def pop(self, kind: str, ident: str) -> None:
         self._items.pop(self._key(kind, ident), None)
+
+    def records(self, now: float) -> list[AffinityRecord]:
+        """Every live entry as a record with the lifetimes left, for the write-back."""
+        out = []
+        for key, packed in list(self._items.items()):
+            kind = self._KIND.get(key[:1])
+            expiry = (packed >> 8) & 0xFFFFFFFF
+            if kind is None or expiry <= now:
+                continue
+            counted_code = packed >> 40
+            left = 0 if counted_code == 0 else max(0, int(counted_code - 1 - now))
+            system = self._systems[packed & 0xFF]
+            out.append(AffinityRecord(kind, key[1:], system, max(1, int(expiry - now)), left))  # type: ignore[arg-type]
+        return out
 
     def __len__(self) -> int:
         return len(self._items)
@@ -88,10 +114,13 @@ class Affinity:
         *,
         cache_size: int,
         ttl: int,
+        shortcode_ttl: int | None = None,
     ) -> None:
         self.store = store
         self.holder = holder
         self.ttl = ttl
+        # Short codes count as open for drain only this long; their owner lives `ttl`.
+        self.shortcode_ttl = ttl if shortcode_ttl is None else shortcode_ttl
         self.cache = LocalCache(cache_size)
         self.pending: deque[AffinityRecord] = deque(maxlen=cache_size)
         self._queue: list[AffinityRecord] = []
@@ -101,8 +130,10 @@ class Affinity:
 
     async def record(self, kind: AffinityKind, ident: str, system: str) -> None:
         """Remember that `system` issued `ident`: in the local cache now, in Redis shortly."""
-        self.cache.put(kind, ident, system, time.time() + self.ttl)
-        rec = AffinityRecord(kind, ident, system, self.ttl)
+        now = time.time()
+        counted = self.open_ttl(kind)
+        self.cache.put(kind, ident, system, now + self.ttl, now + counted)
+        rec = AffinityRecord(kind, ident, system, self.ttl, counted)
         if self.holder.degraded:
             self.pending.append(rec)
             return
@@ -116,6 +147,14 @@ class Affinity:
             return  # it expires by TTL
         self._releases.append(AffinityRecord(kind, ident, system, 0))
         self._kick()
+
+    def open_ttl(self, kind: AffinityKind) -> int:
+        """Seconds an item of `kind` counts as open on its system (drain)."""
+        if kind == "code":
+            return self.shortcode_ttl
+        if kind == "cid":
+            return 0  # a cid belongs to a short code, which is what counts
+        return self.ttl
 
     def _kick(self) -> None:
         if self._flusher is None:
@@ -185,6 +224,22 @@ class Affinity:
             return 0
         log.info("replayed %d affinity record(s) kept while the store was away", len(batch))
         return len(batch)
+
+    def known_records(self, now: float) -> list[AffinityRecord]:
+        """Everything this instance knows, for writing back into a Redis that lost it: what
+        it recorded (still counted as open for the time left) and what it learned from
+        look-ups (owners only), as far as the bounded cache holds them."""
+        return self.cache.records(now)
+
+    async def write_back(self) -> int:
+        """Write everything this instance knows into the store (after it lost its state).
+        Returns how many records were written; raises StoreUnavailable."""
+        now = time.time()
+        records = self.known_records(now)
+        for start in range(0, len(records), MAX_BATCH):
+            await self.store.write_affinity(records[start : start + MAX_BATCH], now)
+        self.batches += 1
+        return len(records)
 
     async def owner(self, kind: AffinityKind, ident: str) -> str | None:
         """The issuing system, from the local cache, else the store; None when unknown."""

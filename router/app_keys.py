@@ -9,6 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from router.admin.feed import LiveFeed
+from router.drain import DrainHistory
 from router.gateways.prober import HealthProber
 from router.runtime import Runtime
 
@@ -17,3 +18,5 @@ RUNTIME = web.AppKey("runtime", Runtime)
 # The admin page's sampler and the gateway prober (admin app only).
 LIVE = web.AppKey("admin_live", LiveFeed)
 HEALTH = web.AppKey("admin_health", HealthProber)
+# The deciding drain counts sampled by this process: the trend on page, API and /metrics.
+DRAIN = web.AppKey("admin_drain", DrainHistory)

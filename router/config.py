@@ -40,6 +40,10 @@ FCSDK_LIBRARY_PATHS: tuple[str, ...] = (
     "/assistserver/sdk/web/agent/js/assist-console.js",
 )
 
+# A Live Assist short code is consumed within minutes of its creation.
+DEFAULT_SHORTCODE_TTL = 1_800
+DEFAULT_AFFINITY_TTL = 43_200
+
 # A duration in seconds where 0 is allowed (see _parse_seconds); plain `float` keys must be > 0.
 Seconds = float
 
@@ -125,6 +129,22 @@ class RouterConfig:
         default="redis://127.0.0.1:6379/0",
         metadata=_help("Redis URL (redis://, rediss://, unix://) or memory:// (one process)."),
     )
+    redis_sentinels: tuple[str, ...] = field(
+        default=(),
+        metadata=_help(
+            "Redis Sentinel addresses (host:port, ...) instead of redis_url; with redis_master."
+        ),
+    )
+    redis_master: str = field(
+        default="mymaster", metadata=_help("The master's name the sentinels monitor.")
+    )
+    redis_password: Secret | None = field(
+        default=None,
+        metadata=_help("Password of the master and replicas behind redis_sentinels."),
+    )
+    redis_sentinel_password: Secret | None = field(
+        default=None, metadata=_help("Password of the sentinels themselves, if they need one.")
+    )
     key_prefix: str = field(default="tokenrouter", metadata=_help("Prefix of every Redis key."))
     admin_token: Secret | None = field(
         default=None, metadata=_help("Secret for admin writes (bearer token / login).")
@@ -159,7 +179,11 @@ class RouterConfig:
         default=1.0, metadata=_help("Seconds a single Redis command may take.")
     )
     redis_retry_max: float = field(
-        default=5.0, metadata=_help("Longest pause between reconnect attempts, in seconds.")
+        default=5.0,
+        metadata=_help(
+            "Longest pause between reconnect attempts, in seconds (at most 0.25 with"
+            " redis_sentinels, to follow a failover within a second)."
+        ),
     )
     shutdown_timeout: float = field(
         default=15.0,
@@ -173,8 +197,17 @@ class RouterConfig:
         ),
     )
     affinity_ttl: int = field(
-        default=43_200,
-        metadata=_help("Seconds a token's or short code's owner is remembered (and counted)."),
+        default=DEFAULT_AFFINITY_TTL,
+        metadata=_help(
+            "Seconds a token's or short code's owner is remembered (tokens count as open as long)."
+        ),
+    )
+    shortcode_ttl: int = field(
+        default=DEFAULT_SHORTCODE_TTL,
+        metadata=_help(
+            "Seconds a short code counts as open for drain (its affinity lives affinity_ttl);"
+            " at most affinity_ttl (default 1800, or affinity_ttl if shorter)."
+        ),
     )
     affinity_cache_size: int = field(
         default=100_000, metadata=_help("Affinity entries each instance keeps in memory.")
@@ -214,6 +247,13 @@ class RouterConfig:
     release_max_bytes: int = field(
         default=67_108_864,
         metadata=_help("Largest release (sum of its files, uncompressed) stored, in bytes."),
+    )
+    release_dir: str = field(
+        default="",
+        metadata=_help(
+            "Directory of the durable, content-addressed archive of release bytes (restores"
+            " Redis; default $XDG_STATE_HOME/token-router/releases, ~/.local/state/...)."
+        ),
     )
     release_cache_bytes: int = field(
         default=134_217_728,
@@ -386,6 +426,24 @@ def check_listen(key: str, value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _check_state_keys(router: RouterConfig) -> None:
+    """Keys of the state that must survive: drain lifetimes, release archive, Redis."""
+    for item in router.redis_sentinels:
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ConfigError(
+                "router.redis_sentinels", f"{item!r} is not host:port (e.g. s1:26379)"
+            )
+    if router.redis_sentinels and not router.redis_master:
+        raise ConfigError("router.redis_master", "is required with redis_sentinels")
+    if router.shortcode_ttl > router.affinity_ttl:
+        raise ConfigError(
+            "router.shortcode_ttl",
+            f"{router.shortcode_ttl} s is longer than affinity_ttl ({router.affinity_ttl} s): a"
+            " short code cannot count as open after its owner is forgotten",
+        )
+
+
 def _check_router(router: RouterConfig, systems: Mapping[str, SystemConfig]) -> RouterConfig:
     _, port = check_listen("router.listen", router.listen)
     check_listen("router.admin_listen", router.admin_listen)
@@ -404,6 +462,7 @@ def _check_router(router: RouterConfig, systems: Mapping[str, SystemConfig]) -> 
             "router.default_system",
             f"{router.default_system!r} is not a configured system ({', '.join(systems)})",
         )
+    _check_state_keys(router)
     if router.prefer_policy not in PREFER_POLICIES:
         raise ConfigError("router.prefer_policy", f"must be one of {', '.join(PREFER_POLICIES)}")
     if router.log_format not in LOG_FORMATS:
@@ -439,6 +498,19 @@ def _system_table(sid: str, table: Any) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigError(f"systems.{sid}", "must be a table")
     return dict(table)
+
+
+def _explicit_state_keys(values: dict[str, Any]) -> None:
+    """Rules that depend on which keys were given, not only on their values."""
+    if values.get("redis_sentinels") and "redis_url" in values:
+        raise ConfigError(
+            "router.redis_sentinels",
+            "set either redis_url or redis_sentinels (with redis_master), not both",
+        )
+    if "shortcode_ttl" not in values:
+        # The default never exceeds a shorter affinity_ttl: only an explicit value is refused.
+        affinity_ttl = values.get("affinity_ttl", DEFAULT_AFFINITY_TTL)
+        values["shortcode_ttl"] = min(DEFAULT_SHORTCODE_TTL, affinity_ttl)
 
 
 def build_config(data: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
@@ -477,6 +549,7 @@ def build_config(data: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     if not isinstance(raw_router, dict):
         raise ConfigError("router", "must be a table")
     router_values = _parse_table(RouterConfig, "router", {**raw_router, **env_router})
+    _explicit_state_keys(router_values)
     if router_values.get("admin_token_file") and not router_values.get("admin_token"):
         router_values["admin_token"] = _read_token_file(router_values["admin_token_file"])
     router = _check_router(RouterConfig(**router_values), systems)

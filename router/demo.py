@@ -159,6 +159,11 @@ async def run_demo(args: argparse.Namespace) -> int:
         proxy_port, proxy_note = _pick_port(args.port, "proxy")
         admin_port, admin_note = _pick_port(args.admin_port, "admin listener")
         token = secrets.token_urlsafe(12)
+        # The demo's state lives as long as the demo: its release archive too. Removed
+        # ignoring errors, as the config directory: an archive write still running in its
+        # thread when the demo stops must not turn Ctrl-C into a failure.
+        archive = tempfile.mkdtemp(prefix="token-router-demo-archive-")
+        stack.callback(shutil.rmtree, archive, True)
         data: dict[str, dict[str, object]] = {
             "router": {
                 "listen": f"{HOST}:{proxy_port}",
@@ -168,6 +173,7 @@ async def run_demo(args: argparse.Namespace) -> int:
                 "preview_secret": "demo-preview",
                 "cors_origins": "*",
                 "access_log": False,
+                "release_dir": archive,
             },
         }
         for name, version in SYSTEMS:

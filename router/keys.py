@@ -27,6 +27,24 @@ class Keys:
         return f"{self.prefix}:active:recorded"
 
     @property
+    def epoch(self) -> str:
+        """'<random id>:<unix time>' written once per Redis lifetime by the first router that
+        finds it missing: a router that knew another value knows Redis lost its state."""
+        return f"{self.prefix}:epoch"
+
+    @property
+    def restoring(self) -> str:
+        """Unix time a router last found the state lost and began writing back (TTL 60 s):
+        the routers' open counts are incomplete for a few seconds after it."""
+        return f"{self.prefix}:epoch:restoring"
+
+    @property
+    def default_seed(self) -> str:
+        """The value a router with no state of its own seeded into an empty Redis (TTL 60 s):
+        a router that knew the state replaces it while it is unchanged."""
+        return f"{self.prefix}:active:default"
+
+    @property
     def offline(self) -> str:
         """Set of system ids an operator marked offline."""
         return f"{self.prefix}:offline"

@@ -29,6 +29,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from router.drain import Drain
 from router.state import StateHolder
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -230,7 +231,7 @@ def render(
     metrics: Metrics,
     holder: StateHolder,
     systems: Sequence[str],
-    open_items: dict[str, int] | None,
+    drains: Sequence[Drain],
 ) -> bytes:
     """The exposition text: this process's (or all workers') metrics plus the state gauges."""
     directory = multiprocess_dir()
@@ -242,27 +243,70 @@ def render(
     else:
         registry = metrics.registry
     scrape = CollectorRegistry()
-    scrape.register(_Merged(registry, StateCollector(holder, systems), open_items))
+    scrape.register(_Merged(registry, StateCollector(holder, systems), drains))
     return generate_latest(scrape)
+
+
+def drain_families(drains: Sequence[Drain]) -> Iterator[Metric]:
+    """The drain decision (router/drain.py) as gauges: the same verdict as page and CLI."""
+    families = {
+        "open_items": GaugeMetricFamily(
+            "tokenrouter_open_items",
+            "Sessions and short codes (within shortcode_ttl) a system issued through the "
+            "routers, not yet released (the router's count).",
+            labels=["system"],
+        ),
+        "gateway_open": GaugeMetricFamily(
+            "tokenrouter_gateway_open_sessions",
+            "The gateway's own open-session count (stats_url), where it answers.",
+            labels=["system"],
+        ),
+        "open": GaugeMetricFamily(
+            "tokenrouter_drain_open",
+            "The count that decides drain: the gateway's where stats_url answers, else the "
+            "router's; source says which.",
+            labels=["system", "source"],
+        ),
+        "drained": GaugeMetricFamily(
+            "tokenrouter_drained",
+            "1 when an idle system holds no calls (the same decision as page and CLI).",
+            labels=["system"],
+        ),
+        "rate": GaugeMetricFamily(
+            "tokenrouter_drain_rate",
+            "Items per second the deciding count falls (negative: rises), sampled here.",
+            labels=["system"],
+        ),
+        "eta": GaugeMetricFamily(
+            "tokenrouter_drain_eta_seconds",
+            "Estimated seconds until the deciding count reaches 0, while it falls.",
+            labels=["system"],
+        ),
+    }
+    for d in drains:
+        if d.router_open is not None:
+            families["open_items"].add_metric([d.system], float(d.router_open))
+        if d.gateway_open is not None:
+            families["gateway_open"].add_metric([d.system], float(d.gateway_open))
+        if d.open is not None:
+            families["open"].add_metric([d.system, d.source], float(d.open))
+        families["drained"].add_metric([d.system], 1.0 if d.drained else 0.0)
+        if d.rate is not None:
+            families["rate"].add_metric([d.system], d.rate)
+        if d.eta is not None:
+            families["eta"].add_metric([d.system], d.eta)
+    yield from families.values()
 
 
 class _Merged(Collector):
     def __init__(
-        self, registry: CollectorRegistry, state: StateCollector, open_items: dict[str, int] | None
+        self, registry: CollectorRegistry, state: StateCollector, drains: Sequence[Drain]
     ) -> None:
         self.registry = registry
         self.state = state
-        self.open_items = open_items
+        self.drains = drains
 
     def collect(self) -> Iterator[Metric]:
         yield from self.registry.collect()
         yield from self.state.collect()
-        if self.open_items is not None:
-            family = GaugeMetricFamily(
-                "tokenrouter_open_items",
-                "Sessions and short codes a system issued through the routers, not yet released.",
-                labels=["system"],
-            )
-            for system, count in self.open_items.items():
-                family.add_metric([system], float(count))
-            yield family
+        yield from drain_families(self.drains)

@@ -38,6 +38,7 @@ from router.routing import (
     Match,
     RequestFacts,
     Route,
+    agent_names,
     allowed_methods,
     classify,
     decide,
@@ -55,6 +56,10 @@ REQUEST_ID_HEADER = "X-Request-Id"
 PREVIEW_TTL = 600
 PREVIEW_MARK_EVERY = 10.0
 LIBRARY_CACHE = "public, max-age=60"
+# The preview credential as a cookie ('<system>:<secret>', like the header), accepted on the
+# routes a browser loads (COOKIE_ROUTES), so a tester's browser previews an idle system.
+PREVIEW_COOKIE = "token_router_preview"
+COOKIE_ROUTES = frozenset({Route.LIBRARY, Route.CURRENT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,14 +156,20 @@ class ProxyHandler:
                 )
                 served.headers[REQUEST_ID_HEADER] = rid
                 return served
-            facts = await self._facts(request, match)
+            body: bytes | None = None
+            if match.route is Route.AGENT:
+                # Pairing may name its code or cid in the form body: read before deciding.
+                body = await self._read_body(request) if request.can_read_body else b""
+                facts = await self._agent_facts(request, match, body)
+            else:
+                facts = await self._facts(request, match)
             decision = decide(facts, self.runtime.holder.current, self.known, self.prefer_policy)
             if decision.reason == "preview":
                 self._mark_preview(decision.system)
             if match.route is Route.CURRENT:
                 response: web.StreamResponse = self._current(decision)
             else:
-                response = await self._forward(request, match, decision, rid)
+                response = await self._forward(request, match, decision, rid, body)
         except RequestError as exc:
             response = error_response(exc)
         response.headers[REQUEST_ID_HEADER] = rid
@@ -195,11 +206,30 @@ class ProxyHandler:
             match=match,
             owner=owner,
             prefer=request.headers.get(PREFER_HEADER),
+            preview=self._preview(request, cookie=match.route in COOKIE_ROUTES),
+        )
+
+    async def _agent_facts(
+        self, request: web.BaseRequest, match: Match, body: bytes
+    ) -> RequestFacts:
+        """The owner of the short code or cid an agent request names (first one known)."""
+        owner = None
+        names = agent_names(request.query, request.headers.get("Content-Type", ""), body)
+        for kind, ident in names:
+            owner = await self.runtime.affinity.owner(kind, ident)  # type: ignore[arg-type]
+            if owner is not None:
+                break
+        return RequestFacts(
+            match=match,
+            owner=owner,
+            prefer=request.headers.get(PREFER_HEADER),
             preview=self._preview(request),
         )
 
-    def _preview(self, request: web.BaseRequest) -> str | None:
+    def _preview(self, request: web.BaseRequest, cookie: bool = False) -> str | None:
         value = request.headers.get(self.preview_header)
+        if value is None and cookie and "Cookie" in request.headers:
+            value = request.cookies.get(PREVIEW_COOKIE)
         if value is None:
             return None
         system, _, secret = value.partition(":")
@@ -229,12 +259,16 @@ class ProxyHandler:
             raise BodyTooLarge(f"request body over the {self.max_body} byte limit") from None
 
     async def _forward(
-        self, request: web.BaseRequest, match: Match, decision: Forward, rid: str
+        self,
+        request: web.BaseRequest,
+        match: Match,
+        decision: Forward,
+        rid: str,
+        body: bytes | None = None,
     ) -> web.Response:
         system = decision.system
         route = match.route
-        body: bytes | None = None
-        if request.can_read_body:
+        if body is None and request.can_read_body:
             body = await self._read_body(request)
         if route is Route.TOKEN_CREATE:
             doc = parse_json_object(body or b"", "the session description")
@@ -267,7 +301,10 @@ class ProxyHandler:
             if release:
                 out.headers[RELEASE_HEADER] = release
         if route is Route.LIBRARY and answer.status == 200:
-            out.headers["Cache-Control"] = LIBRARY_CACHE
+            # A previewed answer differs per tester: no shared cache may keep it.
+            preview = decision.reason == "preview"
+            out.headers["Cache-Control"] = "private, no-store" if preview else LIBRARY_CACHE
+            out.headers["Vary"] = "Cookie"
         return out
 
     async def _learn(self, match: Match, system: str, status: int, body: bytes) -> None:
@@ -284,6 +321,11 @@ class ProxyHandler:
                 await affinity.record("code", code, system)
         elif route is Route.TOKEN_DELETE and (200 <= status < 300 or status == 404):
             await affinity.release("session", match.ident, system)
+        elif route is Route.CODE_LOOKUP and status == 200:
+            # Live Assist pairing: the agent later names this cid (routing.agent_names).
+            cid = _field(body, "cid")
+            if cid:
+                await affinity.record("cid", cid, system)
 
     def _current(self, decision: Forward) -> web.Response:
         system = self.config.systems[decision.system]

@@ -1,19 +1,25 @@
 """token-router's one Redis client policy, shared by the state store and the release store.
 
-How a client is made (timeouts, the one retry on a dead pooled connection), how a failure
-reads to the user, and how a URL is shown without its password.
+How a client is made (timeouts, the one retry on a dead pooled connection; a URL or the
+master behind Redis Sentinel, router/sentinel.py), how a failure reads to the user, and how
+a URL is shown without its password.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from router.errors import StoreUnavailable
+from router.sentinel import SentinelTarget
 
 
 def redact(url: str) -> str:
@@ -27,7 +33,7 @@ def redact(url: str) -> str:
 
 
 def redis_client(
-    url: str,
+    url: str | SentinelTarget,
     *,
     timeout: float,
     decode_responses: bool,
@@ -43,16 +49,48 @@ def redis_client(
     `timeout`) before failing static. Every command sent is safe to repeat (SETs, idempotent
     scripts, MULTI/EXEC of whole values).
     """
+    retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+    if isinstance(url, SentinelTarget):
+        # The retry also covers a failover: the pooled connection to the old master fails,
+        # the retry's new connection asks the sentinels for the new one.
+        return url.client(
+            timeout=timeout,
+            command_timeout=command_timeout,
+            retry=retry,
+            decode_responses=decode_responses,
+            client_name=client_name,
+        )
     client: aioredis.Redis = aioredis.from_url(
         url,
         socket_timeout=command_timeout or timeout,
         socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        retry=retry,
         decode_responses=decode_responses,
         client_name=client_name,
     )
     return client
 
 
+async def close_client(client: aioredis.Redis) -> None:
+    """Close a client and, behind Sentinel, the connections it asks the sentinels with."""
+    await client.aclose()
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+            await sentinel.aclose()
+
+
+def describe(target: str | SentinelTarget) -> str:
+    """Where the store is, for logs and answers, with no password."""
+    return target.description if isinstance(target, SentinelTarget) else redact(target)
+
+
 def unavailable(description: str, exc: BaseException) -> StoreUnavailable:
+    if isinstance(exc, MasterNotFoundError):
+        # redis-py appends every sentinel client's repr: the first clause says it all.
+        what = str(exc).split(" : ", 1)[0]
+        return StoreUnavailable(
+            f"Redis at {description} is unavailable: {what} (sentinels unreachable, or no "
+            "master up)"
+        )
     return StoreUnavailable(f"Redis at {description} is unavailable: {exc}")

@@ -8,7 +8,9 @@ current state snapshot. Neither reads a clock, a socket or Redis.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 from router.errors import MethodNotAllowed, NotFound, RequestError, SystemOffline
 from router.releases.paths import RELEASE_PREFIX, clean, is_library, is_release
@@ -21,6 +23,7 @@ class Route(enum.Enum):
     CODE_CREATE = "code_create"
     CODE_LOOKUP = "code_lookup"
     ASSIST = "assist"
+    AGENT = "agent"  # POST /assistserver/agent: paired with the system of its code or cid
     LIBRARY = "library"
     RELEASE = "release"
     CURRENT = "current"
@@ -28,13 +31,15 @@ class Route(enum.Enum):
 
 
 # Routes whose target is the system that issued an id, not the active one.
-OWNED = frozenset({Route.TOKEN_DELETE, Route.CODE_LOOKUP})
+OWNED = frozenset({Route.TOKEN_DELETE, Route.CODE_LOOKUP, Route.AGENT})
 # Routes a gateway may receive twice with the same effect as once: only these are sent a
 # second time after a connection broke mid-request (router/upstream.py, may_retry). A PUT to
 # create a short code is not among them: each one makes a new code.
 IDEMPOTENT = frozenset({Route.TOKEN_DELETE, Route.CODE_LOOKUP, Route.LIBRARY})
 # Routes a browser calls directly (FCSDK-API.md): CORS preflight is answered for these.
-BROWSER = frozenset({Route.CODE_CREATE, Route.CODE_LOOKUP, Route.ASSIST})
+BROWSER = frozenset({Route.CODE_CREATE, Route.CODE_LOOKUP, Route.ASSIST, Route.AGENT})
+AGENT_PATH = "/assistserver/agent"
+FORM_TYPE = "application/x-www-form-urlencoded"
 
 SESSION_PATH = "/gateway/sessions/session"
 DELETE_PREFIX = "/gateway/sessions/session/id/"
@@ -94,6 +99,8 @@ def classify(method: str, path: str, appkey: str | None = None) -> Match:
         return Match(Route.CODE_CREATE)
     if path in CODE_LOOKUP_PATHS:
         return Match(Route.CODE_LOOKUP, ident=appkey or "")
+    if path == AGENT_PATH:
+        return Match(Route.AGENT)
     if path in ASSIST_PATHS:
         return Match(Route.ASSIST)
     if path == CURRENT_PATH:
@@ -102,6 +109,33 @@ def classify(method: str, path: str, appkey: str | None = None) -> Match:
         release, _, rest = path[len(RELEASE_PREFIX) :].partition("/")
         return Match(Route.RELEASE, release=release, release_path="/" + rest)
     return Match(Route.LIBRARY)
+
+
+def agent_names(
+    query: Mapping[str, str], content_type: str, body: bytes
+) -> tuple[tuple[str, str], ...]:
+    """What a Live Assist agent request names, as (affinity kind, id) in the order they
+    decide: the short code (`appkey`), then the correlation id (`cid`); the query first, then
+    a form-encoded body. Only the agent route calls this: no other request parses a body."""
+    fields: dict[str, str] = {}
+    if body and content_type.split(";", 1)[0].strip().lower() == FORM_TYPE:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        for name, values in parse_qs(text, keep_blank_values=False).items():
+            if name in ("appkey", "cid") and values:
+                fields[name] = values[0]
+    for name in ("appkey", "cid"):
+        value = query.get(name)
+        if value:
+            fields[name] = value
+    out = []
+    if fields.get("appkey"):
+        out.append(("code", fields["appkey"]))
+    if fields.get("cid"):
+        out.append(("cid", fields["cid"]))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +165,8 @@ def decide(
 ) -> Decision:
     """Pick the system for a request; raise the RequestError to answer instead.
 
-    Owned routes (token delete, short-code look-up) follow the issuer even after a switch;
+    Owned routes (token delete, short-code look-up, an agent request naming a code or cid)
+    follow the issuer even after a switch;
     an unknown issuer falls back to the choice for a new session. New sessions go to the
     preview system, else an honoured preference, else the active system.
     """
@@ -172,6 +207,7 @@ __all__ = [
     "RequestError",
     "RequestFacts",
     "Route",
+    "agent_names",
     "allowed_methods",
     "classify",
     "decide",

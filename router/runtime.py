@@ -19,6 +19,7 @@ from router.affinity import Affinity
 from router.config import Config
 from router.loop_probe import LoopProbe
 from router.metrics import Metrics
+from router.recovery import check_persistence, write_back
 from router.releases.service import Releases
 from router.state import StateHolder, StateWatcher
 from router.store import StateStore
@@ -44,9 +45,12 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     instance: str = field(default_factory=instance_name)
     started_at: float = field(default_factory=time.time)
+    persistence: str = ""  # how Redis persists its data (recovery.check_persistence)
+    write_back_due: bool = False  # Redis lost its state and the write-back has not succeeded
     stopping: bool = False  # set on SIGTERM: /readyz turns 503 so balancers drain us first
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _probe: LoopProbe | None = None
+    _write_back_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def start(self, first_sync_timeout: float = 5.0) -> None:
         """Open upstream pools, read the state once, then follow it in the background.
@@ -62,6 +66,7 @@ class Runtime:
                 system, connect_timeout=r.connect_timeout, read_timeout=r.read_timeout
             )
         self.watcher.recovered.append(self._on_recovered)
+        self.watcher.lost.append(self._on_lost)
         self._tasks.append(asyncio.create_task(self.watcher.run(), name="state-watcher"))
         deadline = time.monotonic() + first_sync_timeout
         while not self.holder.synced and not self.holder.degraded:
@@ -76,13 +81,30 @@ class Runtime:
                 self.holder.last_error or "no answer",
                 self.holder.current.active,
             )
+        if self.holder.synced:
+            self.persistence = await check_persistence(self.store, self.persistence)
         await self.releases.start()
 
     def _on_recovered(self) -> None:
         self._tasks.append(asyncio.create_task(self._replay(), name="affinity-replay"))
 
     async def _replay(self) -> None:
-        await self.affinity.replay()
+        # The server that came back may be another one, configured differently.
+        self.persistence = await check_persistence(self.store, self.persistence)
+        if self.write_back_due:
+            await self._write_back()
+        else:
+            await self.affinity.replay()
+
+    def _on_lost(self) -> None:
+        self.write_back_due = True
+        self._tasks.append(asyncio.create_task(self._write_back(), name="write-back"))
+
+    async def _write_back(self) -> None:
+        # One at a time: the lost-state callback and the store's recovery may both ask.
+        async with self._write_back_lock:
+            if self.write_back_due and await write_back(self.affinity, self.releases):
+                self.write_back_due = False
 
     async def close(self) -> None:
         if self._probe is not None:

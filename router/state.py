@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -72,6 +73,7 @@ class StateHolder:
     last_error: str = ""
     degraded_since: float | None = None
     last_sync: float | None = None
+    epoch: str | None = None  # the store's epoch this instance last saw (keys.Keys.epoch)
     # Listeners, the one style of the code base: a list of callables, subscribed with
     # append and removed with remove, called in order on every change.
     listeners: list[Listener] = field(default_factory=list)
@@ -132,6 +134,10 @@ def _raise_if_cancel_lost() -> None:
         raise asyncio.CancelledError
 
 
+def new_epoch(now: float) -> str:
+    return f"{secrets.token_hex(8)}:{now:.3f}"
+
+
 class StateWatcher:
     """The one background task that follows the store. Run it with `run()` in a task."""
 
@@ -152,6 +158,9 @@ class StateWatcher:
         self.resync_interval = resync_interval
         self.backoff = Backoff(retry_max)
         self.recovered: list[Callable[[], object]] = []
+        # Called after the store was found to have lost its state (epoch changed) and the
+        # active system was put back: write back what this instance holds (recovery.py).
+        self.lost: list[Callable[[], object]] = []
         self._lock = asyncio.Lock()
         self._seeded = False
         # True from a change being applied until its audit entry is written (read by tests
@@ -175,11 +184,25 @@ class StateWatcher:
 
     async def _sync(self) -> None:
         stored = await self.store.read_state()
-        if stored.active is None:
-            # Redis lost its data (restart without persistence, FLUSHALL): restore the
-            # system we were routing to, so all instances agree again on what they keep doing.
-            if await self.store.seed_active(self.holder.current.active):
-                self._seeded = True
+        known_epoch = self.holder.epoch
+        # An epoch marker, not guesswork: a value this instance saw is gone or replaced only
+        # when Redis lost its data (restart without persistence, a new server, FLUSHALL).
+        lost = known_epoch is not None and stored.epoch != known_epoch
+        if lost:
+            # First, so nobody reads the half-restored counts as the truth (recovery.py).
+            await self.store.mark_restoring(time.time())
+        if stored.epoch is None or stored.active is None or lost:
+            current = self.holder.current
+            # Put back the system we were routing to (our last known state, not a default;
+            # it also replaces a default that a router with no state seeded meanwhile), so
+            # all instances agree again; offline marks only when the state was lost.
+            _, seeded = await self.store.restore(
+                new_epoch(time.time()),
+                current.active if stored.active is None or lost else "",
+                sorted(current.offline) if lost else (),
+                known=known_epoch is not None,
+            )
+            self._seeded = self._seeded or seeded
             stored = await self.store.read_state()
         previous = self.holder.current
         snapshot = build_snapshot(stored, self.known, previous, time.time())
@@ -192,15 +215,28 @@ class StateWatcher:
                 ", ".join(self.known),
                 snapshot.active,
             )
-        # A re-seed after Redis came back empty changes nothing locally but is recorded now,
-        # else the next switch would be audited with the seed's source and a lost "from".
-        if changed or self._seeded or not self.holder.synced:
-            self.audit_pending = True
         # Routing follows the snapshot since apply() above, so /readyz and metrics must say
-        # "synced" in the same step: were it set after the audit's round trip below, a
-        # client could see traffic on the new system while /readyz still answered "starting".
+        # "synced" in the same step (not after the audit's round trip below); the epoch is
+        # known from now on too.
+        first = not self.holder.synced
         self.holder.synced = True
         self.holder.last_sync = time.time()
+        self.holder.epoch = stored.epoch
+        if lost:
+            log.warning(
+                "state store %s lost its state (epoch %s -> %s): active %r put back; writing "
+                "back affinity, open counts and releases this instance holds",
+                self.store.description,
+                known_epoch,
+                stored.epoch,
+                self.holder.current.active,
+            )
+            for callback in self.lost:
+                callback()
+        # A re-seed after Redis came back empty changes nothing locally but is recorded now,
+        # else the next switch would be audited with the seed's source and a lost "from".
+        if changed or self._seeded or first:
+            self.audit_pending = True
         if self.audit_pending:
             # Exactly-once audit of whatever changed the active key (a bare SET included);
             # kept due until written, so an audit that fails is retried on the next sync.

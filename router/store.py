@@ -21,11 +21,14 @@ from redis.exceptions import RedisError, ResponseError
 from router.errors import Conflict, StoreUnavailable
 from router.key_types import diagnose, is_wrong_type
 from router.keys import Keys
-from router.redis_client import redact, redis_client, unavailable
+from router.redis_client import close_client, describe, redis_client, unavailable
+from router.sentinel import SentinelTarget
 
 AUDIT_MAXLEN = 10_000
 Change = Literal["subscribed", "event", "tick"]
-AffinityKind = Literal["session", "code"]
+# session: a token; code: a Live Assist short code; cid: a Live Assist correlation id
+# learned from a short-code look-up answer (owned like its code, never counted as open).
+AffinityKind = Literal["session", "code", "cid"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,8 @@ class StoredState:
     active: str | None
     offline: frozenset[str]
     recorded: str | None = None  # the last valid active value the audit stream recorded
+    epoch: str | None = None  # '<id>:<time>' of this Redis lifetime (keys.Keys.epoch)
+    restoring: float | None = None  # when routers last began writing back lost state
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +67,12 @@ class AffinityRecord:
     kind: AffinityKind
     ident: str
     system: str
-    ttl: int
+    ttl: int  # seconds the owner is remembered
+    open_ttl: int | None = None  # seconds it counts as open for drain (None: ttl)
+
+    @property
+    def counted(self) -> int:
+        return self.ttl if self.open_ttl is None else self.open_ttl
 
 
 class StateStore(Protocol):
@@ -75,6 +85,11 @@ class StateStore(Protocol):
     async def read_state(self) -> StoredState: ...
     def changes(self, tick: float) -> AsyncIterator[Change]: ...
     async def seed_active(self, system: str) -> bool: ...
+    async def restore(
+        self, epoch: str, active: str, offline: Sequence[str], *, known: bool = False
+    ) -> tuple[str, bool]: ...
+    async def mark_restoring(self, now: float) -> None: ...
+    async def persistence(self) -> str: ...
     async def switch(self, system: str, source: str, known: Sequence[str]) -> str: ...
     async def set_offline(self, system: str, offline: bool, source: str) -> None: ...
     async def record_observed(self, source: str, known: Sequence[str]) -> bool: ...
@@ -85,6 +100,33 @@ class StateStore(Protocol):
     async def open_counts(self, systems: Sequence[str], now: float) -> dict[str, int]: ...
     async def mark_preview(self, system: str, ttl: int) -> None: ...
     async def previewing(self, systems: Sequence[str]) -> frozenset[str]: ...
+
+
+def persistence_mode(appendonly: str | None, save: str | None) -> str:
+    """'aof', 'rdb', 'aof+rdb', 'none', or 'unknown' (CONFIG GET refused or not answered)."""
+    if appendonly is None or save is None:
+        return "unknown"
+    modes = []
+    if appendonly.strip().lower() == "yes":
+        modes.append("aof")
+    if save.strip():
+        modes.append("rdb")
+    return "+".join(modes) or "none"
+
+
+# Seconds a fresh router's default seed can be replaced by a router that knew the state:
+# longer than any reconnect backoff (redis_retry_max), short enough to never surprise.
+DEFAULT_MARK_TTL = 60
+
+# Seconds the "restoring" mark lives: far longer than any write-back, short enough to vanish.
+RESTORING_TTL = 60
+
+
+def _float_or_none(value: str | None) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
 
 
 def _member(kind: AffinityKind, ident: str) -> str:
@@ -145,9 +187,45 @@ _AFFINITY = """
 local records = cjson.decode(ARGV[1])
 for _, r in ipairs(records) do
   redis.call('SET', r[1], r[3], 'EX', r[4])
-  redis.call('ZADD', r[2], r[6], r[5])
+  if r[2] ~= '' then redis.call('ZADD', r[2], r[6], r[5]) end
 end
 return #records
+"""
+
+_RESTORE = """
+-- KEYS: epoch, active, offline, default mark
+-- ARGV: new epoch, active ('' = leave), 'known'|'fresh', mark ttl, offline...
+-- The first router to find the epoch missing writes it (and the offline marks it knew).
+-- The active value is written where none is; a fresh router (no state of its own) marks
+-- its value as a default. A router that knew the state replaces such a default while it
+-- is unchanged: its last known state beats a newcomer's default. Returns {epoch, seeded}.
+local epoch = redis.call('GET', KEYS[1])
+local created = false
+if not epoch then
+  redis.call('SET', KEYS[1], ARGV[1])
+  epoch = ARGV[1]
+  created = true
+end
+local seeded = 0
+if ARGV[2] ~= '' then
+  local current = redis.call('GET', KEYS[2])
+  if not current then
+    redis.call('SET', KEYS[2], ARGV[2])
+    seeded = 1
+    if ARGV[3] == 'fresh' then
+      redis.call('SET', KEYS[4], ARGV[2], 'EX', ARGV[4])
+    end
+  elseif ARGV[3] == 'known' and current ~= ARGV[2]
+      and redis.call('GET', KEYS[4]) == current then
+    redis.call('SET', KEYS[2], ARGV[2])
+    redis.call('DEL', KEYS[4])
+    seeded = 1
+  end
+end
+if created then
+  for i = 5, #ARGV do redis.call('SADD', KEYS[3], ARGV[i]) end
+end
+return {epoch, seeded}
 """
 
 _OFFLINE = """
@@ -173,9 +251,14 @@ class RedisStore:
     """The shared store: one Redis (or Sentinel/Cluster through redis-py) for all instances."""
 
     def __init__(
-        self, url: str, keys: Keys, *, timeout: float = 1.0, keyspace_events: bool = True
+        self,
+        url: str | SentinelTarget,
+        keys: Keys,
+        *,
+        timeout: float = 1.0,
+        keyspace_events: bool = True,
     ) -> None:
-        self.description = redact(url)
+        self.description = describe(url)
         self.keys = keys
         self.keyspace_events = keyspace_events
         self.keyspace_note = ""
@@ -187,9 +270,10 @@ class RedisStore:
         self._observe = self._client.register_script(_OBSERVE)
         self._offline = self._client.register_script(_OFFLINE)
         self._affinity = self._client.register_script(_AFFINITY)
+        self._restore = self._client.register_script(_RESTORE)
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await close_client(self._client)
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         return unavailable(self.description, exc)
@@ -213,12 +297,36 @@ class RedisStore:
                 pipe.get(self.keys.active)
                 pipe.smembers(self.keys.offline)
                 pipe.get(self.keys.recorded)
-                active, offline, recorded = await pipe.execute()
+                pipe.get(self.keys.epoch)
+                pipe.get(self.keys.restoring)
+                active, offline, recorded, epoch, restoring = await pipe.execute()
         except (RedisError, OSError) as exc:
+            k = self.keys
             raise await self._failure(
-                exc, self.keys.active, self.keys.offline, self.keys.recorded
+                exc, k.active, k.offline, k.recorded, k.epoch, k.restoring
             ) from exc
-        return StoredState(active=active, offline=frozenset(offline), recorded=recorded)
+        return StoredState(
+            active=active,
+            offline=frozenset(offline),
+            recorded=recorded,
+            epoch=epoch,
+            restoring=_float_or_none(restoring),
+        )
+
+    async def persistence(self) -> str:
+        """How the server persists its data (recovery.persistence_mode); never raises."""
+        try:
+            found = await self._client.config_get("appendonly")
+            saves = await self._client.config_get("save")
+        except (RedisError, OSError):
+            return persistence_mode(None, None)
+        return persistence_mode(found.get("appendonly"), saves.get("save"))
+
+    async def mark_restoring(self, now: float) -> None:
+        try:
+            await self._client.set(self.keys.restoring, f"{now:.3f}", ex=RESTORING_TTL)
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, self.keys.restoring) from exc
 
     async def _enable_keyspace_events(self) -> None:
         """Add K (keyspace), $ (strings), s (sets) and g (DEL, EXPIRE) to the server's flags.
@@ -266,6 +374,22 @@ class RedisStore:
             return bool(await self._client.set(self.keys.active, system, nx=True))
         except (RedisError, OSError) as exc:
             raise await self._failure(exc, self.keys.active) from exc
+
+    async def restore(
+        self, epoch: str, active: str, offline: Sequence[str], *, known: bool = False
+    ) -> tuple[str, bool]:
+        """Put back the epoch, the active system and offline marks (see _RESTORE).
+        `known`: `active` is this router's last known state, not a default."""
+        k = self.keys
+        try:
+            found, seeded = await self._restore(
+                keys=[k.epoch, k.active, k.offline, k.default_seed],
+                args=[epoch, active, "known" if known else "fresh", DEFAULT_MARK_TTL, *offline],
+            )
+        except (RedisError, OSError) as exc:
+            k = self.keys
+            raise await self._failure(exc, k.epoch, k.active, k.offline, k.default_seed) from exc
+        return str(found), bool(seeded)
 
     async def switch(self, system: str, source: str, known: Sequence[str]) -> str:
         k = self.keys
@@ -335,16 +459,16 @@ class RedisStore:
         batch: list[list[str | int | float]] = [
             [
                 k.affinity(r.kind, r.ident),
-                k.open_items(r.system),
+                k.open_items(r.system) if r.counted > 0 else "",
                 r.system,
                 r.ttl,
                 _member(r.kind, r.ident),
-                now + r.ttl,
+                now + r.counted,
             ]
             for r in records
         ]
         try:
-            await self._affinity(keys=[str(batch[0][1])], args=[orjson.dumps(batch)])
+            await self._affinity(keys=[k.open_items(records[0].system)], args=[orjson.dumps(batch)])
         except (RedisError, OSError) as exc:
             touched = dict.fromkeys(str(key) for row in batch for key in row[:2])
             raise await self._failure(exc, *touched) from exc
@@ -407,6 +531,8 @@ class MemoryStore:
         self.affinity: dict[tuple[str, str], tuple[str, float]] = {}
         self.open: dict[str, dict[str, float]] = {}
         self.preview: dict[str, float] = {}
+        # One process's memory never loses its state while the process runs.
+        self.epoch: str | None = "memory:0"
         self._changed = asyncio.Event()
         self._sequence = 0
 
@@ -430,8 +556,17 @@ class MemoryStore:
 
     async def read_state(self) -> StoredState:
         return StoredState(
-            active=self.active, offline=frozenset(self.offline), recorded=self.recorded
+            active=self.active,
+            offline=frozenset(self.offline),
+            recorded=self.recorded,
+            epoch=self.epoch,
         )
+
+    async def mark_restoring(self, now: float) -> None:
+        return None  # memory:// never loses its state while the process runs
+
+    async def persistence(self) -> str:
+        return "memory"  # lives and dies with the process: nothing to restart empty
 
     async def changes(self, tick: float) -> AsyncIterator[Change]:
         # Armed before "subscribed", and re-armed before each "event" is handed out: a write
@@ -454,6 +589,20 @@ class MemoryStore:
         self.active = system
         self._notify()
         return True
+
+    async def restore(
+        self, epoch: str, active: str, offline: Sequence[str], *, known: bool = False
+    ) -> tuple[str, bool]:
+        created = self.epoch is None
+        if created:
+            self.epoch = epoch
+            self.offline.update(offline)
+        seeded = bool(active) and self.active is None
+        if seeded:
+            self.active = active
+            self._notify()
+        assert self.epoch is not None
+        return self.epoch, seeded
 
     def set_active_raw(self, value: str) -> None:
         """What a bare `redis-cli SET` is for Redis: a write that bypasses the audit."""
@@ -500,7 +649,8 @@ class MemoryStore:
     async def write_affinity(self, records: Sequence[AffinityRecord], now: float) -> None:
         for r in records:
             self.affinity[(r.kind, r.ident)] = (r.system, now + r.ttl)
-            self.open.setdefault(r.system, {})[_member(r.kind, r.ident)] = now + r.ttl
+            if r.counted > 0:
+                self.open.setdefault(r.system, {})[_member(r.kind, r.ident)] = now + r.counted
 
     async def lookup_affinity(self, kind: AffinityKind, ident: str) -> str | None:
         found = self.affinity.get((kind, ident))
@@ -529,7 +679,9 @@ class MemoryStore:
         return frozenset(s for s in systems if self.preview.get(s, 0.0) > now)
 
 
-def open_store(url: str, keys: Keys, *, timeout: float, keyspace_events: bool) -> StateStore:
-    if url.startswith("memory://"):
+def open_store(
+    url: str | SentinelTarget, keys: Keys, *, timeout: float, keyspace_events: bool
+) -> StateStore:
+    if isinstance(url, str) and url.startswith("memory://"):
         return MemoryStore()
     return RedisStore(url, keys, timeout=timeout, keyspace_events=keyspace_events)

@@ -30,15 +30,17 @@ from router.admin.headers import security_headers
 from router.admin.live import events, live, live_context, stop_streams
 from router.admin.responses import json_errors
 from router.affinity import Affinity
-from router.app_keys import HEALTH, LIVE, RUNTIME
+from router.app_keys import DRAIN, HEALTH, LIVE, RUNTIME
 from router.assets import Assets, find_assets
 from router.config import Config
+from router.drain import DrainHistory
 from router.gateways.prober import HealthProber
 from router.keys import Keys
 from router.metrics import Metrics
 from router.proxy import ProxyHandler
 from router.releases.service import Releases
 from router.runtime import Runtime, instance_name
+from router.sentinel import SENTINEL_RETRY_MAX, redis_target
 from router.state import Snapshot, StateHolder, StateWatcher
 from router.store import StateStore, open_store
 from router.upstream import Upstream
@@ -57,7 +59,7 @@ def build_runtime(config: Config, store: StateStore | None = None) -> Runtime:
     keys = Keys(r.key_prefix)
     if store is None:
         store = open_store(
-            r.redis_url, keys, timeout=r.redis_timeout, keyspace_events=r.keyspace_events
+            redis_target(r), keys, timeout=r.redis_timeout, keyspace_events=r.keyspace_events
         )
     holder = StateHolder(current=Snapshot(active=config.default_system))
     instance = instance_name()
@@ -67,9 +69,19 @@ def build_runtime(config: Config, store: StateStore | None = None) -> Runtime:
         config.system_ids,
         instance=instance,
         resync_interval=r.resync_interval,
-        retry_max=r.redis_retry_max,
+        # Behind Sentinel a failover ends within a second or two: retry often enough to
+        # follow the new master within a second of its promotion.
+        retry_max=min(r.redis_retry_max, SENTINEL_RETRY_MAX)
+        if r.redis_sentinels
+        else r.redis_retry_max,
     )
-    affinity = Affinity(store, holder, cache_size=r.affinity_cache_size, ttl=r.affinity_ttl)
+    affinity = Affinity(
+        store,
+        holder,
+        cache_size=r.affinity_cache_size,
+        ttl=r.affinity_ttl,
+        shortcode_ttl=r.shortcode_ttl,
+    )
     # Filled in Runtime.start(); the release service fetches libraries through the same pools.
     upstreams: dict[str, Upstream] = {}
     releases = Releases.create(config, keys, upstreams)
@@ -131,6 +143,7 @@ def create_admin_app(runtime: Runtime, assets: Assets | None = None) -> web.Appl
     prober.listeners.append(feed.notify)
     app[HEALTH] = prober
     app[LIVE] = feed
+    app[DRAIN] = DrainHistory()
     app.router.add_get("/api/live", live)
     app.router.add_get("/api/events", events)
     page.add_routes(app, assets or find_assets())

@@ -73,11 +73,35 @@
     line.setAttribute("points", coords.join(" "));
   }
 
+  // The counts behind the drain verdict (router/drain.py), each labelled, and the trend.
+  function drainText(s) {
+    const parts = [];
+    if (s.source === "gateway") parts.push("counted by the gateway (stats_url)");
+    else if (s.source === "router") parts.push("counted by the routers");
+    if (s.gateway_error) parts.push(`gateway count unavailable: ${s.gateway_error}`);
+    if (s.source === "gateway" && s.router_open !== null) parts.push(`router count ${s.router_open}`);
+    if (s.source !== "gateway" && s.gateway_open !== null) parts.push(`gateway ${s.gateway_open}`);
+    if (s.drain_rate !== null && s.drain_rate !== undefined && s.drain_rate !== 0) {
+      const perMin = Math.abs(s.drain_rate * 60).toFixed(1);
+      parts.push(s.drain_rate > 0 ? `falling ${perMin}/min` : `rising ${perMin}/min`);
+    }
+    if (s.drain_eta !== null && s.drain_eta !== undefined && s.drain_eta > 0) {
+      parts.push(`~${eta(s.drain_eta)} to 0`);
+    }
+    return parts.join(" · ");
+  }
+
+  function eta(seconds) {
+    if (seconds < 90) return `${Math.round(seconds)} s`;
+    if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+    return `${(seconds / 3600).toFixed(1)} h`;
+  }
+
   function renderCard(s, scope) {
     const card = $(`.card[data-system="${CSS.escape(s.id)}"]`);
     if (!card) return;
     card.dataset.state = s.state;
-    setText(field(card, "state"), s.state);
+    setText(field(card, "state"), (s.states || [s.state]).join(" + "));
     setText(field(card, "gateway"), s.gateway);
     setText(field(card, "public_url"), s.public_url);
 
@@ -96,10 +120,7 @@
 
     setText(field(card, "open"), s.open === null ? "?" : String(s.open));
     renderTrend(field(card, "trend"), s.trend);
-    const gw = [];
-    if (h.gateway_sessions !== null) gw.push(`${h.gateway_sessions} sessions`);
-    if (h.gateway_codes !== null) gw.push(`${h.gateway_codes} short codes`);
-    setText(field(card, "gateway-count"), gw.length ? `gateway reports ${gw.join(", ")}` : "");
+    setText(field(card, "gateway-count"), drainText(s));
 
     setText(field(card, "rate"), rate(s.rate.token));
     setText(field(card, "rate-all"), `${rate(s.rate.all)} req/s in all · ${scope}`);
@@ -132,6 +153,10 @@
     setText($("#active-system"), doc.active);
     next.systems.forEach((s) => renderCard(s, doc.rates_scope));
 
+    const persistence = $("#banner-persistence");
+    persistence.hidden = !doc.store.risk;
+    setText(field(persistence, "persistence"), doc.store.persistence);
+    setText(field(persistence, "persistence-risk"), doc.store.risk || "");
     const degraded = $("#banner-degraded");
     degraded.hidden = !doc.store.degraded;
     setText(field(degraded, "degraded-active"), doc.active);

@@ -7,6 +7,7 @@ PID (processes) or its runner (in-process apps) when the test ends.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import shutil
 import signal
@@ -69,10 +70,21 @@ async def wait_until(
         await asyncio.sleep(interval)
 
 
-class RedisServer:
-    """A real redis-server on a free loopback port; stop() and start() keep the port."""
+# Release archives of the routers tests start (router_data), removed when the run ends.
+ARCHIVE_ROOT = tempfile.mkdtemp(prefix="token-router-test-archives-")
+atexit.register(shutil.rmtree, ARCHIVE_ROOT, True)
 
-    def __init__(self) -> None:
+
+class RedisServer:
+    """A real redis-server on a free loopback port; stop() and start() keep the port.
+
+    `persistent=True` runs it with an append-only file fsynced on every write, so a restart
+    (even after SIGKILL) comes back with its data, like the shipped compose.yaml; otherwise
+    a restart comes back empty."""
+
+    def __init__(self, persistent: bool = False, extra: tuple[str, ...] = ()) -> None:
+        self.persistent = persistent
+        self.extra = extra
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
@@ -96,12 +108,16 @@ class RedisServer:
                 HOST,
                 "--save",
                 "",
-                "--appendonly",
-                "no",
+                *(
+                    ("--appendonly", "yes", "--appendfsync", "always")
+                    if self.persistent
+                    else ("--appendonly", "no")
+                ),
                 "--dir",
                 self.dir,
                 "--loglevel",
                 "warning",
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -190,6 +206,9 @@ def router_data(redis_url: str, gateways: Mapping[str, Gateway], **router: Any) 
             # faults injected with /_sim/fail and show in request counts. Off unless a test
             # (tests/test_releases.py) passes release_paths.
             "release_paths": [],
+            # Each config its own archive directory (removed at exit): tests that share one
+            # pass the same release_dir explicitly.
+            "release_dir": tempfile.mkdtemp(prefix="archive-", dir=ARCHIVE_ROOT),
             **router,
         },
         "systems": {

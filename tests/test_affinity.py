@@ -234,3 +234,29 @@ async def test_write_failure_keeps_records_for_replay(
     assert len(affinity.pending) == 0
     assert await redis_affinity.store.lookup_affinity("session", "s7") == "b"
     assert await redis_affinity.store.open_counts(["b"], 0.0) == {"b": 20}
+
+
+def test_local_cache_records_for_the_write_back() -> None:
+    """What an instance writes back into a Redis that lost its state: owners with the time
+    left, open counts only for what it recorded itself, nothing expired."""
+    cache = LocalCache(10)
+    cache.put("session", "s1", "a", 1000.0, 400.0)  # recorded here: counts until 400
+    cache.put("code", "c1", "a", 1000.0, 150.0)  # short code: counts for shortcode_ttl only
+    cache.put("session", "s2", "b", 1000.0)  # learned from Redis: owner only
+    cache.put("session", "old", "a", 50.0, 50.0)  # expired
+    records = {(r.kind, r.ident): r for r in cache.records(100.0)}
+    assert set(records) == {("session", "s1"), ("code", "c1"), ("session", "s2")}
+    assert (records[("session", "s1")].ttl, records[("session", "s1")].counted) == (900, 300)
+    assert (records[("code", "c1")].ttl, records[("code", "c1")].counted) == (900, 50)
+    assert (records[("session", "s2")].system, records[("session", "s2")].counted) == ("b", 0)
+
+
+def test_code_and_cid_with_one_id_are_separate_entries() -> None:
+    """The compact key is one letter per kind: "code" and "cid" share a first letter."""
+    cache = LocalCache(10)
+    cache.put("code", "x1", "a", 1000.0, 400.0)
+    cache.put("cid", "x1", "b", 1000.0)
+    assert cache.get("code", "x1", 100.0) == "a"
+    assert cache.get("cid", "x1", 100.0) == "b"
+    kinds = {(r.kind, r.system, r.counted) for r in cache.records(100.0)}
+    assert kinds == {("code", "a", 300), ("cid", "b", 0)}

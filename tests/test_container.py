@@ -248,3 +248,30 @@ def test_healthcheck_script_reports_bad_configuration(tmp_path: Path) -> None:
     done = run_healthcheck(bad)
     assert done.returncode == 1
     assert "bad configuration" in done.stderr
+
+
+def test_compose_redis_persists_and_release_dir_is_a_volume() -> None:
+    doc = compose()
+    redis = doc["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert "--save" not in command or command[command.index("--save") + 1] != ""
+    named = {str(v).split(":", 1)[0]: str(v).split(":", 1)[1] for v in redis["volumes"]}
+    assert named.get("redis-data") == "/data"
+    assert "redis-data" in doc["volumes"]
+    router = our_services()["router"]
+    release_dir = str(router["environment"]["TOKENROUTER_RELEASE_DIR"])
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in router["volumes"]}
+    assert release_dir in mounts and mounts[release_dir] in doc["volumes"]
+    # The router's file system is read-only: the archive must be the mounted volume.
+    assert router["read_only"] is True
+
+
+def test_dockerfile_release_dir_is_a_writable_volume() -> None:
+    lines = dockerfile()
+    volumes = " ".join(rest for keyword, rest in lines if keyword == "VOLUME")
+    assert "/var/lib/token-router/releases" in volumes
+    env = " ".join(rest for keyword, rest in lines if keyword == "ENV")
+    assert "TOKENROUTER_RELEASE_DIR=/var/lib/token-router/releases" in env
+    runs = " ".join(rest for keyword, rest in lines if keyword == "RUN")
+    assert "chown 10001:10001 /var/lib/token-router/releases" in runs

@@ -44,11 +44,12 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
     (
         "clients and pure models",
-        "talking to Redis (and naming a key of the wrong type) and gateways; the release "
-        "model; errors as HTTP; the simulator",
+        "talking to Redis (Sentinel too, and naming a key of the wrong type) and gateways; "
+        "the release model; errors as HTTP; the simulator",
         (
             "router.redis_client",
             "router.key_types",
+            "router.sentinel",
             "router.responses",
             "router.upstream",
             "router.http1",
@@ -61,14 +62,18 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("stores", "the state store and the release store", ("router.store", "router.releases.store")),
     (
         "state and decisions",
-        "the state snapshot, routing, affinity, metrics, watching gateways, release files",
+        "the state snapshot, routing, affinity, drain, recovery, metrics, watching gateways, "
+        "release files and their archive",
         (
             "router.state",
             "router.routing",
             "router.affinity",
+            "router.drain",
+            "router.recovery",
             "router.metrics",
             "router.gateways",
             "router.releases.fetch",
+            "router.releases.archive",
             "router.releases.serving",
         ),
     ),

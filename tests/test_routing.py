@@ -12,6 +12,7 @@ from router.routing import (
     Match,
     RequestFacts,
     Route,
+    agent_names,
     allowed_methods,
     classify,
     decide,
@@ -50,7 +51,7 @@ ROUTES: list[tuple[str, str, str, str | None, Match]] = [
         None,
         Match(Route.CODE_LOOKUP, ident=""),
     ),
-    ("assist-agent", "POST", "/assistserver/agent", None, Match(Route.ASSIST)),
+    ("assist-agent", "POST", "/assistserver/agent", None, Match(Route.AGENT)),
     ("assist-consumer", "POST", "/assistserver/consumer", None, Match(Route.ASSIST)),
     ("library-adapter", "GET", "/gateway/adapter.js", None, Match(Route.LIBRARY)),
     ("library-sdk", "GET", "/gateway/fusion-client-sdk.js", None, Match(Route.LIBRARY)),
@@ -209,8 +210,48 @@ def test_allowed_methods_empty_for_foreign_paths() -> None:
 
 
 def test_route_sets() -> None:
-    assert {Route.TOKEN_DELETE, Route.CODE_LOOKUP} == OWNED
-    assert {Route.CODE_CREATE, Route.CODE_LOOKUP, Route.ASSIST} == BROWSER
+    assert {Route.TOKEN_DELETE, Route.CODE_LOOKUP, Route.AGENT} == OWNED
+    assert {Route.CODE_CREATE, Route.CODE_LOOKUP, Route.ASSIST, Route.AGENT} == BROWSER
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize(
+    ("query", "content_type", "body", "expected"),
+    [
+        ({}, "", b"", ()),
+        ({"appkey": "1234567"}, "", b"", (("code", "1234567"),)),
+        ({"cid": "a-cid-1"}, "", b"", (("cid", "a-cid-1"),)),
+        ({}, FORM, b"appkey=1234567&type=create", (("code", "1234567"),)),
+        ({}, FORM + "; charset=UTF-8", b"cid=a-cid-1", (("cid", "a-cid-1"),)),
+        ({}, FORM, b"appkey=1&cid=c", (("code", "1"), ("cid", "c"))),
+        ({"appkey": "q"}, FORM, b"appkey=b", (("code", "q"),)),
+        ({"cid": "q"}, FORM, b"appkey=b", (("code", "b"), ("cid", "q"))),
+        ({}, "application/json", b'{"appkey": "1"}', ()),
+        ({}, FORM, b"appkey=&cid=", ()),
+        ({}, FORM, b"\xff\xfe", ()),
+        ({}, "multipart/form-data; boundary=x", b"appkey=1", ()),
+    ],
+    ids=[
+        "nothing",
+        "query-appkey",
+        "query-cid",
+        "form-appkey",
+        "form-cid-charset",
+        "form-both-code-first",
+        "query-wins-over-form",
+        "query-cid-form-appkey",
+        "json-not-parsed",
+        "empty-values",
+        "not-utf8",
+        "multipart-not-parsed",
+    ],
+)
+def test_agent_names(
+    query: dict[str, str], content_type: str, body: bytes, expected: tuple[tuple[str, str], ...]
+) -> None:
+    assert agent_names(query, content_type, body) == expected
 
 
 # --- decide ---------------------------------------------------------------------------------
@@ -219,6 +260,7 @@ KNOWN = frozenset({"a", "b", "c"})
 CREATE = Match(Route.TOKEN_CREATE)
 DELETE = Match(Route.TOKEN_DELETE, ident="a-123")
 LOOKUP = Match(Route.CODE_LOOKUP, ident="1234567")
+AGENT = Match(Route.AGENT)
 
 
 def snap(active: str = "a", offline: tuple[str, ...] = ()) -> Snapshot:
@@ -227,6 +269,27 @@ def snap(active: str = "a", offline: tuple[str, ...] = ()) -> Snapshot:
 
 # (id, facts, snapshot, prefer policy, expected)
 DECISIONS: list[tuple[str, RequestFacts, Snapshot, str, Forward]] = [
+    (
+        "agent-paired-with-old-system",
+        RequestFacts(AGENT, owner="a"),
+        snap("b"),
+        "unless-offline",
+        Forward("a", "affinity"),
+    ),
+    (
+        "agent-naming-nothing-known",
+        RequestFacts(AGENT, owner=None),
+        snap("b"),
+        "unless-offline",
+        Forward("b", "active"),
+    ),
+    (
+        "agent-pairing-beats-preview",
+        RequestFacts(AGENT, owner="a", preview="c"),
+        snap("b"),
+        "unless-offline",
+        Forward("a", "affinity"),
+    ),
     (
         "new-session-active",
         RequestFacts(CREATE),

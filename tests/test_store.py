@@ -463,3 +463,43 @@ async def test_open_store_redis() -> None:
 )
 def test_redact(url: str, expected: str) -> None:
     assert redact(url) == expected
+
+
+async def test_restore_puts_back_epoch_active_and_offline_once(redis_server: RedisServer) -> None:
+    first, second = (RedisStore(redis_server.url, KEYS, timeout=1.0) for _ in range(2))
+    try:
+        assert await first.restore("e1:1.0", "b", ["c"], known=True) == ("e1:1.0", True)
+        # The second router finds the epoch written: it adopts it, writes nothing else.
+        assert await second.restore("e2:2.0", "a", ["d"], known=True) == ("e1:1.0", False)
+        state = await second.read_state()
+        assert (state.active, state.offline, state.epoch) == ("b", frozenset({"c"}), "e1:1.0")
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_known_state_replaces_a_newcomers_default_only_while_unchanged(
+    redis_server: RedisServer,
+) -> None:
+    store = RedisStore(redis_server.url, KEYS, timeout=1.0)
+    try:
+        # A router with no state of its own starts on an empty Redis: its default is marked.
+        assert (await store.restore("e1:1.0", "a", (), known=False))[1] is True
+        assert redis_server.command("GET", KEYS.default_seed).endswith("a")
+        # A router that knew the state (b) arrives: its last known state wins.
+        assert (await store.restore("e2:2.0", "b", (), known=True))[1] is True
+        assert (await store.read_state()).active == "b"
+        assert redis_server.command("EXISTS", KEYS.default_seed) == ":0"
+        # A default someone switched away from (a bare SET here) is never replaced.
+        redis_server.command("FLUSHALL")
+        await store.restore("e3:3.0", "a", (), known=False)
+        redis_server.command("SET", KEYS.active, "c")
+        assert (await store.restore("e4:4.0", "b", (), known=True))[1] is False
+        assert (await store.read_state()).active == "c"
+        # Nor is a value a router that knew the state put back.
+        redis_server.command("FLUSHALL")
+        await store.restore("e5:5.0", "b", (), known=True)
+        assert (await store.restore("e6:6.0", "a", (), known=True))[1] is False
+        assert (await store.read_state()).active == "b"
+    finally:
+        await store.close()

@@ -13,11 +13,12 @@ import orjson
 from aiohttp import web
 
 from router.admin.auth import require_token
-from router.app_keys import RUNTIME
+from router.app_keys import DRAIN, HEALTH, RUNTIME
 from router.errors import BadRequest, MalformedJSON, ServiceUnavailable, StoreUnavailable
-from router.gateways.reports import audit_json, read_counts, reports
+from router.gateways.reports import SystemReport, audit_json, read_counts, reports
 from router.metrics import CONTENT_TYPE as METRICS_TYPE
 from router.metrics import render
+from router.recovery import persistence_risk
 from router.responses import JSON_TYPE
 from router.runtime import Runtime
 
@@ -65,15 +66,27 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response(body)
 
 
-async def status_document(runtime: Runtime) -> dict[str, Any]:
-    holder = runtime.holder
-    snapshot = holder.current
+async def system_reports(app: web.Application) -> tuple[list[SystemReport], str]:
+    """Every system's report through the one drain function: the routers' counts from the
+    store, the gateways' own counts (stats_url) from the prober, the trend from this
+    process's samples. Also the store's error, if it did not answer."""
+    runtime = app[RUNTIME]
     config = runtime.config
     counts, previewing, count_error = await read_counts(runtime.store, config.system_ids)
+    probes = await app[HEALTH].gateway_counts()
+    rows = reports(config, runtime.holder.current, counts, previewing, probes, app[DRAIN])
+    return rows, count_error
+
+
+async def status_document(app: web.Application) -> dict[str, Any]:
+    runtime = app[RUNTIME]
+    holder = runtime.holder
+    snapshot = holder.current
+    rows, count_error = await system_reports(app)
     refused = snapshot.refused
     return {
         "active": snapshot.active,
-        "systems": [r.to_json() for r in reports(config, snapshot, counts, previewing)],
+        "systems": [r.to_json() for r in rows],
         "offline": sorted(snapshot.offline),
         "refused": None if refused is None else {"value": refused.value, "since": refused.since},
         "store": {
@@ -83,6 +96,10 @@ async def status_document(runtime: Runtime) -> dict[str, Any]:
             "degraded_since": holder.degraded_since,
             "error": holder.last_error or count_error or None,
             "last_sync": holder.last_sync,
+            # How Redis persists its data: aof, rdb, aof+rdb, none, unknown, memory.
+            "persistence": runtime.persistence or "unknown",
+            "risk": persistence_risk(runtime.persistence or "unknown", runtime.store.description)
+            or None,
         },
         "instance": runtime.instance,
         "uptime": round(time.time() - runtime.started_at, 3),
@@ -90,7 +107,7 @@ async def status_document(runtime: Runtime) -> dict[str, Any]:
 
 
 async def status(request: web.Request) -> web.Response:
-    return json_response(await status_document(request.app[RUNTIME]))
+    return json_response(await status_document(request.app))
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -167,8 +184,10 @@ async def audit(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition: request counters, upstream latency, state gauges."""
     runtime = request.app[RUNTIME]
-    counts, _, _ = await read_counts(runtime.store, runtime.config.system_ids)
-    body = render(runtime.metrics, runtime.holder, runtime.config.system_ids, counts)
+    rows, _ = await system_reports(request.app)
+    body = render(
+        runtime.metrics, runtime.holder, runtime.config.system_ids, [r.drain for r in rows]
+    )
     return web.Response(body=body, headers={"Content-Type": METRICS_TYPE})
 
 

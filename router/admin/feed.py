@@ -1,4 +1,5 @@
-"""The admin page's sampler: request rates and the open-items trend of this process.
+"""The admin page's sampler: request rates of this process (the open-items trend is the
+drain history, app_keys.DRAIN, sampled with every status).
 
 It also wakes the event streams (live.py) on every change it is told about: a new state
 snapshot, the store going away or coming back, a gateway turning (un)healthy.
@@ -10,19 +11,17 @@ import asyncio
 import time
 from collections import deque
 
-from router.errors import StoreUnavailable
 from router.gateways.prober import HealthProber
 from router.routing import Route
 from router.runtime import Runtime
 
 RATE_WINDOW = 10  # seconds of request counts a rate is computed over
-TREND_POINTS = 60
-TREND_EVERY = 2.0  # seconds between trend samples: TREND_POINTS x 2 s = the last 2 minutes
+TREND_POINTS = 60  # drain samples the page's sparkline shows
 TOKEN_ROUTE = Route.TOKEN_CREATE.value
 
 
 class LiveFeed:
-    """Samples rates and the open-items trend, and wakes event streams on changes."""
+    """Samples request rates and wakes event streams on changes."""
 
     def __init__(
         self,
@@ -40,12 +39,8 @@ class LiveFeed:
         self.counts: deque[tuple[float, dict[str, tuple[int, int]]]] = deque(
             maxlen=max(2, int(RATE_WINDOW / sample_every) + 1)
         )
-        self.trend: dict[str, deque[int | None]] = {
-            sid: deque(maxlen=TREND_POINTS) for sid in self.systems
-        }
         self.stopping = False
         self._changed = asyncio.Event()
-        self._last_trend = 0.0
 
     # --- change notification ---------------------------------------------------------
 
@@ -92,32 +87,8 @@ class LiveFeed:
             }
         return out
 
-    async def sample_trend(self) -> None:
-        if self.runtime.stopping:
-            # The proxy listener closes the store first (serve.py); a read now would only
-            # open a new connection to a store that is going away.
-            return
-        try:
-            counts = await self.runtime.store.open_counts(self.systems, time.time())
-        except StoreUnavailable:
-            counts = {}
-        except RuntimeError:
-            # A read that began before a shutdown (e.g. a listener that could not bind, right
-            # after start) meets the store's closed transport: uvloop raises RuntimeError.
-            # Nothing is left to sample; surfacing it would print a traceback after the
-            # one-line error. Outside a shutdown it is a real bug and propagates.
-            if not self.runtime.stopping:
-                raise
-            return
-        for sid in self.systems:
-            self.trend[sid].append(counts.get(sid))
-
     async def run(self) -> None:
-        """The sampler (admin app cleanup_ctx): counts every second, the trend every 2 s."""
+        """The sampler (admin app cleanup_ctx): request counts every second."""
         while True:
-            now = time.monotonic()
-            self.sample_counts(now)
-            if now - self._last_trend >= TREND_EVERY:
-                self._last_trend = now
-                await self.sample_trend()
+            self.sample_counts(time.monotonic())
             await asyncio.sleep(self.sample_every)

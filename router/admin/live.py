@@ -23,7 +23,8 @@ from aiohttp import web
 
 from router.admin.api import status_document
 from router.admin.auth import current_session, presented_token, require_reader
-from router.app_keys import HEALTH, LIVE, RUNTIME
+from router.admin.feed import TREND_POINTS
+from router.app_keys import DRAIN, HEALTH, LIVE, RUNTIME
 from router.errors import StoreUnavailable
 from router.gateways.reports import audit_json
 from router.runtime import Runtime
@@ -57,7 +58,7 @@ async def live_document(app: web.Application) -> dict[str, Any]:
     feed = app[LIVE]
     prober = app[HEALTH]
     prober.demand()
-    doc = await status_document(runtime)
+    doc = await status_document(app)
     rates = feed.rates()
     health = prober.to_json()
     for system in doc["systems"]:
@@ -65,7 +66,8 @@ async def live_document(app: web.Application) -> dict[str, Any]:
         system["release"] = release_info(runtime, sid)
         system["health"] = health[sid]
         system["rate"] = rates[sid]
-        system["trend"] = list(feed.trend[sid])
+        # The deciding drain count as sampled here (router/drain.py), last 2 minutes.
+        system["trend"] = [count for _, count in app[DRAIN].samples(sid)][-TREND_POINTS:]
     try:
         doc["audit"] = audit_json(await runtime.store.audit(AUDIT_SHOWN))
         doc["audit_error"] = None

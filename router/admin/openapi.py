@@ -72,10 +72,41 @@ SCHEMAS: dict[str, Any] = {
         "required": ["id", "state", "open", "gateway", "public_url"],
         "properties": {
             "id": {"type": "string"},
-            "state": {"enum": ["active", "draining", "drained", "offline", "preview"]},
+            "state": {
+                "enum": ["active", "draining", "drained", "offline", "preview"],
+                "description": "The headline word: the first of `states`.",
+            },
+            "states": {
+                "type": "array",
+                "items": {"enum": ["active", "draining", "drained", "offline", "preview"]},
+                "description": "Every state that holds, e.g. [preview, draining].",
+            },
+            "drained": {
+                "type": "boolean",
+                "description": "An idle system that holds no calls (the one drain decision).",
+            },
             "open": {
                 "type": ["integer", "null"],
-                "description": "Open sessions and short codes the router issued (null: unknown).",
+                "description": "The count that decides drain (null: unknown); see source.",
+            },
+            "source": {
+                "enum": ["gateway", "router", "unknown"],
+                "description": "gateway: its stats_url count decides; router: the routers' "
+                "count of tokens and short codes (within shortcode_ttl) not yet released.",
+            },
+            "router_open": {"type": ["integer", "null"], "description": "The routers' count."},
+            "gateway_open": {
+                "type": ["integer", "null"],
+                "description": "The gateway's own count (stats_url), where it answers.",
+            },
+            "gateway_error": {"type": ["string", "null"]},
+            "drain_rate": {
+                "type": ["number", "null"],
+                "description": "Items per second the deciding count falls (negative: rises).",
+            },
+            "drain_eta": {
+                "type": ["number", "null"],
+                "description": "Seconds until it reaches 0 at that rate, while it falls.",
             },
             "gateway": {"type": "string", "format": "uri"},
             "public_url": {"type": "string", "format": "uri"},
@@ -111,6 +142,14 @@ SCHEMAS: dict[str, Any] = {
                     "degraded_since": {"type": ["number", "null"]},
                     "error": {"type": ["string", "null"]},
                     "last_sync": {"type": ["number", "null"]},
+                    "persistence": {
+                        "enum": ["aof", "rdb", "aof+rdb", "none", "unknown", "memory"],
+                        "description": "How Redis persists its data (CONFIG GET).",
+                    },
+                    "risk": {
+                        "type": ["string", "null"],
+                        "description": "Why Redis persistence is a risk, if it is.",
+                    },
                 },
             },
             "instance": {"type": "string", "description": "host:pid of the answering process."},

@@ -16,11 +16,13 @@ from typing import NoReturn, TypeAlias
 import uvloop
 
 from router.config import Config, load_config
-from router.errors import ConfigError, StoreUnavailable, UsageError
-from router.gateways.reports import SystemReport, merge_probes, read_counts, reports
+from router.drain import DrainHistory
+from router.errors import ConfigError, UsageError
+from router.gateways.reports import SystemReport, read_counts, reports
 from router.gateways.stats import probe_all
 from router.keys import Keys
 from router.logs import setup_logging
+from router.sentinel import redis_target
 from router.state import Snapshot, build_snapshot
 from router.store import AuditEntry, StateStore, open_store
 
@@ -148,7 +150,7 @@ def shared_store(config: Config) -> StateStore:
     require_redis(config, "POST /api/switch")
     r = config.router
     return open_store(
-        r.redis_url, Keys(r.key_prefix), timeout=r.redis_timeout, keyspace_events=False
+        redis_target(r), Keys(r.key_prefix), timeout=r.redis_timeout, keyspace_events=False
     )
 
 
@@ -184,14 +186,16 @@ async def read_snapshot(store: StateStore, config: Config) -> Snapshot:
 
 
 async def read_reports(
-    store: StateStore, config: Config
-) -> tuple[Snapshot, list[SystemReport], dict[str, tuple[int | None, str]]]:
+    store: StateStore, config: Config, history: DrainHistory | None = None
+) -> tuple[Snapshot, list[SystemReport]]:
+    """Every system's report through the one drain function (router/drain.py), with the
+    gateways' own counts probed now; `history` (drain-wait) yields the trend."""
     snapshot = await read_snapshot(store, config)
-    counts, previewing, error = await read_counts(store, config.system_ids)
-    if error:
-        raise StoreUnavailable(error)
+    # An error here leaves the routers' counts unknown (shown as "?", never "drained"); an
+    # unreachable store already failed in read_snapshot.
+    counts, previewing, _ = await read_counts(store, config.system_ids)
     probes = await probe_all(config.systems)
-    return snapshot, reports(config, snapshot, merge_probes(counts, probes), previewing), probes
+    return snapshot, reports(config, snapshot, counts, previewing, probes, history)
 
 
 def audit_line(entry: AuditEntry) -> str:

@@ -1,4 +1,5 @@
-"""`token-router drain-wait SYSTEM`: wait until SYSTEM holds nothing the routers issued."""
+"""`token-router drain-wait SYSTEM [--json]`: wait until SYSTEM holds no calls, showing the
+deciding count, the rate it falls and an estimate of when it reaches 0 (router/drain.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import argparse
 import asyncio
 import sys
 import time
+from typing import Any
+
+import orjson
 
 from router.cli.common import (
     PROG,
@@ -20,6 +24,7 @@ from router.cli.common import (
     shared_store,
     when,
 )
+from router.drain import DrainHistory, describe
 from router.errors import StoreUnavailable
 
 
@@ -28,9 +33,10 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
         "drain-wait",
         parents=[common],
         help="wait until SYSTEM holds no open sessions or short codes",
-        description="Print SYSTEM's drain progress until nothing the routers "
-        "issued on it is open (and its stats_url, if configured, agrees). Exit "
-        "0 when drained, 1 on timeout.",
+        description="Print SYSTEM's drain progress (open count, the rate it falls "
+        "and an estimate of when it reaches 0) until it holds no calls: its "
+        "gateway's own count decides where stats_url is configured, else the "
+        "routers' count. Exit 0 when drained, 1 on timeout.",
     )
     p.add_argument("system", metavar="SYSTEM")
     p.add_argument(
@@ -47,6 +53,11 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
         metavar="S",
         help="seconds between checks (default 2)",
     )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON document per check (state, counts, rate, eta, result)",
+    )
     p.set_defaults(func=async_command(drain_wait_main))
 
 
@@ -56,31 +67,44 @@ async def drain_wait_main(args: argparse.Namespace) -> int:
     store = shared_store(config)
     hint = config_hint(args)
     deadline = time.monotonic() + args.timeout
+    history = DrainHistory()
     last_line = ""
     last_print = 0.0
+
+    def emit(doc: dict[str, Any], line: str) -> None:
+        nonlocal last_line, last_print
+        now = time.monotonic()
+        if args.json:
+            print(orjson.dumps(doc).decode(), flush=True)
+        elif line != last_line or now - last_print >= 10:
+            print(f"{when(time.time())}  {line}", flush=True)
+            last_line, last_print = line, now
+
     try:
         while True:
+            drained = False
+            doc: dict[str, Any] = {"time": round(time.time(), 3), "system": system}
             try:
-                snapshot, rows, _ = await read_reports(store, config)
-                row = next(r for r in rows if r.id == system)
-                line = f"{system}: {row.state}, {'?' if row.open is None else row.open} open"
+                snapshot, rows = await read_reports(store, config, history)
+                d = next(r.drain for r in rows if r.id == system)
+                drained = d.drained
+                doc.update(d.to_json())
+                line = f"{system}: {describe(d)}"
                 if snapshot.active == system:
                     line += f" (still active: `{PROG} switch <system>{hint}` first)"
             except StoreUnavailable as exc:
-                row = None
                 line = f"{system}: unknown ({exc})"
+                doc.update({"state": "unknown", "drained": False, "error": str(exc)})
             now = time.monotonic()
-            if line != last_line or now - last_print >= 10:
-                print(f"{when(time.time())}  {line}", flush=True)
-                last_line, last_print = line, now
-            if row is not None and row.state in ("drained", "offline") and row.open == 0:
-                print(f"{system} is drained: nothing the router issued is open on it")
+            timed_out = not drained and now >= deadline
+            doc["result"] = "drained" if drained else "timeout" if timed_out else "waiting"
+            emit(doc, line)
+            if drained:
+                if not args.json:
+                    print(f"{system} is drained: it holds no calls")
                 return 0
-            if now >= deadline:
-                print(
-                    f"{PROG}: timed out after {args.timeout:g} s: {line}",
-                    file=sys.stderr,
-                )
+            if timed_out:
+                print(f"{PROG}: timed out after {args.timeout:g} s: {line}", file=sys.stderr)
                 return 1
             await asyncio.sleep(min(args.interval, max(0.0, deadline - now)))
     finally:

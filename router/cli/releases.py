@@ -65,10 +65,11 @@ def _release_config(args: argparse.Namespace) -> Config:
 async def releases_list_main(args: argparse.Namespace) -> int:
     from router.releases.model import human_size
     from router.releases.store import open_release_store
+    from router.sentinel import redis_target
 
     config = _release_config(args)
     r = config.router
-    store = open_release_store(r.redis_url, Keys(r.key_prefix), timeout=r.redis_timeout)
+    store = open_release_store(redis_target(r), Keys(r.key_prefix), timeout=r.redis_timeout)
     try:
         metas = await store.list(time.time())
         serving = await store.system_releases(config.system_ids)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import os
 import shutil
 import sys
 import tempfile
 
 from router.cli.common import Parser, Subcommands, positive_int, read_config
+from router.config import Config
 from router.logs import setup_logging
+from router.sentinel import check_master, redis_target
 
 # prometheus_client's multiprocess directory variable (router/metrics.py).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -36,6 +40,7 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     config = read_config(args)
     setup_logging(config.router.log_format, "debug" if args.verbose else config.router.log_level)
+    preflight_sentinels(config)
     metrics_dir = _prepare_metrics_dir(args.workers)
     from router.serve import serve
 
@@ -44,6 +49,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def preflight_sentinels(config: Config) -> None:
+    """With redis_sentinels: refuse to start (exit 2) when the sentinels answer but do not
+    know redis_master, a configuration error; start fail-static when none answers."""
+    target = redis_target(config.router)
+    if isinstance(target, str):
+        return
+    problem = asyncio.run(check_master(target, config.router.redis_timeout))
+    if problem:
+        logging.getLogger("router.cli").error("%s; starting fail-static", problem)
 
 
 def _prepare_metrics_dir(workers: int) -> str | None:

@@ -29,11 +29,15 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
     p.set_defaults(func=async_command(status_main))
 
 
+def _count(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
 async def status_main(args: argparse.Namespace) -> int:
     config = read_config(args)
     store = shared_store(config)
     try:
-        snapshot, rows, probes = await read_reports(store, config)
+        snapshot, rows = await read_reports(store, config)
         entries = await store.audit(5)
     finally:
         await store.close()
@@ -44,9 +48,6 @@ async def status_main(args: argparse.Namespace) -> int:
             "systems": [r.to_json() for r in rows],
             "history": [e.to_json() for e in entries],
         }
-        for row in doc["systems"]:
-            if row["id"] in probes:
-                row["gateway_open"], row["probe_error"] = probes[row["id"]]
         print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
         return exit_code(snapshot)
     print(f"store   {store.description}")
@@ -57,12 +58,17 @@ async def status_main(args: argparse.Namespace) -> int:
             f"which names no configured system; routers stay on {snapshot.active!r}"
         )
     print()
-    print(f"{'SYSTEM':<10} {'STATE':<9} {'OPEN':>6}  {'VERSION':<10} PUBLIC URL")
+    print(f"{'SYSTEM':<10} {'STATE':<18} {'OPEN':>6} {'GATEWAY':>7} {'ROUTER':>6}  VERSION")
     for r in rows:
-        open_text = "?" if r.open is None else str(r.open)
-        print(f"{r.id:<10} {r.state:<9} {open_text:>6}  {r.version or '-':<10} {r.public_url}")
-        if r.id in probes and probes[r.id][1]:
-            print(f"{'':<10} probe: {probes[r.id][1]}")
+        d = r.drain
+        states = "+".join(d.states)
+        print(
+            f"{r.id:<10} {states:<18} {_count(d.open):>6} {_count(d.gateway_open):>7} "
+            f"{_count(d.router_open):>6}  {r.version or '-'}"
+        )
+        if d.gateway_error:
+            print(f"{'':<10} gateway count unavailable: {d.gateway_error}")
+    print("(OPEN decides drain: the gateway's count where stats_url answers, else the router's)")
     if entries:
         print("\nlast changes:")
         for entry in entries:

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 
 from router.config import SystemConfig
-from router.gateways.stats import parse_open_sessions, stats_document
+from router.gateways.stats import parse_open_sessions, probe_open_sessions, stats_document
 from router.upstream import gateway_ssl
 
 log = logging.getLogger("router.health")
@@ -157,6 +157,51 @@ class HealthProber:
         health.last_error = error
         health.last_error_at = time.time()
         health.gateway_sessions = health.gateway_codes = None
+
+    async def gateway_counts(self, max_age: float = 1.0) -> dict[str, tuple[int | None, str]]:
+        """The gateways' own open-session counts, for systems with a stats_url: (count, "")
+        or (None, why not). A result older than `max_age` seconds is probed again first, so
+        drain is never decided on a stale count. Only stats_url systems are probed, and only
+        now: the background loop stays idle unless the page is open."""
+        now = time.time()
+        wanted = [sid for sid, s in self.systems.items() if s.stats_url]
+        stale = [
+            sid
+            for sid in wanted
+            if self.health[sid].checked_at is None
+            or now - (self.health[sid].checked_at or 0.0) > max_age
+        ]
+        if stale:
+            if self._session is None:
+                # Not running (a bare app in a test): one-off probes, same parsing.
+                async with aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=self.timeout)
+                ) as session:
+                    found = await asyncio.gather(
+                        *(
+                            probe_open_sessions(session, self.systems[sid], self.timeout)
+                            for sid in stale
+                        )
+                    )
+                fresh = dict(zip(stale, found, strict=True))
+            else:
+                await asyncio.gather(*(self.probe(sid) for sid in stale))
+                fresh = {}
+        else:
+            fresh = {}
+        out: dict[str, tuple[int | None, str]] = {}
+        for sid in wanted:
+            if sid in fresh:
+                out[sid] = fresh[sid]
+                continue
+            health = self.health[sid]
+            if health.ok and health.gateway_sessions is not None:
+                out[sid] = (health.gateway_sessions, "")
+            elif health.ok:
+                out[sid] = (None, "stats_url answer has no open_sessions count")
+            else:
+                out[sid] = (None, health.last_error or "stats_url not probed yet")
+        return out
 
     async def probe_all(self) -> None:
         await asyncio.gather(*(self.probe(sid) for sid in self.systems))

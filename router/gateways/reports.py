@@ -1,6 +1,6 @@
-"""What the router reports about each system: one pure function for the state word, one
-gatherer that reads the counts, shared by `/api/status`, the admin page and `token-router
-status` so they can never tell an operator different stories.
+"""What the router reports about each system: the drain decision (router/drain.py) over the
+counts one gatherer reads, shared by `/api/status`, the admin page, `/metrics` and
+`token-router status` / `drain-wait`, so they can never tell an operator different stories.
 """
 
 from __future__ import annotations
@@ -11,47 +11,37 @@ from dataclasses import dataclass
 from typing import Any
 
 from router.config import Config
+from router.drain import Drain, DrainFacts, DrainHistory, deciding_count, drain
 from router.errors import StoreUnavailable
+from router.recovery import counts_unknown_reason
 from router.state import Snapshot
 from router.store import AuditEntry, StateStore
 
-STATES = ("active", "draining", "drained", "offline", "preview")
-
-
-def system_state(system: str, snapshot: Snapshot, open_items: int | None, previewing: bool) -> str:
-    """The one word an operator needs for a system.
-
-    offline wins (nothing reaches it); then active (new sessions go there); an idle system
-    that is being tested through the preview header is "preview"; otherwise an idle system is
-    "draining" while it still holds sessions or short codes the router issued, else "drained".
-    An unknown count (store away) is reported as draining: never claim "safe to upgrade"
-    without evidence.
-    """
-    if snapshot.is_offline(system):
-        return "offline"
-    if system == snapshot.active:
-        return "active"
-    if previewing:
-        return "preview"
-    if open_items is None or open_items > 0:
-        return "draining"
-    return "drained"
+Probes = Mapping[str, tuple[int | None, str]]
 
 
 @dataclass(frozen=True, slots=True)
 class SystemReport:
     id: str
-    state: str
-    open: int | None
+    drain: Drain
     gateway: str
     public_url: str
     version: str
 
+    @property
+    def state(self) -> str:
+        return self.drain.state
+
+    @property
+    def open(self) -> int | None:
+        return self.drain.open
+
     def to_json(self) -> dict[str, Any]:
+        doc = self.drain.to_json()
+        del doc["system"]
         return {
             "id": self.id,
-            "state": self.state,
-            "open": self.open,
+            **doc,
             "gateway": self.gateway,
             "public_url": self.public_url,
             "version": self.version or None,
@@ -63,43 +53,58 @@ async def read_counts(
 ) -> tuple[dict[str, int] | None, frozenset[str], str]:
     """Open items and previewed systems from the store; (None, {}, error) when it is away."""
     try:
-        counts = await store.open_counts(systems, time.time())
+        now = time.time()
+        stored = await store.read_state()
+        counts = await store.open_counts(systems, now)
         previewing = await store.previewing(systems)
     except StoreUnavailable as exc:
         return None, frozenset(), str(exc)
+    # Right after Redis came back empty the counts miss what has not been written back
+    # yet: unknown, never "drained".
+    reason = counts_unknown_reason(stored, now)
+    if reason:
+        return None, previewing, reason
     return counts, previewing, ""
-
-
-def merge_probes(
-    counts: Mapping[str, int] | None, probes: Mapping[str, tuple[int | None, str]]
-) -> dict[str, int | None] | None:
-    """Combine the router's counts with the gateways' own (stats_url).
-
-    The gateway may know sessions the router did not issue, so the larger count wins; a
-    failed probe makes the count unknown: never report "drained" without evidence.
-    """
-    if counts is None:
-        return None
-    merged: dict[str, int | None] = dict(counts)
-    for sid, (count, _) in probes.items():
-        merged[sid] = None if count is None else max(merged.get(sid) or 0, count)
-    return merged
 
 
 def reports(
     config: Config,
     snapshot: Snapshot,
-    counts: Mapping[str, int | None] | None,
+    counts: Mapping[str, int] | None,
     previewing: frozenset[str],
+    probes: Probes | None = None,
+    history: DrainHistory | None = None,
+    now: float | None = None,
 ) -> list[SystemReport]:
+    """Every system's report, its state decided by `router.drain.drain`.
+
+    `counts` are the routers' open items (None: the store did not answer), `probes` the
+    gateways' own counts for systems with a stats_url; `history`, when given, receives the
+    deciding counts and yields the trend.
+    """
+    now = time.time() if now is None else now
+    probes = probes or {}
     out = []
     for sid, system in config.systems.items():
-        open_items = None if counts is None else counts.get(sid, 0)
+        gateway_open, gateway_error = probes.get(sid, (None, ""))
+        facts = DrainFacts(
+            system=sid,
+            active=sid == snapshot.active,
+            offline=snapshot.is_offline(sid),
+            previewing=sid in previewing,
+            router_open=None if counts is None else counts.get(sid, 0),
+            stats_configured=bool(system.stats_url),
+            gateway_open=gateway_open,
+            gateway_error=gateway_error,
+        )
+        samples: list[tuple[float, int]] = []
+        if history is not None:
+            history.add(sid, now, deciding_count(facts)[0])
+            samples = history.samples(sid)
         out.append(
             SystemReport(
                 id=sid,
-                state=system_state(sid, snapshot, open_items, sid in previewing),
-                open=open_items,
+                drain=drain(facts, samples, now),
                 gateway=system.gateway,
                 public_url=system.public_url,
                 version=system.version,

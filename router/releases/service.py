@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from router.config import Config
 from router.errors import ConfigError, NotFound, ServiceUnavailable, StoreUnavailable
 from router.keys import Keys
+from router.releases.archive import ReleaseArchive, check_writable, default_release_dir
 from router.releases.cache import prepare
 from router.releases.fetch import Fetcher, FingerprintError
 from router.releases.model import (
@@ -34,6 +37,7 @@ from router.releases.model import (
 from router.releases.paths import is_library_path
 from router.releases.serving import ReleaseFiles
 from router.releases.store import Activity, ReleaseStore, open_release_store
+from router.sentinel import redis_target
 from router.tasks import stop_tasks
 from router.upstream import Upstream
 
@@ -86,11 +90,18 @@ def check_release_config(config: Config) -> None:
                 "router.release_paths",
                 f"{path!r} is not a library path (/gateway/<name>.js or /assistserver/sdk/web/...)",
             )
+    if r.release_paths:
+        check_writable(release_dir(config))
     if r.release_check_interval >= r.release_retention_days * DAY:
         raise ConfigError(
             "router.release_check_interval",
             "must be shorter than release_retention_days, or active releases would expire",
         )
+
+
+def release_dir(config: Config) -> Path:
+    r = config.router
+    return Path(r.release_dir) if r.release_dir else default_release_dir(os.environ)
 
 
 def _with_forms(files: Sequence[LibraryFile]) -> list[LibraryFile]:
@@ -113,7 +124,10 @@ class Releases:
         self.retention = r.release_retention_days * DAY
         self.check_interval = r.release_check_interval
         self.sync_interval = r.resync_interval
-        self.files = ReleaseFiles(store, r.release_cache_bytes)
+        # The durable archive (release_dir): None while releases are off.
+        self.archive = ReleaseArchive(release_dir(config)) if self.paths else None
+        self._archiving: set[str] = set()
+        self.files = ReleaseFiles(store, r.release_cache_bytes, self.archive)
         self.current: dict[str, Current] = {}
         self.errors: dict[str, str] = {}  # last check error per system, "" when it worked
         self.last_check: float | None = None
@@ -126,7 +140,7 @@ class Releases:
     @classmethod
     def create(cls, config: Config, keys: Keys, upstreams: Mapping[str, Upstream]) -> Releases:
         r = config.router
-        store = open_release_store(r.redis_url, keys, timeout=r.redis_timeout)
+        store = open_release_store(redis_target(r), keys, timeout=r.redis_timeout)
         return cls(config, store, upstreams)
 
     # --- hand-out ------------------------------------------------------------------------
@@ -156,6 +170,19 @@ class Releases:
         if not self.paths:
             log.info("router.release_paths is empty: version-pinned libraries are off")
             return
+        assert self.archive is not None  # releases are on
+        await asyncio.to_thread(self.archive.open)
+        pruned = await asyncio.to_thread(self.archive.prune, time.time())
+        if pruned:
+            log.info(
+                "release archive %s: removed %d expired file(s)", self.archive.directory, pruned
+            )
+        # Whatever the archive holds and Redis lost (or never had) goes back first, so this
+        # instance and every other one serve it from the store.
+        try:
+            await self.restore()
+        except StoreUnavailable as exc:
+            self.files.store_failed(exc)
         try:
             await self.sync(prewarm=True)
         except StoreUnavailable as exc:
@@ -204,6 +231,7 @@ class Releases:
             meta = await self.files.meta(release, now)
             if meta is not None:
                 self._adopt(system, meta, prewarm=prewarm)
+                self._archive_soon(meta, None)
         known = sorted(set(self.files.metas) | self.files.cache.releases())
         serving = {cur.release for cur in self.current.values()}
         lost: list[str] = []
@@ -251,6 +279,72 @@ class Releases:
             task = asyncio.create_task(self._prewarm(meta))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    # --- the durable archive (archive.py) ------------------------------------------------
+
+    def _archive_soon(self, meta: ReleaseMeta, files: Sequence[LibraryFile] | None) -> None:
+        """Archive a release this instance serves, in the background (once at a time)."""
+        if meta.id in self._archiving:
+            return
+        self._archiving.add(meta.id)
+        task = asyncio.create_task(self._archive(meta, files))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda _: self._archiving.discard(meta.id))
+
+    async def _archive(self, meta: ReleaseMeta, files: Sequence[LibraryFile] | None) -> None:
+        archive = self.archive
+        if archive is None:
+            return
+        try:
+            if await asyncio.to_thread(archive.has, meta.id):
+                await asyncio.to_thread(
+                    archive.touch, meta.id, meta.expires, meta.last_active, meta.last_system
+                )
+                return
+            forms: dict[str, dict[str, bytes]] = {}
+            if files is not None:
+                forms = {f.path: {"": f.body, **f.forms} for f in files}
+            else:
+                # Stored by another instance: the bytes (all encodings) come from the store.
+                for path in meta.files:
+                    forms[path] = await self.store.file(meta.id, path)
+            await asyncio.to_thread(archive.save, meta, forms)
+            log.info("archived release %s in %s", meta.id, archive.directory)
+        except StoreUnavailable as exc:
+            log.warning("release %s not archived yet: %s", meta.id, exc)
+        except (OSError, ValueError) as exc:
+            log.error("release %s not archived in %s: %s", meta.id, archive.directory, exc)
+
+    async def restore(self) -> int:
+        """Put every unexpired archived release that the store lacks back into it, and name
+        again the release each system serves. Returns how many releases were stored."""
+        archive = self.archive
+        if archive is None:
+            return 0
+        now = time.time()
+        restored = 0
+        for release in await asyncio.to_thread(archive.releases, now):
+            try:
+                if await self.store.exists(release):
+                    continue
+            except StoreUnavailable as exc:
+                self.files.store_failed(exc)
+                return restored
+            loaded = await asyncio.to_thread(archive.load, release, now)
+            if loaded is None:
+                continue
+            meta, files = loaded
+            await self.store.put(meta, files)
+            restored += 1
+            log.warning(
+                "restored release %s (%s) from the archive", release, meta.label or "no label"
+            )
+        for system, cur in self.current.items():
+            if await self.store.exists(cur.release):
+                expires = max(self.files.expires.get(cur.release, 0.0), now + self.retention)
+                await self.store.touch(Activity(cur.release, system, now, expires, cur.label))
+        return restored
 
     def _forget(self, release: str) -> None:
         self._recording.pop(release, None)
@@ -307,6 +401,7 @@ class Releases:
         if stored:
             for f in files:
                 self.files.cache.put(prepare(rid, meta.files[f.path], {"": f.body, **f.forms}))
+        self._archive_soon(meta, files if stored else None)
         return RefreshResult(
             system, rid, meta.label, before, stored, len(meta.files), meta.size, ""
         )

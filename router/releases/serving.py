@@ -17,6 +17,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from router.errors import NotFound, ServiceUnavailable, StoreUnavailable
+from router.releases.archive import ReleaseArchive
 from router.releases.cache import HotCache, HotFile, prepare
 from router.releases.model import ReleaseMeta, choose_encoding, not_modified, valid_release_id
 from router.releases.store import ReleaseStore
@@ -29,8 +30,12 @@ NEGATIVE_MAX = 1024
 
 
 class ReleaseFiles:
-    def __init__(self, store: ReleaseStore, cache_bytes: int) -> None:
+    def __init__(
+        self, store: ReleaseStore, cache_bytes: int, archive: ReleaseArchive | None = None
+    ) -> None:
         self.store = store
+        # This instance's durable archive (archive.py): what Redis lost is served from it.
+        self.archive = archive
         self.cache = HotCache(cache_bytes)
         # Metrics hook (wiring): called with True for a cache hit, False for a miss.
         self.on_lookup: Callable[[bool], None] = lambda hit: None
@@ -117,11 +122,32 @@ class ReleaseFiles:
         if not task.cancelled():
             task.exception()  # retrieved here, so an abandoned failure is not reported
 
+    async def _from_archive(self, release: str, path: str) -> HotFile | None:
+        """A file Redis does not have (lost, or away) from this instance's archive, checked
+        against its digest (a corrupted file is never served)."""
+        archive = self.archive
+        if archive is None:
+            return None
+        now = time.time()
+        meta = await asyncio.to_thread(archive.meta, release, now)
+        if meta is None or path not in meta.files:
+            return None
+        blobs = await asyncio.to_thread(archive.file, release, path, now)
+        if not blobs:
+            return None
+        self.adopt(meta)
+        hot = prepare(release, meta.files[path], blobs)
+        self.cache.put(hot)
+        return hot
+
     async def _load_now(self, release: str, path: str) -> HotFile:
         cached = self.cache.get(release, path)
         try:
             meta = await self.meta(release, time.time())
             if meta is None:
+                archived = await self._from_archive(release, path)
+                if archived is not None:
+                    return archived
                 raise NotFound(f"unknown or expired release {release!r}")
             entry = meta.files.get(path)
             if entry is None:
@@ -133,6 +159,9 @@ class ReleaseFiles:
             self.store_failed(exc)
             if cached is not None:
                 return cached  # fail-static: what was served before is served on
+            archived = await self._from_archive(release, path)
+            if archived is not None:
+                return archived
             raise ServiceUnavailable(
                 f"release {release} is not cached here and the release store is away; "
                 "try again shortly"

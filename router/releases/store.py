@@ -21,8 +21,9 @@ from redis.exceptions import RedisError
 from router.errors import StoreUnavailable
 from router.key_types import diagnose, is_wrong_type
 from router.keys import Keys
-from router.redis_client import redact, redis_client, unavailable
+from router.redis_client import close_client, describe, redis_client, unavailable
 from router.releases.model import LibraryFile, ReleaseMeta, manifest_from_json, manifest_json
+from router.sentinel import SentinelTarget
 
 FORMS = ("", "gzip", "br")  # identity first
 
@@ -103,8 +104,8 @@ def _merge_systems(systems: str, system: str) -> str:
 class RedisReleaseStore:
     """Release bytes in the shared Redis. Its own client: bytes in and out, not text."""
 
-    def __init__(self, url: str, keys: Keys, *, timeout: float = 1.0) -> None:
-        self.description = redact(url)
+    def __init__(self, url: str | SentinelTarget, keys: Keys, *, timeout: float = 1.0) -> None:
+        self.description = describe(url)
         self.keys = keys
         # The policy of every store (redis_client.py), with a longer command timeout: a
         # release is a few MB in one transaction, writing it may take longer than one small
@@ -118,7 +119,7 @@ class RedisReleaseStore:
         )
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await close_client(self._client)
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         return unavailable(self.description, exc)
@@ -322,7 +323,7 @@ class MemoryReleaseStore:
         return sorted(alive, key=lambda m: m.last_active, reverse=True)
 
 
-def open_release_store(url: str, keys: Keys, *, timeout: float) -> ReleaseStore:
-    if url.startswith("memory://"):
+def open_release_store(url: str | SentinelTarget, keys: Keys, *, timeout: float) -> ReleaseStore:
+    if isinstance(url, str) and url.startswith("memory://"):
         return MemoryReleaseStore()
     return RedisReleaseStore(url, keys, timeout=timeout)

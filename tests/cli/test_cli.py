@@ -219,7 +219,7 @@ async def test_drain_wait_times_out_then_succeeds(
             run, "drain-wait", "a", "--timeout", "1", "--interval", "0.2", *cfg
         )
         assert waited.returncode == 1
-        assert "a: draining, 1 open" in waited.stdout
+        assert "a: draining, 1 open (gateway), router count 1" in waited.stdout
         assert "timed out after 1 s" in waited.stderr
 
         # The token is deleted only once drain-wait has reported it open: however slowly the

@@ -1,4 +1,5 @@
-"""router/status.py (the state word, probe merging, reports) and router/probe.py (stats_url)."""
+"""router/gateways/reports.py (reports through the drain decision, counts) and
+router/gateways/stats.py (stats_url)."""
 
 from __future__ import annotations
 
@@ -6,79 +7,13 @@ import aiohttp
 import pytest
 
 from router.config import SystemConfig, build_config
-from router.gateways.reports import (
-    STATES,
-    audit_json,
-    merge_probes,
-    read_counts,
-    reports,
-    system_state,
-)
+from router.drain import STATES
+from router.gateways.reports import audit_json, read_counts, reports
 from router.gateways.stats import parse_open_sessions, probe_all, probe_open_sessions
 from router.keys import Keys
 from router.state import Snapshot
 from router.store import AffinityRecord, MemoryStore, RedisStore
 from tests.helpers import HOST, SESSION_BODY, SESSION_PATH, Gateway, free_port
-
-# --- system_state ---------------------------------------------------------------------------
-
-SNAP = Snapshot(active="a", offline=frozenset({"c"}))
-
-
-@pytest.mark.parametrize(
-    ("system", "open_items", "previewing", "expected"),
-    [
-        ("a", 0, False, "active"),
-        ("a", 12, True, "active"),  # the active system is active, whatever else holds
-        ("c", 0, False, "offline"),
-        ("c", 5, True, "offline"),  # offline wins over everything
-        ("b", 0, True, "preview"),
-        ("b", 3, True, "preview"),
-        ("b", 3, False, "draining"),
-        ("b", None, False, "draining"),  # unknown count: never claim drained
-        ("b", 0, False, "drained"),
-    ],
-    ids=[
-        "active",
-        "active-with-items",
-        "offline",
-        "offline-wins",
-        "preview",
-        "preview-with-items",
-        "draining",
-        "unknown-count",
-        "drained",
-    ],
-)
-def test_system_state(system: str, open_items: int | None, previewing: bool, expected: str) -> None:
-    state = system_state(system, SNAP, open_items, previewing)
-    assert state == expected
-    assert state in STATES
-
-
-def test_active_and_offline_is_offline() -> None:
-    assert system_state("a", Snapshot(active="a", offline=frozenset({"a"})), 0, False) == "offline"
-
-
-# --- merge_probes ---------------------------------------------------------------------------
-
-
-def test_merge_probes() -> None:
-    counts = {"a": 3, "b": 0, "c": 4}
-    probes: dict[str, tuple[int | None, str]] = {
-        "a": (10, ""),  # the gateway knows more: larger wins
-        "b": (None, "stats_url failed"),  # a failed probe makes the count unknown
-        "c": (1, ""),  # the router knows more: larger wins
-        "d": (2, ""),  # a system the router has no count for
-    }
-    assert merge_probes(counts, probes) == {"a": 10, "b": None, "c": 4, "d": 2}
-    assert counts == {"a": 3, "b": 0, "c": 4}  # not modified
-
-
-def test_merge_probes_without_counts_or_probes() -> None:
-    assert merge_probes(None, {"a": (1, "")}) is None
-    assert merge_probes({"a": 1}, {}) == {"a": 1}
-
 
 # --- reports --------------------------------------------------------------------------------
 
@@ -101,15 +36,24 @@ CONFIG = build_config(
 def test_reports_with_counts() -> None:
     snapshot = Snapshot(active="b", offline=frozenset({"c"}))
     out = reports(CONFIG, snapshot, {"a": 2, "b": 5}, frozenset())
-    assert [(r.id, r.state, r.open) for r in out] == [
-        ("a", "draining", 2),
-        ("b", "active", 5),
-        ("c", "offline", 0),  # missing from the counts: none issued
+    assert [(r.id, r.drain.states, r.open) for r in out] == [
+        ("a", ("draining",), 2),
+        ("b", ("active",), 5),
+        ("c", ("offline", "drained"), 0),  # missing from the counts: none issued
     ]
+    assert all(set(r.drain.states) <= set(STATES) for r in out)
     assert out[0].to_json() == {
         "id": "a",
         "state": "draining",
+        "states": ["draining"],
+        "drained": False,
         "open": 2,
+        "source": "router",
+        "router_open": 2,
+        "gateway_open": None,
+        "gateway_error": None,
+        "drain_rate": None,
+        "drain_eta": None,
         "gateway": "http://gw-a:8080",
         "public_url": "https://a.example.com",
         "version": "1.0",
@@ -118,8 +62,12 @@ def test_reports_with_counts() -> None:
 
 
 def test_reports_drained_and_preview() -> None:
-    out = reports(CONFIG, Snapshot(active="a"), {"a": 0, "b": 0, "c": 0}, frozenset({"c"}))
-    assert [r.state for r in out] == ["active", "drained", "preview"]
+    out = reports(CONFIG, Snapshot(active="a"), {"a": 0, "b": 3, "c": 0}, frozenset({"b", "c"}))
+    assert [r.drain.states for r in out] == [
+        ("active",),
+        ("preview", "draining"),  # combinable: previewed while it still holds sessions
+        ("preview", "drained"),
+    ]
 
 
 def test_reports_store_away() -> None:
@@ -131,10 +79,42 @@ def test_reports_store_away() -> None:
     ]
 
 
+STATS_CONFIG = build_config(
+    {
+        "systems": {
+            "a": {"gateway": "http://gw-a:8080", "public_url": "https://a.example.com"},
+            "b": {
+                "gateway": "http://gw-b:8080",
+                "public_url": "https://b.example.com",
+                "stats_url": "http://gw-b:8080/stats",
+            },
+        }
+    },
+    {},
+)
+
+
+def test_reports_gateway_count_decides() -> None:
+    """Where stats_url answers, the gateway's count decides; the router's is shown beside."""
+    out = reports(STATS_CONFIG, Snapshot(active="a"), {"a": 0, "b": 0}, frozenset(), {"b": (4, "")})
+    b = out[1].drain
+    assert (b.states, b.open, b.source, b.router_open, b.gateway_open) == (
+        ("draining",),
+        4,
+        "gateway",
+        0,
+        4,
+    )
+    out = reports(STATS_CONFIG, Snapshot(active="a"), {"a": 0, "b": 7}, frozenset(), {"b": (0, "")})
+    assert out[1].drain.drained  # the gateway says empty: the router's leftovers do not hold it
+
+
 def test_reports_unknown_probe_count() -> None:
-    merged = merge_probes({"a": 0, "b": 0, "c": 0}, {"b": (None, "timeout")})
-    out = reports(CONFIG, Snapshot(active="a"), merged, frozenset())
-    assert [r.state for r in out] == ["active", "draining", "drained"]
+    out = reports(
+        STATS_CONFIG, Snapshot(active="a"), {"a": 0, "b": 0}, frozenset(), {"b": (None, "timeout")}
+    )
+    b = out[1].drain
+    assert (b.state, b.open, b.source, b.gateway_error) == ("draining", None, "unknown", "timeout")
 
 
 async def test_read_counts_and_audit_json() -> None:
