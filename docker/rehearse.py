@@ -194,7 +194,7 @@ def compose_router_env(admin_port: int, port: int, gateways: dict[str, int]) -> 
     env["TOKENROUTER_LISTEN"] = f"127.0.0.1:{port}"
     env["TOKENROUTER_ADMIN_LISTEN"] = f"127.0.0.1:{admin_port}"
     env["TOKENROUTER_REDIS_URL"] = "memory://"
-    env["TOKENROUTER_ADMIN_TOKEN"] = "rehearsal-token"
+    env["TOKENROUTER_ADMIN_TOKEN"] = "rehearsal-admin-token"
     for name, gw_port in gateways.items():
         env[f"TOKENROUTER_SYSTEMS_{name.upper()}_GATEWAY"] = f"http://127.0.0.1:{gw_port}"
     return env

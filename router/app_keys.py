@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from router.admin.auth import AdminAuth
 from router.admin.feed import LiveFeed
 from router.drain import DrainHistory
 from router.gateways.prober import HealthProber
@@ -20,3 +21,5 @@ LIVE = web.AppKey("admin_live", LiveFeed)
 HEALTH = web.AppKey("admin_health", HealthProber)
 # The deciding drain counts sampled by this process: the trend on page, API and /metrics.
 DRAIN = web.AppKey("admin_drain", DrainHistory)
+# Who may use the admin listener: operators' tokens, sessions, the credential throttle.
+AUTH = web.AppKey("admin_auth", AdminAuth)

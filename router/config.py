@@ -19,10 +19,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from router.errors import ConfigError
+from router.trust import TrustedNetworks
 
 ENV_PREFIX = "TOKENROUTER_"
 SYSTEM_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 PREFER_POLICIES = ("unless-offline", "never")
+OPERATOR_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+# Every admin credential: long enough that guessing at a few tries a minute is hopeless.
+MIN_TOKEN_LENGTH = 16
+# The operator name `admin_token` stands for (audit, page).
+ADMIN_OPERATOR = "admin"
 LOG_FORMATS = ("text", "json")
 
 
@@ -152,6 +158,20 @@ class RouterConfig:
     admin_token_file: str = field(
         default="", metadata=_help("File holding admin_token (first line), instead of inline.")
     )
+    admin_tokens: tuple[tuple[str, Secret], ...] = field(
+        default=(),
+        metadata=_help(
+            "Named operators' tokens: [router.admin_tokens] alice = '...' (or alice_file ="
+            " '/path'); the audit records the name. admin_token is the operator 'admin'."
+        ),
+    )
+    trusted_networks: tuple[str, ...] = field(
+        default=(),
+        metadata=_help(
+            "CIDRs whose callers may mint and delete tokens and short codes (403 to others);"
+            " unset: loopback and private ranges."
+        ),
+    )
     tls_cert: str = field(default="", metadata=_help("PEM certificate for TLS on the proxy."))
     tls_key: str = field(default="", metadata=_help("PEM private key for TLS on the proxy."))
     default_system: str = field(
@@ -166,6 +186,25 @@ class RouterConfig:
     )
     read_timeout: float = field(
         default=10.0, metadata=_help("Seconds to wait for a gateway's answer before a 504.")
+    )
+    total_timeout: float = field(
+        default=15.0,
+        metadata=_help(
+            "Seconds a whole proxied exchange (request body, gateway answer, retry) may take"
+            " before a 504 (408 while the body is still arriving), however the gateway"
+            " trickles its bytes."
+        ),
+    )
+    max_response_size: int = field(
+        default=16_777_216,
+        metadata=_help("Largest gateway answer accepted, in bytes (502 above, connection closed)."),
+    )
+    client_header_timeout: float = field(
+        default=60.0,
+        metadata=_help(
+            "Seconds a client connection may stay idle or take to send a complete request"
+            " head before it is closed (slow-header defence; also the keep-alive idle limit)."
+        ),
     )
     resync_interval: float = field(
         default=0.5,
@@ -259,6 +298,13 @@ class RouterConfig:
         default=134_217_728,
         metadata=_help("Bytes of hot release files (all encodings) each process keeps in memory."),
     )
+
+    def operators(self) -> dict[str, Secret]:
+        """Every admin credential by operator name: `admin_token` is the operator 'admin'."""
+        named = dict(self.admin_tokens)
+        if self.admin_token is not None:
+            named[ADMIN_OPERATOR] = self.admin_token
+        return named
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,15 +426,16 @@ def _parse_table(cls: type[Any], section: str, table: Mapping[str, Any]) -> dict
     return values
 
 
-def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    """TOKENROUTER_<KEY> -> router key; TOKENROUTER_SYSTEMS_<ID>_<KEY> -> system key.
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
+    """TOKENROUTER_<KEY> -> router key; TOKENROUTER_SYSTEMS_<ID>_<KEY> -> system key;
+    TOKENROUTER_ADMIN_TOKENS_<NAME>[_FILE] -> one named operator's token (a table).
 
     A system id's '-' is written '_' in the environment; the key is matched from the end,
     since ids may contain underscores' stand-ins but key names are known.
     """
     router_keys = {f.name for f in fields(RouterConfig)}
     system_keys = sorted((f.name for f in fields(SystemConfig) if f.name != "id"), key=len)
-    router: dict[str, str] = {}
+    router: dict[str, Any] = {}
     systems: dict[str, dict[str, str]] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
@@ -403,6 +450,10 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str
                     break
             else:
                 raise ConfigError(name, "names no system key (TOKENROUTER_SYSTEMS_<ID>_<KEY>)")
+        elif rest.startswith("admin_tokens_") and len(rest) > len("admin_tokens_"):
+            router.setdefault("admin_tokens", {})[rest[len("admin_tokens_") :]] = value
+        elif rest == "admin_tokens":
+            raise ConfigError(name, "name the operator: TOKENROUTER_ADMIN_TOKENS_<NAME>[_FILE]")
         elif rest in router_keys:
             router[rest] = value
         else:
@@ -453,7 +504,8 @@ def _check_router(router: RouterConfig, systems: Mapping[str, SystemConfig]) -> 
     if scheme not in ("redis", "rediss", "unix", "memory"):
         raise ConfigError(
             "router.redis_url",
-            f"{router.redis_url!r} is not redis://, rediss://, unix:// or memory://",
+            # The scheme only: the URL may carry a password.
+            f"scheme {scheme + '://'!r} is not redis://, rediss://, unix:// or memory://",
         )
     if not re.fullmatch(r"[A-Za-z0-9_{}:.-]+", router.key_prefix):
         raise ConfigError("router.key_prefix", f"{router.key_prefix!r} has unsafe characters")
@@ -475,22 +527,73 @@ def _check_router(router: RouterConfig, systems: Mapping[str, SystemConfig]) -> 
         path = getattr(router, key)
         if path and not Path(path).is_file():
             raise ConfigError(f"router.{key}", f"file {path!r} does not exist")
+    TrustedNetworks(router.trusted_networks)  # a bad CIDR is a ConfigError naming the key
     for origin in router.cors_origins:
         if origin != "*" and urlsplit(origin).scheme not in ("http", "https"):
             raise ConfigError("router.cors_origins", f"{origin!r} is not an origin like https://x")
     return router
 
 
-def _read_token_file(path: str) -> Secret:
+def _read_token_file(path: str, key: str = "router.admin_token_file") -> Secret:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise ConfigError(
-            "router.admin_token_file", f"cannot read {path!r}: {exc.strerror}"
-        ) from None
+        raise ConfigError(key, f"cannot read {path!r}: {exc.strerror}") from None
     if not lines or not lines[0].strip():
-        raise ConfigError("router.admin_token_file", f"{path!r} is empty")
+        raise ConfigError(key, f"{path!r} is empty")
     return Secret(lines[0].strip())
+
+
+def check_token(key: str, token: Secret) -> None:
+    """Refuse a guessable or unusable admin credential (one line naming `key`, exit 2)."""
+    value = token.reveal()
+    if not value.strip():
+        raise ConfigError(key, "is only whitespace; set a long random token")
+    if value != value.strip():
+        raise ConfigError(key, "has leading or trailing whitespace, which no header can carry")
+    if len(value) < MIN_TOKEN_LENGTH:
+        raise ConfigError(
+            key,
+            f"is {len(value)} characters; use at least {MIN_TOKEN_LENGTH}"
+            " (e.g. the output of: openssl rand -base64 24)",
+        )
+
+
+def _parse_admin_tokens(table: Any) -> tuple[tuple[str, Secret], ...]:
+    if not isinstance(table, dict):
+        raise ConfigError(
+            "router.admin_tokens", 'must be a table: [router.admin_tokens] alice = "..."'
+        )
+    tokens: dict[str, Secret] = {}
+    for raw_key, value in table.items():
+        key = f"router.admin_tokens.{raw_key}"
+        from_file = raw_key.endswith("_file")
+        name = raw_key[: -len("_file")] if from_file else raw_key
+        if not OPERATOR_NAME.match(name):
+            raise ConfigError(
+                key, "an operator name is a lower-case letter, then letters, digits, '_' or '-'"
+            )
+        text = _parse_str(key, value)
+        if name in tokens:
+            raise ConfigError(key, f"give {name} or {name}_file, not both")
+        tokens[name] = _read_token_file(text, key) if from_file else Secret(text)
+        check_token(key, tokens[name])
+    return tuple(sorted(tokens.items()))
+
+
+def _check_credentials(router: RouterConfig, admin_key: str) -> None:
+    if router.admin_token is not None:
+        check_token(admin_key, router.admin_token)
+    seen: dict[Secret, str] = {}
+    if router.admin_token is not None:
+        seen[router.admin_token] = admin_key
+    for name, token in router.admin_tokens:
+        key = f"router.admin_tokens.{name}"
+        if name == ADMIN_OPERATOR and router.admin_token is not None:
+            raise ConfigError(key, "clashes with router.admin_token, which is the operator 'admin'")
+        if token in seen:
+            raise ConfigError(key, f"is the same token as {seen[token]}; give each their own")
+        seen[token] = key
 
 
 def _system_table(sid: str, table: Any) -> dict[str, Any]:
@@ -548,11 +651,19 @@ def build_config(data: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     raw_router = data.get("router", {})
     if not isinstance(raw_router, dict):
         raise ConfigError("router", "must be a table")
-    router_values = _parse_table(RouterConfig, "router", {**raw_router, **env_router})
+    tokens_table = raw_router.get("admin_tokens", {})
+    if isinstance(tokens_table, dict):
+        tokens_table = {**tokens_table, **env_router.pop("admin_tokens", {})}
+    plain = {k: v for k, v in {**raw_router, **env_router}.items() if k != "admin_tokens"}
+    router_values = _parse_table(RouterConfig, "router", plain)
     _explicit_state_keys(router_values)
+    router_values["admin_tokens"] = _parse_admin_tokens(tokens_table)
+    admin_key = "router.admin_token"
     if router_values.get("admin_token_file") and not router_values.get("admin_token"):
         router_values["admin_token"] = _read_token_file(router_values["admin_token_file"])
+        admin_key = "router.admin_token_file"
     router = _check_router(RouterConfig(**router_values), systems)
+    _check_credentials(router, admin_key)
     return Config(router=router, systems=systems)
 
 

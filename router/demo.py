@@ -26,6 +26,7 @@ from aiohttp import web
 
 from router.config import build_config
 from router.errors import ConfigError, UsageError
+from router.redis_client import redact
 from router.serve import RouterServer, url_of
 from router.simulator.gateway import create_gateway_app
 
@@ -158,7 +159,8 @@ async def run_demo(args: argparse.Namespace) -> int:
 
         proxy_port, proxy_note = _pick_port(args.port, "proxy")
         admin_port, admin_note = _pick_port(args.admin_port, "admin listener")
-        token = secrets.token_urlsafe(12)
+        # 32 characters from the OS's generator: far beyond the 16 every token needs.
+        token = secrets.token_urlsafe(24)
         # The demo's state lives as long as the demo: its release archive too. Removed
         # ignoring errors, as the config directory: an archive write still running in its
         # thread when the demo stops must not turn Ctrl-C into a failure.
@@ -213,7 +215,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         for name, version in SYSTEMS:
             mark = "  <- active" if name == active else ""
             print(f"  system {name}  {gateways[name]}  version {version}{mark}")
-        print(f"  store     {redis_url} {redis_note}")
+        print(f"  store     {redact(redis_url)} {redis_note}")
         print(f"  config    {config_file}")
         print()
         print("Get a token (the answer names the system in X-Token-Router-System):")
@@ -229,7 +231,10 @@ async def run_demo(args: argparse.Namespace) -> int:
             f"  curl -s -X POST {admin}/api/switch -H 'Authorization: Bearer {token}' "
             '-d \'{"system":"b"}\''
         )
-        print(f"Status: curl -s {admin}/api/status   Admin page: {admin}/")
+        print(
+            f"Status: curl -s {admin}/api/status -H 'Authorization: Bearer {token}'"
+            f"   Admin page: {admin}/"
+        )
         print("Ctrl-C stops everything.", flush=True)
         await stop.wait()
         print("\nstopping...", flush=True)

@@ -80,6 +80,17 @@ class Forbidden(RequestError):
     code = "forbidden"
 
 
+class TooManyAttempts(RequestError):
+    """Failed credentials from this address (or overall) are being throttled."""
+
+    status = 429
+    code = "too_many_attempts"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class NotFound(RequestError):
     status = 404
     code = "not_found"
@@ -106,9 +117,22 @@ class BodyTooLarge(RequestError):
     code = "body_too_large"
 
 
+class RequestTimeout(RequestError):
+    """The client did not send its whole request within the deadline."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class UpstreamUnavailable(RequestError):
     status = 502
     code = "upstream_unavailable"
+
+
+class UpstreamTooLarge(UpstreamUnavailable):
+    """A gateway's answer exceeded `max_response_size`; its connection was dropped."""
+
+    code = "upstream_too_large"
 
 
 class SystemOffline(RequestError):

@@ -45,6 +45,14 @@ class NeverSent(GatewayError):
         super().__init__("kept-alive connection closed before the request was written", sent=False)
 
 
+class AnswerTooLarge(GatewayError):
+    """The answer is larger than the pool's `max_answer` (declared or while reading); the
+    connection is closed, never reused."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the answer is larger than {limit} bytes", sent=True)
+
+
 class ConnectFailed(GatewayError):
     def __init__(self, message: str) -> None:
         super().__init__(message, sent=False)
@@ -75,6 +83,7 @@ class _Connection(asyncio.Protocol):
         self._head_done = False
         self._delimited_by_close = False
         self._no_body = False
+        self._size = 0
         self.reusable = True
 
     # --- asyncio.Protocol ---
@@ -120,6 +129,12 @@ class _Connection(asyncio.Protocol):
             n.lower() in (b"content-length", b"transfer-encoding") for n, _ in self._headers
         )
         self._delimited_by_close = not framed
+        limit = self.pool.max_answer
+        for name, value in self._headers:
+            # A declared length over the cap fails before a byte of the body is read.
+            if name.lower() == b"content-length" and value.strip().isdigit() and int(value) > limit:
+                self._fail(AnswerTooLarge(limit))
+                return
         if self._no_body:
             # llhttp cannot know the request was a HEAD: answer now, never reuse.
             self.reusable = False
@@ -127,6 +142,10 @@ class _Connection(asyncio.Protocol):
             self._close()
 
     def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > self.pool.max_answer:  # chunked or close-delimited: counted as read
+            self._fail(AnswerTooLarge(self.pool.max_answer))
+            return
         self._body.append(body)
 
     def on_message_complete(self) -> None:
@@ -164,6 +183,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._headers = []
         self._body = []
+        self._size = 0
         self._status = 0
         self._head_done = False
         self._no_body = method in _NO_BODY
@@ -188,8 +208,10 @@ class GatewayPool:
         limit: int,
         connect_timeout: float,
         keepalive: float = 15.0,
+        max_answer: int = 16_777_216,
     ) -> None:
         self.host = host
+        self.max_answer = max_answer  # router.max_response_size
         self.port = port
         self.ssl = ssl_context
         self.limit = max(1, limit)

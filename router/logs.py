@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is data.
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -51,6 +52,35 @@ def setup_logging(log_format: str = "text", level: str = "info") -> None:
     root.setLevel(level.upper())
     # aiohttp's own access logger is replaced by ours; its server errors stay visible.
     logging.getLogger("aiohttp.access").propagate = True
+
+
+class ProtocolErrorFilter(logging.Filter):
+    """One line, no traceback, for a request aiohttp's parser refused (oversized header or
+    URL, malformed line...): that is the client's mistake or a probe, and a traceback per
+    request would let anyone flood the log. The offending bytes are not logged either (they
+    may be a header carrying a credential): the error's class and status say enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "-"
+            record.msg = "refused a malformed request from %s: %s (HTTP %s)"
+            record.args = (peer, type(exc).__name__, exc.code)
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno = logging.WARNING
+            record.levelname = "WARNING"
+        return True
+
+
+_PROTOCOL_FILTER = ProtocolErrorFilter()
+
+
+def quiet_protocol_errors() -> None:
+    """Install ProtocolErrorFilter on aiohttp's server logger (idempotent)."""
+    logger = logging.getLogger("aiohttp.server")
+    if _PROTOCOL_FILTER not in logger.filters:
+        logger.addFilter(_PROTOCOL_FILTER)
 
 
 class AccessLogger(AbstractAccessLogger):

@@ -211,7 +211,8 @@ class StateCollector(Collector):
         yield offline
         yield GaugeMetricFamily(
             "tokenrouter_refused_active",
-            "1 while <prefix>:active holds a value naming no configured system.",
+            "1 while <prefix>:active holds a value routing refused (naming no configured"
+            " system, or a system marked offline).",
             value=0.0 if snapshot.refused is None else 1.0,
         )
         yield GaugeMetricFamily(

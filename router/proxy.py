@@ -26,13 +26,17 @@ from router.errors import (
     Forbidden,
     MalformedJSON,
     RequestError,
+    RequestTimeout,
     StoreUnavailable,
+    TooManyAttempts,
+    UpstreamTimeout,
 )
 from router.logs import request_id
 from router.responses import JSON_TYPE, SYSTEM_HEADER, error_response
 from router.routing import (
     BROWSER,
     IDEMPOTENT,
+    MINT,
     OWNED,
     Forward,
     Match,
@@ -40,11 +44,15 @@ from router.routing import (
     Route,
     agent_names,
     allowed_methods,
+    check_origin_form,
     classify,
     decide,
+    upstream_target,
 )
 from router.runtime import Runtime
 from router.store import AffinityKind
+from router.throttle import CredentialThrottle
+from router.trust import TrustedNetworks
 from router.upstream import request_headers
 
 log = logging.getLogger("router.proxy")
@@ -131,7 +139,15 @@ class ProxyHandler:
         self.preview_header = r.preview_header
         self.preview_secret = r.preview_secret.reveal().encode() if r.preview_secret else None
         self.drop = frozenset({r.preview_header.lower()})
+        # The preview secret is a credential too: wrong ones are throttled like admin tokens.
+        self.preview_throttle = CredentialThrottle()
         self.cors_origins = frozenset(r.cors_origins)
+        self.total_timeout = r.total_timeout
+        # Token mint is back-end only (SPEC section 2). A short-code create is a browser route
+        # as soon as CORS is configured for it (Live Assist's consumer page calls it), and
+        # browser routes stay open.
+        self.trusted = TrustedNetworks(r.trusted_networks)
+        self.mint = MINT - BROWSER if self.cors_origins else MINT
         # (route, system, status) -> requests, counted by metrics.observe.
         self.requests: Counter[tuple[str, str, int]] = self.metrics.local
         self._preview_marked: dict[str, float] = {}
@@ -144,9 +160,15 @@ class ProxyHandler:
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         rid = request_id(request.headers.get(REQUEST_ID_HEADER))
         try:
+            check_origin_form(request.raw_path)
             # The query string is parsed only when there is one (the token route has none).
             appkey = request.query.get("appkey") if request.query_string else None
             match = classify(request.method, request.path, appkey)
+            if match.route in self.mint and request.remote not in self.trusted:
+                raise Forbidden(
+                    f"{request.method} {request.path} is for the web application's back end"
+                    f" only: {request.remote} is not in router.trusted_networks"
+                )
             if match.route is Route.PREFLIGHT:
                 return self._preflight(request)
             if match.route is Route.RELEASE:
@@ -228,8 +250,10 @@ class ProxyHandler:
 
     def _preview(self, request: web.BaseRequest, cookie: bool = False) -> str | None:
         value = request.headers.get(self.preview_header)
+        from_cookie = False
         if value is None and cookie and "Cookie" in request.headers:
             value = request.cookies.get(PREVIEW_COOKIE)
+            from_cookie = True
         if value is None:
             return None
         system, _, secret = value.partition(":")
@@ -238,14 +262,32 @@ class ProxyHandler:
                 "ignored %s from %s: preview is not configured", self.preview_header, request.remote
             )
             return None
-        if (
-            not hmac.compare_digest(secret.encode(), self.preview_secret)
-            or system not in self.known
-        ):
+        address = request.remote or "unknown"
+        now = time.monotonic()
+        wait = self.preview_throttle.retry_after(address, now)
+        if wait > 0:
+            if from_cookie:
+                # A browser replays its cookie on every library load: ignore it, do not fail
+                # the page (the secret is not checked, so guessing gains nothing).
+                return None
             log.warning(
-                "ignored %s from %s: wrong secret or unknown system",
+                "%s from %s not checked: throttled for %.0f s more",
                 self.preview_header,
-                request.remote,
+                address,
+                wait,
+            )
+            raise TooManyAttempts(
+                f"too many wrong {self.preview_header} secrets; try again in {wait:.0f} s",
+                retry_after=wait,
+            )
+        if not hmac.compare_digest(secret.encode(), self.preview_secret):
+            self.preview_throttle.failed(address, now)
+            log.warning("ignored %s from %s: wrong secret", self.preview_header, address)
+            return None
+        self.preview_throttle.succeeded(address, now)
+        if system not in self.known:
+            log.warning(
+                "ignored %s from %s: unknown system %r", self.preview_header, address, system
             )
             return None
         return system
@@ -268,29 +310,50 @@ class ProxyHandler:
     ) -> web.Response:
         system = decision.system
         route = match.route
-        if body is None and request.can_read_body:
-            body = await self._read_body(request)
-        if route is Route.TOKEN_CREATE:
-            doc = parse_json_object(body or b"", "the session description")
-            body = orjson.dumps(rewrite_session_description(doc, self.public[system]))
-        headers = request_headers_for(request, self.drop)
-        headers[REQUEST_ID_HEADER] = rid
-        if route in (Route.TOKEN_CREATE, Route.CODE_CREATE, Route.CODE_LOOKUP):
-            # The answer is read for affinity, so it must not come back compressed.
-            headers["Accept-Encoding"] = "identity"
-            if route is Route.TOKEN_CREATE:
-                headers["Content-Type"] = JSON_TYPE
         upstream = self.runtime.upstreams[system]
+        sent = False
         try:
-            started = time.perf_counter()
-            answer = await upstream.send(
-                request.method, request.raw_path, headers, body, idempotent=route in IDEMPOTENT
+            # One deadline for the whole exchange (SPEC: "a total deadline per request"): a
+            # client trickling its body or a gateway trickling its answer cannot hold the
+            # request past it, whatever the per-read timeouts allow.
+            async with asyncio.timeout(self.total_timeout):
+                if body is None and request.can_read_body:
+                    body = await self._read_body(request)
+                if route is Route.TOKEN_CREATE:
+                    doc = parse_json_object(body or b"", "the session description")
+                    body = orjson.dumps(rewrite_session_description(doc, self.public[system]))
+                headers = request_headers_for(request, self.drop)
+                headers[REQUEST_ID_HEADER] = rid
+                if route in (Route.TOKEN_CREATE, Route.CODE_CREATE, Route.CODE_LOOKUP):
+                    # The answer is read for affinity, so it must not come back compressed.
+                    headers["Accept-Encoding"] = "identity"
+                    if route is Route.TOKEN_CREATE:
+                        headers["Content-Type"] = JSON_TYPE
+                target = upstream_target(
+                    request.path, request.rel_url.raw_query_string, request.raw_path
+                )
+                sent = True
+                started = time.perf_counter()
+                answer = await upstream.send(
+                    request.method, target, headers, body, idempotent=route in IDEMPOTENT
+                )
+                elapsed = time.perf_counter() - started
+        except TimeoutError:
+            if not sent:
+                raise RequestTimeout(
+                    f"the request body did not arrive within {self.total_timeout:g} s"
+                    " (router.total_timeout)"
+                ) from None
+            exc: RequestError = UpstreamTimeout(
+                f"system {system!r} did not complete its answer within {self.total_timeout:g} s"
+                " (router.total_timeout)",
+                system=system,
             )
-            elapsed = time.perf_counter() - started
+            self._upstream_failed(request, route, system, exc, rid)
+            raise exc from None
         except RequestError as exc:
-            # Logged even without the access log: this is the gateway failing, not a client.
-            log.warning("%s %s -> %s (request id %s)", request.method, request.path, exc, rid)
-            self.metrics.observe(route.value, system, 0, None)
+            if sent:
+                self._upstream_failed(request, route, system, exc, rid)
             raise
         self.metrics.observe(route.value, system, answer.status, elapsed)
         await self._learn(match, system, answer.status, answer.body)
@@ -306,6 +369,13 @@ class ProxyHandler:
             out.headers["Cache-Control"] = "private, no-store" if preview else LIBRARY_CACHE
             out.headers["Vary"] = "Cookie"
         return out
+
+    def _upstream_failed(
+        self, request: web.BaseRequest, route: Route, system: str, exc: RequestError, rid: str
+    ) -> None:
+        # Logged even without the access log: this is the gateway failing, not a client.
+        log.warning("%s %s -> %s (request id %s)", request.method, request.path, exc, rid)
+        self.metrics.observe(route.value, system, 0, None)
 
     async def _learn(self, match: Match, system: str, status: int, body: bytes) -> None:
         """Record or release affinity from an upstream answer."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -21,15 +21,43 @@ from redis.exceptions import RedisError
 from router.errors import StoreUnavailable
 from router.sentinel import SentinelTarget
 
+# Query parameters redis-py (and its Sentinel support) reads a password from.
+_SECRET_PARAMS = ("password", "sentinel_password", "pass", "auth", "token")
+
 
 def redact(url: str) -> str:
-    """The URL with any password replaced, for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    """The URL with every password replaced, for answers, logs and error messages.
+
+    Covers every form redis-py accepts: `redis://:pw@host`, `redis://user:pw@host`, a query
+    `?password=pw` (or `sentinel_password=`), in any letter case; a URL that cannot be parsed
+    at all is replaced whole rather than risked.
+    """
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = parts.netloc
+    if password is not None:
+        user = parts.username or ""
+        netloc = f"{user}:***@{netloc.rsplit('@', 1)[1]}"
+    query = parts.query
+    if query:
+        pairs = []
+        for pair in query.split("&"):
+            name, sep, _ = pair.partition("=")
+            if sep and name.lower() in _SECRET_PARAMS:
+                pair = f"{name}=***"
+            pairs.append(pair)
+        query = "&".join(pairs)
+    # Replaced in the text rather than rebuilt: urlunsplit would drop the empty authority of
+    # `unix:///path`.
+    shown = url
+    if netloc != parts.netloc:
+        shown = shown.replace(parts.netloc, netloc, 1)
+    if query != parts.query:
+        shown = shown.replace("?" + parts.query, "?" + query, 1)
+    return shown
 
 
 def redis_client(

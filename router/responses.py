@@ -9,7 +9,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from router.errors import MethodNotAllowed, RequestError
+from router.errors import MethodNotAllowed, RequestError, TooManyAttempts
 
 SYSTEM_HEADER = "X-Token-Router-System"
 JSON_TYPE = "application/json"
@@ -19,6 +19,8 @@ def error_response(exc: RequestError) -> web.Response:
     headers = {}
     if isinstance(exc, MethodNotAllowed):
         headers["Allow"] = ", ".join(exc.allowed)
+    if isinstance(exc, TooManyAttempts):
+        headers["Retry-After"] = str(int(exc.retry_after) + 1)
     if exc.system is not None:
         headers[SYSTEM_HEADER] = exc.system
     return web.Response(

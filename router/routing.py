@@ -10,9 +10,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
-from router.errors import MethodNotAllowed, NotFound, RequestError, SystemOffline
+from router.errors import BadRequest, MethodNotAllowed, NotFound, RequestError, SystemOffline
 from router.releases.paths import RELEASE_PREFIX, clean, is_library, is_release
 from router.state import Snapshot
 
@@ -41,6 +41,10 @@ BROWSER = frozenset({Route.CODE_CREATE, Route.CODE_LOOKUP, Route.ASSIST, Route.A
 AGENT_PATH = "/assistserver/agent"
 FORM_TYPE = "application/x-www-form-urlencoded"
 
+# Routes that mint or delete tokens and short codes: back-end only (trusted_networks). A
+# short-code create is also a browser route when CORS is configured for it (proxy.py).
+MINT = frozenset({Route.TOKEN_CREATE, Route.TOKEN_DELETE, Route.CODE_CREATE})
+
 SESSION_PATH = "/gateway/sessions/session"
 DELETE_PREFIX = "/gateway/sessions/session/id/"
 CODE_CREATE_PATH = "/assistserver/shortcode/create"
@@ -55,6 +59,38 @@ class Match:
     ident: str = ""  # the session id or short code the request names, if any
     release: str = ""  # for RELEASE: the release id
     release_path: str = ""  # for RELEASE: the library path inside it, with leading '/'
+
+
+# Characters a path segment may carry unencoded (RFC 3986 pchar) plus the separator.
+_PATH_SAFE = "/!$&'()*+,;=:@-._~"
+
+
+def check_origin_form(raw_target: str) -> None:
+    """Refuse any request target that is not a plain path (RFC 9112 section 3.2.1).
+
+    An absolute-form target (`POST http://x/gateway/...`), an authority-form one (CONNECT) or
+    `*` would otherwise reach the URL glued for the gateway: only origin-form is proxied.
+    """
+    if raw_target[:1] != "/":
+        raise BadRequest(
+            "the request target must be a path such as /gateway/sessions/session "
+            "(absolute-form and other targets are refused)"
+        )
+
+
+def upstream_target(path: str, raw_query: str, raw_target: str = "") -> str:
+    """What follows the configured gateway base: the decoded path that was classified,
+    encoded again, plus the query as sent. Nothing of the request line reaches the authority
+    part of the gateway's URL, and the gateway sees the very path the route was chosen for
+    (no `%73essions` read one way by the router and another by the gateway).
+
+    `raw_target` (the request line's target) equal to `path` means nothing was encoded and
+    there is no query: the common case (the token route) then skips the encoding.
+    """
+    if raw_target == path:
+        return path
+    target = quote(path, safe=_PATH_SAFE)
+    return f"{target}?{raw_query}" if raw_query else target
 
 
 def allowed_methods(path: str) -> tuple[str, ...]:
@@ -200,6 +236,7 @@ def _raise_if_offline(system: str, snapshot: Snapshot) -> None:
 
 __all__ = [
     "BROWSER",
+    "MINT",
     "OWNED",
     "Decision",
     "Forward",
@@ -209,6 +246,8 @@ __all__ = [
     "Route",
     "agent_names",
     "allowed_methods",
+    "check_origin_form",
     "classify",
     "decide",
+    "upstream_target",
 ]

@@ -63,7 +63,10 @@ class Runtime:
         self._probe.start()
         for sid, system in self.config.systems.items():
             self.upstreams[sid] = Upstream(
-                system, connect_timeout=r.connect_timeout, read_timeout=r.read_timeout
+                system,
+                connect_timeout=r.connect_timeout,
+                read_timeout=r.read_timeout,
+                max_response_size=r.max_response_size,
             )
         self.watcher.recovered.append(self._on_recovered)
         self.watcher.lost.append(self._on_lost)

@@ -25,7 +25,8 @@ from aiohttp import web
 
 from router.config import Config, check_listen
 from router.errors import ConfigError
-from router.logs import AccessLogger
+from router.listeners import check_distinct_listeners
+from router.logs import AccessLogger, quiet_protocol_errors
 from router.memory import tune_allocator
 from router.metrics import multiprocess_dir
 from router.store import StateStore
@@ -74,12 +75,17 @@ class RouterServer:
         wired = wire(config, store)
         self.runtime = wired.runtime
         r = config.router
+        quiet_protocol_errors()
+        # aiohttp closes a connection whose keep-alive timer runs out while it waits for a
+        # complete request head, so this one timer is both the idle limit and the deadline
+        # for a slow (slowloris) request head; a body is bounded by total_timeout (proxy.py).
         self.proxy_runner = web.ServerRunner(
             create_proxy_server(
                 wired.runtime,
                 wired.proxy,
                 access_log_class=AccessLogger,
                 access_log=logging.getLogger("router.access") if r.access_log else None,
+                keepalive_timeout=r.client_header_timeout,
             ),
             handle_signals=False,
             shutdown_timeout=r.shutdown_timeout,
@@ -90,11 +96,13 @@ class RouterServer:
             handle_signals=False,
             access_log=None,
             shutdown_timeout=2.0,
+            keepalive_timeout=r.client_header_timeout,
         )
         self.listeners: Listeners | None = None
 
     async def start(self) -> Listeners:
         r = self.config.router
+        check_distinct_listeners(r.listen, r.admin_listen)
         ssl_context = _ssl_context(self.config)
         self._runtime_started = True
         await self.runtime.start()  # the first state read included
@@ -210,6 +218,7 @@ def serve(config: Config, workers: int = 1) -> int:
             "memory:// lives inside one process; --workers above 1 needs Redis",
         )
     _ssl_context(config)  # a bad certificate is a user error before any fork
+    check_distinct_listeners(config.router.listen, config.router.admin_listen)
     if workers == 1:
         run_worker(config, reuse_port=False, announce=_announce)
         return 0

@@ -22,12 +22,22 @@ from router.store import StateStore, StoredState
 log = logging.getLogger("router.state")
 
 
+REFUSED_UNKNOWN = "unknown"  # names no configured system
+REFUSED_OFFLINE = "offline"  # names a system an operator marked offline
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A value found in `<prefix>:active` that names no configured system."""
+    """A value found in `<prefix>:active` that routing refused, and why."""
 
     value: str
     since: float
+    reason: str = REFUSED_UNKNOWN
+
+    def describe(self) -> str:
+        if self.reason == REFUSED_OFFLINE:
+            return "names a system that is marked offline"
+        return "names no configured system"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +57,23 @@ def build_snapshot(
 
     A value naming no configured system is refused: routing stays on the previous active
     system and the refusal is kept (with the time it was first seen) for /readyz, the admin
-    page and metrics. A missing value also keeps the previous system; the watcher re-seeds it.
+    page and metrics. So is a change of the value to a system marked offline (SPEC section 6:
+    a bare `SET` to an offline system would send every new session to a 503). The system
+    that is already active being marked offline is not a change of `active`: it stays (its
+    requests get the offline 503, as the operator asked). A missing value also keeps the
+    previous system; the watcher re-seeds it.
     """
     offline = frozenset(s for s in stored.offline if s in known)
     if stored.active is None:
         return replace(previous, offline=offline, refused=None)
-    if stored.active in known:
+    if stored.active in known and (
+        stored.active not in offline or stored.active == previous.active
+    ):
         return Snapshot(active=stored.active, offline=offline, refused=None)
+    reason = REFUSED_OFFLINE if stored.active in known else REFUSED_UNKNOWN
     refused = previous.refused
-    if refused is None or refused.value != stored.active:
-        refused = Refusal(value=stored.active, since=now)
+    if refused is None or refused.value != stored.active or refused.reason != reason:
+        refused = Refusal(value=stored.active, since=now, reason=reason)
     return Snapshot(active=previous.active, offline=offline, refused=refused)
 
 
@@ -209,10 +226,12 @@ class StateWatcher:
         changed = self.holder.apply(snapshot)
         if snapshot.refused is not None and snapshot.refused != previous.refused:
             log.error(
-                "refused active value %r: it names no configured system (%s); "
+                "refused active value %r: it %s (configured: %s; offline: %s); "
                 "still routing new sessions to %r",
                 snapshot.refused.value,
+                snapshot.refused.describe(),
                 ", ".join(self.known),
+                ", ".join(sorted(snapshot.offline)) or "none",
                 snapshot.active,
             )
         # Routing follows the snapshot since apply() above, so /readyz and metrics must say
@@ -243,7 +262,9 @@ class StateWatcher:
             source = f"external (seen by {self.instance})"
             if self._seeded:
                 source = f"seed (no active value in the store; {self.instance} wrote its own)"
-            await self.store.record_observed(source, self.known)
+            # A refused value is not a switch: only systems routing may go to count as known.
+            routable = [s for s in self.known if s not in snapshot.offline or s == snapshot.active]
+            await self.store.record_observed(source, routable)
             self.audit_pending = False
             self._seeded = False
         self.syncs += 1

@@ -16,8 +16,14 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from router.config import SystemConfig
-from router.errors import BadRequest, RequestError, UpstreamTimeout, UpstreamUnavailable
-from router.http1 import ConnectFailed, GatewayError, GatewayPool, encode_request
+from router.errors import (
+    BadRequest,
+    RequestError,
+    UpstreamTimeout,
+    UpstreamTooLarge,
+    UpstreamUnavailable,
+)
+from router.http1 import AnswerTooLarge, ConnectFailed, GatewayError, GatewayPool, encode_request
 
 log = logging.getLogger("router.upstream")
 
@@ -159,11 +165,17 @@ class Upstream:
     for proxied requests, and an aiohttp session for the release checks."""
 
     def __init__(
-        self, system: SystemConfig, *, connect_timeout: float, read_timeout: float
+        self,
+        system: SystemConfig,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        max_response_size: int = 16_777_216,
     ) -> None:
         self.system = system
         self.base = system.gateway.rstrip("/")
         self.read_timeout = read_timeout
+        self.max_response_size = max_response_size
         parts = urlsplit(self.base)
         secure = parts.scheme == "https"
         self.host_header = parts.netloc.rpartition("@")[2]
@@ -174,6 +186,7 @@ class Upstream:
             ssl_context=pool_ssl(system),
             limit=system.max_connections,
             connect_timeout=connect_timeout,
+            max_answer=max_response_size,
         )
         ssl_context = gateway_ssl(system)
         if ssl_context is False:
@@ -249,6 +262,13 @@ class Upstream:
                         f"{text.replace('cannot connect', f'cannot connect to system {sid!r}')}"
                     )
                 raise UpstreamUnavailable(message, system=sid) from None
+            except AnswerTooLarge:
+                # Never retried: the same gateway would send the same answer again.
+                raise UpstreamTooLarge(
+                    f"system {sid!r} answered with more than {self.max_response_size} bytes"
+                    " (router.max_response_size)",
+                    system=sid,
+                ) from None
             except GatewayError as exc:
                 # Never written: provably never reached the gateway, any route may go again.
                 # Written: only an idempotent route may (the gateway may have acted on it).

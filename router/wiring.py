@@ -25,12 +25,13 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from router.admin import api, page, releases_api
+from router.admin.auth import AdminAuth, admin_access
 from router.admin.feed import LiveFeed
 from router.admin.headers import security_headers
 from router.admin.live import events, live, live_context, stop_streams
 from router.admin.responses import json_errors
 from router.affinity import Affinity
-from router.app_keys import DRAIN, HEALTH, LIVE, RUNTIME
+from router.app_keys import AUTH, DRAIN, HEALTH, LIVE, RUNTIME
 from router.assets import Assets, find_assets
 from router.config import Config
 from router.drain import DrainHistory
@@ -133,7 +134,11 @@ def create_proxy_server(runtime: Runtime, handler: ProxyHandler, **kwargs: Any) 
 
 def create_admin_app(runtime: Runtime, assets: Assets | None = None) -> web.Application:
     """The admin listener: health, JSON API, the operator's page and its live feed."""
-    app = web.Application(middlewares=[json_errors], client_max_size=64 * 1024)
+    auth = AdminAuth.from_tokens(runtime.config.router.operators())
+    # json_errors outermost, so the access check's refusals are JSON too; every /api/ route
+    # is authenticated before its handler runs (admin/auth.py).
+    app = web.Application(middlewares=[json_errors, admin_access(auth)], client_max_size=64 * 1024)
+    app[AUTH] = auth
     app[RUNTIME] = runtime
     api.add_routes(app)
     releases_api.add_routes(app)

@@ -166,6 +166,12 @@
     refused.hidden = !doc.refused;
     if (doc.refused) {
       setText(field(refused, "refused-value"), doc.refused.value);
+      setText(
+        field(refused, "refused-reason"),
+        doc.refused.reason === "offline"
+          ? "names a system that is marked offline"
+          : "names no configured system",
+      );
       setText(field(refused, "refused-active"), doc.active);
     }
     renderAudit(doc.audit, doc.audit_error);

@@ -1,6 +1,7 @@
 """The admin JSON API: health, readiness, status, switch, offline/online and the audit log.
 
-Every state-changing call needs the admin token (auth.py) and goes through the store's
+Every `/api/` call needs an operator's credential, checked by `auth.admin_access` before the
+handler runs (`auth.operator_of` names the operator); state changes go through the store's
 atomic scripts, so the API, the CLI and a bare `redis-cli SET` are recorded alike.
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from router.admin.auth import require_token
+from router.admin.auth import audit_source
 from router.app_keys import DRAIN, HEALTH, RUNTIME
 from router.errors import BadRequest, MalformedJSON, ServiceUnavailable, StoreUnavailable
 from router.gateways.reports import SystemReport, audit_json, read_counts, reports
@@ -30,11 +31,6 @@ def json_response(data: object, status: int = 200) -> web.Response:
         content_type=JSON_TYPE,
         headers={"Cache-Control": "no-store"},
     )
-
-
-def source_of(request: web.Request, via: str = "api") -> str:
-    """Who made a change, for the audit stream: the channel and the peer address."""
-    return f"{via} ({request.remote or 'unknown'})"
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -63,6 +59,7 @@ async def readyz(request: web.Request) -> web.Response:
         body["error"] = holder.last_error
     if holder.current.refused is not None:
         body["refused"] = holder.current.refused.value
+        body["refused_reason"] = holder.current.refused.reason
     return json_response(body)
 
 
@@ -88,7 +85,9 @@ async def status_document(app: web.Application) -> dict[str, Any]:
         "active": snapshot.active,
         "systems": [r.to_json() for r in rows],
         "offline": sorted(snapshot.offline),
-        "refused": None if refused is None else {"value": refused.value, "since": refused.since},
+        "refused": None
+        if refused is None
+        else {"value": refused.value, "since": refused.since, "reason": refused.reason},
         "store": {
             "url": runtime.store.description,
             "synced": holder.synced,
@@ -132,12 +131,12 @@ def _known_system(runtime: Runtime, value: object) -> str:
 
 async def switch(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    require_token(request, runtime.config.router.admin_token)
     doc = await _body(request)
     system = _known_system(runtime, doc.get("system"))
+    via = "page" if doc.get("via") == "page" else "api"
     try:
         previous = await runtime.store.switch(
-            system, source_of(request, str(doc.get("via", "api"))[:16]), runtime.config.system_ids
+            system, audit_source(request, via), runtime.config.system_ids
         )
     except StoreUnavailable as exc:
         raise ServiceUnavailable(f"cannot switch: {exc}") from None
@@ -149,10 +148,9 @@ async def switch(request: web.Request) -> web.Response:
 
 async def _set_offline(request: web.Request, offline: bool) -> web.Response:
     runtime = request.app[RUNTIME]
-    require_token(request, runtime.config.router.admin_token)
     system = _known_system(runtime, request.match_info["system"])
     try:
-        await runtime.store.set_offline(system, offline, source_of(request))
+        await runtime.store.set_offline(system, offline, audit_source(request))
     except StoreUnavailable as exc:
         raise ServiceUnavailable(f"cannot change {system!r}: {exc}") from None
     await runtime.watcher.nudge()

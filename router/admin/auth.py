@@ -1,14 +1,29 @@
-"""Who may change state through the admin listener: the holder of `router.admin_token`.
+"""Who may use the admin listener, and who they are.
 
-Two ways to prove it:
+Credentials: every operator has a token (`[router.admin_tokens] alice = "..."`; the single
+`admin_token` is the operator `admin`). Two ways to present one:
 - the API: `Authorization: Bearer <token>` (or HTTP Basic with the token as the password,
   for tools that only speak Basic);
-- the admin page: a session cookie from the login form (session.py) *plus* the session's
-  CSRF token in the `X-CSRF-Token` header, because a browser sends the cookie on its own.
+- the admin page: a session cookie from the login form (session.py), which names its
+  operator, *plus* the session's CSRF token in the `X-CSRF-Token` header on writes, because a
+  browser sends the cookie on its own.
 
-Comparisons are constant-time. A request whose `Origin` names another site is refused
-whatever it carries (cached Basic credentials are as ambient as a cookie). Without a
-configured token every write is refused: an admin API nobody secured is not an admin API.
+How a handler uses it (the one way, for every admin route present and future):
+- The middleware `admin_access` guards every path under `/api/`: no credential, 401; a
+  read (GET/HEAD) needs a token or a session; anything else also needs a same-origin request
+  and, for a session, its CSRF token. Only `/healthz`, `/readyz` and `/metrics` (outside
+  `/api/`) answer without one. A new route registered under `/api/` is therefore protected
+  without a line of its own.
+- `operator_of(request)` is the name of the authenticated operator ("alice", "admin").
+  `audit_source(request, via)` is what the audit records as the source of a page or API
+  action: `"<via> (<operator>@<address>)"`, like the CLI's `"cli (<user>@<host>)"`.
+
+Failed credentials (a wrong bearer/basic token, a wrong token in the login form) are throttled
+on every route by one `CredentialThrottle` (throttle.py) and logged with the address, route
+and kind, never the presented value (a mistyped token is most of the real one). Comparisons
+are constant-time. A request whose `Origin` names another site is refused on writes whatever it
+carries (cached Basic credentials are as ambient as a cookie). Without any configured token the
+API and the page are disabled: an admin API nobody secured is not an admin API.
 """
 
 from __future__ import annotations
@@ -16,17 +31,29 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
-from router.admin.session import COOKIE, CSRF_HEADER, Session, signer_for
+from router.admin.session import COOKIE, CSRF_HEADER, Session, Sessions
 from router.config import Secret
-from router.errors import Forbidden, Unauthorized
+from router.errors import Forbidden, TooManyAttempts, Unauthorized
+from router.throttle import CredentialThrottle
+
+log = logging.getLogger("router.admin.auth")
 
 NEEDS_TOKEN = (
-    "this action needs the admin token: Authorization: Bearer <token> (or log in on the admin page)"
+    "this route needs an admin token: Authorization: Bearer <token> (or log in on the admin page)"
 )
+DISABLED = "the admin API is disabled: set router.admin_token or [router.admin_tokens]"
+READ_METHODS = frozenset({"GET", "HEAD"})
+OPERATOR = web.RequestKey("admin_operator", str)
+BY_SESSION = web.RequestKey("admin_by_session", bool)
 
 
 def presented_token(request: web.Request) -> str | None:
@@ -38,15 +65,143 @@ def presented_token(request: web.Request) -> str | None:
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            return None
+            return ""  # malformed Basic: a failed credential, not an absent one
         return decoded.partition(":")[2]
     return None
 
 
-def token_matches(expected: Secret | None, presented: str | None) -> bool:
-    if expected is None or presented is None:
-        return False
-    return hmac.compare_digest(presented.encode(), expected.reveal().encode())
+class Operators:
+    """Token -> operator name, compared in constant time against every configured token."""
+
+    def __init__(self, tokens: Mapping[str, Secret]) -> None:
+        self._tokens = [(name, token.reveal().encode()) for name, token in tokens.items()]
+
+    def __bool__(self) -> bool:
+        return bool(self._tokens)
+
+    def match(self, presented: str) -> str | None:
+        value = presented.encode()
+        found = None
+        for name, token in self._tokens:
+            # No early exit: the time taken does not say which token (if any) matched.
+            if hmac.compare_digest(value, token):
+                found = name
+        return found
+
+
+@dataclass
+class AdminAuth:
+    """Everything the admin listener needs to authenticate: one per admin application."""
+
+    operators: Operators
+    sessions: Sessions
+    throttle: CredentialThrottle = field(default_factory=CredentialThrottle)
+
+    @classmethod
+    def from_tokens(cls, tokens: Mapping[str, Secret]) -> AdminAuth:
+        return cls(Operators(tokens), Sessions(tokens))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.operators)
+
+    def check_token(self, request: web.Request, presented: str, kind: str) -> str:
+        """The operator `presented` belongs to; 429 while throttled, 401 (logged) if wrong."""
+        address = request.remote or "unknown"
+        now = time.monotonic()
+        wait = self.throttle.retry_after(address, now)
+        if wait > 0:
+            log.warning(
+                "admin credential from %s on %s %s not checked: throttled for %.0f s more",
+                address,
+                request.method,
+                request.path,
+                wait,
+            )
+            raise TooManyAttempts(
+                f"too many failed admin credentials; try again in {wait:.0f} s",
+                retry_after=wait,
+            )
+        name = self.operators.match(presented) if presented else None
+        if name is None:
+            self.throttle.failed(address, now)
+            # Never the presented value: a mistyped token is most of the real one.
+            log.warning(
+                "failed admin credential (%s) from %s on %s %s",
+                kind,
+                address,
+                request.method,
+                request.path,
+            )
+            raise Unauthorized("the admin token is wrong")
+        self.throttle.succeeded(address, now)
+        return name
+
+    def session(self, request: web.Request) -> Session | None:
+        """The valid login session the request's cookie stands for, if any."""
+        return self.sessions.verify(request.cookies.get(COOKIE))
+
+    def authenticate(self, request: web.Request, *, write: bool) -> str:
+        """Authenticate `request` (see the module docstring); the operator's name."""
+        if not self.enabled:
+            raise Forbidden(DISABLED)
+        if write and not same_origin(request):
+            raise Forbidden("cross-origin request refused: use the admin page or the API directly")
+        presented = presented_token(request)
+        if presented is not None:
+            name = self.check_token(request, presented, "bearer/basic")
+            request[BY_SESSION] = False
+        else:
+            session = self.session(request)
+            if session is None:
+                raise Unauthorized(NEEDS_TOKEN)
+            if write and not self.sessions.csrf_ok(session, request.headers.get(CSRF_HEADER)):
+                raise Forbidden(
+                    f"CSRF token missing or wrong ({CSRF_HEADER} header): reload the admin page"
+                )
+            name = session.operator
+            request[BY_SESSION] = True
+        request[OPERATOR] = name
+        return name
+
+
+def admin_access(auth: AdminAuth) -> Middleware:
+    """The middleware that authenticates every `/api/` request before its handler runs
+    (module docstring); installed by the wiring point with the app's `AdminAuth`."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/api/"):
+            auth.authenticate(request, write=request.method not in READ_METHODS)
+        return await handler(request)
+
+    return middleware
+
+
+def operator_of(request: web.Request) -> str:
+    """The authenticated operator's name ("alice"; "admin" for `admin_token`).
+
+    Set by `admin_access` for every `/api/` request before its handler runs; a handler
+    elsewhere that calls this without a credential gets the same 401 the API gives.
+    """
+    name = request.get(OPERATOR)
+    if not isinstance(name, str):
+        raise Unauthorized(NEEDS_TOKEN)
+    return name
+
+
+def audit_source(request: web.Request, via: str = "api") -> str:
+    """The audit's source of a page or API action: `"<via> (<operator>@<address>)"`."""
+    return f"{via} ({operator_of(request)}@{request.remote or 'unknown'})"
+
+
+def require_token(request: web.Request, expected: object = None) -> str:
+    """Kept for handlers written before `admin_access`: the operator of a write.
+
+    The middleware has already checked the credential, the origin and the CSRF token of
+    every non-GET `/api/` request; this only returns `operator_of(request)`.
+    """
+    return operator_of(request)
 
 
 def same_origin(request: web.Request) -> bool:
@@ -69,47 +224,3 @@ def same_origin(request: web.Request) -> bool:
     if forwarded:
         hosts.add(forwarded.split(",")[0].strip().lower())
     return host in hosts
-
-
-def current_session(request: web.Request, expected: Secret | None) -> Session | None:
-    """The valid login session the request's cookie stands for, if any."""
-    if expected is None:
-        return None
-    return signer_for(expected).verify(request.cookies.get(COOKIE))
-
-
-def require_reader(request: web.Request, expected: Secret | None) -> None:
-    """Reads of the page's live feed: the admin token or a login session (no CSRF: GET)."""
-    if expected is None:
-        raise Forbidden("the admin page is disabled: set router.admin_token (or admin_token_file)")
-    presented = presented_token(request)
-    if presented is not None:
-        if not token_matches(expected, presented):
-            raise Unauthorized("the admin token is wrong")
-        return
-    if current_session(request, expected) is None:
-        raise Unauthorized(NEEDS_TOKEN)
-
-
-def require_token(request: web.Request, expected: Secret | None) -> None:
-    """Raise 401/403 unless the request may change state.
-
-    Accepted: the admin token (Bearer/Basic), or a login session whose CSRF token is in the
-    `X-CSRF-Token` header. A cross-origin request is refused either way.
-    """
-    if expected is None:
-        raise Forbidden("admin writes are disabled: set router.admin_token (or admin_token_file)")
-    if not same_origin(request):
-        raise Forbidden("cross-origin request refused: use the admin page or the API directly")
-    presented = presented_token(request)
-    if presented is not None:
-        if not token_matches(expected, presented):
-            raise Unauthorized("the admin token is wrong")
-        return
-    session = current_session(request, expected)
-    if session is None:
-        raise Unauthorized(NEEDS_TOKEN)
-    if not signer_for(expected).csrf_ok(session, request.headers.get(CSRF_HEADER)):
-        raise Forbidden(
-            f"CSRF token missing or wrong ({CSRF_HEADER} header): reload the admin page"
-        )

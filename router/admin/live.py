@@ -22,9 +22,9 @@ import orjson
 from aiohttp import web
 
 from router.admin.api import status_document
-from router.admin.auth import current_session, presented_token, require_reader
+from router.admin.auth import BY_SESSION
 from router.admin.feed import TREND_POINTS
-from router.app_keys import DRAIN, HEALTH, LIVE, RUNTIME
+from router.app_keys import AUTH, DRAIN, HEALTH, LIVE, RUNTIME
 from router.errors import StoreUnavailable
 from router.gateways.reports import audit_json
 from router.runtime import Runtime
@@ -79,13 +79,8 @@ async def live_document(app: web.Application) -> dict[str, Any]:
     return doc
 
 
-def _reader(request: web.Request) -> None:
-    require_reader(request, request.app[RUNTIME].config.router.admin_token)
-
-
 async def live(request: web.Request) -> web.Response:
     """GET /api/live: the page's whole document once (for scripts and a polling client)."""
-    _reader(request)
     return web.Response(
         body=orjson.dumps(await live_document(request.app)),
         content_type="application/json",
@@ -99,12 +94,11 @@ def _event(name: str, data: object) -> bytes:
 
 async def events(request: web.Request) -> web.StreamResponse:
     """GET /api/events: server-sent events; `status` carries the live document."""
-    _reader(request)
     app = request.app
     runtime = app[RUNTIME]
     feed = app[LIVE]
-    token = runtime.config.router.admin_token
-    by_session = presented_token(request) is None
+    auth = app[AUTH]
+    by_session = request.get(BY_SESSION, False)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -116,7 +110,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         await response.write(b"retry: 2000\n\n")
         while not (feed.stopping or runtime.stopping):
-            if by_session and current_session(request, token) is None:
+            if by_session and auth.session(request) is None:
                 await response.write(_event("expired", {"message": "log in again"}))
                 break
             changed = feed.changed  # taken first: a change while we build is not missed

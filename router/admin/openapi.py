@@ -21,7 +21,13 @@ WRITE_SECURITY: list[dict[str, list[str]]] = [
     {"basicAuth": []},
     {"sessionCookie": [], "csrfToken": []},
 ]
-READ_SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"sessionCookie": []}]
+# Every /api/ route needs a credential (SPEC section 2, "Admin access"): only /healthz,
+# /readyz and /metrics answer without one.
+READ_SECURITY: list[dict[str, list[str]]] = [
+    {"bearerAuth": []},
+    {"basicAuth": []},
+    {"sessionCookie": []},
+]
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -36,8 +42,16 @@ def _error(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
 
 
+THROTTLED = _error(
+    "Too many failed credentials from this address (or overall): not checked; see Retry-After."
+)
+READ_ERRORS = {
+    "401": _error("No admin token, a wrong one, or no login session."),
+    "429": THROTTLED,
+}
 WRITE_ERRORS = {
     "401": _error("No admin token, a wrong one, or no login session."),
+    "429": THROTTLED,
     "403": _error(
         "Writes disabled (no admin_token configured), a cross-origin request, or a session "
         "request without its CSRF token."
@@ -121,12 +135,17 @@ SCHEMAS: dict[str, Any] = {
             "systems": {"type": "array", "items": _ref("System")},
             "offline": {"type": "array", "items": {"type": "string"}},
             "refused": {
-                "description": "A value in <prefix>:active that names no configured system.",
+                "description": "A value in <prefix>:active that routing refused: it names no"
+                " configured system (reason 'unknown') or a system marked offline ('offline').",
                 "oneOf": [
                     {"type": "null"},
                     {
                         "type": "object",
-                        "properties": {"value": {"type": "string"}, "since": {"type": "number"}},
+                        "properties": {
+                            "value": {"type": "string"},
+                            "since": {"type": "number"},
+                            "reason": {"enum": ["unknown", "offline"]},
+                        },
                     },
                 ],
             },
@@ -221,7 +240,11 @@ SCHEMAS: dict[str, Any] = {
             "id": {"type": "string", "description": "Redis stream entry id."},
             "time": {"type": "number", "description": "Unix time, seconds."},
             "action": {"enum": ["switch", "offline", "online"]},
-            "source": {"type": "string", "description": "api, page, cli, external (redis-cli)..."},
+            "source": {
+                "type": "string",
+                "description": "Channel and who: 'api (alice@10.0.0.5)' and 'page (...)' name the"
+                " operator and address, 'cli (user@host)', 'external (seen by ...)' (redis-cli).",
+            },
             "from": {"type": "string"},
             "to": {"type": "string"},
         },
@@ -333,8 +356,8 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "summary": "Active system, every system's state and open count, store health",
                 "tags": ["status"],
-                "security": [],
-                "responses": {"200": _json(_ref("Status"), "The current status.")},
+                "security": READ_SECURITY,
+                "responses": {"200": _json(_ref("Status"), "The current status."), **READ_ERRORS},
             }
         },
         "/api/live": {
@@ -414,7 +437,7 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "summary": "The audit stream, newest first",
                 "tags": ["status"],
-                "security": [],
+                "security": READ_SECURITY,
                 "parameters": [
                     {
                         "name": "count",
@@ -434,6 +457,7 @@ def _paths() -> dict[str, Any]:
                     ),
                     "400": _error("count is not a whole number."),
                     "503": _error("Redis is unavailable."),
+                    **READ_ERRORS,
                 },
             }
         },
@@ -441,10 +465,11 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "summary": "Stored client-library releases and what each system serves",
                 "tags": ["releases"],
-                "security": [],
+                "security": READ_SECURITY,
                 "responses": {
                     "200": _json(_ref("Releases"), "Releases."),
                     "503": _error("Redis is unavailable."),
+                    **READ_ERRORS,
                 },
             }
         },
@@ -486,9 +511,10 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "summary": "This document as a page for people",
                 "tags": ["meta"],
-                "security": [],
+                "security": READ_SECURITY,
                 "responses": {
-                    "200": {"description": "HTML.", "content": {"text/html": {"schema": {}}}}
+                    "200": {"description": "HTML.", "content": {"text/html": {"schema": {}}}},
+                    **READ_ERRORS,
                 },
             }
         },
@@ -496,8 +522,8 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "summary": "This document",
                 "tags": ["meta"],
-                "security": [],
-                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1.")},
+                "security": READ_SECURITY,
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1."), **READ_ERRORS},
             }
         },
     }

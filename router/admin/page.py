@@ -18,16 +18,16 @@ import jinja2
 import orjson
 from aiohttp import web
 
-from router.admin.auth import current_session, same_origin, token_matches
+from router.admin.auth import same_origin
 from router.admin.live import live_document
 from router.admin.openapi import openapi_document
-from router.admin.session import COOKIE, CSRF_FIELD, LoginThrottle, signer_for
-from router.app_keys import RUNTIME
+from router.admin.session import COOKIE, CSRF_FIELD
+from router.app_keys import AUTH, RUNTIME
 from router.assets import Assets
+from router.errors import TooManyAttempts, Unauthorized
 
 log = logging.getLogger("router.admin.page")
 
-THROTTLE = web.AppKey("admin_login_throttle", LoginThrottle)
 LOGIN_PATH = "/login"
 
 
@@ -72,25 +72,24 @@ def _redirect(location: str) -> web.Response:
 def _login_page(
     request: web.Request, status: int = 200, message: str = "", kind: str = "error"
 ) -> web.Response:
-    token = request.app[RUNTIME].config.router.admin_token
+    auth = request.app[AUTH]
     context: dict[str, Any] = {
-        "enabled": token is not None,
-        "csrf": signer_for(token).login_token() if token is not None else "",
+        "enabled": auth.enabled,
+        "csrf": auth.sessions.login_token(),
         "message": message,
         "message_kind": kind,
     }
-    if token is None:
+    if not auth.enabled:
         context["message"] = (
-            "Admin login is disabled: set router.admin_token (or admin_token_file) "
-            "in the router's configuration."
+            "Admin login is disabled: set router.admin_token (or admin_token_file) or "
+            "[router.admin_tokens] in the router's configuration."
         )
         status = 403
     return aiohttp_jinja2.render_template("login.html", request, context, status=status)
 
 
 async def login_form(request: web.Request) -> web.Response:
-    token = request.app[RUNTIME].config.router.admin_token
-    if current_session(request, token) is not None:
+    if request.app[AUTH].session(request) is not None:
         return _redirect("/")
     if "out" in request.query:
         return _login_page(request, message="You are logged out.", kind="info")
@@ -104,34 +103,30 @@ def _secure(request: web.Request) -> bool:
 
 
 async def login(request: web.Request) -> web.Response:
-    token = request.app[RUNTIME].config.router.admin_token
-    if token is None:
+    auth = request.app[AUTH]
+    if not auth.enabled:
         return _login_page(request)
-    signer = signer_for(token)
     form = await request.post()
     csrf = form.get(CSRF_FIELD)
-    if not same_origin(request) or not signer.login_token_ok(
+    if not same_origin(request) or not auth.sessions.login_token_ok(
         csrf if isinstance(csrf, str) else None
     ):
         return _login_page(request, 403, "The login form expired or did not come from this page.")
-    throttle = request.app[THROTTLE]
-    address = request.remote or "unknown"
-    wait = throttle.retry_after(address)
-    if wait > 0:
-        response = _login_page(
-            request, 429, f"Too many failed logins from {address}; try again in {wait:.0f} s."
-        )
-        response.headers["Retry-After"] = str(int(wait) + 1)
-        return response
     presented = form.get("token")
-    if not isinstance(presented, str) or not token_matches(token, presented):
-        throttle.failed(address)
-        # Never the presented value: a mistyped token is most of the real one.
-        log.warning("failed admin login from %s", address)
+    try:
+        operator = auth.check_token(
+            request, presented if isinstance(presented, str) else "", "login form"
+        )
+    except TooManyAttempts as exc:
+        response = _login_page(
+            request, 429, f"Too many failed logins; try again in {exc.retry_after:.0f} s."
+        )
+        response.headers["Retry-After"] = str(int(exc.retry_after) + 1)
+        return response
+    except Unauthorized:
         return _login_page(request, 401, "Wrong admin token.")
-    throttle.succeeded(address)
-    cookie, session = signer.issue()
-    log.info("admin login from %s", address)
+    cookie, session = auth.sessions.issue(operator)
+    log.info("admin login of %s from %s", operator, request.remote)
     response = _redirect("/")
     response.set_cookie(
         COOKIE,
@@ -146,19 +141,19 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
-    token = request.app[RUNTIME].config.router.admin_token
-    session = current_session(request, token)
-    if session is not None and token is not None:
+    auth = request.app[AUTH]
+    session = auth.session(request)
+    if session is not None:
         form = await request.post()
         csrf = form.get(CSRF_FIELD)
-        if not same_origin(request) or not signer_for(token).csrf_ok(
+        if not same_origin(request) or not auth.sessions.csrf_ok(
             session, csrf if isinstance(csrf, str) else None
         ):
             return web.Response(
                 status=403,
                 text="CSRF token missing or wrong: reload the admin page and log out again.",
             )
-        log.info("admin logout from %s", request.remote)
+        log.info("admin logout of %s from %s", session.operator, request.remote)
     response = _redirect(f"{LOGIN_PATH}?out=1")
     response.del_cookie(COOKIE, path="/", httponly=True, samesite="Strict", secure=_secure(request))
     return response
@@ -166,14 +161,15 @@ async def logout(request: web.Request) -> web.Response:
 
 async def index(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    token = runtime.config.router.admin_token
-    session = current_session(request, token)
-    if token is None or session is None:
+    auth = request.app[AUTH]
+    session = auth.session(request)
+    if session is None:
         return _redirect(LOGIN_PATH)
     context = {
         "doc": await live_document(request.app),
-        "csrf": signer_for(token).csrf_token(session),
+        "csrf": auth.sessions.csrf_token(session),
         "prefix": runtime.config.router.key_prefix,
+        "operator": session.operator,
     }
     return aiohttp_jinja2.render_template("admin.html", request, context)
 
@@ -192,7 +188,6 @@ async def api_docs(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application, assets: Assets) -> None:
     setup_templates(app, assets)
-    app[THROTTLE] = LoginThrottle()
     app.router.add_get("/", index)
     app.router.add_get(LOGIN_PATH, login_form)
     app.router.add_post(LOGIN_PATH, login)

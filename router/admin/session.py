@@ -1,30 +1,31 @@
-"""Admin login sessions: a signed, stateless cookie and the CSRF tokens bound to it.
+"""Admin login sessions: a signed, stateless cookie naming its operator, and CSRF tokens.
 
 Why stateless: with `--workers N` the admin port is shared by N processes (SO_REUSEPORT), and
 many router instances may sit behind one balancer, so a session held in one process's memory
-would be unknown to the next request's process. The cookie carries `v1.<expiry>.<nonce>` and
-an HMAC-SHA256 of it; the key is derived from `router.admin_token`, so every process and
-instance verifies it alike, and changing the admin token ends every session at once.
+would be unknown to the next request's process. The cookie carries
+`v2.<expiry>.<nonce>.<operator>` and an HMAC-SHA256 of it, keyed by a key derived from *that
+operator's* token, so every process and instance verifies it alike, and rotating one
+operator's token ends that operator's sessions at once (the others' stay valid).
 
 The CSRF token of a session is HMAC(key, "csrf." + nonce): unguessable without the key, bound
 to that one session, and checkable by any process without storage (the synchronizer-token
-pattern without a server-side table). The login form has its own signed, short-lived token.
+pattern without a server-side table). The login form has its own signed, short-lived token,
+keyed by all operators' tokens together (the form does not know yet who logs in).
 
-The cookie holds no secret: the admin token itself never leaves the login form's POST body.
-Logout deletes the cookie; a copied cookie stays valid until its expiry (`LIFETIME`), which is
-the price of statelessness. Rotating the admin token revokes everything.
+The cookie holds no secret: a token itself never leaves the login form's POST body. Logout
+deletes the cookie; a copied cookie stays valid until its expiry (`LIFETIME`), which is the
+price of statelessness. Rotating a token revokes everything signed with it.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import hmac
 import secrets
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from router.config import Secret
 
@@ -33,7 +34,7 @@ CSRF_HEADER = "X-CSRF-Token"
 CSRF_FIELD = "csrf_token"
 LIFETIME = 8 * 3600  # one working shift; then log in again
 LOGIN_FORM_LIFETIME = 3600
-_VERSION = "v1"
+_VERSION = "v2"
 
 
 def _b64(data: bytes) -> str:
@@ -44,6 +45,7 @@ def _b64(data: bytes) -> str:
 class Session:
     expires: int
     nonce: str
+    operator: str = "admin"
 
 
 class SessionSigner:
@@ -60,22 +62,22 @@ class SessionSigner:
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
 
-    def issue(self, now: float | None = None) -> tuple[str, Session]:
-        """A new session: (cookie value, session)."""
+    def issue(self, operator: str = "admin", now: float | None = None) -> tuple[str, Session]:
+        """A new session of `operator`: (cookie value, session)."""
         now = time.time() if now is None else now
-        session = Session(expires=int(now) + self.lifetime, nonce=secrets.token_urlsafe(18))
-        payload = f"{_VERSION}.{session.expires}.{session.nonce}"
+        session = Session(
+            expires=int(now) + self.lifetime, nonce=secrets.token_urlsafe(18), operator=operator
+        )
+        payload = f"{_VERSION}.{session.expires}.{session.nonce}.{operator}"
         return f"{payload}.{self._sign(payload)}", session
 
     def verify(self, cookie: str | None, now: float | None = None) -> Session | None:
         """The session a cookie value stands for, or None if forged, malformed or expired."""
-        if not cookie or len(cookie) > 256:
+        parts = split_cookie(cookie)
+        if parts is None:
             return None
-        parts = cookie.split(".")
-        if len(parts) != 4 or parts[0] != _VERSION:
-            return None
-        payload = ".".join(parts[:3])
-        if not hmac.compare_digest(parts[3].encode(), self._sign(payload).encode()):
+        payload = ".".join(parts[:4])
+        if not hmac.compare_digest(parts[4].encode(), self._sign(payload).encode()):
             return None
         try:
             expires = int(parts[1])
@@ -84,7 +86,7 @@ class SessionSigner:
         now = time.time() if now is None else now
         if expires <= now:
             return None
-        return Session(expires=expires, nonce=parts[2])
+        return Session(expires=expires, nonce=parts[2], operator=parts[3])
 
     def csrf_token(self, session: Session) -> str:
         return self._sign(f"csrf.{session.nonce}")
@@ -113,48 +115,46 @@ class SessionSigner:
         return parts[1].isdigit() and int(parts[1]) > now
 
 
-@functools.lru_cache(maxsize=4)
-def signer_for(admin_token: Secret) -> SessionSigner:
-    """One signer per admin token (Secret is hashable; the key derivation runs once)."""
-    return SessionSigner(admin_token)
+def split_cookie(cookie: str | None) -> list[str] | None:
+    """The five dot-separated parts of a well-formed cookie value, else None."""
+    if not cookie or len(cookie) > 256:
+        return None
+    parts = cookie.split(".")
+    if len(parts) != 5 or parts[0] != _VERSION:
+        return None
+    return parts
 
 
-@dataclass
-class LoginThrottle:
-    """Slows down guessing: after `limit` failed logins from one address within `window`
-    seconds, further attempts from it are refused until the oldest failure ages out.
+class Sessions:
+    """Sessions of every operator: one signer per operator's token, one for the login form."""
 
-    Per process (a guesser spread over N workers gets N x limit tries per window), which is
-    enough to make guessing a long random admin token hopeless, without shared state.
-    """
+    def __init__(self, operators: Mapping[str, Secret], lifetime: int = LIFETIME) -> None:
+        self._signers = {name: SessionSigner(token, lifetime) for name, token in operators.items()}
+        # The login form's key depends on every token: rotating any one expires open forms.
+        joined = "\0".join(f"{n}={t.reveal()}" for n, t in sorted(operators.items()))
+        self._form = SessionSigner(Secret(joined), lifetime) if operators else None
 
-    limit: int = 10
-    window: float = 300.0
-    failures: dict[str, deque[float]] = field(default_factory=dict)
+    @property
+    def enabled(self) -> bool:
+        return bool(self._signers)
 
-    def _recent(self, address: str, now: float) -> deque[float]:
-        times = self.failures.get(address)
-        if times is None:
-            return deque()
-        while times and now - times[0] > self.window:
-            times.popleft()
-        if not times:
-            del self.failures[address]
-        return times
+    def issue(self, operator: str, now: float | None = None) -> tuple[str, Session]:
+        return self._signers[operator].issue(operator, now)
 
-    def retry_after(self, address: str, now: float | None = None) -> float:
-        """Seconds until `address` may try again; 0 when it may try now."""
-        now = time.monotonic() if now is None else now
-        times = self._recent(address, now)
-        if len(times) < self.limit:
-            return 0.0
-        return max(0.0, self.window - (now - times[0]))
+    def verify(self, cookie: str | None, now: float | None = None) -> Session | None:
+        parts = split_cookie(cookie)
+        signer = None if parts is None else self._signers.get(parts[3])
+        return None if signer is None else signer.verify(cookie, now)
 
-    def failed(self, address: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        if len(self.failures) > 10_000:  # bounded memory under a spray of addresses
-            self.failures.clear()
-        self.failures.setdefault(address, deque()).append(now)
+    def csrf_token(self, session: Session) -> str:
+        return self._signers[session.operator].csrf_token(session)
 
-    def succeeded(self, address: str) -> None:
-        self.failures.pop(address, None)
+    def csrf_ok(self, session: Session, presented: str | None) -> bool:
+        signer = self._signers.get(session.operator)
+        return signer is not None and signer.csrf_ok(session, presented)
+
+    def login_token(self, now: float | None = None) -> str:
+        return "" if self._form is None else self._form.login_token(now)
+
+    def login_token_ok(self, presented: str | None, now: float | None = None) -> bool:
+        return self._form is not None and self._form.login_token_ok(presented, now)

@@ -55,7 +55,7 @@ async def status_main(args: argparse.Namespace) -> int:
     if snapshot.refused is not None:
         print(
             f"REFUSED {Keys(config.router.key_prefix).active} holds {snapshot.refused.value!r}, "
-            f"which names no configured system; routers stay on {snapshot.active!r}"
+            f"which {snapshot.refused.describe()}; routers stay on {snapshot.active!r}"
         )
     print()
     print(f"{'SYSTEM':<10} {'STATE':<18} {'OPEN':>6} {'GATEWAY':>7} {'ROUTER':>6}  VERSION")
