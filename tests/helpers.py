@@ -30,7 +30,9 @@ from router.serve import RouterServer
 from router.simulator.gateway import SIM_STATE, GatewayState, create_gateway_app
 
 HOST = "127.0.0.1"
-ADMIN_AUTH = {"Authorization": "Bearer test-admin-token"}  # the admin_token of router_data
+# The admin token of router_data's configurations (the operator `admin`), and its header.
+ADMIN_TOKEN = "test-admin-token"
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 # Seconds a Redis command may take in tests. Generous: on a loaded machine redis-server can be
 # starved for a moment, and a test about something else must not see that as an outage. A
 # stopped Redis (what the outage tests do) refuses at once, whatever this is.
@@ -198,7 +200,7 @@ def router_data(redis_url: str, gateways: Mapping[str, Gateway], **router: Any) 
             "listen": f"{HOST}:0",
             "admin_listen": f"{HOST}:0",
             "redis_url": redis_url,
-            "admin_token": "test-admin-token",
+            "admin_token": ADMIN_TOKEN,
             "access_log": False,
             "resync_interval": 0.5,
             "redis_timeout": REDIS_TIMEOUT,
@@ -374,6 +376,6 @@ async def new_code(http: aiohttp.ClientSession, router: RunningRouter) -> str:
 
 async def states_of(http: aiohttp.ClientSession, router: RunningRouter) -> dict[str, Any]:
     """{system: (state, open items)} from the router's /api/status."""
-    async with http.get(router.admin_url + "/api/status") as resp:
+    async with http.get(router.admin_url + "/api/status", headers=ADMIN_AUTH) as resp:
         doc: dict[str, Any] = await resp.json()
     return {s["id"]: (s["state"], s["open"]) for s in doc["systems"]}

@@ -48,7 +48,7 @@ async def test_every_change_is_audited_exactly_once(
     await wait_until(lambda: all(r.active == "a" for r in instances))
     await switch_to(redis_server, instances, "b")
     await resynced(instances)
-    async with http.get(instances[2].admin_url + "/api/audit") as resp:
+    async with http.get(instances[2].admin_url + "/api/audit", headers=ADMIN_AUTH) as resp:
         entries = (await resp.json())["entries"]
     changes = [(e["from"], e["to"], e["source"].split(" ")[0]) for e in reversed(entries)]
     assert changes == [

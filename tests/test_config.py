@@ -100,7 +100,7 @@ def test_all_types_parsed_from_toml_values() -> None:
                 "admin_listen": "[::1]:9001",
                 "redis_url": "memory://",
                 "key_prefix": "{tr}:x",
-                "admin_token": "s3cret",
+                "admin_token": "s3cret-0123456789",
                 "max_body_size": 2048,
                 "read_timeout": 3,
                 "connect_timeout": 0.5,
@@ -119,7 +119,7 @@ def test_all_types_parsed_from_toml_values() -> None:
     assert r.admin_listen == "[::1]:9001"
     assert r.redis_url == "memory://"
     assert r.key_prefix == "{tr}:x"
-    assert r.admin_token == Secret("s3cret")
+    assert r.admin_token == Secret("s3cret-0123456789")
     assert r.max_body_size == 2048
     assert r.read_timeout == 3.0 and isinstance(r.read_timeout, float)
     assert r.connect_timeout == 0.5
@@ -359,12 +359,14 @@ def test_secret_never_shows() -> None:
 
 
 def test_secrets_hidden_in_config_repr() -> None:
-    config = build_config(doc({"admin_token": "tok-123456", "preview_secret": "prev-654321"}), {})
+    config = build_config(
+        doc({"admin_token": "tok-1234567890abcdef", "preview_secret": "prev-654321"}), {}
+    )
     for text in (repr(config), str(config), repr(config.router)):
-        assert "tok-123456" not in text
+        assert "tok-1234567890abcdef" not in text
         assert "prev-654321" not in text
     assert config.router.admin_token is not None
-    assert config.router.admin_token.reveal() == "tok-123456"
+    assert config.router.admin_token.reveal() == "tok-1234567890abcdef"
     assert config.router.preview_secret is not None
     assert config.router.preview_secret.reveal() == "prev-654321"
 
@@ -380,17 +382,19 @@ def test_empty_secret_means_unset() -> None:
 
 def test_admin_token_file(tmp_path: Path) -> None:
     path = tmp_path / "token"
-    path.write_text("  from-file  \nsecond line ignored\n")
+    path.write_text("  from-file-0123456789  \nsecond line ignored\n")
     config = build_config(doc({"admin_token_file": str(path)}), {})
-    assert config.router.admin_token == Secret("from-file")
-    assert "from-file" not in repr(config)
+    assert config.router.admin_token == Secret("from-file-0123456789")
+    assert "from-file-0123456789" not in repr(config)
 
 
 def test_inline_admin_token_wins_over_file(tmp_path: Path) -> None:
     path = tmp_path / "token"
-    path.write_text("from-file\n")
-    config = build_config(doc({"admin_token": "inline", "admin_token_file": str(path)}), {})
-    assert config.router.admin_token == Secret("inline")
+    path.write_text("from-file-0123456789\n")
+    config = build_config(
+        doc({"admin_token": "inline-0123456789ab", "admin_token_file": str(path)}), {}
+    )
+    assert config.router.admin_token == Secret("inline-0123456789ab")
 
 
 def test_admin_token_file_missing(tmp_path: Path) -> None:
@@ -410,9 +414,9 @@ def test_admin_token_file_empty(tmp_path: Path, content: str) -> None:
 
 def test_admin_token_file_from_env(tmp_path: Path) -> None:
     path = tmp_path / "token"
-    path.write_text("env-file-token\n")
+    path.write_text("env-file-token-0123456789\n")
     config = build_config(doc(), {"TOKENROUTER_ADMIN_TOKEN_FILE": str(path)})
-    assert config.router.admin_token == Secret("env-file-token")
+    assert config.router.admin_token == Secret("env-file-token-0123456789")
 
 
 # --- environment overrides ------------------------------------------------------------------
@@ -425,18 +429,20 @@ def test_env_overrides_router_keys() -> None:
         "TOKENROUTER_READ_TIMEOUT": "2.5",
         "TOKENROUTER_KEYSPACE_EVENTS": "off",
         "TOKENROUTER_ACCESS_LOG": "FALSE",
-        "TOKENROUTER_ADMIN_TOKEN": "env-secret",
+        "TOKENROUTER_ADMIN_TOKEN": "env-secret-0123456789",
         "TOKENROUTER_CORS_ORIGINS": "https://a.example.com,https://b.example.com",
         "TOKENROUTER_PREFER_POLICY": "never",
     }
-    config = build_config(doc({"listen": "127.0.0.1:1000", "admin_token": "file-secret"}), environ)
+    config = build_config(
+        doc({"listen": "127.0.0.1:1000", "admin_token": "file-secret-0123456789"}), environ
+    )
     r = config.router
     assert r.listen == "0.0.0.0:9090"  # environment > file
     assert r.max_body_size == 4096
     assert r.read_timeout == 2.5
     assert r.keyspace_events is False
     assert r.access_log is False
-    assert r.admin_token == Secret("env-secret")
+    assert r.admin_token == Secret("env-secret-0123456789")
     assert r.cors_origins == ("https://a.example.com", "https://b.example.com")
     assert r.prefer_policy == "never"
 
@@ -528,7 +534,7 @@ TOML = """
 listen = "127.0.0.1:18080"
 admin_listen = "127.0.0.1:18081"
 redis_url = "redis://127.0.0.1:6379/3"
-admin_token = "file-token"
+admin_token = "file-token-0123456789"
 cors_origins = ["https://shop.example.com"]
 read_timeout = 4
 
@@ -552,7 +558,7 @@ def test_load_config_file(tmp_path: Path) -> None:
     assert config.router.listen == "127.0.0.1:18080"
     assert config.router.redis_url == "redis://127.0.0.1:6379/3"
     assert config.router.read_timeout == 4.0
-    assert config.router.admin_token == Secret("file-token")
+    assert config.router.admin_token == Secret("file-token-0123456789")
     assert config.router.cors_origins == ("https://shop.example.com",)
     assert config.systems["b"].tls_verify is False
     assert load_config(str(path), {"TOKENROUTER_LISTEN": "127.0.0.1:1"}).router.listen == (
@@ -628,3 +634,95 @@ def test_seconds_key_refuses(value: object, fragment: str) -> None:
 def test_seconds_key_from_env() -> None:
     assert build_config(doc(), {"TOKENROUTER_STOP_DELAY": "0"}).router.stop_delay == 0.0
     assert build_config(doc(), {"TOKENROUTER_STOP_DELAY": "3"}).router.stop_delay == 3.0
+
+
+# --- named operators and token strength ------------------------------------------------------
+
+STRONG = "0123456789abcdef-strong"
+
+
+def test_named_operators_from_table_file_and_environment(tmp_path: Path) -> None:
+    path = tmp_path / "bob"
+    path.write_text("bob-token-0123456789\n")
+    config = build_config(
+        doc(
+            {
+                "admin_token": STRONG,
+                "admin_tokens": {"alice": "alice-token-0123456789", "bob_file": str(path)},
+            }
+        ),
+        {"TOKENROUTER_ADMIN_TOKENS_CAROL": "carol-token-0123456789"},
+    )
+    operators = config.router.operators()
+    assert {name: token.reveal() for name, token in operators.items()} == {
+        "admin": STRONG,
+        "alice": "alice-token-0123456789",
+        "bob": "bob-token-0123456789",
+        "carol": "carol-token-0123456789",
+    }
+    assert "alice-token" not in repr(config)
+
+
+def test_named_operators_without_admin_token() -> None:
+    config = build_config(doc({"admin_tokens": {"alice": "alice-token-0123456789"}}), {})
+    assert config.router.admin_token is None
+    assert list(config.router.operators()) == ["alice"]
+
+
+@pytest.mark.parametrize(
+    ("router", "environ", "key", "fragment"),
+    [
+        ({"admin_token": "short"}, {}, "router.admin_token", "at least 16"),
+        ({"admin_token": " " * 20}, {}, "router.admin_token", "whitespace"),
+        ({"admin_token": f" {STRONG}"}, {}, "router.admin_token", "whitespace"),
+        ({}, {"TOKENROUTER_ADMIN_TOKEN": "change-me"}, "router.admin_token", "at least 16"),
+        ({"admin_tokens": {"alice": "short"}}, {}, "router.admin_tokens.alice", "at least 16"),
+        ({"admin_tokens": {"Alice": STRONG}}, {}, "router.admin_tokens.Alice", "operator name"),
+        ({"admin_tokens": {"a.b": STRONG}}, {}, "router.admin_tokens.a.b", "operator name"),
+        ({"admin_tokens": "alice"}, {}, "router.admin_tokens", "table"),
+        (
+            {"admin_tokens": {"alice": STRONG, "alice_file": "/x"}},
+            {},
+            "router.admin_tokens.alice_file",
+            "not both",
+        ),
+        (
+            {"admin_token": STRONG, "admin_tokens": {"admin": STRONG + "x"}},
+            {},
+            "router.admin_tokens.admin",
+            "clashes",
+        ),
+        (
+            {"admin_tokens": {"alice": STRONG, "bob": STRONG}},
+            {},
+            "router.admin_tokens.bob",
+            "same token",
+        ),
+        ({}, {"TOKENROUTER_ADMIN_TOKENS": "x"}, "TOKENROUTER_ADMIN_TOKENS", "<NAME>"),
+        ({"trusted_networks": ["10.0.0.0/8", "nope"]}, {}, "router.trusted_networks", "nope"),
+    ],
+)
+def test_bad_credentials_and_networks_name_the_key(
+    router: dict[str, Any], environ: dict[str, str], key: str, fragment: str
+) -> None:
+    error = config_error(doc(router), environ)
+    assert error.key == key
+    assert fragment in str(error)
+    assert STRONG not in str(error) and "short" not in str(error).split(": ", 1)[1]
+
+
+def test_short_token_file_names_the_file_key(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("tiny\n")
+    error = config_error(doc({"admin_token_file": str(path)}))
+    assert error.key == "router.admin_token_file"
+    error = config_error(doc({"admin_tokens": {"bob_file": str(path)}}))
+    assert error.key == "router.admin_tokens.bob_file"
+
+
+def test_new_timeouts_and_limits_have_sane_defaults() -> None:
+    r = build_config(doc(), {}).router
+    assert r.total_timeout > r.read_timeout > 0
+    assert r.max_response_size == 16 * 1024 * 1024
+    assert r.client_header_timeout == 60.0
+    assert r.trusted_networks == ()

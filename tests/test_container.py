@@ -39,7 +39,9 @@ yaml = pytest.importorskip("yaml")
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "token-router:local"
-INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(?::?-([^}]*))?\}")
+INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(?::?-([^}]*)|:\?[^}]*)?\}")
+# What an operator exports for a required variable (`${VAR:?message}`).
+REQUIRED_VALUES = {"TOKENROUTER_ADMIN_TOKEN": "0123456789abcdef0123456789abcdef"}
 
 
 def _load_rehearse() -> ModuleType:
@@ -65,7 +67,7 @@ def our_services() -> dict[str, dict[str, Any]]:
 
 def interpolate(value: str) -> str:
     """Compose's ${VAR:-default}, with the default (the environment is not the test's)."""
-    return INTERPOLATION.sub(lambda m: m.group(2) or "", value)
+    return INTERPOLATION.sub(lambda m: m.group(2) or REQUIRED_VALUES.get(m.group(1), ""), value)
 
 
 def dockerfile() -> list[tuple[str, str]]:

@@ -47,6 +47,8 @@ class Demo:
                 token = re.search(r"admin token: (\S+)", text)
                 assert token is not None
                 found["token"] = token.group(1)
+                # A strong generated token (every token needs 16+ characters).
+                assert len(found["token"]) >= 32
                 pid = re.search(r"redis-server, pid (\d+)", text)
                 found["redis_pid"] = pid.group(1) if pid else ""
                 return found

@@ -27,6 +27,8 @@ def table_rows() -> dict[str, str]:
 def test_every_config_key_is_documented_with_its_environment_name() -> None:
     rows = table_rows()
     expected = {f"router.{f.name}": f"TOKENROUTER_{f.name.upper()}" for f in fields(RouterConfig)}
+    # A table: one variable per operator.
+    expected["router.admin_tokens"] = "TOKENROUTER_ADMIN_TOKENS_<NAME>"
     expected |= {
         f"systems.<id>.{f.name}": f"TOKENROUTER_SYSTEMS_<ID>_{f.name.upper()}"
         for f in fields(SystemConfig)

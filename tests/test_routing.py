@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from router.errors import MethodNotAllowed, NotFound, SystemOffline
+from router.errors import BadRequest, MethodNotAllowed, NotFound, SystemOffline
 from router.routing import (
     BROWSER,
     OWNED,
+    SESSION_PATH,
     Forward,
     Match,
     RequestFacts,
     Route,
     agent_names,
     allowed_methods,
+    check_origin_form,
     classify,
     decide,
+    upstream_target,
 )
 from router.state import Snapshot
 
@@ -522,3 +525,37 @@ def test_decide_offline(facts: RequestFacts, snapshot: Snapshot, system: str) ->
         "message": error.message,
         "system": system,
     }
+
+
+# --- request targets (issue 12, defect 1) -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["http://x/gateway/sessions/session", "evil://y/gateway/sessions/session", "*", "h:443", ""],
+)
+def test_only_origin_form_targets_are_proxied(target: str) -> None:
+    with pytest.raises(BadRequest):
+        check_origin_form(target)
+    check_origin_form("/gateway/sessions/session")
+
+
+@pytest.mark.parametrize(
+    ("path", "raw_query", "raw_target", "sent"),
+    [
+        (SESSION_PATH, "", SESSION_PATH, SESSION_PATH),
+        (SESSION_PATH, "", "/gateway/%73essions/session", SESSION_PATH),
+        (
+            "/assistserver/shortcode/consumer",
+            "appkey=12%2034",
+            "",
+            "/assistserver/shortcode/consumer?appkey=12%2034",
+        ),
+        ("/gateway/sessions/session/id/a b?c", "", "", "/gateway/sessions/session/id/a%20b%3Fc"),
+        ("/gateway/sessions/session/id/x@y:z", "", "", "/gateway/sessions/session/id/x@y:z"),
+    ],
+)
+def test_upstream_target_is_the_classified_path_encoded_again(
+    path: str, raw_query: str, raw_target: str, sent: str
+) -> None:
+    assert upstream_target(path, raw_query, raw_target) == sent

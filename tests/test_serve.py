@@ -10,6 +10,7 @@ import aiohttp
 import orjson
 
 from tests.helpers import (
+    ADMIN_AUTH,
     HOST,
     SESSION_BODY,
     SESSION_PATH,
@@ -86,7 +87,7 @@ async def test_workers_share_the_port_and_stop_together(
         for _ in range(40):
             # A new connection each time, so the kernel spreads them over the workers.
             async with aiohttp.ClientSession() as fresh:
-                async with fresh.get(admin + "/api/status") as resp:
+                async with fresh.get(admin + "/api/status", headers=ADMIN_AUTH) as resp:
                     instances.add((await resp.json())["instance"])
                 async with fresh.post(proxy + SESSION_PATH, data=orjson.dumps(SESSION_BODY)) as r:
                     assert r.status == 200
@@ -95,7 +96,10 @@ async def test_workers_share_the_port_and_stop_together(
         following: set[str] = set()
 
         async def both_follow() -> bool:
-            async with aiohttp.ClientSession() as fresh, fresh.get(admin + "/api/status") as r:
+            async with (
+                aiohttp.ClientSession() as fresh,
+                fresh.get(admin + "/api/status", headers=ADMIN_AUTH) as r,
+            ):
                 status = await r.json()
             if status["active"] == "b":
                 following.add(status["instance"])

@@ -38,6 +38,21 @@ def test_snapshot_refuses_unknown_value() -> None:
     assert snapshot.refused == Refusal(value="zzz", since=10.0)
 
 
+def test_snapshot_refuses_a_change_to_an_offline_system() -> None:
+    # SPEC section 6: a bare SET to an offline system is refused like an unknown value.
+    snapshot = build_snapshot(stored("b", offline=["b"]), KNOWN, Snapshot(active="a"), 10.0)
+    assert snapshot.active == "a"
+    assert snapshot.refused == Refusal("b", 10.0, reason="offline")
+    assert "offline" in snapshot.refused.describe()
+    # Brought online, the key's value is routable: routing follows it.
+    assert build_snapshot(stored("b"), KNOWN, snapshot, 11.0) == Snapshot(active="b")
+
+
+def test_offlining_the_active_system_is_not_a_refusal() -> None:
+    snapshot = build_snapshot(stored("a", offline=["a"]), KNOWN, Snapshot(active="a"), 10.0)
+    assert snapshot == Snapshot(active="a", offline=frozenset({"a"}))
+
+
 def test_refusal_since_kept_for_same_value() -> None:
     first = build_snapshot(stored("zzz"), KNOWN, Snapshot(active="a"), 10.0)
     again = build_snapshot(stored("zzz"), KNOWN, first, 25.0)

@@ -9,6 +9,7 @@ import orjson
 
 from router.store import MemoryStore
 from tests.helpers import (
+    ADMIN_AUTH,
     SESSION_BODY,
     SESSION_PATH,
     Gateway,
@@ -27,7 +28,7 @@ async def token_system(http: aiohttp.ClientSession, router: RunningRouter) -> st
 
 
 async def admin_json(http: aiohttp.ClientSession, router: RunningRouter, path: str) -> dict:  # type: ignore[type-arg]
-    async with http.get(router.admin_url + path) as resp:
+    async with http.get(router.admin_url + path, headers=ADMIN_AUTH) as resp:
         return await resp.json()  # type: ignore[no-any-return]
 
 
@@ -80,7 +81,11 @@ async def test_refused_value_keeps_last_valid_system(
         assert router.active == "a"
         assert await token_system(http, router) == "a"
         ready = await admin_json(http, router, "/readyz")
-        assert ready == {"status": "ready", "refused": "http://evil.example.com"}
+        assert ready == {
+            "status": "ready",
+            "refused": "http://evil.example.com",
+            "refused_reason": "unknown",
+        }
         status = await admin_json(http, router, "/api/status")
         assert status["refused"]["value"] == "http://evil.example.com"
         assert status["active"] == "a"

@@ -28,7 +28,7 @@ async def test_health_and_readiness(router: RunningRouter, http: aiohttp.ClientS
 
 
 async def test_status_document(router: RunningRouter, http: aiohttp.ClientSession) -> None:
-    status, doc, _ = await call(http, "GET", router.admin_url + "/api/status")
+    status, doc, _ = await call(http, "GET", router.admin_url + "/api/status", headers=AUTH)
     assert status == 200
     assert doc["active"] == "a"
     assert [(s["id"], s["state"], s["open"]) for s in doc["systems"]] == [
@@ -75,10 +75,11 @@ async def test_switch_with_bearer_and_basic(
         http, "POST", router.admin_url + "/api/switch", json={"system": "a"}, headers=basic
     )
     assert (status, doc) == (200, {"active": "a", "previous": "b"})
-    status, doc, _ = await call(http, "GET", router.admin_url + "/api/audit?count=2")
+    status, doc, _ = await call(http, "GET", router.admin_url + "/api/audit?count=2", headers=AUTH)
+    # The audit names the operator ("admin" is admin_token's) and the address.
     assert [(e["from"], e["to"], e["source"]) for e in doc["entries"]] == [
-        ("b", "a", "api (127.0.0.1)"),
-        ("a", "b", "api (127.0.0.1)"),
+        ("b", "a", "api (admin@127.0.0.1)"),
+        ("a", "b", "api (admin@127.0.0.1)"),
     ]
 
 

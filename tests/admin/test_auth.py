@@ -16,9 +16,17 @@ import orjson
 import pytest
 
 from router.admin.headers import CSP
-from router.admin.session import COOKIE, CSRF_HEADER, LoginThrottle, SessionSigner
+from router.admin.session import COOKIE, CSRF_HEADER, SessionSigner
 from router.config import Secret
-from tests.helpers import Gateway, RedisServer, RouterFactory, RunningRouter, make_config
+from router.throttle import PER_ADDRESS
+from tests.helpers import (
+    ADMIN_AUTH,
+    Gateway,
+    RedisServer,
+    RouterFactory,
+    RunningRouter,
+    make_config,
+)
 
 TOKEN = "test-admin-token"
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -146,7 +154,7 @@ async def test_repeated_failed_logins_are_throttled(
     router: RunningRouter, http: aiohttp.ClientSession
 ) -> None:
     csrf = await login_csrf(http, router.admin_url)
-    for _ in range(LoginThrottle().limit):
+    for _ in range(PER_ADDRESS):
         async with http.post(
             router.admin_url + "/login", data={"csrf_token": csrf, "token": "guess"}
         ) as resp:
@@ -188,7 +196,7 @@ async def test_session_writes_need_the_csrf_token(
         assert resp.status == 200, await resp.text()
         assert (await resp.json())["active"] == "b"
     assert router.active == "b"
-    async with http.get(router.admin_url + "/api/audit?count=1") as resp:
+    async with http.get(router.admin_url + "/api/audit?count=1", headers=ADMIN_AUTH) as resp:
         entry = (await resp.json())["entries"][0]
     assert entry["to"] == "b" and entry["source"].startswith("page")
 
@@ -297,7 +305,7 @@ async def test_secrets_stay_out_of_logs_and_urls(
     ) as resp:
         assert resp.status == 401
     cookie = await log_in(http, router.admin_url)
-    assert "failed admin login" in caplog.text
+    assert "failed admin credential (login form)" in caplog.text
     assert TOKEN not in caplog.text
     assert cookie not in caplog.text
     # The login form posts its body; nothing secret ever rides in a URL.
@@ -337,18 +345,21 @@ async def test_without_an_admin_token_there_is_no_login(
 
 def test_session_cookies_are_signed_expiring_and_bound_to_the_token() -> None:
     signer = SessionSigner(Secret("one"), lifetime=60)
-    cookie, session = signer.issue(now=1000.0)
+    cookie, session = signer.issue("alice", now=1000.0)
     assert signer.verify(cookie, now=1030.0) == session
+    assert session.operator == "alice"
     assert signer.verify(cookie, now=1060.0) is None  # expired
     assert SessionSigner(Secret("two")).verify(cookie, now=1030.0) is None  # token rotated
-    version, expires, nonce, sig = cookie.split(".")
-    later = f"{version}.{int(expires) + 3600}.{nonce}.{sig}"
+    version, expires, nonce, operator, sig = cookie.split(".")
+    later = f"{version}.{int(expires) + 3600}.{nonce}.{operator}.{sig}"
     assert signer.verify(later, now=1030.0) is None  # expiry cannot be extended
+    other_name = f"{version}.{expires}.{nonce}.admin.{sig}"
+    assert signer.verify(other_name, now=1030.0) is None  # nor the operator changed
     assert signer.verify(cookie[:-2], now=1030.0) is None
     assert signer.verify("garbage", now=1030.0) is None
     csrf = signer.csrf_token(session)
     assert signer.csrf_ok(session, csrf)
-    other = signer.issue(now=1000.0)[1]
+    other = signer.issue("alice", now=1000.0)[1]
     assert not signer.csrf_ok(other, csrf)
     login = signer.login_token(now=1000.0)
     assert signer.login_token_ok(login, now=1000.0)
@@ -356,12 +367,43 @@ def test_session_cookies_are_signed_expiring_and_bound_to_the_token() -> None:
     assert not SessionSigner(Secret("two")).login_token_ok(login, now=1000.0)
 
 
-def test_login_throttle_forgets_old_failures() -> None:
-    throttle = LoginThrottle(limit=2, window=10.0)
-    throttle.failed("x", now=0.0)
-    throttle.failed("x", now=1.0)
-    assert throttle.retry_after("x", now=2.0) == pytest.approx(8.0)
-    assert throttle.retry_after("y", now=2.0) == 0.0
-    assert throttle.retry_after("x", now=10.5) == 0.0
-    throttle.succeeded("x")
-    assert throttle.retry_after("x", now=2.0) == 0.0
+async def test_named_operators_are_who_the_page_shows_and_the_audit_records(
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    alice, bob = "alice-token-0123456789", "bob-token-0123456789ab"
+    running = await routers(
+        make_config(redis_server.url, gateways, admin_tokens={"alice": alice, "bob": bob})
+    )
+    url = running.admin_url
+    async with http.post(
+        url + "/api/switch", json={"system": "b"}, headers={"Authorization": f"Bearer {alice}"}
+    ) as resp:
+        assert resp.status == 200
+    cookie = await log_in(http, url, bob)
+    async with http.get(url + "/", headers={"Cookie": f"{COOKIE}={cookie}"}) as resp:
+        html = await resp.text()
+    assert re.search(r'logged in as <strong id="operator">bob</strong>', html)
+    csrf = await page_csrf(http, url, cookie)
+    async with http.post(
+        url + "/api/switch",
+        data=orjson.dumps({"system": "a", "via": "page"}),
+        headers={"Cookie": f"{COOKIE}={cookie}", CSRF_HEADER: csrf},
+    ) as resp:
+        assert resp.status == 200
+    # The old single admin_token keeps working as the operator "admin".
+    async with http.post(url + "/api/systems/b/offline", headers=ADMIN_AUTH) as resp:
+        assert resp.status == 200
+    async with http.get(url + "/api/audit?count=3", headers=ADMIN_AUTH) as resp:
+        sources = [e["source"] for e in (await resp.json())["entries"]]
+    assert sources == [
+        "api (admin@127.0.0.1)",
+        "page (bob@127.0.0.1)",
+        "api (alice@127.0.0.1)",
+    ]
+    # A session names its operator in the signed cookie: renaming it breaks the signature.
+    forged = cookie.replace(".bob.", ".alice.")
+    async with http.get(url + "/api/live", headers={"Cookie": f"{COOKIE}={forged}"}) as resp:
+        assert resp.status == 401

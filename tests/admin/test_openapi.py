@@ -8,7 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from router.admin.openapi import openapi_document
-from tests.helpers import RunningRouter
+from tests.helpers import ADMIN_AUTH, RunningRouter
 
 
 def _refs(node: object) -> set[str]:
@@ -62,10 +62,12 @@ async def test_every_api_route_of_the_admin_app_is_documented(
     assert registered, "no API routes found"
     assert registered - documented == set()
     async with http.get(running.admin_url + "/api/openapi.json") as resp:
+        assert resp.status == 401  # every /api/ route needs a credential, the description too
+    async with http.get(running.admin_url + "/api/openapi.json", headers=ADMIN_AUTH) as resp:
         assert resp.status == 200
         served = await resp.json()
     assert served["paths"].keys() == openapi_document()["paths"].keys()
-    async with http.get(running.admin_url + "/api/docs") as resp:
+    async with http.get(running.admin_url + "/api/docs", headers=ADMIN_AUTH) as resp:
         assert resp.status == 200
         html = await resp.text()
     assert "/api/switch" in html and "bearerAuth" in html

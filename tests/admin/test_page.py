@@ -19,6 +19,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from router.config import RouterConfig
 from tests.helpers import (
+    ADMIN_AUTH,
     SESSION_BODY,
     SESSION_PATH,
     Gateway,
@@ -265,7 +266,7 @@ async def test_every_time_on_the_page_names_its_zone(
     try:
         page = await context.new_page()
         await log_in(page, router.admin_url)
-        async with http.get(router.admin_url + "/api/audit?count=1") as resp:
+        async with http.get(router.admin_url + "/api/audit?count=1", headers=ADMIN_AUTH) as resp:
             [seed] = (await resp.json())["entries"]
         shown = datetime.fromtimestamp(seed["time"], ZoneInfo(zone))
         first_time = page.locator("#audit-rows tr").first.locator("td").first

@@ -604,7 +604,7 @@ async def test_redis_away_cached_files_still_served(
 
     async def stored_again() -> bool:
         assert (await fetch(http, url))[2] == body
-        async with http.get(router.admin_url + "/api/releases") as resp:
+        async with http.get(router.admin_url + "/api/releases", headers=ADMIN_AUTH) as resp:
             listed = {r["release"] for r in (await resp.json()).get("releases", [])}
         return info["release"] in listed
 
@@ -667,7 +667,7 @@ async def test_size_guard_refuses_oversized_release(
     assert doc["release"] is None and doc["base"] == ""
     async with http.post(router.proxy_url + SESSION_PATH, json=SESSION_BODY) as resp:
         assert resp.status == 200 and "X-Token-Router-Release" not in resp.headers
-    async with http.get(router.admin_url + "/api/releases") as resp:
+    async with http.get(router.admin_url + "/api/releases", headers=ADMIN_AUTH) as resp:
         doc = await resp.json()
     assert doc["releases"] == []
     assert "release_max_bytes" in doc["systems"]["a"]["error"]
@@ -712,7 +712,7 @@ async def test_admin_api_and_cli_list_and_refresh(
     a = await wait_release(http, router)
     b = await wait_release(http, router, prefer="b")
 
-    async with http.get(router.admin_url + "/api/releases") as resp:
+    async with http.get(router.admin_url + "/api/releases", headers=ADMIN_AUTH) as resp:
         doc = await resp.json()
     assert {r["release"] for r in doc["releases"]} == {a["release"], b["release"]}
     assert doc["systems"]["b"]["release"] == b["release"]
