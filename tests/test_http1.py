@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from multidict import CIMultiDict
@@ -66,7 +67,7 @@ async def raw_gateway() -> AsyncIterator[RawGateway]:
         await server.wait_closed()
 
 
-def pool_for(gateway: RawGateway, **kwargs: float) -> GatewayPool:
+def pool_for(gateway: RawGateway, **kwargs: Any) -> GatewayPool:
     return GatewayPool(
         HOST,
         gateway.port,

@@ -25,7 +25,8 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "foundations",
         "errors, Redis key names, logging, task helpers, the shape of library paths, "
-        "the event-loop probe, the allocator settings",
+        "the event-loop probe, the allocator settings, trusted networks and the credential"
+        " throttle",
         (
             "router",
             "router.errors",
@@ -35,12 +36,14 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "router.releases.paths",
             "router.loop_probe",
             "router.memory",
+            "router.trust",
+            "router.throttle",
         ),
     ),
     (
         "configuration",
-        "the static configuration and the bundled assets",
-        ("router.config", "router.assets"),
+        "the static configuration, its listener-clash check and the bundled assets",
+        ("router.config", "router.listeners", "router.assets"),
     ),
     (
         "clients and pure models",

@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from router.config import build_config
-from router.store import redact
+from router.redis_client import redact
 from tests.helpers import (
     ADMIN_AUTH,
     ADMIN_TOKEN,
@@ -124,7 +124,7 @@ async def test_absolute_form_target_is_400_and_reaches_no_gateway(
     assert body_of(answer)["error"] == "bad_request"
     assert [arrivals(g) for g in gateways.values()] == [0, 0]
     # Not counted as the gateway failing: nobody was asked.
-    assert not any(status == 0 for (_, _, status) in router.server.proxy.requests)
+    assert not any(status == 0 for (_, _, status) in router.server.runtime.metrics.local)
 
 
 @pytest.mark.parametrize("request_line", [b"CONNECT 127.0.0.1:80 HTTP/1.1", b"OPTIONS * HTTP/1.1"])

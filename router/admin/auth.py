@@ -9,7 +9,8 @@ Credentials: every operator has a token (`[router.admin_tokens] alice = "..."`; 
   browser sends the cookie on its own.
 
 How a handler uses it (the one way, for every admin route present and future):
-- The middleware `admin_access` guards every path under `/api/`: no credential, 401; a
+- The middleware `admin_access(auth)` (installed by wiring.py; the app's `AdminAuth` is
+  `app_keys.AUTH`) guards every path under `/api/`: no credential, 401; a
   read (GET/HEAD) needs a token or a session; anything else also needs a same-origin request
   and, for a session, its CSRF token. Only `/healthz`, `/readyz` and `/metrics` (outside
   `/api/`) answer without one. A new route registered under `/api/` is therefore protected
@@ -196,7 +197,7 @@ def audit_source(request: web.Request, via: str = "api") -> str:
 
 
 def require_token(request: web.Request, expected: object = None) -> str:
-    """Kept for handlers written before `admin_access`: the operator of a write.
+    """Kept for handlers written before the `admin_access` middleware: the operator of a write.
 
     The middleware has already checked the credential, the origin and the CSRF token of
     every non-GET `/api/` request; this only returns `operator_of(request)`.
