@@ -83,17 +83,31 @@ def quiet_protocol_errors() -> None:
         logger.addFilter(_PROTOCOL_FILTER)
 
 
+# A token delete names the session token in its path (routing.DELETE_PREFIX; not imported:
+# logging sits below routing): logs show a short prefix to follow a request, never the token.
+_TOKEN_PATH = "/gateway/sessions/session/id/"
+_SHOWN = 6
+
+
+def loggable_path(path: str) -> str:
+    """`path` as logs may show it: a session token in it cut to its first characters."""
+    if path.startswith(_TOKEN_PATH) and len(path) > len(_TOKEN_PATH) + _SHOWN:
+        return path[: len(_TOKEN_PATH) + _SHOWN] + "..."
+    return path
+
+
 class AccessLogger(AbstractAccessLogger):
     """One line per request: method, path, status, system, duration, request id."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time_: float) -> None:
         system = response.headers.get("X-Token-Router-System", "-")
+        path = loggable_path(request.path)
         request_id = response.headers.get("X-Request-Id", "-")
         self.logger.info(
             '%s "%s %s" %d %s %.1fms %s',
             request.remote,
             request.method,
-            request.path,
+            path,
             response.status,
             system,
             time_ * 1000,
@@ -101,7 +115,7 @@ class AccessLogger(AbstractAccessLogger):
             extra={
                 "remote": request.remote,
                 "method": request.method,
-                "path": request.path,
+                "path": path,
                 "status": response.status,
                 "system": system,
                 "duration_ms": round(time_ * 1000, 3),

@@ -31,7 +31,7 @@ from router.errors import (
     TooManyAttempts,
     UpstreamTimeout,
 )
-from router.logs import request_id
+from router.logs import loggable_path, request_id
 from router.responses import JSON_TYPE, SYSTEM_HEADER, error_response
 from router.routing import (
     BROWSER,
@@ -374,7 +374,9 @@ class ProxyHandler:
         self, request: web.BaseRequest, route: Route, system: str, exc: RequestError, rid: str
     ) -> None:
         # Logged even without the access log: this is the gateway failing, not a client.
-        log.warning("%s %s -> %s (request id %s)", request.method, request.path, exc, rid)
+        log.warning(
+            "%s %s -> %s (request id %s)", request.method, loggable_path(request.path), exc, rid
+        )
         self.metrics.observe(route.value, system, 0, None)
 
     async def _learn(self, match: Match, system: str, status: int, body: bytes) -> None:

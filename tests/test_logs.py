@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from router.logs import request_id
+from router.logs import loggable_path, request_id
 from tests.helpers import (
     HOST,
     SESSION_BODY,
@@ -58,6 +58,9 @@ async def test_json_access_log_and_state_changes(
         ):
             assert resp.status == 200
             assert resp.headers["X-Request-Id"] == "trace-42"
+            sid = (await resp.json())["sessionid"]
+            async with http.delete(f"http://{proxy}{SESSION_PATH}/id/{sid}") as deleted:
+                assert deleted.status == 200
         redis_server.command("SET", "tokenrouter:active", "nope")
         await wait_until(lambda: "refused active value 'nope'" in router.output(), timeout=20)
         router.signal(signal.SIGTERM)
@@ -66,7 +69,10 @@ async def test_json_access_log_and_state_changes(
         router.kill()
     lines = [orjson.loads(line) for line in router.output().splitlines() if line.strip()]
     access = [e for e in lines if e["logger"] == "router.access"]
-    assert len(access) == 1
+    assert len(access) == 2
+    # The session token is a credential: its delete is logged with a short prefix only.
+    assert sid not in router.output()
+    assert access[1]["path"] == f"{SESSION_PATH}/id/{sid[:6]}..."
     assert access[0] | {"duration_ms": 0, "time": 0, "pid": 0, "remote": ""} == {
         "time": 0,
         "level": "info",
@@ -83,3 +89,13 @@ async def test_json_access_log_and_state_changes(
     }
     refused = [e for e in lines if "refused active value 'nope'" in e["message"]]
     assert refused and refused[0]["level"] == "error"
+
+
+def test_loggable_path_cuts_session_tokens_only() -> None:
+    assert loggable_path("/gateway/sessions/session/id/a-0123456789abcdef") == (
+        "/gateway/sessions/session/id/a-0123..."
+    )
+    assert loggable_path("/gateway/sessions/session/id/short") == (
+        "/gateway/sessions/session/id/short"
+    )
+    assert loggable_path("/gateway/adapter.js") == "/gateway/adapter.js"
