@@ -33,6 +33,11 @@ def json_response(data: object, status: int = 200) -> web.Response:
     )
 
 
+def source_of(request: web.Request, via: str = "api") -> str:
+    """Who made a change, for the audit stream: `auth.audit_source` (operator and address)."""
+    return audit_source(request, via)
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process answers. Deliberately independent of Redis and the gateways."""
     return json_response({"status": "ok"})
