@@ -6,6 +6,8 @@ the types it names and below every handler, so handlers import no wiring and no 
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from router.admin.auth import AdminAuth
@@ -23,3 +25,5 @@ HEALTH = web.AppKey("admin_health", HealthProber)
 DRAIN = web.AppKey("admin_drain", DrainHistory)
 # Who may use the admin listener: operators' tokens, sessions, the credential throttle.
 AUTH = web.AppKey("admin_auth", AdminAuth)
+# The admin API's OpenAPI document, built once from its operations and the configured systems.
+OPENAPI = web.AppKey("admin_openapi", dict[str, Any])

@@ -24,14 +24,17 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
-from router.admin import api, page, releases_api
+from router.admin import page
 from router.admin.auth import AdminAuth, admin_access
 from router.admin.feed import LiveFeed
 from router.admin.headers import security_headers
-from router.admin.live import events, live, live_context, stop_streams
-from router.admin.responses import json_errors
+from router.admin.live import live_context, stop_streams
+from router.admin.openapi import openapi_document
+from router.admin.operations import OPERATIONS
+from router.admin.responses import MAX_BODY, json_errors
+from router.admin.spec import register
 from router.affinity import Affinity
-from router.app_keys import AUTH, DRAIN, HEALTH, LIVE, RUNTIME
+from router.app_keys import AUTH, DRAIN, HEALTH, LIVE, OPENAPI, RUNTIME
 from router.assets import Assets, find_assets
 from router.config import Config
 from router.drain import DrainHistory
@@ -137,11 +140,12 @@ def create_admin_app(runtime: Runtime, assets: Assets | None = None) -> web.Appl
     auth = AdminAuth.from_tokens(runtime.config.router.operators())
     # json_errors outermost, so the access check's refusals are JSON too; every /api/ route
     # is authenticated before its handler runs (admin/auth.py).
-    app = web.Application(middlewares=[json_errors, admin_access(auth)], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[json_errors, admin_access(auth)], client_max_size=MAX_BODY)
     app[AUTH] = auth
     app[RUNTIME] = runtime
-    api.add_routes(app)
-    releases_api.add_routes(app)
+    # Every API route comes from its declaration, which the document is built from too.
+    register(app, OPERATIONS)
+    app[OPENAPI] = openapi_document(OPERATIONS, runtime.config.system_ids)
     # The operator's page: live feed, health prober, templates, static assets, login.
     prober = HealthProber(runtime.config.systems)
     feed = LiveFeed(runtime, prober)
@@ -149,8 +153,6 @@ def create_admin_app(runtime: Runtime, assets: Assets | None = None) -> web.Appl
     app[HEALTH] = prober
     app[LIVE] = feed
     app[DRAIN] = DrainHistory()
-    app.router.add_get("/api/live", live)
-    app.router.add_get("/api/events", events)
     page.add_routes(app, assets or find_assets())
     app.cleanup_ctx.append(live_context)
     app.on_shutdown.append(stop_streams)

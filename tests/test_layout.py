@@ -91,12 +91,16 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "router.admin.session",
             "router.admin.auth",
             "router.admin.headers",
-            "router.admin.openapi",
             "router.admin.responses",
         ),
     ),
     ("app keys", "every web.AppKey", ("router.app_keys",)),
-    ("admin handlers", "the admin API, the live feed, the page", ("router.admin",)),
+    (
+        "admin handlers",
+        "the admin API (operations declared beside their handlers, the OpenAPI document "
+        "built from them), the live feed, the page",
+        ("router.admin",),
+    ),
     ("wiring", "the one wiring point: config to applications", ("router.wiring",)),
     ("running", "runners, signals, workers", ("router.serve",)),
     ("demo", "the zero-setup trial", ("router.demo",)),

@@ -3,6 +3,8 @@
 Every `/api/` call needs an operator's credential, checked by `auth.admin_access` before the
 handler runs (`auth.operator_of` names the operator); state changes go through the store's
 atomic scripts, so the API, the CLI and a bare `redis-cli SET` are recorded alike.
+Each route, its request and answer shapes and its error answers are declared once, in
+`OPERATIONS` at the end (spec.py explains the declaration; openapi.py builds the document).
 """
 
 from __future__ import annotations
@@ -14,14 +16,33 @@ import orjson
 from aiohttp import web
 
 from router.admin.auth import audit_source
+from router.admin.models import (
+    Audit,
+    AuditQuery,
+    Liveness,
+    OfflineResult,
+    Readiness,
+    Status,
+    SwitchRequest,
+    SwitchResult,
+    SystemPath,
+)
+from router.admin.spec import (
+    Access,
+    Answer,
+    Content,
+    Operation,
+    parse_body,
+    parse_path,
+    parse_query,
+)
 from router.app_keys import DRAIN, HEALTH, RUNTIME
-from router.errors import BadRequest, MalformedJSON, ServiceUnavailable, StoreUnavailable
+from router.errors import Conflict, ServiceUnavailable, StoreUnavailable
 from router.gateways.reports import SystemReport, audit_json, read_counts, reports
 from router.metrics import CONTENT_TYPE as METRICS_TYPE
 from router.metrics import render
 from router.recovery import persistence_risk
 from router.responses import JSON_TYPE
-from router.runtime import Runtime
 
 
 def json_response(data: object, status: int = 200) -> web.Response:
@@ -114,46 +135,24 @@ async def status(request: web.Request) -> web.Response:
     return json_response(await status_document(request.app))
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw:
-        return {}
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedJSON(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise MalformedJSON("the body must be a JSON object")
-    return doc
-
-
-def _known_system(runtime: Runtime, value: object) -> str:
-    known = runtime.config.system_ids
-    if not isinstance(value, str) or value not in known:
-        raise BadRequest(f"unknown system {value!r}; configured systems: {', '.join(known)}")
-    return value
-
-
 async def switch(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    doc = await _body(request)
-    system = _known_system(runtime, doc.get("system"))
-    via = "page" if doc.get("via") == "page" else "api"
+    body = await parse_body(request, SwitchRequest)
     try:
         previous = await runtime.store.switch(
-            system, audit_source(request, via), runtime.config.system_ids
+            body.system, audit_source(request, body.via), runtime.config.system_ids
         )
     except StoreUnavailable as exc:
         raise ServiceUnavailable(f"cannot switch: {exc}") from None
     # Apply here at once, so this instance's next request already goes to `system`; the
     # others follow through the store's notification.
     await runtime.watcher.nudge()
-    return json_response({"active": system, "previous": previous or None})
+    return json_response({"active": body.system, "previous": previous or None})
 
 
 async def _set_offline(request: web.Request, offline: bool) -> web.Response:
     runtime = request.app[RUNTIME]
-    system = _known_system(runtime, request.match_info["system"])
+    system = parse_path(request, SystemPath).system
     try:
         await runtime.store.set_offline(system, offline, audit_source(request))
     except StoreUnavailable as exc:
@@ -172,11 +171,7 @@ async def online(request: web.Request) -> web.Response:
 
 async def audit(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    try:
-        count = int(request.query.get("count", "50"))
-    except ValueError:
-        raise BadRequest("count must be a whole number") from None
-    count = max(1, min(count, 1000))
+    count = parse_query(request, AuditQuery).count
     try:
         entries = await runtime.store.audit(count)
     except StoreUnavailable as exc:
@@ -194,12 +189,122 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": METRICS_TYPE})
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/api/status", status)
-    app.router.add_post("/api/switch", switch)
-    app.router.add_post("/api/systems/{system}/offline", offline)
-    app.router.add_post("/api/systems/{system}/online", online)
-    app.router.add_get("/api/audit", audit)
+STORE_DOWN = "The state store (Redis) is unavailable: nothing was changed."
+
+OPERATIONS = (
+    Operation(
+        "GET",
+        "/healthz",
+        healthz,
+        summary="Liveness: the process answers",
+        tag="probes",
+        access=Access.PUBLIC,
+        ok=Liveness,
+    ),
+    Operation(
+        "GET",
+        "/readyz",
+        readyz,
+        summary="Readiness for a load balancer",
+        description="200 ready, or degraded (Redis away: routing on the last known state); "
+        "503 while starting or stopping.",
+        tag="probes",
+        access=Access.PUBLIC,
+        ok=Readiness,
+        ok_description="Ready, or degraded with the error.",
+        answers={503: Answer("Starting or stopping.", Readiness)},
+    ),
+    Operation(
+        "GET",
+        "/metrics",
+        metrics,
+        summary="Prometheus metrics: request counters, upstream latency, state gauges",
+        tag="probes",
+        access=Access.PUBLIC,
+        ok=Content(METRICS_TYPE.split(";")[0], {"type": "string"}),
+        ok_description="Prometheus text exposition format.",
+    ),
+    Operation(
+        "GET",
+        "/api/status",
+        status,
+        summary="Active system, every system's state and open count, store health",
+        tag="status",
+        access=Access.READ,
+        ok=Status,
+        ok_description="The current status.",
+    ),
+    Operation(
+        "POST",
+        "/api/switch",
+        switch,
+        summary="Make a system active (new sessions go there)",
+        description="Atomic in Redis with its audit entry; the old system keeps what belongs "
+        "to it. Switching to the active system again answers 200 and records nothing.",
+        tag="actions",
+        access=Access.WRITE,
+        body=SwitchRequest,
+        ok=SwitchResult,
+        ok_description="Switched (or already active).",
+        errors={Conflict: "The system is marked offline.", ServiceUnavailable: STORE_DOWN},
+        links={
+            "MarkTheActiveOffline": {
+                "operationId": "offline",
+                "parameters": {"system": "$response.body#/active"},
+            },
+        },
+    ),
+    Operation(
+        "POST",
+        "/api/systems/{system}/offline",
+        offline,
+        summary="Mark a system offline: its requests get 503 at once",
+        tag="actions",
+        access=Access.WRITE,
+        path_params=SystemPath,
+        ok=OfflineResult,
+        ok_description="Marked offline (or already offline).",
+        errors={ServiceUnavailable: STORE_DOWN},
+        links={
+            "SwitchToIt": {
+                "operationId": "switch",
+                "requestBody": {"system": "$response.body#/system"},
+                "description": "Refused with 409 while it is offline.",
+            },
+            "BringItBack": {
+                "operationId": "online",
+                "parameters": {"system": "$response.body#/system"},
+            },
+        },
+    ),
+    Operation(
+        "POST",
+        "/api/systems/{system}/online",
+        online,
+        summary="Bring a system back online",
+        tag="actions",
+        access=Access.WRITE,
+        path_params=SystemPath,
+        ok=OfflineResult,
+        ok_description="Online (or already online).",
+        errors={ServiceUnavailable: STORE_DOWN},
+        links={
+            "SwitchToIt": {
+                "operationId": "switch",
+                "requestBody": {"system": "$response.body#/system"},
+            },
+        },
+    ),
+    Operation(
+        "GET",
+        "/api/audit",
+        audit,
+        summary="The audit stream, newest first",
+        tag="status",
+        access=Access.READ,
+        query=AuditQuery,
+        ok=Audit,
+        ok_description="Entries, newest first.",
+        errors={ServiceUnavailable: "Redis is unavailable."},
+    ),
+)

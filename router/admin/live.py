@@ -20,10 +20,13 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from pydantic import BaseModel
 
 from router.admin.api import status_document
 from router.admin.auth import BY_SESSION
 from router.admin.feed import TREND_POINTS
+from router.admin.models import Expired, Live
+from router.admin.spec import Access, Content, Operation, ref
 from router.app_keys import AUTH, DRAIN, HEALTH, LIVE, RUNTIME
 from router.errors import StoreUnavailable
 from router.gateways.reports import audit_json
@@ -120,6 +123,60 @@ async def events(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:
         pass  # the browser went away (closed tab, navigation): nothing left to say
     return response
+
+
+def _sse_event(name: str, model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["event", "data"],
+        "description": f"`event: {name}`, data: {model.__name__}",
+        "properties": {
+            "event": {"const": name},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": ref(model),
+            },
+        },
+    }
+
+
+# One event of the stream. OpenAPI 3.1 has no keyword for the items of a stream; the common
+# reading (schemathesis's too, which checks every event it receives with it) is that the
+# `schema` of text/event-stream describes one event: its `event` name and its `data`, here a
+# JSON document whose schema `contentSchema` names. A block that only sets `retry` (the
+# first) is not an event (the SSE standard dispatches nothing for it).
+EVENT_SCHEMA: dict[str, Any] = {
+    "oneOf": [_sse_event("status", Live), _sse_event("expired", Expired)],
+}
+
+OPERATIONS = (
+    Operation(
+        "GET",
+        "/api/live",
+        live,
+        summary="The admin page's document: status plus health, releases, rates, trend and "
+        "recent audit entries",
+        tag="status",
+        access=Access.READ,
+        ok=Live,
+        ok_description="The live document.",
+    ),
+    Operation(
+        "GET",
+        "/api/events",
+        events,
+        summary="The live document as server-sent events",
+        description=f"`retry: 2000` first; then `event: status` with the live document (JSON, "
+        f"schema Live) at once, on every change and every {HEARTBEAT:g} s; `event: expired` "
+        "(JSON, schema Expired) when the login session of a cookie-authenticated stream "
+        "ends, which closes the stream. The schema describes one event.",
+        tag="status",
+        access=Access.READ,
+        ok=Content("text/event-stream", EVENT_SCHEMA, models=(Live, Expired)),
+        ok_description="An endless event stream.",
+    ),
+)
 
 
 async def live_context(app: web.Application) -> AsyncIterator[None]:

@@ -1,535 +1,218 @@
-"""The OpenAPI 3.1 description of the admin listener's JSON API, written by hand.
+"""The OpenAPI 3.1 document of the admin listener, built from the operations it serves.
 
-Hand-written rather than generated: the API is small, and a document a person wrote reads
-better than one inferred from handlers. `tests/test_admin_openapi.py` keeps it honest: every
-`/api/` route the admin app registers must be described here.
+Nothing here describes a route by hand: paths, parameters, request bodies, answers and
+their schemas come from the `Operation` declarations (spec.py) and the pydantic models they
+name (models.py); error answers and codes from the error hierarchy (router/errors.py); the
+`SystemId` enum from the configuration. What stays written here is what no code says: the
+title, the tags' descriptions and the security schemes' descriptions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, models_json_schema
+
 from router import __version__
+from router.admin.models import Error
 from router.admin.session import COOKIE, CSRF_HEADER
+from router.admin.spec import (
+    REF,
+    SYSTEM_ID_MARK,
+    SYSTEM_ID_REF,
+    Access,
+    Answer,
+    Content,
+    Operation,
+    ref,
+)
+from router.errors import RequestError
 
 JSON = "application/json"
 
-# Accepted on every write: the bearer token, Basic with the token as password, or the page's
-# login session plus its CSRF token (both of the last two together).
-WRITE_SECURITY: list[dict[str, list[str]]] = [
-    {"bearerAuth": []},
-    {"basicAuth": []},
-    {"sessionCookie": [], "csrfToken": []},
+SECURITY: Mapping[Access, list[dict[str, list[str]]]] = {
+    Access.PUBLIC: [],
+    Access.READ: [{"bearerAuth": []}, {"basicAuth": []}, {"sessionCookie": []}],
+    Access.WRITE: [{"bearerAuth": []}, {"basicAuth": []}, {"sessionCookie": [], "csrfToken": []}],
+}
+
+SECURITY_SCHEMES = {
+    "bearerAuth": {"type": "http", "scheme": "bearer", "description": "router.admin_token"},
+    "basicAuth": {
+        "type": "http",
+        "scheme": "basic",
+        "description": "Any user name; router.admin_token as the password.",
+    },
+    "sessionCookie": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": COOKIE,
+        "description": "Set by the admin page's login form (POST /login).",
+    },
+    "csrfToken": {
+        "type": "apiKey",
+        "in": "header",
+        "name": CSRF_HEADER,
+        "description": "The login session's CSRF token (in the admin page); needed with the "
+        "session cookie on every write.",
+    },
+}
+
+TAGS = [
+    {"name": "probes", "description": "For load balancers and orchestrators."},
+    {"name": "status", "description": "What the router sees."},
+    {"name": "actions", "description": "State changes; recorded in the audit stream."},
+    {"name": "releases", "description": "Version-pinned client libraries."},
+    {"name": "meta", "description": "This document."},
 ]
-# Every /api/ route needs a credential (SPEC section 2, "Admin access"): only /healthz,
-# /readyz and /metrics answer without one.
-READ_SECURITY: list[dict[str, list[str]]] = [
-    {"bearerAuth": []},
-    {"basicAuth": []},
-    {"sessionCookie": []},
-]
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+class _Schemas(GenerateJsonSchema):
+    """pydantic's generator without the `title` it puts on every field (noise in docs)."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": schema}}}
+def error_classes() -> list[type[RequestError]]:
+    """Every concrete error of the hierarchy, parents first."""
+    found: list[type[RequestError]] = []
+    pending: list[type[RequestError]] = [RequestError]
+    while pending:
+        cls = pending.pop(0)
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found
 
 
-def _error(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
+def _models(operations: Sequence[Operation]) -> list[type[BaseModel]]:
+    """The models the document names, in a stable order."""
+    found: list[type[BaseModel]] = [Error]
+    for op in operations:
+        answers = [op.ok, *(a.model for a in op.answers.values())]
+        named = [op.body, *answers]
+        named += [m for a in answers if isinstance(a, Content) for m in a.models]
+        for model in named:
+            if isinstance(model, type) and model not in found:
+                found.append(model)
+    return found
 
 
-THROTTLED = _error(
-    "Too many failed credentials from this address (or overall): not checked; see Retry-After."
-)
-READ_ERRORS = {
-    "401": _error("No admin token, a wrong one, or no login session."),
-    "429": THROTTLED,
-}
-WRITE_ERRORS = {
-    "401": _error("No admin token, a wrong one, or no login session."),
-    "429": THROTTLED,
-    "403": _error(
-        "Writes disabled (no admin_token configured), a cross-origin request, or a session "
-        "request without its CSRF token."
-    ),
-    "503": _error("The state store (Redis) is unavailable: nothing was changed."),
-}
-
-SYSTEM_PARAM = {
-    "name": "system",
-    "in": "path",
-    "required": True,
-    "description": "A configured system id.",
-    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,31}$"},
-}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error", "message"],
-        "properties": {
-            "error": {
-                "type": "string",
-                "description": "Stable machine code.",
-                "examples": ["conflict"],
-            },
-            "message": {"type": "string", "description": "What happened and what to do."},
-            "system": {"type": "string", "description": "The system concerned, if any."},
-        },
-    },
-    "System": {
-        "type": "object",
-        "required": ["id", "state", "open", "gateway", "public_url"],
-        "properties": {
-            "id": {"type": "string"},
-            "state": {
-                "enum": ["active", "draining", "drained", "offline", "preview"],
-                "description": "The headline word: the first of `states`.",
-            },
-            "states": {
-                "type": "array",
-                "items": {"enum": ["active", "draining", "drained", "offline", "preview"]},
-                "description": "Every state that holds, e.g. [preview, draining].",
-            },
-            "drained": {
-                "type": "boolean",
-                "description": "An idle system that holds no calls (the one drain decision).",
-            },
-            "open": {
-                "type": ["integer", "null"],
-                "description": "The count that decides drain (null: unknown); see source.",
-            },
-            "source": {
-                "enum": ["gateway", "router", "unknown"],
-                "description": "gateway: its stats_url count decides; router: the routers' "
-                "count of tokens and short codes (within shortcode_ttl) not yet released.",
-            },
-            "router_open": {"type": ["integer", "null"], "description": "The routers' count."},
-            "gateway_open": {
-                "type": ["integer", "null"],
-                "description": "The gateway's own count (stats_url), where it answers.",
-            },
-            "gateway_error": {"type": ["string", "null"]},
-            "drain_rate": {
-                "type": ["number", "null"],
-                "description": "Items per second the deciding count falls (negative: rises).",
-            },
-            "drain_eta": {
-                "type": ["number", "null"],
-                "description": "Seconds until it reaches 0 at that rate, while it falls.",
-            },
-            "gateway": {"type": "string", "format": "uri"},
-            "public_url": {"type": "string", "format": "uri"},
-            "version": {"type": ["string", "null"], "description": "Configured release label."},
-        },
-    },
-    "Status": {
-        "type": "object",
-        "required": ["active", "systems", "offline", "refused", "store", "instance", "uptime"],
-        "properties": {
-            "active": {"type": "string", "description": "The system receiving new sessions."},
-            "systems": {"type": "array", "items": _ref("System")},
-            "offline": {"type": "array", "items": {"type": "string"}},
-            "refused": {
-                "description": "A value in <prefix>:active that routing refused: it names no"
-                " configured system (reason 'unknown') or a system marked offline ('offline').",
-                "oneOf": [
-                    {"type": "null"},
-                    {
-                        "type": "object",
-                        "properties": {
-                            "value": {"type": "string"},
-                            "since": {"type": "number"},
-                            "reason": {"enum": ["unknown", "offline"]},
-                        },
-                    },
-                ],
-            },
-            "store": {
-                "type": "object",
-                "properties": {
-                    "url": {"type": "string", "description": "Redis URL, password redacted."},
-                    "synced": {"type": "boolean"},
-                    "degraded": {
-                        "type": "boolean",
-                        "description": "Redis away: routing on the last known state.",
-                    },
-                    "degraded_since": {"type": ["number", "null"]},
-                    "error": {"type": ["string", "null"]},
-                    "last_sync": {"type": ["number", "null"]},
-                    "persistence": {
-                        "enum": ["aof", "rdb", "aof+rdb", "none", "unknown", "memory"],
-                        "description": "How Redis persists its data (CONFIG GET).",
-                    },
-                    "risk": {
-                        "type": ["string", "null"],
-                        "description": "Why Redis persistence is a risk, if it is.",
-                    },
-                },
-            },
-            "instance": {"type": "string", "description": "host:pid of the answering process."},
-            "uptime": {"type": "number"},
-        },
-    },
-    "Health": {
-        "type": "object",
-        "properties": {
-            "ok": {"type": ["boolean", "null"], "description": "null until the first probe."},
-            "target": {"type": "string", "description": "The URL probed."},
-            "status": {"type": ["integer", "null"]},
-            "checked_at": {"type": ["number", "null"]},
-            "latency_ms": {"type": ["number", "null"]},
-            "last_error": {"type": ["string", "null"]},
-            "last_error_at": {"type": ["number", "null"]},
-            "last_ok_at": {"type": ["number", "null"]},
-            "gateway_sessions": {"type": ["integer", "null"]},
-            "gateway_codes": {"type": ["integer", "null"]},
-        },
-    },
-    "LiveSystem": {
-        "allOf": [
-            _ref("System"),
-            {
-                "type": "object",
-                "properties": {
-                    "release": {
-                        "type": "object",
-                        "properties": {
-                            "id": {"type": ["string", "null"]},
-                            "label": {"type": ["string", "null"]},
-                            "error": {"type": ["string", "null"]},
-                        },
-                    },
-                    "health": _ref("Health"),
-                    "rate": {
-                        "type": "object",
-                        "description": "Requests per second seen by this instance.",
-                        "properties": {"token": {"type": "number"}, "all": {"type": "number"}},
-                    },
-                    "trend": {
-                        "type": "array",
-                        "description": "Open items, oldest first, one point per 2 s.",
-                        "items": {"type": ["integer", "null"]},
-                    },
-                },
-            },
-        ]
-    },
-    "Live": {
-        "allOf": [
-            _ref("Status"),
-            {
-                "type": "object",
-                "properties": {
-                    "systems": {"type": "array", "items": _ref("LiveSystem")},
-                    "audit": {"type": ["array", "null"], "items": _ref("AuditEntry")},
-                    "audit_error": {"type": ["string", "null"]},
-                    "rates_scope": {"type": "string"},
-                    "now": {"type": "number"},
-                },
-            },
-        ]
-    },
-    "AuditEntry": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string", "description": "Redis stream entry id."},
-            "time": {"type": "number", "description": "Unix time, seconds."},
-            "action": {"enum": ["switch", "offline", "online"]},
-            "source": {
-                "type": "string",
-                "description": "Channel and who: 'api (alice@10.0.0.5)' and 'page (...)' name the"
-                " operator and address, 'cli (user@host)', 'external (seen by ...)' (redis-cli).",
-            },
-            "from": {"type": "string"},
-            "to": {"type": "string"},
-        },
-    },
-    "SwitchRequest": {
-        "type": "object",
-        "required": ["system"],
-        "properties": {
-            "system": {"type": "string", "description": "The system to make active."},
-            "via": {
-                "type": "string",
-                "maxLength": 16,
-                "description": "Channel recorded in the audit stream (default 'api').",
-            },
-        },
-    },
-    "SwitchResult": {
-        "type": "object",
-        "properties": {
-            "active": {"type": "string"},
-            "previous": {"type": ["string", "null"]},
-        },
-    },
-    "OfflineResult": {
-        "type": "object",
-        "properties": {"system": {"type": "string"}, "offline": {"type": "boolean"}},
-    },
-    "Release": {
-        "type": "object",
-        "description": "A stored release of client libraries, served under `base`.",
-        "properties": {
-            "release": {"type": "string", "description": "Release id (content digest)."},
-            "label": {"type": ["string", "null"], "description": "Human label, e.g. 4.2.1."},
-            "digest": {"type": "string"},
-            "files": {"type": "integer"},
-            "size": {"type": "integer", "description": "Bytes, uncompressed."},
-            "created": {"type": "number"},
-            "last_active": {"type": "number"},
-            "last_system": {"type": "string"},
-            "systems": {"type": "array", "items": {"type": "string"}},
-            "expires": {"type": "number", "description": "Unix time the store drops it."},
-            "base": {"type": "string", "examples": ["/v/r-1a2b3c4d5e6f"]},
-        },
-    },
-    "Releases": {
-        "type": "object",
-        "properties": {
-            "releases": {"type": "array", "items": _ref("Release")},
-            "systems": {
-                "type": "object",
-                "description": "System id -> the release it serves.",
-                "additionalProperties": {
-                    "type": "object",
-                    "properties": {
-                        "release": {"type": ["string", "null"]},
-                        "label": {"type": ["string", "null"]},
-                        "error": {"type": ["string", "null"], "description": "Last check error."},
-                    },
-                },
-            },
-            "last_check": {"type": ["number", "null"]},
-            "store_error": {"type": ["string", "null"]},
-        },
-    },
-    "RefreshResult": {
-        "type": "object",
-        "properties": {
-            "system": {"type": "string"},
-            "release": {"type": ["string", "null"]},
-            "label": {"type": ["string", "null"]},
-            "previous": {"type": ["string", "null"]},
-            "changed": {"type": "boolean"},
-            "stored": {"type": "boolean", "description": "First time this release was seen."},
-            "files": {"type": "integer"},
-            "size": {"type": "integer"},
-            "error": {
-                "type": ["string", "null"],
-                "description": "Why the check failed; the system keeps its release.",
-            },
-        },
-    },
-}
+def _schemas(models: Sequence[type[BaseModel]], params: Sequence[type[BaseModel]]) -> Any:
+    """(components/schemas, per-parameter-model schemas) from pydantic, refs rewritten."""
+    pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "serialization") for m in models]
+    pairs += [(m, "validation") for m in params]
+    keyed, top = models_json_schema(pairs, ref_template=REF, schema_generator=_Schemas)
+    return keyed, _link_system_ids(top.get("$defs", {}))
 
 
-def _paths() -> dict[str, Any]:
+def _link_system_ids(node: Any) -> Any:
+    """Replace every SystemId marker by a reference to the enum of configured systems."""
+    if isinstance(node, dict):
+        if node.get(SYSTEM_ID_MARK):
+            rest = {k: v for k, v in node.items() if k not in (SYSTEM_ID_MARK, "type")}
+            return {"$ref": SYSTEM_ID_REF, **rest}
+        return {k: _link_system_ids(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_link_system_ids(v) for v in node]
+    return node
+
+
+def _error_response(errors: Mapping[type[RequestError], str]) -> dict[str, Any]:
+    codes = sorted({cls.code for cls in errors})
     return {
-        "/healthz": {
-            "get": {
-                "summary": "Liveness: the process answers",
-                "tags": ["probes"],
-                "security": [],
-                "responses": {"200": _json({"type": "object"}, '{"status": "ok"}')},
-            }
-        },
-        "/readyz": {
-            "get": {
-                "summary": "Readiness for a load balancer",
-                "description": "200 ready or degraded (Redis away, fail-static); "
-                "503 while starting or stopping.",
-                "tags": ["probes"],
-                "security": [],
-                "responses": {
-                    "200": _json({"type": "object"}, "ready, or degraded with the error"),
-                    "503": _json({"type": "object"}, "starting or stopping"),
-                },
-            }
-        },
-        "/api/status": {
-            "get": {
-                "summary": "Active system, every system's state and open count, store health",
-                "tags": ["status"],
-                "security": READ_SECURITY,
-                "responses": {"200": _json(_ref("Status"), "The current status."), **READ_ERRORS},
-            }
-        },
-        "/api/live": {
-            "get": {
-                "summary": "The admin page's document: status plus health, releases, rates, "
-                "trend and recent audit entries",
-                "tags": ["status"],
-                "security": READ_SECURITY,
-                "responses": {
-                    "200": _json(_ref("Live"), "The live document."),
-                    "401": _error("No admin token and no login session."),
-                },
-            }
-        },
-        "/api/events": {
-            "get": {
-                "summary": "The live document as server-sent events",
-                "description": "`event: status` with the live document on every change and "
-                "every 2 s; `event: expired` when the login session ends.",
-                "tags": ["status"],
-                "security": READ_SECURITY,
-                "responses": {
-                    "200": {
-                        "description": "An event stream.",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                    },
-                    "401": _error("No admin token and no login session."),
-                },
-            }
-        },
-        "/api/switch": {
-            "post": {
-                "summary": "Make a system active (new sessions go there)",
-                "description": "Atomic in Redis with its audit entry; the old system keeps "
-                "what belongs to it.",
-                "tags": ["actions"],
-                "security": WRITE_SECURITY,
-                "requestBody": {
-                    "required": True,
-                    "content": {JSON: {"schema": _ref("SwitchRequest")}},
-                },
-                "responses": {
-                    "200": _json(_ref("SwitchResult"), "Switched (or already active)."),
-                    "400": _error("Malformed JSON or an unknown system."),
-                    "409": _error("The system is marked offline."),
-                    **WRITE_ERRORS,
-                },
-            }
-        },
-        "/api/systems/{system}/offline": {
-            "post": {
-                "summary": "Mark a system offline: its requests get 503 at once",
-                "tags": ["actions"],
-                "security": WRITE_SECURITY,
-                "parameters": [SYSTEM_PARAM],
-                "responses": {
-                    "200": _json(_ref("OfflineResult"), "Marked offline."),
-                    "400": _error("Unknown system."),
-                    **WRITE_ERRORS,
-                },
-            }
-        },
-        "/api/systems/{system}/online": {
-            "post": {
-                "summary": "Bring a system back online",
-                "tags": ["actions"],
-                "security": WRITE_SECURITY,
-                "parameters": [SYSTEM_PARAM],
-                "responses": {
-                    "200": _json(_ref("OfflineResult"), "Online."),
-                    "400": _error("Unknown system."),
-                    **WRITE_ERRORS,
-                },
-            }
-        },
-        "/api/audit": {
-            "get": {
-                "summary": "The audit stream, newest first",
-                "tags": ["status"],
-                "security": READ_SECURITY,
-                "parameters": [
-                    {
-                        "name": "count",
-                        "in": "query",
-                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50},
-                    }
-                ],
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {
-                                "entries": {"type": "array", "items": _ref("AuditEntry")}
-                            },
-                        },
-                        "Entries.",
-                    ),
-                    "400": _error("count is not a whole number."),
-                    "503": _error("Redis is unavailable."),
-                    **READ_ERRORS,
-                },
-            }
-        },
-        "/api/releases": {
-            "get": {
-                "summary": "Stored client-library releases and what each system serves",
-                "tags": ["releases"],
-                "security": READ_SECURITY,
-                "responses": {
-                    "200": _json(_ref("Releases"), "Releases."),
-                    "503": _error("Redis is unavailable."),
-                    **READ_ERRORS,
-                },
-            }
-        },
-        "/api/releases/refresh": {
-            "post": {
-                "summary": "Fingerprint every system's client libraries now",
-                "description": "Fetches the library files from each system, stores a new "
-                "release's bytes and makes every instance hand it out. A system whose libraries "
-                "cannot be fetched keeps its release; its result carries the error.",
-                "tags": ["actions", "releases"],
-                "security": WRITE_SECURITY,
-                "parameters": [
-                    {
-                        "name": "system",
-                        "in": "query",
-                        "required": False,
-                        "description": "Only these systems (repeatable); default all.",
-                        "schema": {"type": "array", "items": {"type": "string"}},
-                        "style": "form",
-                        "explode": True,
-                    }
-                ],
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "properties": {
-                                "results": {"type": "array", "items": _ref("RefreshResult")}
-                            },
-                        },
-                        "One result per system checked.",
-                    ),
-                    "400": _error("Unknown system."),
-                    **WRITE_ERRORS,
-                },
-            }
-        },
-        "/api/docs": {
-            "get": {
-                "summary": "This document as a page for people",
-                "tags": ["meta"],
-                "security": READ_SECURITY,
-                "responses": {
-                    "200": {"description": "HTML.", "content": {"text/html": {"schema": {}}}},
-                    **READ_ERRORS,
-                },
-            }
-        },
-        "/api/openapi.json": {
-            "get": {
-                "summary": "This document",
-                "tags": ["meta"],
-                "security": READ_SECURITY,
-                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1."), **READ_ERRORS},
-            }
+        "description": " ".join(dict.fromkeys(errors.values())),
+        "content": {
+            JSON: {"schema": {"allOf": [ref(Error), {"properties": {"error": {"enum": codes}}}]}}
         },
     }
 
 
-def openapi_document() -> dict[str, Any]:
+def _content(model: type[BaseModel] | Content) -> dict[str, Any]:
+    if isinstance(model, Content):
+        return {model.media_type: {"schema": dict(model.schema)}}
+    return {JSON: {"schema": ref(model)}}
+
+
+def _parameters(
+    where: str, model: type[BaseModel] | None, param_schemas: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    if model is None:
+        return []
+    schema = param_schemas[model.__name__]
+    required = set(schema.get("required", ()))
+    out = []
+    for name, prop in schema["properties"].items():
+        prop = dict(prop)
+        param: dict[str, Any] = {
+            "name": name,
+            "in": where,
+            "required": where == "path" or name in required,
+        }
+        if "description" in prop:
+            param["description"] = prop.pop("description")
+        param["schema"] = prop
+        if prop.get("type") == "array":
+            param |= {"style": "form", "explode": True}
+        out.append(param)
+    return out
+
+
+def _operation(op: Operation, param_schemas: Mapping[str, Any]) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "operationId": op.operation_id,
+        "summary": op.summary,
+        "tags": [op.tag],
+        "security": SECURITY[op.access],
+    }
+    if op.description:
+        doc["description"] = op.description
+    parameters = _parameters("path", op.path_params, param_schemas) + _parameters(
+        "query", op.query, param_schemas
+    )
+    if parameters:
+        doc["parameters"] = parameters
+    if op.body is not None:
+        # An empty body is read as {} (parse_body): it is optional when no field is required.
+        required = any(f.is_required() for f in op.body.model_fields.values())
+        doc["requestBody"] = {"required": required, "content": {JSON: {"schema": ref(op.body)}}}
+    responses: dict[str, Any] = {
+        "200": {"description": op.ok_description, "content": _content(op.ok)}
+    }
+    if op.links:
+        responses["200"]["links"] = {name: dict(link) for name, link in op.links.items()}
+    by_status: dict[int, dict[type[RequestError], str]] = {}
+    for cls, why in op.all_errors().items():
+        by_status.setdefault(cls.status, {})[cls] = why
+    for status in sorted({*by_status, *op.answers}):
+        answer: Answer | None = op.answers.get(status)
+        if answer is not None:
+            responses[str(status)] = {
+                "description": answer.description,
+                "content": _content(answer.model),
+            }
+        else:
+            responses[str(status)] = _error_response(by_status[status])
+    doc["responses"] = responses
+    return doc
+
+
+def openapi_document(operations: Iterable[Operation], system_ids: Sequence[str]) -> dict[str, Any]:
+    ops = list(operations)
+    params = [m for op in ops for m in (op.query, op.path_params) if m is not None]
+    _, schemas = _schemas(_models(ops), list(dict.fromkeys(params)))
+    param_schemas = {m.__name__: schemas.pop(m.__name__) for m in params if m.__name__ in schemas}
+    schemas["SystemId"] = {
+        "type": "string",
+        "enum": list(system_ids),
+        "description": "A system id of this router's configuration.",
+    }
+    schemas["Error"]["properties"]["error"]["enum"] = sorted({cls.code for cls in error_classes()})
+    paths: dict[str, dict[str, Any]] = {}
+    for op in ops:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, param_schemas)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -538,42 +221,11 @@ def openapi_document() -> dict[str, Any]:
             "description": "Switch FCSDK token requests between systems, mark systems "
             "offline, read status and the audit stream. Served on the admin listener only. "
             "Writes need the admin token (Bearer, or Basic with the token as password) or "
-            "the admin page's login session with its CSRF token.",
+            "the admin page's login session with its CSRF token. Every error is JSON: "
+            "`{error, message, system?}` with a stable `error` code.",
         },
         "servers": [{"url": "/"}],
-        "tags": [
-            {"name": "probes", "description": "For load balancers and orchestrators."},
-            {"name": "status", "description": "What the router sees."},
-            {"name": "actions", "description": "State changes; recorded in the audit stream."},
-            {"name": "releases", "description": "Version-pinned client libraries."},
-            {"name": "meta"},
-        ],
-        "paths": _paths(),
-        "components": {
-            "schemas": SCHEMAS,
-            "securitySchemes": {
-                "bearerAuth": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "router.admin_token",
-                },
-                "basicAuth": {
-                    "type": "http",
-                    "scheme": "basic",
-                    "description": "Any user name; router.admin_token as the password.",
-                },
-                "sessionCookie": {
-                    "type": "apiKey",
-                    "in": "cookie",
-                    "name": COOKIE,
-                    "description": "Set by the admin page's login form (POST /login).",
-                },
-                "csrfToken": {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": CSRF_HEADER,
-                    "description": "The login session's CSRF token (in the admin page).",
-                },
-            },
-        },
+        "tags": TAGS,
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
     }

@@ -20,9 +20,9 @@ from aiohttp import web
 
 from router.admin.auth import same_origin
 from router.admin.live import live_document
-from router.admin.openapi import openapi_document
 from router.admin.session import COOKIE, CSRF_FIELD
-from router.app_keys import AUTH, RUNTIME
+from router.admin.spec import Access, Content, Operation
+from router.app_keys import AUTH, OPENAPI, RUNTIME
 from router.assets import Assets
 from router.errors import TooManyAttempts, Unauthorized
 
@@ -62,7 +62,7 @@ def setup_templates(app: web.Application, assets: Assets) -> None:
     )
     env.globals["static"] = static
     env.filters["clock"] = clock
-    app.router.add_static("/static", assets.static, name="static", append_version=False)
+    app.router.add_static(STATIC_PREFIX, assets.static, name="static", append_version=False)
 
 
 def _redirect(location: str) -> web.Response:
@@ -176,14 +176,46 @@ async def index(request: web.Request) -> web.Response:
 
 async def openapi_json(request: web.Request) -> web.Response:
     return web.Response(
-        body=orjson.dumps(openapi_document()),
+        body=orjson.dumps(request.app[OPENAPI]),
         content_type="application/json",
         headers={"Cache-Control": "no-cache"},
     )
 
 
 async def api_docs(request: web.Request) -> web.Response:
-    return aiohttp_jinja2.render_template("docs.html", request, {"doc": openapi_document()})
+    return aiohttp_jinja2.render_template("docs.html", request, {"doc": request.app[OPENAPI]})
+
+
+OPERATIONS = (
+    Operation(
+        "GET",
+        "/api/openapi.json",
+        openapi_json,
+        summary="This document",
+        tag="meta",
+        access=Access.READ,
+        ok=Content("application/json", {"type": "object"}),
+        ok_description="OpenAPI 3.1.",
+    ),
+    Operation(
+        "GET",
+        "/api/docs",
+        api_docs,
+        summary="This document as a page for people",
+        tag="meta",
+        access=Access.READ,
+        ok=Content("text/html", {"type": "string"}),
+        ok_description="HTML.",
+    ),
+)
+
+# The operator's page: HTML and form posts for a browser, not part of the JSON API (and so
+# not in the OpenAPI document). tests/admin/test_openapi.py holds every other route to an
+# Operation.
+PAGE_ROUTES = frozenset(
+    {("GET", "/"), ("GET", LOGIN_PATH), ("POST", LOGIN_PATH), ("POST", "/logout")}
+)
+STATIC_PREFIX = "/static"
 
 
 def add_routes(app: web.Application, assets: Assets) -> None:
@@ -192,5 +224,3 @@ def add_routes(app: web.Application, assets: Assets) -> None:
     app.router.add_get(LOGIN_PATH, login_form)
     app.router.add_post(LOGIN_PATH, login)
     app.router.add_post("/logout", logout)
-    app.router.add_get("/api/openapi.json", openapi_json)
-    app.router.add_get("/api/docs", api_docs)

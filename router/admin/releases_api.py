@@ -13,8 +13,10 @@ from typing import Any
 from aiohttp import web
 
 from router.admin.api import json_response
+from router.admin.models import Refresh, RefreshQuery, Releases
+from router.admin.spec import Access, Operation, parse_query
 from router.app_keys import RUNTIME
-from router.errors import BadRequest, ServiceUnavailable, StoreUnavailable
+from router.errors import ServiceUnavailable, StoreUnavailable
 
 
 async def releases(request: web.Request) -> web.Response:
@@ -42,15 +44,34 @@ async def releases(request: web.Request) -> web.Response:
 
 async def refresh(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    wanted = request.query.getall("system", [])
-    unknown = [s for s in wanted if s not in runtime.config.systems]
-    if unknown:
-        known = ", ".join(runtime.config.system_ids)
-        raise BadRequest(f"unknown system {unknown[0]!r}; configured systems: {known}")
+    wanted = list(dict.fromkeys(parse_query(request, RefreshQuery).system))
     results = await runtime.releases.refresh(wanted or None)
     return json_response({"results": [r.to_json() for r in results]})
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/api/releases", releases)
-    app.router.add_post("/api/releases/refresh", refresh)
+OPERATIONS = (
+    Operation(
+        "GET",
+        "/api/releases",
+        releases,
+        summary="Stored client-library releases and what each system serves",
+        tag="releases",
+        access=Access.READ,
+        ok=Releases,
+        errors={ServiceUnavailable: "Redis is unavailable."},
+    ),
+    Operation(
+        "POST",
+        "/api/releases/refresh",
+        refresh,
+        summary="Fingerprint every system's client libraries now",
+        description="Fetches the library files from each system, stores a new release's bytes "
+        "and makes every instance hand it out. A system whose libraries cannot be fetched "
+        "keeps its release; its result carries the error.",
+        tag="releases",
+        access=Access.WRITE,
+        query=RefreshQuery,
+        ok=Refresh,
+        ok_description="One result per system checked.",
+    ),
+)

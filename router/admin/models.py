@@ -1,0 +1,253 @@
+"""The shapes of the admin API's requests and answers, as pydantic models.
+
+Request models (`Body`, `Params` subclasses) are what handlers parse requests with, so their
+limits are enforced as documented. Answer models describe what handlers send; the OpenAPI
+document's schemas are generated from them, and the schemathesis test checks every answer
+against those schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from router.admin.spec import Body, Params, SystemId, SystemRef
+
+SYSTEM_STATES = Literal["active", "draining", "drained", "offline", "preview"]
+
+# --- requests ----------------------------------------------------------------------------
+
+
+class SwitchRequest(Body):
+    system: SystemId = Field(description="The system to make active.")
+    via: Literal["api", "page"] = Field(
+        "api", description="Channel recorded in the audit stream (the page sends 'page')."
+    )
+
+
+class SystemPath(Params):
+    system: SystemId = Field(description="A configured system id.")
+
+
+class AuditQuery(Params):
+    count: int = Field(
+        50, ge=1, le=1000, description="How many entries, newest first.", examples=[10, 1000]
+    )
+
+
+class RefreshQuery(Params):
+    system: list[SystemId] = Field(
+        default_factory=list, description="Only these systems (repeatable); default all."
+    )
+
+
+# --- answers -----------------------------------------------------------------------------
+
+
+class Error(BaseModel):
+    """Every error of the admin API (and of the proxy)."""
+
+    error: str = Field(description="Stable machine code.")
+    message: str = Field(description="What happened and what to do.")
+    system: str | None = Field(None, description="The system concerned, if any.")
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"]
+
+
+RefusedReason = Literal["unknown", "offline"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "degraded", "starting", "stopping"]
+    error: str | None = Field(None, description="Why degraded or starting.")
+    refused: str | None = Field(
+        None, description="A value in <prefix>:active that routing refused."
+    )
+    refused_reason: RefusedReason | None = Field(
+        None, description="It names no configured system, or a system marked offline."
+    )
+
+
+class System(BaseModel):
+    id: SystemRef
+    state: SYSTEM_STATES = Field(description="The headline word: the first of `states`.")
+    states: list[SYSTEM_STATES] = Field(
+        description="Every state that holds, e.g. [preview, draining]."
+    )
+    drained: bool = Field(
+        description="An idle system that holds no calls (the one drain decision)."
+    )
+    open: int | None = Field(
+        description="The count that decides drain (null: unknown); see source."
+    )
+    source: Literal["gateway", "router", "unknown"] = Field(
+        description="gateway: its stats_url count decides; router: the routers' count of tokens "
+        "and short codes (within shortcode_ttl) not yet released."
+    )
+    router_open: int | None = Field(description="The routers' count.")
+    gateway_open: int | None = Field(
+        description="The gateway's own count (stats_url), where it answers."
+    )
+    gateway_error: str | None
+    drain_rate: float | None = Field(
+        description="Items per second the deciding count falls (negative: rises)."
+    )
+    drain_eta: float | None = Field(
+        description="Seconds until it reaches 0 at that rate, while it falls."
+    )
+    gateway: str
+    public_url: str
+    version: str | None = Field(description="Configured release label.")
+
+
+class Refused(BaseModel):
+    """A value in <prefix>:active that routing refused: it names no configured system
+    (reason 'unknown') or a system marked offline ('offline')."""
+
+    value: str
+    since: float
+    reason: RefusedReason
+
+
+class StoreHealth(BaseModel):
+    url: str = Field(description="Redis URL, password redacted.")
+    synced: bool
+    degraded: bool = Field(description="Redis away: routing on the last known state.")
+    degraded_since: float | None
+    error: str | None
+    last_sync: float | None
+    persistence: Literal["aof", "rdb", "aof+rdb", "none", "unknown", "memory"] = Field(
+        description="How Redis persists its data (CONFIG GET)."
+    )
+    risk: str | None = Field(description="Why Redis persistence is a risk, if it is.")
+
+
+class Status(BaseModel):
+    active: str = Field(description="The system receiving new sessions.")
+    systems: list[System]
+    offline: list[str]
+    refused: Refused | None = Field(
+        description="A value in <prefix>:active that names no configured system."
+    )
+    store: StoreHealth
+    instance: str = Field(description="host:pid of the answering process.")
+    uptime: float
+
+
+class Health(BaseModel):
+    ok: bool | None = Field(description="null until the first probe.")
+    target: str = Field(description="The URL probed.")
+    status: int | None
+    checked_at: float | None
+    latency_ms: float | None
+    last_error: str | None
+    last_error_at: float | None
+    last_ok_at: float | None
+    gateway_sessions: int | None
+    gateway_codes: int | None
+
+
+class ReleaseInfo(BaseModel):
+    id: str | None
+    label: str | None
+    error: str | None
+
+
+class Rate(BaseModel):
+    token: float
+    all: float
+
+
+class LiveSystem(System):
+    release: ReleaseInfo
+    health: Health
+    rate: Rate = Field(description="Requests per second seen by this instance.")
+    trend: list[int | None] = Field(description="Open items, oldest first, one point per 2 s.")
+
+
+class AuditEntry(BaseModel):
+    id: str = Field(description="Redis stream entry id.")
+    time: float = Field(description="Unix time, seconds.")
+    action: str = Field(
+        description="switch, offline or online (entries written with redis-cli pass as they are)."
+    )
+    source: str = Field(
+        description="Channel and who: 'api (alice@10.0.0.5)' and 'page (...)' name the "
+        "operator and address, 'cli (user@host)', 'external (seen by ...)' (redis-cli)."
+    )
+    from_: str = Field(alias="from")
+    to: str
+
+
+class Live(Status):
+    systems: list[LiveSystem]  # type: ignore[assignment]
+    audit: list[AuditEntry] | None
+    audit_error: str | None
+    rates_scope: str
+    now: float
+
+
+class Expired(BaseModel):
+    message: str
+
+
+class Audit(BaseModel):
+    entries: list[AuditEntry]
+
+
+class SwitchResult(BaseModel):
+    active: SystemRef
+    previous: str | None = Field(description="The system active before (null: none).")
+
+
+class OfflineResult(BaseModel):
+    system: SystemRef
+    offline: bool
+
+
+class Release(BaseModel):
+    """A stored release of client libraries, served under `base`."""
+
+    release: str = Field(description="Release id (content digest).")
+    label: str | None = Field(description="Human label, e.g. 4.2.1.")
+    digest: str
+    files: int
+    size: int = Field(description="Bytes, uncompressed.")
+    created: float
+    last_active: float
+    last_system: str
+    systems: list[str]
+    expires: float = Field(description="Unix time the store drops it.")
+    base: str = Field(examples=["/v/r-1a2b3c4d5e6f"])
+
+
+class Serving(BaseModel):
+    release: str | None
+    label: str | None
+    error: str | None = Field(description="Last check error.")
+
+
+class Releases(BaseModel):
+    releases: list[Release]
+    systems: dict[str, Serving] = Field(description="System id -> the release it serves.")
+    last_check: float | None
+    store_error: str | None
+
+
+class RefreshResult(BaseModel):
+    system: SystemRef
+    release: str | None
+    label: str | None
+    previous: str | None
+    changed: bool
+    stored: bool = Field(description="First time this release was seen.")
+    files: int
+    size: int
+    error: str | None = Field(description="Why the check failed; the system keeps its release.")
+
+
+class Refresh(BaseModel):
+    results: list[RefreshResult]
