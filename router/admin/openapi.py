@@ -178,11 +178,10 @@ def _operation(op: Operation, param_schemas: Mapping[str, Any]) -> dict[str, Any
         # An empty body is read as {} (parse_body): it is optional when no field is required.
         required = any(f.is_required() for f in op.body.model_fields.values())
         doc["requestBody"] = {"required": required, "content": {JSON: {"schema": ref(op.body)}}}
-    responses: dict[str, Any] = {
-        "200": {"description": op.ok_description, "content": _content(op.ok)}
-    }
+    ok: dict[str, Any] = {"description": op.ok_description, "content": _content(op.ok)}
     if op.links:
-        responses["200"]["links"] = {name: dict(link) for name, link in op.links.items()}
+        ok["links"] = {name: dict(link) for name, link in op.links.items()}
+    responses: dict[str, Any] = {str(op.ok_status): ok}
     by_status: dict[int, dict[type[RequestError], str]] = {}
     for cls, why in op.all_errors().items():
         by_status.setdefault(cls.status, {})[cls] = why

@@ -149,8 +149,9 @@ class Operation:
     summary: str
     tag: str
     access: Access
-    ok: type[BaseModel] | Content  # the 200 answer
+    ok: type[BaseModel] | Content  # the success answer
     ok_description: str = "OK."
+    ok_status: int = 200  # e.g. 201 for an operation that creates something
     description: str = ""
     body: type[Body] | None = None
     query: type[Params] | None = None
@@ -158,7 +159,7 @@ class Operation:
     # Errors this operation raises itself (beyond those its models and access imply): why.
     errors: Mapping[type[RequestError], str] = field(default_factory=dict)
     answers: Mapping[int, Answer] = field(default_factory=dict)
-    # OpenAPI links of the 200 answer (name -> operationId plus how to fill its inputs): what
+    # OpenAPI links of the success answer (name -> operationId plus how to fill its inputs): what
     # a client, and schemathesis's stateful phase, can call next with this answer's values.
     links: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
