@@ -218,10 +218,13 @@ def test_documented_defaults_are_the_real_ones() -> None:
             if f.name == "id":
                 continue
             documented = rows[prefix + f.name][0]
-            if f.default is MISSING and f.default_factory is MISSING:
+            if f.default is not MISSING:
+                value: object = f.default
+            elif f.default_factory is not MISSING:
+                value = f.default_factory()
+            else:
                 assert documented == "required", f.name
                 continue
-            value = f.default if f.default is not MISSING else f.default_factory()
             wanted = toml_default(value)
             if wanted is not None:
                 assert documented == wanted, f"{prefix}{f.name}: {documented} != {wanted}"
