@@ -161,14 +161,23 @@ def test_every_repository_path_mentioned_exists(name: str) -> None:
 
 
 def test_the_development_map_matches_the_tree() -> None:
+    """Every entry of the README's map exists, and every module or package of router/ is on it."""
     block = re.search(r"```\n(.*?)```", section(README, "Development"), flags=re.S)
     assert block is not None
+    listed = set()
     for line in block.group(1).splitlines():
         names = re.split(r"\s{2,}", line.strip())[0]
         parent = ROOT / "router" if line.startswith("  ") else ROOT
         for entry in re.split(r"[,\s]+", names):
             if entry:
                 assert (parent / entry).exists(), f"development map: {parent / entry} is missing"
+                listed.add((parent / entry).resolve())
+    for path in (ROOT / "router").iterdir():
+        if path.name.startswith("_") or not (
+            path.suffix == ".py" or (path / "__init__.py").exists()
+        ):
+            continue
+        assert path.resolve() in listed, f"the README's development map lacks router/{path.name}"
 
 
 # --- configuration --------------------------------------------------------------------------
