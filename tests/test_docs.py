@@ -10,6 +10,8 @@ is documented; and nothing documents a command the parser lacks, except lines ma
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import re
 from dataclasses import MISSING, fields
 from functools import cache
@@ -158,6 +160,30 @@ def test_every_repository_path_mentioned_exists(name: str) -> None:
                 continue
             if word.startswith(TOP) or word in FILES:
                 assert (ROOT / word).exists(), f"{name} mentions {word}, not in the repository"
+
+
+def is_module(dotted: str) -> bool:
+    try:
+        return importlib.util.find_spec(dotted) is not None
+    except ModuleNotFoundError:  # a parent is a module, not a package
+        return False
+
+
+@pytest.mark.parametrize("name", sorted(ALL_DOCS))
+def test_every_python_name_mentioned_exists(name: str) -> None:
+    """`router.cli.build_parser`-style references import; `router.listen` (a key) is no module."""
+    for span in code_spans(settled(ALL_DOCS[name])):
+        for dotted in re.findall(r"\brouter(?:\.[a-z][a-z_]*)+", span):
+            parts = dotted.split(".")
+            if not is_module(".".join(parts[:2])):
+                continue  # a configuration key such as router.listen
+            end = 2
+            while end < len(parts) and is_module(".".join(parts[: end + 1])):
+                end += 1
+            obj: object = importlib.import_module(".".join(parts[:end]))
+            for attr in parts[end:]:
+                assert hasattr(obj, attr), f"{name} mentions {dotted}, which does not exist"
+                obj = getattr(obj, attr)
 
 
 def test_the_development_map_matches_the_tree() -> None:
