@@ -330,7 +330,11 @@ def test_every_option_is_documented_beside_its_command() -> None:
 def documented_commands(text: str) -> set[str]:
     found = set()
     for span in code_spans(settled(text)):
-        for m in re.finditer(r"(?:^|[\s(])token-router ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?", span):
+        # A command where one is written: a span's or line's start, after `$ `, `(`, `;`, `|`.
+        starts = r"(?:^|\$ |[;|(&] ?)"
+        for m in re.finditer(
+            starts + r"token-router ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?", span, re.M
+        ):
             first, second = m.group(1), m.group(2)
             nested = f"{first} {second}"
             found.add(nested if second and nested in commands() else first)
