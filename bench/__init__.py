@@ -1,1 +1,1 @@
-"""The benchmark of SPEC section 3: `python -m bench` (see docs/bench.md)."""
+"""The benchmark of SPEC section 3: `python -m bench` (see docs/benchmark.md)."""

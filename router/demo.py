@@ -12,10 +12,12 @@ import argparse
 import asyncio
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -111,6 +113,18 @@ async def private_redis(binary: str) -> AsyncIterator[tuple[str, int]]:
         if proc.stderr:
             proc.stderr.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def cli_command() -> str:
+    """How to run token-router from a shell: `scripts/demo` runs the one in .venv/bin, which
+    is not on PATH, so a hint printed as plain `token-router` would fail there."""
+    argv0 = Path(sys.argv[0])
+    found = shutil.which("token-router")
+    if argv0.name == "token-router" and not (found and Path(found).resolve() == argv0.resolve()):
+        return shlex.quote(str(argv0.resolve()))
+    if found or argv0.name == "token-router":
+        return "token-router"
+    return f"{shlex.quote(sys.executable)} -m router"
 
 
 def _pick_port(wanted: int, what: str) -> tuple[int, str]:
@@ -223,19 +237,18 @@ async def run_demo(args: argparse.Namespace) -> int:
             f"  curl -si -X POST {proxy}/gateway/sessions/session "
             f"-H 'Content-Type: application/json' -d '{body}'"
         )
-        print("Switch new sessions to b, any of:")
-        print(f"  token-router switch b --config {config_file}")
+        auth = f"-H 'Authorization: Bearer {token}'"
+        if redis_url == "memory://":
+            # The CLI and redis-cli work on Redis; this store lives inside this process.
+            print("Switch new sessions to b (in-process store: through the admin API or page):")
+        else:
+            print("Switch new sessions to b, any of:")
+            print(f"  {cli_command()} switch b --config {config_file}")
         if redis_cli:
             print(f"  {redis_cli} SET tokenrouter:active b")
-        print(
-            f"  curl -s -X POST {admin}/api/switch -H 'Authorization: Bearer {token}' "
-            '-d \'{"system":"b"}\''
-        )
-        print(
-            f"Status: curl -s {admin}/api/status -H 'Authorization: Bearer {token}'"
-            f"   Admin page: {admin}/"
-        )
-        print("Ctrl-C stops everything.", flush=True)
+        print(f'  curl -s -X POST {admin}/api/switch {auth} -d \'{{"system":"b"}}\'')
+        print(f"Status: curl -s {auth} {admin}/api/status   Admin page: {admin}/")
+        print(f"Ctrl-C stops everything (or: kill {os.getpid()}).", flush=True)
         await stop.wait()
         print("\nstopping...", flush=True)
     return 0

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.helpers import SESSION_BODY, SESSION_PATH
+from tests.helpers import wait_until
 
 
 class Demo:
@@ -88,48 +90,91 @@ def pid_alive(pid: int) -> bool:
     return status.exists() and "State:\tZ" not in status.read_text()
 
 
+def hints(lines: list[str]) -> tuple[list[str], list[list[str]]]:
+    """The banner's indented command lines: `curl ...` ones and the others (CLI, redis-cli)."""
+    curls, others = [], []
+    for line in lines:
+        text = line.strip()
+        if text.startswith("Status: "):
+            text = text.removeprefix("Status: ").split("   Admin page:")[0]
+        if text.startswith("curl "):
+            curls.append(text)
+        elif line.startswith("  ") and re.match(r"^\S*(token-router|redis-cli|-m router)\b", text):
+            others.append(shlex.split(text))
+    return curls, others
+
+
+async def run_curl(http: aiohttp.ClientSession, line: str) -> tuple[int, dict[str, str], bytes]:
+    """Do what a printed `curl` line does (the suite does not need curl itself)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-X", dest="method", default="GET")
+    parser.add_argument("-H", dest="headers", action="append", default=[])
+    parser.add_argument("-d", dest="data")
+    parser.add_argument("-s", action="store_true")
+    parser.add_argument("-i", action="store_true")
+    parser.add_argument("url")
+    words = [w for w in shlex.split(line)[1:] if w != "-si"]
+    args = parser.parse_args(words)
+    headers = dict(h.split(": ", 1) for h in args.headers)
+    if args.data is not None:
+        headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+    async with http.request(args.method, args.url, data=args.data, headers=headers) as resp:
+        return resp.status, dict(resp.headers), await resp.read()
+
+
 @pytest.mark.parametrize("store", ["redis", "memory"])
 async def test_demo_gets_a_token_switches_and_cleans_up(store: str) -> None:
+    """Every command the banner prints works as printed, and nothing else is printed."""
     demo = Demo(*(["--memory"] if store == "memory" else []))
     try:
         banner = await asyncio.to_thread(demo.read_banner)
+        curls, others = hints(demo.lines)
+        token_curl, switch_curl, status_curl = curls
         async with aiohttp.ClientSession() as http:
-            async with http.post(
-                banner["proxy"] + SESSION_PATH,
-                data=orjson.dumps(SESSION_BODY),
-                headers={"Content-Type": "application/json"},
-            ) as resp:
-                assert resp.status == 200
-                assert resp.headers["X-Token-Router-System"] == "a"
-                assert (await resp.json())["sessionid"].startswith("a-")
-            async with http.post(
-                banner["admin"] + "/api/switch",
-                json={"system": "b"},
-                headers={"Authorization": f"Bearer {banner['token']}"},
-            ) as resp:
-                assert resp.status == 200
-            async with http.post(
-                banner["proxy"] + SESSION_PATH, data=orjson.dumps(SESSION_BODY)
-            ) as resp:
-                assert resp.headers["X-Token-Router-System"] == "b"
-        if store == "redis":
-            assert banner["store"].startswith("redis://127.0.0.1:")
-            # The printed CLI command works against the demo's own Redis.
-            switched = await asyncio.to_thread(
-                subprocess.run,
-                [sys.executable, "-m", "router", "switch", "a", "--config", banner["config"]],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
-            assert switched.returncode == 0, switched.stderr
-        else:
-            assert banner["store"] == "memory://"
-            # The reason given is the one that applies: redis-server is on PATH here.
-            assert "memory:// (in-process store: --memory given)" in "\n".join(demo.lines)
+            status, headers, body = await run_curl(http, token_curl)
+            assert status == 200
+            assert headers["X-Token-Router-System"] == "a"
+            assert orjson.loads(body)["sessionid"].startswith("a-")
+            status, _, body = await run_curl(http, status_curl)
+            assert status == 200, body
+            assert orjson.loads(body)["active"] == "a"
+            if store == "memory":
+                # memory:// lives inside the demo: no CLI or redis-cli hint (they would fail).
+                assert banner["store"] == "memory://"
+                assert others == []
+                assert "switch b --config" not in "\n".join(demo.lines)
+                # The reason given is the one that applies: redis-server is on PATH here.
+                assert "memory:// (in-process store: --memory given)" in "\n".join(demo.lines)
+            else:
+                assert banner["store"].startswith("redis://127.0.0.1:")
+                cli, redis_cli = others
+                assert cli[1:3] == ["switch", "b"] and redis_cli[0] == "redis-cli"
+                # The printed CLI command works against the demo's own Redis, as printed.
+                switched = await asyncio.to_thread(
+                    subprocess.run, cli, capture_output=True, text=True, timeout=30
+                )
+                assert switched.returncode == 0, switched.stderr
+                assert "new sessions go to b" in switched.stdout
+                status, headers, _ = await run_curl(http, token_curl)
+                assert headers["X-Token-Router-System"] == "b"
+                back = [*redis_cli[:-1], "a"]
+                done = await asyncio.to_thread(
+                    subprocess.run, back, capture_output=True, text=True, timeout=30
+                )
+                assert done.stdout.strip() == "OK", done.stderr
+                await wait_until(lambda: system_of(http, token_curl, "a"), timeout=10)
+            status, _, body = await run_curl(http, switch_curl)
+            assert status == 200, body
+            status, headers, _ = await run_curl(http, token_curl)
+            assert headers["X-Token-Router-System"] == "b"
     finally:
         code = await asyncio.to_thread(demo.stop)
     assert code == 0
     if banner.get("redis_pid"):
         assert not pid_alive(int(banner["redis_pid"]))
     assert not Path(banner["config"]).exists()
+
+
+async def system_of(http: aiohttp.ClientSession, token_curl: str, expected: str) -> bool:
+    _, headers, _ = await run_curl(http, token_curl)
+    return headers.get("X-Token-Router-System") == expected
