@@ -294,6 +294,39 @@ class RouterConfig:
             " Redis; default $XDG_STATE_HOME/token-router/releases, ~/.local/state/...)."
         ),
     )
+    gate_probe_age: float = field(
+        default=5.0,
+        metadata=_help(
+            "Seconds a gateway's last good health probe counts for the switch gates; an older"
+            " one is probed again before the switch."
+        ),
+    )
+    confirm_timeout: float = field(
+        default=2.0,
+        metadata=_help(
+            "Seconds a switch, undo or rollout step waits for every live instance to apply it"
+            " before naming the laggards."
+        ),
+    )
+    heartbeat_interval: float = field(
+        default=1.0,
+        metadata=_help(
+            "Seconds between an instance's heartbeats in Redis; silent for 3 beats = dropped."
+        ),
+    )
+    rollout_tick: float = field(
+        default=1.0,
+        metadata=_help(
+            "Seconds between the rollout controller's checks (steps, probes, error share)."
+        ),
+    )
+    leader_ttl: float = field(
+        default=5.0,
+        metadata=_help(
+            "Seconds the rollout controller's lock lives without renewal: how soon another"
+            " instance takes over when the leader dies."
+        ),
+    )
     release_cache_bytes: int = field(
         default=134_217_728,
         metadata=_help("Bytes of hot release files (all encodings) each process keeps in memory."),
@@ -495,6 +528,15 @@ def _check_state_keys(router: RouterConfig) -> None:
         )
 
 
+def _check_rollout_timing(router: RouterConfig) -> None:
+    if router.leader_ttl < 2 * router.rollout_tick:
+        raise ConfigError(
+            "router.leader_ttl",
+            f"{router.leader_ttl:g} s must be at least twice rollout_tick "
+            f"({router.rollout_tick:g} s), or the leader loses its lock between renewals",
+        )
+
+
 def _check_router(router: RouterConfig, systems: Mapping[str, SystemConfig]) -> RouterConfig:
     _, port = check_listen("router.listen", router.listen)
     check_listen("router.admin_listen", router.admin_listen)
@@ -515,6 +557,7 @@ def _check_router(router: RouterConfig, systems: Mapping[str, SystemConfig]) -> 
             f"{router.default_system!r} is not a configured system ({', '.join(systems)})",
         )
     _check_state_keys(router)
+    _check_rollout_timing(router)
     if router.prefer_policy not in PREFER_POLICIES:
         raise ConfigError("router.prefer_policy", f"must be one of {', '.join(PREFER_POLICIES)}")
     if router.log_format not in LOG_FORMATS:

@@ -148,3 +148,28 @@ class ServiceUnavailable(RequestError):
 class UpstreamTimeout(RequestError):
     status = 504
     code = "upstream_timeout"
+
+
+class GateRefused(Conflict):
+    """A safety gate refused a switch, undo, rollout or offline (SPEC section 6).
+
+    The API answers 409 with the gate's name; the CLI prints one line and exits 3.
+    `overridable` says whether `--force` / `"force": true` would let it through (every gate
+    but `expect`, the compare-and-set).
+    """
+
+    status = 409
+    code = "refused"
+
+    def __init__(
+        self, gate: str, message: str, *, system: str | None = None, overridable: bool = True
+    ) -> None:
+        super().__init__(message, system=system)
+        self.gate = gate
+        self.overridable = overridable
+
+    def to_json(self) -> dict[str, Any]:
+        body = super().to_json()
+        body["gate"] = self.gate
+        body["override"] = '"force": true' if self.overridable else None
+        return body

@@ -31,6 +31,7 @@ def expected_type(keys: Keys, key: str) -> str:
         keys.offline: "set",
         keys.audit: "stream",
         keys.releases: "zset",
+        keys.instances: "hash",
     }
     if key in fixed:
         return fixed[key]
@@ -39,7 +40,10 @@ def expected_type(keys: Keys, key: str) -> str:
         return "zset"
     if rest.startswith("release:"):
         return "hash"  # release:<id>:meta and release:<id>:files
-    return "string"  # aff:<kind>:<id>, preview:<system>, system:<system>:release
+    if rest.startswith("rollout:"):
+        return "hash"  # rollout:<id>:step:<n>, a step's counts
+    # aff:<kind>:<id>, preview:<system>, system:<system>:release, rollout, leader, generation
+    return "string"
 
 
 def repair_hint(keys: Keys, key: str) -> str:

@@ -88,6 +88,35 @@ class Keys:
         """The release a system served when last fingerprinted."""
         return f"{self.prefix}:system:{system}:release"
 
+    @property
+    def generation(self) -> str:
+        """Counter bumped by every write through token-router (switch, offline, rollout):
+        instances report the generation they applied, which confirms propagation."""
+        return f"{self.prefix}:generation"
+
+    @property
+    def rollout(self) -> str:
+        """JSON document of the running progressive rollout (absent when none runs)."""
+        return f"{self.prefix}:rollout"
+
+    def rollout_counts(self, rollout_id: str, step: int) -> str:
+        """Hash of token requests and failures per system during one step of a rollout."""
+        return f"{self.prefix}:rollout:{rollout_id}:step:{step}"
+
+    @property
+    def leader(self) -> str:
+        """The rollout controller's lock: the id of the instance driving rollouts, with expiry."""
+        return f"{self.prefix}:leader"
+
+    @property
+    def instances(self) -> str:
+        """Hash of live router instances: id -> JSON heartbeat (host, pid, applied state)."""
+        return f"{self.prefix}:instances"
+
     def keyspace_channels(self, db: int) -> list[str]:
         """Keyspace-notification channels that signal a change of the dynamic state."""
-        return [f"__keyspace@{db}__:{self.active}", f"__keyspace@{db}__:{self.offline}"]
+        return [
+            f"__keyspace@{db}__:{self.active}",
+            f"__keyspace@{db}__:{self.offline}",
+            f"__keyspace@{db}__:{self.rollout}",
+        ]

@@ -215,6 +215,23 @@ class StateCollector(Collector):
             " system, or a system marked offline).",
             value=0.0 if snapshot.refused is None else 1.0,
         )
+        share = snapshot.rollout
+        rollout = GaugeMetricFamily(
+            "tokenrouter_rollout_percent",
+            "Share of new sessions a running progressive rollout sends to each system.",
+            labels=["system"],
+        )
+        for system in self.systems:
+            percent = 0.0
+            if share is not None and share.target == system:
+                percent = round(share.fraction * 100, 3)
+            rollout.add_metric([system], percent)
+        yield rollout
+        yield GaugeMetricFamily(
+            "tokenrouter_state_generation",
+            "Generation of the shared state this instance applied (see /api/instances).",
+            value=float(snapshot.generation),
+        )
         yield GaugeMetricFamily(
             "tokenrouter_store_up",
             "1 while the state store (Redis) answers; 0 means fail-static.",

@@ -8,7 +8,8 @@ current state snapshot. Neither reads a clock, a socket or Redis.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import random
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, quote
 
@@ -36,6 +37,8 @@ OWNED = frozenset({Route.TOKEN_DELETE, Route.CODE_LOOKUP, Route.AGENT})
 # second time after a connection broke mid-request (router/upstream.py, may_retry). A PUT to
 # create a short code is not among them: each one makes a new code.
 IDEMPOTENT = frozenset({Route.TOKEN_DELETE, Route.CODE_LOOKUP, Route.LIBRARY})
+# New sessions: what a progressive rollout shares out (SPEC section 6).
+NEW_SESSION = frozenset({Route.TOKEN_CREATE, Route.CODE_CREATE})
 # Routes a browser calls directly (FCSDK-API.md): CORS preflight is answered for these.
 BROWSER = frozenset({Route.CODE_CREATE, Route.CODE_LOOKUP, Route.ASSIST, Route.AGENT})
 AGENT_PATH = "/assistserver/agent"
@@ -187,7 +190,7 @@ class RequestFacts:
 @dataclass(frozen=True, slots=True)
 class Forward:
     system: str
-    reason: str  # "active", "affinity", "prefer" or "preview": logged and counted
+    reason: str  # "active", "affinity", "prefer", "preview" or "rollout": logged and counted
 
 
 Decision = Forward
@@ -198,13 +201,22 @@ def decide(
     snapshot: Snapshot,
     known: frozenset[str],
     prefer_policy: str = "unless-offline",
+    draw: Callable[[], float] = random.random,
 ) -> Decision:
     """Pick the system for a request; raise the RequestError to answer instead.
 
     Owned routes (token delete, short-code look-up, an agent request naming a code or cid)
     follow the issuer even after a switch;
     an unknown issuer falls back to the choice for a new session. New sessions go to the
-    preview system, else an honoured preference, else the active system.
+    preview system, else an honoured preference, else, during a rollout, to its target with
+    the step's probability, else the active system.
+
+    The rollout share is an independent draw per new session (`draw`, uniform in [0, 1)),
+    called only while a rollout runs. Every instance applies the same probability, so the
+    fleet's share is the step's share whatever the balancer does; a hash would need a key
+    that is stable per user and spread evenly, and a token request carries none (the web
+    app's back end makes every call, with one webAppId). A user who must stay on one system
+    is pinned with X-Token-Router-Prefer, which decides first.
     """
     route = facts.match.route
     if route in OWNED and facts.owner in known:
@@ -222,6 +234,15 @@ def decide(
         and not snapshot.is_offline(facts.prefer)
     ):
         return Forward(facts.prefer, "prefer")
+    share = snapshot.rollout
+    if (
+        share is not None
+        and route in NEW_SESSION
+        and share.target != snapshot.active
+        and not snapshot.is_offline(share.target)
+        and draw() < share.fraction
+    ):
+        return Forward(share.target, "rollout")
     _raise_if_offline(snapshot.active, snapshot)
     return Forward(snapshot.active, "active")
 
@@ -241,6 +262,7 @@ __all__ = [
     "Decision",
     "Forward",
     "Match",
+    "NEW_SESSION",
     "RequestError",
     "RequestFacts",
     "Route",

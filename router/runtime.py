@@ -11,16 +11,20 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import socket
 import time
 from dataclasses import dataclass, field
 
 from router.affinity import Affinity
 from router.config import Config
+from router.gates import GateProber
+from router.instances import InstanceRegistry
 from router.loop_probe import LoopProbe
 from router.metrics import Metrics
 from router.recovery import check_persistence, write_back
 from router.releases.service import Releases
+from router.rollout_driver import RolloutController
 from router.state import StateHolder, StateWatcher
 from router.store import StateStore
 from router.tasks import stop_tasks
@@ -30,7 +34,9 @@ log = logging.getLogger("router.runtime")
 
 
 def instance_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """host:pid plus a short random part: unique even for several routers in one process
+    (tests) and across a PID reused after a restart."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
 
 @dataclass
@@ -48,6 +54,9 @@ class Runtime:
     persistence: str = ""  # how Redis persists its data (recovery.check_persistence)
     write_back_due: bool = False  # Redis lost its state and the write-back has not succeeded
     stopping: bool = False  # set on SIGTERM: /readyz turns 503 so balancers drain us first
+    gate_prober: GateProber | None = None
+    registry: InstanceRegistry | None = None
+    controller: RolloutController | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _probe: LoopProbe | None = None
     _write_back_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -87,6 +96,10 @@ class Runtime:
         if self.holder.synced:
             self.persistence = await check_persistence(self.store, self.persistence)
         await self.releases.start()
+        if self.registry is not None:
+            self._tasks.append(asyncio.create_task(self.registry.run(), name="heartbeat"))
+        if self.controller is not None:
+            self._tasks.append(asyncio.create_task(self.controller.run(), name="rollouts"))
 
     def _on_recovered(self) -> None:
         self._tasks.append(asyncio.create_task(self._replay(), name="affinity-replay"))
@@ -114,6 +127,12 @@ class Runtime:
             self._probe.stop()
         await stop_tasks(self._tasks)
         self._tasks.clear()
+        if self.controller is not None:
+            await self.controller.close()
+        if self.registry is not None:
+            await self.registry.close()
+        if self.gate_prober is not None:
+            await self.gate_prober.close()
         await self.releases.close()
         for upstream in self.upstreams.values():
             await upstream.close()

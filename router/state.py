@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from router.errors import StoreUnavailable
+from router.rollout import Share, loads, share_of
 from router.store import StateStore, StoredState
 
 log = logging.getLogger("router.state")
@@ -45,6 +46,8 @@ class Snapshot:
     active: str
     offline: frozenset[str] = frozenset()
     refused: Refusal | None = None
+    rollout: Share | None = None  # the running rollout's share of new sessions, if any
+    generation: int = 0  # of the last write through token-router this snapshot includes
 
     def is_offline(self, system: str) -> bool:
         return system in self.offline
@@ -64,17 +67,21 @@ def build_snapshot(
     previous system; the watcher re-seeds it.
     """
     offline = frozenset(s for s in stored.offline if s in known)
+    share = share_of(loads(stored.rollout))
+    if share is not None and share.target not in known:
+        share = None
+    gen = stored.generation
     if stored.active is None:
-        return replace(previous, offline=offline, refused=None)
+        return replace(previous, offline=offline, refused=None, rollout=share, generation=gen)
     if stored.active in known and (
         stored.active not in offline or stored.active == previous.active
     ):
-        return Snapshot(active=stored.active, offline=offline, refused=None)
+        return Snapshot(stored.active, offline, None, share, gen)
     reason = REFUSED_OFFLINE if stored.active in known else REFUSED_UNKNOWN
     refused = previous.refused
     if refused is None or refused.value != stored.active or refused.reason != reason:
         refused = Refusal(value=stored.active, since=now, reason=reason)
-    return Snapshot(active=previous.active, offline=offline, refused=refused)
+    return Snapshot(previous.active, offline, refused, share, gen)
 
 
 Listener = Callable[[Snapshot, Snapshot], None]

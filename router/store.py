@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import orjson
 from redis.exceptions import RedisError, ResponseError
 
-from router.errors import Conflict, StoreUnavailable
+from router.errors import Conflict, GateRefused, StoreUnavailable
 from router.key_types import diagnose, is_wrong_type
 from router.keys import Keys
 from router.redis_client import close_client, describe, redis_client, unavailable
@@ -40,6 +40,16 @@ class StoredState:
     recorded: str | None = None  # the last valid active value the audit stream recorded
     epoch: str | None = None  # '<id>:<time>' of this Redis lifetime (keys.Keys.epoch)
     restoring: float | None = None  # when routers last began writing back lost state
+    rollout: str | None = None  # the rollout document (JSON) as stored, if any
+    generation: int = 0  # bumped by every write through token-router (confirmations)
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchResult:
+    """What a switch did: the system active before (audit's view) and the new generation."""
+
+    previous: str
+    generation: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +60,8 @@ class AuditEntry:
     source: str
     from_: str
     to: str
+    reason: str = ""
+    forced: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +71,8 @@ class AuditEntry:
             "source": self.source,
             "from": self.from_,
             "to": self.to,
+            "reason": self.reason or None,
+            "forced": self.forced,
         }
 
 
@@ -73,6 +87,30 @@ class AffinityRecord:
     @property
     def counted(self) -> int:
         return self.ttl if self.open_ttl is None else self.open_ttl
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFields:
+    """One audit entry to write with a state change (the script writes time and id)."""
+
+    action: str
+    source: str
+    from_: str = ""
+    to: str = ""
+    reason: str = ""
+    forced: bool = False
+
+
+def expect_error(message: str, expected: str) -> GateRefused:
+    """The compare-and-set refusal, from a script's `EXPECT <actual>` error."""
+    actual = message.split("EXPECT", 1)[1].strip() or "(none)"
+    return GateRefused(
+        "expect",
+        f"the active system is {actual}, not {expected}: someone else changed it; "
+        "look again (token-router status) and retry with the right --expect",
+        system=actual,
+        overridable=False,
+    )
 
 
 class StateStore(Protocol):
@@ -91,7 +129,40 @@ class StateStore(Protocol):
     async def mark_restoring(self, now: float) -> None: ...
     async def persistence(self) -> str: ...
     async def switch(self, system: str, source: str, known: Sequence[str]) -> str: ...
-    async def set_offline(self, system: str, offline: bool, source: str) -> None: ...
+    async def change_active(
+        self,
+        system: str,
+        source: str,
+        known: Sequence[str],
+        *,
+        expect: str | None = None,
+        reason: str = "",
+        forced: bool = False,
+        action: str = "switch",
+    ) -> SwitchResult: ...
+    async def set_offline(
+        self,
+        system: str,
+        offline: bool,
+        source: str,
+        *,
+        reason: str = "",
+        forced: bool = False,
+        refuse_active: bool = False,
+    ) -> None: ...
+    async def write_rollout(
+        self, expected: str | None, new: str | None, entry: AuditFields, *, expect_active: str = ""
+    ) -> int: ...
+    async def add_rollout_counts(
+        self, rollout_id: str, step: int, deltas: Mapping[str, tuple[int, int]]
+    ) -> None: ...
+    async def rollout_counts(self, rollout_id: str, step: int) -> dict[str, tuple[int, int]]: ...
+    async def hold_leader(self, instance: str, ttl: float) -> bool: ...
+    async def leader(self) -> str | None: ...
+    async def release_leader(self, instance: str) -> None: ...
+    async def heartbeat(self, instance: str, document: Mapping[str, Any]) -> None: ...
+    async def instances(self, now: float, stale_after: float) -> list[dict[str, Any]]: ...
+    async def remove_instance(self, instance: str) -> None: ...
     async def record_observed(self, source: str, known: Sequence[str]) -> bool: ...
     async def audit(self, count: int) -> list[AuditEntry]: ...
     async def write_affinity(self, records: Sequence[AffinityRecord], now: float) -> None: ...
@@ -129,55 +200,184 @@ def _float_or_none(value: str | None) -> float | None:
         return None
 
 
+ROLLOUT_COUNTS_TTL = 86_400  # a step's counts outlive any sane interval, then go
+
+
+def parse_counts(raw: Mapping[str, str]) -> dict[str, tuple[int, int]]:
+    """`<system>:requests` / `<system>:failures` fields -> {system: (requests, failures)}."""
+    out: dict[str, tuple[int, int]] = {}
+    for name, value in raw.items():
+        system, _, what = name.rpartition(":")
+        requests, failures = out.get(system, (0, 0))
+        if what == "requests":
+            requests = int(value)
+        elif what == "failures":
+            failures = int(value)
+        out[system] = (requests, failures)
+    return out
+
+
+def split_instances(
+    raw: Mapping[str, str | bytes], now: float, stale_after: float
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """(live heartbeat documents sorted by id, ids of stale or unreadable ones)."""
+    live: list[dict[str, Any]] = []
+    stale: list[str] = []
+    for ident, value in raw.items():
+        try:
+            doc = orjson.loads(value)
+            seen = float(doc["seen"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            stale.append(ident)
+            continue
+        if now - seen > stale_after:
+            stale.append(ident)
+        else:
+            live.append(doc)
+    return sorted(live, key=lambda d: str(d.get("id"))), stale
+
+
 def _member(kind: AffinityKind, ident: str) -> str:
     return f"{kind}:{ident}"
 
 
 # Switch and observe are scripts so that "set active + write audit + remember what was
 # recorded" is atomic: several instances observing one bare SET then record it exactly once.
-_SWITCH = """
--- KEYS: active, recorded, offline, audit, events
--- ARGV: new, source, time, maxlen, known...
-if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
-  return redis.error_reply('OFFLINE')
+# The switch is also the compare-and-set (`expect`) and ends a running rollout: two operators
+# racing, or an operator racing the rollout controller, can never both win.
+_LUA_HELPERS = """
+local function audit(key, maxlen, t, action, from, to, source, reason, forced)
+  redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'action', action, 'from', from,
+    'to', to, 'source', source, 'time', t, 'reason', reason or '', 'forced', forced or '')
 end
+-- Ends a running or paused rollout document in place; returns true when one was running.
+local function end_rollout(key, state, t, why)
+  local raw = redis.call('GET', key)
+  if not raw then return false end
+  local doc = cjson.decode(raw)
+  if doc.state ~= 'running' and doc.state ~= 'paused' then return false end
+  doc.state = state
+  doc.ended_at = tonumber(t)
+  doc.end_reason = why
+  redis.call('SET', key, cjson.encode(doc))
+  return doc
+end
+"""
+
+_SWITCH = (
+    _LUA_HELPERS
+    + """
+-- KEYS: active, recorded, offline, audit, events, rollout, generation
+-- ARGV: new, source, time, maxlen, expect, reason, forced, action, known...
 local prev = redis.call('GET', KEYS[1])
+if ARGV[5] ~= '' and prev ~= ARGV[5] then
+  return redis.error_reply('EXPECT ' .. (prev or ''))
+end
+if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
+  if ARGV[7] ~= '1' then return redis.error_reply('OFFLINE') end
+  -- A forced switch to an offline system brings it online: routers refuse an active value
+  -- that names an offline system, so the force would otherwise switch nothing.
+  redis.call('SREM', KEYS[3], ARGV[1])
+  audit(KEYS[4], ARGV[4], ARGV[3], 'online', ARGV[1], ARGV[1], ARGV[2],
+    'forced ' .. ARGV[8] .. ' to it', '1')
+end
 local recorded = redis.call('GET', KEYS[2])
 local function known(v)
-  for i = 5, #ARGV do if ARGV[i] == v then return true end end
+  for i = 9, #ARGV do if ARGV[i] == v then return true end end
   return false
 end
 -- A bare SET nobody has recorded yet is recorded first, so the history has no gap.
-if prev and prev ~= recorded and known(prev) then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'action', 'switch',
-    'from', recorded or '', 'to', prev, 'source', 'external', 'time', ARGV[3])
+if prev and prev ~= recorded and known(prev) and redis.call('SISMEMBER', KEYS[3], prev) == 0 then
+  audit(KEYS[4], ARGV[4], ARGV[3], 'switch', recorded or '', prev, 'external', '', '')
   recorded = prev
 end
 redis.call('SET', KEYS[1], ARGV[1])
 local from = recorded or ''
-if from ~= ARGV[1] then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'action', 'switch',
-    'from', from, 'to', ARGV[1], 'source', ARGV[2], 'time', ARGV[3])
+if ARGV[8] == 'promote' then
+  end_rollout(KEYS[6], 'promoted', ARGV[3], ARGV[6])
+else
+  local why = ARGV[8] .. ' to ' .. ARGV[1] .. ' by ' .. ARGV[2]
+  local ended = end_rollout(KEYS[6], 'ended', ARGV[3], why)
+  if ended then
+    audit(KEYS[4], ARGV[4], ARGV[3], 'rollout-end', ended.source, ended.target, ARGV[2],
+      'ended by a ' .. ARGV[8] .. ' to ' .. ARGV[1], '')
+  end
+end
+if from ~= ARGV[1] or ARGV[8] == 'promote' then
+  audit(KEYS[4], ARGV[4], ARGV[3], ARGV[8], from, ARGV[1], ARGV[2], ARGV[6], ARGV[7])
 end
 redis.call('SET', KEYS[2], ARGV[1])
+local gen = redis.call('INCR', KEYS[7])
 redis.call('PUBLISH', KEYS[5], 'active')
-return from
+return {from, gen}
 """
+)
 
-_OBSERVE = """
--- KEYS: active, recorded, audit ; ARGV: source, time, maxlen, known...
+_OBSERVE = (
+    _LUA_HELPERS
+    + """
+-- KEYS: active, recorded, audit, offline, rollout, events
+-- ARGV: source, time, maxlen, known...
 local active = redis.call('GET', KEYS[1])
 if not active then return 0 end
 local recorded = redis.call('GET', KEYS[2])
 if active == recorded then return 0 end
+-- A bare SET to an offline system is refused by the routers: not a switch, not recorded.
+if redis.call('SISMEMBER', KEYS[4], active) == 1 then return 0 end
 for i = 4, #ARGV do
   if ARGV[i] == active then
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'action', 'switch',
-      'from', recorded or '', 'to', active, 'source', ARGV[1], 'time', ARGV[2])
+    audit(KEYS[3], ARGV[3], ARGV[2], 'switch', recorded or '', active, ARGV[1], '', '')
     redis.call('SET', KEYS[2], active)
+    local ended = end_rollout(KEYS[5], 'ended', ARGV[2],
+      'active set to ' .. active .. ' outside token-router (bare SET)')
+    if ended then
+      audit(KEYS[3], ARGV[3], ARGV[2], 'rollout-end', ended.source, ended.target, ARGV[1],
+        'active set to ' .. active .. ' outside token-router (bare SET)', '')
+      redis.call('PUBLISH', KEYS[6], 'rollout')
+    end
     return 1
   end
 end
+return 0
+"""
+)
+
+_ROLLOUT = (
+    _LUA_HELPERS
+    + """
+-- KEYS: rollout, audit, events, generation, active
+-- ARGV: expected document ('' = none), new document ('' = delete), time, maxlen,
+--       action, source, from, to, reason, forced, expected active system ('' = any)
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[1] then return redis.error_reply('CHANGED') end
+if ARGV[11] ~= '' then
+  local active = redis.call('GET', KEYS[5])
+  if active ~= ARGV[11] then return redis.error_reply('EXPECT ' .. (active or '')) end
+end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2]) end
+audit(KEYS[2], ARGV[4], ARGV[3], ARGV[5], ARGV[7], ARGV[8], ARGV[6], ARGV[9], ARGV[10])
+local gen = redis.call('INCR', KEYS[4])
+redis.call('PUBLISH', KEYS[3], 'rollout')
+return gen
+"""
+)
+
+_LEADER = """
+-- KEYS: leader ; ARGV: instance, ttl in ms. Take the lock if free, renew it if ours.
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+_UNLEAD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
@@ -228,8 +428,14 @@ end
 return {epoch, seeded}
 """
 
-_OFFLINE = """
--- KEYS: offline, audit, events ; ARGV: system, 1|0, source, time, maxlen
+_OFFLINE = (
+    _LUA_HELPERS
+    + """
+-- KEYS: offline, audit, events, active, generation
+-- ARGV: system, 1|0, source, time, maxlen, reason, forced, refuse if active (1|'')
+if ARGV[2] == '1' and ARGV[8] == '1' and redis.call('GET', KEYS[4]) == ARGV[1] then
+  return redis.error_reply('ACTIVE')
+end
 local changed
 if ARGV[2] == '1' then
   changed = redis.call('SADD', KEYS[1], ARGV[1])
@@ -239,12 +445,31 @@ end
 if changed == 1 then
   local action = 'online'
   if ARGV[2] == '1' then action = 'offline' end
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'action', action,
-    'from', ARGV[1], 'to', ARGV[1], 'source', ARGV[3], 'time', ARGV[4])
+  audit(KEYS[2], ARGV[5], ARGV[4], action, ARGV[1], ARGV[1], ARGV[3], ARGV[6], ARGV[7])
 end
+redis.call('INCR', KEYS[5])
 redis.call('PUBLISH', KEYS[3], 'offline')
 return changed
 """
+)
+
+
+def active_error(system: str) -> GateRefused:
+    return GateRefused(
+        "active",
+        f"{system} is the active system: marking it offline refuses every new session; "
+        "switch first, or override with force",
+        system=system,
+    )
+
+
+def offline_error(system: str) -> GateRefused:
+    return GateRefused(
+        "offline",
+        f"system {system!r} is marked offline; bring it online before switching "
+        "(or force, which brings it online)",
+        system=system,
+    )
 
 
 class RedisStore:
@@ -271,6 +496,9 @@ class RedisStore:
         self._offline = self._client.register_script(_OFFLINE)
         self._affinity = self._client.register_script(_AFFINITY)
         self._restore = self._client.register_script(_RESTORE)
+        self._rollout = self._client.register_script(_ROLLOUT)
+        self._leader = self._client.register_script(_LEADER)
+        self._unlead = self._client.register_script(_UNLEAD)
 
     async def close(self) -> None:
         await close_client(self._client)
@@ -299,16 +527,35 @@ class RedisStore:
                 pipe.get(self.keys.recorded)
                 pipe.get(self.keys.epoch)
                 pipe.get(self.keys.restoring)
-                active, offline, recorded, epoch, restoring = await pipe.execute()
+                pipe.get(self.keys.rollout)
+                pipe.get(self.keys.generation)
+                (
+                    active,
+                    offline,
+                    recorded,
+                    epoch,
+                    restoring,
+                    rollout,
+                    generation,
+                ) = await pipe.execute()
         except (RedisError, OSError) as exc:
             k = self.keys
             raise await self._failure(
-                exc, k.active, k.offline, k.recorded, k.epoch, k.restoring
+                exc,
+                k.active,
+                k.offline,
+                k.recorded,
+                k.epoch,
+                k.restoring,
+                k.rollout,
+                k.generation,
             ) from exc
         return StoredState(
             active=active,
             offline=frozenset(offline),
             recorded=recorded,
+            rollout=rollout,
+            generation=int(generation or 0),
             epoch=epoch,
             restoring=_float_or_none(restoring),
         )
@@ -392,44 +639,193 @@ class RedisStore:
         return str(found), bool(seeded)
 
     async def switch(self, system: str, source: str, known: Sequence[str]) -> str:
+        return (await self.change_active(system, source, known)).previous
+
+    async def change_active(
+        self,
+        system: str,
+        source: str,
+        known: Sequence[str],
+        *,
+        expect: str | None = None,
+        reason: str = "",
+        forced: bool = False,
+        action: str = "switch",
+    ) -> SwitchResult:
         k = self.keys
+        switched = (k.active, k.recorded, k.offline, k.audit, k.rollout, k.generation)
         try:
-            previous = await self._switch(
-                keys=[k.active, k.recorded, k.offline, k.audit, k.events],
-                args=[system, source, f"{time.time():.3f}", AUDIT_MAXLEN, *known],
+            previous, generation = await self._switch(
+                keys=[k.active, k.recorded, k.offline, k.audit, k.events, k.rollout, k.generation],
+                args=[
+                    system,
+                    source,
+                    f"{time.time():.3f}",
+                    AUDIT_MAXLEN,
+                    expect or "",
+                    reason,
+                    "1" if forced else "",
+                    action,
+                    *known,
+                ],
             )
         except ResponseError as exc:
             if "OFFLINE" in str(exc):
-                raise Conflict(
-                    f"system {system!r} is marked offline; bring it online before switching",
-                    system=system,
-                ) from None
-            raise await self._failure(exc, k.active, k.recorded, k.offline, k.audit) from exc
+                raise offline_error(system) from None
+            if "EXPECT" in str(exc):
+                raise expect_error(str(exc), expect or "") from None
+            raise await self._failure(exc, *switched) from exc
         except (RedisError, OSError) as exc:
-            raise await self._failure(exc, k.active, k.recorded, k.offline, k.audit) from exc
-        return str(previous)
+            raise await self._failure(exc, *switched) from exc
+        return SwitchResult(str(previous), int(generation))
 
-    async def set_offline(self, system: str, offline: bool, source: str) -> None:
+    async def set_offline(
+        self,
+        system: str,
+        offline: bool,
+        source: str,
+        *,
+        reason: str = "",
+        forced: bool = False,
+        refuse_active: bool = False,
+    ) -> None:
         k = self.keys
         try:
             await self._offline(
-                keys=[k.offline, k.audit, k.events],
-                args=[system, "1" if offline else "0", source, f"{time.time():.3f}", AUDIT_MAXLEN],
+                keys=[k.offline, k.audit, k.events, k.active, k.generation],
+                args=[
+                    system,
+                    "1" if offline else "0",
+                    source,
+                    f"{time.time():.3f}",
+                    AUDIT_MAXLEN,
+                    reason,
+                    "1" if forced else "",
+                    "1" if refuse_active else "",
+                ],
             )
+        except ResponseError as exc:
+            if "ACTIVE" in str(exc):
+                raise active_error(system) from None
+            raise await self._failure(exc, k.offline, k.audit, k.active, k.generation) from exc
         except (RedisError, OSError) as exc:
-            raise await self._failure(exc, k.offline, k.audit) from exc
+            raise await self._failure(exc, k.offline, k.audit, k.active, k.generation) from exc
 
     async def record_observed(self, source: str, known: Sequence[str]) -> bool:
         k = self.keys
         try:
             return bool(
                 await self._observe(
-                    keys=[k.active, k.recorded, k.audit],
+                    keys=[k.active, k.recorded, k.audit, k.offline, k.rollout, k.events],
                     args=[source, f"{time.time():.3f}", AUDIT_MAXLEN, *known],
                 )
             )
         except (RedisError, OSError) as exc:
-            raise await self._failure(exc, k.active, k.recorded, k.audit) from exc
+            raise await self._failure(
+                exc, k.active, k.recorded, k.audit, k.offline, k.rollout
+            ) from exc
+
+    async def write_rollout(
+        self, expected: str | None, new: str | None, entry: AuditFields, *, expect_active: str = ""
+    ) -> int:
+        """Compare-and-set of the whole rollout document, with its audit entry; returns the
+        new generation. Raises Conflict when the document changed since `expected` was read."""
+        k = self.keys
+        try:
+            return int(
+                await self._rollout(
+                    keys=[k.rollout, k.audit, k.events, k.generation, k.active],
+                    args=[
+                        expected or "",
+                        new or "",
+                        f"{time.time():.3f}",
+                        AUDIT_MAXLEN,
+                        entry.action,
+                        entry.source,
+                        entry.from_,
+                        entry.to,
+                        entry.reason,
+                        "1" if entry.forced else "",
+                        expect_active,
+                    ],
+                )
+            )
+        except ResponseError as exc:
+            if "CHANGED" in str(exc):
+                raise Conflict("the rollout changed meanwhile; look again and retry") from None
+            if "EXPECT" in str(exc):
+                raise expect_error(str(exc), expect_active) from None
+            raise await self._failure(exc, k.rollout, k.audit, k.generation, k.active) from exc
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, k.rollout, k.audit, k.generation, k.active) from exc
+
+    async def add_rollout_counts(
+        self, rollout_id: str, step: int, deltas: Mapping[str, tuple[int, int]]
+    ) -> None:
+        key = self.keys.rollout_counts(rollout_id, step)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for system, (requests, failures) in deltas.items():
+                    if requests:
+                        pipe.hincrby(key, f"{system}:requests", requests)
+                    if failures:
+                        pipe.hincrby(key, f"{system}:failures", failures)
+                pipe.expire(key, ROLLOUT_COUNTS_TTL)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, key) from exc
+
+    async def rollout_counts(self, rollout_id: str, step: int) -> dict[str, tuple[int, int]]:
+        key = self.keys.rollout_counts(rollout_id, step)
+        try:
+            raw: dict[str, str] = await self._client.hgetall(key)  # type: ignore[assignment]
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, key) from exc
+        return parse_counts(raw)
+
+    async def hold_leader(self, instance: str, ttl: float) -> bool:
+        try:
+            return bool(
+                await self._leader(keys=[self.keys.leader], args=[instance, int(ttl * 1000)])
+            )
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, self.keys.leader) from exc
+
+    async def leader(self) -> str | None:
+        try:
+            value = await self._client.get(self.keys.leader)
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, self.keys.leader) from exc
+        return None if value is None else str(value)
+
+    async def release_leader(self, instance: str) -> None:
+        try:
+            await self._unlead(keys=[self.keys.leader], args=[instance])
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, self.keys.leader) from exc
+
+    async def heartbeat(self, instance: str, document: Mapping[str, Any]) -> None:
+        try:
+            await self._client.hset(self.keys.instances, instance, orjson.dumps(document))
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, self.keys.instances) from exc
+
+    async def instances(self, now: float, stale_after: float) -> list[dict[str, Any]]:
+        """Live instances; those silent for longer than `stale_after` are dropped here."""
+        try:
+            raw: dict[str, str] = await self._client.hgetall(self.keys.instances)  # type: ignore[assignment]
+            live, stale = split_instances(raw, now, stale_after)
+            if stale:
+                await self._client.hdel(self.keys.instances, *stale)
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, self.keys.instances) from exc
+        return live
+
+    async def remove_instance(self, instance: str) -> None:
+        try:
+            await self._client.hdel(self.keys.instances, instance)
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, self.keys.instances) from exc
 
     async def audit(self, count: int) -> list[AuditEntry]:
         try:
@@ -446,6 +842,8 @@ class RedisStore:
                 source=data.get("source", ""),
                 from_=data.get("from", ""),
                 to=data.get("to", ""),
+                reason=data.get("reason", ""),
+                forced=data.get("forced", "") == "1",
             )
             for entry_id, data in rows
         ]
@@ -533,6 +931,11 @@ class MemoryStore:
         self.preview: dict[str, float] = {}
         # One process's memory never loses its state while the process runs.
         self.epoch: str | None = "memory:0"
+        self.rollout: str | None = None
+        self.generation = 0
+        self.counts: dict[tuple[str, int], dict[str, tuple[int, int]]] = {}
+        self.leader_id: tuple[str, float] | None = None
+        self.registry: dict[str, bytes] = {}
         self._changed = asyncio.Event()
         self._sequence = 0
 
@@ -541,12 +944,33 @@ class MemoryStore:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _append(self, action: str, source: str, from_: str, to: str) -> None:
+    def _append(
+        self,
+        action: str,
+        source: str,
+        from_: str,
+        to: str,
+        reason: str = "",
+        forced: bool = False,
+    ) -> None:
         self._sequence += 1
         now = time.time()
-        entry = AuditEntry(f"{int(now * 1000)}-{self._sequence}", now, action, source, from_, to)
+        entry = AuditEntry(
+            f"{int(now * 1000)}-{self._sequence}", now, action, source, from_, to, reason, forced
+        )
         self.entries.append(entry)
         del self.entries[:-AUDIT_MAXLEN]
+
+    def _end_rollout(self, state: str, why: str) -> dict[str, Any] | None:
+        """What the scripts' end_rollout does: end a running or paused rollout in place."""
+        if self.rollout is None:
+            return None
+        doc = orjson.loads(self.rollout)
+        if doc.get("state") not in ("running", "paused"):
+            return None
+        doc.update(state=state, ended_at=time.time(), end_reason=why)
+        self.rollout = orjson.dumps(doc).decode()
+        return dict(doc)
 
     async def close(self) -> None:
         return None
@@ -560,6 +984,8 @@ class MemoryStore:
             offline=frozenset(self.offline),
             recorded=self.recorded,
             epoch=self.epoch,
+            rollout=self.rollout,
+            generation=self.generation,
         )
 
     async def mark_restoring(self, now: float) -> None:
@@ -610,38 +1036,145 @@ class MemoryStore:
         self._notify()
 
     async def switch(self, system: str, source: str, known: Sequence[str]) -> str:
+        return (await self.change_active(system, source, known)).previous
+
+    async def change_active(
+        self,
+        system: str,
+        source: str,
+        known: Sequence[str],
+        *,
+        expect: str | None = None,
+        reason: str = "",
+        forced: bool = False,
+        action: str = "switch",
+    ) -> SwitchResult:
+        if expect and self.active != expect:
+            raise expect_error(f"EXPECT {self.active or ''}", expect)
         if system in self.offline:
-            raise Conflict(
-                f"system {system!r} is marked offline; bring it online before switching",
-                system=system,
-            )
-        if self.active is not None and self.active != self.recorded and self.active in known:
+            if not forced:
+                raise offline_error(system)
+            self.offline.discard(system)
+            self._append("online", source, system, system, f"forced {action} to it", True)
+        if (
+            self.active is not None
+            and self.active != self.recorded
+            and self.active in known
+            and self.active not in self.offline
+        ):
             self._append("switch", "external", self.recorded or "", self.active)
             self.recorded = self.active
         previous = self.recorded or ""
         self.active = system
-        if previous != system:
-            self._append("switch", source, previous, system)
+        if action == "promote":
+            self._end_rollout("promoted", reason)
+        else:
+            ended = self._end_rollout("ended", f"{action} to {system} by {source}")
+            if ended is not None:
+                self._append(
+                    "rollout-end",
+                    source,
+                    str(ended.get("source", "")),
+                    str(ended.get("target", "")),
+                    f"ended by a {action} to {system}",
+                )
+        if previous != system or action == "promote":
+            self._append(action, source, previous, system, reason, forced)
         self.recorded = system
+        self.generation += 1
         self._notify()
-        return previous
+        return SwitchResult(previous, self.generation)
 
-    async def set_offline(self, system: str, offline: bool, source: str) -> None:
+    async def set_offline(
+        self,
+        system: str,
+        offline: bool,
+        source: str,
+        *,
+        reason: str = "",
+        forced: bool = False,
+        refuse_active: bool = False,
+    ) -> None:
+        if offline and refuse_active and self.active == system:
+            raise active_error(system)
         changed = (system not in self.offline) if offline else (system in self.offline)
         if offline:
             self.offline.add(system)
         else:
             self.offline.discard(system)
         if changed:
-            self._append("offline" if offline else "online", source, system, system)
+            self._append("offline" if offline else "online", source, system, system, reason, forced)
+        self.generation += 1
         self._notify()
 
     async def record_observed(self, source: str, known: Sequence[str]) -> bool:
-        if self.active is None or self.active == self.recorded or self.active not in known:
+        if (
+            self.active is None
+            or self.active == self.recorded
+            or self.active not in known
+            or self.active in self.offline
+        ):
             return False
         self._append("switch", source, self.recorded or "", self.active)
         self.recorded = self.active
+        why = f"active set to {self.active} outside token-router (bare SET)"
+        ended = self._end_rollout("ended", why)
+        if ended is not None:
+            self._append("rollout-end", source, str(ended["source"]), str(ended["target"]), why)
+            self._notify()
         return True
+
+    async def write_rollout(
+        self, expected: str | None, new: str | None, entry: AuditFields, *, expect_active: str = ""
+    ) -> int:
+        if (self.rollout or "") != (expected or ""):
+            raise Conflict("the rollout changed meanwhile; look again and retry")
+        if expect_active and self.active != expect_active:
+            raise expect_error(f"EXPECT {self.active or ''}", expect_active)
+        self.rollout = new or None
+        self._append(entry.action, entry.source, entry.from_, entry.to, entry.reason, entry.forced)
+        self.generation += 1
+        self._notify()
+        return self.generation
+
+    async def add_rollout_counts(
+        self, rollout_id: str, step: int, deltas: Mapping[str, tuple[int, int]]
+    ) -> None:
+        counts = self.counts.setdefault((rollout_id, step), {})
+        for system, (requests, failures) in deltas.items():
+            old = counts.get(system, (0, 0))
+            counts[system] = (old[0] + requests, old[1] + failures)
+
+    async def rollout_counts(self, rollout_id: str, step: int) -> dict[str, tuple[int, int]]:
+        return dict(self.counts.get((rollout_id, step), {}))
+
+    async def hold_leader(self, instance: str, ttl: float) -> bool:
+        now = time.monotonic()
+        if self.leader_id is None or self.leader_id[1] <= now or self.leader_id[0] == instance:
+            self.leader_id = (instance, now + ttl)
+            return True
+        return False
+
+    async def leader(self) -> str | None:
+        if self.leader_id is None or self.leader_id[1] <= time.monotonic():
+            return None
+        return self.leader_id[0]
+
+    async def release_leader(self, instance: str) -> None:
+        if self.leader_id is not None and self.leader_id[0] == instance:
+            self.leader_id = None
+
+    async def heartbeat(self, instance: str, document: Mapping[str, Any]) -> None:
+        self.registry[instance] = orjson.dumps(document)
+
+    async def instances(self, now: float, stale_after: float) -> list[dict[str, Any]]:
+        live, stale = split_instances(self.registry, now, stale_after)
+        for ident in stale:
+            self.registry.pop(ident, None)
+        return live
+
+    async def remove_instance(self, instance: str) -> None:
+        self.registry.pop(instance, None)
 
     async def audit(self, count: int) -> list[AuditEntry]:
         return list(reversed(self.entries[-count:]))

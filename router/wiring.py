@@ -15,6 +15,7 @@ starts the runtime before the listeners and closes it after the proxy listener.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,11 +39,14 @@ from router.app_keys import AUTH, DRAIN, HEALTH, LIVE, OPENAPI, RUNTIME
 from router.assets import Assets, find_assets
 from router.config import Config
 from router.drain import DrainHistory
+from router.gates import GateProber
 from router.gateways.prober import HealthProber
+from router.instances import InstanceRegistry
 from router.keys import Keys
 from router.metrics import Metrics
 from router.proxy import ProxyHandler
 from router.releases.service import Releases
+from router.rollout_driver import RolloutController
 from router.runtime import Runtime, instance_name
 from router.sentinel import SENTINEL_RETRY_MAX, redis_target
 from router.state import Snapshot, StateHolder, StateWatcher
@@ -92,6 +96,23 @@ def build_runtime(config: Config, store: StateStore | None = None) -> Runtime:
     metrics = Metrics()
     releases.files.on_lookup = metrics.on_release_lookup
     holder.listeners.append(lambda old, new: _count_change(metrics, old, new))
+    # Guarded switching: the gates' prober, the rollout controller (counts this process's
+    # token requests per step, competes for the leader lock) and the heartbeat.
+    started = time.time()
+    gate_prober = GateProber(config.systems)
+    controller = RolloutController(
+        store, holder, config, gate_prober, metrics.local, instance=instance
+    )
+    registry = InstanceRegistry(
+        store,
+        holder,
+        instance=instance,
+        started=started,
+        interval=r.heartbeat_interval,
+        is_leader=lambda: controller.leading,
+    )
+    holder.listeners.append(controller.on_snapshot)
+    holder.listeners.append(registry.on_snapshot)
     return Runtime(
         config,
         store,
@@ -102,6 +123,10 @@ def build_runtime(config: Config, store: StateStore | None = None) -> Runtime:
         upstreams,
         metrics=metrics,
         instance=instance,
+        started_at=started,
+        gate_prober=gate_prober,
+        registry=registry,
+        controller=controller,
     )
 
 

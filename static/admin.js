@@ -130,11 +130,121 @@
     $('form[data-action="online"]', card).hidden = s.state !== "offline";
   }
 
+  function age(seconds) {
+    const s = Math.max(0, Math.round(seconds));
+    if (s < 120) return `${s} s`;
+    if (s < 7200) return `${Math.round(s / 60)} min`;
+    return `${Math.round(s / 3600)} h`;
+  }
+
+  function renderRollout(r) {
+    const panel = $("#rollout");
+    const running = Boolean(r && (r.state === "running" || r.state === "paused"));
+    rolloutShown = running ? r : null;
+    panel.dataset.state = r ? r.state : "none";
+    $("#rollout-running").hidden = !running;
+    $("#rollout-start").hidden = running;
+    // Offer a system that can be rolled out to: not the active one (after a switch too).
+    const target = $('#rollout-start select[name="system"]');
+    if (doc && target.value === doc.active) {
+      const other = Array.from(target.options).find((o) => o.value !== doc.active);
+      if (other) target.value = other.value;
+    }
+    const last = $("#rollout-last");
+    last.hidden = running || !r;
+    if (r && !running) {
+      const why = r.end_reason ? `: ${r.end_reason}` : "";
+      setText(last, `Last rollout ${r.source} → ${r.target} ${r.state}${why}`);
+    }
+    if (!running) return;
+    setText(field(panel, "rollout-title"), `${r.source} → ${r.target}`);
+    setText(field(panel, "rollout-state"), r.state);
+    field(panel, "rollout-bar").style.width = `${r.percent}%`;
+    $("#rollout-progress").setAttribute("aria-valuenow", String(r.percent));
+    // The countdown runs in the browser between updates (tickRollout), from the server's
+    // figure at the time of the document.
+    rolloutNext =
+      r.state === "running" && r.next_in !== null ? Date.now() + r.next_in * 1000 : null;
+    rolloutShown = r;
+    tickRollout();
+    const counts = Object.entries(r.counts || {}).map(
+      ([sid, c]) => `${sid}: ${c.requests} token requests, ${c.failures} failed`,
+    );
+    setText(
+      field(panel, "rollout-counts"),
+      `This step, all instances: ${counts.length ? counts.join("; ") : "no token requests yet"}` +
+        ` · aborts at ${(r.max_error_rate * 100).toFixed(1)} % failed after ${r.min_requests}`,
+    );
+    $('form[data-action="rollout-pause"]').hidden = r.state !== "running";
+    $('form[data-action="rollout-resume"]').hidden = r.state !== "paused";
+  }
+
+  let rolloutNext = null;
+  let rolloutShown = null;
+
+  function tickRollout() {
+    const r = rolloutShown;
+    if (!r || (r.state !== "running" && r.state !== "paused")) return;
+    const lastStep = r.step_number === r.steps.length;
+    let next = "paused: steps do not advance";
+    if (rolloutNext !== null) {
+      const what = lastStep ? `${r.target} becomes active` : `${r.steps[r.step + 1]} %`;
+      next = `next: ${what} in ${age(Math.max(0, (rolloutNext - Date.now()) / 1000))}`;
+    }
+    setText(
+      field($("#rollout"), "rollout-detail"),
+      `Step ${r.step_number} of ${r.steps.length} (${r.steps.join(" → ")} %) · ` +
+        `${r.percent} % of new sessions to ${r.target} · ${next}`,
+    );
+  }
+  setInterval(tickRollout, 1000);
+
+  function renderInstances(fleet) {
+    const body = $("#instance-rows");
+    const note = $("#instances-note");
+    if (!fleet) {
+      body.replaceChildren();
+      setText(note, "Instance registry unavailable (Redis?).");
+      return;
+    }
+    const now = doc ? doc.now : Date.now() / 1000;
+    const rows = fleet.instances.map((i) => {
+      const tr = document.createElement("tr");
+      tr.classList.toggle("behind", !i.current);
+      const applied = i.applied || {};
+      const cells = [
+        i.id,
+        i.version || "?",
+        `${applied.active || "?"} (generation ${applied.generation || 0})`,
+        dateTime(i.started),
+        `${age(now - i.seen)} ago`,
+        [i.leader ? "leader" : "", i.current ? "" : "not on the current state"]
+          .filter(Boolean)
+          .join(", "),
+      ];
+      cells.forEach((text) => {
+        const td = document.createElement("td");
+        td.textContent = text;
+        tr.appendChild(td);
+      });
+      return tr;
+    });
+    body.replaceChildren(...rows);
+    const behind = fleet.behind.length;
+    setText(
+      note,
+      `${fleet.instances.length} live instance(s)` +
+        (behind ? `; ${behind} not on the current state` : "; all on the current state") +
+        ` · dropped after ${fleet.stale_after} s without a heartbeat`,
+    );
+  }
+
   function renderAudit(entries, error) {
     const body = $("#audit-rows");
     const rows = (entries || []).map((e) => {
       const tr = document.createElement("tr");
-      const cells = [dateTime(e.time), e.action, e.source, e.from || "—", e.to];
+      const action = e.forced ? `${e.action} (forced)` : e.action;
+      const cells = [dateTime(e.time), action, e.source, e.from || "—", e.to, e.reason || ""];
       cells.forEach((text) => {
         const td = document.createElement("td");
         td.textContent = text;
@@ -175,6 +285,8 @@
       setText(field(refused, "refused-active"), doc.active);
     }
     renderAudit(doc.audit, doc.audit_error);
+    renderRollout(doc.rollout);
+    renderInstances(doc.instances);
     setText($("#instance"), doc.instance);
     setText($("#store-url"), doc.store.url);
     setText($("#updated"), `updated ${clock(doc.now)}`);
@@ -253,12 +365,14 @@
     return String(s.open);
   }
 
-  function confirmDialog(title, text, detail, okLabel) {
+  function confirmDialog(title, text, detail, okLabel, askReason = false) {
     const dialog = $("#confirm");
     setText($("#confirm-title"), title);
     setText($("#confirm-text"), text);
     setText($("#confirm-detail"), detail);
     setText($("#confirm-ok"), okLabel);
+    $("#confirm-reason-label").hidden = !askReason;
+    $("#confirm-reason").value = "";
     dialog.returnValue = "cancel";
     return new Promise((resolve) => {
       dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
@@ -267,7 +381,34 @@
     });
   }
 
+  // A refusal by a safety gate (409 with `gate`): say why and offer the override, which the
+  // API records in the audit log with the reason given here.
   async function send(form, body) {
+    const result = await post(form, body);
+    if (!result) return null;
+    const { status, answer } = result;
+    if (status >= 200 && status < 300) return answer || {};
+    const why = answer && answer.message ? answer.message : `HTTP ${status}`;
+    if (status === 409 && answer && answer.gate && answer.override && !body.force) {
+      const ok = await confirmDialog(
+        "Refused by a safety gate",
+        `Refused (${answer.gate}): ${why}`,
+        "Override only if you know why the gate refused; the override is recorded in the " +
+          "audit log with your reason.",
+        "Override and proceed",
+        true,
+      );
+      if (ok) {
+        const reason = $("#confirm-reason").value.trim();
+        return send(form, { ...body, force: true, ...(reason ? { reason } : {}) });
+      }
+    }
+    flash(`Refused: ${why}`, true);
+    if (status === 401) sessionOver();
+    return null;
+  }
+
+  async function post(form, body) {
     const token = form.elements.csrf_token.value;
     const buttons = $$("button", form);
     buttons.forEach((b) => (b.disabled = true));
@@ -284,13 +425,7 @@
       } catch (_) {
         answer = null;
       }
-      if (!response.ok) {
-        const why = answer && answer.message ? answer.message : `HTTP ${response.status}`;
-        flash(`Refused: ${why}`, true);
-        if (response.status === 401) sessionOver();
-        return null;
-      }
-      return answer || {};
+      return { status: response.status, answer };
     } catch (error) {
       flash(`Refused: the router did not answer (${error.message})`, true);
       return null;
@@ -311,8 +446,75 @@
       `Switch ${from} → ${target}`,
     );
     if (!ok) return;
-    const answer = await send(form, { system: target, via: "page" });
-    if (answer) flash(`Switched: new sessions go to ${answer.active}.`, false);
+    // The system this page displayed as active: a compare-and-set, so two operators cannot
+    // both switch on the strength of the same stale view.
+    const answer = await send(form, { system: target, expect: from, via: "page" });
+    if (answer) flash(`Switched: new sessions go to ${answer.active}. ${answer.message}`, false);
+  }
+
+  function lastSwitch() {
+    const actions = ["switch", "undo", "promote"];
+    return doc && doc.audit ? doc.audit.find((e) => actions.includes(e.action) && e.from) : null;
+  }
+
+  async function onUndo(form) {
+    const last = lastSwitch();
+    const text = last
+      ? `Undo the last switch (${last.from} → ${last.to}) and send new sessions to ${last.from}?`
+      : "Undo the last switch?";
+    const ok = await confirmDialog(
+      "Undo last switch",
+      text,
+      "Through the same gates as a switch; refused if the active system changed meanwhile.",
+      "Undo",
+    );
+    if (!ok) return;
+    const answer = await send(form, { via: "page" });
+    if (answer) flash(`Undone: new sessions go to ${answer.active}. ${answer.message}`, false);
+  }
+
+  async function onRolloutStart(form) {
+    const f = form.elements;
+    const body = {
+      system: f.system.value,
+      steps: f.steps.value,
+      interval: Number(f.interval.value),
+      max_error_rate: Number(f.max_error_rate.value),
+      min_requests: Number(f.min_requests.value),
+      via: "page",
+    };
+    const from = doc ? doc.active : "?";
+    const ok = await confirmDialog(
+      "Start a progressive rollout",
+      `Send a growing share of new sessions from ${from} to ${body.system}: ` +
+        `${body.steps.split(",").join(" → ")} %, each step held ${body.interval} s?`,
+      `Aborts itself when ${body.system}'s gateway fails its probe or ` +
+        `${(body.max_error_rate * 100).toFixed(1)} % of its token requests fail; after the ` +
+        `last step ${body.system} becomes active.`,
+      "Start rollout",
+    );
+    if (!ok) return;
+    const answer = await send(form, body);
+    if (answer && answer.rollout) {
+      flash(`Rollout started: ${answer.rollout.percent} % of new sessions to ${body.system}.`, false);
+    }
+  }
+
+  function rolloutAction(name, question) {
+    return async (form) => {
+      const r = doc ? doc.rollout : null;
+      if (question) {
+        const ok = await confirmDialog(
+          `${name[0].toUpperCase()}${name.slice(1)} the rollout`,
+          question(r),
+          "Recorded in the audit log.",
+          name[0].toUpperCase() + name.slice(1),
+        );
+        if (!ok) return;
+      }
+      const answer = await send(form, { via: "page" });
+      if (answer && answer.rollout) flash(`Rollout ${answer.rollout.state}.`, false);
+    };
   }
 
   async function onOffline(form) {
@@ -325,12 +527,12 @@
       `Mark ${id} offline`,
     );
     if (!ok) return;
-    if (await send(form, {})) flash(`${id} is offline.`, false);
+    if (await send(form, { via: "page" })) flash(`${id} is offline.`, false);
   }
 
   async function onOnline(form) {
     const id = form.elements.system.value;
-    if (await send(form, {})) flash(`${id} is online.`, false);
+    if (await send(form, { via: "page" })) flash(`${id} is online.`, false);
   }
 
   function refreshSummary(r) {
@@ -353,6 +555,18 @@
     offline: onOffline,
     online: onOnline,
     "refresh-releases": onRefresh,
+    undo: onUndo,
+    "rollout-start": onRolloutStart,
+    "rollout-pause": rolloutAction("pause", null),
+    "rollout-resume": rolloutAction("resume", null),
+    "rollout-promote": rolloutAction(
+      "promote",
+      (r) => `Make ${r ? r.target : "the target"} active now (straight to 100 %)?`,
+    ),
+    "rollout-abort": rolloutAction(
+      "abort",
+      (r) => `Stop sending new sessions to ${r ? r.target : "the target"}? The active system stays.`,
+    ),
   };
 
   document.addEventListener("submit", (event) => {

@@ -48,7 +48,7 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "clients and pure models",
         "talking to Redis (Sentinel too, and naming a key of the wrong type) and gateways; "
-        "the release model; errors as HTTP; the simulator",
+        "the release and rollout models; errors as HTTP; the simulator",
         (
             "router.redis_client",
             "router.key_types",
@@ -59,6 +59,7 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "router.gateways.stats",
             "router.releases.model",
             "router.releases.cache",
+            "router.rollout",
             "router.simulator",
         ),
     ),
@@ -66,7 +67,7 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "state and decisions",
         "the state snapshot, routing, affinity, drain, recovery, metrics, watching gateways, "
-        "release files and their archive",
+        "release files and their archive, the switch gates, the instance heartbeat",
         (
             "router.state",
             "router.routing",
@@ -78,9 +79,16 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "router.releases.fetch",
             "router.releases.archive",
             "router.releases.serving",
+            "router.gates",
+            "router.instances",
         ),
     ),
-    ("services", "the release service (check, follow, hand out)", ("router.releases",)),
+    (
+        "services",
+        "the release service (check, follow, hand out); the operator's state changes and the "
+        "rollout controller",
+        ("router.releases", "router.operations", "router.rollout_driver"),
+    ),
     ("runtime", "what one process shares between its two listeners", ("router.runtime",)),
     (
         "handler parts",

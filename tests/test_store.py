@@ -96,6 +96,8 @@ async def test_switch_records_from_to_source(case: StoreCase) -> None:
         "source": "api:bob",
         "from": "a",
         "to": "b",
+        "reason": None,
+        "forced": False,
     }
 
 

@@ -1,4 +1,5 @@
-"""The admin JSON API: health, readiness, status, switch, offline/online and the audit log.
+"""The admin JSON API: health, readiness, status and the audit log (changes of state:
+guarded_api.py).
 
 Every `/api/` call needs an operator's credential, checked by `auth.admin_access` before the
 handler runs (`auth.operator_of` names the operator); state changes go through the store's
@@ -20,24 +21,18 @@ from router.admin.models import (
     Audit,
     AuditQuery,
     Liveness,
-    OfflineResult,
     Readiness,
     Status,
-    SwitchRequest,
-    SwitchResult,
-    SystemPath,
 )
 from router.admin.spec import (
     Access,
     Answer,
     Content,
     Operation,
-    parse_body,
-    parse_path,
     parse_query,
 )
 from router.app_keys import DRAIN, HEALTH, RUNTIME
-from router.errors import Conflict, ServiceUnavailable, StoreUnavailable
+from router.errors import ServiceUnavailable, StoreUnavailable
 from router.gateways.reports import SystemReport, audit_json, read_counts, reports
 from router.metrics import CONTENT_TYPE as METRICS_TYPE
 from router.metrics import render
@@ -135,40 +130,6 @@ async def status(request: web.Request) -> web.Response:
     return json_response(await status_document(request.app))
 
 
-async def switch(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    body = await parse_body(request, SwitchRequest)
-    try:
-        previous = await runtime.store.switch(
-            body.system, audit_source(request, body.via), runtime.config.system_ids
-        )
-    except StoreUnavailable as exc:
-        raise ServiceUnavailable(f"cannot switch: {exc}") from None
-    # Apply here at once, so this instance's next request already goes to `system`; the
-    # others follow through the store's notification.
-    await runtime.watcher.nudge()
-    return json_response({"active": body.system, "previous": previous or None})
-
-
-async def _set_offline(request: web.Request, offline: bool) -> web.Response:
-    runtime = request.app[RUNTIME]
-    system = parse_path(request, SystemPath).system
-    try:
-        await runtime.store.set_offline(system, offline, audit_source(request))
-    except StoreUnavailable as exc:
-        raise ServiceUnavailable(f"cannot change {system!r}: {exc}") from None
-    await runtime.watcher.nudge()
-    return json_response({"system": system, "offline": offline})
-
-
-async def offline(request: web.Request) -> web.Response:
-    return await _set_offline(request, True)
-
-
-async def online(request: web.Request) -> web.Response:
-    return await _set_offline(request, False)
-
-
 async def audit(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     count = parse_query(request, AuditQuery).count
@@ -233,67 +194,6 @@ OPERATIONS = (
         access=Access.READ,
         ok=Status,
         ok_description="The current status.",
-    ),
-    Operation(
-        "POST",
-        "/api/switch",
-        switch,
-        summary="Make a system active (new sessions go there)",
-        description="Atomic in Redis with its audit entry; the old system keeps what belongs "
-        "to it. Switching to the active system again answers 200 and records nothing.",
-        tag="actions",
-        access=Access.WRITE,
-        body=SwitchRequest,
-        ok=SwitchResult,
-        ok_description="Switched (or already active).",
-        errors={Conflict: "The system is marked offline.", ServiceUnavailable: STORE_DOWN},
-        links={
-            "MarkTheActiveOffline": {
-                "operationId": "offline",
-                "parameters": {"system": "$response.body#/active"},
-            },
-        },
-    ),
-    Operation(
-        "POST",
-        "/api/systems/{system}/offline",
-        offline,
-        summary="Mark a system offline: its requests get 503 at once",
-        tag="actions",
-        access=Access.WRITE,
-        path_params=SystemPath,
-        ok=OfflineResult,
-        ok_description="Marked offline (or already offline).",
-        errors={ServiceUnavailable: STORE_DOWN},
-        links={
-            "SwitchToIt": {
-                "operationId": "switch",
-                "requestBody": {"system": "$response.body#/system"},
-                "description": "Refused with 409 while it is offline.",
-            },
-            "BringItBack": {
-                "operationId": "online",
-                "parameters": {"system": "$response.body#/system"},
-            },
-        },
-    ),
-    Operation(
-        "POST",
-        "/api/systems/{system}/online",
-        online,
-        summary="Bring a system back online",
-        tag="actions",
-        access=Access.WRITE,
-        path_params=SystemPath,
-        ok=OfflineResult,
-        ok_description="Online (or already online).",
-        errors={ServiceUnavailable: STORE_DOWN},
-        links={
-            "SwitchToIt": {
-                "operationId": "switch",
-                "requestBody": {"system": "$response.body#/system"},
-            },
-        },
     ),
     Operation(
         "GET",

@@ -22,9 +22,11 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
+from router import operations
 from router.admin.api import status_document
 from router.admin.auth import BY_SESSION
 from router.admin.feed import TREND_POINTS
+from router.admin.guarded_api import instances_document
 from router.admin.models import Expired, Live
 from router.admin.spec import Access, Content, Operation, ref
 from router.app_keys import AUTH, DRAIN, HEALTH, LIVE, RUNTIME
@@ -77,6 +79,11 @@ async def live_document(app: web.Application) -> dict[str, Any]:
     except StoreUnavailable as exc:
         doc["audit"] = None
         doc["audit_error"] = str(exc)
+    try:
+        doc["rollout"] = await operations.rollout_view(runtime.store, time.time())
+        doc["instances"] = await instances_document(runtime)
+    except StoreUnavailable:
+        doc["rollout"] = doc["instances"] = None
     doc["rates_scope"] = "this instance"
     doc["now"] = time.time()
     return doc

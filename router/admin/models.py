@@ -8,7 +8,7 @@ against those schemas.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
@@ -251,3 +251,130 @@ class RefreshResult(BaseModel):
 
 class Refresh(BaseModel):
     results: list[RefreshResult]
+
+
+# --- guarded switching and rollouts (guarded_api.py) ---------------------------------------
+
+
+class GuardRequest(Body):
+    """What every guarded change accepts: override the gates, say why, name the channel."""
+
+    force: bool = Field(
+        False, description="Override the gates (offline, health; never expect); audited."
+    )
+    reason: str = Field("", max_length=200, description="Recorded in the audit stream.")
+    via: Literal["api", "page"] = Field(
+        "api", description="Channel recorded in the audit stream (the page sends 'page')."
+    )
+
+
+class GuardedSwitchRequest(GuardRequest):
+    system: SystemId = Field(description="The system to make active.")
+    expect: SystemId | None = Field(
+        None,
+        description="Compare-and-set: refused (409, gate 'expect') unless this system is "
+        "still the active one. The admin page sends the system it displayed.",
+    )
+
+
+class RolloutRequest(GuardRequest):
+    system: SystemId = Field(description="The target system.")
+    steps: str | list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        description="Percentages of new sessions, strictly increasing, 1..100.",
+        examples=["5,25,50,100", [5, 25, 50, 100]],
+    )
+    interval: float = Field(gt=0, lt=604_800, description="Seconds each step holds.")
+    max_error_rate: float = Field(
+        0.05, gt=0, le=1, description="Abort when this share of the target's token requests fails."
+    )
+    min_requests: int = Field(
+        20, ge=1, description="Token requests in a step before the error share counts."
+    )
+
+
+class GateRefusal(BaseModel):
+    """409: a safety gate refused (gate names it), or the rollout was not in a state for it."""
+
+    error: Literal["refused", "conflict"]
+    message: str
+    gate: Literal["offline", "health", "expect", "active"] | None = None
+    override: str | None = Field(None, description='"force": true, or null (expect).')
+    system: str | None = None
+
+
+class Confirmation(BaseModel):
+    """How many live router instances applied the change, and how fast."""
+
+    applied: int
+    total: int
+    elapsed_ms: float
+    laggards: list[str]
+    timed_out: bool
+
+
+class GuardedSwitchResult(BaseModel):
+    active: SystemRef
+    previous: str | None = Field(description="The system active before (null: none).")
+    changed: bool
+    forced: str | None = Field(description="What force overrode (null: nothing).")
+    confirmation: Confirmation | None
+    message: str = Field(description="e.g. 'switched a -> b; applied by 3/3 instances in 12 ms'")
+
+
+class StepCounts(BaseModel):
+    requests: int
+    failures: int
+
+
+class RolloutView(BaseModel):
+    """The current or last rollout."""
+
+    id: str
+    target: SystemRef
+    source: str = Field(description="The system rolled away from.")
+    steps: list[int]
+    step: int = Field(description="Index into steps.")
+    step_number: int
+    percent: int = Field(description="Share of new sessions now (0 once over).")
+    state: Literal["running", "paused", "promoted", "aborted", "ended"]
+    interval: float
+    next_in: float | None = Field(description="Seconds to the next step (running only).")
+    max_error_rate: float
+    min_requests: int
+    counts: dict[str, StepCounts] = Field(
+        description="Per system: token requests and failures in this step, all instances."
+    )
+    started: float
+    started_by: str
+    step_started: float
+    paused_at: float | None
+    ended_at: float | None
+    end_reason: str | None
+
+
+class RolloutDocument(BaseModel):
+    rollout: RolloutView | None
+
+
+class RolloutAnswer(BaseModel):
+    rollout: RolloutView | None
+    confirmation: Confirmation
+
+
+class Instance(BaseModel):
+    id: str
+    host: str
+    pid: int
+    version: str
+    started: float
+    seen: float
+    leader: bool
+    current: bool = Field(description="Has applied the newest state generation.")
+    applied: dict[str, object]
+
+
+class Instances(BaseModel):
+    generation: int
+    stale_after: float
+    behind: list[str]
+    instances: list[Instance]

@@ -6,11 +6,12 @@ handler module adds its `OPERATIONS` here (spec.py explains how to declare one).
 
 from __future__ import annotations
 
-from router.admin import api, live, page, releases_api
+from router.admin import api, guarded_api, live, page, releases_api
 from router.admin.spec import Operation
 
 OPERATIONS: tuple[Operation, ...] = (
     *api.OPERATIONS,
+    *guarded_api.OPERATIONS,
     *live.OPERATIONS,
     *releases_api.OPERATIONS,
     *page.OPERATIONS,

@@ -17,9 +17,20 @@ import sys
 from collections.abc import Sequence
 
 from router import __version__
-from router.cli import demo, drain, history, offline, releases, serve, simulate, status, switch
+from router.cli import (
+    demo,
+    drain,
+    history,
+    offline,
+    releases,
+    rollout,
+    serve,
+    simulate,
+    status,
+    switch,
+)
 from router.cli.common import PROG, Parser
-from router.errors import RouterError
+from router.errors import GateRefused, RouterError
 
 # 128 + SIGPIPE: what a shell reports for a command whose reader closed the pipe.
 EXIT_BROKEN_PIPE = 141
@@ -51,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(sub, common)
     status.add_parser(sub, common)
     switch.add_parser(sub, common)
+    switch.add_undo_parser(sub, common)
+    rollout.add_parser(sub, common)
     drain.add_parser(sub, common)
     offline.add_parsers(sub, common)
     history.add_parser(sub, common)
@@ -70,6 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(args.func(args))
         sys.stdout.flush()  # here, not at exit, so a closed pipe is caught below
         return code
+    except GateRefused as exc:
+        # SPEC section 1: a safety gate's refusal is exit 3, one line naming the gate.
+        override = " (override with --force)" if exc.overridable else ""
+        print(f"{PROG}: refused by gate {exc.gate}: {exc}{override}", file=sys.stderr)
+        return 3
     except RouterError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

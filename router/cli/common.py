@@ -10,20 +10,24 @@ import shlex
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn, TypeAlias
 
 import uvloop
 
+from router import operations
 from router.config import Config, load_config
 from router.drain import DrainHistory
 from router.errors import ConfigError, UsageError
+from router.gates import GateProber
 from router.gateways.reports import SystemReport, read_counts, reports
 from router.gateways.stats import probe_all
 from router.keys import Keys
 from router.logs import setup_logging
+from router.operations import Confirmation, SwitchOutcome
 from router.sentinel import redis_target
-from router.state import Snapshot, build_snapshot
+from router.state import Snapshot
 from router.store import AuditEntry, StateStore, open_store
 
 PROG = "token-router"
@@ -147,7 +151,7 @@ def require_redis(config: Config, api: str) -> None:
 
 
 def shared_store(config: Config) -> StateStore:
-    require_redis(config, "POST /api/switch")
+    require_redis(config, "POST /api/switch, /api/undo, /api/rollout")
     r = config.router
     return open_store(
         redis_target(r), Keys(r.key_prefix), timeout=r.redis_timeout, keyspace_events=False
@@ -178,11 +182,7 @@ def when(timestamp: float) -> str:
 
 
 async def read_snapshot(store: StateStore, config: Config) -> Snapshot:
-    stored = await store.read_state()
-    known = config.system_ids
-    fallback = stored.recorded if stored.recorded in known else config.default_system
-    assert fallback is not None
-    return build_snapshot(stored, known, Snapshot(active=fallback), time.time())
+    return operations.snapshot_of(await store.read_state(), config)
 
 
 async def read_reports(
@@ -199,8 +199,70 @@ async def read_reports(
 
 
 def audit_line(entry: AuditEntry) -> str:
-    if entry.action == "switch":
-        what = f"{entry.from_ or '(none)'} -> {entry.to}"
+    """One audit entry as `history` and `status` print it."""
+    if entry.action in operations.SWITCH_ACTIONS or entry.action.startswith("rollout"):
+        what = f"{entry.action} {entry.from_ or '(none)'} -> {entry.to}"
     else:
         what = f"{entry.to} {entry.action}"
-    return f"{when(entry.time)}  {what:<16}  {entry.source}"
+    line = f"{when(entry.time)}  {what:<28}  {entry.source}"
+    if entry.forced:
+        line += "  FORCED"
+    if entry.reason:
+        line += f"  ({entry.reason})"
+    return line
+
+
+# --- guarded changes -----------------------------------------------------------------------
+
+
+class Context:
+    """What a guarded command works with: config, the shared store and the gates' prober."""
+
+    def __init__(self, config: Config, store: StateStore) -> None:
+        self.config = config
+        self.store = store
+        self.prober = GateProber(config.systems)
+
+    @classmethod
+    def open(cls, args: argparse.Namespace) -> Context:
+        config = read_config(args)
+        return cls(config, shared_store(config))
+
+    async def close(self) -> None:
+        await self.prober.close()
+        await self.store.close()
+
+    async def confirm(self, generation: int) -> Confirmation:
+        """Wait until every live router instance applied `generation` (bounded)."""
+        r = self.config.router
+        return await operations.confirm(
+            self.store, generation, timeout=r.confirm_timeout, heartbeat=r.heartbeat_interval
+        )
+
+    async def confirmed(self, outcome: SwitchOutcome) -> SwitchOutcome:
+        if not outcome.changed:
+            return outcome
+        return replace(outcome, confirmation=await self.confirm(outcome.generation))
+
+
+async def with_context(args: argparse.Namespace, body: Callable[[Context], Awaitable[int]]) -> int:
+    ctx = Context.open(args)
+    try:
+        return await body(ctx)
+    finally:
+        await ctx.close()
+
+
+def add_guard_flags(p: argparse.ArgumentParser, *, expect: bool = False) -> None:
+    if expect:
+        p.add_argument(
+            "--expect",
+            metavar="CURRENT",
+            help="compare-and-set: refused (exit 3) unless CURRENT is still the active system",
+        )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="override the gates (offline, health; never --expect); recorded in the audit",
+    )
+    p.add_argument("--reason", metavar="TEXT", help="why, for the audit log")

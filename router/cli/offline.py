@@ -1,20 +1,23 @@
-"""`token-router offline SYSTEM` / `online SYSTEM`: answer SYSTEM's requests with 503, or stop."""
+"""`token-router offline SYSTEM` / `online SYSTEM`: answer SYSTEM's requests with 503, or stop.
+
+Offlining the active system is refused (exit 3, gate `active`) unless `--force`, atomically
+in Redis, exactly as the admin API and page refuse it.
+"""
 
 from __future__ import annotations
 
 import argparse
 
+from router import operations
 from router.cli.common import (
+    Context,
     Parser,
     Subcommands,
     async_command,
     known_system,
     operator,
-    read_config,
-    read_snapshot,
-    shared_store,
+    with_context,
 )
-from router.errors import UsageError
 
 
 def add_parsers(sub: Subcommands, common: Parser) -> None:
@@ -30,26 +33,30 @@ def add_parsers(sub: Subcommands, common: Parser) -> None:
             )
         else:
             p.set_defaults(force=False)
+        p.add_argument("--reason", metavar="TEXT", help="why, for the audit log")
         p.set_defaults(func=async_command(offline_main))
 
 
 async def offline_main(args: argparse.Namespace) -> int:
-    config = read_config(args)
-    system = known_system(config, args.system)
     offline = args.command == "offline"
-    store = shared_store(config)
-    try:
-        snapshot = await read_snapshot(store, config)
-        if offline and snapshot.active == system and not args.force:
-            raise UsageError(
-                f"{system} is the active system: marking it offline refuses every new session; "
-                f"switch first, or pass --force"
+
+    async def body(ctx: Context) -> int:
+        await operations.set_offline(
+            ctx.store,
+            ctx.config,
+            known_system(ctx.config, args.system),
+            offline,
+            source=operator(),
+            force=args.force,
+            reason=args.reason or "",
+        )
+        if offline:
+            print(
+                f"{args.system} is offline: its requests get 503 at once; "
+                "switching to it is refused"
             )
-        await store.set_offline(system, offline, operator())
-    finally:
-        await store.close()
-    if offline:
-        print(f"{system} is offline: its requests get 503 at once; switching to it is refused")
-    else:
-        print(f"{system} is online again")
-    return 0
+        else:
+            print(f"{args.system} is online again")
+        return 0
+
+    return await with_context(args, body)

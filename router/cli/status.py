@@ -1,83 +1,195 @@
-"""`token-router status`: the active system, each system's drain state, recent switches."""
+"""`token-router status [--watch] [--json]`: the active system, the rollout, each system's
+state, open counts (gateway and router), health and release, the router instances and the
+last changes; `--watch` redraws it about once a second."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import time
 from typing import Any
 
-import orjson
-
+from router import operations
 from router.cli.common import (
     EXIT_REFUSED_VALUE,
+    Context,
     Parser,
     Subcommands,
     async_command,
     audit_line,
-    read_config,
-    read_reports,
-    shared_store,
 )
+from router.cli.rollout import rollout_lines
+from router.cli.watch import add_watch_flags, show
+from router.config import Config
+from router.drain import DrainHistory
+from router.errors import StoreUnavailable
+from router.gateways.reports import read_counts, reports
+from router.gateways.stats import probe_all
+from router.instances import STALE_BEATS
 from router.keys import Keys
-from router.state import Snapshot
+from router.releases.store import open_release_store
+from router.sentinel import redis_target
+from router.store import AuditEntry
 
 
 def add_parser(sub: Subcommands, common: Parser) -> None:
     p = sub.add_parser(
-        "status", parents=[common], help="show the active system, drain state and recent switches"
+        "status",
+        parents=[common],
+        help="show the active system, rollout, systems, instances and recent changes",
     )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_watch_flags(p)
     p.set_defaults(func=async_command(status_main))
 
 
-def _count(value: int | None) -> str:
+async def status_main(args: argparse.Namespace) -> int:
+    history = DrainHistory()  # across the frames of --watch: the drain trend
+
+    async def frame(ctx: Context) -> tuple[dict[str, Any], list[str]]:
+        doc = await status_document(ctx, history)
+        return doc, status_lines(doc, time.time())
+
+    return await show(args, frame, exit_code)
+
+
+def exit_code(doc: dict[str, Any]) -> int:
+    """0 when all is in order; EXIT_REFUSED_VALUE while the active key holds a value the
+    routers refuse (routing is fail-static on the last valid one, an operator must fix the
+    key), so scripts and monitors need not parse the output."""
+    return 0 if doc["refused"] is None else EXIT_REFUSED_VALUE
+
+
+async def status_document(ctx: Context, history: DrainHistory | None = None) -> dict[str, Any]:
+    """Everything `status` shows, as one document (also `status --json`). Each system's state
+    and counts come from the one drain function (router/drain.py); `history`, kept across the
+    frames of `--watch`, gives the drain rate and the estimate."""
+    config, store = ctx.config, ctx.store
+    stored = await store.read_state()
+    snapshot = operations.snapshot_of(stored, config)
+    counts, previewing, _ = await read_counts(store, config.system_ids)
+    gateway_counts, probes = await asyncio.gather(
+        probe_all(config.systems),
+        asyncio.gather(*(ctx.prober.probe(sid) for sid in config.system_ids)),
+    )
+    rows = reports(config, snapshot, counts, previewing, gateway_counts, history)
+    releases = await _releases(config)
+    r = config.router
+    live = await store.instances(time.time(), r.heartbeat_interval * STALE_BEATS)
+    systems = []
+    for row, probe in zip(rows, probes, strict=True):
+        item = row.to_json()
+        item["health"] = {"ok": probe.ok, "checked_at": probe.at, "error": probe.error or None}
+        item["release"] = releases.get(row.id)
+        systems.append(item)
+    refused = snapshot.refused
+    return {
+        "store": store.description,
+        "active": snapshot.active,
+        "refused": None if refused is None else {"value": refused.value, "reason": refused.reason},
+        "generation": stored.generation,
+        "rollout": await operations.rollout_view(store, time.time()),
+        "systems": systems,
+        "instances": [
+            {
+                **d,
+                "current": int((d.get("applied") or {}).get("generation", 0)) >= stored.generation,
+            }
+            for d in live
+        ],
+        "history": [e.to_json() for e in await store.audit(5)],
+    }
+
+
+async def _releases(config: Config) -> dict[str, str | None]:
+    r = config.router
+    store = open_release_store(redis_target(r), Keys(r.key_prefix), timeout=r.redis_timeout)
+    try:
+        return await store.system_releases(config.system_ids)
+    except StoreUnavailable:
+        return {}
+    finally:
+        await store.close()
+
+
+def status_lines(doc: dict[str, Any], now: float) -> list[str]:
+    lines = [f"store    {doc['store']}", f"active   {doc['active']}"]
+    if doc["refused"]:
+        lines.append(
+            f"REFUSED  active holds {doc['refused']['value']!r} ({doc['refused']['reason']}); "
+            f"routers stay on {doc['active']!r}"
+        )
+    lines += rollout_lines(doc["rollout"], now)
+    lines.append("")
+    lines.append(
+        f"{'SYSTEM':<10} {'STATE':<18} {'OPEN':>5} {'GATEWAY':>7} {'ROUTER':>6}  "
+        f"{'DRAIN':<16} {'HEALTH':<8} {'RELEASE':<16} VERSION"
+    )
+    for s in doc["systems"]:
+        health = "ok" if s["health"]["ok"] else "FAILING"
+        lines.append(
+            f"{s['id']:<10} {'+'.join(s['states']):<18} {_n(s['open']):>5} "
+            f"{_n(s['gateway_open']):>7} {_n(s['router_open']):>6}  {_trend(s):<16} "
+            f"{health:<8} {s['release'] or '-':<16} {s['version'] or '-'}"
+        )
+        if not s["health"]["ok"]:
+            lines.append(f"{'':<10} health: {s['health']['error']}")
+        if s["gateway_error"]:
+            lines.append(f"{'':<10} gateway count unavailable: {s['gateway_error']}")
+    lines.append(
+        "(OPEN decides drain: the gateway's count where stats_url answers, else the router's;"
+        " DRAIN: items/s falling and time to 0, with --watch)"
+    )
+    lines.append("")
+    instances = doc["instances"]
+    behind = [i for i in instances if not i["current"]]
+    lines.append(
+        f"instances: {len(instances)} live"
+        + (f", {len(behind)} not on the current state" if behind else ", all on the current state")
+    )
+    for i in instances:
+        applied = i.get("applied") or {}
+        mark = "" if i["current"] else "  BEHIND"
+        lead = "  leader" if i.get("leader") else ""
+        lines.append(
+            f"  {i['id']:<32} v{i.get('version', '?'):<8} active {applied.get('active', '?'):<6} "
+            f"gen {applied.get('generation', 0):<5} up {_age(now - float(i.get('started', now)))}"
+            f"{lead}{mark}"
+        )
+    if doc["history"]:
+        lines.append("")
+        lines.append("last changes:")
+        for e in doc["history"]:
+            entry = AuditEntry(
+                e["id"],
+                e["time"],
+                e["action"],
+                e["source"],
+                e["from"] or "",
+                e["to"],
+                e.get("reason") or "",
+                bool(e.get("forced")),
+            )
+            lines.append("  " + audit_line(entry))
+    return lines
+
+
+def _trend(system: dict[str, Any]) -> str:
+    rate, eta = system.get("drain_rate"), system.get("drain_eta")
+    if rate is None or system["state"] == "active":
+        return "-"
+    if eta is None:
+        return f"{rate:.2f}/s"
+    return f"{rate:.2f}/s ~{_age(eta)}"
+
+
+def _n(value: int | None) -> str:
     return "?" if value is None else str(value)
 
 
-async def status_main(args: argparse.Namespace) -> int:
-    config = read_config(args)
-    store = shared_store(config)
-    try:
-        snapshot, rows = await read_reports(store, config)
-        entries = await store.audit(5)
-    finally:
-        await store.close()
-    if args.json:
-        doc: dict[str, Any] = {
-            "active": snapshot.active,
-            "refused": None if snapshot.refused is None else snapshot.refused.value,
-            "systems": [r.to_json() for r in rows],
-            "history": [e.to_json() for e in entries],
-        }
-        print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
-        return exit_code(snapshot)
-    print(f"store   {store.description}")
-    print(f"active  {snapshot.active}")
-    if snapshot.refused is not None:
-        print(
-            f"REFUSED {Keys(config.router.key_prefix).active} holds {snapshot.refused.value!r}, "
-            f"which {snapshot.refused.describe()}; routers stay on {snapshot.active!r}"
-        )
-    print()
-    print(f"{'SYSTEM':<10} {'STATE':<18} {'OPEN':>6} {'GATEWAY':>7} {'ROUTER':>6}  VERSION")
-    for r in rows:
-        d = r.drain
-        states = "+".join(d.states)
-        print(
-            f"{r.id:<10} {states:<18} {_count(d.open):>6} {_count(d.gateway_open):>7} "
-            f"{_count(d.router_open):>6}  {r.version or '-'}"
-        )
-        if d.gateway_error:
-            print(f"{'':<10} gateway count unavailable: {d.gateway_error}")
-    print("(OPEN decides drain: the gateway's count where stats_url answers, else the router's)")
-    if entries:
-        print("\nlast changes:")
-        for entry in entries:
-            print("  " + audit_line(entry))
-    return exit_code(snapshot)
-
-
-def exit_code(snapshot: Snapshot) -> int:
-    """0 when all is in order; EXIT_REFUSED_VALUE while the active key holds a value naming
-    no configured system (routing is fail-static on the last valid one, an operator must
-    fix the key), so scripts and monitors need not parse the output."""
-    return 0 if snapshot.refused is None else EXIT_REFUSED_VALUE
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"

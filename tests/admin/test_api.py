@@ -68,13 +68,16 @@ async def test_switch_with_bearer_and_basic(
     status, doc, _ = await call(
         http, "POST", router.admin_url + "/api/switch", json={"system": "b"}, headers=AUTH
     )
-    assert (status, doc) == (200, {"active": "b", "previous": "a"})
+    assert status == 200
+    assert (doc["active"], doc["previous"], doc["changed"], doc["forced"]) == ("b", "a", True, None)
+    assert doc["confirmation"]["applied"] == doc["confirmation"]["total"] == 1
+    assert doc["message"].startswith("switched a -> b; applied by 1/1 instances in ")
     assert router.active == "b"
     basic = {"Authorization": "Basic " + base64.b64encode(b"admin:test-admin-token").decode()}
     status, doc, _ = await call(
         http, "POST", router.admin_url + "/api/switch", json={"system": "a"}, headers=basic
     )
-    assert (status, doc) == (200, {"active": "a", "previous": "b"})
+    assert (status, doc["active"], doc["previous"]) == (200, "a", "b")
     status, doc, _ = await call(http, "GET", router.admin_url + "/api/audit?count=2", headers=AUTH)
     # The audit names the operator ("admin" is admin_token's) and the address.
     assert [(e["from"], e["to"], e["source"]) for e in doc["entries"]] == [
@@ -109,6 +112,7 @@ async def test_switch_to_offline_system_is_refused(
         http, "POST", url + "/api/switch", json={"system": "b"}, headers=AUTH
     )
     assert status == 409
+    assert (doc["error"], doc["gate"], doc["override"]) == ("refused", "offline", '"force": true')
     assert "offline" in doc["message"]
     assert (await call(http, "POST", url + "/api/systems/b/online", headers=AUTH))[0] == 200
     status, _, _ = await call(http, "POST", url + "/api/switch", json={"system": "b"}, headers=AUTH)

@@ -161,9 +161,14 @@ async def test_offline_online_refusals_and_releases(
     await expect(b).to_have_attribute("data-state", "offline")
     await expect(b.locator('form[data-action="online"]')).to_be_visible()
 
-    # Refused: switching to an offline system says why, and nothing changes.
+    # Refused: switching to an offline system says why and offers the override; declined,
+    # nothing changes.
     await b.locator('form[data-action="switch"] button').click()
     await page.click("#confirm-ok")
+    await expect(page.locator("#confirm-title")).to_have_text("Refused by a safety gate")
+    await expect(page.locator("#confirm-text")).to_contain_text("Refused (offline)")
+    await expect(page.locator("#confirm-reason")).to_be_visible()
+    await page.click("#confirm-cancel")
     await expect(page.locator("#flash")).to_contain_text("Refused:")
     await expect(page.locator("#flash")).to_contain_text("offline")
     assert router.active == "a"
@@ -277,3 +282,109 @@ async def test_every_time_on_the_page_names_its_zone(
         await expect(health).to_have_text(re.compile(rf"checked {clock}$"))
     finally:
         await context.close()
+
+
+async def test_gate_override_undo_and_rollout_controls(
+    page: Page,
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    router = await routers(
+        make_config(
+            redis_server.url,
+            gateways,
+            heartbeat_interval=0.2,
+            rollout_tick=0.05,
+            leader_ttl=0.5,
+        )
+    )
+    await log_in(page, router.admin_url)
+    a, b = page.locator('.card[data-system="a"]'), page.locator('.card[data-system="b"]')
+    await expect(page.locator("#instance-rows tr")).to_have_count(1)
+    await expect(page.locator("#instance-rows")).to_contain_text(router.server.runtime.instance)
+    await expect(page.locator("#instances-note")).to_contain_text("all on the current state")
+
+    # Offline of the active system: refused with the reason, overridden with a reason.
+    await a.locator('form[data-action="offline"] button').click()
+    await page.click("#confirm-ok")
+    await expect(page.locator("#confirm-text")).to_contain_text("Refused (active)")
+    await page.fill("#confirm-reason", "gateway maintenance")
+    await page.click("#confirm-ok")
+    await expect(a).to_have_attribute("data-state", "offline")
+    first_row = page.locator("#audit-rows tr").first
+    await expect(first_row).to_contain_text("offline (forced)")
+    await expect(first_row).to_contain_text("gateway maintenance")
+    await a.locator('form[data-action="online"] button').click()
+    await expect(a).to_have_attribute("data-state", "active")
+
+    # The page sends the active system it displayed: a switch made meanwhile elsewhere wins,
+    # this page's switch is refused (compare-and-set) and offers no override.
+    await page.evaluate("window.stop()")  # freeze the live feed: the page keeps showing a
+    async with http.post(
+        router.admin_url + "/api/switch",
+        json={"system": "b"},
+        headers={"Authorization": "Bearer " + TOKEN},
+    ) as resp:
+        assert resp.status == 200
+    await b.locator('form[data-action="switch"] button').click()
+    await page.click("#confirm-ok")
+    await expect(page.locator("#flash")).to_contain_text("Refused: the active system is b, not a")
+    await page.reload()
+    await expect(page.locator("#feed")).to_have_attribute("data-state", "live")
+    await expect(b).to_have_attribute("data-state", "active")
+
+    # Undo: back to a, confirmed by the fleet.
+    await page.click("#undo-button")
+    await expect(page.locator("#confirm-text")).to_contain_text("(a → b)")
+    await page.click("#confirm-ok")
+    await expect(page.locator("#flash")).to_contain_text("applied by 1/1 instances")
+    await expect(a).to_have_attribute("data-state", "active")
+    assert router.active == "a"
+
+    # A rollout from the page: progress bar, pause, resume, abort.
+    form = page.locator("#rollout-start")
+    await form.locator('select[name="system"]').select_option("b")
+    await form.locator('input[name="steps"]').fill("10,50,100")
+    await form.locator('input[name="interval"]').fill("3600")
+    await form.locator("button").click()
+    await expect(page.locator("#confirm-text")).to_contain_text("10 → 50 → 100 %")
+    await page.click("#confirm-ok")
+    running = page.locator("#rollout-running")
+    await expect(running).to_be_visible()
+    await expect(form).to_be_hidden()
+    await expect(page.locator("#rollout-progress")).to_have_attribute("aria-valuenow", "10")
+    await expect(running).to_contain_text("Step 1 of 3")
+    await expect(running).to_contain_text("10 % of new sessions to b")
+    assert router.server.runtime.holder.current.rollout is not None
+
+    await page.click('form[data-action="rollout-pause"] button')
+    await expect(page.locator("#rollout")).to_have_attribute("data-state", "paused")
+    await expect(running).to_contain_text("paused: steps do not advance")
+    await page.click('form[data-action="rollout-resume"] button')
+    await expect(page.locator("#rollout")).to_have_attribute("data-state", "running")
+    await page.click('form[data-action="rollout-abort"] button')
+    await page.click("#confirm-ok")
+    await expect(page.locator("#rollout")).to_have_attribute("data-state", "aborted")
+    await expect(running).to_be_hidden()
+    await expect(page.locator("#rollout-last")).to_contain_text("Last rollout a → b aborted")
+    await expect(form).to_be_visible()
+    assert router.server.runtime.holder.current.rollout is None
+    assert router.active == "a"
+    actions = [
+        row.split("\t")[1]
+        for row in await page.locator("#audit-rows tr").evaluate_all(
+            "rows => rows.map(r => r.innerText)"
+        )
+    ]
+    assert actions[:4] == ["rollout-abort", "rollout-resume", "rollout-pause", "rollout-start"]
+
+    # Promote from the page: b becomes active through the gates.
+    await form.locator("button").click()
+    await page.click("#confirm-ok")
+    await expect(running).to_be_visible()
+    await page.click('form[data-action="rollout-promote"] button')
+    await page.click("#confirm-ok")
+    await expect(b).to_have_attribute("data-state", "active")
+    await expect(page.locator("#rollout-last")).to_contain_text("promoted")

@@ -136,52 +136,68 @@ def test_switch_with_redis_unreachable(config: Path, redis_server: RedisServer) 
     assert line.startswith(f"token-router: error: Redis at {redis_server.url} is unavailable")
 
 
-def test_switch_status_history_offline_online(config: Path, redis_server: RedisServer) -> None:
+def refused_line(result: subprocess.CompletedProcess[str], gate: str) -> str:
+    """A gate's refusal: exit 3, one line naming the gate (SPEC section 1)."""
+    assert result.returncode == 3, result
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"token-router: refused by gate {gate}: "), lines[0]
+    return lines[0]
+
+
+async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """In a thread: the simulated systems answer the gates' probes from this test's loop."""
+    return await asyncio.to_thread(run, *args)
+
+
+async def test_switch_status_history_offline_online(
+    config: Path, redis_server: RedisServer
+) -> None:
     cfg = ("--config", str(config))
-    result = run("switch", "b", *cfg)
+    result = await cli("switch", "b", *cfg)
     assert result.returncode == 0, result.stderr
-    assert "switched: new sessions go to b (before: none)" in result.stdout
-    assert run("flip", "a", *cfg).returncode == 0
+    assert "switched (none) -> b; no live router instance registered" in result.stdout
+    assert (await cli("flip", "a", *cfg)).returncode == 0
     assert redis_server.command("GET", "tokenrouter:active").endswith("a")
-    status = run("status", *cfg)
-    assert status.returncode == 0
-    assert "active  a" in status.stdout
-    assert "b -> a" in status.stdout
-    history = run("history", *cfg)
-    assert [line.split()[2:5] for line in history.stdout.splitlines()] == [
+    status = await cli("status", *cfg)
+    assert status.returncode == 0, status.stderr
+    assert "active   a" in status.stdout
+    assert "switch b -> a" in status.stdout
+    history = await cli("history", *cfg)
+    assert [line.split()[3:6] for line in history.stdout.splitlines()] == [
         ["(none)", "->", "b"],
         ["b", "->", "a"],
     ]
     assert "cli (" in history.stdout
 
-    line = one_line_error(run("offline", "a", *cfg))
-    assert "a is the active system" in line
-    assert run("offline", "b", *cfg).returncode == 0
-    line = one_line_error(run("switch", "b", *cfg))
-    assert "bring it online before switching" in line
-    assert run("online", "b", *cfg).returncode == 0
-    assert run("switch", "b", *cfg).returncode == 0
+    line = refused_line(await cli("offline", "a", *cfg), "active")
+    assert "a is the active system" in line and "override with --force" in line
+    assert (await cli("offline", "b", *cfg)).returncode == 0
+    line = refused_line(await cli("switch", "b", *cfg), "offline")
+    assert "bring it online first" in line
+    assert (await cli("online", "b", *cfg)).returncode == 0
+    assert (await cli("switch", "b", *cfg)).returncode == 0
 
 
 async def test_status_json_and_refused_value(config: Path, redis_server: RedisServer) -> None:
     cfg = ("--config", str(config))
-    assert run("switch", "b", *cfg).returncode == 0
+    assert (await cli("switch", "b", *cfg)).returncode == 0
     redis_server.command("SET", "tokenrouter:active", "zz")
-    result = run("status", *cfg)
-    assert "REFUSED tokenrouter:active holds 'zz'" in result.stdout
+    result = await cli("status", *cfg)
+    assert "REFUSED  active holds 'zz' (unknown)" in result.stdout
     assert "routers stay on 'b'" in result.stdout
-    # In a thread: the simulated systems answer the stats probe from this test's loop.
     # Not 0: a script or monitor must see that an operator has to act (docs/operations.md).
     assert result.returncode == 4, result.stderr
-    # In a thread: the simulated systems answer the stats probe from this test's loop.
-    as_json = await asyncio.to_thread(run, "status", "--json", *cfg)
+    as_json = await cli("status", "--json", *cfg)
     assert as_json.returncode == 4
     doc = orjson.loads(as_json.stdout)
     assert doc["active"] == "b"
-    assert doc["refused"] == "zz"
+    assert doc["refused"] == {"value": "zz", "reason": "unknown"}
     assert doc["systems"][0]["gateway_open"] == 0  # from a's stats_url
+    assert doc["systems"][0]["health"]["ok"] is True
     redis_server.command("SET", "tokenrouter:active", "b")
-    assert (await asyncio.to_thread(run, "status", *cfg)).returncode == 0
+    assert (await cli("status", *cfg)).returncode == 0
 
 
 def test_memory_store_is_explained(tmp_path: Path, gateways: dict[str, Gateway]) -> None:
