@@ -19,13 +19,6 @@ SYSTEM_STATES = Literal["active", "draining", "drained", "offline", "preview"]
 # --- requests ----------------------------------------------------------------------------
 
 
-class SwitchRequest(Body):
-    system: SystemId = Field(description="The system to make active.")
-    via: Literal["api", "page"] = Field(
-        "api", description="Channel recorded in the audit stream (the page sends 'page')."
-    )
-
-
 class SystemPath(Params):
     system: SystemId = Field(description="A configured system id.")
 
@@ -196,11 +189,6 @@ class Expired(BaseModel):
 
 class Audit(BaseModel):
     entries: list[AuditEntry]
-
-
-class SwitchResult(BaseModel):
-    active: SystemRef
-    previous: str | None = Field(description="The system active before (null: none).")
 
 
 class OfflineResult(BaseModel):

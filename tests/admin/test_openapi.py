@@ -82,7 +82,7 @@ def test_the_document_is_valid_openapi_3_1() -> None:
 def test_system_ids_are_the_configured_enum() -> None:
     doc = openapi_document(OPERATIONS, ("blue", "green"))
     assert doc["components"]["schemas"]["SystemId"]["enum"] == ["blue", "green"]
-    switch = doc["components"]["schemas"]["SwitchRequest"]
+    switch = doc["components"]["schemas"]["GuardedSwitchRequest"]
     assert switch["properties"]["system"]["$ref"] == "#/components/schemas/SystemId"
     assert switch["additionalProperties"] is False
     (param,) = doc["paths"]["/api/systems/{system}/offline"]["post"]["parameters"]
@@ -209,7 +209,7 @@ async def test_audit_count_outside_its_documented_limits_is_400(
         ({"system": ""}, "bad_request", "body field system: unknown system ''"),
         ({"system": "c"}, "bad_request", "configured systems: a, b"),
         ({"system": 1}, "bad_request", "body field system: Input should be a valid string"),
-        ({"system": "b", "force": True}, "bad_request", "body field force: Extra inputs"),
+        ({"system": "b", "forse": True}, "bad_request", "body field forse: Extra inputs"),
         ({"system": "b", "via": "x" * 17}, "bad_request", "body field via: "),
         ({"system": "b", "via": "a b"}, "bad_request", "body field via: "),
         ({}, "bad_request", "body field system: Field required"),
