@@ -458,7 +458,7 @@ def active_error(system: str) -> GateRefused:
     return GateRefused(
         "active",
         f"{system} is the active system: marking it offline refuses every new session; "
-        "switch first, or override with force",
+        "switch to another system first",
         system=system,
     )
 
