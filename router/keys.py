@@ -59,6 +59,11 @@ class Keys:
         """Stream of switches: time, source, from, to."""
         return f"{self.prefix}:audit"
 
+    @property
+    def upgrade(self) -> str:
+        """JSON document of the upgrade `token-router upgrade` drives (resume, one at a time)."""
+        return f"{self.prefix}:upgrade"
+
     def affinity(self, kind: str, ident: str) -> str:
         """Which system issued a session token (kind "session") or short code ("code")."""
         return f"{self.prefix}:aff:{kind}:{ident}"

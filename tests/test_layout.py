@@ -61,9 +61,14 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "router.releases.cache",
             "router.rollout",
             "router.simulator",
+            "router.upgrade.plan",
         ),
     ),
-    ("stores", "the state store and the release store", ("router.store", "router.releases.store")),
+    (
+        "stores",
+        "the state store and the release store; the upgrade document",
+        ("router.store", "router.releases.store", "router.upgrade.journal"),
+    ),
     (
         "state and decisions",
         "the state snapshot, routing, affinity, drain, recovery, metrics, watching gateways, "
@@ -86,8 +91,8 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "services",
         "the release service (check, follow, hand out); the operator's state changes and the "
-        "rollout controller",
-        ("router.releases", "router.operations", "router.rollout_driver"),
+        "rollout controller; the upgrade procedure",
+        ("router.releases", "router.operations", "router.rollout_driver", "router.upgrade"),
     ),
     ("runtime", "what one process shares between its two listeners", ("router.runtime",)),
     (
@@ -111,7 +116,7 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
     ("wiring", "the one wiring point: config to applications", ("router.wiring",)),
     ("running", "runners, signals, workers", ("router.serve",)),
-    ("demo", "the zero-setup trial", ("router.demo",)),
+    ("demo", "the zero-setup trial; the upgrade drill", ("router.demo", "router.drill")),
     ("command line", "token-router and python -m router", ("router.cli", "router.__main__")),
 )
 

@@ -20,6 +20,7 @@ from router import __version__
 from router.cli import (
     demo,
     drain,
+    drill,
     history,
     offline,
     releases,
@@ -28,6 +29,7 @@ from router.cli import (
     simulate,
     status,
     switch,
+    upgrade,
 )
 from router.cli.common import PROG, Parser
 from router.errors import GateRefused, RouterError
@@ -65,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     switch.add_undo_parser(sub, common)
     rollout.add_parser(sub, common)
     drain.add_parser(sub, common)
+    upgrade.add_parser(sub, common)
+    drill.add_parser(sub, common)
     offline.add_parsers(sub, common)
     history.add_parser(sub, common)
     simulate.add_parser(sub, common)

@@ -1,0 +1,2 @@
+"""`token-router drill`: the upgrade rehearsed on this machine under load (harness.py), with
+its clients (traffic.py) and its report (report.py)."""

@@ -1,0 +1,493 @@
+"""`token-router drill`: the upgrade procedure rehearsed on this machine, under load.
+
+Two simulated systems (A at library 1.0, B at 2.0) served in this process, a private
+redis-server when one is on PATH (with an append-only file, so an injected restart keeps
+the data like a production Redis with persistence; else the in-process store), two router
+instances on free ports (separate `token-router serve` processes with Redis, in-process with
+memory://), steady traffic (traffic.py), and the real `token-router upgrade` procedure to
+B while the traffic runs. Faults can be injected on the way (`--inject`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from router.config import Config, build_config
+from router.drill.report import Report, Step, Tally
+from router.drill.traffic import LIBRARY_PATH, Rotation, Traffic
+from router.errors import UsageError
+from router.keys import Keys
+from router.serve import RouterServer, url_of
+from router.simulator.gateway import SIM_STATE, GatewayState, create_gateway_app
+from router.store import MemoryStore, StateStore, open_store
+from router.upgrade.journal import Journal, MemoryJournal, open_journal
+from router.upgrade.procedure import ROLLOUTS, Options, Procedure
+
+HOST = "127.0.0.1"
+SYSTEMS = (("a", "1.0"), ("b", "2.0"))
+TARGET = "b"
+INJECTABLE = ("redis-restart", "router-restart", "gateway-fail")
+READY_BOUND = 30.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True, slots=True)
+class DrillOptions:
+    duration: float = 30.0
+    rate: float = 20.0
+    inject: tuple[str, ...] = ()
+    memory: bool = False  # use the in-process store even when redis-server is on PATH
+
+
+def check_inject(names: list[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    for name in names:
+        for part in name.split(","):
+            part = part.strip()
+            if part not in INJECTABLE:
+                raise UsageError(
+                    f"--inject: unknown fault {part!r}; choose from {', '.join(INJECTABLE)}"
+                )
+            if part == "gateway-fail" and not ROLLOUTS:
+                raise UsageError(
+                    "--inject gateway-fail: this build has no progressive rollout (issue 10), "
+                    "so there is no rollout to abort"
+                )
+            if part not in out:
+                out.append(part)
+    return tuple(out)
+
+
+# --- parts ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SimulatedSystem:
+    name: str
+    version: str
+    runner: web.AppRunner
+    url: str
+
+    @property
+    def state(self) -> GatewayState:
+        return self.runner.app[SIM_STATE]
+
+
+@asynccontextmanager
+async def simulated(name: str, version: str) -> AsyncIterator[SimulatedSystem]:
+    runner = web.AppRunner(create_gateway_app(name, version), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, HOST, 0, backlog=1024).start()
+        yield SimulatedSystem(name, version, runner, url_of(HOST, runner.addresses[0][1]))
+    finally:
+        await runner.cleanup()
+
+
+class PrivateRedis:
+    """A redis-server of the drill's own on a free port, with an append-only file; restart
+    keeps port and data. Stopped by its PID."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.dir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                HOST,
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.dir),
+                "--loglevel",
+                "warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                _, writer = await asyncio.open_connection(HOST, self.port)
+                writer.close()
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise UsageError(f"redis-server did not start on port {self.port}") from None
+                await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        proc.terminate()
+        try:
+            await asyncio.to_thread(proc.wait, 10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else 0
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_toml(path: Path, raw: dict[str, Any]) -> None:
+    lines = ["[router]"] + [f"{k} = {_toml_value(v)}" for k, v in raw["router"].items()]
+    for sid, table in raw["systems"].items():
+        lines += ["", f"[systems.{sid}]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.chmod(0o600)
+
+
+class RouterInstance:
+    """One router: a `token-router serve` process (Redis) or a RouterServer in this process
+    (memory://, which cannot be shared between processes)."""
+
+    def __init__(self, index: int, raw: dict[str, Any], workdir: Path, store: MemoryStore | None):
+        self.index = index
+        self.raw = raw
+        self.config_path = workdir / f"router-{index}.toml"
+        self.log_path = workdir / f"router-{index}.log"
+        self.store = store
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.server: RouterServer | None = None
+        r = raw["router"]
+        self.url = "http://" + str(r["listen"])
+        self.admin_url = "http://" + str(r["admin_listen"])
+
+    async def start(self) -> None:
+        if self.store is not None:
+            self.server = RouterServer(build_config(self.raw, {}), store=self.store)
+            await self.server.start()
+        else:
+            write_toml(self.config_path, self.raw)
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "router", "serve", "--config", str(self.config_path)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+        await self._wait_ready()
+
+    async def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_BOUND
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            while True:
+                try:
+                    async with session.get(self.admin_url + "/readyz") as resp:
+                        if resp.status == 200:
+                            return
+                except (TimeoutError, aiohttp.ClientError, OSError):
+                    pass
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise UsageError(f"router {self.index} exited at start: see {self._log_tail()}")
+                if time.monotonic() > deadline:
+                    raise UsageError(f"router {self.index} not ready in {READY_BOUND:g} s")
+                await asyncio.sleep(0.05)
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace").strip().splitlines()[-1]
+        except (OSError, IndexError):
+            return "(no log)"
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            server, self.server = self.server, None
+            await server.stop()
+        if self.proc is not None:
+            proc, self.proc = self.proc, None
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+
+
+# --- the drill -----------------------------------------------------------------------------
+
+
+@dataclass
+class Drill:
+    options: DrillOptions
+    out: Callable[[str], None]
+    tally: Tally = field(default_factory=Tally)
+    faults: list[str] = field(default_factory=list)
+    failing: str = ""  # the system failing on purpose right now (gateway-fail)
+
+    async def run(self) -> Report:
+        opts = self.options
+        async with AsyncExitStack() as stack:
+            workdir = Path(tempfile.mkdtemp(prefix="token-router-drill-"))
+            stack.callback(shutil.rmtree, workdir, True)
+            systems = {
+                name: await stack.enter_async_context(simulated(name, version))
+                for name, version in SYSTEMS
+            }
+            binary = shutil.which("redis-server")
+            redis: PrivateRedis | None = None
+            memory: MemoryStore | None = None
+            if binary and not opts.memory:
+                redis_dir = workdir / "redis"
+                redis_dir.mkdir()
+                redis = PrivateRedis(binary, redis_dir)
+                await redis.start()
+                stack.push_async_callback(redis.stop)
+                redis_url = redis.url
+                store_text = f"redis-server pid {redis.pid} on {redis_url} (append-only file)"
+            else:
+                if "redis-restart" in opts.inject:
+                    raise UsageError("--inject redis-restart needs redis-server on PATH")
+                memory = MemoryStore()
+                redis_url = "memory://"
+                store_text = "in-process memory:// (no redis-server on PATH)"
+            secret = secrets.token_urlsafe(18)
+            routers = [
+                RouterInstance(i + 1, self._raw(systems, redis_url, secret), workdir, memory)
+                for i in range(2)
+            ]
+            for router in routers:
+                await router.start()
+                stack.push_async_callback(router.stop)
+            config = build_config(routers[0].raw, {})
+            self.out(f"drill: systems a {systems['a'].url} (1.0), b {systems['b'].url} (2.0)")
+            self.out(f"drill: store {store_text}")
+            self.out("drill: routers " + ", ".join(r.url for r in routers))
+            await self._wait_releases(routers[0].url, config)
+            return await self._exercise(config, systems, routers, redis, memory, store_text)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _raw(
+        self, systems: dict[str, SimulatedSystem], redis_url: str, secret: str
+    ) -> dict[str, Any]:
+        return {
+            "router": {
+                "listen": f"{HOST}:{free_port()}",
+                "admin_listen": f"{HOST}:{free_port()}",
+                "redis_url": redis_url,
+                "admin_token": secrets.token_urlsafe(18),
+                "preview_secret": secret,
+                "access_log": False,
+                "log_level": "warning",
+                "resync_interval": 0.5,
+                # Short: the drain of A waits for its short codes to stop counting.
+                "affinity_ttl": 6,
+            },
+            "systems": {
+                name: {
+                    "gateway": s.url,
+                    "public_url": s.url,
+                    "version": s.version,
+                    "stats_url": s.url + "/stats",
+                }
+                for name, s in systems.items()
+            },
+        }
+
+    async def _wait_releases(self, router: str, config: Config) -> None:
+        """Both systems fingerprinted by the routers before traffic starts."""
+        secret = config.router.preview_secret
+        assert secret is not None
+        deadline = time.monotonic() + READY_BOUND
+        async with aiohttp.ClientSession() as session:
+            for name, _ in SYSTEMS:
+                # Only the idle target through the preview credential: a previewed system is
+                # reported "preview", which would hold the old system from "drained".
+                headers = {}
+                if name == TARGET:
+                    headers = {config.router.preview_header: f"{name}:{secret.reveal()}"}
+                while True:
+                    async with session.get(router + "/router/current", headers=headers) as resp:
+                        doc = await resp.json()
+                    if doc.get("release"):
+                        break
+                    if time.monotonic() > deadline:
+                        raise UsageError(f"the routers did not fingerprint {name} in time")
+                    await asyncio.sleep(0.1)
+
+    async def _exercise(
+        self,
+        config: Config,
+        systems: dict[str, SimulatedSystem],
+        routers: list[RouterInstance],
+        redis: PrivateRedis | None,
+        memory: MemoryStore | None,
+        store_text: str,
+    ) -> Report:
+        opts = self.options
+        expected = {name: s.state.files[LIBRARY_PATH][0] for name, s in systems.items()}
+        rotation = Rotation([r.url for r in routers])
+        traffic = Traffic(rotation, self.tally, expected, provoked=lambda s: s == self.failing)
+        r = config.router
+        store: StateStore
+        journal: Journal
+        if memory is not None:
+            store, journal = memory, MemoryJournal(memory)
+        else:
+            store = open_store(
+                r.redis_url, Keys(r.key_prefix), timeout=r.redis_timeout, keyspace_events=False
+            )
+            journal = open_journal(r.redis_url, Keys(r.key_prefix), timeout=r.redis_timeout)
+        procedure = Procedure(
+            config,
+            store,
+            journal,
+            Options(
+                target=TARGET,
+                source="drill",
+                routers=tuple(rotation.urls),
+                steps=(25, 50, 100) if ROLLOUTS else (100,),
+                interval=max(0.5, opts.duration / 8),
+                drain_timeout=opts.duration + 30.0,
+                drain_interval=0.25,
+                offline_old=True,
+                yes=True,
+            ),
+            out=lambda line: self.out(f"upgrade | {line}"),
+            err=lambda line: self.out(f"upgrade | {line}"),
+        )
+        start = time.monotonic()
+        until = start + opts.duration
+        upgrade_exit: int | None = None
+        timeout = aiohttp.ClientTimeout(total=10)
+        connector = aiohttp.TCPConnector(limit=200)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+                load = asyncio.create_task(traffic.run(session, opts.rate, until))
+                faults = asyncio.create_task(self._faults(start, routers, rotation, redis, systems))
+                await asyncio.sleep(max(0.5, opts.duration * 0.2))
+                self.out(
+                    f"drill: traffic running ({opts.rate:g} sessions/s); upgrading to {TARGET}"
+                )
+                try:
+                    upgrade_exit = await procedure.run()
+                finally:
+                    await load
+                    faults.cancel()
+                    with _suppress_cancel():
+                        await faults
+                self.failing = ""
+                await traffic.reload_all(session)
+        finally:
+            if memory is None:
+                await journal.close()
+                await store.close()
+        self._check_records(traffic, systems)
+        return Report(
+            duration=opts.duration,
+            rate=opts.rate,
+            store=store_text,
+            routers=len(routers),
+            inject=opts.inject,
+            tally=self.tally,
+            steps=[Step(t.step, t.result, t.seconds, t.detail) for t in procedure.timings],
+            upgrade_exit=upgrade_exit,
+            drain_seconds=procedure.drain_seconds,
+            faults=self.faults,
+            expect_abort="gateway-fail" in opts.inject,
+        )
+
+    async def _faults(
+        self,
+        start: float,
+        routers: list[RouterInstance],
+        rotation: Rotation,
+        redis: PrivateRedis | None,
+        systems: dict[str, SimulatedSystem],
+    ) -> None:
+        opts = self.options
+
+        async def at(fraction: float) -> float:
+            await asyncio.sleep(max(0.0, start + opts.duration * fraction - time.monotonic()))
+            return time.monotonic() - start
+
+        if "gateway-fail" in opts.inject:
+            when = await at(0.3)
+            self.failing = TARGET
+            systems[TARGET].state.set_failure(500, None)
+            self.faults.append(f"{TARGET}'s gateway answers 500 from {when:.1f} s on")
+        if "redis-restart" in opts.inject and redis is not None:
+            when = await at(0.45)
+            began = time.monotonic()
+            await redis.stop()
+            await redis.start()
+            down = (time.monotonic() - began) * 1000
+            self.faults.append(f"redis-server restarted at {when:.1f} s (down {down:.0f} ms)")
+        if "router-restart" in opts.inject:
+            when = await at(0.65)
+            victim = routers[-1]
+            began = time.monotonic()
+            # A balancer's deregistration: out of rotation first, then stopped gracefully.
+            rotation.urls = [u for u in rotation.urls if u != victim.url]
+            await asyncio.sleep(0.3)
+            await victim.stop()
+            await victim.start()
+            rotation.urls = [*rotation.urls, victim.url]
+            took = time.monotonic() - began
+            self.faults.append(
+                f"router {victim.index} restarted at {when:.1f} s ({took:.1f} s out)"
+            )
+
+    def _check_records(self, traffic: Traffic, systems: dict[str, SimulatedSystem]) -> None:
+        """The simulated systems' own records: every token the drill deleted is gone from
+        the system that issued it (a DELETE that reached another system left it open)."""
+        for sid, owner in traffic.deleted.items():
+            if sid in systems[owner].state.sessions:
+                self.tally.wrong(f"{owner}'s own records still hold {sid} after its DELETE")
+
+
+class _suppress_cancel:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, value: object, tb: object) -> bool:
+        return kind is asyncio.CancelledError

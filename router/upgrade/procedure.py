@@ -1,0 +1,509 @@
+"""Running an upgrade: the five steps, their output, the upgrade document and the audit.
+
+`plan.decide` says what to run; this module does the I/O. Each step prints a line when it
+starts and when it ends, with what it checked and measured, and writes one audit entry.
+Whatever stops the procedure (Ctrl-C, a failed check, a drain timeout) leaves the upgrade
+document `stopped` with the step it reached, so the next `token-router upgrade <target>`
+resumes from the state in Redis, and prints how to resume or roll back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from router.config import Config
+from router.errors import RouterError, StoreUnavailable
+from router.gateways.reports import merge_probes, read_counts, reports
+from router.gateways.stats import probe_all
+from router.state import Snapshot, build_snapshot
+from router.store import StateStore
+from router.upgrade import checks
+from router.upgrade.journal import Journal
+from router.upgrade.plan import (
+    EXIT_DONE,
+    EXIT_DRAIN_TIMEOUT,
+    EXIT_REFUSED,
+    STEP_TITLES,
+    STEPS,
+    Finished,
+    Observed,
+    Refuse,
+    Request,
+    Run,
+    UpgradeRecord,
+    decide,
+    loads_record,
+    stop_advice,
+    switch_plan,
+)
+
+# Whether this build has progressive rollouts (issue 10); step 3 is a plain switch without.
+ROLLOUTS = False
+# How long step 3 waits for every router to route to the target before it fails.
+PROPAGATION_BOUND = 10.0
+HEARTBEAT = 1.0
+# A Redis restart must not stop an upgrade: store calls are retried for this long.
+STORE_PATIENCE = 15.0
+
+Confirm = Callable[[str], Awaitable[bool]]
+T = TypeVar("T")
+
+
+def this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    target: str
+    source: str  # who, for the audit: "cli (user@host)" or "drill"
+    routers: tuple[str, ...]  # proxy URLs to check and smoke-test through
+    steps: tuple[int, ...] = (5, 25, 50, 100)
+    interval: float = 120.0
+    drain_timeout: float = 3600.0
+    drain_interval: float = 2.0
+    offline_old: bool = False
+    dry_run: bool = False
+    yes: bool = False
+    me: str = field(default_factory=this_process)
+
+
+@dataclass
+class StepTiming:
+    step: str
+    seconds: float
+    result: str  # ok | failed | timeout | stopped | declined
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "seconds": round(self.seconds, 3),
+            "result": self.result,
+            "detail": self.detail,
+        }
+
+
+class StepFailed(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Procedure:
+    """One run of `token-router upgrade` (or of the drill's upgrade)."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: StateStore,
+        journal: Journal,
+        options: Options,
+        *,
+        out: Callable[[str], None],
+        err: Callable[[str], None],
+        confirm: Confirm | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.journal = journal
+        self.options = options
+        self.out = out
+        self.err = err
+        self.confirm = confirm
+        self.timings: list[StepTiming] = []
+        self.drain_seconds: float | None = None
+        self.outcome = ""
+        self.record: UpgradeRecord | None = None
+        self._raw: str | None = None
+        self._lock = asyncio.Lock()
+        self._release = ""
+
+    # --- the document ------------------------------------------------------------------------
+
+    async def _patient(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, retried while Redis is briefly away (a restart, a failover)."""
+        deadline = time.monotonic() + STORE_PATIENCE
+        told = False
+        while True:
+            try:
+                return await call()
+            except StoreUnavailable as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                if not told:
+                    self.out(f"  ({what}: {exc}; retrying for up to {STORE_PATIENCE:g} s)")
+                    told = True
+                await asyncio.sleep(0.2)
+
+    async def _observe(self) -> Observed:
+        return await self._patient("reading the state", self._observe_once)
+
+    async def _observe_once(self) -> Observed:
+        stored = await self.store.read_state()
+        known = self.config.system_ids
+        fallback = stored.recorded if stored.recorded in known else self.config.default_system
+        assert fallback is not None
+        snapshot: Snapshot = build_snapshot(stored, known, Snapshot(active=fallback), time.time())
+        self._raw = await self.journal.read()
+        return Observed(
+            known=tuple(known),
+            active=snapshot.active,
+            offline=snapshot.offline,
+            record=loads_record(self._raw),
+            rollout=None,
+            now=time.time(),
+        )
+
+    async def _save(self, record: UpgradeRecord) -> None:
+        async with self._lock:
+            new = record.dumps()
+            expected = self._raw
+            written = await self._patient(
+                "writing the upgrade document", lambda: self.journal.write(expected, new)
+            )
+            # A retried write whose first attempt landed finds its own value: that is success.
+            raw = None if written else await self._patient("reading", self.journal.read)
+            if not written and raw != new:
+                current = loads_record(raw)
+                who = current.owner if current is not None else "someone"
+                raise StepFailed(
+                    EXIT_REFUSED,
+                    f"refused (gate: busy): the upgrade document changed meanwhile ({who} "
+                    "wrote it); run the upgrade again to see the state",
+                )
+            self._raw = new
+            self.record = record
+
+    async def _update(self, **changes: Any) -> None:
+        assert self.record is not None
+        await self._save(replace(self.record, beat=time.time(), **changes))
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            with contextlib.suppress(StoreUnavailable, StepFailed):
+                await self._update()
+
+    async def _audit(self, action: str, reason: str) -> None:
+        assert self.record is not None
+        record = self.record
+        try:
+            await self._patient(
+                "auditing",
+                lambda: self.journal.audit(
+                    action, self.options.source, record.old, record.target, reason
+                ),
+            )
+        except StoreUnavailable as exc:
+            self.out(f"  (could not audit {action}: {exc})")
+
+    # --- running -----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        opts = self.options
+        obs = await self._observe()
+        decision = decide(obs, Request(opts.target, opts.offline_old, opts.me))
+        if isinstance(decision, Refuse):
+            self.outcome = "refused"
+            self.err(decision.message)
+            return decision.code
+        if isinstance(decision, Finished):
+            self.outcome = "finished"
+            (self.out if decision.code == EXIT_DONE else self.err)(decision.message)
+            return decision.code
+        self._print_plan(decision, obs)
+        if opts.dry_run:
+            return await self._dry_run(decision)
+        now = time.time()
+        record = decision.record or UpgradeRecord(
+            id=f"{int(now)}-{os.getpid()}",
+            target=opts.target,
+            old=decision.old,
+            offline_old=opts.offline_old,
+            state="running",
+            step=decision.steps[0],
+            started=now,
+            started_by=opts.source,
+            owner=opts.me,
+            beat=now,
+        )
+        await self._save(replace(record, state="running", owner=opts.me, beat=now, message=""))
+        await self._audit(
+            "upgrade-start" if decision.kind == "start" else "upgrade-resume", decision.note
+        )
+        beat = asyncio.create_task(self._heartbeat())
+        step = decision.steps[0]
+        try:
+            for step in decision.steps:
+                await self._update(step=step)
+                await self._step(step)
+        except StepFailed as exc:
+            beat.cancel()
+            await self._stop(
+                step, "failed" if exc.code != EXIT_DRAIN_TIMEOUT else "timeout", str(exc)
+            )
+            return exc.code
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            beat.cancel()
+            await self._stop(step, "stopped", "interrupted (Ctrl-C)")
+            raise
+        except RouterError as exc:
+            beat.cancel()
+            await self._stop(step, "failed", str(exc))
+            return EXIT_REFUSED
+        beat.cancel()
+        await self._update(state="done", step=decision.steps[-1])
+        await self._audit(
+            "upgrade-done", f"{self.record.old if self.record else ''} -> {opts.target}"
+        )
+        self.outcome = "done"
+        assert self.record is not None
+        self.out(
+            f"upgrade done: new sessions go to {opts.target}; {self.record.old} "
+            + ("is offline for its own upgrade" if self.record.offline_old else "is drained")
+        )
+        return EXIT_DONE
+
+    def _print_plan(self, decision: Run, obs: Observed) -> None:
+        opts = self.options
+        self.out(decision.note)
+        shown = [f"{STEPS.index(s) + 1}. {STEP_TITLES[s]}" for s in decision.steps]
+        self.out("plan: " + "; ".join(shown))
+        if "switch" in decision.steps:
+            self.out(f"  step 3 will {switch_plan(opts.steps, opts.interval, ROLLOUTS)}")
+        if "drain" in decision.steps:
+            self.out(
+                f"  step 4 waits up to {opts.drain_timeout:g} s for {decision.old} to hold no calls"
+            )
+
+    async def _dry_run(self, decision: Run) -> int:
+        self.outcome = "dry-run"
+        opts = self.options
+        failed = False
+        if "preflight" in decision.steps:
+            self.out("step 1/5 preflight (dry run: nothing is written)")
+            for check in await self._preflight_checks(store_new=False):
+                self.out("  " + check.line())
+                failed |= not check.ok
+            self.out("step 2/5 preview smoke test (dry run)")
+            self.out(
+                f"  [skip] preview token: a real run mints one on {opts.target} and deletes it"
+            )
+            if self._release and opts.routers:
+                async with _client_session() as session:
+                    check = await checks._library_check(
+                        session, self.config.systems[opts.target], opts.routers[0], self._release
+                    )
+                self.out("  " + check.line())
+                failed |= not check.ok
+        if failed:
+            self.err("dry run: a check failed; the upgrade would stop at it")
+            return EXIT_REFUSED
+        self.out("dry run: every check passed; nothing was changed")
+        return EXIT_DONE
+
+    async def _step(self, step: str) -> None:
+        number = STEPS.index(step) + 1
+        self.out(f"step {number}/5 {STEP_TITLES[step]}: started")
+        started = time.monotonic()
+        try:
+            detail = await getattr(self, f"_step_{step}")()
+        except StepFailed as exc:
+            seconds = time.monotonic() - started
+            result = "timeout" if exc.code == EXIT_DRAIN_TIMEOUT else "failed"
+            self.timings.append(StepTiming(step, seconds, result, str(exc)))
+            self.out(f"step {number}/5 {STEP_TITLES[step]}: {result.upper()} after {seconds:.1f} s")
+            await self._audit(f"upgrade-{step}", f"{result}: {exc}")
+            raise
+        seconds = time.monotonic() - started
+        self.timings.append(StepTiming(step, seconds, "ok", detail))
+        self.out(f"step {number}/5 {STEP_TITLES[step]}: ok in {seconds:.1f} s ({detail})")
+        await self._audit(f"upgrade-{step}", f"ok in {seconds:.1f} s: {detail}")
+
+    async def _stop(self, step: str, how: str, why: str) -> None:
+        self.outcome = how
+        state = "stopped"
+        with contextlib.suppress(StoreUnavailable, StepFailed):
+            await self._update(state=state, step=step, message=why)
+        with contextlib.suppress(StoreUnavailable):
+            await self._audit("upgrade-stopped", f"at {step}: {why}")
+        if self.record is not None:
+            self.err(f"upgrade stopped at step {STEPS.index(step) + 1} ({step}): {why}")
+            for line in stop_advice(self.record, step, ROLLOUTS):
+                self.err(f"  {line}")
+
+    # --- the steps ---------------------------------------------------------------------------
+
+    async def _preflight_checks(self, *, store_new: bool) -> list[checks.Check]:
+        opts = self.options
+        system = self.config.systems[opts.target]
+        stored = await self._patient("reading the state", self.store.read_state)
+        found: list[checks.Check] = [
+            checks.Check(
+                "target configured and online",
+                opts.target not in stored.offline,
+                f"{opts.target}: gateway {system.gateway}, public_url {system.public_url}",
+            )
+        ]
+        found.append(await checks.gateway_health(system))
+        if self.config.router.redis_url.startswith("memory://"):
+            release_check = await checks.release_via_router(self.config, opts.target, opts.routers)
+            self._release = release_check[1]
+            found.append(release_check[0])
+        else:
+            check, self._release = await self._patient(
+                "checking the release",
+                lambda: checks.release_stored(self.config, opts.target, store_new=store_new),
+            )
+            found.append(check)
+        found.append(await checks.public_url_reachable(system))
+        active = (await self._observe()).active
+        found.append(await checks.routers_agree(opts.routers, active))
+        found.append(
+            checks.Check(
+                "instance registry",
+                True,
+                "this build has no instance registry (issue 10): checked the routers given "
+                "with --router instead",
+                warning=True,
+            )
+        )
+        return found
+
+    async def _step_preflight(self) -> str:
+        found = await self._preflight_checks(store_new=True)
+        for check in found:
+            self.out("  " + check.line())
+        bad = [c for c in found if not c.ok]
+        if bad:
+            raise StepFailed(EXIT_REFUSED, "; ".join(f"{c.name}: {c.detail}" for c in bad))
+        return f"{len(found)} checks passed"
+
+    async def _step_smoke(self) -> str:
+        opts = self.options
+        if not opts.routers:
+            raise StepFailed(EXIT_REFUSED, "no router to test through (give --router URL)")
+        if not self._release:
+            _, self._release = await self._release_now()
+        result = await checks.smoke_test(self.config, opts.target, opts.routers[0], self._release)
+        for check in result.checks:
+            self.out("  " + check.line())
+        if not result.ok:
+            bad = [c for c in result.checks if not c.ok]
+            raise StepFailed(EXIT_REFUSED, "; ".join(f"{c.name}: {c.detail}" for c in bad))
+        return f"{len(result.checks)} checks passed through {opts.routers[0]}"
+
+    async def _release_now(self) -> tuple[checks.Check, str]:
+        if self.config.router.redis_url.startswith("memory://"):
+            return await checks.release_via_router(
+                self.config, self.options.target, self.options.routers
+            )
+        return await checks.release_stored(self.config, self.options.target, store_new=False)
+
+    async def _step_switch(self) -> str:
+        opts = self.options
+        assert self.record is not None
+        if not opts.yes:
+            question = (
+                f"switch new sessions from {self.record.old} to {opts.target} "
+                f"({switch_plan(opts.steps, opts.interval, ROLLOUTS)})? [y/N] "
+            )
+            if self.confirm is None or not await self.confirm(question):
+                raise StepFailed(EXIT_REFUSED, "not confirmed; nothing was switched")
+        started = time.monotonic()
+        previous = await self._patient(
+            "switching",
+            lambda: self.store.switch(opts.target, opts.source, self.config.system_ids),
+        )
+        self.out(f"  switched {previous or '(none)'} -> {opts.target}")
+        confirmed = await self._propagated(opts.target)
+        ms = (time.monotonic() - started) * 1000
+        if not confirmed.ok:
+            raise StepFailed(EXIT_REFUSED, f"switched, but {confirmed.detail}")
+        self.out("  " + confirmed.line())
+        return f"{previous or '(none)'} -> {opts.target}, routers followed in {ms:.0f} ms"
+
+    async def _propagated(self, target: str) -> checks.Check:
+        deadline = time.monotonic() + PROPAGATION_BOUND
+        while True:
+            check = await checks.routers_agree(self.options.routers, target)
+            if check.ok or time.monotonic() >= deadline:
+                return check
+            await asyncio.sleep(0.05)
+
+    async def _step_drain(self) -> str:
+        opts = self.options
+        assert self.record is not None
+        old = self.record.old
+        started = time.monotonic()
+        deadline = started + opts.drain_timeout
+        last_line, last_print = "", 0.0
+        while True:
+            view = await drain_view(self.store, self.config, old)
+            now = time.monotonic()
+            if view.line != last_line or now - last_print >= 10:
+                self.out(f"  {old}: {view.line}")
+                last_line, last_print = view.line, now
+            if view.drained:
+                self.drain_seconds = now - started
+                return f"{old} holds no calls after {self.drain_seconds:.1f} s"
+            if now >= deadline:
+                raise StepFailed(
+                    EXIT_DRAIN_TIMEOUT,
+                    f"{old} still holds calls after {opts.drain_timeout:g} s ({view.line})",
+                )
+            await asyncio.sleep(min(opts.drain_interval, max(0.0, deadline - now)))
+
+    async def _step_offline(self) -> str:
+        assert self.record is not None
+        old = self.record.old
+        await self._patient(
+            "marking offline", lambda: self.store.set_offline(old, True, self.options.source)
+        )
+        return f"{old} is offline: its requests get 503 at once, ready for its own upgrade"
+
+
+@dataclass(frozen=True, slots=True)
+class DrainView:
+    open: int | None
+    drained: bool
+    line: str
+
+
+async def drain_view(store: StateStore, config: Config, system: str) -> DrainView:
+    """The drain state of `system` as `drain-wait` decides it."""
+    try:
+        stored = await store.read_state()
+        known = config.system_ids
+        fallback = stored.recorded if stored.recorded in known else config.default_system
+        assert fallback is not None
+        snapshot = build_snapshot(stored, known, Snapshot(active=fallback), time.time())
+        counts, previewing, error = await read_counts(store, config.system_ids)
+        if error:
+            return DrainView(None, False, f"unknown ({error})")
+        probes = await probe_all({system: config.systems[system]})
+        rows = reports(config, snapshot, merge_probes(counts, probes), previewing)
+    except StoreUnavailable as exc:
+        return DrainView(None, False, f"unknown ({exc})")
+    row = next(r for r in rows if r.id == system)
+    count = "?" if row.open is None else str(row.open)
+    drained = row.state in ("drained", "offline") and row.open == 0
+    return DrainView(row.open, drained, f"{row.state}, {count} open")
+
+
+def _client_session() -> Any:
+    import aiohttp
+
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=checks.TIMEOUT))
+
+
+def summary_lines(timings: Sequence[StepTiming]) -> list[str]:
+    return [f"  {t.step:<10} {t.result:<8} {t.seconds:8.1f} s  {t.detail}" for t in timings]
