@@ -58,7 +58,7 @@ async def drill_main(args: argparse.Namespace) -> int:
     options = DrillOptions(
         duration=args.duration,
         rate=args.rate,
-        inject=check_inject(args.inject),
+        inject=check_inject(args.inject, memory=args.memory),
         memory=args.memory,
     )
     if args.json and args.json != "-":

@@ -60,7 +60,8 @@ class DrillOptions:
     memory: bool = False  # use the in-process store even when redis-server is on PATH
 
 
-def check_inject(names: list[str]) -> tuple[str, ...]:
+def check_inject(names: list[str], *, memory: bool = False) -> tuple[str, ...]:
+    """The --inject values, validated before anything starts."""
     out: list[str] = []
     for name in names:
         for part in name.split(","):
@@ -73,6 +74,10 @@ def check_inject(names: list[str]) -> tuple[str, ...]:
                 raise UsageError(
                     "--inject gateway-fail: this build has no progressive rollout (issue 10), "
                     "so there is no rollout to abort"
+                )
+            if part == "redis-restart" and (memory or shutil.which("redis-server") is None):
+                raise UsageError(
+                    "--inject redis-restart needs redis-server on PATH (and no --memory)"
                 )
             if part not in out:
                 out.append(part)
@@ -285,8 +290,6 @@ class Drill:
                 redis_url = redis.url
                 store_text = f"redis-server pid {redis.pid} on {redis_url} (append-only file)"
             else:
-                if "redis-restart" in opts.inject:
-                    raise UsageError("--inject redis-restart needs redis-server on PATH")
                 memory = MemoryStore()
                 redis_url = "memory://"
                 store_text = "in-process memory:// (no redis-server on PATH)"

@@ -1,0 +1,362 @@
+"""`token-router upgrade` against simulated systems, a real Redis and routers on sockets.
+
+The command runs as a real process (exit statuses, stdin, Ctrl-C); the routers run in the
+test's event loop, so the test awaits the process instead of blocking on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import ssl
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from router.config import load_config
+from router.keys import Keys
+from router.store import RedisStore
+from router.upgrade.plan import UpgradeRecord, loads_record
+from tests.helpers import (
+    HOST,
+    SESSION_BODY,
+    SESSION_PATH,
+    Gateway,
+    RedisServer,
+    RouterFactory,
+    RunningRouter,
+    free_port,
+    router_data,
+    wait_until,
+    write_toml,
+)
+
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("TOKENROUTER_")}
+
+
+def upgrade_data(redis_server: RedisServer, gateways: dict[str, Gateway]) -> dict[str, Any]:
+    data = router_data(redis_server.url, gateways, preview_secret="test-preview-secret")
+    del data["router"]["release_paths"]  # the upgrade checks the stored releases
+    for name, gw in gateways.items():
+        data["systems"][name]["public_url"] = gw.url  # reachable: a TCP check
+    return data
+
+
+@pytest.fixture
+async def setup(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+) -> AsyncIterator[tuple[Path, RunningRouter, RedisStore]]:
+    path = write_toml(tmp_path / "router.toml", upgrade_data(redis_server, gateways))
+    router = await routers(load_config(path, {}))
+    # The router config binds port 0: tell the command where the proxy listens.
+    path.write_text(
+        path.read_text().replace(f'listen = "{HOST}:0"', f'listen = "{router.proxy_url[7:]}"', 1)
+    )
+    await wait_until(lambda: router.server.runtime.releases.release_of("b") is not None, 20)
+    store = RedisStore(redis_server.url, Keys("tokenrouter"), keyspace_events=False)
+    try:
+        yield path, router, store
+    finally:
+        await store.close()
+
+
+async def upgrade(
+    config: Path, *args: str, stdin: bytes | None = None, timeout: float = 60
+) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "router",
+        "upgrade",
+        *args,
+        "--config",
+        str(config),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin or b""), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def state_of(store: RedisStore) -> tuple[str | None, frozenset[str], int]:
+    stored = await store.read_state()
+    return stored.active, stored.offline, len(await store.audit(100))
+
+
+async def record_of(store: RedisStore) -> UpgradeRecord | None:
+    raw = await store._client.get("tokenrouter:upgrade")
+    return loads_record(None if raw is None else str(raw))
+
+
+async def mint(http: aiohttp.ClientSession, router: RunningRouter) -> str:
+    async with http.post(router.proxy_url + SESSION_PATH, data=orjson.dumps(SESSION_BODY)) as r:
+        assert r.status == 200
+        return str((await r.json())["sessionid"])
+
+
+async def test_upgrade_runs_every_step_and_audits_them(
+    setup: tuple[Path, RunningRouter, RedisStore],
+) -> None:
+    config, router, store = setup
+    code, out, err = await upgrade(config, "b", "--yes", "--offline-old")
+    assert code == 0, out + err
+    for n, title in enumerate(
+        [
+            "preflight",
+            "preview smoke test",
+            "switch new sessions",
+            "drain the old system",
+            "take the old system offline",
+        ],
+        start=1,
+    ):
+        assert f"step {n}/5 {title}: started" in out
+        assert f"step {n}/5 {title}: ok in" in out
+    assert "[ok  ] gateway healthy" in out
+    assert "[ok  ] release stored: release " in out
+    assert (
+        "[ok  ] urlSchemeDetails: names " + str(router.server.config.systems["b"].public_url) in out
+    )
+    assert "[ok  ] library /v/ path" in out and "identical" in out
+    assert "upgrade done: new sessions go to b; a is offline" in out
+    active, offline, _ = await state_of(store)
+    assert (active, offline) == ("b", frozenset({"a"}))
+    actions = [e.action for e in reversed(await store.audit(50))]
+    for step in ("start", "preflight", "smoke", "switch", "drain", "offline", "done"):
+        assert f"upgrade-{step}" in actions
+    assert actions.count("switch") >= 1 and "offline" in actions
+    await wait_until(lambda: router.active == "b")
+    # Running it again: nothing to do, exit 0.
+    code, out, _ = await upgrade(config, "b", "--yes")
+    assert code == 0 and "already done" in out
+
+
+async def test_dry_run_checks_and_changes_nothing(
+    setup: tuple[Path, RunningRouter, RedisStore],
+) -> None:
+    config, _, store = setup
+    before = await state_of(store)
+    code, out, err = await upgrade(config, "b", "--dry-run")
+    assert code == 0, out + err
+    assert "plan: 1. preflight; 2. preview smoke test; 3. switch new sessions" in out
+    assert "dry run: every check passed; nothing was changed" in out
+    assert "[ok  ] routers agree" in out
+    assert await state_of(store) == before
+    assert await store._client.get("tokenrouter:upgrade") is None
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (("c", "--yes"), 2, "unknown system 'c'"),
+        (("a", "--yes"), 2, "already the active system"),
+        (("b",), 2, "no terminal to confirm the switch on; pass --yes"),
+        (("b", "--steps", "5,50"), 2, "the last step must be 100"),
+    ],
+)
+async def test_bad_input_is_one_line_and_changes_nothing(
+    setup: tuple[Path, RunningRouter, RedisStore], args: tuple[str, ...], code: int, words: str
+) -> None:
+    config, _, store = setup
+    before = await state_of(store)
+    got, out, err = await upgrade(config, *args)
+    assert got == code, out + err
+    assert words in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert await state_of(store) == before
+
+
+async def test_offline_target_and_concurrent_upgrade_are_gates(
+    setup: tuple[Path, RunningRouter, RedisStore],
+) -> None:
+    config, _, store = setup
+    await store.set_offline("b", True, "test")
+    before = await state_of(store)
+    code, _, err = await upgrade(config, "b", "--yes")
+    assert code == 3 and "gate: offline" in err
+    assert await state_of(store) == before
+    await store.set_offline("b", False, "test")
+    # Someone else drives an upgrade right now (fresh heartbeat).
+    import time
+
+    busy = (
+        '{"id": "x", "target": "b", "old": "a", "offline_old": false, "state": "running", '
+        f'"step": "smoke", "started": {time.time()}, "started_by": "other", '
+        f'"owner": "elsewhere:1", "beat": {time.time() + 30}}}'
+    )
+    await store._client.set("tokenrouter:upgrade", busy)
+    before = await state_of(store)
+    code, _, err = await upgrade(config, "b", "--yes")
+    assert code == 3 and "an upgrade to b is running (driven by elsewhere:1" in err
+    assert await state_of(store) == before
+
+
+async def test_failed_check_stops_before_switching(
+    setup: tuple[Path, RunningRouter, RedisStore],
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+) -> None:
+    config, _, store = setup
+    # b's public_url answers nothing: browsers could not open their WebSockets there.
+    text = config.read_text().replace(
+        f'public_url = "{gateways["b"].url}"', f'public_url = "https://{HOST}:{free_port()}"'
+    )
+    config.write_text(text)
+    code, out, err = await upgrade(config, "b", "--yes")
+    assert code == 3, out + err
+    assert "[FAIL] public_url reachable: TLS handshake with" in out
+    assert "upgrade stopped at step 1 (preflight)" in err
+    assert "nothing was switched: a is still active" in err
+    assert (await store.read_state()).active == "a"
+    record = await record_of(store)
+    assert record is not None and (record.state, record.step) == ("stopped", "preflight")
+
+
+async def test_tls_handshake_with_the_public_url(
+    setup: tuple[Path, RunningRouter, RedisStore], tmp_path: Path, gateways: dict[str, Gateway]
+) -> None:
+    config, _, _ = setup
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(answer, HOST, 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    text = config.read_text().replace(
+        f'public_url = "{gateways["b"].url}"',
+        f'public_url = "https://{HOST}:{port}"\nca_file = "{cert}"',
+    )
+    config.write_text(text)
+    try:
+        code, out, err = await upgrade(config, "b", "--dry-run")
+    finally:
+        server.close()
+    assert "[ok  ] public_url reachable: TLS" in out and "certificate verified" in out, out + err
+
+
+async def test_interrupted_drain_resumes_from_redis(
+    setup: tuple[Path, RunningRouter, RedisStore],
+) -> None:
+    config, router, store = setup
+    async with aiohttp.ClientSession() as http:
+        sid = await mint(http, router)  # a holds one call: the drain waits for it
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "router",
+            "upgrade",
+            "b",
+            "--yes",
+            "--config",
+            str(config),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=ENV,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        seen = b""
+        while b"a: draining, 1 open" not in seen:
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert line, seen.decode()
+            seen += line
+        proc.send_signal(signal.SIGINT)
+        rest, stopped = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 130, (seen + rest + stopped).decode()
+        assert b"upgrade stopped at step 4 (drain): interrupted" in stopped
+        assert b"resume: token-router upgrade b" in stopped
+        assert b"roll back: token-router switch a" in stopped
+        record = await record_of(store)
+        assert record is not None and (record.state, record.step) == ("stopped", "drain")
+        assert (await store.read_state()).active == "b"
+
+        # The drain times out while the call is open: exit 1, still resumable.
+        code, out, err = await upgrade(config, "b", "--yes", "--drain-timeout", "1")
+        assert code == 1, out + err
+        assert "resuming: b is active; waiting for a to drain" in out
+        assert "step 1/5" not in out  # no re-check, no second switch
+        assert "a still holds calls after 1 s" in err
+
+        async with http.delete(router.proxy_url + f"{SESSION_PATH}/id/{sid}") as resp:
+            assert resp.status == 200
+        code, out, err = await upgrade(config, "b", "--yes", "--offline-old")
+    assert code == 0, out + err
+    assert "resuming: b is active; waiting for a to drain" in out
+    assert "step 4/5 drain the old system: ok" in out and "step 5/5" in out
+    entries = await store.audit(100)
+    actions = [e.action for e in entries]
+    assert [e.to for e in entries if e.action == "switch"].count("b") == 1  # never twice
+    assert "upgrade-resume" in actions and "upgrade-stopped" in actions
+
+
+async def test_declined_confirmation_switches_nothing(
+    setup: tuple[Path, RunningRouter, RedisStore], tmp_path: Path
+) -> None:
+    config, _, store = setup
+    # A terminal on stdin: a pty answering "n".
+    import pty
+
+    master, slave = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "router",
+        "upgrade",
+        "b",
+        "--config",
+        str(config),
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    )
+    os.close(slave)
+    assert proc.stdout is not None
+    seen = b""
+    while b"[y/N]" not in seen:
+        chunk = await asyncio.wait_for(proc.stdout.read(200), 30)
+        assert chunk, seen.decode()
+        seen += chunk
+    os.write(master, b"n\n")
+    rest, err = await asyncio.wait_for(proc.communicate(), 30)
+    os.close(master)
+    assert proc.returncode == 3, (seen + rest + err).decode()
+    assert "not confirmed; nothing was switched" in err.decode()
+    assert (await store.read_state()).active == "a"
