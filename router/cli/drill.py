@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 
 from router.cli.common import Parser, Subcommands, async_command, positive_float
-from router.drill.harness import INJECTABLE, Drill, DrillOptions, check_inject
+from router.drill.report import FAULTS
 from router.errors import UsageError
 
 
@@ -44,8 +44,7 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
         action="append",
         default=[],
         metavar="FAULT",
-        help=f"add a fault during the drill (repeatable or comma-separated): "
-        f"{', '.join(INJECTABLE)}",
+        help=f"add a fault during the drill (repeatable or comma-separated): {', '.join(FAULTS)}",
     )
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON ('-': stdout)")
     p.add_argument(
@@ -55,6 +54,10 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
 
 
 async def drill_main(args: argparse.Namespace) -> int:
+    # Imported here: the harness runs routers (router.serve, prometheus_client), which
+    # `serve --workers` must set up before anything imports them.
+    from router.drill.harness import Drill, DrillOptions, check_inject
+
     options = DrillOptions(
         duration=args.duration,
         rate=args.rate,

@@ -29,7 +29,7 @@ import aiohttp
 from aiohttp import web
 
 from router.config import Config, build_config
-from router.drill.report import Report, Step, Tally
+from router.drill.report import FAULTS, Report, Step, Tally
 from router.drill.traffic import LIBRARY_PATH, Rotation, Traffic
 from router.errors import UsageError
 from router.keys import Keys
@@ -42,7 +42,6 @@ from router.upgrade.procedure import ROLLOUTS, Options, Procedure
 HOST = "127.0.0.1"
 SYSTEMS = (("a", "1.0"), ("b", "2.0"))
 TARGET = "b"
-INJECTABLE = ("redis-restart", "router-restart", "gateway-fail")
 READY_BOUND = 30.0
 
 
@@ -66,9 +65,9 @@ def check_inject(names: list[str], *, memory: bool = False) -> tuple[str, ...]:
     for name in names:
         for part in name.split(","):
             part = part.strip()
-            if part not in INJECTABLE:
+            if part not in FAULTS:
                 raise UsageError(
-                    f"--inject: unknown fault {part!r}; choose from {', '.join(INJECTABLE)}"
+                    f"--inject: unknown fault {part!r}; choose from {', '.join(FAULTS)}"
                 )
             if part == "gateway-fail" and not ROLLOUTS:
                 raise UsageError(
@@ -305,7 +304,8 @@ class Drill:
             self.out(f"drill: systems a {systems['a'].url} (1.0), b {systems['b'].url} (2.0)")
             self.out(f"drill: store {store_text}")
             self.out("drill: routers " + ", ".join(r.url for r in routers))
-            await self._wait_releases(routers[0].url, config)
+            for router in routers:
+                await self._wait_releases(router.url, config)
             return await self._exercise(config, systems, routers, redis, memory, store_text)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -337,7 +337,8 @@ class Drill:
         }
 
     async def _wait_releases(self, router: str, config: Config) -> None:
-        """Both systems fingerprinted by the routers before traffic starts."""
+        """Both systems fingerprinted by this router before traffic starts (with memory://
+        each router keeps its own release store)."""
         secret = config.router.preview_secret
         assert secret is not None
         deadline = time.monotonic() + READY_BOUND

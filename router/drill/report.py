@@ -26,6 +26,7 @@ KINDS = (
     "library",
     "library_reload",
 )
+FAULTS = ("redis-restart", "router-restart", "gateway-fail")  # what --inject can add
 EXAMPLES = 5  # kept per error class, enough to start debugging from
 
 
