@@ -114,17 +114,27 @@ def check_passed(result: subprocess.CompletedProcess[str], doc: dict[str, object
 
 
 @pytest.mark.timeout(170)
-def test_drill_with_redis_and_a_router_restart(tmp_path: Path) -> None:
+def test_drill_with_redis_restarted_and_a_router_restarted(tmp_path: Path) -> None:
     out = tmp_path / "drill.json"
     with default_ports_taken():
         result = drill(
-            "--duration", "4", "--rate", "6", "--inject", "router-restart", "--json", str(out)
+            "--duration",
+            "5",
+            "--rate",
+            "6",
+            "--inject",
+            "redis-restart,router-restart",
+            "--json",
+            str(out),
         )
     doc = orjson.loads(out.read_text())
     check_passed(result, doc)
     assert str(doc["store"]).startswith("redis-server pid")
-    assert doc["inject"] == ["router-restart"]
-    assert any("router 2 restarted" in f for f in doc["faults"])
+    assert doc["inject"] == ["redis-restart", "router-restart"]
+    faults = doc["faults"]
+    assert isinstance(faults, list)
+    assert any("redis-server restarted" in f for f in faults)
+    assert any("router 2 restarted" in f for f in faults)
     assert "upgrade | step 4/5 drain the old system: ok" in result.stdout
 
 
