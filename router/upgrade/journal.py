@@ -13,6 +13,7 @@ from typing import Protocol
 from redis.exceptions import RedisError
 
 from router.errors import StoreUnavailable
+from router.key_types import diagnose, is_wrong_type
 from router.keys import Keys
 from router.redis_client import redact, redis_client, unavailable
 from router.store import AUDIT_MAXLEN, AuditEntry, MemoryStore
@@ -44,18 +45,24 @@ class RedisJournal:
         )
         self._cas = self._client.register_script(_CAS)
 
+    async def _failure(self, exc: BaseException, key: str) -> StoreUnavailable:
+        """A key of the wrong type is named with its fix (Redis is up); else unavailable."""
+        if is_wrong_type(exc):
+            return await diagnose(self._client, self.keys, [key], exc)
+        return unavailable(self.description, exc)
+
     async def read(self) -> str | None:
         try:
             value = await self._client.get(self.keys.upgrade)
         except (RedisError, OSError) as exc:
-            raise unavailable(self.description, exc) from exc
+            raise await self._failure(exc, self.keys.upgrade) from exc
         return None if value is None else str(value)
 
     async def write(self, expected: str | None, new: str) -> bool:
         try:
             done = await self._cas(keys=[self.keys.upgrade], args=[expected or "", new])
         except (RedisError, OSError) as exc:
-            raise unavailable(self.description, exc) from exc
+            raise await self._failure(exc, self.keys.upgrade) from exc
         return bool(done)
 
     async def audit(self, action: str, source: str, from_: str, to: str, reason: str) -> None:
@@ -75,7 +82,7 @@ class RedisJournal:
                 approximate=True,
             )
         except (RedisError, OSError) as exc:
-            raise unavailable(self.description, exc) from exc
+            raise await self._failure(exc, self.keys.audit) from exc
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from router.config import Config
-from router.errors import RouterError, StoreUnavailable
+from router.errors import RouterError, StoreUnavailable, WrongKeyType
 from router.gateways.reports import merge_probes, read_counts, reports
 from router.gateways.stats import probe_all
 from router.state import Snapshot, build_snapshot
@@ -136,8 +136,8 @@ class Procedure:
             try:
                 return await call()
             except StoreUnavailable as exc:
-                if time.monotonic() >= deadline:
-                    raise
+                if isinstance(exc, WrongKeyType) or time.monotonic() >= deadline:
+                    raise  # a key of the wrong type is not transient: its fix is named
                 if not told:
                     self.out(f"  ({what}: {exc}; retrying for up to {STORE_PATIENCE:g} s)")
                     told = True

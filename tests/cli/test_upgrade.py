@@ -360,3 +360,15 @@ async def test_declined_confirmation_switches_nothing(
     assert proc.returncode == 3, (seen + rest + err).decode()
     assert "not confirmed; nothing was switched" in err.decode()
     assert (await store.read_state()).active == "a"
+
+
+async def test_upgrade_key_of_the_wrong_type_is_named_with_its_fix(
+    setup: tuple[Path, RunningRouter, RedisStore],
+) -> None:
+    config, _, store = setup
+    await store._client.lpush("tokenrouter:upgrade", "x")
+    code, _, err = await upgrade(config, "b", "--yes")
+    assert code == 2, err
+    assert "Redis key 'tokenrouter:upgrade' holds a list" in err
+    assert "redis-cli DEL tokenrouter:upgrade" in err and "Traceback" not in err
+    assert (await store.read_state()).active == "a"
