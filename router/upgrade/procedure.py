@@ -19,8 +19,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from router.config import Config
+from router.drain import Drain, DrainHistory, describe
 from router.errors import RouterError, StoreUnavailable, WrongKeyType
-from router.gateways.reports import merge_probes, read_counts, reports
+from router.gateways.reports import read_counts, reports
 from router.gateways.stats import probe_all
 from router.state import Snapshot, build_snapshot
 from router.store import StateStore
@@ -446,8 +447,9 @@ class Procedure:
         started = time.monotonic()
         deadline = started + opts.drain_timeout
         last_line, last_print = "", 0.0
+        history = DrainHistory()
         while True:
-            view = await drain_view(self.store, self.config, old)
+            view = await drain_view(self.store, self.config, old, history)
             now = time.monotonic()
             if view.line != last_line or now - last_print >= 10:
                 self.out(f"  {old}: {view.line}")
@@ -476,27 +478,28 @@ class DrainView:
     open: int | None
     drained: bool
     line: str
+    drain: Drain | None = None
 
 
-async def drain_view(store: StateStore, config: Config, system: str) -> DrainView:
-    """The drain state of `system` as `drain-wait` decides it."""
+async def drain_view(
+    store: StateStore, config: Config, system: str, history: DrainHistory
+) -> DrainView:
+    """The drain state of `system` by the one drain function every surface shares
+    (router/drain.py): deciding count and its source, the router's count beside it, the
+    rate it falls and an estimate of when it reaches 0 (from `history`'s samples)."""
     try:
         stored = await store.read_state()
         known = config.system_ids
         fallback = stored.recorded if stored.recorded in known else config.default_system
         assert fallback is not None
         snapshot = build_snapshot(stored, known, Snapshot(active=fallback), time.time())
-        counts, previewing, error = await read_counts(store, config.system_ids)
-        if error:
-            return DrainView(None, False, f"unknown ({error})")
+        counts, previewing, _ = await read_counts(store, config.system_ids)
         probes = await probe_all({system: config.systems[system]})
-        rows = reports(config, snapshot, merge_probes(counts, probes), previewing)
+        rows = reports(config, snapshot, counts, previewing, probes, history)
     except StoreUnavailable as exc:
         return DrainView(None, False, f"unknown ({exc})")
-    row = next(r for r in rows if r.id == system)
-    count = "?" if row.open is None else str(row.open)
-    drained = row.state in ("drained", "offline") and row.open == 0
-    return DrainView(row.open, drained, f"{row.state}, {count} open")
+    d = next(r.drain for r in rows if r.id == system)
+    return DrainView(d.open, d.drained, describe(d), d)
 
 
 def _client_session() -> Any:
