@@ -297,7 +297,12 @@ class Drill:
                 store_text = "in-process memory:// (no redis-server on PATH)"
             secret = secrets.token_urlsafe(18)
             routers = [
-                RouterInstance(i + 1, self._raw(systems, redis_url, secret), workdir, memory)
+                RouterInstance(
+                    i + 1,
+                    self._raw(systems, redis_url, secret, workdir / f"releases-{i + 1}"),
+                    workdir,
+                    memory,
+                )
                 for i in range(2)
             ]
             for router in routers:
@@ -313,7 +318,11 @@ class Drill:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _raw(
-        self, systems: dict[str, SimulatedSystem], redis_url: str, secret: str
+        self,
+        systems: dict[str, SimulatedSystem],
+        redis_url: str,
+        secret: str,
+        release_dir: Path,
     ) -> dict[str, Any]:
         return {
             "router": {
@@ -325,8 +334,12 @@ class Drill:
                 "access_log": False,
                 "log_level": "warning",
                 "resync_interval": 0.5,
-                # Short: the drain of A waits for its short codes to stop counting.
-                "affinity_ttl": 6,
+                # Short: the drain of A waits for its short codes to stop counting; their
+                # owner is remembered far longer than the drill lasts.
+                "shortcode_ttl": 4,
+                "affinity_ttl": 600,
+                # The drill's own archive, removed with it (not the operator's).
+                "release_dir": str(release_dir),
             },
             "systems": {
                 name: {
