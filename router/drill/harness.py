@@ -340,6 +340,10 @@ class Drill:
                 "affinity_ttl": 600,
                 # The drill's own archive, removed with it (not the operator's).
                 "release_dir": str(release_dir),
+                # A rehearsal in seconds: the rollout controller and heartbeats tick faster.
+                "rollout_tick": 0.2,
+                "heartbeat_interval": 0.5,
+                "leader_ttl": 1.0,
             },
             "systems": {
                 name: {
@@ -454,6 +458,7 @@ class Drill:
             drain_seconds=procedure.drain_seconds,
             faults=self.faults,
             expect_abort="gateway-fail" in opts.inject,
+            aborted=procedure.rolled_back,
         )
 
     async def _faults(

@@ -18,11 +18,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from router import operations
+from router import rollout as rollouts
 from router.config import Config
 from router.drain import Drain, DrainHistory, describe
 from router.errors import RouterError, StoreUnavailable, WrongKeyType
+from router.gates import GateProber
 from router.gateways.reports import read_counts, reports
 from router.gateways.stats import probe_all
+from router.instances import STALE_BEATS
 from router.state import Snapshot, build_snapshot
 from router.store import StateStore
 from router.upgrade import checks
@@ -31,12 +35,14 @@ from router.upgrade.plan import (
     EXIT_DONE,
     EXIT_DRAIN_TIMEOUT,
     EXIT_REFUSED,
+    EXIT_ROLLED_BACK,
     STEP_TITLES,
     STEPS,
     Finished,
     Observed,
     Refuse,
     Request,
+    RolloutFacts,
     Run,
     UpgradeRecord,
     decide,
@@ -45,8 +51,8 @@ from router.upgrade.plan import (
     switch_plan,
 )
 
-# Whether this build has progressive rollouts (issue 10); step 3 is a plain switch without.
-ROLLOUTS = False
+# This build has progressive rollouts (issue 10): step 3 is one unless --steps 100.
+ROLLOUTS = True
 # How long step 3 waits for every router to route to the target before it fails.
 PROPAGATION_BOUND = 10.0
 HEARTBEAT = 1.0
@@ -126,6 +132,8 @@ class Procedure:
         self._raw: str | None = None
         self._lock = asyncio.Lock()
         self._release = ""
+        self.rolled_back = ""  # why the rollout aborted on its own, if it did
+        self.prober = GateProber(config.systems)
 
     # --- the document ------------------------------------------------------------------------
 
@@ -154,12 +162,16 @@ class Procedure:
         assert fallback is not None
         snapshot: Snapshot = build_snapshot(stored, known, Snapshot(active=fallback), time.time())
         self._raw = await self.journal.read()
+        r = rollouts.loads(stored.rollout)
+        facts = None
+        if r is not None:
+            facts = RolloutFacts(r.id, r.target, r.source, r.state, r.end_reason or "")
         return Observed(
             known=tuple(known),
             active=snapshot.active,
             offline=snapshot.offline,
             record=loads_record(self._raw),
-            rollout=None,
+            rollout=facts,
             now=time.time(),
         )
 
@@ -209,6 +221,12 @@ class Procedure:
     # --- running -----------------------------------------------------------------------------
 
     async def run(self) -> int:
+        try:
+            return await self._run()
+        finally:
+            await self.prober.close()
+
+    async def _run(self) -> int:
         opts = self.options
         obs = await self._observe()
         decision = decide(obs, Request(opts.target, opts.offline_old, opts.me))
@@ -248,9 +266,11 @@ class Procedure:
                 await self._step(step)
         except StepFailed as exc:
             beat.cancel()
-            await self._stop(
-                step, "failed" if exc.code != EXIT_DRAIN_TIMEOUT else "timeout", str(exc)
-            )
+            if exc.code == EXIT_ROLLED_BACK:
+                await self._rolled_back(str(exc))
+                return exc.code
+            how = "timeout" if exc.code == EXIT_DRAIN_TIMEOUT else "failed"
+            await self._stop(step, how, str(exc))
             return exc.code
         except (asyncio.CancelledError, KeyboardInterrupt):
             beat.cancel()
@@ -319,7 +339,9 @@ class Procedure:
             detail = await getattr(self, f"_step_{step}")()
         except StepFailed as exc:
             seconds = time.monotonic() - started
-            result = "timeout" if exc.code == EXIT_DRAIN_TIMEOUT else "failed"
+            result = {EXIT_DRAIN_TIMEOUT: "timeout", EXIT_ROLLED_BACK: "aborted"}.get(
+                exc.code, "failed"
+            )
             self.timings.append(StepTiming(step, seconds, result, str(exc)))
             self.out(f"step {number}/5 {STEP_TITLES[step]}: {result.upper()} after {seconds:.1f} s")
             await self._audit(f"upgrade-{step}", f"{result}: {exc}")
@@ -328,6 +350,21 @@ class Procedure:
         self.timings.append(StepTiming(step, seconds, "ok", detail))
         self.out(f"step {number}/5 {STEP_TITLES[step]}: ok in {seconds:.1f} s ({detail})")
         await self._audit(f"upgrade-{step}", f"ok in {seconds:.1f} s: {detail}")
+
+    async def _rolled_back(self, why: str) -> None:
+        """The rollout aborted on its own: final, the old system stays active."""
+        self.outcome = "rolled-back"
+        self.rolled_back = why
+        with contextlib.suppress(StoreUnavailable, StepFailed):
+            await self._update(state="rolled-back", step="switch", message=why)
+        with contextlib.suppress(StoreUnavailable):
+            await self._audit("upgrade-rolled-back", why)
+        if self.record is not None:
+            self.err(f"upgrade rolled back: the rollout aborted: {why}")
+            self.err(
+                f"  {self.record.old} stays active; fix {self.record.target} and run "
+                f"`token-router upgrade {self.record.target}` again"
+            )
 
     async def _stop(self, step: str, how: str, why: str) -> None:
         self.outcome = how
@@ -368,16 +405,36 @@ class Procedure:
         found.append(await checks.public_url_reachable(system))
         active = (await self._observe()).active
         found.append(await checks.routers_agree(opts.routers, active))
-        found.append(
-            checks.Check(
-                "instance registry",
-                True,
-                "this build has no instance registry (issue 10): checked the routers given "
-                "with --router instead",
-                warning=True,
-            )
-        )
+        found.append(await self._instances_agree())
         return found
+
+    async def _instances_agree(self) -> checks.Check:
+        """Every live router instance (heartbeats in Redis) applied the current state."""
+        r = self.config.router
+        stored = await self._patient("reading the state", self.store.read_state)
+        live = await self._patient(
+            "reading the instances",
+            lambda: self.store.instances(time.time(), r.heartbeat_interval * STALE_BEATS),
+        )
+        if not live:
+            return checks.Check("instances agree", False, "no live router instance registered")
+        behind = [
+            str(doc.get("id"))
+            for doc in live
+            if int((doc.get("applied") or {}).get("generation", 0)) < stored.generation
+        ]
+        if behind:
+            return checks.Check(
+                "instances agree",
+                False,
+                f"{len(behind)}/{len(live)} live instances have not applied generation "
+                f"{stored.generation}: {', '.join(behind)}",
+            )
+        return checks.Check(
+            "instances agree",
+            True,
+            f"{len(live)} live instance(s), all at generation {stored.generation}",
+        )
 
     async def _step_preflight(self) -> str:
         found = await self._preflight_checks(store_new=True)
@@ -412,6 +469,12 @@ class Procedure:
     async def _step_switch(self) -> str:
         opts = self.options
         assert self.record is not None
+        current, _ = await self._patient(
+            "reading the rollout", lambda: operations.current_rollout(self.store)
+        )
+        if current is not None and current.running and current.id == self.record.rollout_id:
+            self.out(f"  the rollout to {current.target} is {current.state}: watching it")
+            return await self._watch_rollout()
         if not opts.yes:
             question = (
                 f"switch new sessions from {self.record.old} to {opts.target} "
@@ -419,18 +482,83 @@ class Procedure:
             )
             if self.confirm is None or not await self.confirm(question):
                 raise StepFailed(EXIT_REFUSED, "not confirmed; nothing was switched")
-        started = time.monotonic()
-        previous = await self._patient(
-            "switching",
-            lambda: self.store.switch(opts.target, opts.source, self.config.system_ids),
+        reason = f"token-router upgrade {self.record.id}"
+        if list(opts.steps) != [100]:
+            request = operations.RolloutRequest(
+                target=opts.target,
+                steps=opts.steps,
+                interval=opts.interval,
+                max_error_rate=rollouts.DEFAULT_MAX_ERROR_RATE,
+                min_requests=rollouts.DEFAULT_MIN_REQUESTS,
+            )
+            started, _ = await operations.start_rollout(
+                self.store, self.config, self.prober, request, source=opts.source, reason=reason
+            )
+            await self._update(rollout_id=started.id)
+            self.out(f"  rollout {started.id} started: {started.percent} % of new sessions")
+            return await self._watch_rollout()
+        r = self.config.router
+        began = time.monotonic()
+        outcome = await operations.switch(
+            self.store,
+            self.config,
+            self.prober,
+            opts.target,
+            source=opts.source,
+            expect=self.record.old,
+            reason=reason,
         )
-        self.out(f"  switched {previous or '(none)'} -> {opts.target}")
-        confirmed = await self._propagated(opts.target)
-        ms = (time.monotonic() - started) * 1000
-        if not confirmed.ok:
-            raise StepFailed(EXIT_REFUSED, f"switched, but {confirmed.detail}")
-        self.out("  " + confirmed.line())
-        return f"{previous or '(none)'} -> {opts.target}, routers followed in {ms:.0f} ms"
+        confirmation = await operations.confirm(
+            self.store,
+            outcome.generation,
+            timeout=r.confirm_timeout,
+            heartbeat=r.heartbeat_interval,
+        )
+        self.out(f"  {outcome.text()}; {confirmation.text()}")
+        routers = await self._propagated(opts.target)
+        self.out("  " + routers.line())
+        if not routers.ok:
+            raise StepFailed(EXIT_REFUSED, f"switched, but {routers.detail}")
+        ms = (time.monotonic() - began) * 1000
+        return f"{outcome.previous or '(none)'} -> {opts.target}, confirmed in {ms:.0f} ms"
+
+    async def _watch_rollout(self) -> str:
+        """Until the rollout the routers drive ends: promoted (ok), aborted (rolled back)."""
+        began = time.monotonic()
+        last = ""
+        while True:
+            view = await self._patient(
+                "reading the rollout", lambda: operations.rollout_view(self.store, time.time())
+            )
+            if view is None:
+                raise StepFailed(EXIT_REFUSED, "the rollout document disappeared")
+            state = str(view["state"])
+            counts = view.get("counts") or {}
+            shown = ", ".join(
+                f"{s} {c['requests']} req/{c['failures']} failed" for s, c in counts.items()
+            )
+            line = f"step {view['step_number']}/{len(view['steps'])}: {view['percent']} %"
+            if state == "paused":
+                line += " (paused: `token-router rollout resume` continues it)"
+            if line != last and state in ("running", "paused"):
+                self.out(f"  rollout {line}" + (f"; {shown}" if shown else ""))
+                last = line
+            if state == "promoted":
+                took = time.monotonic() - began
+                return f"rollout promoted: {self.options.target} active after {took:.1f} s"
+            if state == "aborted":
+                why = str(view.get("end_reason") or "aborted")
+                self.out(f"  rollout aborted: {why}")
+                raise StepFailed(EXIT_ROLLED_BACK, why)
+            if state == "ended":
+                active = (await self._observe()).active
+                if active == self.options.target:
+                    return f"rollout overtaken by a switch: {active} is active"
+                raise StepFailed(
+                    EXIT_REFUSED,
+                    f"the rollout was ended by a switch to {active}",
+                )
+            await asyncio.sleep(0.25)
 
     async def _propagated(self, target: str) -> checks.Check:
         deadline = time.monotonic() + PROPAGATION_BOUND

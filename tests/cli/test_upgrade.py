@@ -42,7 +42,15 @@ ENV = {k: v for k, v in os.environ.items() if not k.startswith("TOKENROUTER_")}
 
 
 def upgrade_data(redis_server: RedisServer, gateways: dict[str, Gateway]) -> dict[str, Any]:
-    data = router_data(redis_server.url, gateways, preview_secret="test-preview-secret")
+    data = router_data(
+        redis_server.url,
+        gateways,
+        preview_secret="test-preview-secret",
+        heartbeat_interval=0.2,
+        rollout_tick=0.1,
+        leader_ttl=0.6,
+        gate_probe_age=0.001,
+    )
     del data["router"]["release_paths"]  # the upgrade checks the stored releases
     for name, gw in gateways.items():
         data["systems"][name]["public_url"] = gw.url  # reachable: a TCP check
@@ -111,7 +119,7 @@ async def test_upgrade_runs_every_step_and_audits_them(
     setup: tuple[Path, RunningRouter, RedisStore],
 ) -> None:
     config, router, store = setup
-    code, out, err = await upgrade(config, "b", "--yes", "--offline-old")
+    code, out, err = await upgrade(config, "b", "--yes", "--offline-old", "--steps", "100")
     assert code == 0, out + err
     for n, title in enumerate(
         [
@@ -277,26 +285,8 @@ async def test_interrupted_drain_resumes_from_redis(
     config, router, store = setup
     async with aiohttp.ClientSession() as http:
         sid = await mint(http, router)  # a holds one call: the drain waits for it
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "router",
-            "upgrade",
-            "b",
-            "--yes",
-            "--config",
-            str(config),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            env=ENV,
-        )
-        assert proc.stdout is not None and proc.stderr is not None
-        seen = b""
-        while b"a: draining, 1 open" not in seen:
-            line = await asyncio.wait_for(proc.stdout.readline(), 30)
-            assert line, seen.decode()
-            seen += line
+        proc = await start_upgrade(config, "--steps", "100")
+        seen = await read_until(proc, b"a: draining, 1 open")
         proc.send_signal(signal.SIGINT)
         rest, stopped = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 130, (seen + rest + stopped).decode()
@@ -372,3 +362,108 @@ async def test_upgrade_key_of_the_wrong_type_is_named_with_its_fix(
     assert "Redis key 'tokenrouter:upgrade' holds a list" in err
     assert "redis-cli DEL tokenrouter:upgrade" in err and "Traceback" not in err
     assert (await store.read_state()).active == "a"
+
+
+async def start_upgrade(config: Path, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "router",
+        "upgrade",
+        "b",
+        "--yes",
+        *args,
+        "--config",
+        str(config),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=ENV,
+    )
+
+
+async def read_until(proc: asyncio.subprocess.Process, words: bytes) -> bytes:
+    assert proc.stdout is not None
+    seen = b""
+    while words not in seen:
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert line, seen.decode()
+        seen += line
+    return seen
+
+
+async def test_interrupted_mid_rollout_and_resumed(
+    setup: tuple[Path, RunningRouter, RedisStore],
+) -> None:
+    config, router, store = setup
+    proc = await start_upgrade(config, "--steps", "50,100", "--interval", "1.5")
+    await read_until(proc, b"rollout step 1/2: 50 %")
+    proc.send_signal(signal.SIGINT)
+    _, stopped = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 130
+    assert b"upgrade stopped at step 3 (switch)" in stopped
+    assert b"the rollout goes on in the routers" in stopped
+    record = await record_of(store)
+    assert record is not None and record.state == "stopped" and record.rollout_id
+    # The routers keep driving it; running the command again watches it to the end.
+    code, out, err = await upgrade(config, "b", "--yes", "--steps", "50,100", "--interval", "1.5")
+    assert code == 0, out + err
+    assert "resuming: the rollout to b is running; watching it" in out
+    assert "step 1/5" not in out
+    assert "rollout promoted: b active" in out
+    assert "step 4/5 drain the old system: ok" in out
+    assert (await store.read_state()).active == "b"
+    starts = [e for e in await store.audit(100) if e.action == "rollout-start"]
+    assert len(starts) == 1  # resumed, never started twice
+
+
+async def test_automatic_abort_exits_4_and_keeps_the_old_system(
+    setup: tuple[Path, RunningRouter, RedisStore], gateways: dict[str, Gateway]
+) -> None:
+    config, router, store = setup
+    proc = await start_upgrade(config, "--steps", "50,100", "--interval", "30")
+    await read_until(proc, b"rollout step 1/2: 50 %")
+    gateways["b"].state.set_failure(500, None)  # b's gateway breaks during the rollout
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 4, (out + err).decode()
+    assert b"rollout aborted: b's gateway failed its health probe" in out
+    assert b"upgrade rolled back: the rollout aborted" in err
+    assert (await store.read_state()).active == "a"
+    record = await record_of(store)
+    assert record is not None and record.state == "rolled-back"
+    actions = [e.action for e in await store.audit(100)]
+    assert "upgrade-rolled-back" in actions and "rollout-abort" in actions
+    # Once b is fixed a new upgrade starts afresh.
+    gateways["b"].state.set_failure(None, None)
+    code, out_text, err_text = await upgrade(config, "b", "--dry-run")
+    assert code == 0, out_text + err_text
+    assert "upgrade a -> b" in out_text
+
+
+async def test_another_rollout_running_is_a_gate(
+    setup: tuple[Path, RunningRouter, RedisStore],
+) -> None:
+    config, _, store = setup
+    started = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "router",
+        "rollout",
+        "start",
+        "b",
+        "--steps",
+        "10,100",
+        "--interval",
+        "60",
+        "--config",
+        str(config),
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = await started.communicate()
+    assert started.returncode == 0, (out + err).decode()
+    before = await state_of(store)
+    code, _, err_text = await upgrade(config, "b", "--yes")
+    assert code == 3 and "gate: busy" in err_text and "a rollout to b is running" in err_text
+    assert await state_of(store) == before

@@ -157,3 +157,18 @@ def test_drill_bad_input_is_one_line() -> None:
         assert result.returncode == 2, result
         assert words in result.stderr and len(result.stderr.strip().splitlines()) == 1
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(170)
+def test_drill_target_gateway_failing_aborts_the_rollout(tmp_path: Path) -> None:
+    out = tmp_path / "drill.json"
+    result = drill("--duration", "4", "--rate", "6", "--inject", "gateway-fail", "--json", str(out))
+    doc = orjson.loads(out.read_text())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert doc["passed"] is True and doc["upgrade_exit"] == 4
+    assert "failed its health probe" in str(doc["rollout_aborted"])
+    assert doc["failed_total"] == 0 and doc["wrong_system"] == 0 and doc["wrong_bytes"] == 0
+    steps = doc["steps"]
+    assert isinstance(steps, list) and steps[-1]["step"] == "switch"
+    assert steps[-1]["result"] == "aborted"
+    assert "rollout aborted automatically:" in result.stdout
