@@ -246,6 +246,7 @@ async def test_status_watch_redraws_and_stops_cleanly(fleet: Fleet) -> None:
     proc.stdout.close()
     await asyncio.to_thread(proc.wait, 20)
     err = proc.stderr.read()
+    proc.stderr.close()
     assert "Traceback" not in err and "BrokenPipe" not in err
     assert proc.returncode == 141  # a closed pipe ends every command alike (cli.main)
 
