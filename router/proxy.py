@@ -37,6 +37,7 @@ from router.routing import (
     BROWSER,
     IDEMPOTENT,
     MINT,
+    NOT_MINE,
     OWNED,
     Forward,
     Match,
@@ -47,6 +48,7 @@ from router.routing import (
     check_origin_form,
     classify,
     decide,
+    fallbacks,
     upstream_target,
 )
 from router.runtime import Runtime
@@ -192,6 +194,8 @@ class ProxyHandler:
                 response: web.StreamResponse = self._current(decision)
             else:
                 response = await self._forward(request, match, decision, rid, body)
+                if facts.owner is None and match.route in NOT_MINE:
+                    response = await self._ask_others(request, match, decision, response, rid)
         except RequestError as exc:
             response = error_response(exc)
         response.headers[REQUEST_ID_HEADER] = rid
@@ -369,6 +373,29 @@ class ProxyHandler:
             out.headers["Cache-Control"] = "private, no-store" if preview else LIBRARY_CACHE
             out.headers["Vary"] = "Cookie"
         return out
+
+    async def _ask_others(
+        self,
+        request: web.BaseRequest,
+        match: Match,
+        decision: Forward,
+        response: web.Response,
+        rid: str,
+    ) -> web.Response:
+        """A follow-up with no known issuer, answered "not mine": the issuer may be another
+        system (routing.fallbacks); the first answer that is not "not mine" is the one."""
+        snapshot = self.runtime.holder.current
+        others = fallbacks(
+            match.route, None, decision.system, response.status, snapshot, self.known
+        )
+        for other in others:
+            try:
+                answer = await self._forward(request, match, Forward(other, "fallback"), rid)
+            except RequestError:
+                continue  # that system is failing: the first answer stands
+            if answer.status != response.status:
+                return answer
+        return response
 
     def _upstream_failed(
         self, request: web.BaseRequest, route: Route, system: str, exc: RequestError, rid: str

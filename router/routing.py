@@ -190,7 +190,7 @@ class RequestFacts:
 @dataclass(frozen=True, slots=True)
 class Forward:
     system: str
-    reason: str  # "active", "affinity", "prefer", "preview" or "rollout": logged and counted
+    reason: str  # "active", "affinity", "prefer", "preview", "rollout" or "fallback"
 
 
 Decision = Forward
@@ -247,6 +247,32 @@ def decide(
     return Forward(snapshot.active, "active")
 
 
+# The answer by which a system says an id is not one it issued (FCSDK-API.md): a token delete
+# answered 404, a short-code look-up answered 403.
+NOT_MINE = {Route.TOKEN_DELETE: 404, Route.CODE_LOOKUP: 403}
+
+
+def fallbacks(
+    route: Route,
+    owner: str | None,
+    tried: str,
+    status: int,
+    snapshot: Snapshot,
+    known: frozenset[str],
+) -> tuple[str, ...]:
+    """Other systems to ask when a follow-up whose issuer was not known came back "not mine".
+
+    An owner is unknown for a moment after Redis returns: a record made while it was away is
+    replayed behind the answer, and another instance may see the follow-up first. Before
+    rollouts that fallback (the active system) was always right; with a rollout sharing new
+    sessions, the issuer may be the other system. Both routes are idempotent, so asking the
+    next online system is safe, and a system that does not know the id answers harmlessly.
+    """
+    if owner is not None or NOT_MINE.get(route) != status:
+        return ()
+    return tuple(s for s in sorted(known) if s != tried and not snapshot.is_offline(s))
+
+
 def _raise_if_offline(system: str, snapshot: Snapshot) -> None:
     if snapshot.is_offline(system):
         raise SystemOffline(
@@ -258,7 +284,9 @@ def _raise_if_offline(system: str, snapshot: Snapshot) -> None:
 __all__ = [
     "BROWSER",
     "MINT",
+    "NOT_MINE",
     "OWNED",
+    "fallbacks",
     "Decision",
     "Forward",
     "Match",

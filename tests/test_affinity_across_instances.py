@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import aiohttp
+import orjson
 
 from tests.helpers import (
+    SESSION_BODY,
     Gateway,
     RedisServer,
     RunningRouter,
@@ -64,3 +66,29 @@ async def test_short_codes_resolve_on_their_system_after_switch(
     ) as resp:
         assert resp.status == 403
         assert resp.headers["X-Token-Router-System"] == "b"
+
+
+async def test_follow_ups_whose_issuer_is_not_known_yet_find_it(
+    pair: tuple[RunningRouter, RunningRouter],
+    gateways: dict[str, Gateway],
+    http: aiohttp.ClientSession,
+) -> None:
+    """Right after Redis returns, a record made while it was away may not be replayed yet,
+    and during a rollout the issuer may be the idle system: a "not mine" answer from the
+    active system sends the follow-up on to the others (routing.fallbacks)."""
+    _, r2 = pair
+    # Issued at b behind the routers' back: no instance knows its owner.
+    async with http.post(
+        gateways["b"].url + "/gateway/sessions/session", data=orjson.dumps(SESSION_BODY)
+    ) as resp:
+        assert resp.status == 200
+        sid = (await resp.json())["sessionid"]
+    async with http.put(gateways["b"].url + "/assistserver/shortcode/create") as resp:
+        code = (await resp.json())["shortCode"]
+    async with http.get(r2.proxy_url + f"/assistserver/shortcode/consumer?appkey={code}") as resp:
+        assert resp.status == 200
+        assert resp.headers["X-Token-Router-System"] == "b"
+    async with http.delete(r2.proxy_url + f"/gateway/sessions/session/id/{sid}") as resp:
+        assert resp.status == 200
+        assert resp.headers["X-Token-Router-System"] == "b"
+    assert sid not in gateways["b"].state.sessions

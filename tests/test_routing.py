@@ -18,6 +18,7 @@ from router.routing import (
     check_origin_form,
     classify,
     decide,
+    fallbacks,
     upstream_target,
 )
 from router.state import Snapshot
@@ -559,3 +560,33 @@ def test_upstream_target_is_the_classified_path_encoded_again(
     path: str, raw_query: str, raw_target: str, sent: str
 ) -> None:
     assert upstream_target(path, raw_query, raw_target) == sent
+
+
+# (id, route, owner, tried, status, offline, expected systems to ask next)
+FALLBACKS: list[tuple[str, Route, str | None, str, int, tuple[str, ...], tuple[str, ...]]] = [
+    ("delete-404-unknown-owner", Route.TOKEN_DELETE, None, "a", 404, (), ("b", "c")),
+    ("lookup-403-unknown-owner", Route.CODE_LOOKUP, None, "b", 403, (), ("a", "c")),
+    ("offline-systems-skipped", Route.TOKEN_DELETE, None, "a", 404, ("c",), ("b",)),
+    ("known-owner-is-final", Route.TOKEN_DELETE, "a", "a", 404, (), ()),
+    ("delete-answered", Route.TOKEN_DELETE, None, "a", 200, (), ()),
+    ("delete-403-is-not-not-mine", Route.TOKEN_DELETE, None, "a", 403, (), ()),
+    ("lookup-404-is-not-not-mine", Route.CODE_LOOKUP, None, "a", 404, (), ()),
+    ("token-create-never", Route.TOKEN_CREATE, None, "a", 404, (), ()),
+    ("agent-never", Route.AGENT, None, "a", 403, (), ()),
+]
+
+
+@pytest.mark.parametrize(
+    ("route", "owner", "tried", "status", "offline", "expected"),
+    [f[1:] for f in FALLBACKS],
+    ids=[f[0] for f in FALLBACKS],
+)
+def test_fallbacks(
+    route: Route,
+    owner: str | None,
+    tried: str,
+    status: int,
+    offline: tuple[str, ...],
+    expected: tuple[str, ...],
+) -> None:
+    assert fallbacks(route, owner, tried, status, snap(offline=offline), KNOWN) == expected
