@@ -558,6 +558,7 @@ class Procedure:
                     EXIT_REFUSED,
                     f"the rollout was ended by a switch to {active}",
                 )
+            _raise_if_interrupted()
             await asyncio.sleep(0.25)
 
     async def _propagated(self, target: str) -> checks.Check:
@@ -590,6 +591,7 @@ class Procedure:
                     EXIT_DRAIN_TIMEOUT,
                     f"{old} still holds calls after {opts.drain_timeout:g} s ({view.line})",
                 )
+            _raise_if_interrupted()
             await asyncio.sleep(min(opts.drain_interval, max(0.0, deadline - now)))
 
     async def _step_offline(self) -> str:
@@ -638,3 +640,17 @@ def _client_session() -> Any:
 
 def summary_lines(timings: Sequence[StepTiming]) -> list[str]:
     return [f"  {t.step:<10} {t.result:<8} {t.seconds:8.1f} s  {t.detail}" for t in timings]
+
+
+def _raise_if_interrupted() -> None:
+    """Ctrl-C that a lower layer lost: raise it at the next poll of a waiting step.
+
+    asyncio turns Ctrl-C into a cancel of the main task. Python 3.11's `asyncio.wait_for`
+    (inside redis-py) returns a result instead when its inner future finished at the same
+    moment, swallowing that cancel (seen under load: an interrupted drain went on waiting, an
+    interrupted rollout ran to promotion). The request stays counted on the task, so the
+    waiting loops look for it between polls.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
