@@ -151,6 +151,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 STORE_DOWN = "The state store (Redis) is unavailable: nothing was changed."
+# The same refusal for a read: nothing could be read.
+STORE_AWAY = "Redis is unavailable."
 
 OPERATIONS = (
     Operation(
@@ -205,6 +207,6 @@ OPERATIONS = (
         query=AuditQuery,
         ok=Audit,
         ok_description="Entries, newest first.",
-        errors={ServiceUnavailable: "Redis is unavailable."},
+        errors={ServiceUnavailable: STORE_AWAY},
     ),
 )

@@ -16,7 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from router import operations
-from router.admin.api import json_response, source_of
+from router.admin.api import STORE_AWAY, STORE_DOWN, json_response, source_of
 from router.admin.models import (
     GuardedSwitchRequest,
     GuardedSwitchResult,
@@ -36,7 +36,6 @@ from router.instances import STALE_BEATS
 from router.operations import Confirmation, RolloutRequest
 from router.runtime import Runtime
 
-STORE_DOWN = "The state store (Redis) is unavailable: nothing was changed."
 GATE = "Refused by a safety gate (`gate` names it; `force` overrides all but `expect`)."
 
 
@@ -312,7 +311,7 @@ OPERATIONS = (
         access=Access.READ,
         ok=Instances,
         ok_description="Live instances (stale ones dropped).",
-        errors={ServiceUnavailable: "Redis is unavailable."},
+        errors={ServiceUnavailable: STORE_AWAY},
     ),
     Operation(
         "GET",
@@ -323,7 +322,7 @@ OPERATIONS = (
         access=Access.READ,
         ok=RolloutDocument,
         ok_description="The rollout, or null.",
-        errors={ServiceUnavailable: "Redis is unavailable."},
+        errors={ServiceUnavailable: STORE_AWAY},
     ),
     _write(
         ("POST", "/api/rollout"),

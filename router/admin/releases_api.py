@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from router.admin.api import json_response
+from router.admin.api import STORE_AWAY, json_response
 from router.admin.models import Refresh, RefreshQuery, Releases
 from router.admin.spec import Access, Operation, parse_query
 from router.app_keys import RUNTIME
@@ -58,7 +58,7 @@ OPERATIONS = (
         tag="releases",
         access=Access.READ,
         ok=Releases,
-        errors={ServiceUnavailable: "Redis is unavailable."},
+        errors={ServiceUnavailable: STORE_AWAY},
     ),
     Operation(
         "POST",
