@@ -24,7 +24,8 @@ DOC = ROOT / "docs" / "layout.md"
 FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "foundations",
-        "errors, Redis key names, logging, task helpers, the shape of library paths, "
+        "errors, Redis key names, logging, task helpers, Ctrl-C for waiting loops, the shape"
+        " of library paths, "
         "the event-loop probe, the allocator settings, trusted networks and the credential"
         " throttle",
         (
@@ -33,6 +34,7 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "router.keys",
             "router.logs",
             "router.tasks",
+            "router.interrupts",
             "router.releases.paths",
             "router.loop_probe",
             "router.memory",

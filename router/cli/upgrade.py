@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import threading
 
+from router import interrupts
 from router.cli.common import (
     Parser,
     Subcommands,
@@ -27,6 +29,7 @@ from router.upgrade.plan import EXIT_USAGE
 from router.upgrade.procedure import Options, Procedure, summary_lines
 
 DEFAULT_STEPS = "5,25,50,100"
+EXIT_INTERRUPTED = 130  # as a shell reports a process ended by SIGINT
 
 
 def parse_steps(text: str) -> tuple[int, ...]:
@@ -101,10 +104,21 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
 
 
 async def ask(question: str) -> bool:
-    """The confirmation before step 3, read from the terminal without blocking the loop."""
+    """The confirmation before step 3, read from the terminal without blocking the loop.
+
+    The read runs in a daemon thread, not the loop's executor: a Ctrl-C at the prompt ends
+    the command at once, where the executor's shutdown would wait for a line that never comes.
+    """
     print(question, end="", flush=True)
-    answer = await asyncio.to_thread(sys.stdin.readline)
-    return answer.strip().lower() in ("y", "yes")
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str] = loop.create_future()
+
+    def read() -> None:
+        line = sys.stdin.readline()
+        loop.call_soon_threadsafe(lambda: answer.done() or answer.set_result(line))
+
+    threading.Thread(target=read, name="confirm", daemon=True).start()
+    return (await answer).strip().lower() in ("y", "yes")
 
 
 def _out(line: str) -> None:
@@ -142,7 +156,9 @@ async def upgrade_main(args: argparse.Namespace) -> int:
     )
     procedure = Procedure(config, store, journal, options, out=_out, err=_err, confirm=ask)
     try:
-        code = await procedure.run()
+        code = await interrupts.guard(procedure.run())
+    except interrupts.Interrupted:
+        code = EXIT_INTERRUPTED
     finally:
         await journal.close()
         await store.close()

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from router import operations
+from router import interrupts, operations
 from router import rollout as rollouts
 from router.config import Config
 from router.drain import Drain, DrainHistory, describe
@@ -262,6 +262,7 @@ class Procedure:
         step = decision.steps[0]
         try:
             for step in decision.steps:
+                interrupts.check()  # a Ctrl-C lost during the last step: never begin the next
                 await self._update(step=step)
                 await self._step(step)
         except StepFailed as exc:
@@ -558,8 +559,7 @@ class Procedure:
                     EXIT_REFUSED,
                     f"the rollout was ended by a switch to {active}",
                 )
-            _raise_if_interrupted()
-            await asyncio.sleep(0.25)
+            await interrupts.sleep(0.25)
 
     async def _propagated(self, target: str) -> checks.Check:
         deadline = time.monotonic() + PROPAGATION_BOUND
@@ -567,7 +567,7 @@ class Procedure:
             check = await checks.routers_agree(self.options.routers, target)
             if check.ok or time.monotonic() >= deadline:
                 return check
-            await asyncio.sleep(0.05)
+            await interrupts.sleep(0.05)
 
     async def _step_drain(self) -> str:
         opts = self.options
@@ -591,8 +591,7 @@ class Procedure:
                     EXIT_DRAIN_TIMEOUT,
                     f"{old} still holds calls after {opts.drain_timeout:g} s ({view.line})",
                 )
-            _raise_if_interrupted()
-            await asyncio.sleep(min(opts.drain_interval, max(0.0, deadline - now)))
+            await interrupts.sleep(min(opts.drain_interval, max(0.0, deadline - now)))
 
     async def _step_offline(self) -> str:
         assert self.record is not None
@@ -640,17 +639,3 @@ def _client_session() -> Any:
 
 def summary_lines(timings: Sequence[StepTiming]) -> list[str]:
     return [f"  {t.step:<10} {t.result:<8} {t.seconds:8.1f} s  {t.detail}" for t in timings]
-
-
-def _raise_if_interrupted() -> None:
-    """Ctrl-C that a lower layer lost: raise it at the next poll of a waiting step.
-
-    asyncio turns Ctrl-C into a cancel of the main task. Python 3.11's `asyncio.wait_for`
-    (inside redis-py) returns a result instead when its inner future finished at the same
-    moment, swallowing that cancel (seen under load: an interrupted drain went on waiting, an
-    interrupted rollout ran to promotion). The request stays counted on the task, so the
-    waiting loops look for it between polls.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError

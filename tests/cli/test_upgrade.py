@@ -20,10 +20,14 @@ import aiohttp
 import orjson
 import pytest
 
+from router import interrupts
 from router.config import load_config
 from router.keys import Keys
 from router.store import RedisStore
+from router.upgrade.checks import default_router_url
+from router.upgrade.journal import open_journal
 from router.upgrade.plan import UpgradeRecord, loads_record
+from router.upgrade.procedure import Options, Procedure
 from tests.helpers import (
     HOST,
     SESSION_BODY,
@@ -316,6 +320,53 @@ async def test_interrupted_drain_resumes_from_redis(
     assert "upgrade-resume" in actions and "upgrade-stopped" in actions
 
 
+async def test_a_ctrl_c_whose_cancel_was_lost_still_stops_the_drain(
+    setup: tuple[Path, RunningRouter, RedisStore],
+) -> None:
+    # In-process, so the interrupt can be recorded without the cancel that normally comes
+    # with it: what is left when Python 3.11's wait_for (inside redis-py) swallows the cancel
+    # (tests/test_interrupts.py reproduces that swallow). The drain must still stop, with
+    # the journal marked and the way on printed.
+    path, router, store = setup
+    config = load_config(path, {})
+    r = config.router
+    journal = open_journal(r.redis_url, Keys(r.key_prefix), timeout=r.redis_timeout)
+    lines: list[str] = []
+    draining = asyncio.Event()
+
+    def out(line: str) -> None:
+        lines.append(line)
+        if "draining, 1 open" in line:
+            draining.set()
+
+    options = Options(
+        target="b",
+        source="test",
+        routers=(default_router_url(config),),
+        steps=(100,),
+        drain_interval=30.0,  # a poll far away: only the interrupt can end this wait soon
+        yes=True,
+    )
+    procedure = Procedure(config, store, journal, options, out=out, err=out, confirm=None)
+    interrupt = interrupts.Interrupt()
+    async with aiohttp.ClientSession() as http:
+        await mint(http, router)  # a holds one call: the drain waits for it
+        task = asyncio.create_task(interrupts.guard(procedure.run(), interrupt))
+        try:
+            await asyncio.wait_for(draining.wait(), 60)
+            interrupt.request()  # recorded; task.cancel() never called
+            with pytest.raises(interrupts.Interrupted):
+                await asyncio.wait_for(task, 20)
+        finally:
+            task.cancel()
+            await journal.close()
+    said = "\n".join(lines)
+    assert "upgrade stopped at step 4 (drain): interrupted" in said, said
+    assert "resume: token-router upgrade b" in said
+    record = await record_of(store)
+    assert record is not None and (record.state, record.step) == ("stopped", "drain")
+
+
 async def test_declined_confirmation_switches_nothing(
     setup: tuple[Path, RunningRouter, RedisStore], tmp_path: Path
 ) -> None:
@@ -349,6 +400,46 @@ async def test_declined_confirmation_switches_nothing(
     os.close(master)
     assert proc.returncode == 3, (seen + rest + err).decode()
     assert "not confirmed; nothing was switched" in err.decode()
+    assert (await store.read_state()).active == "a"
+
+
+async def test_ctrl_c_at_the_confirmation_ends_at_once(
+    setup: tuple[Path, RunningRouter, RedisStore],
+) -> None:
+    # The prompt's read blocks a thread on the terminal; Ctrl-C must not wait for a line.
+    config, _, store = setup
+    import pty
+
+    master, slave = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "router",
+        "upgrade",
+        "b",
+        "--steps",
+        "100",
+        "--config",
+        str(config),
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    )
+    os.close(slave)
+    try:
+        assert proc.stdout is not None
+        seen = b""
+        while b"[y/N]" not in seen:
+            chunk = await asyncio.wait_for(proc.stdout.read(200), 30)
+            assert chunk, seen.decode()
+            seen += chunk
+        proc.send_signal(signal.SIGINT)
+        rest, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        os.close(master)
+    assert proc.returncode == 130, (seen + rest + err).decode()
+    assert b"upgrade stopped at step 3 (switch): interrupted" in err
     assert (await store.read_state()).active == "a"
 
 
