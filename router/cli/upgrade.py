@@ -113,9 +113,12 @@ async def ask(question: str) -> bool:
     loop = asyncio.get_running_loop()
     answer: asyncio.Future[str] = loop.create_future()
 
+    def give(line: str) -> None:
+        if not answer.done():  # cancelled by Ctrl-C meanwhile
+            answer.set_result(line)
+
     def read() -> None:
-        line = sys.stdin.readline()
-        loop.call_soon_threadsafe(lambda: answer.done() or answer.set_result(line))
+        loop.call_soon_threadsafe(give, sys.stdin.readline())
 
     threading.Thread(target=read, name="confirm", daemon=True).start()
     return (await answer).strip().lower() in ("y", "yes")
