@@ -31,7 +31,7 @@ from router.cli import (
     switch,
     upgrade,
 )
-from router.cli.common import PROG, Parser
+from router.cli.common import EXIT_INTERRUPTED, PROG, Parser
 from router.errors import GateRefused, RouterError
 
 # 128 + SIGPIPE: what a shell reports for a command whose reader closed the pipe.
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`token-router status | head`): nothing is wrong with the
         # command, and nobody is left to read more. Silence the interpreter's last flush of

@@ -37,6 +37,8 @@ CONFIG_ENV = "TOKENROUTER_CONFIG"
 # routing (fail-static), but an operator must act. Distinct from 2 (bad input or Redis
 # unavailable) and 3 (a safety gate refused a change), so a monitor can tell them apart.
 EXIT_REFUSED_VALUE = 4
+# A command ended by Ctrl-C, as a shell reports a process stopped by SIGINT.
+EXIT_INTERRUPTED = 130
 
 
 class Parser(argparse.ArgumentParser):

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import orjson
 
-from router.cli.common import Parser, Subcommands, async_command, positive_float
+from router import interrupts
+from router.cli.common import (
+    EXIT_INTERRUPTED,
+    Parser,
+    Subcommands,
+    async_command,
+    positive_float,
+)
 from router.drill.report import FAULTS
 from router.errors import UsageError
 
@@ -68,7 +75,17 @@ async def drill_main(args: argparse.Namespace) -> int:
         target = Path(args.json)
         if not target.parent.is_dir():
             raise UsageError(f"--json: directory {target.parent} does not exist")
-    report = await Drill(options, out=lambda line: print(line, flush=True)).run()
+    try:
+        report = await interrupts.guard(
+            Drill(options, out=lambda line: print(line, flush=True)).run()
+        )
+    except interrupts.Interrupted:
+        print(
+            "drill: interrupted (Ctrl-C): its systems, routers and redis-server are stopped; "
+            "no report (nothing of the drill outlives it: nothing to resume)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     print()
     for line in report.table():
         print(line)

@@ -13,6 +13,7 @@ import threading
 
 from router import interrupts
 from router.cli.common import (
+    EXIT_INTERRUPTED,
     Parser,
     Subcommands,
     async_command,
@@ -29,7 +30,6 @@ from router.upgrade.plan import EXIT_USAGE
 from router.upgrade.procedure import Options, Procedure, summary_lines
 
 DEFAULT_STEPS = "5,25,50,100"
-EXIT_INTERRUPTED = 130  # as a shell reports a process ended by SIGINT
 
 
 def parse_steps(text: str) -> tuple[int, ...]:

@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from router import interrupts
 from router.config import Config, build_config
 from router.drill.report import FAULTS, Report, Step, Tally
 from router.drill.traffic import LIBRARY_PATH, Rotation, Traffic
@@ -428,17 +429,23 @@ class Drill:
             async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
                 load = asyncio.create_task(traffic.run(session, opts.rate, until))
                 faults = asyncio.create_task(self._faults(start, routers, rotation, redis, systems))
-                await asyncio.sleep(max(0.5, opts.duration * 0.2))
-                self.out(
-                    f"drill: traffic running ({opts.rate:g} sessions/s); upgrading to {TARGET}"
-                )
                 try:
+                    await asyncio.sleep(max(0.5, opts.duration * 0.2))
+                    self.out(
+                        f"drill: traffic running ({opts.rate:g} sessions/s); upgrading to {TARGET}"
+                    )
                     upgrade_exit = await procedure.run()
-                finally:
-                    await load
+                except BaseException:
+                    # Ctrl-C (or a crash): stop the traffic and the faults now, not at the end.
+                    load.cancel()
                     faults.cancel()
-                    with _suppress_cancel():
-                        await faults
+                    await asyncio.gather(load, faults, return_exceptions=True)
+                    raise
+                await load
+                faults.cancel()
+                # gather, not a suppressed await: a Ctrl-C meanwhile must still end the drill.
+                await asyncio.gather(faults, return_exceptions=True)
+                interrupts.check()
                 self.failing = ""
                 await traffic.reload_all(session)
         finally:
@@ -512,11 +519,3 @@ class Drill:
         for sid, owner in traffic.deleted.items():
             if sid in systems[owner].state.sessions:
                 self.tally.wrong(f"{owner}'s own records still hold {sid} after its DELETE")
-
-
-class _suppress_cancel:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, value: object, tb: object) -> bool:
-        return kind is asyncio.CancelledError

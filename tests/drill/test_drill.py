@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -175,3 +176,32 @@ def test_drill_target_gateway_failing_aborts_the_rollout(tmp_path: Path) -> None
     assert isinstance(steps, list) and steps[-1]["step"] == "switch"
     assert steps[-1]["result"] == "aborted"
     assert "rollout aborted automatically:" in result.stdout
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_ends_the_drill_at_once_and_leaves_nothing_running() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "router", "drill", "--duration", "60", "--rate", "4"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    assert proc.stdout is not None
+    seen = []
+    redis_pid = 0
+    for line in proc.stdout:
+        seen.append(line)
+        if "store redis-server pid" in line:
+            redis_pid = int(line.split("pid ")[1].split()[0])
+        if "step 1/5 preflight: started" in line:
+            break
+    assert redis_pid, "".join(seen)
+    proc.send_signal(signal.SIGINT)
+    # Long before the traffic's 60 s would end (48 s from here): it stops at once.
+    out, err = proc.communicate(timeout=40)
+    assert proc.returncode == 130, "".join(seen) + out + err
+    assert "drill: interrupted (Ctrl-C)" in err
+    assert "verdict" not in out
+    with pytest.raises(ProcessLookupError):
+        os.kill(redis_pid, 0)  # its private redis-server is stopped (and reaped)
