@@ -16,7 +16,7 @@ from typing import NoReturn, TypeAlias
 
 import uvloop
 
-from router import operations
+from router import interrupts, operations
 from router.config import Config, load_config
 from router.drain import DrainHistory
 from router.errors import ConfigError, UsageError
@@ -62,7 +62,9 @@ def async_command(
 ) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
         setup_logging("text", "debug" if args.verbose else "error")
-        return run_async(main(args))
+        # Ctrl-C recorded for the commands that wait (upgrade, drill, drain-wait): raises
+        # interrupts.Interrupted, which main() in router/cli turns into exit 130.
+        return run_async(interrupts.guard(main(args)))
 
     return command
 

@@ -4,13 +4,13 @@ deciding count, the rate it falls and an estimate of when it reaches 0 (router/d
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from typing import Any
 
 import orjson
 
+from router import interrupts
 from router.cli.common import (
     PROG,
     Parser,
@@ -106,6 +106,6 @@ async def drain_wait_main(args: argparse.Namespace) -> int:
             if timed_out:
                 print(f"{PROG}: timed out after {args.timeout:g} s: {line}", file=sys.stderr)
                 return 1
-            await asyncio.sleep(min(args.interval, max(0.0, deadline - now)))
+            await interrupts.sleep(min(args.interval, max(0.0, deadline - now)))
     finally:
         await store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
 
@@ -10,7 +11,6 @@ import orjson
 
 from router import interrupts
 from router.cli.common import (
-    EXIT_INTERRUPTED,
     Parser,
     Subcommands,
     async_command,
@@ -76,16 +76,15 @@ async def drill_main(args: argparse.Namespace) -> int:
         if not target.parent.is_dir():
             raise UsageError(f"--json: directory {target.parent} does not exist")
     try:
-        report = await interrupts.guard(
-            Drill(options, out=lambda line: print(line, flush=True)).run()
-        )
-    except interrupts.Interrupted:
-        print(
-            "drill: interrupted (Ctrl-C): its systems, routers and redis-server are stopped; "
-            "no report (nothing of the drill outlives it: nothing to resume)",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
+        report = await Drill(options, out=lambda line: print(line, flush=True)).run()
+    except asyncio.CancelledError:
+        if interrupts.requested():
+            print(
+                "drill: interrupted (Ctrl-C): its systems, routers and redis-server are "
+                "stopped; no report (nothing of the drill outlives it: nothing to resume)",
+                file=sys.stderr,
+            )
+        raise
     print()
     for line in report.table():
         print(line)

@@ -11,9 +11,7 @@ import asyncio
 import sys
 import threading
 
-from router import interrupts
 from router.cli.common import (
-    EXIT_INTERRUPTED,
     Parser,
     Subcommands,
     async_command,
@@ -159,9 +157,7 @@ async def upgrade_main(args: argparse.Namespace) -> int:
     )
     procedure = Procedure(config, store, journal, options, out=_out, err=_err, confirm=ask)
     try:
-        code = await interrupts.guard(procedure.run())
-    except interrupts.Interrupted:
-        code = EXIT_INTERRUPTED
+        code = await procedure.run()
     finally:
         await journal.close()
         await store.close()
