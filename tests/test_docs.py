@@ -415,3 +415,17 @@ def test_every_metric_is_documented() -> None:
     documented = set(re.findall(r"^\| `(tokenrouter_[a-z_]+)` \|", doc("operations.md"), re.M))
     for metric in set(re.findall(r'"(tokenrouter_[a-z_]+)"', source)):
         assert metric in documented or f"{metric}_total" in documented, metric
+
+
+def test_the_readme_quotes_the_drills_latest_report() -> None:
+    # The README's one line and docs/drill.md's "Latest report" are the same run, and that
+    # run passed with every error count at 0 (the drill itself runs in tests/drill/).
+    doc = DOCS["drill.md"]
+    latest = doc[doc.index("## Latest report") :]
+    total = re.search(r"^total\s+(\d+)\s+(\d+)$", latest, re.M)
+    assert total is not None and total.group(2) == "0"
+    sent = int(total.group(1))
+    assert f"latest report: {sent:,}\nrequests" in README
+    for count in ("failed requests", "follow-ups, wrong system", "library loads, wrong bytes"):
+        assert re.search(rf"^{count}\s+0$", latest, re.M), count
+    assert "verdict: PASS (exit 0)" in latest
