@@ -89,9 +89,11 @@ async def guard(main: Awaitable[T], interrupt: Interrupt | None = None) -> T:
     task = asyncio.current_task()
     interrupt = interrupt or Interrupt()
     token = _current.set(interrupt)
+    forced: list[bool] = []
 
     def on_sigint() -> None:
         if interrupt.requested:
+            forced.append(True)
             raise KeyboardInterrupt  # the second Ctrl-C: leave now, cleanup or not
         interrupt.request()
         if task is not None:
@@ -105,7 +107,9 @@ async def guard(main: Awaitable[T], interrupt: Interrupt | None = None) -> T:
     try:
         return await main
     except asyncio.CancelledError:
-        if interrupt.requested:
+        # After a second Ctrl-C the loop is being shut down around us: stay a plain cancel,
+        # which the shutdown expects, rather than an error it would print a traceback for.
+        if interrupt.requested and not forced:
             raise Interrupted from None
         raise
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -118,3 +119,45 @@ async def test_without_guard_nothing_is_requested() -> None:
     assert not interrupts.requested()
     interrupts.check()  # no interrupt, no cancel: nothing to raise
     await interrupts.sleep(0)
+
+
+SLOW_CLEANUP = """
+import asyncio, sys
+from router.cli.common import run_async
+from router import interrupts
+
+async def main() -> int:
+    try:
+        print("ready", flush=True)
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        print("cleaning up", flush=True)
+        await asyncio.sleep(3600)  # a cleanup that would never end
+        raise
+    return 0
+
+try:
+    sys.exit(run_async(interrupts.guard(main())))
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def test_a_second_ctrl_c_leaves_at_once_and_quietly() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_CLEANUP],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGINT)  # the first: the cleanup starts
+        assert proc.stdout.readline() == "cleaning up\n"
+        proc.send_signal(signal.SIGINT)  # the second: out, cleanup or not
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "unhandled" not in err, err
