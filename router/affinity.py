@@ -28,6 +28,11 @@ log = logging.getLogger("router.affinity")
 MAX_BATCH = 500
 # Seconds the writer waits for more records before sending a batch.
 GATHER_DELAY = 0.002
+# Records kept for replay while the store is away (oldest dropped first). Its own bound, not
+# the cache's: it is empty while Redis answers, so it costs no memory in normal running,
+# and a smaller cache must not shorten the outage a worker can replay (~100 s of new
+# tokens at 1,000 a second).
+REPLAY_MAX = 100_000
 
 
 class LocalCache:
@@ -127,6 +132,7 @@ class Affinity:
         cache_size: int,
         ttl: int,
         shortcode_ttl: int | None = None,
+        replay_size: int = REPLAY_MAX,
     ) -> None:
         self.store = store
         self.holder = holder
@@ -134,7 +140,7 @@ class Affinity:
         # Short codes count as open for drain only this long; their owner lives `ttl`.
         self.shortcode_ttl = ttl if shortcode_ttl is None else shortcode_ttl
         self.cache = LocalCache(cache_size)
-        self.pending: deque[AffinityRecord] = deque(maxlen=cache_size)
+        self.pending: deque[AffinityRecord] = deque(maxlen=replay_size)
         self._queue: list[AffinityRecord] = []
         self._releases: list[AffinityRecord] = []
         self._flusher: asyncio.Task[None] | None = None

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from router.affinity import Affinity, LocalCache
+from router.affinity import REPLAY_MAX, Affinity, LocalCache
 from router.keys import Keys
 from router.state import Snapshot, StateHolder
 from router.store import MemoryStore, RedisStore, StateStore
@@ -203,13 +203,17 @@ async def test_degraded_records_pending_then_replayed(setup: Setup) -> None:
     assert await affinity.replay() == 0  # nothing left
 
 
-async def test_pending_is_bounded_by_cache_size() -> None:
+async def test_pending_is_bounded_by_its_own_size_not_the_caches() -> None:
+    """What is kept for replay while Redis is away has its own bound: a small cache does not
+    shorten the outage a worker can replay."""
     store = MemoryStore()
     holder = StateHolder(current=Snapshot(active="a"), degraded=True)
-    affinity = Affinity(store, holder, cache_size=3, ttl=60)
+    affinity = Affinity(store, holder, cache_size=2, ttl=60, replay_size=3)
     for i in range(5):
         await affinity.record("session", f"s{i}", "a")
     assert [r.ident for r in affinity.pending] == ["s2", "s3", "s4"]
+    assert len(affinity.cache) == 2
+    assert Affinity(store, holder, cache_size=2, ttl=60).pending.maxlen == REPLAY_MAX
 
 
 # --- Redis dying under the affinity writer --------------------------------------------------
