@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Iterable
 from itertools import islice
 
 from router.errors import StoreUnavailable
@@ -105,13 +106,22 @@ class LocalCache:
     def pop(self, kind: str, ident: str) -> None:
         self._items.pop(self._key(kind, ident), None)
 
-    def records(self, now: float) -> list[AffinityRecord]:
-        """Every live entry as a record with the lifetimes left, for the write-back."""
+    def keys(self) -> list[str]:
+        """A snapshot of the entries' keys, least recently used first (for `records`)."""
+        return list(self._items)
+
+    def records(self, now: float, keys: Iterable[str] | None = None) -> list[AffinityRecord]:
+        """Live entries (every one, or those of `keys` still held) as records with the
+        lifetimes left, for the write-back."""
         out = []
-        for key, packed in list(self._items.items()):
+        items = self._items
+        for key in list(items) if keys is None else keys:
+            packed = items.get(key)
             kind = self._KIND.get(key[:1])
+            if packed is None or kind is None:
+                continue
             expiry = (packed >> 8) & 0xFFFFFFFF
-            if kind is None or expiry <= now:
+            if expiry <= now:
                 continue
             counted_code = packed >> 40
             left = 0 if counted_code == 0 else max(0, int(counted_code - 1 - now))
@@ -251,13 +261,22 @@ class Affinity:
 
     async def write_back(self) -> int:
         """Write everything this instance knows into the store (after it lost its state).
-        Returns how many records were written; raises StoreUnavailable."""
+        Returns how many records were written; raises StoreUnavailable.
+
+        Records are made one batch at a time from a snapshot of the keys: all of them at once
+        were a second copy of every id in the cache (~20 MB for 100,000 entries) at the
+        moment Redis came back, on top of what the outage had queued for replay.
+        """
         now = time.time()
-        records = self.known_records(now)
-        for start in range(0, len(records), MAX_BATCH):
-            await self.store.write_affinity(records[start : start + MAX_BATCH], now)
+        keys = self.cache.keys()
+        written = 0
+        for start in range(0, len(keys), MAX_BATCH):
+            batch = self.cache.records(now, keys[start : start + MAX_BATCH])
+            if batch:
+                await self.store.write_affinity(batch, now)
+            written += len(batch)
         self.batches += 1
-        return len(records)
+        return written
 
     async def owner(self, kind: AffinityKind, ident: str) -> str | None:
         """The issuing system, from the local cache, else the store; None when unknown."""

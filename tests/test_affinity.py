@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
 
-from router.affinity import REPLAY_MAX, Affinity, LocalCache
+from router.affinity import MAX_BATCH, REPLAY_MAX, Affinity, LocalCache
 from router.keys import Keys
 from router.state import Snapshot, StateHolder
 from router.store import MemoryStore, RedisStore, StateStore
@@ -283,3 +284,23 @@ def test_code_and_cid_with_one_id_are_separate_entries() -> None:
     assert cache.get("cid", "x1", 100.0) == "b"
     kinds = {(r.kind, r.system, r.counted) for r in cache.records(100.0)}
     assert kinds == {("code", "a", 300), ("cid", "b", 0)}
+
+
+async def test_write_back_goes_batch_by_batch_and_skips_what_left_the_cache() -> None:
+    """The write-back makes its records one batch at a time from a snapshot of the keys (no
+    second copy of the whole cache): every live entry reaches the store, and an entry that
+    left the cache after the snapshot is not written."""
+    store = MemoryStore()
+    holder = StateHolder(current=Snapshot(active="a"))
+    affinity = Affinity(store, holder, cache_size=2 * MAX_BATCH + 10, ttl=3600)
+    now = time.time()
+    for i in range(2 * MAX_BATCH + 10):
+        affinity.cache.put("session", f"s{i}", "b", now + 3600, now + 3600)
+    keys = affinity.cache.keys()
+    assert len(keys) == 2 * MAX_BATCH + 10
+    affinity.cache.pop("session", "s0")
+    assert len(affinity.cache.records(now, keys)) == 2 * MAX_BATCH + 9
+    assert await affinity.write_back() == 2 * MAX_BATCH + 9
+    assert await store.open_counts(["b"], now) == {"b": 2 * MAX_BATCH + 9}
+    assert await store.lookup_affinity("session", f"s{2 * MAX_BATCH + 9}") == "b"
+    assert await store.lookup_affinity("session", "s0") is None
