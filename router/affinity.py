@@ -34,6 +34,11 @@ GATHER_DELAY = 0.002
 # and a smaller cache must not shorten the outage a worker can replay (~100 s of new
 # tokens at 1,000 a second).
 REPLAY_MAX = 100_000
+# Records, and releases, waiting for the writer at most: beyond it Redis does not keep up
+# (slow, not yet known to be away) and the queue would grow with the load. Further records
+# go to the replay buffer (bounded, written after the next write that succeeds); further
+# releases are dropped, their entries expire by TTL, as while the store is away.
+QUEUE_MAX = 20 * MAX_BATCH
 
 
 class LocalCache:
@@ -162,7 +167,7 @@ class Affinity:
         counted = self.open_ttl(kind)
         self.cache.put(kind, ident, system, now + self.ttl, now + counted)
         rec = AffinityRecord(kind, ident, system, self.ttl, counted)
-        if self.holder.degraded:
+        if self.holder.degraded or len(self._queue) >= QUEUE_MAX:
             self.pending.append(rec)
             return
         self._queue.append(rec)
@@ -171,7 +176,7 @@ class Affinity:
     async def release(self, kind: AffinityKind, ident: str, system: str) -> None:
         """Forget an id whose token was deleted: it no longer counts against `system`."""
         self.cache.pop(kind, ident)
-        if self.holder.degraded:
+        if self.holder.degraded or len(self._releases) >= QUEUE_MAX:
             return  # it expires by TTL
         self._releases.append(AffinityRecord(kind, ident, system, 0))
         self._kick()

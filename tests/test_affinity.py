@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from router.affinity import MAX_BATCH, REPLAY_MAX, Affinity, LocalCache
+from router.affinity import MAX_BATCH, QUEUE_MAX, REPLAY_MAX, Affinity, LocalCache
 from router.keys import Keys
 from router.state import Snapshot, StateHolder
 from router.store import MemoryStore, RedisStore, StateStore
@@ -304,3 +304,18 @@ async def test_write_back_goes_batch_by_batch_and_skips_what_left_the_cache() ->
     assert await store.open_counts(["b"], now) == {"b": 2 * MAX_BATCH + 9}
     assert await store.lookup_affinity("session", f"s{2 * MAX_BATCH + 9}") == "b"
     assert await store.lookup_affinity("session", "s0") is None
+
+
+async def test_writer_queue_is_bounded_and_the_overflow_is_replayed() -> None:
+    """Records made faster than the writer sends them queue up to QUEUE_MAX; the rest wait in
+    the (bounded) replay buffer and reach the store after the next write that succeeds."""
+    store = MemoryStore()
+    holder = StateHolder(current=Snapshot(active="a"))
+    affinity = Affinity(store, holder, cache_size=10, ttl=3600)
+    for i in range(QUEUE_MAX + 5):
+        await affinity.record("session", f"s{i}", "b")  # no await yields: none sent yet
+    assert len(affinity._queue) == QUEUE_MAX
+    assert [r.ident for r in affinity.pending] == [f"s{QUEUE_MAX + i}" for i in range(5)]
+    await affinity.flush()
+    assert not affinity.pending
+    assert await store.open_counts(["b"], time.time()) == {"b": QUEUE_MAX + 5}
