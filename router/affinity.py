@@ -55,8 +55,8 @@ class LocalCache:
     counted-until time in whole seconds (+1, 0 for None) above 32 bits of expiry in whole
     seconds (rounded up), above 8 bits of the system's index. And the map is a plain dict,
     whose insertion order is the recency order (a hit or a put moves the key to the end):
-    an OrderedDict keeps a linked-list node and a slot array beside its dict, ~50 of its
-    ~220 bytes an entry (measured with tracemalloc, docs/benchmark.md).
+    an OrderedDict keeps a linked-list node and a slot array beside its dict, ~50 bytes an
+    entry more (tracemalloc: 202 -> 149 bytes with 25-character ids; docs/benchmark.md).
     """
 
     # One letter per kind: "code" and "cid" share a first letter.
