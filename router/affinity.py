@@ -16,7 +16,9 @@ import asyncio
 import logging
 import math
 import time
-from collections import OrderedDict, deque
+from collections import deque
+from collections.abc import Iterable
+from itertools import islice
 
 from router.errors import StoreUnavailable
 from router.state import StateHolder
@@ -27,6 +29,16 @@ log = logging.getLogger("router.affinity")
 MAX_BATCH = 500
 # Seconds the writer waits for more records before sending a batch.
 GATHER_DELAY = 0.002
+# Records kept for replay while the store is away (oldest dropped first). Its own bound, not
+# the cache's: it is empty while Redis answers, so it costs no memory in normal running,
+# and a smaller cache must not shorten the outage a worker can replay (~100 s of new
+# tokens at 1,000 a second).
+REPLAY_MAX = 100_000
+# Records, and releases, waiting for the writer at most: beyond it Redis does not keep up
+# (slow, not yet known to be away) and the queue would grow with the load. Further records
+# go to the replay buffer (bounded, written after the next write that succeeds); further
+# releases are dropped, their entries expire by TTL, as while the store is away.
+QUEUE_MAX = 20 * MAX_BATCH
 
 
 class LocalCache:
@@ -37,11 +49,14 @@ class LocalCache:
     (`counted`), one it only learned from Redis carries None (whether another instance
     released it is not known here).
 
-    Compact, because it is the largest thing a worker holds after its imports (100,000
-    entries by default): the key is one string (a kind letter + the id) instead of a tuple,
-    the value one int instead of a tuple: the counted-until time in whole seconds (+1, 0 for
-    None) above 32 bits of expiry in whole seconds (rounded up), above 8 bits of the system's
-    index (SPEC section 3: peak RSS <= 80 MB per worker).
+    Compact, because it is the largest thing a worker holds after its imports and its
+    releases (SPEC section 3: peak RSS <= 80 MB per worker): the key is one string (a kind
+    letter + the id) instead of a tuple, the value one int instead of a tuple: the
+    counted-until time in whole seconds (+1, 0 for None) above 32 bits of expiry in whole
+    seconds (rounded up), above 8 bits of the system's index. And the map is a plain dict,
+    whose insertion order is the recency order (a hit or a put moves the key to the end):
+    an OrderedDict keeps a linked-list node and a slot array beside its dict, ~50 bytes an
+    entry more (tracemalloc: 202 -> 149 bytes with 25-character ids; docs/benchmark.md).
     """
 
     # One letter per kind: "code" and "cid" share a first letter.
@@ -50,7 +65,11 @@ class LocalCache:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[str, int] = OrderedDict()
+        # Least recently used first (insertion order of a plain dict).
+        self._items: dict[str, int] = {}
+        # Evicted together: a dict finds its first live key by scanning past the slots its
+        # deleted keys left (until it is next resized), so one scan per batch, not per put.
+        self._batch = max(1, size // 64)
         self._systems: list[str] = []
         self._index: dict[str, int] = {}
 
@@ -66,7 +85,8 @@ class LocalCache:
         if (packed >> 8) & 0xFFFFFFFF <= now:
             del self._items[key]
             return None
-        self._items.move_to_end(key)
+        del self._items[key]
+        self._items[key] = packed  # now the most recently used
         return self._systems[packed & 0xFF]
 
     def put(
@@ -80,21 +100,33 @@ class LocalCache:
                 raise ValueError("more than 256 systems")
         counted_code = 0 if counted is None else math.ceil(counted) + 1
         key = self._key(kind, ident)
-        self._items[key] = (counted_code << 32 | math.ceil(expiry)) << 8 | index
-        self._items.move_to_end(key)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
+        items = self._items
+        items.pop(key, None)  # a renewed key moves to the end
+        items[key] = (counted_code << 32 | math.ceil(expiry)) << 8 | index
+        if len(items) > self.size:
+            excess = len(items) - self.size + self._batch - 1
+            for old in list(islice(items, excess)):
+                del items[old]
 
     def pop(self, kind: str, ident: str) -> None:
         self._items.pop(self._key(kind, ident), None)
 
-    def records(self, now: float) -> list[AffinityRecord]:
-        """Every live entry as a record with the lifetimes left, for the write-back."""
+    def keys(self) -> list[str]:
+        """A snapshot of the entries' keys, least recently used first (for `records`)."""
+        return list(self._items)
+
+    def records(self, now: float, keys: Iterable[str] | None = None) -> list[AffinityRecord]:
+        """Live entries (every one, or those of `keys` still held) as records with the
+        lifetimes left, for the write-back."""
         out = []
-        for key, packed in list(self._items.items()):
+        items = self._items
+        for key in list(items) if keys is None else keys:
+            packed = items.get(key)
             kind = self._KIND.get(key[:1])
+            if packed is None or kind is None:
+                continue
             expiry = (packed >> 8) & 0xFFFFFFFF
-            if kind is None or expiry <= now:
+            if expiry <= now:
                 continue
             counted_code = packed >> 40
             left = 0 if counted_code == 0 else max(0, int(counted_code - 1 - now))
@@ -115,6 +147,7 @@ class Affinity:
         cache_size: int,
         ttl: int,
         shortcode_ttl: int | None = None,
+        replay_size: int = REPLAY_MAX,
     ) -> None:
         self.store = store
         self.holder = holder
@@ -122,7 +155,7 @@ class Affinity:
         # Short codes count as open for drain only this long; their owner lives `ttl`.
         self.shortcode_ttl = ttl if shortcode_ttl is None else shortcode_ttl
         self.cache = LocalCache(cache_size)
-        self.pending: deque[AffinityRecord] = deque(maxlen=cache_size)
+        self.pending: deque[AffinityRecord] = deque(maxlen=replay_size)
         self._queue: list[AffinityRecord] = []
         self._releases: list[AffinityRecord] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -134,7 +167,7 @@ class Affinity:
         counted = self.open_ttl(kind)
         self.cache.put(kind, ident, system, now + self.ttl, now + counted)
         rec = AffinityRecord(kind, ident, system, self.ttl, counted)
-        if self.holder.degraded:
+        if self.holder.degraded or len(self._queue) >= QUEUE_MAX:
             self.pending.append(rec)
             return
         self._queue.append(rec)
@@ -143,7 +176,7 @@ class Affinity:
     async def release(self, kind: AffinityKind, ident: str, system: str) -> None:
         """Forget an id whose token was deleted: it no longer counts against `system`."""
         self.cache.pop(kind, ident)
-        if self.holder.degraded:
+        if self.holder.degraded or len(self._releases) >= QUEUE_MAX:
             return  # it expires by TTL
         self._releases.append(AffinityRecord(kind, ident, system, 0))
         self._kick()
@@ -233,13 +266,22 @@ class Affinity:
 
     async def write_back(self) -> int:
         """Write everything this instance knows into the store (after it lost its state).
-        Returns how many records were written; raises StoreUnavailable."""
+        Returns how many records were written; raises StoreUnavailable.
+
+        Records are made one batch at a time from a snapshot of the keys: all of them at once
+        were a second copy of every id in the cache (~20 MB for 100,000 entries) at the
+        moment Redis came back, on top of what the outage had queued for replay.
+        """
         now = time.time()
-        records = self.known_records(now)
-        for start in range(0, len(records), MAX_BATCH):
-            await self.store.write_affinity(records[start : start + MAX_BATCH], now)
+        keys = self.cache.keys()
+        written = 0
+        for start in range(0, len(keys), MAX_BATCH):
+            batch = self.cache.records(now, keys[start : start + MAX_BATCH])
+            if batch:
+                await self.store.write_affinity(batch, now)
+            written += len(batch)
         self.batches += 1
-        return len(records)
+        return written
 
     async def owner(self, kind: AffinityKind, ident: str) -> str | None:
         """The issuing system, from the local cache, else the store; None when unknown."""

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from router.admin.auth import AdminAuth
 from router.admin.feed import LiveFeed
+from router.admin.templates import Templates
 from router.drain import DrainHistory
 from router.gateways.prober import HealthProber
 from router.runtime import Runtime
@@ -27,3 +28,5 @@ DRAIN = web.AppKey("admin_drain", DrainHistory)
 AUTH = web.AppKey("admin_auth", AdminAuth)
 # The admin API's OpenAPI document, built once from its operations and the configured systems.
 OPENAPI = web.AppKey("admin_openapi", dict[str, Any])
+# The operator page's templates (jinja2 loaded at the first page rendered).
+TEMPLATES = web.AppKey("admin_templates", Templates)

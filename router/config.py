@@ -249,7 +249,11 @@ class RouterConfig:
         ),
     )
     affinity_cache_size: int = field(
-        default=100_000, metadata=_help("Affinity entries each instance keeps in memory.")
+        default=25_000,
+        metadata=_help(
+            "Affinity entries each worker keeps in memory, a front for Redis (~1.7 MB per"
+            " 10,000; see Notes)."
+        ),
     )
     prefer_policy: str = field(
         default="unless-offline",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
 
-from router.affinity import Affinity, LocalCache
+from router.affinity import MAX_BATCH, QUEUE_MAX, REPLAY_MAX, Affinity, LocalCache
 from router.keys import Keys
 from router.state import Snapshot, StateHolder
 from router.store import MemoryStore, RedisStore, StateStore
@@ -66,7 +67,8 @@ def test_cache_put_refreshes_recency() -> None:
 
 
 def test_cache_entries_stay_small() -> None:
-    """The default 100,000 entries must fit a worker's memory budget (~190 bytes each)."""
+    """The cache must fit a worker's memory budget: ~120 traced bytes an entry with these
+    ids (a plain dict; the OrderedDict it replaced took ~170)."""
     import tracemalloc
 
     tracemalloc.start()
@@ -78,8 +80,26 @@ def test_cache_entries_stay_small() -> None:
         used = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert used / 10_000 < 230
+    assert used / 10_000 < 150
     assert cache.get("session", f"a-{9_999:016x}", 1.8e9) == "a"
+
+
+def test_cache_bound_holds_under_churn() -> None:
+    """However puts, hits and pops interleave, the cache never holds more than its size, and
+    what it evicts is always the least recently used."""
+    cache = LocalCache(1000)
+    for i in range(20_000):
+        cache.put("session", f"t{i}", "a", 1e9, 1e9)
+        if i % 3 == 0:
+            assert cache.get("session", "t0", 0.0) == "a"  # kept alive by its hits
+        if i % 7 == 0:
+            cache.pop("session", f"t{i - 5}")
+        assert len(cache) <= 1000
+    assert cache.get("session", "t0", 0.0) == "a"
+    assert cache.get("session", "t19999", 0.0) == "a"
+    assert cache.get("session", "t1000", 0.0) is None  # long since evicted
+    # Eviction goes in small batches (1/64 of the size): nearly all of the size stays used.
+    assert len(cache) >= 1000 - 1000 // 64
 
 
 # --- Affinity over a real store -------------------------------------------------------------
@@ -184,13 +204,17 @@ async def test_degraded_records_pending_then_replayed(setup: Setup) -> None:
     assert await affinity.replay() == 0  # nothing left
 
 
-async def test_pending_is_bounded_by_cache_size() -> None:
+async def test_pending_is_bounded_by_its_own_size_not_the_caches() -> None:
+    """What is kept for replay while Redis is away has its own bound: a small cache does not
+    shorten the outage a worker can replay."""
     store = MemoryStore()
     holder = StateHolder(current=Snapshot(active="a"), degraded=True)
-    affinity = Affinity(store, holder, cache_size=3, ttl=60)
+    affinity = Affinity(store, holder, cache_size=2, ttl=60, replay_size=3)
     for i in range(5):
         await affinity.record("session", f"s{i}", "a")
     assert [r.ident for r in affinity.pending] == ["s2", "s3", "s4"]
+    assert len(affinity.cache) == 2
+    assert Affinity(store, holder, cache_size=2, ttl=60).pending.maxlen == REPLAY_MAX
 
 
 # --- Redis dying under the affinity writer --------------------------------------------------
@@ -260,3 +284,38 @@ def test_code_and_cid_with_one_id_are_separate_entries() -> None:
     assert cache.get("cid", "x1", 100.0) == "b"
     kinds = {(r.kind, r.system, r.counted) for r in cache.records(100.0)}
     assert kinds == {("code", "a", 300), ("cid", "b", 0)}
+
+
+async def test_write_back_goes_batch_by_batch_and_skips_what_left_the_cache() -> None:
+    """The write-back makes its records one batch at a time from a snapshot of the keys (no
+    second copy of the whole cache): every live entry reaches the store, and an entry that
+    left the cache after the snapshot is not written."""
+    store = MemoryStore()
+    holder = StateHolder(current=Snapshot(active="a"))
+    affinity = Affinity(store, holder, cache_size=2 * MAX_BATCH + 10, ttl=3600)
+    now = time.time()
+    for i in range(2 * MAX_BATCH + 10):
+        affinity.cache.put("session", f"s{i}", "b", now + 3600, now + 3600)
+    keys = affinity.cache.keys()
+    assert len(keys) == 2 * MAX_BATCH + 10
+    affinity.cache.pop("session", "s0")
+    assert len(affinity.cache.records(now, keys)) == 2 * MAX_BATCH + 9
+    assert await affinity.write_back() == 2 * MAX_BATCH + 9
+    assert await store.open_counts(["b"], now) == {"b": 2 * MAX_BATCH + 9}
+    assert await store.lookup_affinity("session", f"s{2 * MAX_BATCH + 9}") == "b"
+    assert await store.lookup_affinity("session", "s0") is None
+
+
+async def test_writer_queue_is_bounded_and_the_overflow_is_replayed() -> None:
+    """Records made faster than the writer sends them queue up to QUEUE_MAX; the rest wait in
+    the (bounded) replay buffer and reach the store after the next write that succeeds."""
+    store = MemoryStore()
+    holder = StateHolder(current=Snapshot(active="a"))
+    affinity = Affinity(store, holder, cache_size=10, ttl=3600)
+    for i in range(QUEUE_MAX + 5):
+        await affinity.record("session", f"s{i}", "b")  # no await yields: none sent yet
+    assert len(affinity._queue) == QUEUE_MAX
+    assert [r.ident for r in affinity.pending] == [f"s{QUEUE_MAX + i}" for i in range(5)]
+    await affinity.flush()
+    assert not affinity.pending
+    assert await store.open_counts(["b"], time.time()) == {"b": QUEUE_MAX + 5}

@@ -99,10 +99,12 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("runtime", "what one process shares between its two listeners", ("router.runtime",)),
     (
         "handler parts",
-        "the proxy handler; the admin listener's sampler, sessions, auth, headers, errors",
+        "the proxy handler; the admin listener's sampler, sessions, auth, headers, errors, "
+        "templates",
         (
             "router.proxy",
             "router.admin.feed",
+            "router.admin.templates",
             "router.admin.session",
             "router.admin.auth",
             "router.admin.headers",

@@ -1,20 +1,17 @@
 """The operator's page: login, logout, the cockpit itself, and the API's human docs view.
 
-Rendered with aiohttp-jinja2 from `templates/`, styled and scripted from `static/` (no CDN,
-no build step). The page reads the same live document as `/api/live`; its actions call the
-JSON API with the login session's CSRF token, so the page can do nothing the API cannot.
+Rendered with jinja2 from `templates/` (loaded at the first page shown: templates.py),
+styled and scripted from `static/` (no CDN, no build step). The page reads the same live
+document as `/api/live`; its actions call the JSON API with the login session's CSRF token,
+so the page can do nothing the API cannot.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp_jinja2
-import jinja2
 import orjson
 from aiohttp import web
 
@@ -22,7 +19,8 @@ from router.admin.auth import same_origin
 from router.admin.live import live_document
 from router.admin.session import COOKIE, CSRF_FIELD
 from router.admin.spec import Access, Content, Operation
-from router.app_keys import AUTH, OPENAPI, RUNTIME
+from router.admin.templates import Templates
+from router.app_keys import AUTH, OPENAPI, RUNTIME, TEMPLATES
 from router.assets import Assets
 from router.errors import TooManyAttempts, Unauthorized
 
@@ -31,37 +29,8 @@ log = logging.getLogger("router.admin.page")
 LOGIN_PATH = "/login"
 
 
-def clock(unix: float | None) -> str:
-    """Server-side time format (UTC); the page's script re-renders in the browser's zone."""
-    if unix is None:
-        return "—"
-    return datetime.fromtimestamp(float(unix), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def _asset_versions(assets: Assets) -> dict[str, str]:
-    """name -> short content hash, appended to asset URLs so a new release is fetched anew."""
-    return {
-        path.name: hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-        for path in assets.static.iterdir()
-        if path.is_file()
-    }
-
-
 def setup_templates(app: web.Application, assets: Assets) -> None:
-    versions = _asset_versions(assets)
-
-    def static(name: str) -> str:
-        version = versions.get(name)
-        return f"/static/{name}?v={version}" if version else f"/static/{name}"
-
-    env = aiohttp_jinja2.setup(
-        app,
-        loader=jinja2.FileSystemLoader(str(assets.templates)),
-        autoescape=jinja2.select_autoescape(["html"], default_for_string=True),
-        undefined=jinja2.StrictUndefined,
-    )
-    env.globals["static"] = static
-    env.filters["clock"] = clock
+    app[TEMPLATES] = Templates(assets)
     app.router.add_static(STATIC_PREFIX, assets.static, name="static", append_version=False)
 
 
@@ -85,7 +54,7 @@ def _login_page(
             "[router.admin_tokens] in the router's configuration."
         )
         status = 403
-    return aiohttp_jinja2.render_template("login.html", request, context, status=status)
+    return request.app[TEMPLATES].render("login.html", context, status)
 
 
 async def login_form(request: web.Request) -> web.Response:
@@ -171,7 +140,7 @@ async def index(request: web.Request) -> web.Response:
         "prefix": runtime.config.router.key_prefix,
         "operator": session.operator,
     }
-    return aiohttp_jinja2.render_template("admin.html", request, context)
+    return request.app[TEMPLATES].render("admin.html", context)
 
 
 async def openapi_json(request: web.Request) -> web.Response:
@@ -183,7 +152,7 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 
 async def api_docs(request: web.Request) -> web.Response:
-    return aiohttp_jinja2.render_template("docs.html", request, {"doc": request.app[OPENAPI]})
+    return request.app[TEMPLATES].render("docs.html", {"doc": request.app[OPENAPI]})
 
 
 OPERATIONS = (

@@ -377,7 +377,7 @@ class Releases:
         previous = self.current.get(system)
         before = None if previous is None else previous.release
         try:
-            files = await self.fetcher.fetch_all(system)
+            files = await self.fetcher.fetch_all(system, lambda path: self._held(before, path))
             reported = await self.fetcher.reported_version(system)
         except FingerprintError as exc:
             return self._check_failed(system, before, f"libraries not fetched: {exc}")
@@ -405,6 +405,14 @@ class Releases:
         return RefreshResult(
             system, rid, meta.label, before, stored, len(meta.files), meta.size, ""
         )
+
+    def _held(self, release: str | None, path: str) -> bytes | None:
+        """The identity bytes of `path` in `release` if the hot cache holds them."""
+        hot = None if release is None else self.files.cache.get(release, path)
+        if hot is None:
+            return None
+        rep = hot.forms.get("")
+        return None if rep is None else rep.body
 
     def _reuse(self, rid: str, fetched: LibraryFile) -> LibraryFile:
         """The bytes this process already holds for the file, if any.

@@ -17,6 +17,7 @@ import pytest
 
 from router.admin.headers import CSP
 from router.admin.session import COOKIE, CSRF_HEADER, SessionSigner
+from router.app_keys import TEMPLATES
 from router.config import Secret
 from router.throttle import PER_ADDRESS
 from tests.helpers import (
@@ -99,6 +100,28 @@ async def test_login_page_has_strict_security_headers_and_no_inline_script(
     # No inline script or style anywhere: every <script> has a src, no style attributes.
     assert not re.search(r"<script(?![^>]*\bsrc=)", html)
     assert " style=" not in html
+
+
+async def test_templates_load_at_the_first_page_and_stay(
+    router: RunningRouter, http: aiohttp.ClientSession
+) -> None:
+    """jinja2 is loaded by the first page rendered, not at start-up (a worker's memory), and
+    the JSON API and /metrics answer without it."""
+    templates = router.server.admin_runner.app[TEMPLATES]
+    assert not templates.loaded
+    for path in ("/healthz", "/metrics"):
+        async with http.get(router.admin_url + path) as resp:
+            assert resp.status == 200, path
+    assert not templates.loaded
+    async with http.get(router.admin_url + "/login") as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
+        assert CSRF_INPUT.search(await resp.text())
+    assert templates.loaded
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    async with http.get(router.admin_url + "/api/docs", headers=bearer) as resp:
+        assert resp.status == 200
+        assert "text/html" in resp.headers["Content-Type"]
 
 
 async def test_login_sets_an_httponly_samesite_strict_cookie_without_the_secret(

@@ -19,7 +19,7 @@ from router.config import build_config
 from router.errors import ConfigError
 from router.gateways.stats import parse_reported_version
 from router.releases.cache import HotCache, prepare
-from router.releases.fetch import FingerprintError, decode_body
+from router.releases.fetch import Fetcher, FingerprintError, decode_body
 from router.releases.model import (
     IMMUTABLE,
     SCAN_WINDOW,
@@ -38,6 +38,7 @@ from router.releases.model import (
 from router.releases.paths import is_library_path
 from router.releases.service import check_release_config
 from router.simulator.gateway import LIBRARY_PATHS, library_files
+from router.upstream import Upstream
 from tests.helpers import (
     HOST,
     SESSION_BODY,
@@ -752,3 +753,25 @@ async def test_admin_api_and_cli_list_and_refresh(
     memory_file = write_toml(tmp_path / "memory.toml", data)
     code, out, err = await run_cli("releases", "list", "--config", str(memory_file))
     assert code == 2 and err.startswith("token-router: error: router.redis_url is memory://")
+
+
+async def test_a_check_keeps_one_copy_of_bytes_it_already_holds(
+    redis_server: RedisServer, gateways: dict[str, Gateway]
+) -> None:
+    """A release check that fetches the bytes this process already holds keeps the held object
+    and drops the fetched copy (peak RSS: an unchanged release is not held twice); a file
+    that changed is the fetched bytes."""
+    config = make_config(redis_server.url, gateways, release_paths=list(LIBRARY_PATHS))
+    v1 = library_files("1.0")
+    held = {path: bytes(bytearray(body)) for path, (body, _type) in v1.items()}  # equal, not v1's
+    held[BIG] = b"an older version of the file"
+    upstream = Upstream(config.systems["a"], connect_timeout=2.0, read_timeout=5.0)
+    try:
+        files = await Fetcher(config, {"a": upstream}).fetch_all("a", held.get)
+    finally:
+        await upstream.close()
+    by_path = {f.path: f.body for f in files}
+    assert set(by_path) == set(v1)
+    for path, body in by_path.items():
+        assert body == v1[path][0], path
+        assert (body is held[path]) == (path != BIG), path
