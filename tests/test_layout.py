@@ -25,9 +25,8 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "foundations",
         "errors, Redis key names, logging, task helpers, Ctrl-C for waiting loops, the shape"
-        " of library paths, "
-        "the event-loop probe, the allocator settings, trusted networks and the credential"
-        " throttle",
+        " of library paths, the event-loop probe, the allocator settings, the low-priority"
+        " thread for release work, trusted networks and the credential throttle",
         (
             "router",
             "router.errors",
@@ -38,6 +37,7 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "router.releases.paths",
             "router.loop_probe",
             "router.memory",
+            "router.releases.background",
             "router.trust",
             "router.throttle",
         ),

@@ -12,7 +12,8 @@ digest when read: a corrupted or truncated file is skipped with a warning and ne
 Bounded by the retention: releases past their expiry, and blobs no release names, are
 removed by `prune`. Several instances may share one directory (same bytes, same names).
 
-Plain blocking file I/O: the release service calls it through `asyncio.to_thread`.
+Plain blocking file I/O: the release service calls it in its background thread
+(router/releases/background.py).
 """
 
 from __future__ import annotations

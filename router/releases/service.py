@@ -23,6 +23,7 @@ from typing import Any
 from router.config import Config
 from router.errors import ConfigError, NotFound, ServiceUnavailable, StoreUnavailable
 from router.keys import Keys
+from router.releases import background
 from router.releases.archive import ReleaseArchive, check_writable, default_release_dir
 from router.releases.cache import prepare
 from router.releases.fetch import Fetcher, FingerprintError
@@ -171,8 +172,8 @@ class Releases:
             log.info("router.release_paths is empty: version-pinned libraries are off")
             return
         assert self.archive is not None  # releases are on
-        await asyncio.to_thread(self.archive.open)
-        pruned = await asyncio.to_thread(self.archive.prune, time.time())
+        await background.run(self.archive.open)
+        pruned = await background.run(self.archive.prune, time.time())
         if pruned:
             log.info(
                 "release archive %s: removed %d expired file(s)", self.archive.directory, pruned
@@ -297,8 +298,8 @@ class Releases:
         if archive is None:
             return
         try:
-            if await asyncio.to_thread(archive.has, meta.id):
-                await asyncio.to_thread(
+            if await background.run(archive.has, meta.id):
+                await background.run(
                     archive.touch, meta.id, meta.expires, meta.last_active, meta.last_system
                 )
                 return
@@ -309,7 +310,7 @@ class Releases:
                 # Stored by another instance: the bytes (all encodings) come from the store.
                 for path in meta.files:
                     forms[path] = await self.store.file(meta.id, path)
-            await asyncio.to_thread(archive.save, meta, forms)
+            await background.run(archive.save, meta, forms)
             log.info("archived release %s in %s", meta.id, archive.directory)
         except StoreUnavailable as exc:
             log.warning("release %s not archived yet: %s", meta.id, exc)
@@ -324,14 +325,14 @@ class Releases:
             return 0
         now = time.time()
         restored = 0
-        for release in await asyncio.to_thread(archive.releases, now):
+        for release in await background.run(archive.releases, now):
             try:
                 if await self.store.exists(release):
                     continue
             except StoreUnavailable as exc:
                 self.files.store_failed(exc)
                 return restored
-            loaded = await asyncio.to_thread(archive.load, release, now)
+            loaded = await background.run(archive.load, release, now)
             if loaded is None:
                 continue
             meta, files = loaded
@@ -382,7 +383,7 @@ class Releases:
         except FingerprintError as exc:
             return self._check_failed(system, before, f"libraries not fetched: {exc}")
         # Hashing megabytes off the event loop, for the same reason as the reference scan.
-        entries = await asyncio.to_thread(lambda: [f.entry() for f in files])
+        entries = await background.run(lambda: [f.entry() for f in files])
         rid = release_id(release_digest(entries))
         # Two systems may serve the very same bytes (A upgraded to B's version): one records
         # the release, the other then finds it stored instead of compressing it again.
@@ -454,7 +455,7 @@ class Releases:
         stored = False
         if existing is None:
             files[:] = [self._reuse(rid, f) for f in files]
-            files[:] = await asyncio.to_thread(_with_forms, files)
+            files[:] = await background.run(_with_forms, files)
             meta = ReleaseMeta(
                 id=rid,
                 digest=release_digest(f.entry() for f in files),

@@ -19,7 +19,7 @@ from router.config import build_config
 from router.errors import ConfigError
 from router.gateways.stats import parse_reported_version
 from router.releases.cache import HotCache, prepare
-from router.releases.fetch import Fetcher, FingerprintError, decode_body
+from router.releases.fetch import Fetcher, FingerprintError, decode_body, join_body, same_bytes
 from router.releases.model import (
     IMMUTABLE,
     SCAN_WINDOW,
@@ -215,6 +215,26 @@ def test_references_found_across_scan_windows() -> None:
 )
 def test_fetched_bodies_are_decoded(encoding: str, encode: Any) -> None:
     assert decode_body(encode(b"library bytes"), encoding) == b"library bytes"
+
+
+def test_fetched_chunks_are_joined_then_decoded() -> None:
+    whole = b"library bytes " * 10_000
+    packed = gzip.compress(whole)
+    chunks = [packed[i : i + 4096] for i in range(0, len(packed), 4096)]
+    assert join_body(chunks, "gzip") == whole
+    assert join_body([whole[:7], whole[7:]], "") == whole
+    assert join_body([], "") == b""
+
+
+def test_fetched_chunks_compare_with_held_bytes_in_place() -> None:
+    held = bytes(range(256)) * 1000
+    chunks = [held[i : i + 4096] for i in range(0, len(held), 4096)]
+    assert same_bytes(chunks, held)
+    assert not same_bytes(chunks[:-1], held)  # shorter
+    assert not same_bytes([*chunks, b"x"], held)  # longer
+    changed = [*chunks[:-1], chunks[-1][:-1] + b"\x00"]  # last byte was 0xff
+    assert not same_bytes(changed, held)
+    assert same_bytes([], b"")
 
 
 def test_unknown_fetched_encoding_fails_the_check() -> None:
