@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from pathlib import Path
 
 import aiohttp
@@ -192,3 +193,29 @@ async def test_stop_delay_reports_not_ready_while_still_serving(
         assert "serving 6.0 s more before closing the listener" in router.output()
     finally:
         router.kill()
+
+
+async def test_one_off_start_up_work_runs_before_the_listeners_open(
+    tmp_path: Path, redis_server: RedisServer, gateways: dict[str, Gateway]
+) -> None:
+    # serve passes tune_gc (a full GC pass and freeze, ~20 ms of loop) here: no request can
+    # be waiting on a listener while it runs.
+    from router.config import load_config
+    from router.serve import RouterServer
+
+    path, proxy_url, _ = config_file(tmp_path, redis_server.url, gateways)
+    server = RouterServer(load_config(path, {}))
+    port = int(proxy_url.rsplit(":", 1)[1])
+    seen: list[bool] = []
+
+    def probe() -> None:
+        with socket.socket() as sock:
+            seen.append(sock.connect_ex((HOST, port)) == 0)
+
+    try:
+        await server.start(before_listening=probe)
+        with socket.socket() as sock:
+            assert sock.connect_ex((HOST, port)) == 0  # open once start returns
+    finally:
+        await server.stop()
+    assert seen == [False]
