@@ -395,8 +395,13 @@ class Bench:
                 self.procs.stop(proc, signal.SIGQUIT)
 
     def latency(self) -> None:
-        """Direct vs through the router, alternating, at the same fixed rate."""
+        """Direct vs through the router, alternating, at the same fixed rate; the ceiling and
+        nginx on the same core as references for what any proxy hop adds on this machine
+        (two cross-CPU wake-ups each way, which on a VM cost more than the proxying)."""
         paths = {"direct": self.targets["direct"], "router": self.targets["router_w1"]}
+        for reference in ("ceiling", "nginx"):
+            if reference in self.targets:
+                paths[reference] = self.targets[reference]
         rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
         router = self.routers["router_w1"]
         before = stall_counts(router)
@@ -610,9 +615,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.duration = args.latency_duration = args.file_duration = 2.0
         args.switches = 10
         args.wait_quiet = min(args.wait_quiet, 10.0)
-    # Estimated length: warm-ups plus rounds of 5 token targets, 2 latency paths, 2 files.
-    estimate = 5 * WARMUP_S + 2 * 2 + 2 * WARMUP_S + 30
-    estimate += args.rounds * (5 * args.duration + 2 * args.latency_duration)
+    # Estimated length: warm-ups plus rounds of 5 token targets, 4 latency paths, 2 files.
+    estimate = 5 * WARMUP_S + 4 * 2 + 2 * WARMUP_S + 30
+    estimate += args.rounds * (5 * args.duration + 4 * (args.latency_duration + 1))
     estimate += args.rounds * 2 * args.file_duration + args.switches * 0.1
     if args.only <= set(OPT_IN):
         return args  # the soak is as long as --soak-seconds says

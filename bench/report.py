@@ -102,11 +102,19 @@ def _cpu(results: dict[str, Any], name: str) -> float | None:
     return float(row["cpu_us_per_request"]) if row and row.get("cpu_us_per_request") else None
 
 
-def added_latency(results: dict[str, Any]) -> dict[str, float] | None:
+LATENCY_PATHS = (
+    ("direct", "direct to the gateway"),
+    ("router", "through the router"),
+    ("ceiling", "through bench/ceiling.py (same core)"),
+    ("nginx", "through nginx proxy_pass (same core)"),
+)
+
+
+def added_latency(results: dict[str, Any], path: str = "router") -> dict[str, float] | None:
     lat = results["latency"]
-    if "direct" not in lat or "router" not in lat:
+    if "direct" not in lat or path not in lat:
         return None
-    d, r = lat["direct"]["latency_ms"], lat["router"]["latency_ms"]
+    d, r = lat["direct"]["latency_ms"], lat[path]["latency_ms"]
     return {k: round(r[k] - d[k], 3) for k in ("p50", "p90", "p99", "p999") if k in d and k in r}
 
 
@@ -247,6 +255,42 @@ def _soak_lines(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _latency_lines(results: dict[str, Any]) -> list[str]:
+    s = results["settings"]
+    lines = [
+        f"## Token-hop latency at a fixed {s['rate']} req/s (open loop; {s['rounds']} "
+        f"alternating rounds of {s['latency_duration_s']:g} s, the round with the lower p99)",
+        "",
+        "| path | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | failed |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for key, label in LATENCY_PATHS:
+        row = results["latency"].get(key)
+        if row is None:
+            if key in ("direct", "router"):
+                lines.append(f"| {label} | n/a | | | | | | |")
+            continue
+        lat = row["latency_ms"]
+        lines.append(
+            f"| {label} | {row['achieved_rate']:.0f} | {lat['p50']:.3f} | {lat['p90']:.3f} | "
+            f"{lat['p99']:.3f} | {lat['p999']:.3f} | {lat['max']:.3f} | {row['failed']} |"
+        )
+    added = added_latency(results)
+    if added:
+        lines.append(
+            f"| **added by the router** | | **{added['p50']:.3f}** | {added['p90']:.3f} | "
+            f"**{added['p99']:.3f}** | {added['p999']:.3f} | | |"
+        )
+    for key, label in (("ceiling", "the ceiling"), ("nginx", "nginx")):
+        other = added_latency(results, key)
+        if other:
+            lines.append(
+                f"| added by {label} | | {other['p50']:.3f} | {other['p90']:.3f} | "
+                f"{other['p99']:.3f} | {other['p999']:.3f} | | |"
+            )
+    return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
     s = results["settings"]
     ratio = results["ratios"]
@@ -297,28 +341,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Redis commands per token request (1 worker): "
         f"{_fmt(results.get('redis_commands_per_token_request'), 3)}.",
         "",
-        f"## Token-hop latency at a fixed {s['rate']} req/s (open loop; {s['rounds']} "
-        f"alternating rounds of {s['latency_duration_s']:g} s, the round with the lower p99)",
-        "",
-        "| path | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | failed |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for key, label in (("direct", "direct to the gateway"), ("router", "through the router")):
-        row = results["latency"].get(key)
-        if row is None:
-            lines.append(f"| {label} | n/a | | | | | | |")
-            continue
-        lat = row["latency_ms"]
-        lines.append(
-            f"| {label} | {row['achieved_rate']:.0f} | {lat['p50']:.3f} | {lat['p90']:.3f} | "
-            f"{lat['p99']:.3f} | {lat['p999']:.3f} | {lat['max']:.3f} | {row['failed']} |"
-        )
-    added = added_latency(results)
-    if added:
-        lines.append(
-            f"| **added by the router** | | **{added['p50']:.3f}** | {added['p90']:.3f} | "
-            f"**{added['p99']:.3f}** | {added['p999']:.3f} | | |"
-        )
+    lines += _latency_lines(results)
     lines += _stall_lines(results)
     prop = results.get("propagation") or {}
     last, anyi = prop.get("last_instance_ms") or {}, prop.get("any_instance_ms") or {}

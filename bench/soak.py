@@ -105,6 +105,10 @@ def run(
             gap = min(rng.uniform(*GAP_S), left)
             segments[-1]["idle_after_s"] = round(gap, 1)
             time.sleep(gap)
+    # The loop stops when less than a second is left for a segment: idle out the rest, so
+    # the soak lasts at least `seconds` (SPEC: at least 10 minutes) and its bar can say so.
+    if (left := seconds - (time.monotonic() - started)) > 0:
+        time.sleep(left)
     statuses = router_statuses(router) - statuses_before
     errors: Counter[str] = Counter()
     for seg in segments:
