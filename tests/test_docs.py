@@ -17,6 +17,7 @@ from dataclasses import MISSING, fields
 from functools import cache
 from pathlib import Path
 
+import orjson
 import pytest
 
 from router.admin.openapi import openapi_document
@@ -429,3 +430,23 @@ def test_the_readme_quotes_the_drills_latest_report() -> None:
     for count in ("failed requests", "follow-ups, wrong system", "library loads, wrong bytes"):
         assert re.search(rf"^{count}\s+0$", latest, re.M), count
     assert "verdict: PASS (exit 0)" in latest
+
+
+def test_the_readme_shows_the_latest_benchmark_run() -> None:
+    # The "latest" column is bench/results/latest.json, the run the README links to: a new
+    # `python -m bench` run must come with its numbers in the README.
+    latest = orjson.loads((ROOT / "bench" / "results" / "latest.json").read_bytes())
+    measured = {bar["bar"]: bar["measured"] for bar in latest["bars"]}
+    table = section(README, "Performance")
+    m = measured
+    rows = {
+        "CPU": f"| {m['token CPU per request, 1 worker']:.2f}x |",
+        "p50": f"| {m['added latency p50 @1000/s']:.3f} / ",
+        "p99": f" / {m['added latency p99 @1000/s']:.3f} ms |",
+        "stalls": f"(0) | {m['loop stalls > 1 ms from background work']} |",
+        "propagation": f"| {m['switch propagation p99 (3 instances)']:.1f} ms |",
+        "RSS": f"| {m['peak RSS, 1 worker, 2 releases']:.1f} MB |",
+        "release serving": f"| {m['release serving']:.2f}x |",
+    }
+    for bar, text in rows.items():
+        assert text in table, f"README's Performance table lacks {bar} = {text!r}"
