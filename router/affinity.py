@@ -263,15 +263,11 @@ class Affinity:
         log.info("replayed %d affinity record(s) kept while the store was away", len(batch))
         return len(batch)
 
-    def known_records(self, now: float) -> list[AffinityRecord]:
-        """Everything this instance knows, for writing back into a Redis that lost it: what
-        it recorded (still counted as open for the time left) and what it learned from
-        look-ups (owners only), as far as the bounded cache holds them."""
-        return self.cache.records(now)
-
     async def write_back(self) -> int:
-        """Write everything this instance knows into the store (after it lost its state).
-        Returns how many records were written; raises StoreUnavailable.
+        """Write everything this instance knows into the store (after it lost its state):
+        what it recorded (still counted as open for the time left) and what it learned from
+        look-ups (owners only), as far as the bounded cache holds them. Returns how many
+        records were written; raises StoreUnavailable.
 
         Records are made one batch at a time from a snapshot of the keys: all of them at once
         were a second copy of every id in the cache (~20 MB for 100,000 entries) at the

@@ -48,10 +48,6 @@ class Interrupt:
 _current: ContextVar[Interrupt | None] = ContextVar("router_interrupt", default=None)
 
 
-def current() -> Interrupt | None:
-    return _current.get()
-
-
 def requested() -> bool:
     interrupt = _current.get()
     return interrupt is not None and interrupt.requested
@@ -89,11 +85,12 @@ async def guard(main: Awaitable[T], interrupt: Interrupt | None = None) -> T:
     task = asyncio.current_task()
     interrupt = interrupt or Interrupt()
     token = _current.set(interrupt)
-    forced: list[bool] = []
+    forced = False  # a second Ctrl-C came
 
     def on_sigint() -> None:
+        nonlocal forced
         if interrupt.requested:
-            forced.append(True)
+            forced = True
             raise KeyboardInterrupt  # the second Ctrl-C: leave now, cleanup or not
         interrupt.request()
         if task is not None:

@@ -10,12 +10,7 @@ from pathlib import Path
 import orjson
 
 from router import interrupts
-from router.cli.common import (
-    Parser,
-    Subcommands,
-    async_command,
-    positive_float,
-)
+from router.cli.common import Parser, Subcommands, async_command, positive_float
 from router.drill.report import FAULTS
 from router.errors import UsageError
 

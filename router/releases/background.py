@@ -64,11 +64,3 @@ async def run(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """`asyncio.to_thread` for background work: in the low-priority thread, in order."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(executor(), functools.partial(func, *args, **kwargs))
-
-
-def shutdown() -> None:
-    """Stop the thread once queued work is done (tests; a process exit does it anyway)."""
-    global _executor
-    if _executor is not None:
-        _executor.shutdown(wait=True)
-        _executor = None
