@@ -370,11 +370,9 @@ async def test_a_ctrl_c_whose_cancel_was_lost_still_stops_the_drain(
     assert record is not None and (record.state, record.step) == ("stopped", "drain")
 
 
-async def test_declined_confirmation_switches_nothing(
-    setup: tuple[Path, RunningRouter, RedisStore], tmp_path: Path
-) -> None:
-    config, _, store = setup
-    # A terminal on stdin: a pty answering "n".
+async def at_the_prompt(config: Path, *args: str) -> tuple[asyncio.subprocess.Process, int, bytes]:
+    """`upgrade b` with a terminal on stdin (a pty), read up to its confirmation question:
+    the process, the pty's master end (the caller answers and closes it), what it printed."""
     import pty
 
     master, slave = pty.openpty()
@@ -384,6 +382,7 @@ async def test_declined_confirmation_switches_nothing(
         "router",
         "upgrade",
         "b",
+        *args,
         "--config",
         str(config),
         stdin=slave,
@@ -394,13 +393,28 @@ async def test_declined_confirmation_switches_nothing(
     os.close(slave)
     assert proc.stdout is not None
     seen = b""
-    while b"[y/N]" not in seen:
-        chunk = await asyncio.wait_for(proc.stdout.read(200), 30)
-        assert chunk, seen.decode()
-        seen += chunk
-    os.write(master, b"n\n")
-    rest, err = await asyncio.wait_for(proc.communicate(), 30)
-    os.close(master)
+    try:
+        while b"[y/N]" not in seen:
+            chunk = await asyncio.wait_for(proc.stdout.read(200), 30)
+            assert chunk, seen.decode()
+            seen += chunk
+    except BaseException:
+        os.close(master)
+        proc.kill()
+        raise
+    return proc, master, seen
+
+
+async def test_declined_confirmation_switches_nothing(
+    setup: tuple[Path, RunningRouter, RedisStore],
+) -> None:
+    config, _, store = setup
+    proc, master, seen = await at_the_prompt(config)
+    try:
+        os.write(master, b"n\n")
+        rest, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        os.close(master)
     assert proc.returncode == 3, (seen + rest + err).decode()
     assert "not confirmed; nothing was switched" in err.decode()
     assert (await store.read_state()).active == "a"
@@ -411,32 +425,8 @@ async def test_ctrl_c_at_the_confirmation_ends_at_once(
 ) -> None:
     # The prompt's read blocks a thread on the terminal; Ctrl-C must not wait for a line.
     config, _, store = setup
-    import pty
-
-    master, slave = pty.openpty()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "router",
-        "upgrade",
-        "b",
-        "--steps",
-        "100",
-        "--config",
-        str(config),
-        stdin=slave,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=ENV,
-    )
-    os.close(slave)
+    proc, master, seen = await at_the_prompt(config, "--steps", "100")
     try:
-        assert proc.stdout is not None
-        seen = b""
-        while b"[y/N]" not in seen:
-            chunk = await asyncio.wait_for(proc.stdout.read(200), 30)
-            assert chunk, seen.decode()
-            seen += chunk
         proc.send_signal(signal.SIGINT)
         rest, err = await asyncio.wait_for(proc.communicate(), 30)
     finally:
