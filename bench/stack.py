@@ -101,7 +101,11 @@ def _toml(value: Any) -> str:
 def router_config(
     path: Path, port: int, admin_port: int, redis_port: int, gateways: dict[str, Service]
 ) -> Path:
-    """The bench's router.toml: real Redis, no access log (SPEC: measure the proxy)."""
+    """The bench's router.toml: real Redis, no access log (SPEC: measure the proxy).
+
+    Its release archive is new with the run, never the user's: every run then measures a
+    router's first start (fetch, compress, archive), the heavier path for peak RSS, and
+    repeats no earlier run's state."""
     router = {
         "listen": f"{HOST}:{port}",
         "admin_listen": f"{HOST}:{admin_port}",
@@ -111,6 +115,7 @@ def router_config(
         "access_log": False,
         "log_level": "warning",
         "shutdown_timeout": 2.0,
+        "release_dir": str(path.with_name(f"{path.stem}-releases")),
     }
     lines = ["[router]", *(f"{k} = {_toml(v)}" for k, v in router.items())]
     for i, (name, gateway) in enumerate(gateways.items()):

@@ -26,7 +26,8 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "foundations",
         "errors, Redis key names, logging, task helpers, Ctrl-C for waiting loops, the shape"
         " of library paths, the event-loop probe, the allocator settings, the low-priority"
-        " thread for release work, trusted networks and the credential throttle",
+        " thread and the compressor child for release work, trusted networks and the"
+        " credential throttle",
         (
             "router",
             "router.errors",
@@ -38,6 +39,7 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "router.loop_probe",
             "router.memory",
             "router.releases.background",
+            "router.releases.compress_child",
             "router.trust",
             "router.throttle",
         ),
@@ -49,8 +51,8 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
     (
         "clients and pure models",
-        "talking to Redis (Sentinel too, and naming a key of the wrong type) and gateways; "
-        "the release and rollout models; errors as HTTP; the simulator",
+        "talking to Redis (Sentinel too, and naming a key of the wrong type), gateways and "
+        "the compressor child; the release and rollout models; errors as HTTP; the simulator",
         (
             "router.redis_client",
             "router.key_types",
@@ -60,6 +62,7 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "router.http1",
             "router.gateways.stats",
             "router.releases.model",
+            "router.releases.compression",
             "router.releases.cache",
             "router.rollout",
             "router.simulator",

@@ -10,19 +10,16 @@ release_service.py (fingerprinting and serving).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import mimetypes
 import posixpath
 import re
-import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-import brotli  # type: ignore[import-untyped]
 import orjson
 
 from router.releases.paths import is_library_path
@@ -31,26 +28,8 @@ ID_LENGTH = 16  # hex digits of the digest in the URL: 64 bits, ample for tens o
 RELEASE_ID = re.compile(r"[0-9a-f]{16}")
 IMMUTABLE = "public, max-age=31536000, immutable"
 MAX_FILES = 256  # a bound on reference discovery: a release is tens of files, not thousands
-# Brotli quality 7: 2-3% larger than quality 9 on JS/Python text, twice as fast, and above
-# all a third of the memory: quality 9's match finder takes ~37 MB per compressor whatever
-# the file, quality 7's ~14 MB (peak RSS per worker is a SPEC bar: <= 80 MB).
-BROTLI_QUALITY = 7
-# One compression at a time per process: two systems checked at once would otherwise hold
-# two compressors' tables at the same moment.
-_COMPRESSING = threading.Lock()
-GZIP_LEVEL = 9
-# Keep a compressed form only when it saves at least this fraction (PNGs do not shrink).
-MIN_SAVING = 0.10
 ENCODINGS = ("br", "gzip")  # in order of preference when the client accepts both equally
 
-_COMPRESSIBLE = (
-    "text/",
-    "application/javascript",
-    "application/x-javascript",
-    "application/json",
-    "application/xml",
-    "image/svg+xml",
-)
 _TYPES = {
     ".js": "application/javascript",
     ".mjs": "application/javascript",
@@ -272,30 +251,6 @@ def references(path: str, body: bytes, content_type: str) -> set[str]:
         if resolved is not None and resolved != path:
             found.add(resolved)
     return found
-
-
-# --- compression -------------------------------------------------------------------------
-
-
-def compressible(content_type: str) -> bool:
-    kind = content_type.split(";", 1)[0].strip().lower()
-    return kind.startswith(_COMPRESSIBLE)
-
-
-def compress_forms(body: bytes, content_type: str) -> dict[str, bytes]:
-    """gzip and brotli forms worth serving; deterministic (gzip without a timestamp).
-
-    CPU-heavy (a 1 MB script takes ~0.25 s): called once per release, off the event loop.
-    """
-    if not compressible(content_type) or len(body) < 256:
-        return {}
-    limit = len(body) * (1 - MIN_SAVING)
-    with _COMPRESSING:
-        forms = {
-            "br": brotli.compress(body, quality=BROTLI_QUALITY),
-            "gzip": gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0),
-        }
-    return {name: data for name, data in forms.items() if len(data) <= limit}
 
 
 # --- HTTP helpers ------------------------------------------------------------------------

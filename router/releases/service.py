@@ -26,12 +26,12 @@ from router.keys import Keys
 from router.releases import background
 from router.releases.archive import ReleaseArchive, check_writable, default_release_dir
 from router.releases.cache import prepare
+from router.releases.compression import compress_all
 from router.releases.fetch import Fetcher, FingerprintError
 from router.releases.model import (
     LibraryFile,
     ReleaseMeta,
     choose_label,
-    compress_forms,
     release_digest,
     release_id,
 )
@@ -106,10 +106,14 @@ def release_dir(config: Config) -> Path:
 
 
 def _with_forms(files: Sequence[LibraryFile]) -> list[LibraryFile]:
-    """Compressed forms for the files that have none yet (see Releases._reuse)."""
-    return [
-        f if f.forms else replace(f, forms=compress_forms(f.body, f.content_type)) for f in files
-    ]
+    """Compressed forms for the files that have none yet (see Releases._reuse), all computed
+    by one compressor child (router/releases/compression.py)."""
+    missing = [i for i, f in enumerate(files) if not f.forms]
+    forms = compress_all([(files[i].body, files[i].content_type) for i in missing])
+    out = list(files)
+    for i, computed in zip(missing, forms, strict=True):
+        out[i] = replace(files[i], forms=computed)
+    return out
 
 
 class Releases:

@@ -19,6 +19,7 @@ from router.config import build_config
 from router.errors import ConfigError
 from router.gateways.stats import parse_reported_version
 from router.releases.cache import HotCache, prepare
+from router.releases.compression import compress_forms
 from router.releases.fetch import Fetcher, FingerprintError, decode_body, join_body, same_bytes
 from router.releases.model import (
     IMMUTABLE,
@@ -27,7 +28,6 @@ from router.releases.model import (
     LibraryFile,
     choose_encoding,
     choose_label,
-    compress_forms,
     not_modified,
     references,
     release_digest,
