@@ -166,8 +166,11 @@ class Affinity:
         self._flusher: asyncio.Task[None] | None = None
         self.batches = 0  # write commands sent; read by metrics and tests
 
-    async def record(self, kind: AffinityKind, ident: str, system: str) -> None:
-        """Remember that `system` issued `ident`: in the local cache now, in Redis shortly."""
+    def record(self, kind: AffinityKind, ident: str, system: str) -> None:
+        """Remember that `system` issued `ident`: in the local cache now, in Redis shortly.
+
+        Synchronous (it only fills the cache and queues the write), so the proxy can record
+        in a plain callback after the answer is on its way (proxy.ProxyHandler._after)."""
         now = time.time()
         counted = self.open_ttl(kind)
         self.cache.put(kind, ident, system, now + self.ttl, now + counted)
@@ -178,7 +181,7 @@ class Affinity:
         self._queue.append(rec)
         self._kick()
 
-    async def release(self, kind: AffinityKind, ident: str, system: str) -> None:
+    def release(self, kind: AffinityKind, ident: str, system: str) -> None:
         """Forget an id whose token was deleted: it no longer counts against `system`."""
         self.cache.pop(kind, ident)
         if self.holder.degraded or len(self._releases) >= QUEUE_MAX:

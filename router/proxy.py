@@ -359,8 +359,13 @@ class ProxyHandler:
             if sent:
                 self._upstream_failed(request, route, system, exc, rid)
             raise
-        self.metrics.observe(route.value, system, answer.status, elapsed)
-        await self._learn(match, system, answer.status, answer.body)
+        # Counted and learned from right after this answer is written, not before: neither
+        # is needed to write it, and on an idle worker every microsecond before the write is
+        # latency. A callback queued now runs before the loop next polls for input, so
+        # before any follow-up request (which needs this answer first) can be read.
+        asyncio.get_running_loop().call_soon(
+            self._after, match, system, answer.status, answer.body, elapsed
+        )
         out = web.Response(status=answer.status, body=answer.body, headers=answer.headers)
         out.headers[SYSTEM_HEADER] = system
         if route in (Route.TOKEN_CREATE, Route.CODE_CREATE, Route.CODE_LOOKUP):
@@ -406,25 +411,30 @@ class ProxyHandler:
         )
         self.metrics.observe(route.value, system, 0, None)
 
-    async def _learn(self, match: Match, system: str, status: int, body: bytes) -> None:
+    def _after(self, match: Match, system: str, status: int, body: bytes, elapsed: float) -> None:
+        """What an upstream answer teaches, once it is on its way: metrics and affinity."""
+        self.metrics.observe(match.route.value, system, status, elapsed)
+        self._learn(match, system, status, body)
+
+    def _learn(self, match: Match, system: str, status: int, body: bytes) -> None:
         """Record or release affinity from an upstream answer."""
         route = match.route
         affinity = self.runtime.affinity
         if route is Route.TOKEN_CREATE and status == 200:
             sid = _field(body, "sessionid")
             if sid:
-                await affinity.record("session", sid, system)
+                affinity.record("session", sid, system)
         elif route is Route.CODE_CREATE and status == 200:
             code = _field(body, "shortCode")
             if code:
-                await affinity.record("code", code, system)
+                affinity.record("code", code, system)
         elif route is Route.TOKEN_DELETE and (200 <= status < 300 or status == 404):
-            await affinity.release("session", match.ident, system)
+            affinity.release("session", match.ident, system)
         elif route is Route.CODE_LOOKUP and status == 200:
             # Live Assist pairing: the agent later names this cid (routing.agent_names).
             cid = _field(body, "cid")
             if cid:
-                await affinity.record("cid", cid, system)
+                affinity.record("cid", cid, system)
 
     def _current(self, decision: Forward) -> web.Response:
         system = self.config.systems[decision.system]

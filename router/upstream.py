@@ -119,7 +119,7 @@ def may_retry(sent: bool, idempotent: bool) -> bool:
 @dataclass(frozen=True, slots=True)
 class UpstreamAnswer:
     status: int
-    headers: CIMultiDict[str]
+    headers: list[tuple[str, str]]
     body: bytes
 
 
@@ -152,12 +152,20 @@ def pool_ssl(system: SystemConfig) -> ssl.SSLContext | None:
     return context
 
 
-def answer_headers(raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
-    """Header list from the parser -> the headers returned to the client (hop-cleaned)."""
-    decoded: CIMultiDict[str] = CIMultiDict(
-        (n.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape")) for n, v in raw
-    )
-    return response_headers(decoded)
+def answer_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """Header list from the parser -> the headers returned to the client (hop-cleaned), as
+    `response_headers` would give them, in one pass over the list: no multidict is built
+    here, web.Response builds the one it sends (on every proxied answer's path)."""
+    strip = _RESPONSE_DROP
+    for name, value in raw:
+        if name.lower() == b"connection":
+            tokens = value.decode("latin-1").split(",")
+            strip = strip | {t.strip().lower() for t in tokens if t.strip()}
+    return [
+        (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        for name, value in raw
+        if name.decode("latin-1").lower() not in strip
+    ]
 
 
 class Upstream:

@@ -128,7 +128,7 @@ async def setup(request: pytest.FixtureRequest) -> AsyncIterator[Setup]:
 
 
 async def test_record_is_cached_at_once_and_stored_behind(setup: Setup) -> None:
-    await setup.affinity.record("session", "a-1", "a")
+    setup.affinity.record("session", "a-1", "a")
     # Known locally before any Redis round trip: the request is answered without waiting.
     assert setup.affinity.cache.get("session", "a-1", 0.0) == "a"
     await setup.affinity.flush()
@@ -139,9 +139,8 @@ async def test_record_is_cached_at_once_and_stored_behind(setup: Setup) -> None:
 
 async def test_many_concurrent_records_share_few_batches(setup: Setup) -> None:
     count = 300
-    await asyncio.gather(
-        *(setup.affinity.record("session", f"s{i}", "ab"[i % 2]) for i in range(count))
-    )
+    for i in range(count):
+        setup.affinity.record("session", f"s{i}", "ab"[i % 2])
     await setup.affinity.flush()
     assert 1 <= setup.affinity.batches <= count // 30
     assert len(setup.affinity.pending) == 0
@@ -151,8 +150,10 @@ async def test_many_concurrent_records_share_few_batches(setup: Setup) -> None:
 
 
 async def test_records_made_during_a_flush_join_the_next_batch(setup: Setup) -> None:
-    await setup.affinity.record("session", "first", "a")  # its writer task is now started
-    await asyncio.gather(*(setup.affinity.record("session", f"later{i}", "b") for i in range(50)))
+    setup.affinity.record("session", "first", "a")  # its writer task is now started
+    await asyncio.sleep(0)  # the writer task starts and takes "first"
+    for i in range(50):
+        setup.affinity.record("session", f"later{i}", "b")
     await setup.affinity.flush()
     assert setup.affinity.batches <= 3
     assert await setup.store.lookup_affinity("session", "later49") == "b"
@@ -161,7 +162,7 @@ async def test_records_made_during_a_flush_join_the_next_batch(setup: Setup) -> 
 
 async def test_owner_from_cache_then_store(setup: Setup) -> None:
     affinity = setup.affinity
-    await affinity.record("code", "1234567", "b")
+    affinity.record("code", "1234567", "b")
     assert await affinity.owner("code", "1234567") == "b"
     assert await affinity.owner("code", "") is None
     assert await affinity.owner("code", "unknown") is None
@@ -174,8 +175,8 @@ async def test_owner_from_cache_then_store(setup: Setup) -> None:
 
 async def test_release_forgets_everywhere(setup: Setup) -> None:
     affinity = setup.affinity
-    await affinity.record("session", "a-1", "a")
-    await affinity.release("session", "a-1", "a")
+    affinity.record("session", "a-1", "a")
+    affinity.release("session", "a-1", "a")
     assert affinity.cache.get("session", "a-1", 0.0) is None
     await affinity.flush()
     assert await setup.store.lookup_affinity("session", "a-1") is None
@@ -186,15 +187,15 @@ async def test_release_forgets_everywhere(setup: Setup) -> None:
 async def test_degraded_records_pending_then_replayed(setup: Setup) -> None:
     affinity = setup.affinity
     setup.holder.set_degraded(True, "store away")
-    await affinity.record("session", "a-1", "a")
-    await affinity.record("code", "7654321", "b")
+    affinity.record("session", "a-1", "a")
+    affinity.record("code", "7654321", "b")
     assert [r.ident for r in affinity.pending] == ["a-1", "7654321"]
     assert affinity.batches == 0
     assert await setup.store.lookup_affinity("session", "a-1") is None  # not written
     # Fail-static: this instance still routes by what it learned.
     assert await affinity.owner("session", "a-1") == "a"
     assert await affinity.owner("session", "unknown") is None  # no store look-up while degraded
-    await affinity.release("session", "gone", "a")  # no store call, no error
+    affinity.release("session", "gone", "a")  # no store call, no error
 
     setup.holder.set_degraded(False)
     assert await affinity.replay() == 2
@@ -211,7 +212,7 @@ async def test_pending_is_bounded_by_its_own_size_not_the_caches() -> None:
     holder = StateHolder(current=Snapshot(active="a"), degraded=True)
     affinity = Affinity(store, holder, cache_size=2, ttl=60, replay_size=3)
     for i in range(5):
-        await affinity.record("session", f"s{i}", "a")
+        affinity.record("session", f"s{i}", "a")
     assert [r.ident for r in affinity.pending] == ["s2", "s3", "s4"]
     assert len(affinity.cache) == 2
     assert Affinity(store, holder, cache_size=2, ttl=60).pending.maxlen == REPLAY_MAX
@@ -234,16 +235,17 @@ async def test_write_failure_keeps_records_for_replay(
     redis_server: RedisServer, redis_affinity: Setup
 ) -> None:
     affinity = redis_affinity.affinity
-    await affinity.record("session", "before", "a")
+    affinity.record("session", "before", "a")
     await affinity.flush()
     redis_server.stop()
     # Not yet known degraded: the write fails, the request still gets its answer.
-    await asyncio.gather(*(affinity.record("session", f"s{i}", "b") for i in range(20)))
+    for i in range(20):
+        affinity.record("session", f"s{i}", "b")
     await affinity.flush()
     assert len(affinity.pending) == 20
     assert await affinity.owner("session", "s7") == "b"  # from the local cache
     assert await affinity.owner("session", "nowhere") is None  # store away: unknown, no error
-    await affinity.release("session", "before", "a")  # logged, not raised
+    affinity.release("session", "before", "a")  # logged, not raised
     await affinity.flush()
     assert await affinity.replay() == 0  # still away: kept
     assert len(affinity.pending) == 20
@@ -313,7 +315,7 @@ async def test_writer_queue_is_bounded_and_the_overflow_is_replayed() -> None:
     holder = StateHolder(current=Snapshot(active="a"))
     affinity = Affinity(store, holder, cache_size=10, ttl=3600)
     for i in range(QUEUE_MAX + 5):
-        await affinity.record("session", f"s{i}", "b")  # no await yields: none sent yet
+        affinity.record("session", f"s{i}", "b")  # no await yields: none sent yet
     assert len(affinity._queue) == QUEUE_MAX
     assert [r.ident for r in affinity.pending] == [f"s{QUEUE_MAX + i}" for i in range(5)]
     await affinity.flush()

@@ -14,8 +14,8 @@ release with its compressed forms beats a lower peak.
 
 from __future__ import annotations
 
-import gzip
 import contextlib
+import gzip
 import logging
 import subprocess
 import sys
