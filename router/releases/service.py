@@ -460,11 +460,13 @@ class Releases:
         if existing is None:
             files[:] = [self._reuse(rid, f) for f in files]
             files[:] = await background.run(_with_forms, files)
+            # Hashed again now that the entries name their compressed forms: off the loop.
+            entries = await background.run(lambda: [f.entry() for f in files])
             meta = ReleaseMeta(
                 id=rid,
-                digest=release_digest(f.entry() for f in files),
+                digest=release_digest(entries),
                 label=label,
-                files={f.path: f.entry() for f in files},
+                files={e.path: e for e in entries},
                 created=now,
                 last_active=now,
                 last_system=system,
