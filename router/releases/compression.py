@@ -132,6 +132,10 @@ def in_child(bodies: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
         try:
             with child:
                 forms = _exchange(child, bodies)
+        except ChildFailed:
+            if not fired.is_set():
+                raise
+            forms = []  # cut short by the kill: the deadline is the reason, said below
         finally:
             timer.cancel()
         if fired.is_set():

@@ -90,6 +90,23 @@ def test_a_child_that_hangs_is_killed_at_the_timeout(
         in_child([b"x" * 300_000])  # more than a pipe holds: the write blocks too
 
 
+def test_a_child_that_stops_inside_its_answer_is_reported_by_its_deadline(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Half a frame header, then silence: the kill, not the torn frame, is the reason.
+    stalls = tmp_path / "stalls.py"
+    stalls.write_text(
+        "import sys, time\nsys.stdin.buffer.read()\nsys.stdout.buffer.write(b'\\0\\0')\n"
+        "sys.stdout.buffer.flush()\ntime.sleep(600)\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(compression, "CHILD", stalls)
+    monkeypatch.setattr(compression, "TIMEOUT_BASE_S", 1.0)
+    monkeypatch.setattr(compression, "TIMEOUT_PER_MB_S", 0.0)
+    with pytest.raises(ChildFailed, match="no answer within 1 s"):
+        in_child([b"x" * 1000])
+
+
 PEAK_SCRIPT = textwrap.dedent(
     """
     import sys
