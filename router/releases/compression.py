@@ -3,7 +3,7 @@
 Once per new release (a router that finds the release already stored, in Redis or in its
 archive, compresses nothing). The child (`compress_child.py`) exists for the worker's peak
 RSS: brotli's match finder allocates ~14 MB of tables per compression whatever the file
-size, which took a worker that recorded a new release from ~76 MB to ~90 MB (measured with a
+size, which took a worker that recorded a new release from ~74 MiB to ~89 MiB (measured with a
 fresh release archive; SPEC section 3: <= 80 MB), and glibc kept ~5 MB of it afterwards.
 In a child, that memory is gone with it a fraction of a second later.
 
