@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -46,12 +47,16 @@ _REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect"}
 _RESPONSE_DROP = HOP_BY_HOP | {"content-length", "date", "server"}
 
 
-def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
+def _tokens(connection_values: Iterable[str]) -> set[str]:
     """Headers named in `Connection` are hop-by-hop too (RFC 9110 section 7.6.1)."""
     tokens: set[str] = set()
-    for value in headers.getall("Connection", []):
+    for value in connection_values:
         tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
     return tokens
+
+
+def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
+    return _tokens(headers.getall("Connection", []))
 
 
 def request_headers(
@@ -156,16 +161,12 @@ def answer_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     """Header list from the parser -> the headers returned to the client (hop-cleaned), as
     `response_headers` would give them, in one pass over the list: no multidict is built
     here, web.Response builds the one it sends (on every proxied answer's path)."""
-    strip = _RESPONSE_DROP
-    for name, value in raw:
-        if name.lower() == b"connection":
-            tokens = value.decode("latin-1").split(",")
-            strip = strip | {t.strip().lower() for t in tokens if t.strip()}
-    return [
+    decoded = [
         (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
         for name, value in raw
-        if name.decode("latin-1").lower() not in strip
     ]
+    strip = _RESPONSE_DROP | _tokens(v for n, v in decoded if n.lower() == "connection")
+    return [(name, value) for name, value in decoded if name.lower() not in strip]
 
 
 class Upstream:
