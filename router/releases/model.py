@@ -82,12 +82,14 @@ class LibraryFile:
     body: bytes
     forms: Mapping[str, bytes] = field(default_factory=dict)
 
-    def entry(self) -> FileEntry:
+    def entry(self, sha256: str | None = None) -> FileEntry:
+        """`sha256`: the body's digest when already known (the same bytes hashed earlier in
+        the check), so megabytes are not hashed twice."""
         return FileEntry(
             self.path,
             self.content_type,
             len(self.body),
-            hashlib.sha256(self.body).hexdigest(),
+            sha256 or hashlib.sha256(self.body).hexdigest(),
             tuple(e for e in ENCODINGS if e in self.forms),
         )
 

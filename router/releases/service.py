@@ -29,6 +29,7 @@ from router.releases.cache import prepare
 from router.releases.compression import compress_all
 from router.releases.fetch import Fetcher, FingerprintError
 from router.releases.model import (
+    FileEntry,
     LibraryFile,
     ReleaseMeta,
     choose_label,
@@ -394,7 +395,7 @@ class Releases:
         lock = self._recording.setdefault(rid, asyncio.Lock())
         try:
             async with lock:
-                stored, meta = await self._record(system, rid, files, reported)
+                stored, meta = await self._record(system, rid, files, entries, reported)
         except StoreUnavailable as exc:
             self.files.store_failed(exc)
             return self._check_failed(system, before, f"release {rid} not stored: {exc}")
@@ -445,9 +446,15 @@ class Releases:
         return RefreshResult(system, before, self.label_of(system) or "", before, error=error)
 
     async def _record(
-        self, system: str, rid: str, files: list[LibraryFile], reported: str | None
+        self,
+        system: str,
+        rid: str,
+        files: list[LibraryFile],
+        entries: list[FileEntry],
+        reported: str | None,
     ) -> tuple[bool, ReleaseMeta]:
-        """Store the release if new, mark it active; return (stored, meta as stored)."""
+        """Store the release if new, mark it active; return (stored, meta as stored).
+        `entries` are the files' entries as hashed for `rid` (before compression)."""
         now = time.time()
         expires = now + self.retention
         existing = await self.store.meta(rid)
@@ -460,13 +467,15 @@ class Releases:
         if existing is None:
             files[:] = [self._reuse(rid, f) for f in files]
             files[:] = await background.run(_with_forms, files)
-            # Hashed again now that the entries name their compressed forms: off the loop.
-            entries = await background.run(lambda: [f.entry() for f in files])
+            # The entries again, now naming the compressed forms; the digests are the ones
+            # `rid` was made from (same paths, same bytes: _reuse keeps the content).
+            digests = {e.path: e.sha256 for e in entries}
+            stored_entries = [f.entry(digests[f.path]) for f in files]
             meta = ReleaseMeta(
                 id=rid,
-                digest=release_digest(entries),
+                digest=release_digest(stored_entries),
                 label=label,
-                files={e.path: e for e in entries},
+                files={e.path: e for e in stored_entries},
                 created=now,
                 last_active=now,
                 last_system=system,
