@@ -32,7 +32,7 @@ from router.errors import (
     UpstreamTimeout,
 )
 from router.logs import loggable_path, request_id
-from router.responses import JSON_TYPE, SYSTEM_HEADER, error_response
+from router.responses import JSON_TYPE, SYSTEM_HEADER, body_response, error_response
 from router.routing import (
     BROWSER,
     IDEMPOTENT,
@@ -366,7 +366,7 @@ class ProxyHandler:
         asyncio.get_running_loop().call_soon(
             self._after, match, system, answer.status, answer.body, elapsed
         )
-        out = web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+        out = body_response(answer.body, answer.headers, answer.status)
         out.headers[SYSTEM_HEADER] = system
         if route in (Route.TOKEN_CREATE, Route.CODE_CREATE, Route.CODE_LOOKUP):
             release = self.release_of(system)

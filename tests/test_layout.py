@@ -52,7 +52,8 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "clients and pure models",
         "talking to Redis (Sentinel too, and naming a key of the wrong type), gateways and "
-        "the compressor child; the release and rollout models; errors as HTTP; the simulator",
+        "the compressor child; the release and rollout models; errors as HTTP and large bodies "
+        "without a copy; the simulator",
         (
             "router.redis_client",
             "router.key_types",

@@ -21,6 +21,7 @@ from router.releases.archive import ReleaseArchive
 from router.releases.cache import HotCache, HotFile, prepare
 from router.releases.model import ReleaseMeta, choose_encoding, not_modified, valid_release_id
 from router.releases.store import ReleaseStore
+from router.responses import body_response
 from router.tasks import stop_tasks
 
 log = logging.getLogger("router.releases")
@@ -102,7 +103,7 @@ class ReleaseFiles:
         condition = request.headers.get("If-None-Match")
         if condition is not None and not_modified(condition, rep.etag):
             return web.Response(status=304, headers=rep.headers_304)
-        return web.Response(body=rep.body, headers=rep.headers)
+        return body_response(rep.body, rep.headers)
 
     async def load(self, release: str, path: str) -> HotFile:
         """The file from the store, once per (release, path) however many requests wait."""
