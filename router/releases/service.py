@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -142,6 +142,7 @@ class Releases:
         self._background: set[asyncio.Task[None]] = set()
         self._recheck: asyncio.Task[None] | None = None
         self._recording: dict[str, asyncio.Lock] = {}
+        self._closing = False
 
     @classmethod
     def create(cls, config: Config, keys: Keys, upstreams: Mapping[str, Upstream]) -> Releases:
@@ -197,6 +198,10 @@ class Releases:
         self._tasks.append(asyncio.create_task(self._sync_loop(), name="release-sync"))
 
     async def close(self) -> None:
+        # A check being stopped can still start an archive or a prewarm on its way out (a
+        # cancel that Python 3.11's wait_for swallows lets it run on): none starts once
+        # closing, or it would be left pending, a Redis connection open, when the loop ends.
+        self._closing = True
         tasks = [*self._tasks, *self._background]
         if self._recheck is not None:
             tasks.append(self._recheck)
@@ -257,7 +262,7 @@ class Releases:
                 for system, cur in self.current.items():
                     if cur.release == release:
                         self.current[system] = Current(release, alive[1])
-        if lost and (self._recheck is None or self._recheck.done()):
+        if lost and not self._closing and (self._recheck is None or self._recheck.done()):
             log.warning("release store lost the releases of %s; checking again", ", ".join(lost))
             self._recheck = asyncio.create_task(self._refresh_quietly(lost))
         self.files.store_ok()
@@ -282,21 +287,28 @@ class Releases:
                 before.label or "no label",
             )
         if prewarm and any((meta.id, p) not in self.files.cache for p in meta.files):
-            task = asyncio.create_task(self._prewarm(meta))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._in_background(self._prewarm(meta))
 
     # --- the durable archive (archive.py) ------------------------------------------------
 
     def _archive_soon(self, meta: ReleaseMeta, files: Sequence[LibraryFile] | None) -> None:
         """Archive a release this instance serves, in the background (once at a time)."""
-        if meta.id in self._archiving:
+        if meta.id in self._archiving or self._closing:
             return
         self._archiving.add(meta.id)
-        task = asyncio.create_task(self._archive(meta, files))
+        task = self._in_background(self._archive(meta, files))
+        if task is not None:
+            task.add_done_callback(lambda _: self._archiving.discard(meta.id))
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        """Run `work` as a task that close() stops; not once closing (None then)."""
+        if self._closing:
+            work.close()
+            return None
+        task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        task.add_done_callback(lambda _: self._archiving.discard(meta.id))
+        return task
 
     async def _archive(self, meta: ReleaseMeta, files: Sequence[LibraryFile] | None) -> None:
         archive = self.archive

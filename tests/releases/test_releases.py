@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import os
@@ -18,6 +19,7 @@ import pytest
 from router.config import build_config
 from router.errors import ConfigError
 from router.gateways.stats import parse_reported_version
+from router.keys import Keys
 from router.releases.cache import HotCache, prepare
 from router.releases.compression import compress_forms
 from router.releases.fetch import Fetcher, FingerprintError, decode_body, join_body, same_bytes
@@ -26,6 +28,7 @@ from router.releases.model import (
     SCAN_WINDOW,
     FileEntry,
     LibraryFile,
+    ReleaseMeta,
     choose_encoding,
     choose_label,
     not_modified,
@@ -36,7 +39,7 @@ from router.releases.model import (
     valid_release_id,
 )
 from router.releases.paths import is_library_path
-from router.releases.service import check_release_config
+from router.releases.service import Releases, check_release_config
 from router.simulator.gateway import LIBRARY_PATHS, library_files
 from router.upstream import Upstream
 from tests.helpers import (
@@ -795,3 +798,39 @@ async def test_a_check_keeps_one_copy_of_bytes_it_already_holds(
     for path, body in by_path.items():
         assert body == v1[path][0], path
         assert (body is held[path]) == (path != BIG), path
+
+
+async def test_close_leaves_no_archive_or_prewarm_running(
+    redis_server: RedisServer, gateways: dict[str, Gateway], tmp_path: Path
+) -> None:
+    """A check being stopped may run on past its cancel (Python 3.11's wait_for can swallow
+    it, router/tasks.py) and start an archive on its way out; close() must not leave that
+    task pending with a Redis connection when the loop ends (a flake seen under load)."""
+    config = make_config(
+        redis_server.url,
+        gateways,
+        release_paths=list(LIBRARY_PATHS),
+        release_dir=str(tmp_path / "releases"),
+    )
+    releases = Releases.create(config, Keys(config.router.key_prefix), {})
+    meta = ReleaseMeta(
+        id="0123456789abcdef",
+        digest="0" * 64,
+        label="1.0",
+        files={},
+        created=0.0,
+        last_active=0.0,
+        last_system="a",
+    )
+
+    async def check_that_runs_on() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # the swallowed cancel
+            await asyncio.Event().wait()
+        releases._archive_soon(meta, None)
+        releases._adopt("a", meta, prewarm=True)
+
+    releases._tasks.append(asyncio.create_task(check_that_runs_on()))
+    await asyncio.sleep(0)  # the check is waiting
+    await releases.close()
+    left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert left == [] and not releases._background
