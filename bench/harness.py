@@ -542,6 +542,12 @@ class Bench:
             for i in range(3)
         ]
         try:
+            # As in production, a switch finds the instances idle: not in the middle of the
+            # release fetch, fingerprint and archive a new instance starts with.
+            for router in routers:
+                self.wait_release(router)
+            settled = wait_idle([r.proc.pid for r in routers])
+            self.results["propagation_settle_s"] = round(settled, 1)
             measure = propagation.measure(
                 self.redis.port,
                 f"{KEY_PREFIX}:active",

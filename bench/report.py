@@ -358,6 +358,13 @@ def markdown(results: dict[str, Any]) -> str:
         f"| any one instance | {_fmt(anyi.get('p50'), 3)} | {_fmt(anyi.get('p99'), 3)} "
         f"| {_fmt(anyi.get('max'), 3)} | |",
     ]
+    if "propagation_settle_s" in results:
+        lines += [
+            "",
+            f"The three instances share one core; measured once they had a release and were "
+            f"idle ({results['propagation_settle_s']} s after that), as a switch finds them "
+            f"in production.",
+        ]
     rel = results["release"]
     lines += [
         "",
