@@ -95,7 +95,8 @@ class Metrics:
         )
         self.loop_stalls = Histogram(
             "tokenrouter_loop_stall_seconds",
-            "Event-loop stalls over 1 ms: how late a 2 ms timer tick ran (router/loop_probe.py).",
+            "Event-loop stalls over 1 ms: how late a 2 ms kernel timer tick ran"
+            " (router/loop_probe.py).",
             buckets=STALL_BUCKETS,
             registry=r,
         )
