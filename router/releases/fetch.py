@@ -27,7 +27,11 @@ from router.releases.model import (
 )
 from router.upstream import Upstream, map_client_error
 
-FETCH_CONCURRENCY = 4
+# One file at a time: concurrent fetches finish in the same loop turns, and their steps back
+# to back held the loop for 1-3 ms during a check (5-6 stalls over 1 ms per 15 checks, 2 with
+# one fetch at a time and one system at a time; router/loop_probe.py, issue 14). A check is
+# background work: a few more round trips to the gateway cost nobody anything.
+FETCH_CONCURRENCY = 1
 STATS_TIMEOUT = 2.0
 # The pool has no per-read timer (router/upstream.py says why): one deadline per file, at
 # least the configured read timeout, generous enough for a large file from a slow gateway.

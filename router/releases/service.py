@@ -382,12 +382,14 @@ class Releases:
     # --- checking the systems ------------------------------------------------------------
 
     async def refresh(self, systems: Sequence[str] | None = None) -> list[RefreshResult]:
-        """Fingerprint `systems` (default all) now; concurrent calls run one after another."""
+        """Fingerprint `systems` (default all) now, one after the other; concurrent calls run
+        one after another too."""
         wanted = list(systems or self.config.system_ids)
         if not self.paths:
             return [RefreshResult(s, error="router.release_paths is empty") for s in wanted]
         async with self._lock:
-            results = await asyncio.gather(*(self._check(s) for s in wanted))
+            # One system after the other, for the loop's sake (see fetch.FETCH_CONCURRENCY).
+            results = [await self._check(s) for s in wanted]
         self.last_check = time.time()
         return list(results)
 
