@@ -96,9 +96,37 @@ def _str(value: bytes | str | None) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def _merge_systems(systems: str, system: str) -> str:
-    known = [s for s in systems.split(",") if s]
-    return ",".join([*known, system]) if system not in known else systems
+# A touch is one atomic step, and only for a release the store holds in full (its manifest):
+# a Redis that restarted empty between a check's read and its touch must not get a meta
+# hash of a few fields, a release index entry and a system pointer for a release it lacks.
+# Such a ghost passed for stored (EXISTS), so no instance wrote the real one back from its
+# archive, and a new instance answered 404 for its files (a flake of
+# tests/test_recovery.py under load).
+_TOUCH = """
+if redis.call('HEXISTS', KEYS[1], 'manifest') == 0 then
+  return 0
+end
+local systems = redis.call('HGET', KEYS[1], 'systems') or ''
+local known = false
+for s in string.gmatch(systems, '[^,]+') do
+  if s == ARGV[2] then known = true end
+end
+if not known then
+  if systems == '' then systems = ARGV[2] else systems = systems .. ',' .. ARGV[2] end
+end
+redis.call('HSET', KEYS[1], 'last_active', ARGV[1], 'last_system', ARGV[2], 'systems', systems)
+if ARGV[3] ~= '' then
+  local label = redis.call('HGET', KEYS[1], 'label')
+  if not label or label == '' then redis.call('HSET', KEYS[1], 'label', ARGV[3]) end
+end
+redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+redis.call('PEXPIREAT', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[6])
+-- The members' own keys expire in Redis; the index is trimmed here.
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[1])
+redis.call('SET', KEYS[4], ARGV[6])
+return 1
+"""
 
 
 class RedisReleaseStore:
@@ -117,6 +145,7 @@ class RedisReleaseStore:
             decode_responses=False,
             client_name="token-router-releases",
         )
+        self._touch = self._client.register_script(_TOUCH)
 
     async def close(self) -> None:
         await close_client(self._client)
@@ -159,32 +188,20 @@ class RedisReleaseStore:
             ) from exc
 
     async def touch(self, activity: Activity) -> None:
-        """Push the release's expiry forward and record who served it and when."""
+        """Push the release's expiry forward and record who served it and when; nothing
+        when the store does not hold the release (see _TOUCH)."""
         k = self.keys
         a = activity
-        expire_ms = int(a.expires * 1000)
         meta_key = k.release_meta(a.release)
+        files_key = k.release_files(a.release)
         try:
-            systems, label = await self._client.hmget(meta_key, ["systems", "label"])
-            fields: dict[str, str] = {
-                "last_active": repr(a.now),
-                "last_system": a.system,
-                "systems": _merge_systems(_str(systems), a.system),
-            }
-            if a.label and not label:
-                fields["label"] = a.label
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.hset(meta_key, mapping=fields)  # type: ignore[arg-type]
-                pipe.pexpireat(meta_key, expire_ms)
-                pipe.pexpireat(k.release_files(a.release), expire_ms)
-                pipe.zadd(k.releases, {a.release: a.expires})
-                # The members' own keys expire in Redis; the index is trimmed here.
-                pipe.zremrangebyscore(k.releases, "-inf", a.now)
-                pipe.set(k.system_release(a.system), a.release)
-                await pipe.execute()
+            await self._touch(
+                keys=[meta_key, files_key, k.releases, k.system_release(a.system)],
+                args=[repr(a.now), a.system, a.label, int(a.expires * 1000), a.expires, a.release],
+            )
         except (RedisError, OSError) as exc:
             raise await self._failure(
-                exc, meta_key, k.release_files(a.release), k.releases, k.system_release(a.system)
+                exc, meta_key, files_key, k.releases, k.system_release(a.system)
             ) from exc
 
     async def meta(self, release: str) -> ReleaseMeta | None:
