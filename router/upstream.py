@@ -84,10 +84,15 @@ def request_headers(
     return out
 
 
+def _hop_cleaned(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """An answer's headers without the hop-by-hop and per-hop ones, order kept."""
+    strip = _RESPONSE_DROP | _tokens(v for n, v in headers if n.lower() == "connection")
+    return [(name, value) for name, value in headers if name.lower() not in strip]
+
+
 def response_headers(upstream: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
     """Headers to return to the client: hop-by-hop and per-hop headers removed."""
-    strip = _RESPONSE_DROP | _connection_tokens(upstream)
-    return CIMultiDict((k, v) for k, v in upstream.items() if k.lower() not in strip)
+    return CIMultiDict(_hop_cleaned(list(upstream.items())))
 
 
 def map_client_error(exc: BaseException, system: str, cfg_read: float) -> RequestError:
@@ -159,14 +164,14 @@ def pool_ssl(system: SystemConfig) -> ssl.SSLContext | None:
 
 def answer_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     """Header list from the parser -> the headers returned to the client (hop-cleaned), as
-    `response_headers` would give them, in one pass over the list: no multidict is built
-    here, web.Response builds the one it sends (on every proxied answer's path)."""
-    decoded = [
-        (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-        for name, value in raw
-    ]
-    strip = _RESPONSE_DROP | _tokens(v for n, v in decoded if n.lower() == "connection")
-    return [(name, value) for name, value in decoded if name.lower() not in strip]
+    `response_headers` gives them, but as a list: no multidict is built here, web.Response
+    builds the one it sends (on every proxied answer's path)."""
+    return _hop_cleaned(
+        [
+            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+            for name, value in raw
+        ]
+    )
 
 
 class Upstream:
