@@ -38,16 +38,22 @@ def frames(data: bytes) -> list[bytes]:
     return out
 
 
+def compress(body: bytes, quality: int, level: int) -> tuple[bytes, bytes]:
+    """(brotli, gzip) of `body`; deterministic (gzip without a timestamp). The worker's
+    fallback when this child cannot run calls the same function (compression.in_process)."""
+    return (
+        brotli.compress(body, quality=quality),
+        gzip.compress(body, compresslevel=level, mtime=0),
+    )
+
+
 def main(argv: list[str]) -> int:
     quality, level = int(argv[1]), int(argv[2])
     with contextlib.suppress(OSError):
         os.nice(19)  # behind the worker whose core it shares, like background.py's thread
     write = sys.stdout.buffer.write
     for body in frames(sys.stdin.buffer.read()):
-        for form in (
-            brotli.compress(body, quality=quality),
-            gzip.compress(body, compresslevel=level, mtime=0),
-        ):
+        for form in compress(body, quality, level):
             write(len(form).to_bytes(LENGTH, "big"))
             write(form)
     sys.stdout.buffer.flush()

@@ -15,7 +15,6 @@ release with its compressed forms beats a lower peak.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import logging
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-import brotli  # type: ignore[import-untyped]
+from router.releases.compress_child import LENGTH, compress
 
 log = logging.getLogger("router.releases")
 
@@ -46,7 +45,6 @@ _COMPRESSIBLE = (
 CHILD = Path(__file__).with_name("compress_child.py")
 # The interpreter that runs the child (a seam for the failure tests: a path that fails).
 PYTHON = sys.executable
-LENGTH = 8
 # Generous: a 1 MB script takes ~0.1 s; the largest release allowed is 64 MB.
 TIMEOUT_BASE_S = 30.0
 TIMEOUT_PER_MB_S = 2.0
@@ -150,10 +148,7 @@ def in_child(bodies: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
 
 
 def in_process(body: bytes) -> tuple[bytes, bytes]:
-    return (
-        brotli.compress(body, quality=BROTLI_QUALITY),
-        gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0),
-    )
+    return compress(body, BROTLI_QUALITY, GZIP_LEVEL)
 
 
 def compress_all(files: Sequence[tuple[bytes, str]]) -> list[dict[str, bytes]]:
