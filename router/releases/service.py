@@ -202,10 +202,7 @@ class Releases:
         # cancel that Python 3.11's wait_for swallows lets it run on): none starts once
         # closing, or it would be left pending, a Redis connection open, when the loop ends.
         self._closing = True
-        tasks = [*self._tasks, *self._background]
-        if self._recheck is not None:
-            tasks.append(self._recheck)
-        await stop_tasks(tasks)
+        await stop_tasks([*self._tasks, *self._background])
         await self.files.close()
         self._tasks.clear()
         await self.store.close()
@@ -262,9 +259,13 @@ class Releases:
                 for system, cur in self.current.items():
                     if cur.release == release:
                         self.current[system] = Current(release, alive[1])
-        if lost and not self._closing and (self._recheck is None or self._recheck.done()):
-            log.warning("release store lost the releases of %s; checking again", ", ".join(lost))
-            self._recheck = asyncio.create_task(self._refresh_quietly(lost))
+        if lost and (self._recheck is None or self._recheck.done()):
+            recheck = self._in_background(self._refresh_quietly(lost))
+            if recheck is not None:
+                log.warning(
+                    "release store lost the releases of %s; checking again", ", ".join(lost)
+                )
+                self._recheck = recheck
         self.files.store_ok()
 
     async def _refresh_quietly(self, systems: Sequence[str]) -> None:
@@ -293,15 +294,16 @@ class Releases:
 
     def _archive_soon(self, meta: ReleaseMeta, files: Sequence[LibraryFile] | None) -> None:
         """Archive a release this instance serves, in the background (once at a time)."""
-        if meta.id in self._archiving or self._closing:
+        if meta.id in self._archiving:
             return
-        self._archiving.add(meta.id)
         task = self._in_background(self._archive(meta, files))
         if task is not None:
+            self._archiving.add(meta.id)
             task.add_done_callback(lambda _: self._archiving.discard(meta.id))
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
-        """Run `work` as a task that close() stops; not once closing (None then)."""
+        """Run `work` as a task that close() stops; not once closing (None then). Every
+        task this service starts after start() goes through here."""
         if self._closing:
             work.close()
             return None
