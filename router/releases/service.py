@@ -360,7 +360,8 @@ class Releases:
             log.warning(
                 "restored release %s (%s) from the archive", release, meta.label or "no label"
             )
-        for system, cur in self.current.items():
+        # A copy: a check may adopt a release for a system while this awaits Redis.
+        for system, cur in list(self.current.items()):
             if await self.store.exists(cur.release):
                 expires = max(self.files.expires.get(cur.release, 0.0), now + self.retention)
                 await self.store.touch(Activity(cur.release, system, now, expires, cur.label))

@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import os
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from router.releases.model import (
     valid_release_id,
 )
 from router.releases.paths import is_library_path
-from router.releases.service import Releases, check_release_config
+from router.releases.service import Current, Releases, check_release_config
 from router.simulator.gateway import LIBRARY_PATHS, library_files
 from router.upstream import Upstream
 from tests.helpers import (
@@ -834,3 +835,54 @@ async def test_close_leaves_no_archive_or_prewarm_running(
     await releases.close()
     left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     assert left == [] and not releases._background
+
+
+async def test_restore_survives_a_check_adopting_meanwhile(
+    redis_server: RedisServer, gateways: dict[str, Gateway], tmp_path: Path
+) -> None:
+    """The write-back after an empty Redis names the release each system serves, awaiting
+    Redis per system, while a check may adopt a release for another system: that must not
+    end the write-back ("dictionary changed size during iteration"), which left it due until
+    the next Redis outage (a flake of tests/test_recovery.py)."""
+    config = make_config(
+        redis_server.url,
+        gateways,
+        release_paths=list(LIBRARY_PATHS),
+        release_dir=str(tmp_path / "releases"),
+    )
+    releases = Releases.create(config, Keys(config.router.key_prefix), {})
+    body = library_files("1.0")[SMALL[0]][0]
+    files = [LibraryFile(SMALL[0], "application/javascript", body)]
+    entries = [f.entry() for f in files]
+    digest = release_digest(entries)
+    now = time.time()
+    meta = ReleaseMeta(
+        id=release_id(digest),
+        digest=digest,
+        label="1.0",
+        files={e.path: e for e in entries},
+        created=now,
+        last_active=now,
+        last_system="a",
+        systems=("a",),
+        expires=now + 3600,
+    )
+    await releases.store.put(meta, files)
+    releases.current["a"] = Current(meta.id, "1.0")
+    stop = asyncio.Event()
+
+    async def checks_adopting() -> None:
+        turn = 0
+        while not stop.is_set():  # another system's release is adopted every loop turn
+            turn += 1
+            releases.current[f"s{turn}"] = Current(meta.id, "1.0")
+            await asyncio.sleep(0)
+
+    adopting = asyncio.create_task(checks_adopting())
+    try:
+        assert await releases.restore() == 0  # nothing archived; the pointers named again
+    finally:
+        stop.set()
+        await adopting
+        await releases.close()
+    assert redis_server.command("GET", "tokenrouter:system:a:release").endswith(meta.id)
