@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -57,9 +58,7 @@ class SentinelTarget:
         }
         if self.password is not None:
             node_kwargs["password"] = self.password.reveal()
-        return Sentinel(  # type: ignore[no-untyped-call]
-            list(self.sentinels), sentinel_kwargs=sentinel_kwargs, **node_kwargs
-        )
+        return _new_sentinel(list(self.sentinels), sentinel_kwargs=sentinel_kwargs, **node_kwargs)
 
     def client(
         self, *, timeout: float, command_timeout: float | None, **kwargs: Any
@@ -68,6 +67,12 @@ class SentinelTarget:
         sentinel = self.sentinel(timeout=timeout, command_timeout=command_timeout)
         client: aioredis.Redis = sentinel.master_for(self.master, **kwargs)
         return client
+
+
+# redis-py before 8 ships Sentinel.__init__ without annotations (an untyped call under
+# --strict) and annotates it from 8 on: one typed name for it holds on both, where a
+# `type: ignore` would be unused on one of them.
+_new_sentinel = cast(Callable[..., Sentinel], Sentinel)
 
 
 def parse_sentinels(key: str, items: tuple[str, ...]) -> tuple[tuple[str, int], ...]:

@@ -1,8 +1,14 @@
 # shellcheck shell=bash
-# Sourced by scripts/demo and scripts/test (from the checkout's top directory): one virtual
-# environment inside the checkout, so nothing is installed into the system Python. Debian 12
-# marks its Python "externally managed" (PEP 668): `pip install` as root is refused there, and
-# only a venv's own pip is used here.
+# Sourced by scripts/demo, scripts/test and scripts/lock (from the checkout's top directory): one
+# virtual environment inside the checkout, so nothing is installed into the system Python.
+# Debian 12 marks its Python "externally managed" (PEP 668): `pip install` as root is refused
+# there, and only a venv's own pip is used here.
+#
+# What goes into it is the lock, never whatever the registry serves newest today:
+# requirements/runtime.txt (the service and its build backend) and requirements/test.txt (that,
+# plus the test and lint toolchain), exact versions with hashes, made by `uv pip compile`
+# (scripts/lock moves them forward). pyproject.toml keeps the honest ranges for people who
+# install the package into an environment of their own.
 #
 #   TOKENROUTER_VENV  where the environment lives (default: .venv in the checkout)
 
@@ -28,11 +34,25 @@ apt_install() {
     as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-# Make $VENV hold the project (editable) with the given extras ("" or e.g. "test").
-# Reinstalls only when pyproject.toml changed since the last install of those extras.
+# The digest of everything that decides what the environment holds.
+lock_digest() {
+    cat pyproject.toml requirements/runtime.txt requirements/test.txt | sha256sum | cut -d' ' -f1
+}
+
+# Make $VENV hold exactly the lock `kind` names ("runtime" or "test") and the project (editable).
+# An environment made from another lock is made anew, so nothing stale survives a lock change.
 ensure_venv() {
-    local extras=$1 spec=. stamp digest
-    [ -n "$extras" ] && spec=".[$extras]"
+    local kind=$1 lock digest
+    lock="requirements/$kind.txt"
+    if [ ! -f "$lock" ]; then
+        echo "$0: no lock $lock (run scripts/lock)" >&2
+        return 2
+    fi
+    digest=$(lock_digest)
+    if [ -f "$VENV/.token-router-lock" ] && [ "$(cat "$VENV/.token-router-lock")" != "$digest" ]; then
+        echo "$0: the lock changed since $VENV was made: making it anew" >&2
+        rm -rf "$VENV"
+    fi
     if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
         # Debian's python3 has no venv/ensurepip until python3-venv is installed.
         if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
@@ -45,15 +65,18 @@ ensure_venv() {
         echo "$0: creating the virtual environment $VENV" >&2
         rm -rf "$VENV"
         python3 -m venv "$VENV"
+        echo "$digest" >"$VENV/.token-router-lock"
     fi
-    digest=$(sha256sum pyproject.toml | cut -d' ' -f1)
-    stamp="$VENV/.token-router-installed-${extras:-base}"
-    if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
-        echo "$0: installing token-router${extras:+ with [$extras]} into $VENV (first run: about a minute)" >&2
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$spec"
-        echo "$digest" >"$stamp"
-        # Every extras set includes the project itself.
-        [ -n "$extras" ] && echo "$digest" >"$VENV/.token-router-installed-base"
+    if [ ! -f "$VENV/.token-router-installed-$kind" ]; then
+        echo "$0: installing $lock and token-router into $VENV (first run: about a minute)" >&2
+        # --require-hashes: every file is the one the lock names; --no-deps: nothing beyond it.
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            --require-hashes --no-deps -r "$lock"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            --no-deps --no-build-isolation -e .
+        touch "$VENV/.token-router-installed-$kind"
+        # The test lock holds everything the runtime lock does, at the same versions.
+        [ "$kind" = test ] && touch "$VENV/.token-router-installed-runtime"
     fi
     return 0
 }
