@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from router import monitoring
 from router.errors import ConfigError
 from router.trust import TrustedNetworks
 
@@ -100,7 +101,25 @@ class SystemConfig:
         default=True, metadata=_help("Verify the gateway's certificate (false only by choice).")
     )
     stats_url: str = field(
-        default="", metadata=_help("Optional URL answering JSON with the gateway's open_sessions.")
+        default="",
+        metadata=_help("Optional URL of the system's monitoring: its own count of open sessions."),
+    )
+    stats_format: str = field(
+        default="json", metadata=_help("What stats_url answers: json or prometheus (text).")
+    )
+    stats_count: str = field(
+        default="",
+        metadata=_help(
+            "json: RFC 6901 pointer to the count (e.g. /calls/active); empty: the field "
+            "open_sessions, openSessions or sessions."
+        ),
+    )
+    stats_metric: str = field(
+        default="",
+        metadata=_help(
+            'prometheus: metric name with optional labels (e.g. calls{state="active"}); '
+            "matching samples are summed."
+        ),
     )
     max_connections: int = field(
         default=200, metadata=_help("Connection pool size towards this gateway.")
@@ -663,6 +682,34 @@ def _explicit_state_keys(values: dict[str, Any]) -> None:
         values["shortcode_ttl"] = min(DEFAULT_SHORTCODE_TTL, affinity_ttl)
 
 
+def _check_stats(table: str, values: dict[str, Any]) -> None:
+    """stats_format with the one expression it reads (router/monitoring.py), readable."""
+    fmt = values.get("stats_format", "json")
+    if fmt not in monitoring.FORMATS:
+        raise ConfigError(f"{table}.stats_format", f"{fmt!r} is not json or prometheus")
+    for key in ("stats_format", "stats_count", "stats_metric"):
+        if key in values and not values.get("stats_url"):
+            raise ConfigError(f"{table}.{key}", "is read only with stats_url; set stats_url too")
+    count, metric = values.get("stats_count", ""), values.get("stats_metric", "")
+    try:
+        if fmt == "json":
+            if metric:
+                raise ConfigError(f"{table}.stats_metric", "is for stats_format = prometheus")
+            if count:
+                monitoring.parse_pointer(count)
+        else:
+            if count:
+                raise ConfigError(f"{table}.stats_count", "is for stats_format = json")
+            if not metric:
+                raise ConfigError(
+                    f"{table}.stats_metric", "is required with stats_format = prometheus"
+                )
+            monitoring.parse_selector(metric)
+    except monitoring.StatsSyntaxError as exc:
+        key = "stats_count" if fmt == "json" else "stats_metric"
+        raise ConfigError(f"{table}.{key}", str(exc)) from None
+
+
 def build_config(data: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     """Validate a parsed TOML document plus environment overrides into a `Config`."""
     unknown = set(data) - {"router", "systems"}
@@ -689,6 +736,7 @@ def build_config(data: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
         for key in ("stats_url",):
             if values.get(key) and urlsplit(values[key]).scheme not in ("http", "https"):
                 raise ConfigError(f"systems.{sid}.{key}", f"{values[key]!r} is not an http(s) URL")
+        _check_stats(f"systems.{sid}", values)
         if values.get("ca_file") and not Path(values["ca_file"]).is_file():
             raise ConfigError(
                 f"systems.{sid}.ca_file", f"file {values['ca_file']!r} does not exist"

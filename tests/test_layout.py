@@ -46,8 +46,9 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
     (
         "configuration",
-        "the static configuration, its listener-clash check and the bundled assets",
-        ("router.config", "router.listeners", "router.assets"),
+        "the static configuration, how a system's monitoring answer is read, its"
+        " listener-clash check and the bundled assets",
+        ("router.config", "router.monitoring", "router.listeners", "router.assets"),
     ),
     (
         "clients and pure models",
