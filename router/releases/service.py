@@ -268,6 +268,23 @@ class Releases:
                 self._recheck = recheck
         self.files.store_ok()
 
+    async def fingerprint_now(self, system: str) -> str:
+        """Check one system now (the gates, before a switch): "" or why not."""
+        if not self.paths:
+            return ""
+        results = await self.refresh([system])
+        return results[0].error if results else "no answer"
+
+    def check_soon(self, systems: Sequence[str]) -> None:
+        """Check `systems`' libraries now, in the background, after any check under way.
+
+        Called when the active system (or a rollout's target) changes, whatever changed it
+        (CLI, API, page, rollout, a bare `SET`): a system upgraded behind the router's back
+        must be named by /router/current within seconds, not at the next periodic check.
+        """
+        if self.paths and self._tasks and systems:
+            self._in_background(self._refresh_quietly(list(systems)))
+
     async def _refresh_quietly(self, systems: Sequence[str]) -> None:
         try:
             await self.refresh(systems)
@@ -539,3 +556,13 @@ async def refresh_once(config: Config, systems: Sequence[str] | None = None) -> 
         await releases.close()
         for upstream in upstreams.values():
             await upstream.close()
+
+
+async def fingerprint_now(config: Config, system: str) -> str:
+    """`refresh_once` of one system, for the gates of a CLI process: "" or why not. Nothing to
+    do with releases off, or with memory:// (the store is inside each router)."""
+    r = config.router
+    if not r.release_paths or r.redis_url.startswith("memory://"):
+        return ""
+    results = await refresh_once(config, [system])
+    return results[0].error if results else "no answer"

@@ -133,7 +133,12 @@ class Procedure:
         self._lock = asyncio.Lock()
         self._release = ""
         self.rolled_back = ""  # why the rollout aborted on its own, if it did
-        self.prober = GateProber(config.systems)
+        self.prober = GateProber(config.systems, fingerprint=self._fingerprint)
+
+    async def _fingerprint(self, system: str) -> str:
+        from router.releases.service import fingerprint_now
+
+        return await fingerprint_now(self.config, system)
 
     # --- the document ------------------------------------------------------------------------
 
@@ -465,7 +470,8 @@ class Procedure:
             return await checks.release_via_router(
                 self.config, self.options.target, self.options.routers
             )
-        return await checks.release_stored(self.config, self.options.target, store_new=False)
+        # Fingerprinted now (a resumed upgrade's target may have changed since the preflight).
+        return await checks.release_stored(self.config, self.options.target, store_new=True)
 
     async def _step_switch(self) -> str:
         opts = self.options
