@@ -15,8 +15,11 @@ from typing import Any
 
 from router import rollout as model
 from router.config import Config
+from router.drain import DrainFacts, deciding_count
 from router.errors import BadRequest, Conflict, GateRefused
-from router.gates import GateProber, check_target, enforce, known_target
+from router.gates import GateProber, check_offline, check_target, enforce, known_target
+from router.gateways.reports import read_counts
+from router.gateways.stats import probe_all
 from router.instances import STALE_BEATS
 from router.rollout import Rollout
 from router.state import Snapshot, build_snapshot
@@ -27,20 +30,34 @@ SWITCH_ACTIONS = ("switch", "undo", "promote")
 
 @dataclass(frozen=True, slots=True)
 class Confirmation:
-    """Which live instances applied a change (generation) and how long it took."""
+    """Which live instances applied a change (generation) and how long it took.
+
+    `laggards` are every instance that was live while the change was confirmed and has not
+    reported it applied, including those that fell silent meanwhile (`silent`): an instance
+    that stops heartbeating is dropped from the registry after 3 beats, but it may still be
+    routing on the old state (a frozen process), so the answer keeps naming it.
+    """
 
     applied: int
     total: int
     elapsed_ms: float
     laggards: tuple[str, ...]
     timed_out: bool
+    silent: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """Every instance that was live applied it: only then is a change done."""
+        return not self.laggards
 
     def text(self) -> str:
         if self.total == 0:
             return "no live router instance registered to confirm it"
         line = f"applied by {self.applied}/{self.total} instances in {self.elapsed_ms:.0f} ms"
         if self.laggards:
-            line += f"; not yet applied by {', '.join(self.laggards)}"
+            line += f"; NOT applied by {', '.join(self.laggards)}"
+        if self.silent:
+            line += f" ({', '.join(self.silent)} stopped heartbeating meanwhile)"
         return line
 
     def to_json(self) -> dict[str, Any]:
@@ -49,7 +66,9 @@ class Confirmation:
             "total": self.total,
             "elapsed_ms": round(self.elapsed_ms, 1),
             "laggards": list(self.laggards),
+            "silent": list(self.silent),
             "timed_out": self.timed_out,
+            "complete": self.complete,
         }
 
 
@@ -191,6 +210,27 @@ async def undo(
     )
 
 
+async def open_count(store: StateStore, config: Config, system: str) -> tuple[int | None, str, str]:
+    """(count, source, why unknown) of `system`, decided as every surface decides "drained"
+    (router/drain.py): the gateway's own count where it has a stats_url, else the routers'."""
+    counts, _, error = await read_counts(store, config.system_ids)
+    gateway_open, gateway_error = None, ""
+    configured = config.systems[system]
+    if configured.stats_url:
+        gateway_open, gateway_error = (await probe_all({system: configured})).get(
+            system, (None, "")
+        )
+    facts = DrainFacts(
+        system=system,
+        router_open=None if counts is None else counts.get(system, 0),
+        stats_configured=bool(configured.stats_url),
+        gateway_open=gateway_open,
+        gateway_error=gateway_error,
+    )
+    count, source = deciding_count(facts)
+    return count, source, gateway_error or error
+
+
 async def set_offline(
     store: StateStore,
     config: Config,
@@ -201,11 +241,18 @@ async def set_offline(
     force: bool = False,
     reason: str = "",
 ) -> None:
-    """Offline/online; offlining the active system is refused unless forced (atomically)."""
+    """Offline/online through the gates: offlining the active system (atomically) or a system
+    that still holds calls is refused unless forced."""
     sid = known_target(system, config.system_ids)
     overrode = ""
-    if offline and force and snapshot_of(await store.read_state(), config).active == sid:
-        overrode = "active: it is the active system"
+    if offline:
+        stored = await store.read_state()
+        active = snapshot_of(stored, config).active
+        if active == sid:
+            overrode = "active: it is the active system" if force else ""
+        elif sid not in stored.offline:
+            count, counted_by, unknown = await open_count(store, config, sid)
+            overrode = enforce(check_offline(sid, count, counted_by, unknown), force)
     await store.set_offline(
         sid,
         offline,
@@ -222,20 +269,33 @@ async def set_offline(
 async def confirm(
     store: StateStore, generation: int, *, timeout: float, heartbeat: float
 ) -> Confirmation:
-    """Wait until every live instance reports `generation` applied, at most `timeout` s."""
+    """Wait until every live instance reports `generation` applied, at most `timeout` s.
+
+    An instance seen live during the wait stays in the answer: one that falls silent before
+    applying is a laggard (it may be frozen, still routing on the old state), not an
+    instance that never was. The wait ends early once only silent laggards are left."""
     started = time.monotonic()
     stale_after = heartbeat * STALE_BEATS
+    seen: dict[str, int] = {}  # id -> generation it last reported applied
     while True:
         live = await store.instances(time.time(), stale_after)
-        laggards = tuple(
-            str(doc.get("id"))
-            for doc in live
-            if int((doc.get("applied") or {}).get("generation", 0)) < generation
-        )
+        live_ids = set()
+        for doc in live:
+            ident = str(doc.get("id"))
+            live_ids.add(ident)
+            seen[ident] = int((doc.get("applied") or {}).get("generation", 0))
+        laggards = tuple(sorted(i for i, g in seen.items() if g < generation))
+        silent = tuple(i for i in laggards if i not in live_ids)
         elapsed = (time.monotonic() - started) * 1000
-        if not laggards or elapsed >= timeout * 1000:
+        waiting = [i for i in laggards if i in live_ids]
+        if not waiting or elapsed >= timeout * 1000:
             return Confirmation(
-                len(live) - len(laggards), len(live), elapsed, laggards, bool(laggards)
+                len(seen) - len(laggards),
+                len(seen),
+                elapsed,
+                laggards,
+                bool(waiting),
+                silent,
             )
         await asyncio.sleep(0.005)
 
