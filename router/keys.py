@@ -72,6 +72,11 @@ class Keys:
         """Sorted set of what `system` issued and has not released; score = expiry time."""
         return f"{self.prefix}:open:{system}"
 
+    def issued(self, kind: str, ident: str) -> str:
+        """Who issued an open item and when ('<instance> <unix time>'), for the drain's list;
+        lives as long as the item counts as open."""
+        return f"{self.prefix}:issued:{kind}:{ident}"
+
     def preview(self, system: str) -> str:
         """Present (with a TTL) while `system` is being tested through the preview header."""
         return f"{self.prefix}:preview:{system}"

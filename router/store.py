@@ -83,10 +83,45 @@ class AffinityRecord:
     system: str
     ttl: int  # seconds the owner is remembered
     open_ttl: int | None = None  # seconds it counts as open for drain (None: ttl)
+    issuer: str = ""  # the router instance that issued it ("" once replayed from a cache)
+    issued: float = 0.0  # when, Unix time (0: unknown)
 
     @property
     def counted(self) -> int:
         return self.ttl if self.open_ttl is None else self.open_ttl
+
+
+@dataclass(frozen=True, slots=True)
+class OpenItem:
+    """One item a system holds open as the routers know it (`open-items`, drain)."""
+
+    kind: AffinityKind
+    ident: str
+    expires: float  # when it stops counting as open, Unix time
+    issuer: str = ""  # router instance that issued it, "" when unknown
+    issued: float = 0.0  # Unix time, 0 when unknown
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "id": self.ident,
+            "issued_at": self.issued or None,
+            "issuer": self.issuer or None,
+            "expires_at": self.expires,
+        }
+
+
+def issued_value(issuer: str, issued: float) -> str:
+    return f"{issuer} {issued:.3f}"
+
+
+def parse_issued(value: str | None) -> tuple[str, float]:
+    """('<instance>', time) from a `Keys.issued` value; ("", 0.0) when absent or garbled."""
+    issuer, _, when = (value or "").rpartition(" ")
+    try:
+        return issuer, float(when)
+    except ValueError:
+        return "", 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +206,9 @@ class StateStore(Protocol):
     async def claim_affinity(self, record: AffinityRecord, now: float) -> str | None: ...
     async def release(self, kind: AffinityKind, ident: str, system: str) -> None: ...
     async def open_counts(self, systems: Sequence[str], now: float) -> dict[str, int]: ...
+    async def open_items(
+        self, system: str, now: float, limit: int
+    ) -> tuple[int, list[OpenItem]]: ...
     async def mark_preview(self, system: str, ttl: int) -> None: ...
     async def previewing(self, systems: Sequence[str]) -> frozenset[str]: ...
 
@@ -385,7 +423,8 @@ return 0
 
 _AFFINITY = """
 -- KEYS[1]: one open-items key of the batch (routes the call in a cluster; see keys.py)
--- ARGV[1]: JSON [[affinity key, open key, system, ttl, member, expiry], ...]
+-- ARGV[1]: JSON [[affinity key, open key, system, ttl, member, expiry,
+--                 issued key, issued value, seconds counted], ...]
 -- An id another system holds is left to it: the first issuer keeps it (a short code two
 -- systems drew alike must not move to the last one that reported it; see claim_affinity).
 local records = cjson.decode(ARGV[1])
@@ -394,7 +433,10 @@ for _, r in ipairs(records) do
   local holder = redis.call('GET', r[1])
   if not holder or holder == r[3] then
     redis.call('SET', r[1], r[3], 'EX', r[4])
-    if r[2] ~= '' then redis.call('ZADD', r[2], r[6], r[5]) end
+    if r[2] ~= '' then
+      redis.call('ZADD', r[2], r[6], r[5])
+      if r[7] ~= '' then redis.call('SET', r[7], r[8], 'EX', r[9]) end
+    end
     written = written + 1
   end
 end
@@ -403,12 +445,16 @@ return written
 
 _CLAIM = """
 -- KEYS[1]: the affinity key
--- ARGV: system, ttl, open key ('' = not counted), open member, open expiry
+-- ARGV: system, ttl, open key ('' = not counted), open member, open expiry,
+--       issued key ('' = none), issued value, seconds counted
 -- Takes the id for ARGV[1] unless another system holds it; returns that system, or ''.
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return holder end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-if ARGV[3] ~= '' then redis.call('ZADD', ARGV[3], ARGV[5], ARGV[4]) end
+if ARGV[3] ~= '' then
+  redis.call('ZADD', ARGV[3], ARGV[5], ARGV[4])
+  if ARGV[6] ~= '' then redis.call('SET', ARGV[6], ARGV[7], 'EX', ARGV[8]) end
+end
 return ''
 """
 
@@ -890,6 +936,9 @@ class RedisStore:
                 r.ttl,
                 _member(r.kind, r.ident),
                 now + r.counted,
+                k.issued(r.kind, r.ident) if r.issuer else "",
+                issued_value(r.issuer, r.issued) if r.issuer else "",
+                r.counted,
             ]
             for r in records
         ]
@@ -936,6 +985,9 @@ class RedisStore:
                     counted,
                     _member(record.kind, record.ident),
                     now + record.counted,
+                    k.issued(record.kind, record.ident) if record.issuer else "",
+                    issued_value(record.issuer, record.issued) if record.issuer else "",
+                    record.counted,
                 ],
             )
         except (RedisError, OSError) as exc:
@@ -945,7 +997,7 @@ class RedisStore:
     async def release(self, kind: AffinityKind, ident: str, system: str) -> None:
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                pipe.delete(self.keys.affinity(kind, ident))
+                pipe.delete(self.keys.affinity(kind, ident), self.keys.issued(kind, ident))
                 pipe.zrem(self.keys.open_items(system), _member(kind, ident))
                 await pipe.execute()
         except (RedisError, OSError) as exc:
@@ -963,6 +1015,28 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             raise await self._failure(exc, *(self.keys.open_items(s) for s in systems)) from exc
         return {system: int(results[2 * i + 1]) for i, system in enumerate(systems)}
+
+    async def open_items(self, system: str, now: float, limit: int) -> tuple[int, list[OpenItem]]:
+        """(how many, the `limit` that stop counting first) of what `system` holds open: the
+        oldest of a kind first (each kind counts for its own ttl from its issue)."""
+        key = self.keys.open_items(system)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.zcount(key, f"({now}", "+inf")
+                pipe.zrangebyscore(key, f"({now}", "+inf", start=0, num=limit, withscores=True)
+                total, rows = await pipe.execute()
+            members = [(str(m).partition(":"), float(score)) for m, score in rows]
+            issued = []
+            if members:
+                names = [self.keys.issued(kind, ident) for (kind, _, ident), _ in members]
+                issued = await self._client.mget(names)
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, key) from exc
+        items = []
+        for ((kind, _, ident), expires), value in zip(members, issued, strict=True):
+            issuer, when = parse_issued(None if value is None else str(value))
+            items.append(OpenItem(kind, ident, expires, issuer, when))  # type: ignore[arg-type]
+        return int(total), items
 
     async def mark_preview(self, system: str, ttl: int) -> None:
         try:
@@ -992,6 +1066,7 @@ class MemoryStore:
         self.entries: list[AuditEntry] = []
         self.affinity: dict[tuple[str, str], tuple[str, float]] = {}
         self.open: dict[str, dict[str, float]] = {}
+        self.issued: dict[str, tuple[str, float]] = {}  # member -> (instance, time)
         self.preview: dict[str, float] = {}
         # One process's memory never loses its state while the process runs.
         self.epoch: str | None = "memory:0"
@@ -1251,6 +1326,8 @@ class MemoryStore:
             self.affinity[(r.kind, r.ident)] = (r.system, now + r.ttl)
             if r.counted > 0:
                 self.open.setdefault(r.system, {})[_member(r.kind, r.ident)] = now + r.counted
+                if r.issuer:
+                    self.issued[_member(r.kind, r.ident)] = (r.issuer, r.issued)
 
     async def lookup_affinity(self, kind: AffinityKind, ident: str) -> str | None:
         found = self.affinity.get((kind, ident))
@@ -1273,6 +1350,18 @@ class MemoryStore:
     async def release(self, kind: AffinityKind, ident: str, system: str) -> None:
         self.affinity.pop((kind, ident), None)
         self.open.get(system, {}).pop(_member(kind, ident), None)
+        self.issued.pop(_member(kind, ident), None)
+
+    async def open_items(self, system: str, now: float, limit: int) -> tuple[int, list[OpenItem]]:
+        live = sorted(
+            (expiry, member) for member, expiry in self.open.get(system, {}).items() if expiry > now
+        )
+        items = []
+        for expiry, member in live[:limit]:
+            kind, _, ident = member.partition(":")
+            issuer, when = self.issued.get(member, ("", 0.0))
+            items.append(OpenItem(kind, ident, expiry, issuer, when))  # type: ignore[arg-type]
+        return len(live), items
 
     async def open_counts(self, systems: Sequence[str], now: float) -> dict[str, int]:
         counts = {}
@@ -1280,6 +1369,7 @@ class MemoryStore:
             items = self.open.get(system, {})
             for member in [m for m, expiry in items.items() if expiry <= now]:
                 del items[member]
+                self.issued.pop(member, None)
             counts[system] = len(items)
         return counts
 

@@ -100,6 +100,7 @@ def build_runtime(config: Config, store: StateStore | None = None) -> Runtime:
         cache_size=r.affinity_cache_size,
         ttl=r.affinity_ttl,
         shortcode_ttl=r.shortcode_ttl,
+        instance=instance,
     )
     # Filled in Runtime.start(); the release service fetches libraries through the same pools.
     upstreams: dict[str, Upstream] = {}

@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 HOST = "127.0.0.1"
-JSON_PATH = "/monitoring/status"  # {"node": ..., "calls": {"active": N}, "build": ...}
+JSON_PATH = "/monitoring/status"  # {"node": ..., "calls": {"active": N}, "version": ...}
 PROMETHEUS_PATH = "/exporter/metrics"  # media_broker_calls{broker="mb1",state="active"} N
 LIBRARIES = (
     "/gateway/adapter.js",
@@ -97,7 +97,7 @@ class StrictGateway:
     # --- its monitoring (not the FCSDK surface: what operators put beside it) ------------
 
     async def _json_status(self, request: web.Request) -> web.Response:
-        doc = {"node": self.name, "calls": {"active": len(self.sessions)}, "build": self.version}
+        doc = {"node": self.name, "calls": {"active": len(self.sessions)}, "version": self.version}
         return web.json_response(doc)
 
     async def _prometheus(self, request: web.Request) -> web.Response:

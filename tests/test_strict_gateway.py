@@ -344,3 +344,121 @@ async def test_a_switch_fingerprints_its_target_through_the_gates(
     assert fresh not in (None, old)
     listing, serving = await releases.listing()
     assert serving["b"] == fresh
+
+
+# --- a drain that does not end --------------------------------------------------------------
+
+
+async def test_what_holds_a_drain_is_listed_and_a_timeout_says_what_to_do(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    doubles: dict[str, StrictGateway],
+    routers: RouterFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    data = strict_data(redis_server.url, doubles, release_paths=[])
+    for table in data["systems"].values():  # the routers' count decides here
+        for key in ("stats_url", "stats_count", "stats_format", "stats_metric"):
+            table.pop(key, None)
+    config = write_toml(tmp_path / "router.toml", data)
+    router = await routers(load_config(config, {}))
+    sid, _ = await mint(http, router)
+    async with http.put(router.proxy_url + "/assistserver/shortcode/create") as resp:
+        code = (await resp.json())["shortCode"]
+    await issued_everywhere(router)
+    await switch_to(redis_server, [router], "b")
+
+    url = f"{router.admin_url}/api/systems/a/open-items?limit=10"
+    async with http.get(url, headers=ADMIN_AUTH) as resp:
+        assert resp.status == 200, await resp.text()
+        doc = await resp.json()
+    assert doc["system"] == "a" and doc["total"] == 2
+    assert {(i["kind"], i["id"]) for i in doc["items"]} == {("session", sid), ("code", code)}
+    for item in doc["items"]:
+        assert item["issuer"] == router.server.runtime.instance
+        assert 0 <= item["age"] < 60 and item["expires_at"] > item["issued_at"]
+    async with http.get(router.admin_url + "/api/systems/a/open-items") as resp:
+        assert resp.status == 401  # a read of the admin API, like /api/status
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "router",
+        "drain-wait",
+        "a",
+        "--timeout",
+        "0.5",
+        "--interval",
+        "0.2",
+        "--config",
+        str(config),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 1, out.decode() + err.decode()
+    text = err.decode()
+    assert "timed out after 0.5 s" in text
+    assert "a: 2 open items the routers know" in text
+    assert sid in text and code in text and router.server.runtime.instance in text
+    assert f"`token-router open-items a --config {config.resolve()}`" in text
+    assert "Media Brokers down gracefully" in text
+    assert f'`token-router offline a --force --reason "..." --config {config.resolve()}`' in text
+
+    # The deleted token no longer holds a.
+    async with http.delete(f"{router.proxy_url}{SESSION_PATH}/id/{sid}") as resp:
+        assert resp.status == 204
+    await router.server.runtime.affinity.flush()
+    result = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "router",
+        "open-items",
+        "a",
+        "--json",
+        "--config",
+        str(config),
+        stdout=subprocess.PIPE,
+        env=ENV,
+    )
+    listed, _ = await asyncio.wait_for(result.communicate(), 60)
+    assert result.returncode == 0
+    doc = orjson.loads(listed)
+    assert doc["total"] == 1 and doc["items"][0]["id"] == code
+
+
+async def test_one_version_per_system_on_every_surface(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    doubles: dict[str, StrictGateway],
+    routers: RouterFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    """a's config says 4.0, its gateway reports 4.1 (what it serves): the page, /api/status
+    and `status` all say 4.1, the label of the release a serves."""
+    data = strict_data(redis_server.url, doubles, release_dir=str(tmp_path / "releases"))
+    data["systems"]["a"]["version"] = "4.0"
+    config = write_toml(tmp_path / "router.toml", data)
+    router = await routers(load_config(config, {}))
+    releases = router.server.runtime.releases
+    await wait_until(lambda: releases.label_of("a") == "4.1", 30)
+    assert (await systems_of(http, router))["a"]["version"] == "4.1"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "router",
+        "status",
+        "--json",
+        "--config",
+        str(config),
+        stdout=subprocess.PIPE,
+        env=ENV,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    doc = orjson.loads(out)
+    assert {s["id"]: s["version"] for s in doc["systems"]}["a"] == "4.1"
+    async with http.get(router.admin_url + "/api/live", headers=ADMIN_AUTH) as resp:
+        live = await resp.json()
+    page = {s["id"]: s for s in live["systems"]}["a"]
+    assert page["release"]["label"] == page["version"] == "4.1"

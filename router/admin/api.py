@@ -21,19 +21,29 @@ from router.admin.models import (
     Audit,
     AuditQuery,
     Liveness,
+    OpenItems,
+    OpenItemsQuery,
     Readiness,
     Status,
+    SystemPath,
 )
 from router.admin.spec import (
     Access,
     Answer,
     Content,
     Operation,
+    parse_path,
     parse_query,
 )
 from router.app_keys import DRAIN, HEALTH, RUNTIME
 from router.errors import ServiceUnavailable, StoreUnavailable
-from router.gateways.reports import SystemReport, audit_json, read_counts, view_report
+from router.gateways.reports import (
+    SystemReport,
+    audit_json,
+    open_items_view,
+    read_counts,
+    view_report,
+)
 from router.metrics import CONTENT_TYPE as METRICS_TYPE
 from router.metrics import render
 from router.recovery import persistence_risk
@@ -106,7 +116,12 @@ async def status_document(app: web.Application) -> dict[str, Any]:
     return {
         "active": snapshot.active,
         **view.to_json(),
-        "systems": [r.to_json() for r in rows],
+        # One version per system on every surface: the label of the release it serves (as
+        # the page shows it), the configured version until a check has named one.
+        "systems": [
+            {**r.to_json(), "version": runtime.releases.label_of(r.id) or r.version or None}
+            for r in rows
+        ],
         "offline": sorted(snapshot.offline),
         "refused": None
         if refused is None
@@ -140,6 +155,17 @@ async def audit(request: web.Request) -> web.Response:
     except StoreUnavailable as exc:
         raise ServiceUnavailable(f"cannot read the audit stream: {exc}") from None
     return json_response({"entries": audit_json(entries)})
+
+
+async def open_items(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    system = parse_path(request, SystemPath).system
+    limit = parse_query(request, OpenItemsQuery).limit
+    try:
+        doc = await open_items_view(runtime.store, runtime.config, system, limit)
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable(f"cannot read the open items: {exc}") from None
+    return json_response(doc)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -209,6 +235,22 @@ OPERATIONS = (
         query=AuditQuery,
         ok=Audit,
         ok_description="Entries, newest first.",
+        errors={ServiceUnavailable: STORE_AWAY},
+    ),
+    Operation(
+        "GET",
+        "/api/systems/{system}/open-items",
+        open_items,
+        summary="What holds a system open: its tokens and short codes, oldest first",
+        description="The items the routers count as open on the system (tokens not deleted, "
+        "short codes within shortcode_ttl), each with its age and the router instance that "
+        "issued it: what to look at when a drain does not end.",
+        tag="status",
+        access=Access.READ,
+        path_params=SystemPath,
+        query=OpenItemsQuery,
+        ok=OpenItems,
+        ok_description="How many, and the oldest ones.",
         errors={ServiceUnavailable: STORE_AWAY},
     ),
 )

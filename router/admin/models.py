@@ -23,6 +23,12 @@ class SystemPath(Params):
     system: SystemId = Field(description="A configured system id.")
 
 
+class OpenItemsQuery(Params):
+    limit: int = Field(
+        50, ge=1, le=1000, description="How many items, oldest first.", examples=[10, 1000]
+    )
+
+
 class AuditQuery(Params):
     count: int = Field(
         50, ge=1, le=1000, description="How many entries, newest first.", examples=[10, 1000]
@@ -219,6 +225,25 @@ class Expired(BaseModel):
 
 class Audit(BaseModel):
     entries: list[AuditEntry]
+
+
+class OpenItem(BaseModel):
+    kind: Literal["session", "code"] = Field(description="A session token or a short code.")
+    id: str = Field(description="The token id or the short code.")
+    age: float = Field(description="Seconds since it was issued.")
+    issued_at: float | None = Field(description="Unix time it was issued, when recorded.")
+    issuer: str | None = Field(
+        description="The router instance that issued it (host:pid:random), when recorded."
+    )
+    expires_at: float = Field(description="Unix time it stops counting as open.")
+
+
+class OpenItems(BaseModel):
+    """What holds a system as the routers know it (the gateway's own count may differ)."""
+
+    system: SystemRef
+    total: int = Field(description="How many items the routers count as open on it.")
+    items: list[OpenItem] = Field(description="The oldest ones, oldest first, up to `limit`.")
 
 
 class OfflineResult(BaseModel):

@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 from router import interrupts, operations
 from router import rollout as rollouts
 from router.config import Config
-from router.drain import Drain, DrainHistory, describe
+from router.drain import Drain, DrainHistory, describe, format_age, stall_advice
 from router.errors import RouterError, StoreUnavailable, WrongKeyType
 from router.gates import GateProber
-from router.gateways.reports import read_counts, reports
+from router.gateways.reports import open_items_view, read_counts, reports
 from router.gateways.stats import probe_all
 from router.instances import STALE_BEATS
 from router.state import Snapshot, build_snapshot
@@ -593,11 +593,29 @@ class Procedure:
                 self.drain_seconds = now - started
                 return f"{old} holds no calls after {self.drain_seconds:.1f} s"
             if now >= deadline:
+                await self._drain_advice(old)
                 raise StepFailed(
                     EXIT_DRAIN_TIMEOUT,
                     f"{old} still holds calls after {opts.drain_timeout:g} s ({view.line})",
                 )
             await interrupts.sleep(min(opts.drain_interval, max(0.0, deadline - now)))
+
+    async def _drain_advice(self, old: str) -> None:
+        """What holds `old` (the oldest items the routers know) and what to do about it."""
+        try:
+            doc = await open_items_view(self.store, self.config, old, 5)
+        except StoreUnavailable as exc:
+            self.out(f"  (cannot list what holds {old}: {exc})")
+        else:
+            self.out(f"  {old}: {doc['total']} open item(s) the routers know, oldest first:")
+            for item in doc["items"]:
+                issuer = item["issuer"] or "(not recorded)"
+                self.out(
+                    f"    {item['kind']} {item['id']}, {format_age(item['age'])} old, "
+                    f"issued by {issuer}"
+                )
+        for line in stall_advice(old):
+            self.out(f"  {line}")
 
     async def _step_offline(self) -> str:
         assert self.record is not None
