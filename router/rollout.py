@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from router.errors import BadRequest
+from router.printable import printable
 
 RUNNING = ("running", "paused")
 TERMINAL = ("promoted", "aborted", "ended")
@@ -99,7 +100,7 @@ def loads(raw: str | None) -> Rollout | None:
             started_by=str(doc.get("started_by", "")),
             paused_at=None if doc.get("paused_at") is None else float(doc["paused_at"]),
             ended_at=None if doc.get("ended_at") is None else float(doc["ended_at"]),
-            end_reason=None if doc.get("end_reason") is None else str(doc["end_reason"]),
+            end_reason=None if doc.get("end_reason") is None else printable(str(doc["end_reason"])),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError):
         return None

@@ -26,6 +26,7 @@ from router.gateways.stats import probe_all
 from router.keys import Keys
 from router.logs import setup_logging
 from router.operations import Confirmation, SwitchOutcome
+from router.printable import printable
 from router.sentinel import redis_target
 from router.state import Snapshot
 from router.store import AuditEntry, StateStore, open_store
@@ -269,4 +270,4 @@ def add_guard_flags(p: argparse.ArgumentParser, *, expect: bool = False) -> None
         action="store_true",
         help="override the gates (offline, health; never --expect); recorded in the audit",
     )
-    p.add_argument("--reason", metavar="TEXT", help="why, for the audit log")
+    p.add_argument("--reason", metavar="TEXT", type=printable, help="why, for the audit log")
