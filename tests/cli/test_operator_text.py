@@ -4,6 +4,8 @@ came through the CLI, the API or straight into the audit stream with redis-cli."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiohttp
 
 from router.admin.session import COOKIE
@@ -20,7 +22,8 @@ def stream(redis_server: RedisServer) -> str:
 
 
 async def test_cli_reason_is_stored_and_printed_escaped(
-    config, redis_server: RedisServer  # noqa: F811
+    config: Path,  # noqa: F811
+    redis_server: RedisServer,
 ) -> None:
     cfg = ("--config", str(config))
     result = await cli("switch", "b", "--reason", HOSTILE, *cfg)
