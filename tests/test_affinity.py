@@ -1,4 +1,4 @@
-"""router/affinity.py: the local LRU, group commit of writes, fail-static records + replay."""
+"""router/state/affinity.py: the local LRU, group commit of writes, fail-static records + replay."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from router.affinity import MAX_BATCH, QUEUE_MAX, REPLAY_MAX, Affinity, LocalCache
-from router.keys import Keys
-from router.state import Snapshot, StateHolder
-from router.store import MemoryStore, RedisStore, StateStore
+from router.state.affinity import MAX_BATCH, QUEUE_MAX, REPLAY_MAX, Affinity, LocalCache
+from router.state.keys import Keys
+from router.state.snapshot import Snapshot, StateHolder
+from router.state.store import MemoryStore, RedisStore, StateStore
 from tests.helpers import REDIS_TIMEOUT, RedisServer
 
 KEYS = Keys("tokenrouter")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from router.assets import PACKAGE, REQUIRED, candidates, find_assets
+from router.admin.assets import PACKAGE, REQUIRED, candidates, find_assets
 from router.errors import RouterError
 
 

@@ -1,10 +1,10 @@
-"""router/drain.py: the one drain decision, its trend, and the history that feeds it."""
+"""router/systems/drain.py: the one drain decision, its trend, and the history that feeds it."""
 
 from __future__ import annotations
 
 import pytest
 
-from router.drain import (
+from router.systems.drain import (
     STATES,
     Drain,
     DrainFacts,

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from router.errors import Conflict, GateRefused
-from router.store import AuditFields, MemoryStore
+from router.state.store import AuditFields, MemoryStore
 from tests import test_store
 from tests.helpers import wait_until
 from tests.test_store import KNOWN, StoreCase

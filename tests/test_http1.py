@@ -1,4 +1,4 @@
-"""router/http1.py: the token hop's lean client against raw gateways on real sockets.
+"""router/proxy/http1.py: the token hop's lean client against raw gateways on real sockets.
 
 Each gateway here writes exact bytes, so every framing and connection case the parser and
 the pool must get right is pinned down: chunked, close-delimited, `Connection: close`,
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 
-from router.http1 import GatewayError, GatewayPool, NeverSent, encode_request
+from router.proxy.http1 import GatewayError, GatewayPool, NeverSent, encode_request
 from tests.helpers import HOST
 
 Answerer = Callable[[bytes], bytes | None]  # request head -> raw answer (None: close)

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from router.errors import StoreUnavailable, WrongKeyType
-from router.key_types import expected_type, repair_hint, wrong_type_message
-from router.keys import Keys
 from router.releases.store import RedisReleaseStore
-from router.state import Snapshot, StateHolder, StateWatcher
-from router.store import AffinityRecord, RedisStore
+from router.state.key_types import expected_type, repair_hint, wrong_type_message
+from router.state.keys import Keys
+from router.state.snapshot import Snapshot, StateHolder, StateWatcher
+from router.state.store import AffinityRecord, RedisStore
 from tests.helpers import REDIS_TIMEOUT, RedisServer, wait_until
 
 KEYS = Keys("tokenrouter")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from router.errors import ConfigError
-from router.listeners import check_distinct_listeners, overlap, resolve
+from router.server.addresses import check_distinct_listeners, overlap, resolve
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""router/loop_probe.py: a stall of the event loop is seen and measured, idle jitter is not.
+"""router/server/loop_probe.py: a stall of the event loop is seen and measured, idle jitter is not.
 
 Both clocks are tested: the kernel timer (timerfd, precise) and uvloop's millisecond timers
 (the fallback where there is no timerfd)."""
@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from router.loop_probe import STALL_FLOOR, LoopProbe, periodic_timerfd
 from router.metrics import Metrics
+from router.server.loop_probe import STALL_FLOOR, LoopProbe, periodic_timerfd
 from tests.helpers import wait_until
 
 CLOCKS = [pytest.param(True, id="timerfd"), pytest.param(False, id="timer")]

@@ -1,4 +1,4 @@
-"""router/memory.py: the allocator settings a worker applies at start."""
+"""router/server/allocator.py: the allocator settings a worker applies at start."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from router.memory import tune_allocator
+from router.server.allocator import tune_allocator
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")

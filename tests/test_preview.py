@@ -6,7 +6,7 @@ from __future__ import annotations
 import aiohttp
 import orjson
 
-from router.proxy import PREVIEW_COOKIE
+from router.proxy.handler import PREVIEW_COOKIE
 from router.simulator.gateway import library_files
 from tests.helpers import (
     SESSION_BODY,

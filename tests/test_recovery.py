@@ -13,9 +13,9 @@ import orjson
 import pytest
 
 from router.admin.session import COOKIE
-from router.recovery import counts_unknown_reason, persistence_risk
 from router.simulator.gateway import library_files
-from router.store import StoredState, persistence_mode
+from router.state.recovery import counts_unknown_reason, persistence_risk
+from router.state.store import StoredState, persistence_mode
 from tests.admin.test_auth import log_in
 from tests.helpers import (
     SESSION_BODY,

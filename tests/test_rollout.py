@@ -12,13 +12,13 @@ import aiohttp
 import orjson
 import pytest
 
-from router import rollout as model
 from router.config import build_config
 from router.errors import BadRequest
-from router.gates import Probe, check_target
-from router.rollout import Action, Share
-from router.routing import Match, RequestFacts, Route, decide
-from router.state import Snapshot
+from router.proxy.routing import Match, RequestFacts, Route, decide
+from router.state import rollout as model
+from router.state.rollout import Action, Share
+from router.state.snapshot import Snapshot
+from router.switching.gates import Probe, check_target
 from tests.admin.test_guarded_api import FAST, api, audit, instance_count
 from tests.helpers import (
     SESSION_BODY,

@@ -1,11 +1,11 @@
-"""router/routing.py: SPEC's route table as `classify` rows, and `decide` over snapshots."""
+"""router/proxy/routing.py: SPEC's route table as `classify` rows, and `decide` over snapshots."""
 
 from __future__ import annotations
 
 import pytest
 
 from router.errors import BadRequest, MethodNotAllowed, NotFound, SystemOffline
-from router.routing import (
+from router.proxy.routing import (
     BROWSER,
     OWNED,
     SESSION_PATH,
@@ -21,7 +21,7 @@ from router.routing import (
     fallbacks,
     upstream_target,
 )
-from router.state import Snapshot
+from router.state.snapshot import Snapshot
 
 # (id, method, path, appkey, expected match)
 ROUTES: list[tuple[str, str, str, str | None, Match]] = [

@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from router.config import build_config
-from router.redis_client import redact
+from router.state.redis_client import redact
 from tests.helpers import (
     ADMIN_AUTH,
     ADMIN_TOKEN,

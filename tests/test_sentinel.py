@@ -18,7 +18,7 @@ import redis
 from router.cli.serve import preflight_sentinels
 from router.config import build_config
 from router.errors import ConfigError
-from router.sentinel import SentinelTarget, redis_target
+from router.state.sentinel import SentinelTarget, redis_target
 from tests.cli.test_cli import one_line_error, run
 from tests.helpers import (
     HOST,

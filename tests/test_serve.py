@@ -201,7 +201,7 @@ async def test_one_off_start_up_work_runs_before_the_listeners_open(
     # serve passes tune_gc (a full GC pass and freeze, ~20 ms of loop) here: no request can
     # be waiting on a listener while it runs.
     from router.config import load_config
-    from router.serve import RouterServer
+    from router.server.run import RouterServer
 
     path, proxy_url, _ = config_file(tmp_path, redis_server.url, gateways)
     server = RouterServer(load_config(path, {}))

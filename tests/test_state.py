@@ -1,4 +1,4 @@
-"""router/state.py: snapshots, the holder, backoff, and the watcher on memory:// and Redis."""
+"""router/state/snapshot.py: snapshots, the holder, backoff, the watcher on memory:// and Redis."""
 
 from __future__ import annotations
 
@@ -11,9 +11,16 @@ from dataclasses import dataclass, field, replace
 import pytest
 
 from router.errors import StoreUnavailable
-from router.keys import Keys
-from router.state import Backoff, Refusal, Snapshot, StateHolder, StateWatcher, build_snapshot
-from router.store import MemoryStore, RedisStore, StateStore, StoredState
+from router.state.keys import Keys
+from router.state.snapshot import (
+    Backoff,
+    Refusal,
+    Snapshot,
+    StateHolder,
+    StateWatcher,
+    build_snapshot,
+)
+from router.state.store import MemoryStore, RedisStore, StateStore, StoredState
 from tests.helpers import REDIS_TIMEOUT, RedisServer, wait_until
 
 KNOWN = ("a", "b")

@@ -1,4 +1,4 @@
-"""router/store.py: one behavioural suite run against RedisStore (real redis-server) and
+"""router/state/store.py: one behavioural suite run against RedisStore (real redis-server) and
 MemoryStore; Redis-only behaviour (a dead server, keyspace flags) against the real server."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from router.errors import Conflict, StoreUnavailable
-from router.keys import Keys
-from router.redis_client import redact
-from router.store import (
+from router.state.keys import Keys
+from router.state.redis_client import redact
+from router.state.store import (
     AffinityRecord,
     AuditEntry,
     MemoryStore,

@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import orjson
 
-from router.store import MemoryStore
+from router.state.store import MemoryStore
 from tests.helpers import (
     ADMIN_AUTH,
     SESSION_BODY,

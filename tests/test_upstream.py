@@ -1,4 +1,4 @@
-"""router/upstream.py: header hygiene and error mapping (pure), and `Upstream.send` against a
+"""router/proxy/upstream.py: header hygiene and error mapping (pure), and `Upstream.send` against a
 simulated gateway on a real socket."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from router.config import SystemConfig
 from router.errors import RequestError, UpstreamTimeout, UpstreamUnavailable
-from router.upstream import (
+from router.proxy.upstream import (
     HOP_BY_HOP,
     Upstream,
     UpstreamAnswer,
@@ -411,8 +411,8 @@ async def test_cookies_set_for_one_caller_never_reach_another() -> None:
 def test_gateway_ssl_policy_is_shared_by_pool_and_prober() -> None:
     import ssl
 
-    from router.gateways.prober import HealthProber
-    from router.upstream import gateway_ssl
+    from router.proxy.upstream import gateway_ssl
+    from router.systems.prober import HealthProber
 
     def system(gateway: str, **kw: object) -> SystemConfig:
         return SystemConfig(id="a", gateway=gateway, public_url="https://a.example.com", **kw)  # type: ignore[arg-type]

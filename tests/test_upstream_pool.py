@@ -21,8 +21,8 @@ from multidict import CIMultiDict
 
 from router.config import SystemConfig, build_config
 from router.errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
+from router.proxy.upstream import Upstream, may_retry
 from router.releases.fetch import Fetcher
-from router.upstream import Upstream, may_retry
 from tests.helpers import HOST, SESSION_BODY, SESSION_PATH, router_data, wait_until
 
 # The router runs on uvloop, and the lost request needs its way of reading (several reads

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 
-from router import operations
 from router.cli.common import (
     Context,
     Parser,
@@ -18,6 +17,7 @@ from router.cli.common import (
     operator,
     with_context,
 )
+from router.switching import operations
 
 
 def add_parsers(sub: Subcommands, common: Parser) -> None:

@@ -19,11 +19,11 @@ from typing import Protocol
 from redis.exceptions import RedisError
 
 from router.errors import StoreUnavailable
-from router.key_types import diagnose, is_wrong_type
-from router.keys import Keys
-from router.redis_client import close_client, describe, redis_client, unavailable
 from router.releases.model import LibraryFile, ReleaseMeta, manifest_from_json, manifest_json
-from router.sentinel import SentinelTarget
+from router.state.key_types import diagnose, is_wrong_type
+from router.state.keys import Keys
+from router.state.redis_client import close_client, describe, redis_client, unavailable
+from router.state.sentinel import SentinelTarget
 
 FORMS = ("", "gzip", "br")  # identity first
 

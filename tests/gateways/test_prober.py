@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from router.config import SystemConfig
-from router.gateways.prober import LIBRARY_PROBE_PATH, HealthProber, probe_target
+from router.systems.prober import LIBRARY_PROBE_PATH, HealthProber, probe_target
 from tests.helpers import Gateway, wait_until
 
 

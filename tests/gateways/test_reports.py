@@ -1,5 +1,5 @@
-"""router/gateways/reports.py (reports through the drain decision, counts) and
-router/gateways/stats.py (stats_url)."""
+"""router/systems/reports.py (reports through the drain decision, counts) and
+router/systems/stats.py (stats_url)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import aiohttp
 import pytest
 
 from router.config import SystemConfig, build_config
-from router.drain import STATES
-from router.gateways.reports import audit_json, read_counts, reports
-from router.gateways.stats import parse_open_sessions, probe_all, probe_open_sessions
-from router.keys import Keys
-from router.state import Snapshot
-from router.store import AffinityRecord, MemoryStore, RedisStore
+from router.state.keys import Keys
+from router.state.snapshot import Snapshot
+from router.state.store import AffinityRecord, MemoryStore, RedisStore
+from router.systems.drain import STATES
+from router.systems.reports import audit_json, read_counts, reports
+from router.systems.stats import parse_open_sessions, probe_all, probe_open_sessions
 from tests.helpers import HOST, SESSION_BODY, SESSION_PATH, Gateway, free_port
 
 # --- reports --------------------------------------------------------------------------------

@@ -23,14 +23,14 @@ import logging
 import time
 from collections import Counter
 
-from router import operations
-from router import rollout as model
 from router.config import Config
 from router.errors import Conflict, RouterError, StoreUnavailable
-from router.gates import GateProber
-from router.routing import Route
-from router.state import Snapshot, StateHolder
-from router.store import StateStore
+from router.proxy.routing import Route
+from router.state import rollout as model
+from router.state.snapshot import Snapshot, StateHolder
+from router.state.store import StateStore
+from router.switching import operations
+from router.switching.gates import GateProber
 
 log = logging.getLogger("router.rollout")
 

@@ -1,7 +1,7 @@
 """token-router's one Redis client policy, shared by the state store and the release store.
 
 How a client is made (timeouts, the one retry on a dead pooled connection; a URL or the
-master behind Redis Sentinel, router/sentinel.py), how a failure reads to the user, and how
+master behind Redis Sentinel, router/state/sentinel.py), how a failure reads to the user, and how
 a URL is shown without its password.
 """
 
@@ -19,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from router.errors import StoreUnavailable
-from router.sentinel import SentinelTarget
+from router.state.sentinel import SentinelTarget
 
 # Query parameters redis-py (and its Sentinel support) reads a password from.
 _SECRET_PARAMS = ("password", "sentinel_password", "pass", "auth", "token")

@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from itertools import islice
 
 from router.errors import StoreUnavailable
-from router.state import StateHolder
-from router.store import AffinityKind, AffinityRecord, StateStore
+from router.state.snapshot import StateHolder
+from router.state.store import AffinityKind, AffinityRecord, StateStore
 
 log = logging.getLogger("router.affinity")
 # Records per Redis command: bounds one script call's run time inside Redis.

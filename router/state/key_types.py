@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from router.errors import WrongKeyType
-from router.keys import Keys
+from router.state.keys import Keys
 
 
 def is_wrong_type(exc: BaseException) -> bool:

@@ -24,7 +24,13 @@ from router.errors import (
     UpstreamTooLarge,
     UpstreamUnavailable,
 )
-from router.http1 import AnswerTooLarge, ConnectFailed, GatewayError, GatewayPool, encode_request
+from router.proxy.http1 import (
+    AnswerTooLarge,
+    ConnectFailed,
+    GatewayError,
+    GatewayPool,
+    encode_request,
+)
 
 log = logging.getLogger("router.upstream")
 
@@ -175,7 +181,7 @@ def answer_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
 
 
 class Upstream:
-    """The connections to one system's gateway: the token hop's lean pool (router/http1.py)
+    """The connections to one system's gateway: the token hop's lean pool (router/proxy/http1.py)
     for proxied requests, and an aiohttp session for the release checks."""
 
     def __init__(

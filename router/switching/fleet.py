@@ -20,8 +20,8 @@ from typing import Any
 
 from router import __version__
 from router.errors import StoreUnavailable
-from router.state import Snapshot, StateHolder
-from router.store import StateStore
+from router.state.snapshot import Snapshot, StateHolder
+from router.state.store import StateStore
 
 log = logging.getLogger("router.instances")
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from router.affinity import Affinity
 from router.errors import StoreUnavailable
-from router.store import StateStore, StoredState
+from router.state.affinity import Affinity
+from router.state.store import StateStore, StoredState
 
 
 class Restorer(Protocol):

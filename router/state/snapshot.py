@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from router.errors import StoreUnavailable
-from router.rollout import Share, loads, share_of
-from router.store import StateStore, StoredState
+from router.state.rollout import Share, loads, share_of
+from router.state.store import StateStore, StoredState
 
 log = logging.getLogger("router.state")
 

@@ -13,9 +13,9 @@ from aiohttp import web
 from router.admin.auth import AdminAuth
 from router.admin.feed import LiveFeed
 from router.admin.templates import Templates
-from router.drain import DrainHistory
-from router.gateways.prober import HealthProber
 from router.runtime import Runtime
+from router.systems.drain import DrainHistory
+from router.systems.prober import HealthProber
 
 # The admin app's view of the process: the runtime the proxy app starts and closes.
 RUNTIME = web.AppKey("runtime", Runtime)

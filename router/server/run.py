@@ -25,12 +25,12 @@ from aiohttp import web
 
 from router.config import Config, check_listen
 from router.errors import ConfigError
-from router.listeners import check_distinct_listeners
 from router.logs import AccessLogger, quiet_protocol_errors
-from router.memory import tune_allocator
 from router.metrics import multiprocess_dir
-from router.store import StateStore
-from router.wiring import create_proxy_server, wire
+from router.server.addresses import check_distinct_listeners
+from router.server.allocator import tune_allocator
+from router.server.wiring import create_proxy_server, wire
+from router.state.store import StateStore
 
 log = logging.getLogger("router.serve")
 

@@ -1,4 +1,4 @@
-"""What the router reports about each system: the drain decision (router/drain.py) over the
+"""What the router reports about each system: the drain decision (router/systems/drain.py) over the
 counts one gatherer reads, shared by `/api/status`, the admin page, `/metrics` and
 `token-router status` / `drain-wait`, so they can never tell an operator different stories.
 """
@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from router.config import Config
-from router.drain import Drain, DrainFacts, DrainHistory, deciding_count, drain
 from router.errors import StoreUnavailable
-from router.recovery import counts_unknown_reason
-from router.state import Snapshot
-from router.store import AuditEntry, StateStore
+from router.state.recovery import counts_unknown_reason
+from router.state.snapshot import Snapshot
+from router.state.store import AuditEntry, StateStore
+from router.systems.drain import Drain, DrainFacts, DrainHistory, deciding_count, drain
 
 Probes = Mapping[str, tuple[int | None, str]]
 
@@ -76,7 +76,7 @@ def reports(
     history: DrainHistory | None = None,
     now: float | None = None,
 ) -> list[SystemReport]:
-    """Every system's report, its state decided by `router.drain.drain`.
+    """Every system's report, its state decided by `router.systems.drain.drain`.
 
     `counts` are the routers' open items (None: the store did not answer), `probes` the
     gateways' own counts for systems with a stats_url; `history`, when given, receives the

@@ -13,14 +13,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from router import rollout as model
 from router.config import Config
 from router.errors import BadRequest, Conflict, GateRefused
-from router.gates import GateProber, check_target, enforce, known_target
-from router.instances import STALE_BEATS
-from router.rollout import Rollout
-from router.state import Snapshot, build_snapshot
-from router.store import AuditFields, StateStore, StoredState, SwitchResult
+from router.state import rollout as model
+from router.state.rollout import Rollout
+from router.state.snapshot import Snapshot, build_snapshot
+from router.state.store import AuditFields, StateStore, StoredState, SwitchResult
+from router.switching.fleet import STALE_BEATS
+from router.switching.gates import GateProber, check_target, enforce, known_target
 
 SWITCH_ACTIONS = ("switch", "undo", "promote")
 

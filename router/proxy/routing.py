@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, quote
 
 from router.errors import BadRequest, MethodNotAllowed, NotFound, RequestError, SystemOffline
 from router.releases.paths import RELEASE_PREFIX, clean, is_library, is_release
-from router.state import Snapshot
+from router.state.snapshot import Snapshot
 
 
 class Route(enum.Enum):
@@ -34,7 +34,7 @@ class Route(enum.Enum):
 # Routes whose target is the system that issued an id, not the active one.
 OWNED = frozenset({Route.TOKEN_DELETE, Route.CODE_LOOKUP, Route.AGENT})
 # Routes a gateway may receive twice with the same effect as once: only these are sent a
-# second time after a connection broke mid-request (router/upstream.py, may_retry). A PUT to
+# second time after a connection broke mid-request (router/proxy/upstream.py, may_retry). A PUT to
 # create a short code is not among them: each one makes a new code.
 IDEMPOTENT = frozenset({Route.TOKEN_DELETE, Route.CODE_LOOKUP, Route.LIBRARY})
 # New sessions: what a progressive rollout shares out (SPEC section 6).

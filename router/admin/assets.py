@@ -14,7 +14,7 @@ from pathlib import Path
 
 from router.errors import RouterError
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parent.parent  # router/, the package this module sits in
 # Files the admin page cannot work without: checked so a half-copied tree fails at start.
 REQUIRED = {
     "templates": ("admin.html", "login.html", "docs.html"),

@@ -19,10 +19,10 @@ import orjson
 from redis.exceptions import RedisError, ResponseError
 
 from router.errors import Conflict, GateRefused, StoreUnavailable
-from router.key_types import diagnose, is_wrong_type
-from router.keys import Keys
-from router.redis_client import close_client, describe, redis_client, unavailable
-from router.sentinel import SentinelTarget
+from router.state.key_types import diagnose, is_wrong_type
+from router.state.keys import Keys
+from router.state.redis_client import close_client, describe, redis_client, unavailable
+from router.state.sentinel import SentinelTarget
 
 AUDIT_MAXLEN = 10_000
 Change = Literal["subscribed", "event", "tick"]

@@ -21,8 +21,8 @@ import aiohttp
 
 from router.config import SystemConfig
 from router.errors import BadRequest, GateRefused
-from router.gateways.prober import describe_failure, probe_target
-from router.upstream import gateway_ssl
+from router.proxy.upstream import gateway_ssl
+from router.systems.prober import describe_failure, probe_target
 
 GATES = ("offline", "health", "expect", "active", "rollout")
 

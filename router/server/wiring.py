@@ -26,32 +26,32 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from router.admin import page
+from router.admin.app_keys import AUTH, DRAIN, HEALTH, LIVE, OPENAPI, RUNTIME
+from router.admin.assets import Assets, find_assets
 from router.admin.auth import AdminAuth, admin_access
 from router.admin.feed import LiveFeed
 from router.admin.headers import security_headers
+from router.admin.json_errors import MAX_BODY, json_errors
 from router.admin.live import live_context, stop_streams
 from router.admin.openapi import openapi_document
-from router.admin.operations import OPERATIONS
-from router.admin.responses import MAX_BODY, json_errors
+from router.admin.routes import OPERATIONS
 from router.admin.spec import register
-from router.affinity import Affinity
-from router.app_keys import AUTH, DRAIN, HEALTH, LIVE, OPENAPI, RUNTIME
-from router.assets import Assets, find_assets
 from router.config import Config
-from router.drain import DrainHistory
-from router.gates import GateProber
-from router.gateways.prober import HealthProber
-from router.instances import InstanceRegistry
-from router.keys import Keys
 from router.metrics import Metrics
-from router.proxy import ProxyHandler
+from router.proxy.handler import ProxyHandler
+from router.proxy.upstream import Upstream
 from router.releases.service import Releases
-from router.rollout_driver import RolloutController
 from router.runtime import Runtime, instance_name
-from router.sentinel import SENTINEL_RETRY_MAX, redis_target
-from router.state import Snapshot, StateHolder, StateWatcher
-from router.store import StateStore, open_store
-from router.upstream import Upstream
+from router.state.affinity import Affinity
+from router.state.keys import Keys
+from router.state.sentinel import SENTINEL_RETRY_MAX, redis_target
+from router.state.snapshot import Snapshot, StateHolder, StateWatcher
+from router.state.store import StateStore, open_store
+from router.switching.controller import RolloutController
+from router.switching.fleet import InstanceRegistry
+from router.switching.gates import GateProber
+from router.systems.drain import DrainHistory
+from router.systems.prober import HealthProber
 
 
 def _count_change(metrics: Metrics, old: Snapshot, new: Snapshot) -> None:

@@ -32,8 +32,7 @@ from router.errors import (
     UpstreamTimeout,
 )
 from router.logs import loggable_path, request_id
-from router.responses import JSON_TYPE, SYSTEM_HEADER, body_response, error_response
-from router.routing import (
+from router.proxy.routing import (
     BROWSER,
     IDEMPOTENT,
     MINT,
@@ -51,11 +50,12 @@ from router.routing import (
     fallbacks,
     upstream_target,
 )
+from router.proxy.upstream import request_headers
+from router.responses import JSON_TYPE, SYSTEM_HEADER, body_response, error_response
 from router.runtime import Runtime
-from router.store import AffinityKind
+from router.state.store import AffinityKind
 from router.throttle import CredentialThrottle
 from router.trust import TrustedNetworks
-from router.upstream import request_headers
 
 log = logging.getLogger("router.proxy")
 
