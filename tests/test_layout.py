@@ -216,8 +216,9 @@ floors rely on:
 - **Listeners** are lists of callables on the object that changes (`StateHolder.listeners`,
   `StateHolder.health_listeners`, `StateWatcher.recovered`, `HealthProber.listeners`):
   subscribe with `append`, unsubscribe with `remove`.
-- **Tests mirror the packages:** `tests/releases/`, `tests/gateways/`, `tests/admin/`,
-  `tests/cli/`, `tests/simulator/`; flat modules have their `tests/test_<module>.py`.
+- **Tests mirror the packages:** `tests/state/`, `tests/proxy/`,
+  `tests/systems/`, `tests/server/`, `tests/releases/`, `tests/admin/`, ...; tests of flows
+  that cross packages are in `tests/flows/`.
 """
 
 

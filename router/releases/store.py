@@ -101,7 +101,7 @@ def _str(value: bytes | str | None) -> str:
 # hash of a few fields, a release index entry and a system pointer for a release it lacks.
 # Such a ghost passed for stored (EXISTS), so no instance wrote the real one back from its
 # archive, and a new instance answered 404 for its files (a flake of
-# tests/test_recovery.py under load).
+# tests/flows/test_recovery.py under load).
 _TOUCH = """
 if redis.call('HEXISTS', KEYS[1], 'manifest') == 0 then
   return 0

@@ -843,7 +843,7 @@ async def test_restore_survives_a_check_adopting_meanwhile(
     """The write-back after an empty Redis names the release each system serves, awaiting
     Redis per system, while a check may adopt a release for another system: that must not
     end the write-back ("dictionary changed size during iteration"), which left it due until
-    the next Redis outage (a flake of tests/test_recovery.py)."""
+    the next Redis outage (a flake of tests/flows/test_recovery.py)."""
     config = make_config(
         redis_server.url,
         gateways,

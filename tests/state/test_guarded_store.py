@@ -12,9 +12,9 @@ import pytest
 
 from router.errors import Conflict, GateRefused
 from router.state.store import AuditFields, MemoryStore
-from tests import test_store
 from tests.helpers import wait_until
-from tests.test_store import KNOWN, StoreCase
+from tests.state import test_store
+from tests.state.test_store import KNOWN, StoreCase
 
 case = test_store.case  # the same fixture: both stores, three handles, a bare SET
 
