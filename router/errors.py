@@ -135,6 +135,12 @@ class UpstreamTooLarge(UpstreamUnavailable):
     code = "upstream_too_large"
 
 
+class ShortCodeCollision(UpstreamUnavailable):
+    """A system kept answering short codes the router still routes to another system."""
+
+    code = "short_code_collision"
+
+
 class SystemOffline(RequestError):
     status = 503
     code = "system_offline"
