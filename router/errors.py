@@ -151,6 +151,14 @@ class ServiceUnavailable(RequestError):
     code = "unavailable"
 
 
+class Overloaded(ServiceUnavailable):
+    """This worker holds as many gateway answer bytes as its budget allows
+    (router.answer_budget); answered with Retry-After."""
+
+    code = "overloaded"
+    retry_after = 1.0
+
+
 class UpstreamTimeout(RequestError):
     status = 504
     code = "upstream_timeout"

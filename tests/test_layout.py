@@ -77,7 +77,8 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
     (
         "state and decisions",
-        "the state snapshot, routing, affinity, drain, recovery, metrics, watching gateways, "
+        "the state snapshot, routing, affinity, drain, the view every surface renders, "
+        "recovery, metrics, watching gateways, "
         "release files and their archive, the switch gates, the instance heartbeat",
         (
             "router.state",
@@ -85,6 +86,7 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "router.proxy.routing",
             "router.state.affinity",
             "router.systems.drain",
+            "router.view",
             "router.state.recovery",
             "router.metrics",
             "router.systems",

@@ -52,7 +52,13 @@ from router.proxy.routing import (
     upstream_target,
 )
 from router.proxy.upstream import request_headers
-from router.responses import JSON_TYPE, SYSTEM_HEADER, body_response, error_response
+from router.responses import (
+    JSON_TYPE,
+    SEPARATE_BODY_FROM,
+    SYSTEM_HEADER,
+    body_response,
+    error_response,
+)
 from router.runtime import Runtime
 from router.state.store import AffinityKind
 from router.throttle import CredentialThrottle
@@ -160,12 +166,29 @@ class ProxyHandler:
         self.requests: Counter[tuple[str, str, int]] = self.metrics.local
         self._preview_marked: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # id(request) -> bytes of router.answer_budget its gateway answers hold, given back
+        # once its answer is written (__call__).
+        self._held: dict[int, int] = {}
         # Seam for the release store: system id -> release id handed out with tokens.
         self.releases = runtime.releases
         self.release_of: Callable[[str], str | None] = self.releases.release_of
         self.release_files = self.releases.files
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            response = await self._handle(request)
+            if self._held.get(id(request), 0) >= SEPARATE_BODY_FROM:
+                # A large answer holds its budget until it is written, not only built: write
+                # it here (aiohttp's own prepare and write_eof then find it sent).
+                await response.prepare(request)
+                await response.write_eof()
+            return response
+        finally:
+            held = self._held.pop(id(request), 0)
+            if held:
+                self.runtime.answer_budget.give_back(held)
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         rid = request_id(request.headers.get(REQUEST_ID_HEADER))
         try:
             check_origin_form(request.raw_path)
@@ -350,6 +373,8 @@ class ProxyHandler:
                     request.method, target, headers, body, idempotent=route in IDEMPOTENT
                 )
                 elapsed = time.perf_counter() - started
+                if answer.held:
+                    self._held[id(request)] = self._held.get(id(request), 0) + answer.held
         except TimeoutError:
             if not sent:
                 raise RequestTimeout(
