@@ -596,6 +596,17 @@ def _check_router(router: RouterConfig, systems: Mapping[str, SystemConfig]) -> 
 SECRET_FILE_KEYS = ("redis_password", "redis_sentinel_password", "preview_secret")
 
 
+def _read_secret_files(values: dict[str, Any]) -> None:
+    """Secrets mounted as files (a Kubernetes Secret volume, systemd's LoadCredential=): the
+    value never sits in the environment or the configuration file."""
+    for key in SECRET_FILE_KEYS:
+        path = values.get(f"{key}_file")
+        if path and values.get(key):
+            raise ConfigError(f"router.{key}_file", f"give {key} or {key}_file, not both")
+        if path:
+            values[key] = _read_token_file(path, f"router.{key}_file")
+
+
 def _read_token_file(path: str, key: str = "router.admin_token_file") -> Secret:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -724,14 +735,7 @@ def build_config(data: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     if router_values.get("admin_token_file") and not router_values.get("admin_token"):
         router_values["admin_token"] = _read_token_file(router_values["admin_token_file"])
         admin_key = "router.admin_token_file"
-    # Secrets mounted as files (a Kubernetes Secret volume, systemd's LoadCredential=): the
-    # value never sits in the environment or the configuration file.
-    for key in SECRET_FILE_KEYS:
-        path = router_values.get(f"{key}_file")
-        if path and router_values.get(key):
-            raise ConfigError(f"router.{key}_file", f"give {key} or {key}_file, not both")
-        if path:
-            router_values[key] = _read_token_file(path, f"router.{key}_file")
+    _read_secret_files(router_values)
     router = _check_router(RouterConfig(**router_values), systems)
     _check_credentials(router, admin_key)
     return Config(router=router, systems=systems)
