@@ -263,6 +263,13 @@ class RouterConfig:
             " at most affinity_ttl (default 1800, or affinity_ttl if shorter)."
         ),
     )
+    drain_stall_after: Seconds = field(
+        default=120.0,
+        metadata=_help(
+            "Seconds a draining system's open count may go without falling before every"
+            " surface calls the drain stalled instead of estimating an end; 0 never does."
+        ),
+    )
     affinity_cache_size: int = field(
         default=25_000,
         metadata=_help(

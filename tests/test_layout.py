@@ -77,13 +77,15 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
     (
         "state and decisions",
-        "the state snapshot, routing, affinity, drain, recovery, metrics, watching gateways, "
+        "the state snapshot, routing, affinity, drain, the view every surface renders, "
+        "recovery, metrics, watching gateways, "
         "release files and their archive, the switch gates, the instance heartbeat",
         (
             "router.state",
             "router.routing",
             "router.affinity",
             "router.drain",
+            "router.view",
             "router.recovery",
             "router.metrics",
             "router.gateways",
