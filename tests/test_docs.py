@@ -149,7 +149,17 @@ def test_every_relative_link_exists(name: str) -> None:
             assert anchor in anchors(file.read_text(encoding="utf-8")), f"{name}: {target}"
 
 
-TOP = ("router/", "tests/", "bench/", "docker/", "docs/", "scripts/", "static/", "templates/")
+TOP = (
+    "router/",
+    "tests/",
+    "bench/",
+    "docker/",
+    "docs/",
+    "scripts/",
+    "static/",
+    "templates/",
+    "requirements/",
+)
 FILES = ("Dockerfile", "compose.yaml", "pyproject.toml", ".dockerignore", ".ci/run")
 
 
