@@ -8,6 +8,7 @@ import getpass
 import os
 import shlex
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -38,6 +39,10 @@ CONFIG_ENV = "TOKENROUTER_CONFIG"
 # routing (fail-static), but an operator must act. Distinct from 2 (bad input or Redis
 # unavailable) and 3 (a safety gate refused a change), so a monitor can tell them apart.
 EXIT_REFUSED_VALUE = 4
+# A change (switch, undo, rollout start/step/promote/abort) that some instance live during
+# the wait has not applied within router.confirm_timeout: written, but not done, since that
+# instance may still route on the previous state. Not 0, and apart from 3 (nothing changed).
+EXIT_NOT_APPLIED = 5
 # A command ended by Ctrl-C, as a shell reports a process stopped by SIGINT.
 EXIT_INTERRUPTED = 130
 
@@ -248,6 +253,24 @@ class Context:
         if not outcome.changed:
             return outcome
         return replace(outcome, confirmation=await self.confirm(outcome.generation))
+
+
+def applied_everywhere(confirmation: Confirmation | None, args: argparse.Namespace) -> int:
+    """0 when every live instance applied the change; else one line naming the laggards on
+    stderr and EXIT_NOT_APPLIED (the change is written, so not a refusal)."""
+    if confirmation is None or confirmation.complete:
+        return 0
+    silent = (
+        f" ({', '.join(confirmation.silent)} stopped heartbeating)" if confirmation.silent else ""
+    )
+    print(
+        f"{PROG}: not applied by every live router instance within "
+        f"{confirmation.elapsed_ms / 1000:.1f} s: {', '.join(confirmation.laggards)}{silent} "
+        f"may still route on the previous state; see `{PROG} status{config_hint(args)}`, "
+        "restart a stuck instance",
+        file=sys.stderr,
+    )
+    return EXIT_NOT_APPLIED
 
 
 async def with_context(args: argparse.Namespace, body: Callable[[Context], Awaitable[int]]) -> int:

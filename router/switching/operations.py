@@ -30,20 +30,34 @@ SWITCH_ACTIONS = ("switch", "undo", "promote")
 
 @dataclass(frozen=True, slots=True)
 class Confirmation:
-    """Which live instances applied a change (generation) and how long it took."""
+    """Which live instances applied a change (generation) and how long it took.
+
+    `laggards` are every instance that was live while the change was confirmed and has not
+    reported it applied, including those that fell silent meanwhile (`silent`): an instance
+    that stops heartbeating is dropped from the registry after 3 beats, but it may still be
+    routing on the old state (a frozen process), so the answer keeps naming it.
+    """
 
     applied: int
     total: int
     elapsed_ms: float
     laggards: tuple[str, ...]
     timed_out: bool
+    silent: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """Every instance that was live applied it: only then is a change done."""
+        return not self.laggards
 
     def text(self) -> str:
         if self.total == 0:
             return "no live router instance registered to confirm it"
         line = f"applied by {self.applied}/{self.total} instances in {self.elapsed_ms:.0f} ms"
         if self.laggards:
-            line += f"; not yet applied by {', '.join(self.laggards)}"
+            line += f"; NOT applied by {', '.join(self.laggards)}"
+        if self.silent:
+            line += f" ({', '.join(self.silent)} stopped heartbeating meanwhile)"
         return line
 
     def to_json(self) -> dict[str, Any]:
@@ -52,7 +66,9 @@ class Confirmation:
             "total": self.total,
             "elapsed_ms": round(self.elapsed_ms, 1),
             "laggards": list(self.laggards),
+            "silent": list(self.silent),
             "timed_out": self.timed_out,
+            "complete": self.complete,
         }
 
 
@@ -252,20 +268,33 @@ async def set_offline(
 async def confirm(
     store: StateStore, generation: int, *, timeout: float, heartbeat: float
 ) -> Confirmation:
-    """Wait until every live instance reports `generation` applied, at most `timeout` s."""
+    """Wait until every live instance reports `generation` applied, at most `timeout` s.
+
+    An instance seen live during the wait stays in the answer: one that falls silent before
+    applying is a laggard (it may be frozen, still routing on the old state), not an
+    instance that never was. The wait ends early once only silent laggards are left."""
     started = time.monotonic()
     stale_after = heartbeat * STALE_BEATS
+    seen: dict[str, int] = {}  # id -> generation it last reported applied
     while True:
         live = await store.instances(time.time(), stale_after)
-        laggards = tuple(
-            str(doc.get("id"))
-            for doc in live
-            if int((doc.get("applied") or {}).get("generation", 0)) < generation
-        )
+        live_ids = set()
+        for doc in live:
+            ident = str(doc.get("id"))
+            live_ids.add(ident)
+            seen[ident] = int((doc.get("applied") or {}).get("generation", 0))
+        laggards = tuple(sorted(i for i, g in seen.items() if g < generation))
+        silent = tuple(i for i in laggards if i not in live_ids)
         elapsed = (time.monotonic() - started) * 1000
-        if not laggards or elapsed >= timeout * 1000:
+        waiting = [i for i in laggards if i in live_ids]
+        if not waiting or elapsed >= timeout * 1000:
             return Confirmation(
-                len(live) - len(laggards), len(live), elapsed, laggards, bool(laggards)
+                len(seen) - len(laggards),
+                len(seen),
+                elapsed,
+                laggards,
+                bool(waiting),
+                silent,
             )
         await asyncio.sleep(0.005)
 
