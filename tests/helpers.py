@@ -26,7 +26,7 @@ import orjson
 from aiohttp import web
 
 from router.config import Config, build_config
-from router.serve import RouterServer
+from router.server.run import RouterServer
 from router.simulator.gateway import SIM_STATE, GatewayState, create_gateway_app
 
 HOST = "127.0.0.1"
@@ -359,7 +359,7 @@ async def switch_to(redis_server: RedisServer, routers: Sequence[RunningRouter],
 async def issued_everywhere(*routers: RunningRouter) -> None:
     """Wait until the affinity records the routers made are in Redis.
 
-    They are written behind the answer (router/affinity.py): a few milliseconds, but another
+    They are written behind the answer (router/state/affinity.py): a few milliseconds, but another
     instance asked at once, on a loaded machine, could look before they land.
     """
     for running in routers:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-from router import operations
 from router.cli.common import (
     Context,
     Parser,
@@ -20,6 +19,7 @@ from router.cli.common import (
     with_context,
 )
 from router.printable import printable
+from router.switching import operations
 
 
 def add_parsers(sub: Subcommands, common: Parser) -> None:
