@@ -31,6 +31,7 @@ from prometheus_client.utils import floatToGoString
 
 from router.drain import Drain
 from router.state import StateHolder
+from router.switching.watch import ALARM, STATES, Watch
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -113,7 +114,7 @@ class Metrics:
         # Children bound once: .labels() costs a dict build and a lock on every call.
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}
-        # One process: (system, route) -> per-bucket counts (the last for +Inf) and the sum.
+        # This process: (system, route) -> per-bucket counts (the last for +Inf) and the sum.
         self.latency_counts: dict[tuple[str, str], list[int]] = {}
         self.latency_sums: dict[tuple[str, str], float] = {}
         self._stall_max = 0.0
@@ -123,15 +124,17 @@ class Metrics:
     def observe(self, route: str, system: str, status: int, seconds: float | None) -> None:
         key = (route, system, status)
         self.local[key] += 1
+        # This process's own buckets, in both modes: the post-switch watch and the rollout
+        # controller read them (switching/ledger.py) without a scrape.
+        if seconds is not None:
+            lkey = (system, route)
+            counts = self.latency_counts.get(lkey)
+            if counts is None:
+                counts = self.latency_counts[lkey] = [0] * (len(LATENCY_BUCKETS) + 1)
+                self.latency_sums[lkey] = 0.0
+            counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            self.latency_sums[lkey] += seconds
         if not self.shared:
-            if seconds is not None:
-                lkey = (system, route)
-                counts = self.latency_counts.get(lkey)
-                if counts is None:
-                    counts = self.latency_counts[lkey] = [0] * (len(LATENCY_BUCKETS) + 1)
-                    self.latency_sums[lkey] = 0.0
-                counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-                self.latency_sums[lkey] += seconds
             return
         assert self.requests is not None and self.upstream_seconds is not None
         child = self._request_children.get(key)
@@ -246,11 +249,64 @@ class StateCollector(Collector):
         )
 
 
+def watch_families(w: Watch | None, now: float) -> Iterator[Metric]:
+    """The post-switch watch (switching/watch.py) as gauges: its state, what it measured and
+    the time left; absent before the first watch."""
+    state = GaugeMetricFamily(
+        "tokenrouter_watch_state",
+        "1 for the state of the watch of the last change of the active system (watching,"
+        " passed, undone, alarm, ended).",
+        labels=["system", "previous", "state"],
+    )
+    left = GaugeMetricFamily(
+        "tokenrouter_watch_seconds_left",
+        "Seconds the post-switch watch still runs (0 once it ended).",
+    )
+    alarm = GaugeMetricFamily(
+        "tokenrouter_watch_alarm",
+        "1 when the watch found a breach and could not undo (old system offline or failing).",
+    )
+    ratio = GaugeMetricFamily(
+        "tokenrouter_watch_error_ratio",
+        "Failed share of token requests the watch measured: the new system (of=current) and"
+        " the old one before the switch (of=baseline).",
+        labels=["system", "of"],
+    )
+    requests = GaugeMetricFamily(
+        "tokenrouter_watch_requests",
+        "Token requests behind tokenrouter_watch_error_ratio.",
+        labels=["system", "of"],
+    )
+    p99 = GaugeMetricFamily(
+        "tokenrouter_watch_p99_seconds",
+        "p99 of the gateway's token answers the watch measured (from the routers' histograms).",
+        labels=["system", "of"],
+    )
+    if w is not None:
+        for name in STATES:
+            state.add_metric([w.system, w.previous, name], 1.0 if w.state == name else 0.0)
+        left.add_metric([], w.left(now))
+        alarm.add_metric([], 1.0 if w.state == ALARM else 0.0)
+        for of, system, t in (
+            ("current", w.system, w.current),
+            ("baseline", w.previous, w.baseline),
+        ):
+            if t is None:
+                continue
+            ratio.add_metric([system, of], t.share)
+            requests.add_metric([system, of], float(t.requests))
+            value = t.p99(LATENCY_BUCKETS)
+            if value is not None:
+                p99.add_metric([system, of], value)
+    yield from (state, left, alarm, ratio, requests, p99)
+
+
 def render(
     metrics: Metrics,
     holder: StateHolder,
     systems: Sequence[str],
     drains: Sequence[Drain],
+    watch: Watch | None = None,
 ) -> bytes:
     """The exposition text: this process's (or all workers') metrics plus the state gauges."""
     directory = multiprocess_dir()
@@ -262,7 +318,7 @@ def render(
     else:
         registry = metrics.registry
     scrape = CollectorRegistry()
-    scrape.register(_Merged(registry, StateCollector(holder, systems), drains))
+    scrape.register(_Merged(registry, StateCollector(holder, systems), drains, watch))
     return generate_latest(scrape)
 
 
@@ -319,13 +375,19 @@ def drain_families(drains: Sequence[Drain]) -> Iterator[Metric]:
 
 class _Merged(Collector):
     def __init__(
-        self, registry: CollectorRegistry, state: StateCollector, drains: Sequence[Drain]
+        self,
+        registry: CollectorRegistry,
+        state: StateCollector,
+        drains: Sequence[Drain],
+        watch: Watch | None,
     ) -> None:
         self.registry = registry
         self.state = state
         self.drains = drains
+        self.watch = watch
 
     def collect(self) -> Iterator[Metric]:
         yield from self.registry.collect()
         yield from self.state.collect()
         yield from drain_families(self.drains)
+        yield from watch_families(self.watch, time.time())

@@ -27,6 +27,7 @@ from router.releases.service import Releases
 from router.rollout_driver import RolloutController
 from router.state import StateHolder, StateWatcher
 from router.store import StateStore
+from router.switching.watch_driver import PostSwitchWatch
 from router.tasks import stop_tasks
 from router.upstream import Upstream
 
@@ -57,6 +58,7 @@ class Runtime:
     gate_prober: GateProber | None = None
     registry: InstanceRegistry | None = None
     controller: RolloutController | None = None
+    watch: PostSwitchWatch | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _probe: LoopProbe | None = None
     _write_back_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -100,6 +102,8 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self.registry.run(), name="heartbeat"))
         if self.controller is not None:
             self._tasks.append(asyncio.create_task(self.controller.run(), name="rollouts"))
+        if self.watch is not None:
+            self._tasks.append(asyncio.create_task(self.watch.run(), name="post-switch-watch"))
 
     def _on_recovered(self) -> None:
         self._tasks.append(asyncio.create_task(self._replay(), name="affinity-replay"))

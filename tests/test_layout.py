@@ -66,6 +66,7 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "router.releases.compression",
             "router.releases.cache",
             "router.rollout",
+            "router.switching.watch",
             "router.simulator",
             "router.upgrade.plan",
         ),
@@ -78,7 +79,8 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "state and decisions",
         "the state snapshot, routing, affinity, drain, recovery, metrics, watching gateways, "
-        "release files and their archive, the switch gates, the instance heartbeat",
+        "release files and their archive, the switch gates, the instance heartbeat, the traffic "
+        "ledger",
         (
             "router.state",
             "router.routing",
@@ -92,13 +94,20 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "router.releases.serving",
             "router.gates",
             "router.instances",
+            "router.switching.ledger",
         ),
     ),
     (
         "services",
-        "the release service (check, follow, hand out); the operator's state changes and the "
-        "rollout controller; the upgrade procedure",
-        ("router.releases", "router.operations", "router.rollout_driver", "router.upgrade"),
+        "the release service (check, follow, hand out); the operator's state changes, the "
+        "rollout controller and the post-switch watch; the upgrade procedure",
+        (
+            "router.releases",
+            "router.operations",
+            "router.rollout_driver",
+            "router.switching",
+            "router.upgrade",
+        ),
     ),
     ("runtime", "what one process shares between its two listeners", ("router.runtime",)),
     (

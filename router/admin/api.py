@@ -38,6 +38,7 @@ from router.metrics import CONTENT_TYPE as METRICS_TYPE
 from router.metrics import render
 from router.recovery import persistence_risk
 from router.responses import JSON_TYPE
+from router.switching.watch_driver import watch_view
 
 
 def json_response(data: object, status: int = 200) -> web.Response:
@@ -123,6 +124,7 @@ async def status_document(app: web.Application) -> dict[str, Any]:
         },
         "instance": runtime.instance,
         "uptime": round(time.time() - runtime.started_at, 3),
+        "watch": watch_view(None if runtime.watch is None else runtime.watch.current, time.time()),
     }
 
 
@@ -145,7 +147,11 @@ async def metrics(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     rows, _ = await system_reports(request.app)
     body = render(
-        runtime.metrics, runtime.holder, runtime.config.system_ids, [r.drain for r in rows]
+        runtime.metrics,
+        runtime.holder,
+        runtime.config.system_ids,
+        [r.drain for r in rows],
+        None if runtime.watch is None else runtime.watch.current,
     )
     return web.Response(body=body, headers={"Content-Type": METRICS_TYPE})
 

@@ -1,0 +1,1 @@
+"""Guarded changes of the active system and what watches them."""
