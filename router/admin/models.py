@@ -328,6 +328,20 @@ class RolloutRequest(GuardRequest):
     min_requests: int = Field(
         20, ge=1, description="Token requests in a step before the error share counts."
     )
+    max_latency: float | None = Field(
+        None,
+        ge=0,
+        le=3600,
+        description="Abort when the target's p99 of token answers exceeds this many seconds"
+        " (0: off; default router.latency_max_p99).",
+    )
+    latency_factor: float | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description="Abort when the target's p99 exceeds this many times the source's in the"
+        " same seconds (0: off, else 1 or more; default router.latency_factor).",
+    )
 
 
 class GateRefusal(BaseModel):
@@ -379,6 +393,9 @@ class RolloutView(BaseModel):
     next_in: float | None = Field(description="Seconds to the next step (running only).")
     max_error_rate: float
     min_requests: int
+    max_latency: float = Field(description="p99 seconds that abort a step (0: off).")
+    latency_factor: float = Field(description="Times the source's p99 that abort (0: off).")
+    latency_floor: float
     counts: dict[str, StepCounts] = Field(
         description="Per system: token requests and failures in this step, all instances."
     )

@@ -85,6 +85,7 @@ class PostSwitchWatch:
         self.defaults = thresholds(config.router)
         # The last watch document this instance read (its /metrics and status answers).
         self.current: model.Watch | None = None
+        self.ticks = 0  # completed ticks (tests wait on them, never on the clock)
 
     @property
     def source(self) -> str:
@@ -97,6 +98,7 @@ class PostSwitchWatch:
         self.current = model.loads(raw, self.defaults)
         if self.is_leader():
             await self.drive(raw, time.time())
+        self.ticks += 1
 
     async def drive(self, raw: str | None, now: float) -> None:
         w = model.loads(raw, self.defaults)
@@ -151,7 +153,7 @@ class PostSwitchWatch:
         # The old system's figures over as long before the change as the watch lasts after
         # it, within what the ledger still holds.
         began = max(change.time - self.window, now - retention(r))
-        baseline = await self.ledger.span(change.from_, began, change.time - 1)
+        baseline = await self.ledger.span(change.from_, began, change.time)
         w = model.new_watch(
             change,
             window=self.window,
