@@ -192,7 +192,7 @@ def create_admin_app(runtime: Runtime, assets: Assets | None = None) -> web.Appl
     prober.listeners.append(feed.notify)
     app[HEALTH] = prober
     app[LIVE] = feed
-    app[DRAIN] = DrainHistory()
+    app[DRAIN] = DrainHistory(runtime.config.router.drain_stall_after)
     page.add_routes(app, assets or find_assets())
     app.cleanup_ctx.append(live_context)
     app.on_shutdown.append(stop_streams)

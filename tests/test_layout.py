@@ -78,7 +78,8 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ),
     (
         "state and decisions",
-        "the state snapshot, routing, affinity, drain, recovery, metrics, watching gateways, "
+        "the state snapshot, routing, affinity, drain, the view every surface renders, "
+        "recovery, metrics, watching gateways, "
         "release files and their archive, the switch gates, the instance heartbeat, the traffic "
         "ledger",
         (
@@ -86,6 +87,7 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "router.routing",
             "router.affinity",
             "router.drain",
+            "router.view",
             "router.recovery",
             "router.metrics",
             "router.gateways",

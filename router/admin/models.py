@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from router.admin.spec import Body, Params, SystemId, SystemRef
 
-SYSTEM_STATES = Literal["active", "draining", "drained", "offline", "preview"]
+SYSTEM_STATES = Literal["active", "rollout", "draining", "stalled", "drained", "offline", "preview"]
 
 # --- requests ----------------------------------------------------------------------------
 
@@ -68,8 +68,14 @@ class System(BaseModel):
     id: SystemRef
     state: SYSTEM_STATES = Field(description="The headline word: the first of `states`.")
     states: list[SYSTEM_STATES] = Field(
-        description="Every state that holds, e.g. [preview, draining]."
+        description="Every state that holds, e.g. [preview, draining] or [draining, stalled];"
+        " rollout: the target of a running rollout."
     )
+    badge: str = Field(
+        description="The states as every surface shows them, with the share during a rollout,"
+        " e.g. 'rollout target 20 %', 'active 80 %', 'draining + stalled'."
+    )
+    share: int = Field(description="Percent of new sessions this system gets now.")
     drained: bool = Field(
         description="An idle system that holds no calls (the one drain decision)."
     )
@@ -89,7 +95,16 @@ class System(BaseModel):
         description="Items per second the deciding count falls (negative: rises)."
     )
     drain_eta: float | None = Field(
-        description="Seconds until it reaches 0 at that rate, while it falls."
+        description="Seconds until it reaches 0 at that rate, while it falls (null: not"
+        " falling, or stalled)."
+    )
+    stalled: bool = Field(
+        description="A draining system whose count has not fallen for router.drain_stall_after."
+    )
+    stalled_for: float | None = Field(description="Seconds it has not fallen, while stalled.")
+    estimate: str = Field(
+        description="The trend in the words every surface shows: 'falling 12.0/min, ~40 s to"
+        " 0', 'rising 3.0/min', 'steady', 'stalled: no fall for 3 min', 'drained', ..."
     )
     gateway: str
     public_url: str
@@ -165,8 +180,23 @@ class PostSwitchWatch(BaseModel):
     line: str = Field(description="One line for people (status, the page).")
 
 
+class RolloutShare(BaseModel):
+    """A running or paused rollout as routing applies it."""
+
+    source: str = Field(description="The active system, which keeps the rest.")
+    target: str
+    percent: int = Field(description="Percent of new sessions to the target.")
+
+
 class Status(BaseModel):
     active: str = Field(description="The system receiving new sessions.")
+    headline: str = Field(
+        description="Where new sessions go, as every surface says it: 'new sessions go to a' or"
+        " 'rollout b -> a: 20 % of new sessions to a'."
+    )
+    rollout_share: RolloutShare | None = Field(
+        description="The running (or paused) rollout's split of new sessions."
+    )
     systems: list[System]
     offline: list[str]
     refused: Refused | None = Field(
@@ -349,7 +379,7 @@ class GateRefusal(BaseModel):
 
     error: Literal["refused", "conflict"]
     message: str
-    gate: Literal["offline", "health", "expect", "active"] | None = None
+    gate: Literal["offline", "health", "expect", "active", "open"] | None = None
     override: str | None = Field(None, description='"force": true, or null (expect).')
     system: str | None = None
 

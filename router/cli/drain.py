@@ -67,7 +67,7 @@ async def drain_wait_main(args: argparse.Namespace) -> int:
     store = shared_store(config)
     hint = config_hint(args)
     deadline = time.monotonic() + args.timeout
-    history = DrainHistory()
+    history = DrainHistory(config.router.drain_stall_after)
     last_line = ""
     last_print = 0.0
 

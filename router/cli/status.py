@@ -43,10 +43,12 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
 
 
 async def status_main(args: argparse.Namespace) -> int:
-    history = DrainHistory()  # across the frames of --watch: the drain trend
+    histories: list[DrainHistory] = []  # across the frames of --watch: the drain trend
 
     async def frame(ctx: Context) -> tuple[dict[str, Any], list[str]]:
-        doc = await status_document(ctx, history)
+        if not histories:
+            histories.append(DrainHistory(ctx.config.router.drain_stall_after))
+        doc = await status_document(ctx, histories[0])
         return doc, status_lines(doc, time.time())
 
     return await show(args, frame, exit_code)

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from router.config import Config
-from router.drain import Drain, DrainFacts, DrainHistory, deciding_count, drain
+from router.drain import Drain, DrainFacts, DrainHistory, Sample, deciding_count
 from router.errors import StoreUnavailable
 from router.recovery import counts_unknown_reason
 from router.state import Snapshot
 from router.store import AuditEntry, StateStore
+from router.view import Observed, View, build
 
 Probes = Mapping[str, tuple[int | None, str]]
 
@@ -76,7 +77,20 @@ def reports(
     history: DrainHistory | None = None,
     now: float | None = None,
 ) -> list[SystemReport]:
-    """Every system's report, its state decided by `router.drain.drain`.
+    """Every system's report (the rows of `view_report`)."""
+    return view_report(config, snapshot, counts, previewing, probes, history, now)[1]
+
+
+def view_report(
+    config: Config,
+    snapshot: Snapshot,
+    counts: Mapping[str, int] | None,
+    previewing: frozenset[str],
+    probes: Probes | None = None,
+    history: DrainHistory | None = None,
+    now: float | None = None,
+) -> tuple[View, list[SystemReport]]:
+    """The view model (router/view.py) of what was read, and every system's report in it.
 
     `counts` are the routers' open items (None: the store did not answer), `probes` the
     gateways' own counts for systems with a stats_url; `history`, when given, receives the
@@ -84,33 +98,44 @@ def reports(
     """
     now = time.time() if now is None else now
     probes = probes or {}
-    out = []
+    observed = []
     for sid, system in config.systems.items():
         gateway_open, gateway_error = probes.get(sid, (None, ""))
-        facts = DrainFacts(
-            system=sid,
-            active=sid == snapshot.active,
-            offline=snapshot.is_offline(sid),
-            previewing=sid in previewing,
-            router_open=None if counts is None else counts.get(sid, 0),
-            stats_configured=bool(system.stats_url),
-            gateway_open=gateway_open,
-            gateway_error=gateway_error,
-        )
-        samples: list[tuple[float, int]] = []
-        if history is not None:
-            history.add(sid, now, deciding_count(facts)[0])
-            samples = history.samples(sid)
-        out.append(
-            SystemReport(
-                id=sid,
-                drain=drain(facts, samples, now),
-                gateway=system.gateway,
-                public_url=system.public_url,
-                version=system.version,
+        observed.append(
+            Observed(
+                system=sid,
+                router_open=None if counts is None else counts.get(sid, 0),
+                stats_configured=bool(system.stats_url),
+                gateway_open=gateway_open,
+                gateway_error=gateway_error,
+                previewing=sid in previewing,
             )
         )
-    return out
+    samples: dict[str, list[Sample]] = {}
+    if history is not None:
+        for o in observed:
+            count, _ = deciding_count(
+                DrainFacts(
+                    o.system,
+                    router_open=o.router_open,
+                    stats_configured=o.stats_configured,
+                    gateway_open=o.gateway_open,
+                )
+            )
+            history.add(o.system, now, count)
+            samples[o.system] = history.samples(o.system)
+    v = build(snapshot, observed, samples, now, config.router.drain_stall_after)
+    rows = [
+        SystemReport(
+            id=sid,
+            drain=v.system(sid),
+            gateway=system.gateway,
+            public_url=system.public_url,
+            version=system.version,
+        )
+        for sid, system in config.systems.items()
+    ]
+    return v, rows
 
 
 def audit_json(entries: list[AuditEntry]) -> list[dict[str, Any]]:

@@ -576,7 +576,7 @@ class Procedure:
         started = time.monotonic()
         deadline = started + opts.drain_timeout
         last_line, last_print = "", 0.0
-        history = DrainHistory()
+        history = DrainHistory(self.config.router.drain_stall_after)
         while True:
             view = await drain_view(self.store, self.config, old, history)
             now = time.monotonic()

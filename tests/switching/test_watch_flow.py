@@ -98,7 +98,7 @@ async def test_a_target_failing_after_the_switch_is_undone_once_and_never_again(
     assert set(await tokens(http, instances, 30)) == {200}
     await switch(http, first, "b")
     await wait_until(lambda: all(r.active == "b" for r in instances), timeout=10)
-    await wait_until(lambda: watch_state(http, first), timeout=20)
+    await wait_until(lambda: watch_state_is(http, first, "watching"), timeout=20)
     watch = await status_watch(http, instances[1])
     assert (watch["system"], watch["previous"], watch["state"]) == ("b", "a", "watching")
     assert 0 < watch["left"] <= 60 and "failed share of token requests to b" in watch["measures"]
