@@ -3,7 +3,7 @@
 `build` is the one pure function over one snapshot (the shared state as routing applies it,
 plus what was read about each system at that moment and the samples of its count): the state
 of each system (active, rollout target with its share, draining, stalled, drained, offline,
-preview), the count and its source, the rate and the estimate (router/drain.py), and the
+preview), the count and its source, the rate and the estimate (router/systems/drain.py), and the
 headline ("new sessions go to a", or "rollout a -> b: 20 % of new sessions to b").
 
 The page (templates/, static/admin.js), `/api/status`, `/api/live`, `token-router status` and
@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from router.drain import DEFAULT_STALL_AFTER, Drain, DrainFacts, Sample, drain
-from router.state import Snapshot
+from router.state.snapshot import Snapshot
+from router.systems.drain import DEFAULT_STALL_AFTER, Drain, DrainFacts, Sample, drain
 
 
 @dataclass(frozen=True, slots=True)

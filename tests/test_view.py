@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from router.rollout import Share
-from router.state import Snapshot
+from router.state.rollout import Share
+from router.state.snapshot import Snapshot
 from router.view import Observed, RolloutShare, build
 
 SYSTEMS = (Observed("a", router_open=7), Observed("b", router_open=3))

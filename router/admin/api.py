@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from router.admin.app_keys import DRAIN, HEALTH, RUNTIME
 from router.admin.auth import audit_source
 from router.admin.models import (
     Audit,
@@ -31,14 +32,13 @@ from router.admin.spec import (
     Operation,
     parse_query,
 )
-from router.app_keys import DRAIN, HEALTH, RUNTIME
 from router.errors import ServiceUnavailable, StoreUnavailable
-from router.gateways.reports import SystemReport, audit_json, read_counts, view_report
 from router.metrics import CONTENT_TYPE as METRICS_TYPE
 from router.metrics import render
-from router.recovery import persistence_risk
 from router.responses import JSON_TYPE
+from router.state.recovery import persistence_risk
 from router.switching.watch_driver import watch_view
+from router.systems.reports import SystemReport, audit_json, read_counts, view_report
 from router.view import View
 
 

@@ -390,8 +390,16 @@ class Confirmation(BaseModel):
     applied: int
     total: int
     elapsed_ms: float
-    laggards: list[str]
+    laggards: list[str] = Field(
+        description="Instances live during the wait that have not applied it (silent ones too)."
+    )
+    silent: list[str] = Field(
+        description="Laggards that stopped heartbeating meanwhile (frozen or gone)."
+    )
     timed_out: bool
+    complete: bool = Field(
+        description="Every instance live during the wait applied it; false: not a success."
+    )
 
 
 class GuardedSwitchResult(BaseModel):

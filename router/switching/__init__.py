@@ -1,1 +1,2 @@
-"""Guarded changes of the active system and what watches them."""
+"""Guarded changes, one implementation for every surface: operations, the switch gates, the
+rollout controller, the fleet of router instances, and the watch after every switch."""

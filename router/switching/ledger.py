@@ -19,8 +19,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from router.metrics import LATENCY_BUCKETS
-from router.routing import Route
-from router.store import StateStore
+from router.proxy.routing import Route
+from router.state.store import StateStore
 from router.switching.watch import Traffic
 
 TOKEN_ROUTE = Route.TOKEN_CREATE.value

@@ -28,12 +28,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from router import operations
 from router.config import Config, RouterConfig
 from router.errors import Conflict, GateRefused, RouterError, StoreUnavailable
-from router.gates import GateProber
-from router.store import AuditEntry, AuditFields, StateStore
+from router.state.store import AuditEntry, AuditFields, StateStore
+from router.switching import operations
 from router.switching import watch as model
+from router.switching.gates import GateProber
 from router.switching.ledger import BOUNDS, Ledger
 
 log = logging.getLogger("router.watch")
