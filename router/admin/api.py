@@ -34,8 +34,9 @@ from router.admin.spec import (
 )
 from router.errors import ServiceUnavailable, StoreUnavailable
 from router.metrics import CONTENT_TYPE as METRICS_TYPE
-from router.metrics import render
+from router.metrics import InstanceFacts, render
 from router.responses import JSON_TYPE
+from router.state import rollout as rollout_model
 from router.state.recovery import persistence_risk
 from router.systems.reports import SystemReport, audit_json, read_counts, view_report
 from router.systems.view import View
@@ -146,8 +147,17 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition: request counters, upstream latency, state gauges."""
     runtime = request.app[RUNTIME]
     _, rows, _ = await system_reports(request.app)
+    try:
+        rollout = rollout_model.loads((await runtime.store.read_state()).rollout)
+    except StoreUnavailable:
+        rollout = None  # store_up says why; the rollout families are left empty
+    facts = InstanceFacts(
+        ready=not runtime.stopping and runtime.holder.synced,
+        persistence=runtime.persistence,
+        rollout=rollout,
+    )
     body = render(
-        runtime.metrics, runtime.holder, runtime.config.system_ids, [r.drain for r in rows]
+        runtime.metrics, runtime.holder, runtime.config.system_ids, [r.drain for r in rows], facts
     )
     return web.Response(body=body, headers={"Content-Type": METRICS_TYPE})
 
