@@ -24,7 +24,6 @@ from router.errors import BadRequest
 from router.switching.watch import Thresholds, Traffic, latency_breach, ms
 
 RUNNING = ("running", "paused")
-TERMINAL = ("promoted", "aborted", "ended")
 DEFAULT_MAX_ERROR_RATE = 0.05
 DEFAULT_MIN_REQUESTS = 20
 
