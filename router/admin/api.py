@@ -38,8 +38,9 @@ from router.metrics import InstanceFacts, render
 from router.responses import JSON_TYPE
 from router.state import rollout as rollout_model
 from router.state.recovery import persistence_risk
+from router.switching.watch_driver import watch_view
 from router.systems.reports import SystemReport, audit_json, read_counts, view_report
-from router.view import View
+from router.systems.view import View
 
 
 def json_response(data: object, status: int = 200) -> web.Response:
@@ -87,7 +88,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def system_reports(app: web.Application) -> tuple[View, list[SystemReport], str]:
-    """The view model (router/view.py) and every system's report in it: the routers' counts
+    """The view model (router/systems/view.py) and every system's report in it: the routers' counts
     from the store, the gateways' own counts (stats_url) from the prober, the trend from this
     process's samples. Also the store's error, if it did not answer."""
     runtime = app[RUNTIME]
@@ -126,6 +127,7 @@ async def status_document(app: web.Application) -> dict[str, Any]:
         },
         "instance": runtime.instance,
         "uptime": round(time.time() - runtime.started_at, 3),
+        "watch": watch_view(None if runtime.watch is None else runtime.watch.current, time.time()),
     }
 
 
@@ -155,6 +157,7 @@ async def metrics(request: web.Request) -> web.Response:
         ready=not runtime.stopping and runtime.holder.synced,
         persistence=runtime.persistence,
         rollout=rollout,
+        watch=None if runtime.watch is None else runtime.watch.current,
     )
     body = render(
         runtime.metrics, runtime.holder, runtime.config.system_ids, [r.drain for r in rows], facts

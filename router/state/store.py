@@ -129,13 +129,11 @@ class StateStore(Protocol):
     async def ping(self) -> None: ...
     async def read_state(self) -> StoredState: ...
     def changes(self, tick: float) -> AsyncIterator[Change]: ...
-    async def seed_active(self, system: str) -> bool: ...
     async def restore(
         self, epoch: str, active: str, offline: Sequence[str], *, known: bool = False
     ) -> tuple[str, bool]: ...
     async def mark_restoring(self, now: float) -> None: ...
     async def persistence(self) -> str: ...
-    async def switch(self, system: str, source: str, known: Sequence[str]) -> str: ...
     async def change_active(
         self,
         system: str,
@@ -164,6 +162,12 @@ class StateStore(Protocol):
         self, rollout_id: str, step: int, deltas: Mapping[str, tuple[int, int]]
     ) -> None: ...
     async def rollout_counts(self, rollout_id: str, step: int) -> dict[str, tuple[int, int]]: ...
+    async def add_traffic(self, slot: int, fields: Mapping[str, int], ttl: int) -> None: ...
+    async def read_traffic(self, slots: Sequence[int]) -> list[dict[str, int]]: ...
+    async def read_watch(self) -> str | None: ...
+    async def write_watch(
+        self, expected: str | None, new: str, entry: AuditFields | None = None
+    ) -> None: ...
     async def hold_leader(self, instance: str, ttl: float) -> bool: ...
     async def leader(self) -> str | None: ...
     async def release_leader(self, instance: str) -> None: ...
@@ -371,6 +375,21 @@ return gen
 """
 )
 
+_WATCH = (
+    _LUA_HELPERS
+    + """
+-- KEYS: watch, audit ; ARGV: expected ('' = none), new, time, maxlen, then optionally
+-- action, source, from, to, reason: the compare-and-set of the watch document and its audit.
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[1] then return redis.error_reply('CHANGED') end
+redis.call('SET', KEYS[1], ARGV[2])
+if ARGV[5] then
+  audit(KEYS[2], ARGV[4], ARGV[3], ARGV[5], ARGV[7], ARGV[8], ARGV[6], ARGV[9], '')
+end
+return 1
+"""
+)
+
 _LEADER = """
 -- KEYS: leader ; ARGV: instance, ttl in ms. Take the lock if free, renew it if ours.
 local holder = redis.call('GET', KEYS[1])
@@ -533,6 +552,7 @@ class RedisStore:
         self._restore = self._client.register_script(_RESTORE)
         self._rollout = self._client.register_script(_ROLLOUT)
         self._leader = self._client.register_script(_LEADER)
+        self._watch = self._client.register_script(_WATCH)
         self._unlead = self._client.register_script(_UNLEAD)
 
     async def close(self) -> None:
@@ -651,12 +671,6 @@ class RedisStore:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 await asyncio.wait_for(_close_pubsub(pubsub), timeout=1.0)
 
-    async def seed_active(self, system: str) -> bool:
-        try:
-            return bool(await self._client.set(self.keys.active, system, nx=True))
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, self.keys.active) from exc
-
     async def restore(
         self, epoch: str, active: str, offline: Sequence[str], *, known: bool = False
     ) -> tuple[str, bool]:
@@ -672,9 +686,6 @@ class RedisStore:
             k = self.keys
             raise await self._failure(exc, k.epoch, k.active, k.offline, k.default_seed) from exc
         return str(found), bool(seeded)
-
-    async def switch(self, system: str, source: str, known: Sequence[str]) -> str:
-        return (await self.change_active(system, source, known)).previous
 
     async def change_active(
         self,
@@ -817,6 +828,53 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             raise await self._failure(exc, key) from exc
         return parse_counts(raw)
+
+    async def add_traffic(self, slot: int, fields: Mapping[str, int], ttl: int) -> None:
+        key = self.keys.traffic(slot)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for name, n in fields.items():
+                    pipe.hincrby(key, name, n)
+                pipe.expire(key, ttl)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, key) from exc
+
+    async def read_traffic(self, slots: Sequence[int]) -> list[dict[str, int]]:
+        keys = [self.keys.traffic(slot) for slot in slots]
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hgetall(key)
+                raw: list[dict[str, str]] = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, *keys) from exc
+        return [{name: int(n) for name, n in found.items()} for found in raw]
+
+    async def read_watch(self) -> str | None:
+        try:
+            value = await self._client.get(self.keys.watch)
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, self.keys.watch) from exc
+        return None if value is None else str(value)
+
+    async def write_watch(
+        self, expected: str | None, new: str, entry: AuditFields | None = None
+    ) -> None:
+        """Compare-and-set of the watch document, with its audit entry if any; Conflict when
+        it changed since `expected` was read."""
+        k = self.keys
+        args: list[str | int] = [expected or "", new, f"{time.time():.3f}", AUDIT_MAXLEN]
+        if entry is not None:
+            args += [entry.action, entry.source, entry.from_, entry.to, entry.reason]
+        try:
+            await self._watch(keys=[k.watch, k.audit], args=args)
+        except ResponseError as exc:
+            if "CHANGED" in str(exc):
+                raise Conflict("the watch changed meanwhile; look again") from None
+            raise await self._failure(exc, k.watch, k.audit) from exc
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, k.watch, k.audit) from exc
 
     async def hold_leader(self, instance: str, ttl: float) -> bool:
         try:
@@ -1006,6 +1064,8 @@ class MemoryStore:
         self.generation = 0
         self.counts: dict[tuple[str, int], dict[str, tuple[int, int]]] = {}
         self.leader_id: tuple[str, float] | None = None
+        self.traffic: dict[int, dict[str, int]] = {}
+        self.watch: str | None = None
         self.registry: dict[str, bytes] = {}
         self._changed = asyncio.Event()
         self._sequence = 0
@@ -1080,13 +1140,6 @@ class MemoryStore:
                 event = self._changed
                 yield "event"
 
-    async def seed_active(self, system: str) -> bool:
-        if self.active is not None:
-            return False
-        self.active = system
-        self._notify()
-        return True
-
     async def restore(
         self, epoch: str, active: str, offline: Sequence[str], *, known: bool = False
     ) -> tuple[str, bool]:
@@ -1105,9 +1158,6 @@ class MemoryStore:
         """What a bare `redis-cli SET` is for Redis: a write that bypasses the audit."""
         self.active = value
         self._notify()
-
-    async def switch(self, system: str, source: str, known: Sequence[str]) -> str:
-        return (await self.change_active(system, source, known)).previous
 
     async def change_active(
         self,
@@ -1218,6 +1268,28 @@ class MemoryStore:
 
     async def rollout_counts(self, rollout_id: str, step: int) -> dict[str, tuple[int, int]]:
         return dict(self.counts.get((rollout_id, step), {}))
+
+    async def add_traffic(self, slot: int, fields: Mapping[str, int], ttl: int) -> None:
+        counts = self.traffic.setdefault(slot, {})
+        for name, n in fields.items():
+            counts[name] = counts.get(name, 0) + n
+        for old in [s for s in self.traffic if s < slot - ttl]:
+            del self.traffic[old]
+
+    async def read_traffic(self, slots: Sequence[int]) -> list[dict[str, int]]:
+        return [dict(self.traffic.get(slot, {})) for slot in slots]
+
+    async def read_watch(self) -> str | None:
+        return self.watch
+
+    async def write_watch(
+        self, expected: str | None, new: str, entry: AuditFields | None = None
+    ) -> None:
+        if (self.watch or "") != (expected or ""):
+            raise Conflict("the watch changed meanwhile; look again")
+        self.watch = new
+        if entry is not None:
+            self._append(entry.action, entry.source, entry.from_, entry.to, entry.reason)
 
     async def hold_leader(self, instance: str, ttl: float) -> bool:
         now = time.monotonic()
