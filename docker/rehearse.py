@@ -237,7 +237,11 @@ def main() -> int:
         )
         bin_dir = venv / "bin"
         installed = subprocess.run(
-            [str(bin_dir / "python"), "-c", "import router.assets as a; print(a.find_assets())"],
+            [
+                str(bin_dir / "python"),
+                "-c",
+                "import router.admin.assets as a; print(a.find_assets())",
+            ],
             check=True,
             capture_output=True,
             text=True,

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from router import monitoring
 from router.errors import ConfigError
+from router.systems import monitoring
 from router.trust import TrustedNetworks
 
 ENV_PREFIX = "TOKENROUTER_"
@@ -53,6 +53,8 @@ DEFAULT_AFFINITY_TTL = 43_200
 
 # A duration in seconds where 0 is allowed (see _parse_seconds); plain `float` keys must be > 0.
 Seconds = float
+# A multiplier where 0 is allowed (0 turns the check it sets off; see _parse_factor).
+Factor = float
 
 
 class Secret:
@@ -167,8 +169,15 @@ class RouterConfig:
         default=None,
         metadata=_help("Password of the master and replicas behind redis_sentinels."),
     )
+    redis_password_file: str = field(
+        default="", metadata=_help("File holding redis_password (first line), instead of inline.")
+    )
     redis_sentinel_password: Secret | None = field(
         default=None, metadata=_help("Password of the sentinels themselves, if they need one.")
+    )
+    redis_sentinel_password_file: str = field(
+        default="",
+        metadata=_help("File holding redis_sentinel_password (first line), instead of inline."),
     )
     key_prefix: str = field(default="tokenrouter", metadata=_help("Prefix of every Redis key."))
     admin_token: Secret | None = field(
@@ -300,6 +309,9 @@ class RouterConfig:
     preview_secret: Secret | None = field(
         default=None, metadata=_help("Secret of the preview header; unset disables preview.")
     )
+    preview_secret_file: str = field(
+        default="", metadata=_help("File holding preview_secret (first line), instead of inline.")
+    )
     cors_origins: tuple[str, ...] = field(
         default=(), metadata=_help("Origins allowed to call Live Assist routes from a browser.")
     )
@@ -363,6 +375,53 @@ class RouterConfig:
         metadata=_help(
             "Seconds the rollout controller's lock lives without renewal: how soon another"
             " instance takes over when the leader dies."
+        ),
+    )
+    post_switch_watch: Seconds = field(
+        default=600.0,
+        metadata=_help(
+            "Seconds the routers watch a newly active system after every change of the active"
+            " system, and undo the change if it breaches the watch thresholds; 0 turns it off."
+        ),
+    )
+    watch_span: float = field(
+        default=60.0,
+        metadata=_help(
+            "Seconds of the newest token requests the watch judges at each tick (reaching"
+            " back, to the switch at most, until watch_min_requests are counted)."
+        ),
+    )
+    watch_max_error_rate: float = field(
+        default=0.05,
+        metadata=_help(
+            "Failed share of token requests (5xx or no answer) that makes the watch undo a"
+            " switch, when the old system failed less before it; in (0, 1]."
+        ),
+    )
+    watch_min_requests: int = field(
+        default=20,
+        metadata=_help("Token requests the watch needs before it judges a share or a p99."),
+    )
+    latency_max_p99: Seconds = field(
+        default=2.0,
+        metadata=_help(
+            "p99 of the gateway's token answers, in seconds, above which the watch undoes a"
+            " switch and a rollout step aborts; 0: no absolute bound."
+        ),
+    )
+    latency_factor: Factor = field(
+        default=3.0,
+        metadata=_help(
+            "Times the old system's p99 (before the switch; a rollout's source in the same"
+            " seconds) that the new one may reach before the watch undoes or a step aborts;"
+            " 0: no relative bound."
+        ),
+    )
+    latency_floor: Seconds = field(
+        default=0.1,
+        metadata=_help(
+            "Seconds below which a p99 never breaches by latency_factor (a 1 ms baseline"
+            " tripled is noise)."
         ),
     )
     release_cache_bytes: int = field(
@@ -452,6 +511,19 @@ def _parse_seconds(key: str, value: Any) -> float:
     return number
 
 
+def _parse_factor(key: str, value: Any) -> float:
+    """A multiplier that may be 0 (the check it sets switched off), never negative."""
+    if isinstance(value, bool):
+        raise ConfigError(key, f"{value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"{value!r} is not a number") from None
+    if not math.isfinite(number) or number < 0:
+        raise ConfigError(key, f"{value!r} must be a finite number, 0 or more")
+    return number
+
+
 def _parse_str(key: str, value: Any) -> str:
     if not isinstance(value, str):
         raise ConfigError(key, f"{value!r} is not a string")
@@ -476,6 +548,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "int": _parse_int,
     "float": _parse_float,
     "Seconds": _parse_seconds,
+    "Factor": _parse_factor,
     "str": _parse_str,
     "Secret | None": _parse_secret,
     "tuple[str, ...]": _parse_list,
@@ -575,6 +648,20 @@ def _check_rollout_timing(router: RouterConfig) -> None:
         )
 
 
+def _check_watch(router: RouterConfig) -> None:
+    if router.watch_max_error_rate > 1:
+        raise ConfigError(
+            "router.watch_max_error_rate",
+            f"{router.watch_max_error_rate:g} must be in (0, 1], e.g. 0.05 for 5 %",
+        )
+    if router.latency_factor and router.latency_factor < 1:
+        raise ConfigError(
+            "router.latency_factor",
+            f"{router.latency_factor:g} would judge a system as fast as the old one slow:"
+            " give 1 or more (or 0 to turn the relative bound off)",
+        )
+
+
 def _check_answer_budget(router: RouterConfig) -> None:
     if router.answer_budget < router.max_response_size:
         raise ConfigError(
@@ -605,6 +692,7 @@ def _check_router(router: RouterConfig, systems: Mapping[str, SystemConfig]) -> 
         )
     _check_state_keys(router)
     _check_rollout_timing(router)
+    _check_watch(router)
     _check_answer_budget(router)
     if router.prefer_policy not in PREFER_POLICIES:
         raise ConfigError("router.prefer_policy", f"must be one of {', '.join(PREFER_POLICIES)}")
@@ -623,6 +711,22 @@ def _check_router(router: RouterConfig, systems: Mapping[str, SystemConfig]) -> 
         if origin != "*" and urlsplit(origin).scheme not in ("http", "https"):
             raise ConfigError("router.cors_origins", f"{origin!r} is not an origin like https://x")
     return router
+
+
+# Secrets that may be given as `<key>_file` instead (admin_token has its own, older rule:
+# the inline token wins).
+SECRET_FILE_KEYS = ("redis_password", "redis_sentinel_password", "preview_secret")
+
+
+def _read_secret_files(values: dict[str, Any]) -> None:
+    """Secrets mounted as files (a Kubernetes Secret volume, systemd's LoadCredential=): the
+    value never sits in the environment or the configuration file."""
+    for key in SECRET_FILE_KEYS:
+        path = values.get(f"{key}_file")
+        if path and values.get(key):
+            raise ConfigError(f"router.{key}_file", f"give {key} or {key}_file, not both")
+        if path:
+            values[key] = _read_token_file(path, f"router.{key}_file")
 
 
 def _read_token_file(path: str, key: str = "router.admin_token_file") -> Secret:
@@ -708,7 +812,7 @@ def _explicit_state_keys(values: dict[str, Any]) -> None:
 
 
 def _check_stats(table: str, values: dict[str, Any]) -> None:
-    """stats_format with the one expression it reads (router/monitoring.py), readable."""
+    """stats_format with the one expression it reads (router/systems/monitoring.py), readable."""
     fmt = values.get("stats_format", "json")
     if fmt not in monitoring.FORMATS:
         raise ConfigError(f"{table}.stats_format", f"{fmt!r} is not json or prometheus")
@@ -782,6 +886,7 @@ def build_config(data: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     if router_values.get("admin_token_file") and not router_values.get("admin_token"):
         router_values["admin_token"] = _read_token_file(router_values["admin_token_file"])
         admin_key = "router.admin_token_file"
+    _read_secret_files(router_values)
     router = _check_router(RouterConfig(**router_values), systems)
     _check_credentials(router, admin_key)
     return Config(router=router, systems=systems)

@@ -16,20 +16,21 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from router.affinity import Affinity
 from router.config import Config
-from router.gates import GateProber
-from router.http1 import AnswerBudget
-from router.instances import InstanceRegistry
-from router.loop_probe import LoopProbe
 from router.metrics import Metrics
-from router.recovery import check_persistence, write_back
+from router.proxy.http1 import AnswerBudget
+from router.proxy.upstream import Upstream
 from router.releases.service import Releases
-from router.rollout_driver import RolloutController
-from router.state import StateHolder, StateWatcher
-from router.store import StateStore
+from router.server.loop_probe import LoopProbe
+from router.state.affinity import Affinity
+from router.state.recovery import check_persistence, write_back
+from router.state.snapshot import StateHolder, StateWatcher
+from router.state.store import StateStore
+from router.switching.controller import RolloutController
+from router.switching.fleet import InstanceRegistry
+from router.switching.gates import GateProber
+from router.switching.watch_driver import PostSwitchWatch
 from router.tasks import stop_tasks
-from router.upstream import Upstream
 
 log = logging.getLogger("router.runtime")
 
@@ -58,6 +59,7 @@ class Runtime:
     gate_prober: GateProber | None = None
     registry: InstanceRegistry | None = None
     controller: RolloutController | None = None
+    watch: PostSwitchWatch | None = None
     # Gateway answer bytes this worker holds at once (router.answer_budget), over all pools.
     answer_budget: AnswerBudget = field(default_factory=lambda: AnswerBudget(1 << 62))
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -105,6 +107,8 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self.registry.run(), name="heartbeat"))
         if self.controller is not None:
             self._tasks.append(asyncio.create_task(self.controller.run(), name="rollouts"))
+        if self.watch is not None:
+            self._tasks.append(asyncio.create_task(self.watch.run(), name="post-switch-watch"))
 
     def _on_recovered(self) -> None:
         self._tasks.append(asyncio.create_task(self._replay(), name="affinity-replay"))

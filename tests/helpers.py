@@ -26,8 +26,9 @@ import orjson
 from aiohttp import web
 
 from router.config import Config, build_config
-from router.serve import RouterServer
+from router.server.run import RouterServer
 from router.simulator.gateway import SIM_STATE, GatewayOptions, GatewayState, create_gateway_app
+from router.state.store import StateStore
 
 HOST = "127.0.0.1"
 # The admin token of router_data's configurations (the operator `admin`), and its header.
@@ -44,6 +45,11 @@ SESSION_BODY: dict[str, Any] = {
     "timeout": 1,
     "urlSchemeDetails": {"secure": True, "host": "wrong.example.com", "port": "8443"},
 }
+
+
+async def switch(store: StateStore, system: str, source: str, known: Sequence[str]) -> str:
+    """A plain audited switch straight on a store (no gates): the system active before."""
+    return (await store.change_active(system, source, known)).previous
 
 
 def free_port() -> int:
@@ -213,6 +219,9 @@ def router_data(redis_url: str, gateways: Mapping[str, Gateway], **router: Any) 
             # Each config its own archive directory (removed at exit): tests that share one
             # pass the same release_dir explicitly.
             "release_dir": tempfile.mkdtemp(prefix="archive-", dir=ARCHIVE_ROOT),
+            # The post-switch watch would undo a switch whose target a test makes fail on
+            # purpose: off unless a test (tests/switching/) turns it on.
+            "post_switch_watch": 0,
             **router,
         },
         "systems": {
@@ -361,7 +370,7 @@ async def switch_to(redis_server: RedisServer, routers: Sequence[RunningRouter],
 async def issued_everywhere(*routers: RunningRouter) -> None:
     """Wait until the affinity records the routers made are in Redis.
 
-    They are written behind the answer (router/affinity.py): a few milliseconds, but another
+    They are written behind the answer (router/state/affinity.py): a few milliseconds, but another
     instance asked at once, on a loaded machine, could look before they land.
     """
     for running in routers:

@@ -21,10 +21,10 @@ import orjson
 import pytest
 
 from router.admin.openapi import openapi_document
-from router.admin.operations import OPERATIONS
+from router.admin.routes import OPERATIONS
 from router.cli import build_parser
 from router.config import RouterConfig, SystemConfig
-from router.keys import Keys
+from router.state.keys import Keys
 
 ROOT = Path(__file__).resolve().parent.parent
 README_PATH = ROOT / "README.md"
@@ -61,6 +61,20 @@ def section(text: str, heading: str) -> str:
 
 
 # --- the README: short, and its two commands are what CI and the scripts run -------------
+
+
+def test_readme_release_ids_tell_one_story() -> None:
+    """The walk-through's release ids agree: one id per set of library bytes (a label), and
+    the release B had before its upgrade is the one `status` showed for it."""
+    rows = re.findall(r"^   ([ab]) .* ([0-9a-f]{16}) (\S+)$", README, flags=re.M)
+    label_of: dict[str, str] = {}
+    for _system, release, label in rows:
+        assert label_of.setdefault(release, label) == label, (release, label_of)
+    refresh = re.search(r"`b: ([0-9a-f]{16}) \((\S+)\), .*\(before: ([0-9a-f]{16})\)`", README)
+    assert refresh is not None
+    new, label, before = refresh.groups()
+    assert dict((s, r) for s, r, _ in rows)["b"] == before
+    assert new != before and label_of.get(new, label) == label and label_of[before] != label
 
 
 def test_readme_is_a_short_front_door() -> None:
@@ -185,7 +199,7 @@ def is_module(dotted: str) -> bool:
 def test_every_python_name_mentioned_exists(name: str) -> None:
     """`router.cli.build_parser`-style references import; `router.listen` (a key) is no module."""
     for span in code_spans(settled(ALL_DOCS[name])):
-        for dotted in re.findall(r"\brouter(?:\.[a-z][a-z_]*)+", span):
+        for dotted in re.findall(r"\brouter(?:\.[a-z][a-z0-9_]*)+", span):
             parts = dotted.split(".")
             if not is_module(".".join(parts[:2])):
                 continue  # a configuration key such as router.listen
@@ -225,7 +239,7 @@ def table_rows() -> dict[str, tuple[str, str]]:
     rows = {}
     for line in doc("configuration.md").splitlines():
         m = re.match(
-            r"^\| `((?:router|systems\.<id>)\.[a-z_]+)` \| ([^|]+) \| `([A-Z_<>]+)` \|", line
+            r"^\| `((?:router|systems\.<id>)\.[a-z0-9_]+)` \| ([^|]+) \| `([A-Z0-9_<>]+)` \|", line
         )
         if m:
             rows[m.group(1)] = (m.group(2).strip(), m.group(3))

@@ -17,19 +17,21 @@ from typing import NoReturn, TypeAlias
 
 import uvloop
 
-from router import interrupts, operations
+from router import interrupts
 from router.config import Config, load_config
-from router.drain import DrainHistory
 from router.errors import ConfigError, UsageError
-from router.gates import GateProber
-from router.gateways.reports import SystemReport, read_counts, reports
-from router.gateways.stats import probe_all
-from router.keys import Keys
 from router.logs import setup_logging
-from router.operations import Confirmation, SwitchOutcome
-from router.sentinel import redis_target
-from router.state import Snapshot
-from router.store import AuditEntry, StateStore, open_store
+from router.printable import printable
+from router.state.keys import Keys
+from router.state.sentinel import redis_target
+from router.state.snapshot import Snapshot
+from router.state.store import AuditEntry, StateStore, open_store
+from router.switching import operations
+from router.switching.gates import GateProber
+from router.switching.operations import Confirmation, SwitchOutcome
+from router.systems.drain import DrainHistory
+from router.systems.reports import SystemReport, read_counts, reports
+from router.systems.stats import probe_all
 
 PROG = "token-router"
 DEFAULT_CONFIG = "router.toml"
@@ -197,7 +199,7 @@ async def read_snapshot(store: StateStore, config: Config) -> Snapshot:
 async def read_reports(
     store: StateStore, config: Config, history: DrainHistory | None = None
 ) -> tuple[Snapshot, list[SystemReport]]:
-    """Every system's report through the one drain function (router/drain.py), with the
+    """Every system's report through the one drain function (router/systems/drain.py), with the
     gateways' own counts probed now; `history` (drain-wait) yields the trend."""
     snapshot = await read_snapshot(store, config)
     # An error here leaves the routers' counts unknown (shown as "?", never "drained"); an
@@ -297,4 +299,4 @@ def add_guard_flags(p: argparse.ArgumentParser, *, expect: bool = False) -> None
         action="store_true",
         help="override the gates (offline, health; never --expect); recorded in the audit",
     )
-    p.add_argument("--reason", metavar="TEXT", help="why, for the audit log")
+    p.add_argument("--reason", metavar="TEXT", type=printable, help="why, for the audit log")

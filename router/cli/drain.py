@@ -1,5 +1,5 @@
 """`token-router drain-wait SYSTEM [--json]`: wait until SYSTEM holds no calls, showing the
-deciding count, the rate it falls and an estimate of when it reaches 0 (router/drain.py);
+deciding count, the rate it falls and an estimate of when it reaches 0 (router/systems/drain.py);
 on a timeout, what holds it and what to do. `token-router open-items SYSTEM`: what holds it,
 as the routers know it (tokens and short codes with their age and issuing instance)."""
 
@@ -28,10 +28,10 @@ from router.cli.common import (
     when,
 )
 from router.config import Config
-from router.drain import DrainHistory, describe, format_age, stall_advice
 from router.errors import StoreUnavailable
-from router.gateways.reports import open_items_view
-from router.store import StateStore
+from router.state.store import StateStore
+from router.systems.drain import DrainHistory, describe, format_age, stall_advice
+from router.systems.reports import open_items_view
 
 # How many of the oldest open items drain-wait shows when it times out.
 SHOWN_ON_TIMEOUT = 5

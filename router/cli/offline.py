@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-from router import operations
 from router.cli.common import (
     Context,
     Parser,
@@ -19,6 +18,8 @@ from router.cli.common import (
     operator,
     with_context,
 )
+from router.printable import printable
+from router.switching import operations
 
 
 def add_parsers(sub: Subcommands, common: Parser) -> None:
@@ -37,7 +38,7 @@ def add_parsers(sub: Subcommands, common: Parser) -> None:
             )
         else:
             p.set_defaults(force=False)
-        p.add_argument("--reason", metavar="TEXT", help="why, for the audit log")
+        p.add_argument("--reason", metavar="TEXT", type=printable, help="why, for the audit log")
         p.set_defaults(func=async_command(offline_main))
 
 

@@ -1,7 +1,7 @@
 """`token-router rollout start|status|pause|resume|promote|abort`: progressive rollouts.
 
 The command only writes the rollout (through operations.py, with the gates and the audit);
-the router instances drive it (router/rollout_driver.py), so it goes on when this terminal
+the router instances drive it (router/switching/controller.py), so it goes on when this terminal
 closes. Bad input is one line and exit 2 with nothing written; a gate's refusal exit 3.
 """
 
@@ -11,7 +11,6 @@ import argparse
 import time
 from typing import Any
 
-from router import operations
 from router.cli.common import (
     PROG,
     Context,
@@ -27,8 +26,10 @@ from router.cli.common import (
 )
 from router.cli.watch import add_watch_flags, show
 from router.errors import BadRequest, UsageError
-from router.operations import RolloutRequest
-from router.rollout import DEFAULT_MAX_ERROR_RATE, DEFAULT_MIN_REQUESTS
+from router.printable import printable
+from router.state.rollout import DEFAULT_MAX_ERROR_RATE, DEFAULT_MIN_REQUESTS
+from router.switching import operations
+from router.switching.operations import RolloutRequest
 
 
 def add_parser(sub: Subcommands, common: Parser) -> None:
@@ -74,7 +75,7 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
         ("abort", "share to 0 at once; the active system is unchanged"),
     ):
         q = rsub.add_parser(action, parents=[common], help=text, description=text + ".")
-        q.add_argument("--reason", metavar="TEXT", help="why, for the audit log")
+        q.add_argument("--reason", metavar="TEXT", type=printable, help="why, for the audit log")
         if action == "promote":
             q.add_argument("--force", action="store_true", help="override the gates")
         q.set_defaults(func=async_command(action_main), force=False)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 
-from router import operations
 from router.cli.common import (
     PROG,
     Context,
@@ -24,6 +23,7 @@ from router.cli.common import (
     operator,
     with_context,
 )
+from router.switching import operations
 
 
 def add_parser(sub: Subcommands, common: Parser) -> None:

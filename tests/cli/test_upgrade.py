@@ -22,8 +22,8 @@ import pytest
 
 from router import interrupts
 from router.config import load_config
-from router.keys import Keys
-from router.store import RedisStore
+from router.state.keys import Keys
+from router.state.store import RedisStore
 from router.upgrade.checks import default_router_url
 from router.upgrade.journal import open_journal
 from router.upgrade.plan import UpgradeRecord, loads_record
