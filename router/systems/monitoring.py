@@ -21,7 +21,6 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
 
 FORMATS = ("json", "prometheus")
 # Field names a JSON answer may use for its open sessions when no pointer is configured.
@@ -84,6 +83,15 @@ class MetricSelector:
         return f"{self.name}{{{inner}}}"
 
 
+def _families(text: str) -> list[Any]:
+    # Imported here, not at the top: the configuration imports this module, and with
+    # --workers prometheus_client must first be imported after its multiprocess set-up
+    # (router/metrics.py), which runs after the configuration is read.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return list(text_string_to_metric_families(text))
+
+
 @lru_cache(maxsize=64)
 def parse_selector(text: str) -> MetricSelector:
     """`name` or `name{label="value",...}`: read as one line of the exposition format by
@@ -92,7 +100,7 @@ def parse_selector(text: str) -> MetricSelector:
     if not line or "\n" in line or line.startswith("#"):
         raise StatsSyntaxError(f"{text!r} is not a metric name with optional labels")
     try:
-        families = list(text_string_to_metric_families(line + " 0\n"))
+        families = _families(line + " 0\n")
     except (ValueError, TypeError, IndexError) as exc:
         raise StatsSyntaxError(
             f'{text!r} is not a metric name with optional labels (e.g. calls{{state="active"}}): '
@@ -154,7 +162,7 @@ def prometheus_count(body: bytes, selector: MetricSelector) -> tuple[int | None,
         text = body.decode("utf-8")
         values = [
             sample.value
-            for family in text_string_to_metric_families(text)
+            for family in _families(text)
             for sample in family.samples
             if selector.matches(sample.name, sample.labels)
         ]

@@ -30,9 +30,12 @@ from tests.helpers import (
     SESSION_PATH,
     RedisServer,
     RouterFactory,
+    RouterProcess,
     RunningRouter,
+    free_port,
     issued_everywhere,
     switch_to,
+    wait_ready,
     wait_until,
     write_toml,
 )
@@ -464,3 +467,27 @@ async def test_one_version_per_system_on_every_surface(
         live = await resp.json()
     page = {s["id"]: s for s in live["systems"]}["a"]
     assert page["release"]["label"] == page["version"] == "4.1"
+
+
+async def test_a_prometheus_count_with_several_workers(
+    tmp_path: Path,
+    redis_server: RedisServer,
+    doubles: dict[str, StrictGateway],
+    http: aiohttp.ClientSession,
+) -> None:
+    """Checking stats_metric imports prometheus_client's parser: with --workers 2 that must
+    come after the metrics' multiprocess set-up, or the router refuses to start."""
+    proxy, admin = f"{HOST}:{free_port()}", f"{HOST}:{free_port()}"
+    data = strict_data(
+        redis_server.url, doubles, release_paths=[], listen=proxy, admin_listen=admin
+    )
+    router = RouterProcess(write_toml(tmp_path / "router.toml", data), workers=2, env=ENV)
+    router.start()
+    try:
+        await wait_ready(f"http://{admin}")
+        doubles["b"].sessions.add("one-call")
+        async with http.get(f"http://{admin}/api/status", headers=ADMIN_AUTH) as resp:
+            b = {s["id"]: s for s in (await resp.json())["systems"]}["b"]
+        assert (b["gateway_open"], b["source"]) == (1, "gateway"), router.output()
+    finally:
+        router.kill()
