@@ -28,6 +28,7 @@ from aiohttp import web
 from router.config import Config, build_config
 from router.server.run import RouterServer
 from router.simulator.gateway import SIM_STATE, GatewayState, create_gateway_app
+from router.state.store import StateStore
 
 HOST = "127.0.0.1"
 # The admin token of router_data's configurations (the operator `admin`), and its header.
@@ -44,6 +45,11 @@ SESSION_BODY: dict[str, Any] = {
     "timeout": 1,
     "urlSchemeDetails": {"secure": True, "host": "wrong.example.com", "port": "8443"},
 }
+
+
+async def switch(store: StateStore, system: str, source: str, known: Sequence[str]) -> str:
+    """A plain audited switch straight on a store (no gates): the system active before."""
+    return (await store.change_active(system, source, known)).previous
 
 
 def free_port() -> int:

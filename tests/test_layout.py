@@ -86,7 +86,6 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "router.proxy.routing",
             "router.state.affinity",
             "router.systems.drain",
-            "router.view",
             "router.state.recovery",
             "router.metrics",
             "router.systems",

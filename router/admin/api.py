@@ -39,7 +39,7 @@ from router.responses import JSON_TYPE
 from router.state import rollout as rollout_model
 from router.state.recovery import persistence_risk
 from router.systems.reports import SystemReport, audit_json, read_counts, view_report
-from router.view import View
+from router.systems.view import View
 
 
 def json_response(data: object, status: int = 200) -> web.Response:
@@ -87,7 +87,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def system_reports(app: web.Application) -> tuple[View, list[SystemReport], str]:
-    """The view model (router/view.py) and every system's report in it: the routers' counts
+    """The view model (router/systems/view.py) and every system's report in it: the routers' counts
     from the store, the gateways' own counts (stats_url) from the prober, the trend from this
     process's samples. Also the store's error, if it did not answer."""
     runtime = app[RUNTIME]

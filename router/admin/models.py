@@ -310,16 +310,6 @@ class RolloutRequest(GuardRequest):
     )
 
 
-class GateRefusal(BaseModel):
-    """409: a safety gate refused (gate names it), or the rollout was not in a state for it."""
-
-    error: Literal["refused", "conflict"]
-    message: str
-    gate: Literal["offline", "health", "expect", "active", "open"] | None = None
-    override: str | None = Field(None, description='"force": true, or null (expect).')
-    system: str | None = None
-
-
 class Confirmation(BaseModel):
     """How many live router instances applied the change, and how fast."""
 

@@ -11,7 +11,6 @@ import asyncio
 import hmac
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -163,8 +162,6 @@ class ProxyHandler:
         # browser routes stay open.
         self.trusted = TrustedNetworks(r.trusted_networks)
         self.mint = MINT - BROWSER if self.cors_origins else MINT
-        # (route, system, status) -> requests, counted by metrics.observe.
-        self.requests: Counter[tuple[str, str, int]] = self.metrics.local
         self._preview_marked: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
         # id(request) -> bytes of router.answer_budget its gateway answers hold, given back

@@ -23,7 +23,6 @@ import orjson
 from router.errors import BadRequest
 
 RUNNING = ("running", "paused")
-TERMINAL = ("promoted", "aborted", "ended")
 DEFAULT_MAX_ERROR_RATE = 0.05
 DEFAULT_MIN_REQUESTS = 20
 

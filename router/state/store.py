@@ -122,13 +122,11 @@ class StateStore(Protocol):
     async def ping(self) -> None: ...
     async def read_state(self) -> StoredState: ...
     def changes(self, tick: float) -> AsyncIterator[Change]: ...
-    async def seed_active(self, system: str) -> bool: ...
     async def restore(
         self, epoch: str, active: str, offline: Sequence[str], *, known: bool = False
     ) -> tuple[str, bool]: ...
     async def mark_restoring(self, now: float) -> None: ...
     async def persistence(self) -> str: ...
-    async def switch(self, system: str, source: str, known: Sequence[str]) -> str: ...
     async def change_active(
         self,
         system: str,
@@ -644,12 +642,6 @@ class RedisStore:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 await asyncio.wait_for(_close_pubsub(pubsub), timeout=1.0)
 
-    async def seed_active(self, system: str) -> bool:
-        try:
-            return bool(await self._client.set(self.keys.active, system, nx=True))
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, self.keys.active) from exc
-
     async def restore(
         self, epoch: str, active: str, offline: Sequence[str], *, known: bool = False
     ) -> tuple[str, bool]:
@@ -665,9 +657,6 @@ class RedisStore:
             k = self.keys
             raise await self._failure(exc, k.epoch, k.active, k.offline, k.default_seed) from exc
         return str(found), bool(seeded)
-
-    async def switch(self, system: str, source: str, known: Sequence[str]) -> str:
-        return (await self.change_active(system, source, known)).previous
 
     async def change_active(
         self,
@@ -1073,13 +1062,6 @@ class MemoryStore:
                 event = self._changed
                 yield "event"
 
-    async def seed_active(self, system: str) -> bool:
-        if self.active is not None:
-            return False
-        self.active = system
-        self._notify()
-        return True
-
     async def restore(
         self, epoch: str, active: str, offline: Sequence[str], *, known: bool = False
     ) -> tuple[str, bool]:
@@ -1098,9 +1080,6 @@ class MemoryStore:
         """What a bare `redis-cli SET` is for Redis: a write that bypasses the audit."""
         self.active = value
         self._notify()
-
-    async def switch(self, system: str, source: str, known: Sequence[str]) -> str:
-        return (await self.change_active(system, source, known)).previous
 
     async def change_active(
         self,

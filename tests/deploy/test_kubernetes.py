@@ -28,7 +28,7 @@ KUSTOMIZATIONS = ["base", "overlays/staging", "overlays/production"]
 # The oldest release the pack needs (the preStop `sleep` action is on by default from 1.30)
 # and the newest whose schemas kubernetes-validate ships; docs/deploy.md names both.
 KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]
-# router/serve.py: the admin listener gets 2 s to close after the proxy's shutdown_timeout.
+# router/server/run.py: the admin listener gets 2 s to close after the proxy's shutdown_timeout.
 ADMIN_CLOSE = 2.0
 # Room left for closing the Redis connections and the process exiting.
 MARGIN = 5.0

@@ -14,7 +14,7 @@ from router.state.key_types import expected_type, repair_hint, wrong_type_messag
 from router.state.keys import Keys
 from router.state.snapshot import Snapshot, StateHolder, StateWatcher
 from router.state.store import AffinityRecord, RedisStore
-from tests.helpers import REDIS_TIMEOUT, RedisServer, wait_until
+from tests.helpers import REDIS_TIMEOUT, RedisServer, switch, wait_until
 
 KEYS = Keys("tokenrouter")
 KNOWN = ("a", "b")
@@ -64,9 +64,9 @@ StoreCall = Callable[[RedisStore], Awaitable[object]]
 CASES: list[tuple[str, tuple[str, ...], StoreCall]] = [
     (KEYS.active, ("RPUSH", KEYS.active, "b"), lambda s: s.read_state()),
     (KEYS.offline, ("SET", KEYS.offline, "a"), lambda s: s.read_state()),
-    (KEYS.active, ("RPUSH", KEYS.active, "b"), lambda s: s.switch("b", "test", KNOWN)),
+    (KEYS.active, ("RPUSH", KEYS.active, "b"), lambda s: switch(s, "b", "test", KNOWN)),
     (KEYS.audit, ("SET", KEYS.audit, "x"), lambda s: s.audit(10)),
-    (KEYS.audit, ("SET", KEYS.audit, "x"), lambda s: s.switch("b", "test", KNOWN)),
+    (KEYS.audit, ("SET", KEYS.audit, "x"), lambda s: switch(s, "b", "test", KNOWN)),
     (KEYS.offline, ("SET", KEYS.offline, "x"), lambda s: s.set_offline("a", True, "test")),
     (KEYS.open_items("a"), ("SET", KEYS.open_items("a"), "x"), lambda s: s.open_counts(KNOWN, 0)),
     (

@@ -21,7 +21,7 @@ from router.state.snapshot import (
     build_snapshot,
 )
 from router.state.store import MemoryStore, RedisStore, StateStore, StoredState
-from tests.helpers import REDIS_TIMEOUT, RedisServer, wait_until
+from tests.helpers import REDIS_TIMEOUT, RedisServer, switch, wait_until
 
 KNOWN = ("a", "b")
 KEYS = Keys("tokenrouter")
@@ -269,7 +269,7 @@ async def test_memory_watcher_seeds_empty_store(watchers: Watchers) -> None:
 
 async def test_memory_watcher_follows_bare_set(watchers: Watchers) -> None:
     store = MemoryStore()
-    await store.switch("a", "test", KNOWN)
+    await switch(store, "a", "test", KNOWN)
     w = watchers(store)
     await synced(w)
     store.set_active_raw("b")
@@ -285,7 +285,7 @@ async def test_memory_watcher_refuses_unknown_value(
     watchers: Watchers, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = MemoryStore()
-    await store.switch("b", "test", KNOWN)
+    await switch(store, "b", "test", KNOWN)
     w = watchers(store)
     await wait_until(lambda: w.holder.current.active == "b", timeout=10)
     with caplog.at_level(logging.ERROR, logger="router.state"):
@@ -305,7 +305,7 @@ async def test_memory_watcher_follows_switch_and_offline(watchers: Watchers) -> 
     store = MemoryStore()
     w = watchers(store)
     await synced(w)
-    await store.switch("b", "api", KNOWN)
+    await switch(store, "b", "api", KNOWN)
     await wait_until(lambda: w.holder.current.active == "b", timeout=10)
     await store.set_offline("a", True, "api")
     await wait_until(lambda: w.holder.current.is_offline("a"), timeout=10)
@@ -316,7 +316,7 @@ async def test_memory_watcher_follows_switch_and_offline(watchers: Watchers) -> 
 
 async def test_memory_bare_set_seen_by_three_instances_recorded_once(watchers: Watchers) -> None:
     store = MemoryStore()
-    await store.switch("a", "test", KNOWN)
+    await switch(store, "a", "test", KNOWN)
     instances = [watchers(store, instance=f"inst-{i}") for i in range(3)]
     for w in instances:
         await synced(w)
@@ -502,7 +502,7 @@ async def test_synced_is_set_with_the_snapshot_not_after_the_audit(watchers: Wat
 async def test_an_audit_write_that_fails_is_retried_on_the_next_sync(watchers: Watchers) -> None:
     store = SlowAuditStore()
     store.go.set()
-    await store.switch("a", "test", KNOWN)
+    await switch(store, "a", "test", KNOWN)
     w = watchers(store)
     await synced(w)
     await wait_until(lambda: not w.watcher.audit_pending, timeout=10)

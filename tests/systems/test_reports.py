@@ -13,7 +13,7 @@ from router.state.store import AffinityRecord, MemoryStore, RedisStore
 from router.systems.drain import STATES
 from router.systems.reports import audit_json, read_counts, reports
 from router.systems.stats import parse_open_sessions, probe_all, probe_open_sessions
-from tests.helpers import HOST, SESSION_BODY, SESSION_PATH, Gateway, free_port
+from tests.helpers import HOST, SESSION_BODY, SESSION_PATH, Gateway, free_port, switch
 
 # --- reports --------------------------------------------------------------------------------
 
@@ -124,7 +124,7 @@ def test_reports_unknown_probe_count() -> None:
 
 async def test_read_counts_and_audit_json() -> None:
     store = MemoryStore()
-    await store.switch("a", "cli:alice", ("a", "b"))
+    await switch(store, "a", "cli:alice", ("a", "b"))
     await store.write_affinity([AffinityRecord("session", "s1", "b", 3600)], 1e12)
     await store.mark_preview("b", 60)
     counts, previewing, error = await read_counts(store, ("a", "b"))
