@@ -31,7 +31,7 @@ def exported(exposition: str) -> set[str]:
 def documented() -> set[str]:
     """Sample names of the metrics table in docs/operations.md."""
     text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
-    names = set()
+    names: set[str] = set()
     for name, kind in re.findall(r"^\| `(tokenrouter_[a-z0-9_]+)` \| (\w+) \|", text, re.M):
         base = name.removesuffix("_total")
         names.update(base + suffix for suffix in SUFFIXES[kind])
