@@ -155,6 +155,12 @@ class StateStore(Protocol):
         self, rollout_id: str, step: int, deltas: Mapping[str, tuple[int, int]]
     ) -> None: ...
     async def rollout_counts(self, rollout_id: str, step: int) -> dict[str, tuple[int, int]]: ...
+    async def add_traffic(self, slot: int, fields: Mapping[str, int], ttl: int) -> None: ...
+    async def read_traffic(self, slots: Sequence[int]) -> list[dict[str, int]]: ...
+    async def read_watch(self) -> str | None: ...
+    async def write_watch(
+        self, expected: str | None, new: str, entry: AuditFields | None = None
+    ) -> None: ...
     async def hold_leader(self, instance: str, ttl: float) -> bool: ...
     async def leader(self) -> str | None: ...
     async def release_leader(self, instance: str) -> None: ...
@@ -362,6 +368,21 @@ return gen
 """
 )
 
+_WATCH = (
+    _LUA_HELPERS
+    + """
+-- KEYS: watch, audit ; ARGV: expected ('' = none), new, time, maxlen, then optionally
+-- action, source, from, to, reason: the compare-and-set of the watch document and its audit.
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[1] then return redis.error_reply('CHANGED') end
+redis.call('SET', KEYS[1], ARGV[2])
+if ARGV[5] then
+  audit(KEYS[2], ARGV[4], ARGV[3], ARGV[5], ARGV[7], ARGV[8], ARGV[6], ARGV[9], '')
+end
+return 1
+"""
+)
+
 _LEADER = """
 -- KEYS: leader ; ARGV: instance, ttl in ms. Take the lock if free, renew it if ours.
 local holder = redis.call('GET', KEYS[1])
@@ -524,6 +545,7 @@ class RedisStore:
         self._restore = self._client.register_script(_RESTORE)
         self._rollout = self._client.register_script(_ROLLOUT)
         self._leader = self._client.register_script(_LEADER)
+        self._watch = self._client.register_script(_WATCH)
         self._unlead = self._client.register_script(_UNLEAD)
 
     async def close(self) -> None:
@@ -800,6 +822,53 @@ class RedisStore:
             raise await self._failure(exc, key) from exc
         return parse_counts(raw)
 
+    async def add_traffic(self, slot: int, fields: Mapping[str, int], ttl: int) -> None:
+        key = self.keys.traffic(slot)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for name, n in fields.items():
+                    pipe.hincrby(key, name, n)
+                pipe.expire(key, ttl)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, key) from exc
+
+    async def read_traffic(self, slots: Sequence[int]) -> list[dict[str, int]]:
+        keys = [self.keys.traffic(slot) for slot in slots]
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hgetall(key)
+                raw: list[dict[str, str]] = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, *keys) from exc
+        return [{name: int(n) for name, n in found.items()} for found in raw]
+
+    async def read_watch(self) -> str | None:
+        try:
+            value = await self._client.get(self.keys.watch)
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, self.keys.watch) from exc
+        return None if value is None else str(value)
+
+    async def write_watch(
+        self, expected: str | None, new: str, entry: AuditFields | None = None
+    ) -> None:
+        """Compare-and-set of the watch document, with its audit entry if any; Conflict when
+        it changed since `expected` was read."""
+        k = self.keys
+        args: list[str | int] = [expected or "", new, f"{time.time():.3f}", AUDIT_MAXLEN]
+        if entry is not None:
+            args += [entry.action, entry.source, entry.from_, entry.to, entry.reason]
+        try:
+            await self._watch(keys=[k.watch, k.audit], args=args)
+        except ResponseError as exc:
+            if "CHANGED" in str(exc):
+                raise Conflict("the watch changed meanwhile; look again") from None
+            raise await self._failure(exc, k.watch, k.audit) from exc
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, k.watch, k.audit) from exc
+
     async def hold_leader(self, instance: str, ttl: float) -> bool:
         try:
             return bool(
@@ -988,6 +1057,8 @@ class MemoryStore:
         self.generation = 0
         self.counts: dict[tuple[str, int], dict[str, tuple[int, int]]] = {}
         self.leader_id: tuple[str, float] | None = None
+        self.traffic: dict[int, dict[str, int]] = {}
+        self.watch: str | None = None
         self.registry: dict[str, bytes] = {}
         self._changed = asyncio.Event()
         self._sequence = 0
@@ -1190,6 +1261,28 @@ class MemoryStore:
 
     async def rollout_counts(self, rollout_id: str, step: int) -> dict[str, tuple[int, int]]:
         return dict(self.counts.get((rollout_id, step), {}))
+
+    async def add_traffic(self, slot: int, fields: Mapping[str, int], ttl: int) -> None:
+        counts = self.traffic.setdefault(slot, {})
+        for name, n in fields.items():
+            counts[name] = counts.get(name, 0) + n
+        for old in [s for s in self.traffic if s < slot - ttl]:
+            del self.traffic[old]
+
+    async def read_traffic(self, slots: Sequence[int]) -> list[dict[str, int]]:
+        return [dict(self.traffic.get(slot, {})) for slot in slots]
+
+    async def read_watch(self) -> str | None:
+        return self.watch
+
+    async def write_watch(
+        self, expected: str | None, new: str, entry: AuditFields | None = None
+    ) -> None:
+        if (self.watch or "") != (expected or ""):
+            raise Conflict("the watch changed meanwhile; look again")
+        self.watch = new
+        if entry is not None:
+            self._append(entry.action, entry.source, entry.from_, entry.to, entry.reason)
 
     async def hold_leader(self, instance: str, ttl: float) -> bool:
         now = time.monotonic()
