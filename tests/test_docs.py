@@ -239,7 +239,7 @@ def table_rows() -> dict[str, tuple[str, str]]:
     rows = {}
     for line in doc("configuration.md").splitlines():
         m = re.match(
-            r"^\| `((?:router|systems\.<id>)\.[a-z_]+)` \| ([^|]+) \| `([A-Z_<>]+)` \|", line
+            r"^\| `((?:router|systems\.<id>)\.[a-z0-9_]+)` \| ([^|]+) \| `([A-Z0-9_<>]+)` \|", line
         )
         if m:
             rows[m.group(1)] = (m.group(2).strip(), m.group(3))
