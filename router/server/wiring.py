@@ -51,6 +51,8 @@ from router.state.store import StateStore
 from router.switching.controller import RolloutController
 from router.switching.fleet import InstanceRegistry
 from router.switching.gates import GateProber
+from router.switching.ledger import Ledger
+from router.switching.watch_driver import PostSwitchWatch, retention
 from router.systems.drain import DrainHistory
 from router.systems.prober import HealthProber
 
@@ -112,6 +114,18 @@ def build_runtime(config: Config, store: StateStore | None = None) -> Runtime:
         interval=r.heartbeat_interval,
         is_leader=lambda: controller.leading,
     )
+    # The post-switch watch: every instance counts into the traffic ledger, the leader
+    # judges (and the rollout controller reads the same ledger for step latencies).
+    ledger = Ledger(store, metrics.local, metrics.latency_counts, retention=retention(r))
+    controller.ledger = ledger
+    watch = PostSwitchWatch(
+        store,
+        config,
+        gate_prober,
+        ledger,
+        instance=instance,
+        is_leader=lambda: controller.leading,
+    )
     holder.listeners.append(controller.on_snapshot)
     holder.listeners.append(registry.on_snapshot)
     return Runtime(
@@ -128,6 +142,7 @@ def build_runtime(config: Config, store: StateStore | None = None) -> Runtime:
         gate_prober=gate_prober,
         registry=registry,
         controller=controller,
+        watch=watch,
     )
 
 

@@ -109,6 +109,16 @@ class Keys:
         return f"{self.prefix}:rollout:{rollout_id}:step:{step}"
 
     @property
+    def watch(self) -> str:
+        """JSON document of the post-switch watch of the last change of `active`."""
+        return f"{self.prefix}:watch"
+
+    def traffic(self, slot: int) -> str:
+        """Hash of token requests, failures and latency buckets per system that all instances
+        counted in one second (`slot` = unix time // 1): the post-switch watch reads it."""
+        return f"{self.prefix}:traffic:{slot}"
+
+    @property
     def leader(self) -> str:
         """The rollout controller's lock: the id of the instance driving rollouts, with expiry."""
         return f"{self.prefix}:leader"

@@ -9,7 +9,13 @@ from typing import Any
 
 import orjson
 
-from router.state.refusals import active_error, changed_error, expect_error, offline_error
+from router.state.refusals import (
+    WATCH_CHANGED,
+    active_error,
+    changed_error,
+    expect_error,
+    offline_error,
+)
 from router.state.store import (
     AUDIT_MAXLEN,
     AffinityKind,
@@ -45,6 +51,8 @@ class MemoryStore:
         self.generation = 0
         self.counts: dict[tuple[str, int], dict[str, tuple[int, int]]] = {}
         self.leader_id: tuple[str, float] | None = None
+        self.traffic: dict[int, dict[str, int]] = {}
+        self.watch: str | None = None
         self.registry: dict[str, bytes] = {}
         self._changed = asyncio.Event()
         self._sequence = 0
@@ -247,6 +255,28 @@ class MemoryStore:
 
     async def rollout_counts(self, rollout_id: str, step: int) -> dict[str, tuple[int, int]]:
         return dict(self.counts.get((rollout_id, step), {}))
+
+    async def add_traffic(self, slot: int, fields: Mapping[str, int], ttl: int) -> None:
+        counts = self.traffic.setdefault(slot, {})
+        for name, n in fields.items():
+            counts[name] = counts.get(name, 0) + n
+        for old in [s for s in self.traffic if s < slot - ttl]:
+            del self.traffic[old]
+
+    async def read_traffic(self, slots: Sequence[int]) -> list[dict[str, int]]:
+        return [dict(self.traffic.get(slot, {})) for slot in slots]
+
+    async def read_watch(self) -> str | None:
+        return self.watch
+
+    async def write_watch(
+        self, expected: str | None, new: str, entry: AuditFields | None = None
+    ) -> None:
+        if (self.watch or "") != (expected or ""):
+            raise changed_error(WATCH_CHANGED)
+        self.watch = new
+        if entry is not None:
+            self._append(entry.action, entry.source, entry.from_, entry.to, entry.reason)
 
     async def hold_leader(self, instance: str, ttl: float) -> bool:
         now = time.monotonic()

@@ -15,13 +15,13 @@ import orjson
 from redis.exceptions import RedisError, ResponseError
 
 from router.errors import StoreUnavailable
-from router.state import scripts
 from router.state.key_types import diagnose, is_wrong_type
 from router.state.keys import Keys
 from router.state.redis_client import close_client, describe, redis_client, unavailable
 from router.state.redis_events import watch_changes
-from router.state.refusals import refusal
+from router.state.refusals import WATCH_CHANGED, refusal
 from router.state.sentinel import SentinelTarget
+from router.state import scripts
 from router.state.store import (
     AUDIT_MAXLEN,
     AffinityKind,
@@ -82,6 +82,7 @@ class RedisStore:
         self._restore = self._client.register_script(scripts.RESTORE)
         self._rollout = self._client.register_script(scripts.ROLLOUT)
         self._leader = self._client.register_script(scripts.LEADER)
+        self._watch = self._client.register_script(scripts.WATCH)
         self._unlead = self._client.register_script(scripts.UNLEAD)
 
     async def close(self) -> None:
@@ -323,6 +324,53 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             raise await self._failure(exc, key) from exc
         return parse_counts(raw)
+
+    async def add_traffic(self, slot: int, fields: Mapping[str, int], ttl: int) -> None:
+        key = self.keys.traffic(slot)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for name, n in fields.items():
+                    pipe.hincrby(key, name, n)
+                pipe.expire(key, ttl)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, key) from exc
+
+    async def read_traffic(self, slots: Sequence[int]) -> list[dict[str, int]]:
+        keys = [self.keys.traffic(slot) for slot in slots]
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hgetall(key)
+                raw: list[dict[str, str]] = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, *keys) from exc
+        return [{name: int(n) for name, n in found.items()} for found in raw]
+
+    async def read_watch(self) -> str | None:
+        try:
+            value = await self._client.get(self.keys.watch)
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, self.keys.watch) from exc
+        return None if value is None else str(value)
+
+    async def write_watch(
+        self, expected: str | None, new: str, entry: AuditFields | None = None
+    ) -> None:
+        """Compare-and-set of the watch document, with its audit entry if any; Conflict when
+        it changed since `expected` was read."""
+        k = self.keys
+        args: list[str | int] = [expected or "", new, f"{time.time():.3f}", AUDIT_MAXLEN]
+        if entry is not None:
+            args += [entry.action, entry.source, entry.from_, entry.to, entry.reason]
+        try:
+            await self._watch(keys=[k.watch, k.audit], args=args)
+        except ResponseError as exc:
+            if refused := refusal(str(exc), changed=WATCH_CHANGED):
+                raise refused from None
+            raise await self._failure(exc, k.watch, k.audit) from exc
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, k.watch, k.audit) from exc
 
     async def hold_leader(self, instance: str, ttl: float) -> bool:
         try:

@@ -41,11 +41,18 @@ def offline_error(system: str) -> GateRefused:
     )
 
 
-def changed_error() -> Conflict:
-    return Conflict("the rollout changed meanwhile; look again and retry")
+ROLLOUT_CHANGED = "the rollout changed meanwhile; look again and retry"
+WATCH_CHANGED = "the watch changed meanwhile; look again"
 
 
-def refusal(reply: str, *, system: str = "", expected: str = "") -> RouterError | None:
+def changed_error(message: str = ROLLOUT_CHANGED) -> Conflict:
+    """A compare-and-set of a whole document lost: it changed since it was read."""
+    return Conflict(message)
+
+
+def refusal(
+    reply: str, *, system: str = "", expected: str = "", changed: str = ROLLOUT_CHANGED
+) -> RouterError | None:
     """The refusal a script's error reply names, or None for any other error."""
     word, _, rest = reply.strip().partition(" ")
     if word == "EXPECT":
@@ -55,5 +62,5 @@ def refusal(reply: str, *, system: str = "", expected: str = "") -> RouterError 
     if word == "ACTIVE":
         return active_error(system)
     if word == "CHANGED":
-        return changed_error()
+        return changed_error(changed)
     return None

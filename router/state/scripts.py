@@ -129,6 +129,21 @@ return gen
 """
 )
 
+WATCH = (
+    LUA_HELPERS
+    + """
+-- KEYS: watch, audit ; ARGV: expected ('' = none), new, time, maxlen, then optionally
+-- action, source, from, to, reason: the compare-and-set of the watch document and its audit.
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[1] then return redis.error_reply('CHANGED') end
+redis.call('SET', KEYS[1], ARGV[2])
+if ARGV[5] then
+  audit(KEYS[2], ARGV[4], ARGV[3], ARGV[5], ARGV[7], ARGV[8], ARGV[6], ARGV[9], '')
+end
+return 1
+"""
+)
+
 LEADER = """
 -- KEYS: leader ; ARGV: instance, ttl in ms. Take the lock if free, renew it if ours.
 local holder = redis.call('GET', KEYS[1])
