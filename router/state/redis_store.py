@@ -7,6 +7,7 @@ a refused one is read once by refusals.refusal. A key of the wrong type is named
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -15,13 +16,13 @@ import orjson
 from redis.exceptions import RedisError, ResponseError
 
 from router.errors import StoreUnavailable
+from router.state import scripts
 from router.state.key_types import diagnose, is_wrong_type
 from router.state.keys import Keys
 from router.state.redis_client import close_client, describe, redis_client, unavailable
 from router.state.redis_events import watch_changes
 from router.state.refusals import WATCH_CHANGED, refusal
 from router.state.sentinel import SentinelTarget
-from router.state import scripts
 from router.state.store import (
     AUDIT_MAXLEN,
     AffinityKind,
@@ -98,6 +99,14 @@ class RedisStore:
             return await diagnose(self._client, self.keys, touched, exc)
         return self._unavailable(exc)
 
+    @contextlib.asynccontextmanager
+    async def _failing(self, *touched: str) -> AsyncIterator[None]:
+        """A failed command on `touched` keys raises the store's error for it (_failure)."""
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, *touched) from exc
+
     async def ping(self) -> None:
         try:
             await self._client.ping()
@@ -105,36 +114,14 @@ class RedisStore:
             raise self._unavailable(exc) from exc
 
     async def read_state(self) -> StoredState:
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.get(self.keys.active)
-                pipe.smembers(self.keys.offline)
-                pipe.get(self.keys.recorded)
-                pipe.get(self.keys.epoch)
-                pipe.get(self.keys.restoring)
-                pipe.get(self.keys.rollout)
-                pipe.get(self.keys.generation)
-                (
-                    active,
-                    offline,
-                    recorded,
-                    epoch,
-                    restoring,
-                    rollout,
-                    generation,
-                ) = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            k = self.keys
-            raise await self._failure(
-                exc,
-                k.active,
-                k.offline,
-                k.recorded,
-                k.epoch,
-                k.restoring,
-                k.rollout,
-                k.generation,
-            ) from exc
+        k = self.keys
+        read = (k.active, k.offline, k.recorded, k.epoch, k.restoring, k.rollout, k.generation)
+        async with self._failing(*read), self._client.pipeline(transaction=False) as pipe:
+            pipe.get(k.active)
+            pipe.smembers(k.offline)
+            for key in read[2:]:
+                pipe.get(key)
+            active, offline, recorded, epoch, restoring, rollout, generation = await pipe.execute()
         return StoredState(
             active=active,
             offline=frozenset(offline),
@@ -155,10 +142,8 @@ class RedisStore:
         return persistence_mode(found.get("appendonly"), saves.get("save"))
 
     async def mark_restoring(self, now: float) -> None:
-        try:
+        async with self._failing(self.keys.restoring):
             await self._client.set(self.keys.restoring, f"{now:.3f}", ex=RESTORING_TTL)
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, self.keys.restoring) from exc
 
     async def changes(self, tick: float) -> AsyncIterator[Change]:
         """Yield "subscribed" once listening, then "event" on any change, "tick" otherwise."""
@@ -305,53 +290,40 @@ class RedisStore:
         self, rollout_id: str, step: int, deltas: Mapping[str, tuple[int, int]]
     ) -> None:
         key = self.keys.rollout_counts(rollout_id, step)
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for system, (requests, failures) in deltas.items():
-                    if requests:
-                        pipe.hincrby(key, f"{system}:requests", requests)
-                    if failures:
-                        pipe.hincrby(key, f"{system}:failures", failures)
-                pipe.expire(key, ROLLOUT_COUNTS_TTL)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, key) from exc
+        async with self._failing(key), self._client.pipeline(transaction=False) as pipe:
+            for system, (requests, failures) in deltas.items():
+                if requests:
+                    pipe.hincrby(key, f"{system}:requests", requests)
+                if failures:
+                    pipe.hincrby(key, f"{system}:failures", failures)
+            pipe.expire(key, ROLLOUT_COUNTS_TTL)
+            await pipe.execute()
 
     async def rollout_counts(self, rollout_id: str, step: int) -> dict[str, tuple[int, int]]:
         key = self.keys.rollout_counts(rollout_id, step)
-        try:
+        async with self._failing(key):
             raw: dict[str, str] = await self._client.hgetall(key)  # type: ignore[assignment]
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, key) from exc
         return parse_counts(raw)
 
     async def add_traffic(self, slot: int, fields: Mapping[str, int], ttl: int) -> None:
         key = self.keys.traffic(slot)
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for name, n in fields.items():
-                    pipe.hincrby(key, name, n)
-                pipe.expire(key, ttl)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, key) from exc
+        async with self._failing(key), self._client.pipeline(transaction=False) as pipe:
+            for name, n in fields.items():
+                pipe.hincrby(key, name, n)
+            pipe.expire(key, ttl)
+            await pipe.execute()
 
     async def read_traffic(self, slots: Sequence[int]) -> list[dict[str, int]]:
         keys = [self.keys.traffic(slot) for slot in slots]
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.hgetall(key)
-                raw: list[dict[str, str]] = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, *keys) from exc
+        async with self._failing(*keys), self._client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            raw: list[dict[str, str]] = await pipe.execute()
         return [{name: int(n) for name, n in found.items()} for found in raw]
 
     async def read_watch(self) -> str | None:
-        try:
+        async with self._failing(self.keys.watch):
             value = await self._client.get(self.keys.watch)
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, self.keys.watch) from exc
         return None if value is None else str(value)
 
     async def write_watch(
@@ -373,69 +345,43 @@ class RedisStore:
             raise await self._failure(exc, k.watch, k.audit) from exc
 
     async def hold_leader(self, instance: str, ttl: float) -> bool:
-        try:
+        async with self._failing(self.keys.leader):
             return bool(
                 await self._leader(keys=[self.keys.leader], args=[instance, int(ttl * 1000)])
             )
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, self.keys.leader) from exc
 
     async def leader(self) -> str | None:
-        try:
+        async with self._failing(self.keys.leader):
             value = await self._client.get(self.keys.leader)
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, self.keys.leader) from exc
         return None if value is None else str(value)
 
     async def release_leader(self, instance: str) -> None:
-        try:
+        async with self._failing(self.keys.leader):
             await self._unlead(keys=[self.keys.leader], args=[instance])
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, self.keys.leader) from exc
 
     async def heartbeat(self, instance: str, document: Mapping[str, Any]) -> None:
-        try:
+        async with self._failing(self.keys.instances):
             await self._client.hset(self.keys.instances, instance, orjson.dumps(document))
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, self.keys.instances) from exc
 
     async def instances(self, now: float, stale_after: float) -> list[dict[str, Any]]:
         """Live instances; those silent for longer than `stale_after` are dropped here."""
-        try:
+        async with self._failing(self.keys.instances):
             raw: dict[str, str] = await self._client.hgetall(self.keys.instances)  # type: ignore[assignment]
             live, stale = split_instances(raw, now, stale_after)
             if stale:
                 await self._client.hdel(self.keys.instances, *stale)
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, self.keys.instances) from exc
         return live
 
     async def remove_instance(self, instance: str) -> None:
-        try:
+        async with self._failing(self.keys.instances):
             await self._client.hdel(self.keys.instances, instance)
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, self.keys.instances) from exc
 
     async def audit(self, count: int) -> list[AuditEntry]:
-        try:
+        async with self._failing(self.keys.audit):
             rows: list[tuple[str, dict[str, str]]] = await self._client.xrevrange(
                 self.keys.audit, count=count
             )  # type: ignore[assignment]
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, self.keys.audit) from exc
-        return [
-            AuditEntry(
-                id=entry_id,
-                time=float(data.get("time", 0.0)),
-                action=data.get("action", "switch"),
-                source=data.get("source", ""),
-                from_=data.get("from", ""),
-                to=data.get("to", ""),
-                reason=data.get("reason", ""),
-                forced=data.get("forced", "") == "1",
-            )
-            for entry_id, data in rows
-        ]
+        return [AuditEntry.from_fields(entry_id, data) for entry_id, data in rows]
 
     async def write_affinity(self, records: Sequence[AffinityRecord], now: float) -> None:
         """All records in one script call with one JSON argument: redis-py's per-command and
@@ -461,23 +407,18 @@ class RedisStore:
             raise await self._failure(exc, *touched) from exc
 
     async def lookup_affinity(self, kind: AffinityKind, ident: str) -> str | None:
-        try:
+        async with self._failing(self.keys.affinity(kind, ident)):
             value = await self._client.get(self.keys.affinity(kind, ident))
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, self.keys.affinity(kind, ident)) from exc
         return None if value is None else str(value)
 
     async def affinity_entry(self, kind: AffinityKind, ident: str) -> tuple[str, float] | None:
         """The issuer and the seconds Redis keeps it: a copy cached for longer could still
         name this issuer after Redis forgot it and another system's id took its place."""
         key = self.keys.affinity(kind, ident)
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.get(key)
-                pipe.pttl(key)
-                value, pttl = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, key) from exc
+        async with self._failing(key), self._client.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            pipe.pttl(key)
+            value, pttl = await pipe.execute()
         if value is None:
             return None
         return str(value), max(0.0, int(pttl) / 1000) if int(pttl) >= 0 else 0.0
@@ -488,7 +429,7 @@ class RedisStore:
         k = self.keys
         key = k.affinity(record.kind, record.ident)
         counted = k.open_items(record.system) if record.counted > 0 else ""
-        try:
+        async with self._failing(key, *([counted] if counted else [])):
             holder = await self._claim(
                 keys=[key],
                 args=[
@@ -499,8 +440,6 @@ class RedisStore:
                     now + record.counted,
                 ],
             )
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, key, *([counted] if counted else [])) from exc
         return str(holder) or None
 
     async def release(self, kind: AffinityKind, ident: str, system: str) -> None:
@@ -515,25 +454,21 @@ class RedisStore:
             ) from exc
 
     async def open_counts(self, systems: Sequence[str], now: float) -> dict[str, int]:
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for system in systems:
-                    pipe.zremrangebyscore(self.keys.open_items(system), "-inf", now)
-                    pipe.zcard(self.keys.open_items(system))
-                results = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, *(self.keys.open_items(s) for s in systems)) from exc
+        async with (
+            self._failing(*(self.keys.open_items(s) for s in systems)),
+            self._client.pipeline(transaction=False) as pipe,
+        ):
+            for system in systems:
+                pipe.zremrangebyscore(self.keys.open_items(system), "-inf", now)
+                pipe.zcard(self.keys.open_items(system))
+            results = await pipe.execute()
         return {system: int(results[2 * i + 1]) for i, system in enumerate(systems)}
 
     async def mark_preview(self, system: str, ttl: int) -> None:
-        try:
+        async with self._failing(self.keys.preview(system)):
             await self._client.set(self.keys.preview(system), "1", ex=ttl)
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, self.keys.preview(system)) from exc
 
     async def previewing(self, systems: Sequence[str]) -> frozenset[str]:
-        try:
+        async with self._failing(*(self.keys.preview(s) for s in systems)):
             values = await self._client.mget([self.keys.preview(s) for s in systems])
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, *(self.keys.preview(s) for s in systems)) from exc
         return frozenset(s for s, v in zip(systems, values, strict=True) if v is not None)

@@ -55,6 +55,20 @@ class AuditEntry:
     reason: str = ""
     forced: bool = False
 
+    @classmethod
+    def from_fields(cls, entry_id: str, data: Mapping[str, str]) -> AuditEntry:
+        """An entry as the audit stream holds it (scripts.py's `audit` writes the fields)."""
+        return cls(
+            id=entry_id,
+            time=float(data.get("time", 0.0)),
+            action=data.get("action", "switch"),
+            source=data.get("source", ""),
+            from_=data.get("from", ""),
+            to=data.get("to", ""),
+            reason=data.get("reason", ""),
+            forced=data.get("forced", "") == "1",
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
