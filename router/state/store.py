@@ -16,6 +16,8 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+from router.printable import printable
+
 AUDIT_MAXLEN = 10_000
 Change = Literal["subscribed", "event", "tick"]
 # session: a token; code: a Live Assist short code; cid: a Live Assist correlation id
@@ -54,6 +56,12 @@ class AuditEntry:
     to: str
     reason: str = ""
     forced: bool = False
+
+    def __post_init__(self) -> None:
+        # Anyone who can write to Redis can append to the stream: whatever it holds is made
+        # safe here, once, for every surface that shows it (CLI, API, page).
+        for name in ("source", "from_", "to", "reason"):
+            object.__setattr__(self, name, printable(getattr(self, name)))
 
     @classmethod
     def from_fields(cls, entry_id: str, data: Mapping[str, str]) -> AuditEntry:
