@@ -45,6 +45,7 @@ class MemoryStore:
         self.affinity: dict[tuple[str, str], tuple[str, float]] = {}
         self.open: dict[str, dict[str, float]] = {}
         self.preview: dict[str, float] = {}
+        self.revoked: dict[str, float] = {}  # ended login sessions: nonce -> expiry
         # One process's memory never loses its state while the process runs.
         self.epoch: str | None = "memory:0"
         self.rollout: str | None = None
@@ -355,3 +356,9 @@ class MemoryStore:
     async def previewing(self, systems: Sequence[str]) -> frozenset[str]:
         now = time.time()
         return frozenset(s for s in systems if self.preview.get(s, 0.0) > now)
+
+    async def revoke_session(self, nonce: str, ttl: int) -> None:
+        self.revoked[nonce] = time.time() + max(1, ttl)
+
+    async def session_revoked(self, nonce: str) -> bool:
+        return self.revoked.get(nonce, 0.0) > time.time()

@@ -472,3 +472,13 @@ class RedisStore:
         async with self._failing(*(self.keys.preview(s) for s in systems)):
             values = await self._client.mget([self.keys.preview(s) for s in systems])
         return frozenset(s for s, v in zip(systems, values, strict=True) if v is not None)
+
+    async def revoke_session(self, nonce: str, ttl: int) -> None:
+        key = self.keys.revoked_session(nonce)
+        async with self._failing(key):
+            await self._client.set(key, "1", ex=max(1, ttl))
+
+    async def session_revoked(self, nonce: str) -> bool:
+        key = self.keys.revoked_session(nonce)
+        async with self._failing(key):
+            return bool(await self._client.exists(key))

@@ -22,7 +22,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from tests.deploy.metric_names import PROMETHEUS_OWN, documented, exported, referenced
-from tests.helpers import SESSION_BODY, SESSION_PATH, RunningRouter
+from tests.helpers import ADMIN_TOKEN, SESSION_BODY, SESSION_PATH, RunningRouter
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "token-router.rules.yml"
@@ -121,3 +121,31 @@ async def test_rules_name_what_a_router_exports(
         if not word.startswith("tokenrouter_")
     }
     assert others <= PROMETHEUS_OWN
+
+
+async def test_metrics_pass_promtool_check_metrics(
+    router: RunningRouter, http: aiohttp.ClientSession
+) -> None:
+    """The exposition the rules read is clean under Prometheus' own linter, with a rollout
+    (so the rollout families have samples) and traffic."""
+    async with http.post(router.proxy_url + SESSION_PATH, data=orjson.dumps(SESSION_BODY)) as r:
+        assert r.status == 200
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    body = {"system": "b", "steps": "5,100", "interval": 60}
+    async with http.post(router.admin_url + "/api/rollout", json=body, headers=auth) as resp:
+        assert resp.status == 201, await resp.text()
+    async with http.post(router.admin_url + "/api/rollout/abort", json={}, headers=auth) as resp:
+        assert resp.status == 200, await resp.text()
+    async with http.get(router.admin_url + "/metrics") as resp:
+        text = await resp.text()
+    assert "tokenrouter_rollout_ended_timestamp_seconds{" in text
+    result = subprocess.run(
+        [promtool(), "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout + result.stderr == ""
