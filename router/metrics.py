@@ -267,7 +267,8 @@ def render(
 
 
 def drain_families(drains: Sequence[Drain]) -> Iterator[Metric]:
-    """The drain decision (router/drain.py) as gauges: the same verdict as page and CLI."""
+    """The view of each system (router/view.py) as gauges: the same verdict as page and CLI.
+    The rate keeps the one sign: positive falls."""
     families = {
         "open_items": GaugeMetricFamily(
             "tokenrouter_open_items",
@@ -301,6 +302,16 @@ def drain_families(drains: Sequence[Drain]) -> Iterator[Metric]:
             "Estimated seconds until the deciding count reaches 0, while it falls.",
             labels=["system"],
         ),
+        "stalled": GaugeMetricFamily(
+            "tokenrouter_drain_stalled",
+            "1 while a draining system's count has not fallen for router.drain_stall_after.",
+            labels=["system"],
+        ),
+        "share": GaugeMetricFamily(
+            "tokenrouter_new_sessions_percent",
+            "Percent of new sessions each system gets now (the active one's, a rollout's split).",
+            labels=["system"],
+        ),
     }
     for d in drains:
         if d.router_open is not None:
@@ -314,6 +325,8 @@ def drain_families(drains: Sequence[Drain]) -> Iterator[Metric]:
             families["rate"].add_metric([d.system], d.rate)
         if d.eta is not None:
             families["eta"].add_metric([d.system], d.eta)
+        families["stalled"].add_metric([d.system], 1.0 if d.stalled else 0.0)
+        families["share"].add_metric([d.system], float(d.share))
     yield from families.values()
 
 
