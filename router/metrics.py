@@ -14,10 +14,12 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 import time
 from bisect import bisect_left
 from collections import Counter as CounterOf
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import (
@@ -29,14 +31,15 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from router.drain import Drain
-from router.state import StateHolder
+from router.state.rollout import Rollout
+from router.state.snapshot import StateHolder
+from router.systems.drain import Drain
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Upstream latency: a token hop is ~1 ms on a LAN, a slow gateway seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-# Event-loop stalls (router/loop_probe.py): SPEC allows none over 1 ms from background work.
+# Event-loop stalls (router/server/loop_probe.py): SPEC allows none over 1 ms from background work.
 STALL_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 
@@ -96,7 +99,7 @@ class Metrics:
         self.loop_stalls = Histogram(
             "tokenrouter_loop_stall_seconds",
             "Event-loop stalls over 1 ms: how late a 2 ms kernel timer tick ran"
-            " (router/loop_probe.py).",
+            " (router/server/loop_probe.py).",
             buckets=STALL_BUCKETS,
             registry=r,
         )
@@ -246,11 +249,96 @@ class StateCollector(Collector):
         )
 
 
+@dataclass(frozen=True, slots=True)
+class InstanceFacts:
+    """What the alerts need of this instance beyond the snapshot, read by the scrape handler."""
+
+    ready: bool  # /readyz answers 200 (ready or degraded), not starting or stopping
+    persistence: str  # how Redis persists its data (store.persistence_mode), "" not known yet
+    rollout: Rollout | None  # the current or last rollout document, None when none (or unread)
+
+
+# prometheus_client's multiprocess files are named <kind>[_<mode>]_<pid>.db.
+_PID_FILE = re.compile(r"_(\d+)\.db$")
+
+
+def _resident_bytes(pid: int) -> int | None:
+    """RSS of `pid` from /proc (Linux); None where it cannot be read (gone, not Linux)."""
+    try:
+        with open(f"/proc/{pid}/statm", encoding="ascii") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _processes() -> list[tuple[str, int]]:
+    """This instance's processes: this one alone, or with `--workers N` the supervisor and
+    every worker that wrote metrics (a scrape is answered by one worker, the pod holds all)."""
+    directory = multiprocess_dir()
+    if not directory:
+        return [("worker", os.getpid())]
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        names = []
+    workers = {int(m.group(1)) for name in names if (m := _PID_FILE.search(name))}
+    workers.add(os.getpid())
+    return [("supervisor", os.getppid()), *(("worker", pid) for pid in sorted(workers))]
+
+
+def instance_families(facts: InstanceFacts) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "tokenrouter_ready",
+        "1 while /readyz answers 200 (ready, or degraded on the last known state); 0 while"
+        " starting or stopping.",
+        value=1.0 if facts.ready else 0.0,
+    )
+    persistence = GaugeMetricFamily(
+        "tokenrouter_store_persistence",
+        "1 for how Redis persists its data: aof, rdb, aof+rdb, none (a restart loses the"
+        " state), unknown (CONFIG refused), memory (memory://).",
+        labels=["mode"],
+    )
+    persistence.add_metric([facts.persistence or "unknown"], 1.0)
+    yield persistence
+    labels = ["target", "source", "state"]
+    state = GaugeMetricFamily(
+        "tokenrouter_rollout_state",
+        "1 for the current or last progressive rollout and its state: running, paused,"
+        " promoted, aborted, ended.",
+        labels=labels,
+    )
+    ended = GaugeMetricFamily(
+        "tokenrouter_rollout_ended_timestamp_seconds",
+        "When the last progressive rollout ended (promoted, aborted or ended), Unix time.",
+        labels=labels,
+    )
+    r = facts.rollout
+    if r is not None:
+        state.add_metric([r.target, r.source, r.state], 1.0)
+        if r.ended_at is not None:
+            ended.add_metric([r.target, r.source, r.state], r.ended_at)
+    yield state
+    yield ended
+    rss = GaugeMetricFamily(
+        "tokenrouter_resident_memory_bytes",
+        "Resident memory of each of this instance's processes (the supervisor and each worker"
+        " with --workers N), read from /proc at scrape time.",
+        labels=["role", "pid"],
+    )
+    for role, pid in _processes():
+        size = _resident_bytes(pid)
+        if size is not None:
+            rss.add_metric([role, str(pid)], float(size))
+    yield rss
+
+
 def render(
     metrics: Metrics,
     holder: StateHolder,
     systems: Sequence[str],
     drains: Sequence[Drain],
+    facts: InstanceFacts | None = None,
 ) -> bytes:
     """The exposition text: this process's (or all workers') metrics plus the state gauges."""
     directory = multiprocess_dir()
@@ -262,13 +350,13 @@ def render(
     else:
         registry = metrics.registry
     scrape = CollectorRegistry()
-    scrape.register(_Merged(registry, StateCollector(holder, systems), drains))
+    scrape.register(_Merged(registry, StateCollector(holder, systems), drains, facts))
     return generate_latest(scrape)
 
 
 def drain_families(drains: Sequence[Drain]) -> Iterator[Metric]:
-    """The view of each system (router/view.py) as gauges: the same verdict as page and CLI.
-    The rate keeps the one sign: positive falls."""
+    """The view of each system (router/systems/view.py) as gauges: the same verdict as page and
+    CLI. The rate keeps the one sign: positive falls."""
     families = {
         "open_items": GaugeMetricFamily(
             "tokenrouter_open_items",
@@ -304,7 +392,8 @@ def drain_families(drains: Sequence[Drain]) -> Iterator[Metric]:
         ),
         "stalled": GaugeMetricFamily(
             "tokenrouter_drain_stalled",
-            "1 while a draining system's count has not fallen for router.drain_stall_after.",
+            "1 when a draining system's count has not fallen for router.drain_stall_after"
+            " (the same 'stalled' as page and CLI), sampled here.",
             labels=["system"],
         ),
         "share": GaugeMetricFamily(
@@ -332,13 +421,20 @@ def drain_families(drains: Sequence[Drain]) -> Iterator[Metric]:
 
 class _Merged(Collector):
     def __init__(
-        self, registry: CollectorRegistry, state: StateCollector, drains: Sequence[Drain]
+        self,
+        registry: CollectorRegistry,
+        state: StateCollector,
+        drains: Sequence[Drain],
+        facts: InstanceFacts | None,
     ) -> None:
         self.registry = registry
         self.state = state
         self.drains = drains
+        self.facts = facts
 
     def collect(self) -> Iterator[Metric]:
         yield from self.registry.collect()
         yield from self.state.collect()
         yield from drain_families(self.drains)
+        if self.facts is not None:
+            yield from instance_families(self.facts)

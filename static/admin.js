@@ -74,7 +74,7 @@
   }
 
   // The counts behind the drain verdict, each labelled. The verdict's words (badge,
-  // estimate, headline) come from the server's view model (router/view.py) as they are, so
+  // estimate, headline) come from the server's view model (router/systems/view.py) as they are, so
   // the page says what `status`, `drain-wait` and the API say.
   function drainText(s) {
     const parts = [];

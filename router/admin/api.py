@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from router.admin.app_keys import DRAIN, HEALTH, RUNTIME
 from router.admin.auth import audit_source
 from router.admin.models import (
     Audit,
@@ -31,14 +32,14 @@ from router.admin.spec import (
     Operation,
     parse_query,
 )
-from router.app_keys import DRAIN, HEALTH, RUNTIME
 from router.errors import ServiceUnavailable, StoreUnavailable
-from router.gateways.reports import SystemReport, audit_json, read_counts, view_report
 from router.metrics import CONTENT_TYPE as METRICS_TYPE
-from router.metrics import render
-from router.recovery import persistence_risk
+from router.metrics import InstanceFacts, render
 from router.responses import JSON_TYPE
-from router.view import View
+from router.state import rollout as rollout_model
+from router.state.recovery import persistence_risk
+from router.systems.reports import SystemReport, audit_json, read_counts, view_report
+from router.systems.view import View
 
 
 def json_response(data: object, status: int = 200) -> web.Response:
@@ -86,7 +87,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def system_reports(app: web.Application) -> tuple[View, list[SystemReport], str]:
-    """The view model (router/view.py) and every system's report in it: the routers' counts
+    """The view model (router/systems/view.py) and every system's report in it: the routers' counts
     from the store, the gateways' own counts (stats_url) from the prober, the trend from this
     process's samples. Also the store's error, if it did not answer."""
     runtime = app[RUNTIME]
@@ -146,8 +147,17 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition: request counters, upstream latency, state gauges."""
     runtime = request.app[RUNTIME]
     _, rows, _ = await system_reports(request.app)
+    try:
+        rollout = rollout_model.loads((await runtime.store.read_state()).rollout)
+    except StoreUnavailable:
+        rollout = None  # store_up says why; the rollout families are left empty
+    facts = InstanceFacts(
+        ready=not runtime.stopping and runtime.holder.synced,
+        persistence=runtime.persistence,
+        rollout=rollout,
+    )
     body = render(
-        runtime.metrics, runtime.holder, runtime.config.system_ids, [r.drain for r in rows]
+        runtime.metrics, runtime.holder, runtime.config.system_ids, [r.drain for r in rows], facts
     )
     return web.Response(body=body, headers={"Content-Type": METRICS_TYPE})
 

@@ -196,15 +196,6 @@ def audit_source(request: web.Request, via: str = "api") -> str:
     return f"{via} ({operator_of(request)}@{request.remote or 'unknown'})"
 
 
-def require_token(request: web.Request, expected: object = None) -> str:
-    """Kept for handlers written before the `admin_access` middleware: the operator of a write.
-
-    The middleware has already checked the credential, the origin and the CSRF token of
-    every non-GET `/api/` request; this only returns `operator_of(request)`.
-    """
-    return operator_of(request)
-
-
 def same_origin(request: web.Request) -> bool:
     """False when the browser says the request comes from another origin.
 

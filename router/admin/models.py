@@ -310,24 +310,22 @@ class RolloutRequest(GuardRequest):
     )
 
 
-class GateRefusal(BaseModel):
-    """409: a safety gate refused (gate names it), or the rollout was not in a state for it."""
-
-    error: Literal["refused", "conflict"]
-    message: str
-    gate: Literal["offline", "health", "expect", "active", "open"] | None = None
-    override: str | None = Field(None, description='"force": true, or null (expect).')
-    system: str | None = None
-
-
 class Confirmation(BaseModel):
     """How many live router instances applied the change, and how fast."""
 
     applied: int
     total: int
     elapsed_ms: float
-    laggards: list[str]
+    laggards: list[str] = Field(
+        description="Instances live during the wait that have not applied it (silent ones too)."
+    )
+    silent: list[str] = Field(
+        description="Laggards that stopped heartbeating meanwhile (frozen or gone)."
+    )
     timed_out: bool
+    complete: bool = Field(
+        description="Every instance live during the wait applied it; false: not a success."
+    )
 
 
 class GuardedSwitchResult(BaseModel):

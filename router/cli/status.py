@@ -9,7 +9,6 @@ import asyncio
 import time
 from typing import Any
 
-from router import operations
 from router.cli.common import (
     EXIT_REFUSED_VALUE,
     Context,
@@ -21,16 +20,17 @@ from router.cli.common import (
 from router.cli.rollout import rollout_lines
 from router.cli.watch import add_watch_flags, show
 from router.config import Config
-from router.drain import DrainHistory
 from router.errors import StoreUnavailable
-from router.gateways.reports import read_counts, view_report
-from router.gateways.stats import probe_all
-from router.instances import STALE_BEATS
-from router.keys import Keys
 from router.releases.store import open_release_store
-from router.sentinel import redis_target
-from router.store import AuditEntry
-from router.view import fleet_summary
+from router.state.keys import Keys
+from router.state.sentinel import redis_target
+from router.state.store import AuditEntry
+from router.switching import operations
+from router.switching.fleet import STALE_BEATS
+from router.systems.drain import DrainHistory
+from router.systems.reports import read_counts, view_report
+from router.systems.stats import probe_all
+from router.systems.view import fleet_summary
 
 
 def add_parser(sub: Subcommands, common: Parser) -> None:
@@ -64,8 +64,8 @@ def exit_code(doc: dict[str, Any]) -> int:
 
 async def status_document(ctx: Context, history: DrainHistory | None = None) -> dict[str, Any]:
     """Everything `status` shows, as one document (also `status --json`). Each system's state
-    and counts come from the one drain function (router/drain.py); `history`, kept across the
-    frames of `--watch`, gives the drain rate and the estimate."""
+    and counts come from the one drain function (router/systems/drain.py); `history`, kept
+    across the frames of `--watch`, gives the drain rate and the estimate."""
     config, store = ctx.config, ctx.store
     stored = await store.read_state()
     snapshot = operations.snapshot_of(stored, config)
@@ -116,7 +116,7 @@ async def _releases(config: Config) -> dict[str, str | None]:
 
 
 def status_lines(doc: dict[str, Any], now: float) -> list[str]:
-    """The status document as text: the view model's words (router/view.py), as the page and
+    """The status document as text: the view model's words (router/systems/view.py), as the page and
     the API show them."""
     lines = [f"store    {doc['store']}", f"active   {doc['active']}: {doc['headline']}"]
     if doc["refused"]:

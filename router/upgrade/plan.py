@@ -39,10 +39,9 @@ EXIT_ROLLED_BACK = 4
 # Seconds without a heartbeat after which an upgrade's owner is presumed gone.
 LEASE = 5.0
 
-# States of the upgrade document. "running" and "stopped" can be resumed; the others are
-# final and a new upgrade starts afresh.
+# States of the upgrade document. "running" and "stopped" can be resumed; the others
+# ("done", "rolled-back", "failed") are final and a new upgrade starts afresh.
 RESUMABLE = ("running", "stopped")
-FINAL = ("done", "rolled-back", "failed")
 
 
 @dataclass(frozen=True, slots=True)

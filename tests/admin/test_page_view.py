@@ -1,7 +1,7 @@
 """The page, `token-router status` and `/api/status` at the same moment say the same thing:
 during a progressive rollout and during a drain, in Debian's Chromium (screenshots kept in
-the test's directory). They all render the one view model (router/view.py); the renderers
-fed one history are compared without sockets in tests/test_view_surfaces.py.
+the test's directory). They all render the one view model (router/systems/view.py); the renderers
+fed one history are compared without sockets in tests/flows/test_view_surfaces.py.
 """
 
 from __future__ import annotations

@@ -1,0 +1,283 @@
+"""Progressive rollout: the document, its validation and the controller's decisions.
+
+Pure functions over plain data (no clock, socket or Redis): the controller (rollout_driver.py)
+reads the document, the step's counts and the target's health, asks `next_action` what to
+do, and writes the answer through the store's compare-and-set. The document lives in Redis
+(`<prefix>:rollout`) as JSON; the routers read it with the rest of the state and route new
+sessions by `share_of`.
+
+States: running -> paused -> running ...; then one terminal state, kept so every surface can
+say how the last rollout ended: promoted (the target became active), aborted (by an operator
+or automatically), ended (a switch or a bare SET of `active` overtook it).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import orjson
+
+from router.errors import BadRequest
+
+RUNNING = ("running", "paused")
+DEFAULT_MAX_ERROR_RATE = 0.05
+DEFAULT_MIN_REQUESTS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    id: str
+    target: str
+    source: str  # the system active when the rollout started (what it rolls away from)
+    steps: tuple[int, ...]  # percentages of new sessions, strictly increasing, 1..100
+    interval: float  # seconds each step holds
+    max_error_rate: float
+    min_requests: int
+    step: int  # index into steps
+    step_started: float
+    state: str
+    started: float
+    started_by: str
+    paused_at: float | None = None
+    ended_at: float | None = None
+    end_reason: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state in RUNNING
+
+    @property
+    def percent(self) -> int:
+        return self.steps[self.step]
+
+    @property
+    def last_step(self) -> bool:
+        return self.step == len(self.steps) - 1
+
+    def held(self, now: float) -> float:
+        """Seconds the current step has been in force (pauses not counted)."""
+        until = self.paused_at if self.state == "paused" and self.paused_at else now
+        return max(0.0, until - self.step_started)
+
+    def next_in(self, now: float) -> float | None:
+        """Seconds until the next step (or the promotion); None when not running."""
+        if self.state != "running":
+            return None
+        return max(0.0, self.interval - self.held(now))
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["steps"] = list(self.steps)
+        return doc
+
+    def dumps(self) -> str:
+        return orjson.dumps(self.to_json()).decode()
+
+
+def loads(raw: str | None) -> Rollout | None:
+    """The stored document, or None when there is none or it cannot be read."""
+    if not raw:
+        return None
+    try:
+        doc = orjson.loads(raw)
+        return Rollout(
+            id=str(doc["id"]),
+            target=str(doc["target"]),
+            source=str(doc["source"]),
+            steps=tuple(int(s) for s in doc["steps"]),
+            interval=float(doc["interval"]),
+            max_error_rate=float(doc["max_error_rate"]),
+            min_requests=int(doc["min_requests"]),
+            step=int(doc["step"]),
+            step_started=float(doc["step_started"]),
+            state=str(doc["state"]),
+            started=float(doc["started"]),
+            started_by=str(doc.get("started_by", "")),
+            paused_at=None if doc.get("paused_at") is None else float(doc["paused_at"]),
+            ended_at=None if doc.get("ended_at") is None else float(doc["ended_at"]),
+            end_reason=None if doc.get("end_reason") is None else str(doc["end_reason"]),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError):
+        return None
+
+
+# --- validation (bad input: nothing reaches Redis) ------------------------------------------
+
+
+def parse_steps(value: object) -> tuple[int, ...]:
+    """`"5,25,50,100"` or `[5, 25, 50, 100]` -> (5, 25, 50, 100); BadRequest otherwise."""
+    if isinstance(value, str):
+        parts: Sequence[object] = [p.strip() for p in value.split(",") if p.strip()]
+    elif isinstance(value, list):
+        parts = value
+    else:
+        raise BadRequest("steps: give percentages like 5,25,50,100")
+    steps: list[int] = []
+    for part in parts:
+        if isinstance(part, bool):
+            raise BadRequest(f"steps: {part!r} is not a whole percentage")
+        try:
+            number = int(part) if isinstance(part, int | str) else None
+        except ValueError:
+            number = None
+        if number is None or str(part).strip() != str(number):
+            raise BadRequest(f"steps: {part!r} is not a whole percentage")
+        if not 1 <= number <= 100:
+            raise BadRequest(f"steps: {number} is outside 1..100")
+        if steps and number <= steps[-1]:
+            raise BadRequest(f"steps must increase: {number} follows {steps[-1]}")
+        steps.append(number)
+    if not steps:
+        raise BadRequest("steps: give at least one percentage, like 5,25,50,100")
+    return tuple(steps)
+
+
+def parse_interval(value: object) -> float:
+    number = _number("interval", value)
+    if not 0 < number < 86_400 * 7:
+        raise BadRequest(f"interval: {number:g} must be more than 0 seconds (and under a week)")
+    return number
+
+
+def parse_error_rate(value: object) -> float:
+    number = _number("max_error_rate", value)
+    if not 0 < number <= 1:
+        raise BadRequest(f"max_error_rate: {number:g} must be in (0, 1], e.g. 0.05 for 5 %")
+    return number
+
+
+def parse_min_requests(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise BadRequest(f"min_requests: {value!r} is not a whole number")
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadRequest(f"min_requests: {value!r} is not a whole number") from None
+    if number < 1:
+        raise BadRequest(f"min_requests: {number} must be 1 or more")
+    return number
+
+
+def _number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise BadRequest(f"{name}: {value!r} is not a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise BadRequest(f"{name}: {value!r} is not a number") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise BadRequest(f"{name}: {value!r} is not a finite number")
+    return number
+
+
+def new_rollout(
+    *,
+    target: str,
+    source: str,
+    steps: tuple[int, ...],
+    interval: float,
+    max_error_rate: float,
+    min_requests: int,
+    now: float,
+    started_by: str,
+) -> Rollout:
+    return Rollout(
+        id=secrets.token_hex(6),
+        target=target,
+        source=source,
+        steps=steps,
+        interval=interval,
+        max_error_rate=max_error_rate,
+        min_requests=min_requests,
+        step=0,
+        step_started=now,
+        state="running",
+        started=now,
+        started_by=started_by,
+    )
+
+
+# --- transitions ---------------------------------------------------------------------------
+
+
+def paused(r: Rollout, now: float) -> Rollout:
+    return replace(r, state="paused", paused_at=now)
+
+
+def resumed(r: Rollout, now: float) -> Rollout:
+    """Running again; the time already held in this step still counts."""
+    held = r.held(now)
+    return replace(r, state="running", paused_at=None, step_started=now - held)
+
+
+def advanced(r: Rollout, now: float) -> Rollout:
+    return replace(r, step=r.step + 1, step_started=now)
+
+
+def ended(r: Rollout, state: str, now: float, reason: str) -> Rollout:
+    return replace(r, state=state, ended_at=now, end_reason=reason, paused_at=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What the controller does now: "advance", "promote" or "abort" (with why)."""
+
+    kind: str
+    reason: str
+
+
+def error_share(counts: Mapping[str, tuple[int, int]], system: str) -> tuple[int, int, float]:
+    requests, failures = counts.get(system, (0, 0))
+    return requests, failures, (failures / requests if requests else 0.0)
+
+
+def next_action(
+    r: Rollout,
+    now: float,
+    counts: Mapping[str, tuple[int, int]],
+    probe_error: str | None,
+) -> Action | None:
+    """The controller's one decision per tick.
+
+    Abort first (a failing target must not get one more step): its health probe failed, or
+    its share of failed token requests in this step, counted by every instance, reached the
+    threshold after at least `min_requests`. A paused rollout is still watched: pausing holds
+    the share, it does not switch the safety net off. Then the clock: a step that held for
+    its interval advances; the last one promotes.
+    """
+    if not r.running:
+        return None
+    if probe_error is not None:
+        return Action("abort", f"{r.target}'s gateway failed its health probe: {probe_error}")
+    requests, failures, share = error_share(counts, r.target)
+    if requests >= r.min_requests and share >= r.max_error_rate:
+        return Action(
+            "abort",
+            f"{failures} of {requests} token requests to {r.target} failed in step "
+            f"{r.step + 1} ({share:.1%} >= {r.max_error_rate:.1%})",
+        )
+    if r.state != "running" or r.held(now) < r.interval:
+        return None
+    if r.last_step:
+        return Action("promote", f"the last step, {r.percent} %, held for {r.interval:g} s")
+    return Action("advance", f"{r.percent} % held for {r.interval:g} s")
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """What the request path needs of a rollout: where, and how much (0..1). Paused rollouts
+    keep their share; terminal ones have none (None in the snapshot)."""
+
+    target: str
+    fraction: float
+    rollout_id: str
+    step: int
+
+
+def share_of(r: Rollout | None) -> Share | None:
+    if r is None or not r.running:
+        return None
+    return Share(r.target, r.percent / 100.0, r.id, r.step)
