@@ -52,6 +52,8 @@ DEFAULT_AFFINITY_TTL = 43_200
 
 # A duration in seconds where 0 is allowed (see _parse_seconds); plain `float` keys must be > 0.
 Seconds = float
+# A multiplier where 0 is allowed (0 turns the check it sets off; see _parse_factor).
+Factor = float
 
 
 class Secret:
@@ -356,6 +358,53 @@ class RouterConfig:
             " instance takes over when the leader dies."
         ),
     )
+    post_switch_watch: Seconds = field(
+        default=600.0,
+        metadata=_help(
+            "Seconds the routers watch a newly active system after every change of the active"
+            " system, and undo the change if it breaches the watch thresholds; 0 turns it off."
+        ),
+    )
+    watch_span: float = field(
+        default=60.0,
+        metadata=_help(
+            "Seconds of the newest token requests the watch judges at each tick (reaching"
+            " back, to the switch at most, until watch_min_requests are counted)."
+        ),
+    )
+    watch_max_error_rate: float = field(
+        default=0.05,
+        metadata=_help(
+            "Failed share of token requests (5xx or no answer) that makes the watch undo a"
+            " switch, when the old system failed less before it; in (0, 1]."
+        ),
+    )
+    watch_min_requests: int = field(
+        default=20,
+        metadata=_help("Token requests the watch needs before it judges a share or a p99."),
+    )
+    latency_max_p99: Seconds = field(
+        default=2.0,
+        metadata=_help(
+            "p99 of the gateway's token answers, in seconds, above which the watch undoes a"
+            " switch and a rollout step aborts; 0: no absolute bound."
+        ),
+    )
+    latency_factor: Factor = field(
+        default=3.0,
+        metadata=_help(
+            "Times the old system's p99 (before the switch; a rollout's source in the same"
+            " seconds) that the new one may reach before the watch undoes or a step aborts;"
+            " 0: no relative bound."
+        ),
+    )
+    latency_floor: Seconds = field(
+        default=0.1,
+        metadata=_help(
+            "Seconds below which a p99 never breaches by latency_factor (a 1 ms baseline"
+            " tripled is noise)."
+        ),
+    )
     release_cache_bytes: int = field(
         default=134_217_728,
         metadata=_help("Bytes of hot release files (all encodings) each process keeps in memory."),
@@ -443,6 +492,19 @@ def _parse_seconds(key: str, value: Any) -> float:
     return number
 
 
+def _parse_factor(key: str, value: Any) -> float:
+    """A multiplier that may be 0 (the check it sets switched off), never negative."""
+    if isinstance(value, bool):
+        raise ConfigError(key, f"{value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"{value!r} is not a number") from None
+    if not math.isfinite(number) or number < 0:
+        raise ConfigError(key, f"{value!r} must be a finite number, 0 or more")
+    return number
+
+
 def _parse_str(key: str, value: Any) -> str:
     if not isinstance(value, str):
         raise ConfigError(key, f"{value!r} is not a string")
@@ -467,6 +529,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "int": _parse_int,
     "float": _parse_float,
     "Seconds": _parse_seconds,
+    "Factor": _parse_factor,
     "str": _parse_str,
     "Secret | None": _parse_secret,
     "tuple[str, ...]": _parse_list,
@@ -566,6 +629,20 @@ def _check_rollout_timing(router: RouterConfig) -> None:
         )
 
 
+def _check_watch(router: RouterConfig) -> None:
+    if router.watch_max_error_rate > 1:
+        raise ConfigError(
+            "router.watch_max_error_rate",
+            f"{router.watch_max_error_rate:g} must be in (0, 1], e.g. 0.05 for 5 %",
+        )
+    if router.latency_factor and router.latency_factor < 1:
+        raise ConfigError(
+            "router.latency_factor",
+            f"{router.latency_factor:g} would judge a system as fast as the old one slow:"
+            " give 1 or more (or 0 to turn the relative bound off)",
+        )
+
+
 def _check_answer_budget(router: RouterConfig) -> None:
     if router.answer_budget < router.max_response_size:
         raise ConfigError(
@@ -596,6 +673,7 @@ def _check_router(router: RouterConfig, systems: Mapping[str, SystemConfig]) -> 
         )
     _check_state_keys(router)
     _check_rollout_timing(router)
+    _check_watch(router)
     _check_answer_budget(router)
     if router.prefer_policy not in PREFER_POLICIES:
         raise ConfigError("router.prefer_policy", f"must be one of {', '.join(PREFER_POLICIES)}")

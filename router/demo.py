@@ -225,7 +225,10 @@ async def run_demo(args: argparse.Namespace) -> int:
         body = '{"webAppId":"demo","urlSchemeDetails":{"secure":true,"host":"x","port":"8443"}}'
         print("token-router demo", flush=True)
         print(f"  proxy     {proxy}{proxy_note}")
-        print(f"  admin     {admin}{admin_note}   admin token: {token}")
+        print(f"  admin     {admin}{admin_note}")
+        # On a line of its own, and in the commands below after a line break: at 80 columns
+        # a terminal would wrap it in the middle, and a copied half is a wrong credential.
+        print(f"  admin token: {token}")
         for name, version in SYSTEMS:
             mark = "  <- active" if name == active else ""
             print(f"  system {name}  {gateways[name]}  version {version}{mark}")
@@ -237,7 +240,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             f"  curl -si -X POST {proxy}/gateway/sessions/session "
             f"-H 'Content-Type: application/json' -d '{body}'"
         )
-        auth = f"-H 'Authorization: Bearer {token}'"
+        auth = f" \\\n    -H 'Authorization: Bearer {token}'"
         if redis_url == "memory://":
             # The CLI and redis-cli work on Redis; this store lives inside this process.
             print("Switch new sessions to b (in-process store: through the admin API or page):")
@@ -246,8 +249,10 @@ async def run_demo(args: argparse.Namespace) -> int:
             print(f"  {cli_command()} switch b --config {config_file}")
         if redis_cli:
             print(f"  {redis_cli} SET tokenrouter:active b")
-        print(f'  curl -s -X POST {admin}/api/switch {auth} -d \'{{"system":"b"}}\'')
-        print(f"Status: curl -s {auth} {admin}/api/status   Admin page: {admin}/")
+        print(f'  curl -s -X POST {admin}/api/switch -d \'{{"system":"b"}}\'{auth}')
+        print("Status:")
+        print(f"  curl -s {admin}/api/status{auth}")
+        print(f"Admin page: {admin}/ (log in with the admin token)")
         print(f"Ctrl-C stops everything (or: kill {os.getpid()}).", flush=True)
         await stop.wait()
         print("\nstopping...", flush=True)

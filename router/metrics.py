@@ -33,6 +33,7 @@ from prometheus_client.utils import floatToGoString
 
 from router.state.rollout import Rollout
 from router.state.snapshot import StateHolder
+from router.switching.watch import ALARM, STATES, Watch
 from router.systems.drain import Drain
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -116,7 +117,7 @@ class Metrics:
         # Children bound once: .labels() costs a dict build and a lock on every call.
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}
-        # One process: (system, route) -> per-bucket counts (the last for +Inf) and the sum.
+        # This process: (system, route) -> per-bucket counts (the last for +Inf) and the sum.
         self.latency_counts: dict[tuple[str, str], list[int]] = {}
         self.latency_sums: dict[tuple[str, str], float] = {}
         self._stall_max = 0.0
@@ -126,15 +127,17 @@ class Metrics:
     def observe(self, route: str, system: str, status: int, seconds: float | None) -> None:
         key = (route, system, status)
         self.local[key] += 1
+        # This process's own buckets, in both modes: the post-switch watch and the rollout
+        # controller read them (switching/ledger.py) without a scrape.
+        if seconds is not None:
+            lkey = (system, route)
+            counts = self.latency_counts.get(lkey)
+            if counts is None:
+                counts = self.latency_counts[lkey] = [0] * (len(LATENCY_BUCKETS) + 1)
+                self.latency_sums[lkey] = 0.0
+            counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            self.latency_sums[lkey] += seconds
         if not self.shared:
-            if seconds is not None:
-                lkey = (system, route)
-                counts = self.latency_counts.get(lkey)
-                if counts is None:
-                    counts = self.latency_counts[lkey] = [0] * (len(LATENCY_BUCKETS) + 1)
-                    self.latency_sums[lkey] = 0.0
-                counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-                self.latency_sums[lkey] += seconds
             return
         assert self.requests is not None and self.upstream_seconds is not None
         child = self._request_children.get(key)
@@ -256,6 +259,7 @@ class InstanceFacts:
     ready: bool  # /readyz answers 200 (ready or degraded), not starting or stopping
     persistence: str  # how Redis persists its data (store.persistence_mode), "" not known yet
     rollout: Rollout | None  # the current or last rollout document, None when none (or unread)
+    watch: Watch | None = None  # the post-switch watch this instance last read, if any
 
 
 # prometheus_client's multiprocess files are named <kind>[_<mode>]_<pid>.db.
@@ -284,6 +288,58 @@ def _processes() -> list[tuple[str, int]]:
     workers = {int(m.group(1)) for name in names if (m := _PID_FILE.search(name))}
     workers.add(os.getpid())
     return [("supervisor", os.getppid()), *(("worker", pid) for pid in sorted(workers))]
+
+
+def watch_families(w: Watch | None, now: float) -> Iterator[Metric]:
+    """The post-switch watch (switching/watch.py) as gauges: its state, what it measured and
+    the time left; absent before the first watch."""
+    state = GaugeMetricFamily(
+        "tokenrouter_watch_state",
+        "1 for the state of the watch of the last change of the active system (watching,"
+        " passed, undone, alarm, ended).",
+        labels=["system", "previous", "state"],
+    )
+    left = GaugeMetricFamily(
+        "tokenrouter_watch_seconds_left",
+        "Seconds the post-switch watch still runs (0 once it ended).",
+    )
+    alarm = GaugeMetricFamily(
+        "tokenrouter_watch_alarm",
+        "1 when the watch found a breach and could not undo (old system offline or failing).",
+    )
+    ratio = GaugeMetricFamily(
+        "tokenrouter_watch_error_ratio",
+        "Failed share of token requests the watch measured: the new system (of=current) and"
+        " the old one before the switch (of=baseline).",
+        labels=["system", "of"],
+    )
+    requests = GaugeMetricFamily(
+        "tokenrouter_watch_requests",
+        "Token requests behind tokenrouter_watch_error_ratio.",
+        labels=["system", "of"],
+    )
+    p99 = GaugeMetricFamily(
+        "tokenrouter_watch_p99_seconds",
+        "p99 of the gateway's token answers the watch measured (from the routers' histograms).",
+        labels=["system", "of"],
+    )
+    if w is not None:
+        for name in STATES:
+            state.add_metric([w.system, w.previous, name], 1.0 if w.state == name else 0.0)
+        left.add_metric([], w.left(now))
+        alarm.add_metric([], 1.0 if w.state == ALARM else 0.0)
+        for of, system, t in (
+            ("current", w.system, w.current),
+            ("baseline", w.previous, w.baseline),
+        ):
+            if t is None:
+                continue
+            ratio.add_metric([system, of], t.share)
+            requests.add_metric([system, of], float(t.requests))
+            value = t.p99(LATENCY_BUCKETS)
+            if value is not None:
+                p99.add_metric([system, of], value)
+    yield from (state, left, alarm, ratio, requests, p99)
 
 
 def instance_families(facts: InstanceFacts) -> Iterator[Metric]:
@@ -331,6 +387,7 @@ def instance_families(facts: InstanceFacts) -> Iterator[Metric]:
         if size is not None:
             rss.add_metric([role, str(pid)], float(size))
     yield rss
+    yield from watch_families(facts.watch, time.time())
 
 
 def render(

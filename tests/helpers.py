@@ -217,6 +217,9 @@ def router_data(redis_url: str, gateways: Mapping[str, Gateway], **router: Any) 
             # Each config its own archive directory (removed at exit): tests that share one
             # pass the same release_dir explicitly.
             "release_dir": tempfile.mkdtemp(prefix="archive-", dir=ARCHIVE_ROOT),
+            # The post-switch watch would undo a switch whose target a test makes fail on
+            # purpose: off unless a test (tests/switching/) turns it on.
+            "post_switch_watch": 0,
             **router,
         },
         "systems": {

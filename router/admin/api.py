@@ -38,6 +38,7 @@ from router.metrics import InstanceFacts, render
 from router.responses import JSON_TYPE
 from router.state import rollout as rollout_model
 from router.state.recovery import persistence_risk
+from router.switching.watch_driver import watch_view
 from router.systems.reports import SystemReport, audit_json, read_counts, view_report
 from router.systems.view import View
 
@@ -51,9 +52,9 @@ def json_response(data: object, status: int = 200) -> web.Response:
     )
 
 
-def source_of(request: web.Request, via: str = "api") -> str:
+def source_of(request: web.Request) -> str:
     """Who made a change, for the audit stream: `auth.audit_source` (operator and address)."""
-    return audit_source(request, via)
+    return audit_source(request)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -126,6 +127,7 @@ async def status_document(app: web.Application) -> dict[str, Any]:
         },
         "instance": runtime.instance,
         "uptime": round(time.time() - runtime.started_at, 3),
+        "watch": watch_view(None if runtime.watch is None else runtime.watch.current, time.time()),
     }
 
 
@@ -155,6 +157,7 @@ async def metrics(request: web.Request) -> web.Response:
         ready=not runtime.stopping and runtime.holder.synced,
         persistence=runtime.persistence,
         rollout=rollout,
+        watch=None if runtime.watch is None else runtime.watch.current,
     )
     body = render(
         runtime.metrics, runtime.holder, runtime.config.system_ids, [r.drain for r in rows], facts

@@ -19,6 +19,7 @@ import orjson
 from redis.exceptions import RedisError, ResponseError
 
 from router.errors import Conflict, GateRefused, StoreUnavailable
+from router.printable import printable
 from router.state.key_types import diagnose, is_wrong_type
 from router.state.keys import Keys
 from router.state.redis_client import close_client, describe, redis_client, unavailable
@@ -62,6 +63,12 @@ class AuditEntry:
     to: str
     reason: str = ""
     forced: bool = False
+
+    def __post_init__(self) -> None:
+        # Anyone who can write to Redis can append to the stream: whatever it holds is made
+        # safe here, once, for every surface that shows it (CLI, API, page).
+        for name in ("source", "from_", "to", "reason"):
+            object.__setattr__(self, name, printable(getattr(self, name)))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -155,6 +162,12 @@ class StateStore(Protocol):
         self, rollout_id: str, step: int, deltas: Mapping[str, tuple[int, int]]
     ) -> None: ...
     async def rollout_counts(self, rollout_id: str, step: int) -> dict[str, tuple[int, int]]: ...
+    async def add_traffic(self, slot: int, fields: Mapping[str, int], ttl: int) -> None: ...
+    async def read_traffic(self, slots: Sequence[int]) -> list[dict[str, int]]: ...
+    async def read_watch(self) -> str | None: ...
+    async def write_watch(
+        self, expected: str | None, new: str, entry: AuditFields | None = None
+    ) -> None: ...
     async def hold_leader(self, instance: str, ttl: float) -> bool: ...
     async def leader(self) -> str | None: ...
     async def release_leader(self, instance: str) -> None: ...
@@ -170,6 +183,8 @@ class StateStore(Protocol):
     async def release(self, kind: AffinityKind, ident: str, system: str) -> None: ...
     async def open_counts(self, systems: Sequence[str], now: float) -> dict[str, int]: ...
     async def mark_preview(self, system: str, ttl: int) -> None: ...
+    async def revoke_session(self, nonce: str, ttl: int) -> None: ...
+    async def session_revoked(self, nonce: str) -> bool: ...
     async def previewing(self, systems: Sequence[str]) -> frozenset[str]: ...
 
 
@@ -362,6 +377,21 @@ return gen
 """
 )
 
+_WATCH = (
+    _LUA_HELPERS
+    + """
+-- KEYS: watch, audit ; ARGV: expected ('' = none), new, time, maxlen, then optionally
+-- action, source, from, to, reason: the compare-and-set of the watch document and its audit.
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[1] then return redis.error_reply('CHANGED') end
+redis.call('SET', KEYS[1], ARGV[2])
+if ARGV[5] then
+  audit(KEYS[2], ARGV[4], ARGV[3], ARGV[5], ARGV[7], ARGV[8], ARGV[6], ARGV[9], '')
+end
+return 1
+"""
+)
+
 _LEADER = """
 -- KEYS: leader ; ARGV: instance, ttl in ms. Take the lock if free, renew it if ours.
 local holder = redis.call('GET', KEYS[1])
@@ -524,6 +554,7 @@ class RedisStore:
         self._restore = self._client.register_script(_RESTORE)
         self._rollout = self._client.register_script(_ROLLOUT)
         self._leader = self._client.register_script(_LEADER)
+        self._watch = self._client.register_script(_WATCH)
         self._unlead = self._client.register_script(_UNLEAD)
 
     async def close(self) -> None:
@@ -800,6 +831,53 @@ class RedisStore:
             raise await self._failure(exc, key) from exc
         return parse_counts(raw)
 
+    async def add_traffic(self, slot: int, fields: Mapping[str, int], ttl: int) -> None:
+        key = self.keys.traffic(slot)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for name, n in fields.items():
+                    pipe.hincrby(key, name, n)
+                pipe.expire(key, ttl)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, key) from exc
+
+    async def read_traffic(self, slots: Sequence[int]) -> list[dict[str, int]]:
+        keys = [self.keys.traffic(slot) for slot in slots]
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hgetall(key)
+                raw: list[dict[str, str]] = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, *keys) from exc
+        return [{name: int(n) for name, n in found.items()} for found in raw]
+
+    async def read_watch(self) -> str | None:
+        try:
+            value = await self._client.get(self.keys.watch)
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, self.keys.watch) from exc
+        return None if value is None else str(value)
+
+    async def write_watch(
+        self, expected: str | None, new: str, entry: AuditFields | None = None
+    ) -> None:
+        """Compare-and-set of the watch document, with its audit entry if any; Conflict when
+        it changed since `expected` was read."""
+        k = self.keys
+        args: list[str | int] = [expected or "", new, f"{time.time():.3f}", AUDIT_MAXLEN]
+        if entry is not None:
+            args += [entry.action, entry.source, entry.from_, entry.to, entry.reason]
+        try:
+            await self._watch(keys=[k.watch, k.audit], args=args)
+        except ResponseError as exc:
+            if "CHANGED" in str(exc):
+                raise Conflict("the watch changed meanwhile; look again") from None
+            raise await self._failure(exc, k.watch, k.audit) from exc
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, k.watch, k.audit) from exc
+
     async def hold_leader(self, instance: str, ttl: float) -> bool:
         try:
             return bool(
@@ -966,6 +1044,20 @@ class RedisStore:
             raise await self._failure(exc, *(self.keys.preview(s) for s in systems)) from exc
         return frozenset(s for s, v in zip(systems, values, strict=True) if v is not None)
 
+    async def revoke_session(self, nonce: str, ttl: int) -> None:
+        key = self.keys.revoked_session(nonce)
+        try:
+            await self._client.set(key, "1", ex=max(1, ttl))
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, key) from exc
+
+    async def session_revoked(self, nonce: str) -> bool:
+        key = self.keys.revoked_session(nonce)
+        try:
+            return bool(await self._client.exists(key))
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, key) from exc
+
 
 class MemoryStore:
     """`memory://`: the same behaviour inside one process, for the demo and single-node trials.
@@ -982,12 +1074,15 @@ class MemoryStore:
         self.affinity: dict[tuple[str, str], tuple[str, float]] = {}
         self.open: dict[str, dict[str, float]] = {}
         self.preview: dict[str, float] = {}
+        self.revoked: dict[str, float] = {}  # ended login sessions: nonce -> expiry
         # One process's memory never loses its state while the process runs.
         self.epoch: str | None = "memory:0"
         self.rollout: str | None = None
         self.generation = 0
         self.counts: dict[tuple[str, int], dict[str, tuple[int, int]]] = {}
         self.leader_id: tuple[str, float] | None = None
+        self.traffic: dict[int, dict[str, int]] = {}
+        self.watch: str | None = None
         self.registry: dict[str, bytes] = {}
         self._changed = asyncio.Event()
         self._sequence = 0
@@ -1191,6 +1286,28 @@ class MemoryStore:
     async def rollout_counts(self, rollout_id: str, step: int) -> dict[str, tuple[int, int]]:
         return dict(self.counts.get((rollout_id, step), {}))
 
+    async def add_traffic(self, slot: int, fields: Mapping[str, int], ttl: int) -> None:
+        counts = self.traffic.setdefault(slot, {})
+        for name, n in fields.items():
+            counts[name] = counts.get(name, 0) + n
+        for old in [s for s in self.traffic if s < slot - ttl]:
+            del self.traffic[old]
+
+    async def read_traffic(self, slots: Sequence[int]) -> list[dict[str, int]]:
+        return [dict(self.traffic.get(slot, {})) for slot in slots]
+
+    async def read_watch(self) -> str | None:
+        return self.watch
+
+    async def write_watch(
+        self, expected: str | None, new: str, entry: AuditFields | None = None
+    ) -> None:
+        if (self.watch or "") != (expected or ""):
+            raise Conflict("the watch changed meanwhile; look again")
+        self.watch = new
+        if entry is not None:
+            self._append(entry.action, entry.source, entry.from_, entry.to, entry.reason)
+
     async def hold_leader(self, instance: str, ttl: float) -> bool:
         now = time.monotonic()
         if self.leader_id is None or self.leader_id[1] <= now or self.leader_id[0] == instance:
@@ -1268,6 +1385,12 @@ class MemoryStore:
     async def previewing(self, systems: Sequence[str]) -> frozenset[str]:
         now = time.time()
         return frozenset(s for s in systems if self.preview.get(s, 0.0) > now)
+
+    async def revoke_session(self, nonce: str, ttl: int) -> None:
+        self.revoked[nonce] = time.time() + max(1, ttl)
+
+    async def session_revoked(self, nonce: str) -> bool:
+        return self.revoked.get(nonce, 0.0) > time.time()
 
 
 def open_store(
