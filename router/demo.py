@@ -186,7 +186,7 @@ async def run_demo(args: argparse.Namespace) -> int:
                 "admin_listen": f"{HOST}:{admin_port}",
                 "redis_url": redis_url,
                 "admin_token": token,
-                "preview_secret": "demo-preview",
+                "preview_secret": f"demo-preview-{secrets.token_hex(8)}",
                 "cors_origins": "*",
                 "access_log": False,
                 "release_dir": archive,
