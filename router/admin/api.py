@@ -137,12 +137,15 @@ async def status(request: web.Request) -> web.Response:
 
 async def audit(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    count = parse_query(request, AuditQuery).count
+    query = parse_query(request, AuditQuery)
     try:
-        entries = await runtime.store.audit(count)
+        # One more than asked: whether a next page exists, without an empty last page.
+        entries = await runtime.store.audit(query.count + 1, before=query.before, since=query.since)
     except StoreUnavailable as exc:
         raise ServiceUnavailable(f"cannot read the audit stream: {exc}") from None
-    return json_response({"entries": audit_json(entries)})
+    page = entries[: query.count]
+    more = len(entries) > query.count
+    return json_response({"entries": audit_json(page), "next": page[-1].id if more else None})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -216,7 +219,7 @@ OPERATIONS = (
         "GET",
         "/api/audit",
         audit,
-        summary="The audit stream, newest first",
+        summary="The audit stream, newest first, a page at a time",
         tag="status",
         access=Access.READ,
         query=AuditQuery,
