@@ -284,6 +284,13 @@
       );
       setText(field(refused, "refused-active"), doc.active);
     }
+    const watch = $("#banner-watch");
+    const w = doc.watch;
+    // The post-switch watch: shown while it runs and after it undid or raised the alarm.
+    watch.hidden = !w || !["watching", "undone", "alarm"].includes(w.state);
+    watch.dataset.state = w ? w.state : "";
+    setText(field(watch, "watch-line"), w ? w.line : "");
+    setText(field(watch, "watch-measures"), w ? `Measures the ${w.measures}` : "");
     renderAudit(doc.audit, doc.audit_error);
     renderRollout(doc.rollout);
     renderInstances(doc.instances);
