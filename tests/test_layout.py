@@ -27,12 +27,13 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "errors, Redis key names, logging, task helpers, Ctrl-C for waiting loops, the shape"
         " of library paths, the event-loop probe, the allocator settings, the low-priority"
         " thread and the compressor child for release work, trusted networks and the"
-        " credential throttle",
+        " credential throttle, operator text made printable",
         (
             "router",
             "router.errors",
             "router.state.keys",
             "router.logs",
+            "router.printable",
             "router.tasks",
             "router.interrupts",
             "router.releases.paths",

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from router.admin.spec import Body, Params, SystemId, SystemRef
+from router.printable import printable
 
 SYSTEM_STATES = Literal["active", "rollout", "draining", "stalled", "drained", "offline", "preview"]
 
@@ -330,7 +331,12 @@ class GuardRequest(Body):
     force: bool = Field(
         False, description="Override the gates (offline, health; never expect); audited."
     )
-    reason: str = Field("", max_length=200, description="Recorded in the audit stream.")
+    # Stored as shown: control characters escaped (router/printable.py).
+    reason: Annotated[str, AfterValidator(printable)] = Field(
+        "",
+        max_length=200,
+        description="Recorded in the audit stream (control characters escaped, as \\x1b).",
+    )
     via: Literal["api", "page"] = Field(
         "api", description="Channel recorded in the audit stream (the page sends 'page')."
     )

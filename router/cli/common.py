@@ -21,6 +21,7 @@ from router import interrupts
 from router.config import Config, load_config
 from router.errors import ConfigError, UsageError
 from router.logs import setup_logging
+from router.printable import printable
 from router.state.keys import Keys
 from router.state.sentinel import redis_target
 from router.state.snapshot import Snapshot
@@ -293,4 +294,4 @@ def add_guard_flags(p: argparse.ArgumentParser, *, expect: bool = False) -> None
         action="store_true",
         help="override the gates (offline, health; never --expect); recorded in the audit",
     )
-    p.add_argument("--reason", metavar="TEXT", help="why, for the audit log")
+    p.add_argument("--reason", metavar="TEXT", type=printable, help="why, for the audit log")

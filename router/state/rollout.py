@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from router.errors import BadRequest
+from router.printable import printable
 from router.switching.watch import Thresholds, Traffic, latency_breach, ms
 
 RUNNING = ("running", "paused")
@@ -104,7 +105,7 @@ def loads(raw: str | None) -> Rollout | None:
             started_by=str(doc.get("started_by", "")),
             paused_at=None if doc.get("paused_at") is None else float(doc["paused_at"]),
             ended_at=None if doc.get("ended_at") is None else float(doc["ended_at"]),
-            end_reason=None if doc.get("end_reason") is None else str(doc["end_reason"]),
+            end_reason=None if doc.get("end_reason") is None else printable(str(doc["end_reason"])),
             max_latency=float(doc.get("max_latency", 0.0)),
             latency_factor=float(doc.get("latency_factor", 0.0)),
             latency_floor=float(doc.get("latency_floor", 0.0)),

@@ -19,6 +19,7 @@ import orjson
 from redis.exceptions import RedisError, ResponseError
 
 from router.errors import Conflict, GateRefused, StoreUnavailable
+from router.printable import printable
 from router.state.key_types import diagnose, is_wrong_type
 from router.state.keys import Keys
 from router.state.redis_client import close_client, describe, redis_client, unavailable
@@ -62,6 +63,12 @@ class AuditEntry:
     to: str
     reason: str = ""
     forced: bool = False
+
+    def __post_init__(self) -> None:
+        # Anyone who can write to Redis can append to the stream: whatever it holds is made
+        # safe here, once, for every surface that shows it (CLI, API, page).
+        for name in ("source", "from_", "to", "reason"):
+            object.__setattr__(self, name, printable(getattr(self, name)))
 
     def to_json(self) -> dict[str, Any]:
         return {
