@@ -21,7 +21,6 @@ from router.cli.rollout import rollout_lines
 from router.cli.watch import add_watch_flags, show
 from router.config import Config
 from router.errors import StoreUnavailable
-from router.metrics import LATENCY_BUCKETS
 from router.releases.store import open_release_store
 from router.state.keys import Keys
 from router.state.sentinel import redis_target
@@ -110,7 +109,9 @@ async def watch_document(ctx: Context) -> dict[str, Any] | None:
     """The post-switch watch as /api/status shows it (switching/watch.py's words)."""
     defaults = thresholds(ctx.config.router)
     return watching.view(
-        watching.loads(await ctx.store.read_watch(), defaults), time.time(), LATENCY_BUCKETS
+        watching.loads(await ctx.store.read_watch(), defaults),
+        time.time(),
+        watching.LATENCY_BUCKETS,
     )
 
 

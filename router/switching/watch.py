@@ -33,6 +33,11 @@ ALARM = "alarm"
 ENDED = "ended"
 STATES = (WATCHING, PASSED, UNDONE, ALARM, ENDED)
 
+# The buckets of tokenrouter_upstream_seconds (metrics.py), here so the watch's figures are
+# read without importing prometheus_client (the CLI must not, before --workers sets it up).
+# Upstream latency: a token hop is ~1 ms on a LAN, a slow gateway seconds.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
 # The action the watch's own undo is audited with; a switch recorded with it starts no watch
 # (no flapping: after an automatic undo the router never switches forward on its own).
 AUTO_UNDO = "auto-undo"

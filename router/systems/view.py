@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from router.metrics import LATENCY_BUCKETS
 from router.state.snapshot import Snapshot
 from router.switching import watch as watching
 from router.systems.drain import DEFAULT_STALL_AFTER, Drain, DrainFacts, Sample, drain
@@ -75,7 +74,7 @@ class View:
         return {
             "headline": self.headline,
             "rollout_share": None if self.rollout is None else self.rollout.to_json(),
-            "watch": watching.view(self.watch, self.at, LATENCY_BUCKETS),
+            "watch": watching.view(self.watch, self.at, watching.LATENCY_BUCKETS),
         }
 
 
