@@ -51,9 +51,9 @@ def json_response(data: object, status: int = 200) -> web.Response:
     )
 
 
-def source_of(request: web.Request, via: str = "api") -> str:
+def source_of(request: web.Request) -> str:
     """Who made a change, for the audit stream: `auth.audit_source` (operator and address)."""
-    return audit_source(request, via)
+    return audit_source(request)
 
 
 async def healthz(request: web.Request) -> web.Response:

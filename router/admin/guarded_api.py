@@ -40,7 +40,7 @@ GATE = "Refused by a safety gate (`gate` names it; `force` overrides all but `ex
 
 
 def _source(request: web.Request, body: GuardRequest) -> str:
-    return source_of(request, body.via)
+    return source_of(request)
 
 
 def _prober(runtime: Runtime) -> GateProber:

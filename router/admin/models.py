@@ -338,7 +338,9 @@ class GuardRequest(Body):
         description="Recorded in the audit stream (control characters escaped, as \\x1b).",
     )
     via: Literal["api", "page"] = Field(
-        "api", description="Channel recorded in the audit stream (the page sends 'page')."
+        "api",
+        description="Accepted for compatibility and ignored: the audit records 'page' for a"
+        " request authenticated by the page's login session, 'api' for any other.",
     )
 
 

@@ -72,6 +72,10 @@ class Keys:
         """Sorted set of what `system` issued and has not released; score = expiry time."""
         return f"{self.prefix}:open:{system}"
 
+    def revoked_session(self, nonce: str) -> str:
+        """Present (with a TTL: the session's lifetime left) once a login session ended."""
+        return f"{self.prefix}:session:revoked:{nonce}"
+
     def preview(self, system: str) -> str:
         """Present (with a TTL) while `system` is being tested through the preview header."""
         return f"{self.prefix}:preview:{system}"

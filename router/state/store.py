@@ -183,6 +183,8 @@ class StateStore(Protocol):
     async def release(self, kind: AffinityKind, ident: str, system: str) -> None: ...
     async def open_counts(self, systems: Sequence[str], now: float) -> dict[str, int]: ...
     async def mark_preview(self, system: str, ttl: int) -> None: ...
+    async def revoke_session(self, nonce: str, ttl: int) -> None: ...
+    async def session_revoked(self, nonce: str) -> bool: ...
     async def previewing(self, systems: Sequence[str]) -> frozenset[str]: ...
 
 
@@ -1042,6 +1044,20 @@ class RedisStore:
             raise await self._failure(exc, *(self.keys.preview(s) for s in systems)) from exc
         return frozenset(s for s, v in zip(systems, values, strict=True) if v is not None)
 
+    async def revoke_session(self, nonce: str, ttl: int) -> None:
+        key = self.keys.revoked_session(nonce)
+        try:
+            await self._client.set(key, "1", ex=max(1, ttl))
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, key) from exc
+
+    async def session_revoked(self, nonce: str) -> bool:
+        key = self.keys.revoked_session(nonce)
+        try:
+            return bool(await self._client.exists(key))
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, key) from exc
+
 
 class MemoryStore:
     """`memory://`: the same behaviour inside one process, for the demo and single-node trials.
@@ -1058,6 +1074,7 @@ class MemoryStore:
         self.affinity: dict[tuple[str, str], tuple[str, float]] = {}
         self.open: dict[str, dict[str, float]] = {}
         self.preview: dict[str, float] = {}
+        self.revoked: dict[str, float] = {}  # ended login sessions: nonce -> expiry
         # One process's memory never loses its state while the process runs.
         self.epoch: str | None = "memory:0"
         self.rollout: str | None = None
@@ -1368,6 +1385,12 @@ class MemoryStore:
     async def previewing(self, systems: Sequence[str]) -> frozenset[str]:
         now = time.time()
         return frozenset(s for s in systems if self.preview.get(s, 0.0) > now)
+
+    async def revoke_session(self, nonce: str, ttl: int) -> None:
+        self.revoked[nonce] = time.time() + max(1, ttl)
+
+    async def session_revoked(self, nonce: str) -> bool:
+        return self.revoked.get(nonce, 0.0) > time.time()
 
 
 def open_store(
