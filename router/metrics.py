@@ -410,7 +410,8 @@ def render(
 
 
 def drain_families(drains: Sequence[Drain]) -> Iterator[Metric]:
-    """The drain decision (router/systems/drain.py) as gauges: the same verdict as page and CLI."""
+    """The view of each system (router/systems/view.py) as gauges: the same verdict as page and
+    CLI. The rate keeps the one sign: positive falls."""
     families = {
         "open_items": GaugeMetricFamily(
             "tokenrouter_open_items",
@@ -450,6 +451,11 @@ def drain_families(drains: Sequence[Drain]) -> Iterator[Metric]:
             " (the same 'stalled' as page and CLI), sampled here.",
             labels=["system"],
         ),
+        "share": GaugeMetricFamily(
+            "tokenrouter_new_sessions_percent",
+            "Percent of new sessions each system gets now (the active one's, a rollout's split).",
+            labels=["system"],
+        ),
     }
     for d in drains:
         if d.router_open is not None:
@@ -464,6 +470,7 @@ def drain_families(drains: Sequence[Drain]) -> Iterator[Metric]:
         if d.eta is not None:
             families["eta"].add_metric([d.system], d.eta)
         families["stalled"].add_metric([d.system], 1.0 if d.stalled else 0.0)
+        families["share"].add_metric([d.system], float(d.share))
     yield from families.values()
 
 

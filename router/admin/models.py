@@ -468,4 +468,7 @@ class Instances(BaseModel):
     generation: int
     stale_after: float
     behind: list[str]
+    summary: str = Field(
+        description="e.g. '2 live, 1 not on the current state: host:123', as status says it."
+    )
     instances: list[Instance]

@@ -22,10 +22,11 @@ from router.config import Config, load_config
 from router.errors import ConfigError, UsageError
 from router.logs import setup_logging
 from router.printable import printable
+from router.state.connect import open_store
 from router.state.keys import Keys
 from router.state.sentinel import redis_target
 from router.state.snapshot import Snapshot
-from router.state.store import AuditEntry, StateStore, open_store
+from router.state.store import AuditEntry, StateStore
 from router.switching import operations
 from router.switching.gates import GateProber
 from router.switching.operations import Confirmation, SwitchOutcome

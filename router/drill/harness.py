@@ -35,8 +35,10 @@ from router.drill.traffic import LIBRARY_PATH, Rotation, Traffic
 from router.errors import UsageError
 from router.server.run import RouterServer, url_of
 from router.simulator.gateway import SIM_STATE, GatewayState, create_gateway_app
+from router.state.connect import open_store
 from router.state.keys import Keys
-from router.state.store import MemoryStore, StateStore, open_store
+from router.state.memory_store import MemoryStore
+from router.state.store import StateStore
 from router.upgrade.journal import Journal, MemoryJournal, open_journal
 from router.upgrade.procedure import ROLLOUTS, Options, Procedure
 

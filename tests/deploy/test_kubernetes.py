@@ -206,7 +206,7 @@ def _config(objects: list[Object], tmp: Path | None = None) -> Any:
     if tmp is not None:
         for key in [k for k in router if k.endswith("_file")]:
             stand_in = tmp / key
-            stand_in.write_text("sample-secret-0123456789\n" if "admin" in key else "x-secret\n")
+            stand_in.write_text(f"{key}-Sample-0123456789-xyz\n")
             router[key] = str(stand_in)
     else:
         for key in [k for k in router if k.endswith("_file")]:

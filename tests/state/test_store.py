@@ -12,16 +12,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from router.errors import Conflict, StoreUnavailable
+from router.state.connect import open_store
 from router.state.keys import Keys
+from router.state.memory_store import MemoryStore
 from router.state.redis_client import redact
-from router.state.store import (
-    AffinityRecord,
-    AuditEntry,
-    MemoryStore,
-    RedisStore,
-    StateStore,
-    open_store,
-)
+from router.state.redis_store import RedisStore
+from router.state.store import AffinityRecord, AuditEntry, StateStore
 from tests.helpers import REDIS_TIMEOUT, RedisServer, free_port, switch
 
 KEYS = Keys("tokenrouter")
