@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from router.state.store import RedisStore
+from router.state.redis_store import RedisStore
 from tests.cli.test_upgrade import ENV, mint, setup, state_of, upgrade  # noqa: F401 (setup)
 from tests.helpers import SESSION_PATH, Gateway, RunningRouter, new_token, wait_until
 
