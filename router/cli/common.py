@@ -212,7 +212,7 @@ async def read_reports(
 
 def audit_line(entry: AuditEntry) -> str:
     """One audit entry as `history` and `status` print it."""
-    if entry.action in operations.SWITCH_ACTIONS or entry.action.startswith("rollout"):
+    if entry.action in operations.SWITCH_ACTIONS or entry.action.startswith(("rollout", "watch")):
         what = f"{entry.action} {entry.from_ or '(none)'} -> {entry.to}"
     else:
         what = f"{entry.to} {entry.action}"

@@ -429,8 +429,11 @@ class Drill:
         connector = aiohttp.TCPConnector(limit=200)
         try:
             async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-                load = asyncio.create_task(traffic.run(session, opts.rate, until))
                 faults = asyncio.create_task(self._faults(start, routers, rotation, redis, systems))
+                # The traffic outlasts a fault that runs past the duration (a router restart on
+                # a slow machine): cancelled with the traffic's end, it was cut off halfway,
+                # its router left stopped, and went unreported.
+                load = asyncio.create_task(traffic.run(session, opts.rate, until, hold=faults))
                 try:
                     await asyncio.sleep(max(0.5, opts.duration * 0.2))
                     self.out(
@@ -444,8 +447,8 @@ class Drill:
                     await asyncio.gather(load, faults, return_exceptions=True)
                     raise
                 await load
-                faults.cancel()
-                # gather, not a suppressed await: a Ctrl-C meanwhile must still end the drill.
+                # Done by now (the traffic held on for them); gather, not a suppressed await:
+                # a Ctrl-C meanwhile must still end the drill.
                 await asyncio.gather(faults, return_exceptions=True)
                 cancellation.check()
                 self.failing = ""

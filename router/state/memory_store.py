@@ -307,8 +307,20 @@ class MemoryStore:
     async def remove_instance(self, instance: str) -> None:
         self.registry.pop(instance, None)
 
-    async def audit(self, count: int) -> list[AuditEntry]:
-        return list(reversed(self.entries[-count:]))
+    async def audit(
+        self, count: int, *, before: str | None = None, since: float | None = None
+    ) -> list[AuditEntry]:
+        def position(entry_id: str) -> tuple[int, int]:
+            ms, _, seq = entry_id.partition("-")
+            return int(ms), int(seq or 0)
+
+        found = [
+            e
+            for e in reversed(self.entries)
+            if (before is None or position(e.id) < position(before))
+            and (since is None or position(e.id)[0] >= int(since * 1000))
+        ]
+        return found[:count]
 
     async def write_affinity(self, records: Sequence[AffinityRecord], now: float) -> None:
         for r in records:

@@ -376,10 +376,16 @@ class RedisStore:
         async with self._failing(self.keys.instances):
             await self._client.hdel(self.keys.instances, instance)
 
-    async def audit(self, count: int) -> list[AuditEntry]:
+    async def audit(
+        self, count: int, *, before: str | None = None, since: float | None = None
+    ) -> list[AuditEntry]:
+        # Stream ids are `<ms>-<seq>` of the write: "(" excludes the page's last id, and the
+        # lower bound is a time in milliseconds.
+        newest = "+" if before is None else f"({before}"
+        oldest = "-" if since is None else str(int(since * 1000))
         async with self._failing(self.keys.audit):
             rows: list[tuple[str, dict[str, str]]] = await self._client.xrevrange(
-                self.keys.audit, count=count
+                self.keys.audit, max=newest, min=oldest, count=count
             )  # type: ignore[assignment]
         return [AuditEntry.from_fields(entry_id, data) for entry_id, data in rows]
 

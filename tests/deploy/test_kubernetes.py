@@ -19,6 +19,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from router.cli import build_parser
 from router.config import SECRET_FILE_KEYS, build_config
 from tests.deploy.kustomize import Object, identity, render
 
@@ -123,6 +124,21 @@ def test_probes_and_ports(name: str) -> None:
     # Liveness must not follow readiness: a Redis outage (degraded) or a stop in progress
     # must never get the routers restarted.
     assert c["livenessProbe"]["failureThreshold"] * c["livenessProbe"]["periodSeconds"] >= 30
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_command_reads_the_config_map(name: str) -> None:
+    """The container runs `token-router serve` on the file the ConfigMap is mounted as."""
+    objects = rendered(name)
+    c = container(objects)
+    args = build_parser().parse_args(c["args"])
+    assert args.command == "serve"
+    config_path = Path(args.config)
+    mount = next(m for m in c["volumeMounts"] if Path(m["mountPath"]) == config_path.parent)
+    pod = only(objects, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == only(objects, "ConfigMap")["metadata"]["name"]
+    assert config_path.name in only(objects, "ConfigMap")["data"]
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
