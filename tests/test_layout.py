@@ -75,7 +75,17 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "stores",
         "the state store and the release store; the upgrade document",
-        ("router.state.store", "router.releases.store", "router.upgrade.journal"),
+        (
+            "router.state.store",
+            "router.state.scripts",
+            "router.state.refusals",
+            "router.state.redis_events",
+            "router.state.redis_store",
+            "router.state.memory_store",
+            "router.state.connect",
+            "router.releases.store",
+            "router.upgrade.journal",
+        ),
     ),
     (
         "state and decisions",
