@@ -75,11 +75,13 @@ async def readyz(request: web.Request) -> web.Response:
         return json_response({"status": "stopping"}, 503)
     if not holder.synced:
         return json_response(
-            {"status": "starting", "error": holder.last_error or "state not read yet"}, 503
+            {"status": "starting", "error": holder.public_error or "state not read yet"}, 503
         )
     body: dict[str, Any] = {"status": "degraded" if holder.degraded else "ready"}
     if holder.degraded:
-        body["error"] = holder.last_error
+        # Anyone may ask: the endpoint of Redis (host, port, user) is in the log and in the
+        # authenticated /api/status, not here.
+        body["error"] = holder.public_error
     if holder.current.refused is not None:
         body["refused"] = holder.current.refused.value
         body["refused_reason"] = holder.current.refused.reason

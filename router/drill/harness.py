@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from router import interrupts
+from router import cancellation
 from router.config import Config, build_config
 from router.drill.report import FAULTS, Report, Step, Tally
 from router.drill.traffic import LIBRARY_PATH, Rotation, Traffic
@@ -450,7 +450,7 @@ class Drill:
                 # Done by now (the traffic held on for them); gather, not a suppressed await:
                 # a Ctrl-C meanwhile must still end the drill.
                 await asyncio.gather(faults, return_exceptions=True)
-                interrupts.check()
+                cancellation.check()
                 self.failing = ""
                 await traffic.reload_all(session)
         finally:

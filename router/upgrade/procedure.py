@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from router import interrupts
+from router import cancellation
 from router.config import Config
 from router.errors import RouterError, StoreUnavailable, WrongKeyType
 from router.state import rollout as rollouts
@@ -267,7 +267,7 @@ class Procedure:
         step = decision.steps[0]
         try:
             for step in decision.steps:
-                interrupts.check()  # a Ctrl-C lost during the last step: never begin the next
+                cancellation.check()  # a Ctrl-C lost during the last step: never begin the next
                 await self._update(step=step)
                 await self._step(step)
         except StepFailed as exc:
@@ -569,7 +569,7 @@ class Procedure:
                     EXIT_REFUSED,
                     f"the rollout was ended by a switch to {active}",
                 )
-            await interrupts.sleep(0.25)
+            await cancellation.sleep(0.25)
 
     async def _propagated(self, target: str) -> checks.Check:
         deadline = time.monotonic() + PROPAGATION_BOUND
@@ -577,7 +577,7 @@ class Procedure:
             check = await checks.routers_agree(self.options.routers, target)
             if check.ok or time.monotonic() >= deadline:
                 return check
-            await interrupts.sleep(0.05)
+            await cancellation.sleep(0.05)
 
     async def _step_drain(self) -> str:
         opts = self.options
@@ -601,7 +601,7 @@ class Procedure:
                     EXIT_DRAIN_TIMEOUT,
                     f"{old} still holds calls after {opts.drain_timeout:g} s ({view.line})",
                 )
-            await interrupts.sleep(min(opts.drain_interval, max(0.0, deadline - now)))
+            await cancellation.sleep(min(opts.drain_interval, max(0.0, deadline - now)))
 
     async def _step_offline(self) -> str:
         assert self.record is not None
