@@ -12,11 +12,14 @@ import math
 import os
 import re
 import tomllib
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
+
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
 
 from router.errors import ConfigError
 from router.systems import monitoring
@@ -28,6 +31,11 @@ PREFER_POLICIES = ("unless-offline", "never")
 OPERATOR_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 # Every admin credential: long enough that guessing at a few tries a minute is hopeless.
 MIN_TOKEN_LENGTH = 16
+# ...and not 16 of one character: the bits its characters carry (their frequencies in the
+# token, times its length; `aaaaaaaaaaaaaaaa` has none, `abababababababab` 16,
+# `abcdabcdabcdabcd` 32, a random 16-character hex token 50 on average and under 33 about
+# once in 100,000 draws, `openssl rand -base64 24` about 150).
+MIN_TOKEN_BITS = 33
 # The operator name `admin_token` stands for (audit, page).
 ADMIN_OPERATOR = "admin"
 LOG_FORMATS = ("text", "json")
@@ -307,7 +315,12 @@ class RouterConfig:
         metadata=_help("Header carrying '<system>:<secret>' to reach an idle system."),
     )
     preview_secret: Secret | None = field(
-        default=None, metadata=_help("Secret of the preview header; unset disables preview.")
+        default=None,
+        metadata=_help(
+            "Secret of the preview header; unset disables preview. Like an admin token: 16+"
+            " characters of random visible ASCII, and no space, quote, ';' or ',' (a cookie"
+            " carries it)."
+        ),
     )
     preview_secret_file: str = field(
         default="", metadata=_help("File holding preview_secret (first line), instead of inline.")
@@ -662,6 +675,60 @@ def _check_watch(router: RouterConfig) -> None:
         )
 
 
+# Query parameters a redis_url may carry: what redis-py parses itself, plus the connection
+# arguments it passes through by name (case-sensitive: `?PassWord=x` would reach the
+# connection as an unknown argument and fail there, with a traceback).
+REDIS_URL_PARAMETERS = frozenset(URL_QUERY_ARGUMENT_PARSERS) | {
+    "password",
+    "username",
+    "client_name",
+    "ssl_ca_certs",
+    "ssl_ca_path",
+    "ssl_cert_reqs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_ciphers",
+    "ssl_password",
+}
+
+
+def check_redis_url(url: str) -> None:
+    """Refuse a redis_url the client would fail on later (one line naming the key, exit 2).
+
+    Never the URL itself in the message: it may carry a password. redis-py's own parser
+    decides, so what passes here is what the client accepts."""
+    key = "router.redis_url"
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme
+        if scheme not in ("redis", "rediss", "unix", "memory"):
+            raise ConfigError(
+                key, f"scheme {scheme + '://'!r} is not redis://, rediss://, unix:// or memory://"
+            )
+        if scheme == "memory":
+            return
+        parse_url(url)  # type: ignore[no-untyped-call]  # port, db, parameters as the client reads them
+        port = parts.port  # urlsplit checks the range, redis-py only the digits
+    except ValueError as exc:
+        # redis-py's and urllib's reasons name the part, not the value (a port at most).
+        raise ConfigError(key, f"cannot be read: {exc}") from None
+    path = parts.path.strip("/")
+    if scheme != "unix" and path and not path.isdigit():
+        raise ConfigError(key, "the path is the database number (redis://host:6379/0)")
+    if scheme != "unix" and not parts.hostname:
+        raise ConfigError(key, "names no host (redis://host:6379/0)")
+    if port == 0:
+        raise ConfigError(key, "port 0 is not a Redis port")
+    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in REDIS_URL_PARAMETERS:
+            shown = name if name.isidentifier() and len(name) <= 40 else "(unreadable)"
+            raise ConfigError(
+                key,
+                f"unknown query parameter {shown!r} (names are lower-case, e.g. ?password=,"
+                " ?db=; or give router.redis_password)",
+            )
+
+
 def _check_answer_budget(router: RouterConfig) -> None:
     if router.answer_budget < router.max_response_size:
         raise ConfigError(
@@ -676,13 +743,7 @@ def _check_router(router: RouterConfig, systems: Mapping[str, SystemConfig]) -> 
     check_listen("router.admin_listen", router.admin_listen)
     if router.listen == router.admin_listen and port != 0:
         raise ConfigError("router.admin_listen", "must differ from router.listen")
-    scheme = urlsplit(router.redis_url).scheme
-    if scheme not in ("redis", "rediss", "unix", "memory"):
-        raise ConfigError(
-            "router.redis_url",
-            # The scheme only: the URL may carry a password.
-            f"scheme {scheme + '://'!r} is not redis://, rediss://, unix:// or memory://",
-        )
+    check_redis_url(router.redis_url)
     if not re.fullmatch(r"[A-Za-z0-9_{}:.-]+", router.key_prefix):
         raise ConfigError("router.key_prefix", f"{router.key_prefix!r} has unsafe characters")
     if router.default_system and router.default_system not in systems:
@@ -739,18 +800,48 @@ def _read_token_file(path: str, key: str = "router.admin_token_file") -> Secret:
     return Secret(lines[0].strip())
 
 
-def check_token(key: str, token: Secret) -> None:
-    """Refuse a guessable or unusable admin credential (one line naming `key`, exit 2)."""
+def token_bits(value: str) -> float:
+    """The bits `value`'s characters carry: its length times the entropy of their
+    frequencies in it. A crude bound that refuses repetition, not a dictionary check."""
+    counts = Counter(value)
+    return -sum(n * math.log2(n / len(value)) for n in counts.values())
+
+
+# What a header (and, for the preview secret, a cookie value) carries as it is: visible ASCII.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+( [\x21-\x7e]+)*")
+_COOKIE_UNSAFE = frozenset(' ";,\\')
+
+
+def check_token(key: str, token: Secret, *, cookie: bool = False) -> None:
+    """Refuse a guessable or unusable credential (one line naming `key`, never the value,
+    exit 2): an admin token, or with `cookie` the preview secret, which also rides in a
+    cookie value."""
     value = token.reveal()
     if not value.strip():
         raise ConfigError(key, "is only whitespace; set a long random token")
     if value != value.strip():
         raise ConfigError(key, "has leading or trailing whitespace, which no header can carry")
+    if not _HEADER_SAFE.fullmatch(value):
+        raise ConfigError(
+            key,
+            "holds characters a header cannot carry as they are (control, invisible or"
+            " non-ASCII characters): use letters, digits and punctuation",
+        )
+    if cookie and _COOKIE_UNSAFE & set(value):
+        raise ConfigError(
+            key, "holds a space, quote, ';', ',' or backslash, which a cookie cannot carry"
+        )
     if len(value) < MIN_TOKEN_LENGTH:
         raise ConfigError(
             key,
             f"is {len(value)} characters; use at least {MIN_TOKEN_LENGTH}"
             " (e.g. the output of: openssl rand -base64 24)",
+        )
+    if token_bits(value) < MIN_TOKEN_BITS:
+        raise ConfigError(
+            key,
+            f"repeats too few characters to be guessed slowly ({len(set(value))} distinct in"
+            f" {len(value)}): use a random value (e.g. the output of: openssl rand -base64 24)",
         )
 
 
@@ -779,6 +870,9 @@ def _parse_admin_tokens(table: Any) -> tuple[tuple[str, Secret], ...]:
 def _check_credentials(router: RouterConfig, admin_key: str) -> None:
     if router.admin_token is not None:
         check_token(admin_key, router.admin_token)
+    if router.preview_secret is not None:
+        preview_key = "router.preview_secret" + ("_file" if router.preview_secret_file else "")
+        check_token(preview_key, router.preview_secret, cookie=True)
     seen: dict[Secret, str] = {}
     if router.admin_token is not None:
         seen[router.admin_token] = admin_key

@@ -33,13 +33,11 @@ from prometheus_client.utils import floatToGoString
 
 from router.state.rollout import Rollout
 from router.state.snapshot import StateHolder
-from router.switching.watch import ALARM, STATES, Watch
+from router.state.watch import ALARM, LATENCY_BUCKETS, STATES, Watch
 from router.systems.drain import Drain
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-# Upstream latency: a token hop is ~1 ms on a LAN, a slow gateway seconds.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # Event-loop stalls (router/server/loop_probe.py): SPEC allows none over 1 ms from background work.
 STALL_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
@@ -412,7 +410,8 @@ def render(
 
 
 def drain_families(drains: Sequence[Drain]) -> Iterator[Metric]:
-    """The drain decision (router/systems/drain.py) as gauges: the same verdict as page and CLI."""
+    """The view of each system (router/systems/view.py) as gauges: the same verdict as page and
+    CLI. The rate keeps the one sign: positive falls."""
     families = {
         "open_items": GaugeMetricFamily(
             "tokenrouter_open_items",
@@ -452,6 +451,11 @@ def drain_families(drains: Sequence[Drain]) -> Iterator[Metric]:
             " (the same 'stalled' as page and CLI), sampled here.",
             labels=["system"],
         ),
+        "share": GaugeMetricFamily(
+            "tokenrouter_new_sessions_percent",
+            "Percent of new sessions each system gets now (the active one's, a rollout's split).",
+            labels=["system"],
+        ),
     }
     for d in drains:
         if d.router_open is not None:
@@ -466,6 +470,7 @@ def drain_families(drains: Sequence[Drain]) -> Iterator[Metric]:
         if d.eta is not None:
             families["eta"].add_metric([d.system], d.eta)
         families["stalled"].add_metric([d.system], 1.0 if d.stalled else 0.0)
+        families["share"].add_metric([d.system], float(d.share))
     yield from families.values()
 
 

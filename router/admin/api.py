@@ -22,18 +22,14 @@ from router.admin.models import (
     Audit,
     AuditQuery,
     Liveness,
-    OpenItems,
-    OpenItemsQuery,
     Readiness,
     Status,
-    SystemPath,
 )
 from router.admin.spec import (
     Access,
     Answer,
     Content,
     Operation,
-    parse_path,
     parse_query,
 )
 from router.errors import ServiceUnavailable, StoreUnavailable
@@ -42,11 +38,9 @@ from router.metrics import InstanceFacts, render
 from router.responses import JSON_TYPE
 from router.state import rollout as rollout_model
 from router.state.recovery import persistence_risk
-from router.switching.watch_driver import watch_view
 from router.systems.reports import (
     SystemReport,
     audit_json,
-    open_items_view,
     read_counts,
     view_report,
 )
@@ -62,9 +56,9 @@ def json_response(data: object, status: int = 200) -> web.Response:
     )
 
 
-def source_of(request: web.Request, via: str = "api") -> str:
+def source_of(request: web.Request) -> str:
     """Who made a change, for the audit stream: `auth.audit_source` (operator and address)."""
-    return audit_source(request, via)
+    return audit_source(request)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -86,11 +80,13 @@ async def readyz(request: web.Request) -> web.Response:
         return json_response({"status": "stopping"}, 503)
     if not holder.synced:
         return json_response(
-            {"status": "starting", "error": holder.last_error or "state not read yet"}, 503
+            {"status": "starting", "error": holder.public_error or "state not read yet"}, 503
         )
     body: dict[str, Any] = {"status": "degraded" if holder.degraded else "ready"}
     if holder.degraded:
-        body["error"] = holder.last_error
+        # Anyone may ask: the endpoint of Redis (host, port, user) is in the log and in the
+        # authenticated /api/status, not here.
+        body["error"] = holder.public_error
     if holder.current.refused is not None:
         body["refused"] = holder.current.refused.value
         body["refused_reason"] = holder.current.refused.reason
@@ -105,7 +101,10 @@ async def system_reports(app: web.Application) -> tuple[View, list[SystemReport]
     config = runtime.config
     counts, previewing, count_error = await read_counts(runtime.store, config.system_ids)
     probes = await app[HEALTH].gateway_counts()
-    view, rows = view_report(config, runtime.holder.current, counts, previewing, probes, app[DRAIN])
+    watch = None if runtime.watch is None else runtime.watch.current
+    view, rows = view_report(
+        config, runtime.holder.current, counts, previewing, probes, app[DRAIN], watch=watch
+    )
     return view, rows, count_error
 
 
@@ -142,7 +141,6 @@ async def status_document(app: web.Application) -> dict[str, Any]:
         },
         "instance": runtime.instance,
         "uptime": round(time.time() - runtime.started_at, 3),
-        "watch": watch_view(None if runtime.watch is None else runtime.watch.current, time.time()),
     }
 
 
@@ -152,23 +150,15 @@ async def status(request: web.Request) -> web.Response:
 
 async def audit(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    count = parse_query(request, AuditQuery).count
+    query = parse_query(request, AuditQuery)
     try:
-        entries = await runtime.store.audit(count)
+        # One more than asked: whether a next page exists, without an empty last page.
+        entries = await runtime.store.audit(query.count + 1, before=query.before, since=query.since)
     except StoreUnavailable as exc:
         raise ServiceUnavailable(f"cannot read the audit stream: {exc}") from None
-    return json_response({"entries": audit_json(entries)})
-
-
-async def open_items(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    system = parse_path(request, SystemPath).system
-    limit = parse_query(request, OpenItemsQuery).limit
-    try:
-        doc = await open_items_view(runtime.store, runtime.config, system, limit)
-    except StoreUnavailable as exc:
-        raise ServiceUnavailable(f"cannot read the open items: {exc}") from None
-    return json_response(doc)
+    page = entries[: query.count]
+    more = len(entries) > query.count
+    return json_response({"entries": audit_json(page), "next": page[-1].id if more else None})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -242,28 +232,12 @@ OPERATIONS = (
         "GET",
         "/api/audit",
         audit,
-        summary="The audit stream, newest first",
+        summary="The audit stream, newest first, a page at a time",
         tag="status",
         access=Access.READ,
         query=AuditQuery,
         ok=Audit,
         ok_description="Entries, newest first.",
-        errors={ServiceUnavailable: STORE_AWAY},
-    ),
-    Operation(
-        "GET",
-        "/api/systems/{system}/open-items",
-        open_items,
-        summary="What holds a system open: its tokens and short codes, oldest first",
-        description="The items the routers count as open on the system (tokens not deleted, "
-        "short codes within shortcode_ttl), each with its age and the router instance that "
-        "issued it: what to look at when a drain does not end.",
-        tag="status",
-        access=Access.READ,
-        path_params=SystemPath,
-        query=OpenItemsQuery,
-        ok=OpenItems,
-        ok_description="How many, and the oldest ones.",
         errors={ServiceUnavailable: STORE_AWAY},
     ),
 )

@@ -24,15 +24,18 @@ class SystemPath(Params):
     system: SystemId = Field(description="A configured system id.")
 
 
-class OpenItemsQuery(Params):
-    limit: int = Field(
-        50, ge=1, le=1000, description="How many items, oldest first.", examples=[10, 1000]
-    )
-
-
 class AuditQuery(Params):
     count: int = Field(
         50, ge=1, le=1000, description="How many entries, newest first.", examples=[10, 1000]
+    )
+    before: str | None = Field(
+        None,
+        pattern=r"^[0-9]{1,20}-[0-9]{1,20}$",
+        description="The next page: only entries older than this id (`next` of the last page).",
+        examples=["1733500000000-0"],
+    )
+    since: float | None = Field(
+        None, ge=0, description="Only entries written at or after this Unix time (seconds)."
     )
 
 
@@ -276,25 +279,9 @@ class Expired(BaseModel):
 
 class Audit(BaseModel):
     entries: list[AuditEntry]
-
-
-class OpenItem(BaseModel):
-    kind: Literal["session", "code"] = Field(description="A session token or a short code.")
-    id: str = Field(description="The token id or the short code.")
-    age: float = Field(description="Seconds since it was issued.")
-    issued_at: float | None = Field(description="Unix time it was issued, when recorded.")
-    issuer: str | None = Field(
-        description="The router instance that issued it (host:pid:random), when recorded."
+    next: str | None = Field(
+        None, description="Older entries exist: pass this as `before` for the next page."
     )
-    expires_at: float = Field(description="Unix time it stops counting as open.")
-
-
-class OpenItems(BaseModel):
-    """What holds a system as the routers know it (the gateway's own count may differ)."""
-
-    system: SystemRef
-    total: int = Field(description="How many items the routers count as open on it.")
-    items: list[OpenItem] = Field(description="The oldest ones, oldest first, up to `limit`.")
 
 
 class OfflineResult(BaseModel):
@@ -363,7 +350,9 @@ class GuardRequest(Body):
         description="Recorded in the audit stream (control characters escaped, as \\x1b).",
     )
     via: Literal["api", "page"] = Field(
-        "api", description="Channel recorded in the audit stream (the page sends 'page')."
+        "api",
+        description="Accepted for compatibility and ignored: the audit records 'page' for a"
+        " request authenticated by the page's login session, 'api' for any other.",
     )
 
 
@@ -491,4 +480,7 @@ class Instances(BaseModel):
     generation: int
     stale_after: float
     behind: list[str]
+    summary: str = Field(
+        description="e.g. '2 live, 1 not on the current state: host:123', as status says it."
+    )
     instances: list[Instance]

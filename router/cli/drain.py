@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from router import interrupts
+from router import cancellation
 from router.cli.common import (
     PROG,
     Parser,
@@ -187,6 +187,6 @@ async def drain_wait_main(args: argparse.Namespace) -> int:
                 if not args.json:
                     await _timed_out(store, config, args, system)
                 return 1
-            await interrupts.sleep(min(args.interval, max(0.0, deadline - now)))
+            await cancellation.sleep(min(args.interval, max(0.0, deadline - now)))
     finally:
         await store.close()

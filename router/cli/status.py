@@ -22,14 +22,17 @@ from router.cli.watch import add_watch_flags, show
 from router.config import Config
 from router.errors import StoreUnavailable
 from router.releases.store import open_release_store
+from router.state import watch as watching
 from router.state.keys import Keys
 from router.state.sentinel import redis_target
 from router.state.store import AuditEntry
 from router.switching import operations
 from router.switching.fleet import STALE_BEATS
+from router.switching.watch_driver import thresholds
 from router.systems.drain import DrainHistory
-from router.systems.reports import read_counts, reports
+from router.systems.reports import read_counts, view_report
 from router.systems.stats import probe_all
+from router.systems.view import fleet_summary
 
 
 def add_parser(sub: Subcommands, common: Parser) -> None:
@@ -73,7 +76,7 @@ async def status_document(ctx: Context, history: DrainHistory | None = None) -> 
         probe_all(config.systems),
         asyncio.gather(*(ctx.prober.probe(sid) for sid in config.system_ids)),
     )
-    rows = reports(config, snapshot, counts, previewing, gateway_counts, history)
+    view, rows = view_report(config, snapshot, counts, previewing, gateway_counts, history)
     releases, labels = await _releases(config)
     r = config.router
     live = await store.instances(time.time(), r.heartbeat_interval * STALE_BEATS)
@@ -89,9 +92,11 @@ async def status_document(ctx: Context, history: DrainHistory | None = None) -> 
     return {
         "store": store.description,
         "active": snapshot.active,
+        **view.to_json(),
         "refused": None if refused is None else {"value": refused.value, "reason": refused.reason},
         "generation": stored.generation,
         "rollout": await operations.rollout_view(store, time.time()),
+        "watch": await watch_document(ctx),
         "systems": systems,
         "instances": [
             {
@@ -102,6 +107,35 @@ async def status_document(ctx: Context, history: DrainHistory | None = None) -> 
         ],
         "history": [e.to_json() for e in await store.audit(5)],
     }
+
+
+async def watch_document(ctx: Context) -> dict[str, Any] | None:
+    """The post-switch watch as /api/status shows it (switching/watch.py's words)."""
+    defaults = thresholds(ctx.config.router)
+    return watching.view(
+        watching.loads(await ctx.store.read_watch(), defaults),
+        time.time(),
+        watching.LATENCY_BUCKETS,
+    )
+
+
+def watch_lines(watch: dict[str, Any] | None) -> list[str]:
+    if not watch:
+        return []
+    lines = [f"watch    {watch['line']}"]
+    if watch["state"] == "watching":
+        lines.append(f"         measures the {watch['measures']}")
+    elif watch["state"] == "alarm":
+        lines.append(
+            f"         act: fix {watch['system']}, or bring {watch['previous']} back "
+            f"(token-router online {watch['previous']}) and run token-router undo"
+        )
+    elif watch["state"] == "undone":
+        lines.append(
+            f"         {watch['previous']} is active again; look at {watch['system']}'s gateway"
+            " and logs; `token-router history` has the evidence"
+        )
+    return lines
 
 
 async def _releases(config: Config) -> tuple[dict[str, str | None], dict[str, str]]:
@@ -123,24 +157,28 @@ async def _releases(config: Config) -> tuple[dict[str, str | None], dict[str, st
 
 
 def status_lines(doc: dict[str, Any], now: float) -> list[str]:
-    lines = [f"store    {doc['store']}", f"active   {doc['active']}"]
+    """The status document as text: the view model's words (router/systems/view.py), as the page and
+    the API show them."""
+    lines = [f"store    {doc['store']}", f"active   {doc['active']}: {doc['headline']}"]
     if doc["refused"]:
         lines.append(
             f"REFUSED  active holds {doc['refused']['value']!r} ({doc['refused']['reason']}); "
             f"routers stay on {doc['active']!r}"
         )
     lines += rollout_lines(doc["rollout"], now)
+    lines += watch_lines(doc.get("watch"))
     lines.append("")
     lines.append(
-        f"{'SYSTEM':<10} {'STATE':<18} {'OPEN':>5} {'GATEWAY':>7} {'ROUTER':>6}  "
-        f"{'DRAIN':<16} {'HEALTH':<8} {'RELEASE':<16} VERSION"
+        f"{'SYSTEM':<10} {'STATE':<22} {'OPEN':>5} {'GATEWAY':>7} {'ROUTER':>6}  "
+        f"{'HEALTH':<8} {'RELEASE':<16} {'VERSION':<8} DRAIN"
     )
     for s in doc["systems"]:
         health = "ok" if s["health"]["ok"] else "FAILING"
         lines.append(
-            f"{s['id']:<10} {'+'.join(s['states']):<18} {_n(s['open']):>5} "
-            f"{_n(s['gateway_open']):>7} {_n(s['router_open']):>6}  {_trend(s):<16} "
-            f"{health:<8} {s['release'] or '-':<16} {s['version'] or '-'}"
+            f"{s['id']:<10} {s['badge']:<22} {_n(s['open']):>5} "
+            f"{_n(s['gateway_open']):>7} {_n(s['router_open']):>6}  "
+            f"{health:<8} {s['release'] or '-':<16} {s['version'] or '-':<8} "
+            f"{s['estimate'] or '-'}".rstrip()
         )
         if not s["health"]["ok"]:
             lines.append(f"{'':<10} health: {s['health']['error']}")
@@ -148,15 +186,12 @@ def status_lines(doc: dict[str, Any], now: float) -> list[str]:
             lines.append(f"{'':<10} gateway count unavailable: {s['gateway_error']}")
     lines.append(
         "(OPEN decides drain: the gateway's count where stats_url answers, else the router's;"
-        " DRAIN: items/s falling and time to 0, with --watch)"
+        " DRAIN: the rate it falls and the time to 0, or stalled, measured with --watch)"
     )
     lines.append("")
     instances = doc["instances"]
-    behind = [i for i in instances if not i["current"]]
-    lines.append(
-        f"instances: {len(instances)} live"
-        + (f", {len(behind)} not on the current state" if behind else ", all on the current state")
-    )
+    behind = [i["id"] for i in instances if not i["current"]]
+    lines.append(f"instances: {fleet_summary(len(instances), behind)}")
     for i in instances:
         applied = i.get("applied") or {}
         mark = "" if i["current"] else "  BEHIND"
@@ -182,15 +217,6 @@ def status_lines(doc: dict[str, Any], now: float) -> list[str]:
             )
             lines.append("  " + audit_line(entry))
     return lines
-
-
-def _trend(system: dict[str, Any]) -> str:
-    rate, eta = system.get("drain_rate"), system.get("drain_eta")
-    if rate is None or system["state"] == "active":
-        return "-"
-    if eta is None:
-        return f"{rate:.2f}/s"
-    return f"{rate:.2f}/s ~{_age(eta)}"
 
 
 def _n(value: int | None) -> str:

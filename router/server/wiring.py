@@ -43,10 +43,11 @@ from router.proxy.upstream import Upstream
 from router.releases.service import Releases
 from router.runtime import Runtime, instance_name
 from router.state.affinity import Affinity
+from router.state.connect import open_store
 from router.state.keys import Keys
 from router.state.sentinel import SENTINEL_RETRY_MAX, redis_target
 from router.state.snapshot import Snapshot, StateHolder, StateWatcher
-from router.state.store import StateStore, open_store
+from router.state.store import StateStore
 from router.switching.controller import RolloutController
 from router.switching.fleet import InstanceRegistry
 from router.switching.gates import GateProber
@@ -190,7 +191,7 @@ def create_proxy_server(runtime: Runtime, handler: ProxyHandler, **kwargs: Any) 
 
 def create_admin_app(runtime: Runtime, assets: Assets | None = None) -> web.Application:
     """The admin listener: health, JSON API, the operator's page and its live feed."""
-    auth = AdminAuth.from_tokens(runtime.config.router.operators())
+    auth = AdminAuth.from_tokens(runtime.config.router.operators(), runtime.store)
     # json_errors outermost, so the access check's refusals are JSON too; every /api/ route
     # is authenticated before its handler runs (admin/auth.py).
     app = web.Application(middlewares=[json_errors, admin_access(auth)], client_max_size=MAX_BODY)

@@ -50,6 +50,12 @@ class Keys:
         return f"{self.prefix}:offline"
 
     @property
+    def offline_recorded(self) -> str:
+        """The offline set as last written to the audit stream (plus the member "" once it
+        exists), so a bare SADD/SREM from redis-cli is audited exactly once, like `recorded`."""
+        return f"{self.prefix}:offline:recorded"
+
+    @property
     def events(self) -> str:
         """Pub/sub channel that router writers publish to after every state change."""
         return f"{self.prefix}:events"
@@ -76,6 +82,10 @@ class Keys:
         """Who issued an open item and when ('<instance> <unix time>'), for the drain's list;
         lives as long as the item counts as open."""
         return f"{self.prefix}:issued:{kind}:{ident}"
+
+    def revoked_session(self, nonce: str) -> str:
+        """Present (with a TTL: the session's lifetime left) once a login session ended."""
+        return f"{self.prefix}:session:revoked:{nonce}"
 
     def preview(self, system: str) -> str:
         """Present (with a TTL) while `system` is being tested through the preview header."""

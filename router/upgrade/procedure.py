@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from router import interrupts
+from router import cancellation
 from router.config import Config
 from router.errors import RouterError, StoreUnavailable, WrongKeyType
 from router.state import rollout as rollouts
@@ -48,6 +48,7 @@ from router.upgrade.plan import (
     UpgradeRecord,
     decide,
     loads_record,
+    next_steps,
     stop_advice,
     switch_plan,
 )
@@ -81,6 +82,7 @@ class Options:
     dry_run: bool = False
     yes: bool = False
     me: str = field(default_factory=this_process)
+    config_hint: str = ""  # ` --config <path>` for the commands printed as next steps
 
 
 @dataclass
@@ -243,6 +245,8 @@ class Procedure:
         if isinstance(decision, Finished):
             self.outcome = "finished"
             (self.out if decision.code == EXIT_DONE else self.err)(decision.message)
+            if decision.code == EXIT_DONE and obs.record is not None:
+                self._next_steps(obs.record.old, obs.record.old in obs.offline)
             return decision.code
         self._print_plan(decision, obs)
         if opts.dry_run:
@@ -268,7 +272,7 @@ class Procedure:
         step = decision.steps[0]
         try:
             for step in decision.steps:
-                interrupts.check()  # a Ctrl-C lost during the last step: never begin the next
+                cancellation.check()  # a Ctrl-C lost during the last step: never begin the next
                 await self._update(step=step)
                 await self._step(step)
         except StepFailed as exc:
@@ -298,7 +302,12 @@ class Procedure:
             f"upgrade done: new sessions go to {opts.target}; {self.record.old} "
             + ("is offline for its own upgrade" if self.record.offline_old else "is drained")
         )
+        self._next_steps(self.record.old, self.record.offline_old)
         return EXIT_DONE
+
+    def _next_steps(self, old: str, old_offline: bool) -> None:
+        for line in next_steps(old, self.options.target, old_offline, self.options.config_hint):
+            self.out(line)
 
     def _print_plan(self, decision: Run, obs: Observed) -> None:
         opts = self.options
@@ -382,7 +391,7 @@ class Procedure:
             await self._audit("upgrade-stopped", f"at {step}: {why}")
         if self.record is not None:
             self.err(f"upgrade stopped at step {STEPS.index(step) + 1} ({step}): {why}")
-            for line in stop_advice(self.record, step, ROLLOUTS):
+            for line in stop_advice(self.record, step, ROLLOUTS, self.options.config_hint):
                 self.err(f"  {line}")
 
     # --- the steps ---------------------------------------------------------------------------
@@ -566,7 +575,7 @@ class Procedure:
                     EXIT_REFUSED,
                     f"the rollout was ended by a switch to {active}",
                 )
-            await interrupts.sleep(0.25)
+            await cancellation.sleep(0.25)
 
     async def _propagated(self, target: str) -> checks.Check:
         deadline = time.monotonic() + PROPAGATION_BOUND
@@ -574,7 +583,7 @@ class Procedure:
             check = await checks.routers_agree(self.options.routers, target)
             if check.ok or time.monotonic() >= deadline:
                 return check
-            await interrupts.sleep(0.05)
+            await cancellation.sleep(0.05)
 
     async def _step_drain(self) -> str:
         opts = self.options
@@ -599,7 +608,7 @@ class Procedure:
                     EXIT_DRAIN_TIMEOUT,
                     f"{old} still holds calls after {opts.drain_timeout:g} s ({view.line})",
                 )
-            await interrupts.sleep(min(opts.drain_interval, max(0.0, deadline - now)))
+            await cancellation.sleep(min(opts.drain_interval, max(0.0, deadline - now)))
 
     async def _drain_advice(self, old: str) -> None:
         """What holds `old` (the oldest items the routers know) and what to do about it."""

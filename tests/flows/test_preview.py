@@ -30,8 +30,10 @@ async def test_preview_cookie_on_browser_routes_only(
     http: aiohttp.ClientSession,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    router = await routers(make_config(redis_server.url, gateways, preview_secret="s3cret"))
-    cookie = {"Cookie": f"{PREVIEW_COOKIE}=b:s3cret"}
+    router = await routers(
+        make_config(redis_server.url, gateways, preview_secret="s3cret-preview-0123")
+    )
+    cookie = {"Cookie": f"{PREVIEW_COOKIE}=b:s3cret-preview-0123"}
     async with http.get(router.proxy_url + JS, headers=cookie) as resp:
         assert resp.status == 200
         assert resp.headers["X-Token-Router-System"] == "b"
@@ -47,7 +49,10 @@ async def test_preview_cookie_on_browser_routes_only(
         assert resp.headers["Cache-Control"] == "public, max-age=60"
     # A stale cookie (the secret changed since) is ignored on a browser route, and logged:
     # the tester's page keeps loading.
-    for stale, logged in (("b:wrong", "wrong secret"), ("zz:s3cret", "unknown system 'zz'")):
+    for stale, logged in (
+        ("b:wrong", "wrong secret"),
+        ("zz:s3cret-preview-0123", "unknown system 'zz'"),
+    ):
         caplog.clear()
         async with http.get(
             router.proxy_url + JS, headers={"Cookie": f"{PREVIEW_COOKIE}={stale}"}
@@ -55,7 +60,7 @@ async def test_preview_cookie_on_browser_routes_only(
             assert resp.status == 200
             assert resp.headers["X-Token-Router-System"] == "a"
         assert f"ignored {PREVIEW_COOKIE} cookie from 127.0.0.1: {logged}" in caplog.text
-        assert "s3cret" not in caplog.text.replace("zz:s3cret", "")
+        assert "s3cret-preview-0123" not in caplog.text.replace("zz:s3cret-preview-0123", "")
     # Tokens are minted by back ends: the cookie does not steer them, the header does.
     async with http.post(
         router.proxy_url + SESSION_PATH, data=orjson.dumps(SESSION_BODY), headers=cookie
@@ -64,7 +69,7 @@ async def test_preview_cookie_on_browser_routes_only(
     async with http.post(
         router.proxy_url + SESSION_PATH,
         data=orjson.dumps(SESSION_BODY),
-        headers={"X-Token-Router-Preview": "b:s3cret"},
+        headers={"X-Token-Router-Preview": "b:s3cret-preview-0123"},
     ) as resp:
         assert resp.headers["X-Token-Router-System"] == "b"
     await router.server.runtime.affinity.flush()

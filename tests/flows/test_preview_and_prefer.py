@@ -25,21 +25,24 @@ from tests.helpers import (
 
 @pytest.fixture
 def router_options() -> dict[str, Any]:
-    return {"preview_secret": "s3cret"}
+    return {"preview_secret": "s3cret-preview-0123"}
 
 
 async def test_preview_with_right_and_wrong_secret(
     pair: tuple[RunningRouter, RunningRouter], http: aiohttp.ClientSession
 ) -> None:
     r1, r2 = pair
-    _, system = await new_token(http, r1, {"X-Token-Router-Preview": "b:s3cret"})
+    _, system = await new_token(http, r1, {"X-Token-Router-Preview": "b:s3cret-preview-0123"})
     assert system == "b"
     # A credential that does not check out is refused, never answered by the active system:
     # a test web app must not pass while testing the old system.
     for value, why in (
         ("b:wrong", "wrong secret in X-Token-Router-Preview"),
         ("b", "wrong secret in X-Token-Router-Preview"),
-        ("zz:s3cret", "X-Token-Router-Preview names unknown system 'zz'; configured systems: a, b"),
+        (
+            "zz:s3cret-preview-0123",
+            "X-Token-Router-Preview names unknown system 'zz'; configured systems: a, b",
+        ),
     ):
         async with http.post(
             r1.proxy_url + SESSION_PATH,
@@ -52,7 +55,7 @@ async def test_preview_with_right_and_wrong_secret(
         assert doc["error"] == "preview_refused"
         assert doc["message"].startswith(why), doc
         assert doc["message"].endswith("refused, not answered by the active system")
-        assert "s3cret" not in doc["message"]
+        assert "s3cret-preview-0123" not in doc["message"]
 
     async def previewing() -> bool:
         return bool((await states_of(http, r2))["b"][0] == "preview")
