@@ -188,16 +188,7 @@ class RedisStore:
         switched = (k.active, k.recorded, k.offline, k.audit, k.rollout, k.generation)
         try:
             previous, generation = await self._switch(
-                keys=[
-                    k.active,
-                    k.recorded,
-                    k.offline,
-                    k.audit,
-                    k.events,
-                    k.rollout,
-                    k.generation,
-                    k.offline_recorded,
-                ],
+                keys=[*switched[:4], k.events, *switched[4:], k.offline_recorded],
                 args=[
                     system,
                     source,
@@ -265,16 +256,12 @@ class RedisStore:
             ) from exc
 
     async def record_offline_observed(self, source: str, active: str, known: Sequence[str]) -> int:
-        k = self.keys
+        keys = [self.keys.offline, self.keys.offline_recorded, self.keys.audit]
+        args: list[str | int] = [source, f"{time.time():.3f}", AUDIT_MAXLEN, active, *known]
         try:
-            return int(
-                await self._observe_offline(
-                    keys=[k.offline, k.offline_recorded, k.audit],
-                    args=[source, f"{time.time():.3f}", AUDIT_MAXLEN, active, *known],
-                )
-            )
+            return int(await self._observe_offline(keys=keys, args=args))
         except (RedisError, OSError) as exc:
-            raise await self._failure(exc, k.offline, k.offline_recorded, k.audit) from exc
+            raise await self._failure(exc, *keys) from exc
 
     async def write_rollout(
         self, expected: str | None, new: str | None, entry: AuditFields, *, expect_active: str = ""
