@@ -243,25 +243,23 @@ class RedisStore:
 
     async def record_observed(self, source: str, known: Sequence[str]) -> bool:
         k = self.keys
-        try:
+        async with self._failing(k.active, k.recorded, k.audit, k.offline, k.rollout):
             return bool(
                 await self._observe(
                     keys=[k.active, k.recorded, k.audit, k.offline, k.rollout, k.events],
                     args=[source, f"{time.time():.3f}", AUDIT_MAXLEN, *known],
                 )
             )
-        except (RedisError, OSError) as exc:
-            raise await self._failure(
-                exc, k.active, k.recorded, k.audit, k.offline, k.rollout
-            ) from exc
 
     async def record_offline_observed(self, source: str, active: str, known: Sequence[str]) -> int:
-        keys = [self.keys.offline, self.keys.offline_recorded, self.keys.audit]
-        args: list[str | int] = [source, f"{time.time():.3f}", AUDIT_MAXLEN, active, *known]
-        try:
-            return int(await self._observe_offline(keys=keys, args=args))
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, *keys) from exc
+        k = self.keys
+        async with self._failing(k.offline, k.offline_recorded, k.audit):
+            return int(
+                await self._observe_offline(
+                    keys=[k.offline, k.offline_recorded, k.audit],
+                    args=[source, f"{time.time():.3f}", AUDIT_MAXLEN, active, *known],
+                )
+            )
 
     async def write_rollout(
         self, expected: str | None, new: str | None, entry: AuditFields, *, expect_active: str = ""
