@@ -39,8 +39,9 @@ from router.state.connect import open_store
 from router.state.keys import Keys
 from router.state.memory_store import MemoryStore
 from router.state.store import StateStore
+from router.upgrade.context import ROLLOUTS, Options
 from router.upgrade.journal import Journal, MemoryJournal, open_journal
-from router.upgrade.procedure import ROLLOUTS, Options, Procedure
+from router.upgrade.procedure import Procedure
 
 HOST = "127.0.0.1"
 SYSTEMS = (("a", "1.0"), ("b", "2.0"))

@@ -1,4 +1,5 @@
-"""Reading what a system holds open from Redis: the open-items set and who issued each item.
+"""What a system holds open, in Redis: the rows the affinity script writes and the read of
+the open-items set with who issued each item.
 
 The set `<prefix>:open:<system>` (score: when the item stops counting) is what drain counts;
 `<prefix>:issued:<kind>:<id>` beside each item names the router instance that issued it and
@@ -10,7 +11,7 @@ from __future__ import annotations
 from redis import asyncio as aioredis
 
 from router.state.keys import Keys
-from router.state.store import AffinityRecord, OpenItem, issued_value, parse_issued
+from router.state.store import AffinityRecord, OpenItem, issued_value, member, parse_issued
 
 
 def issued_args(keys: Keys, record: AffinityRecord) -> list[str | int]:
@@ -20,6 +21,19 @@ def issued_args(keys: Keys, record: AffinityRecord) -> list[str | int]:
         return ["", "", 0]
     key = keys.issued(record.kind, record.ident)
     return [key, issued_value(record.issuer, record.issued), record.counted]
+
+
+def affinity_row(keys: Keys, r: AffinityRecord, now: float) -> list[str | int | float]:
+    """One record as scripts.AFFINITY takes it."""
+    return [
+        keys.affinity(r.kind, r.ident),
+        keys.open_items(r.system) if r.counted > 0 else "",
+        r.system,
+        r.ttl,
+        member(r.kind, r.ident),
+        now + r.counted,
+        *issued_args(keys, r),
+    ]
 
 
 async def read_open_items(

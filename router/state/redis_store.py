@@ -19,7 +19,7 @@ from router.errors import StoreUnavailable
 from router.state import scripts
 from router.state.key_types import diagnose, is_wrong_type
 from router.state.keys import Keys
-from router.state.open_items import issued_args, read_open_items
+from router.state.open_items import affinity_row, issued_args, read_open_items
 from router.state.redis_client import close_client, describe, redis_client, unavailable
 from router.state.redis_events import watch_changes
 from router.state.refusals import WATCH_CHANGED, refusal
@@ -190,16 +190,7 @@ class RedisStore:
         switched = (k.active, k.recorded, k.offline, k.audit, k.rollout, k.generation)
         try:
             previous, generation = await self._switch(
-                keys=[
-                    k.active,
-                    k.recorded,
-                    k.offline,
-                    k.audit,
-                    k.events,
-                    k.rollout,
-                    k.generation,
-                    k.offline_recorded,
-                ],
+                keys=[*switched[:4], k.events, *switched[4:], k.offline_recorded],
                 args=[
                     system,
                     source,
@@ -254,29 +245,23 @@ class RedisStore:
 
     async def record_observed(self, source: str, known: Sequence[str]) -> bool:
         k = self.keys
-        try:
+        async with self._failing(k.active, k.recorded, k.audit, k.offline, k.rollout):
             return bool(
                 await self._observe(
                     keys=[k.active, k.recorded, k.audit, k.offline, k.rollout, k.events],
                     args=[source, f"{time.time():.3f}", AUDIT_MAXLEN, *known],
                 )
             )
-        except (RedisError, OSError) as exc:
-            raise await self._failure(
-                exc, k.active, k.recorded, k.audit, k.offline, k.rollout
-            ) from exc
 
     async def record_offline_observed(self, source: str, active: str, known: Sequence[str]) -> int:
         k = self.keys
-        try:
+        async with self._failing(k.offline, k.offline_recorded, k.audit):
             return int(
                 await self._observe_offline(
                     keys=[k.offline, k.offline_recorded, k.audit],
                     args=[source, f"{time.time():.3f}", AUDIT_MAXLEN, active, *known],
                 )
             )
-        except (RedisError, OSError) as exc:
-            raise await self._failure(exc, k.offline, k.offline_recorded, k.audit) from exc
 
     async def write_rollout(
         self, expected: str | None, new: str | None, entry: AuditFields, *, expect_active: str = ""
@@ -419,18 +404,7 @@ class RedisStore:
         if not records:
             return
         k = self.keys
-        batch: list[list[str | int | float]] = [
-            [
-                k.affinity(r.kind, r.ident),
-                k.open_items(r.system) if r.counted > 0 else "",
-                r.system,
-                r.ttl,
-                member(r.kind, r.ident),
-                now + r.counted,
-                *issued_args(k, r),
-            ]
-            for r in records
-        ]
+        batch = [affinity_row(k, r, now) for r in records]
         try:
             await self._affinity(keys=[k.open_items(records[0].system)], args=[orjson.dumps(batch)])
         except (RedisError, OSError) as exc:

@@ -25,9 +25,10 @@ from router.config import load_config
 from router.state.keys import Keys
 from router.state.redis_store import RedisStore
 from router.upgrade.checks import default_router_url
+from router.upgrade.context import Options
 from router.upgrade.journal import open_journal
 from router.upgrade.plan import UpgradeRecord, loads_record
-from router.upgrade.procedure import Options, Procedure
+from router.upgrade.procedure import Procedure
 from tests.helpers import (
     HOST,
     SESSION_BODY,
