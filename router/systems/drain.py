@@ -291,7 +291,9 @@ class DrainHistory:
         if len(samples) >= 2 and samples[-1][0] - samples[-2][0] < SAMPLE_RESOLUTION:
             samples.pop()  # keep the newest; the one before stays at least a resolution back
         samples.append((now, count))
-        while samples and samples[0][0] < now - self.retention:
+        # Keep the newest sample from before the retention too: sampled every 30 s (a
+        # Prometheus scrape), the history must still reach back `stall_after` to see a stall.
+        while len(samples) > 1 and samples[1][0] <= now - self.retention:
             samples.popleft()
 
     def samples(self, system: str) -> list[Sample]:

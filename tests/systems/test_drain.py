@@ -177,8 +177,18 @@ def test_history_bounded_by_retention_and_skips_unknown() -> None:
     history.add("a", 5.0, None)
     history.add("a", 8.0, 4)
     history.add("a", 200.0, 3)
-    assert history.samples("a") == [(200.0, 3)]
+    assert history.samples("a") == [(8.0, 4), (200.0, 3)]  # the newest before the retention
+    history.add("a", 330.0, 3)
+    assert history.samples("a") == [(200.0, 3), (330.0, 3)]
     assert history.samples("b") == []
+
+
+def test_history_sampled_rarely_still_sees_a_stall() -> None:
+    """A Prometheus scrape every 30 s is the only reader: the stall still shows."""
+    history = DrainHistory(stall_after=120.0)
+    for t in range(0, 301, 30):
+        history.add("a", float(t), 5)
+    assert trend(history.samples("a"), 300.0, 120.0).stalled_for is not None
 
 
 def test_history_keeps_a_long_enough_past_for_a_stall() -> None:
