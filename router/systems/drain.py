@@ -280,10 +280,17 @@ class DrainHistory:
         # The rate looks back TREND_WINDOW; a stall needs stall_after of samples before now.
         self.retention = max(TREND_WINDOW, stall_after) + SAMPLE_RESOLUTION * 2
         self._samples: dict[str, deque[Sample]] = {}
+        self._receiving: dict[str, bool] = {}
         self._size = size
 
-    def add(self, system: str, now: float, count: int | None) -> None:
+    def add(self, system: str, now: float, count: int | None, receiving: bool = False) -> None:
+        """One reading of `system`'s deciding count. `receiving`: it takes new sessions now
+        (active, a rollout's target); when that ends its drain begins, and the samples start
+        anew: a count that rose while it was active says nothing about how it drains."""
         samples = self._samples.setdefault(system, deque(maxlen=self._size))
+        if self._receiving.get(system) and not receiving:
+            samples.clear()
+        self._receiving[system] = receiving
         if count is None:
             return
         if samples and now < samples[-1][0]:

@@ -369,3 +369,15 @@ def test_describe() -> None:
 )
 def test_format_eta(seconds: float, text: str) -> None:
     assert format_eta(seconds) == text
+
+
+def test_a_drain_starts_its_history_when_new_sessions_stop() -> None:
+    """Risen while active, flat since the switch: steady, not "rising"."""
+    history = DrainHistory()
+    for t in range(10):
+        history.add("a", float(t), t, receiving=True)
+    for t in range(10, 30):
+        history.add("a", float(t), 9)
+    assert history.samples("a")[0] == (10.0, 9)
+    d = drain(DrainFacts("a", router_open=9), history.samples("a"), 29.0)
+    assert d.estimate == "steady"
