@@ -113,5 +113,5 @@ ensure_promtool() {
     dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -x -C "$tmp" ./usr/bin/promtool
     install -m 0755 "$tmp/usr/bin/promtool" "$VENV/bin/promtool"
     rm -rf "$tmp"
-    "$VENV/bin/promtool" --version 2>&1 | head -n 1 >&2
+    "$VENV/bin/promtool" --version 2>&1 | sed -n 1p >&2
 }

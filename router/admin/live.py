@@ -30,11 +30,11 @@ from router.admin.feed import TREND_POINTS
 from router.admin.guarded_api import instances_document
 from router.admin.models import Expired, Live
 from router.admin.spec import Access, Content, Operation, ref
+from router.cancellation import stop_tasks
 from router.errors import StoreUnavailable
 from router.runtime import Runtime
 from router.switching import operations
 from router.systems.reports import audit_json
-from router.tasks import stop_tasks
 
 log = logging.getLogger("router.admin.live")
 

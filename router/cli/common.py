@@ -17,15 +17,16 @@ from typing import NoReturn, TypeAlias
 
 import uvloop
 
-from router import interrupts
+from router import cancellation
 from router.config import Config, load_config
 from router.errors import ConfigError, UsageError
 from router.logs import setup_logging
 from router.printable import printable
+from router.state.connect import open_store
 from router.state.keys import Keys
 from router.state.sentinel import redis_target
 from router.state.snapshot import Snapshot
-from router.state.store import AuditEntry, StateStore, open_store
+from router.state.store import AuditEntry, StateStore
 from router.switching import operations
 from router.switching.gates import GateProber
 from router.switching.operations import Confirmation, SwitchOutcome
@@ -70,8 +71,8 @@ def async_command(
     def command(args: argparse.Namespace) -> int:
         setup_logging("text", "debug" if args.verbose else "error")
         # Ctrl-C recorded for the commands that wait (upgrade, drill, drain-wait): raises
-        # interrupts.Interrupted, which main() in router/cli turns into exit 130.
-        return run_async(interrupts.guard(main(args)))
+        # cancellation.Interrupted, which main() in router/cli turns into exit 130.
+        return run_async(cancellation.guard(main(args)))
 
     return command
 
@@ -211,7 +212,7 @@ async def read_reports(
 
 def audit_line(entry: AuditEntry) -> str:
     """One audit entry as `history` and `status` print it."""
-    if entry.action in operations.SWITCH_ACTIONS or entry.action.startswith("rollout"):
+    if entry.action in operations.SWITCH_ACTIONS or entry.action.startswith(("rollout", "watch")):
         what = f"{entry.action} {entry.from_ or '(none)'} -> {entry.to}"
     else:
         what = f"{entry.to} {entry.action}"

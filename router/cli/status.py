@@ -22,11 +22,13 @@ from router.cli.watch import add_watch_flags, show
 from router.config import Config
 from router.errors import StoreUnavailable
 from router.releases.store import open_release_store
+from router.state import watch as watching
 from router.state.keys import Keys
 from router.state.sentinel import redis_target
 from router.state.store import AuditEntry
 from router.switching import operations
 from router.switching.fleet import STALE_BEATS
+from router.switching.watch_driver import thresholds
 from router.systems.drain import DrainHistory
 from router.systems.reports import read_counts, view_report
 from router.systems.stats import probe_all
@@ -92,6 +94,7 @@ async def status_document(ctx: Context, history: DrainHistory | None = None) -> 
         "refused": None if refused is None else {"value": refused.value, "reason": refused.reason},
         "generation": stored.generation,
         "rollout": await operations.rollout_view(store, time.time()),
+        "watch": await watch_document(ctx),
         "systems": systems,
         "instances": [
             {
@@ -102,6 +105,35 @@ async def status_document(ctx: Context, history: DrainHistory | None = None) -> 
         ],
         "history": [e.to_json() for e in await store.audit(5)],
     }
+
+
+async def watch_document(ctx: Context) -> dict[str, Any] | None:
+    """The post-switch watch as /api/status shows it (switching/watch.py's words)."""
+    defaults = thresholds(ctx.config.router)
+    return watching.view(
+        watching.loads(await ctx.store.read_watch(), defaults),
+        time.time(),
+        watching.LATENCY_BUCKETS,
+    )
+
+
+def watch_lines(watch: dict[str, Any] | None) -> list[str]:
+    if not watch:
+        return []
+    lines = [f"watch    {watch['line']}"]
+    if watch["state"] == "watching":
+        lines.append(f"         measures the {watch['measures']}")
+    elif watch["state"] == "alarm":
+        lines.append(
+            f"         act: fix {watch['system']}, or bring {watch['previous']} back "
+            f"(token-router online {watch['previous']}) and run token-router undo"
+        )
+    elif watch["state"] == "undone":
+        lines.append(
+            f"         {watch['previous']} is active again; look at {watch['system']}'s gateway"
+            " and logs; `token-router history` has the evidence"
+        )
+    return lines
 
 
 async def _releases(config: Config) -> dict[str, str | None]:
@@ -125,6 +157,7 @@ def status_lines(doc: dict[str, Any], now: float) -> list[str]:
             f"routers stay on {doc['active']!r}"
         )
     lines += rollout_lines(doc["rollout"], now)
+    lines += watch_lines(doc.get("watch"))
     lines.append("")
     lines.append(
         f"{'SYSTEM':<10} {'STATE':<22} {'OPEN':>5} {'GATEWAY':>7} {'ROUTER':>6}  "

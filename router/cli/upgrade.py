@@ -15,6 +15,7 @@ from router.cli.common import (
     Parser,
     Subcommands,
     async_command,
+    config_hint,
     operator,
     positive_float,
     read_config,
@@ -23,9 +24,10 @@ from router.cli.common import (
 from router.errors import BadRequest, UsageError
 from router.state.keys import Keys
 from router.upgrade.checks import default_router_url
+from router.upgrade.context import Options
 from router.upgrade.journal import open_journal
 from router.upgrade.plan import EXIT_USAGE
-from router.upgrade.procedure import Options, Procedure, summary_lines
+from router.upgrade.procedure import Procedure, summary_lines
 
 DEFAULT_STEPS = "5,25,50,100"
 
@@ -154,6 +156,7 @@ async def upgrade_main(args: argparse.Namespace) -> int:
         offline_old=args.offline_old,
         dry_run=args.dry_run,
         yes=args.yes,
+        config_hint=config_hint(args),
     )
     procedure = Procedure(config, store, journal, options, out=_out, err=_err, confirm=ask)
     try:

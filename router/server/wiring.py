@@ -43,10 +43,11 @@ from router.proxy.upstream import Upstream
 from router.releases.service import Releases
 from router.runtime import Runtime, instance_name
 from router.state.affinity import Affinity
+from router.state.connect import open_store
 from router.state.keys import Keys
 from router.state.sentinel import SENTINEL_RETRY_MAX, redis_target
 from router.state.snapshot import Snapshot, StateHolder, StateWatcher
-from router.state.store import StateStore, open_store
+from router.state.store import StateStore
 from router.switching.controller import RolloutController
 from router.switching.fleet import InstanceRegistry
 from router.switching.gates import GateProber

@@ -58,6 +58,7 @@ def test_shows_what_operators_watch() -> None:
     assert {
         "tokenrouter_active",  # the active system
         "tokenrouter_rollout_percent",  # rollout share
+        "tokenrouter_new_sessions_percent",  # and every system's share of new sessions
         "tokenrouter_drain_open",  # open counts per system
         "tokenrouter_drain_rate",  # drain
         "tokenrouter_requests_total",  # token rate, error share

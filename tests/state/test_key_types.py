@@ -12,8 +12,9 @@ from router.errors import StoreUnavailable, WrongKeyType
 from router.releases.store import RedisReleaseStore
 from router.state.key_types import expected_type, repair_hint, wrong_type_message
 from router.state.keys import Keys
+from router.state.redis_store import RedisStore
 from router.state.snapshot import Snapshot, StateHolder, StateWatcher
-from router.state.store import AffinityRecord, RedisStore
+from router.state.store import AffinityRecord
 from tests.helpers import REDIS_TIMEOUT, RedisServer, switch, wait_until
 
 KEYS = Keys("tokenrouter")

@@ -12,6 +12,8 @@ import pytest
 
 from router.errors import StoreUnavailable
 from router.state.keys import Keys
+from router.state.memory_store import MemoryStore
+from router.state.redis_store import RedisStore
 from router.state.snapshot import (
     Backoff,
     Refusal,
@@ -20,7 +22,7 @@ from router.state.snapshot import (
     StateWatcher,
     build_snapshot,
 )
-from router.state.store import MemoryStore, RedisStore, StateStore, StoredState
+from router.state.store import StateStore, StoredState
 from tests.helpers import REDIS_TIMEOUT, RedisServer, switch, wait_until
 
 KNOWN = ("a", "b")

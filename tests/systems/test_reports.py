@@ -8,8 +8,10 @@ import pytest
 
 from router.config import SystemConfig, build_config
 from router.state.keys import Keys
+from router.state.memory_store import MemoryStore
+from router.state.redis_store import RedisStore
 from router.state.snapshot import Snapshot
-from router.state.store import AffinityRecord, MemoryStore, RedisStore
+from router.state.store import AffinityRecord
 from router.systems.drain import STATES
 from router.systems.reports import audit_json, read_counts, reports
 from router.systems.stats import parse_open_sessions, probe_all, probe_open_sessions

@@ -216,6 +216,10 @@ async def run_demo(args: argparse.Namespace) -> int:
         config_dir = Path(tempfile.mkdtemp(prefix="token-router-demo-"))
         stack.callback(shutil.rmtree, config_dir, True)
         config_file = config_dir / "router.toml"
+        # The ports bound (--port 0 picks any): commands that reach the listeners through
+        # the file (`upgrade` checks the proxy at router.listen) find them as printed.
+        data["router"]["listen"] = listeners.proxy_url.removeprefix("http://")
+        data["router"]["admin_listen"] = listeners.admin_url.removeprefix("http://")
         config_file.write_text(_toml(data), encoding="utf-8")
         os.chmod(config_file, 0o600)
 
