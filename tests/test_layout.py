@@ -60,6 +60,7 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "router.state.key_types",
             "router.state.sentinel",
             "router.responses",
+            "router.server.protocol_errors",
             "router.proxy.upstream",
             "router.proxy.http1",
             "router.systems.stats",
