@@ -33,7 +33,7 @@ from prometheus_client.utils import floatToGoString
 
 from router.state.rollout import Rollout
 from router.state.snapshot import StateHolder
-from router.switching.watch import ALARM, LATENCY_BUCKETS, STATES, Watch
+from router.state.watch import ALARM, LATENCY_BUCKETS, STATES, Watch
 from router.systems.drain import Drain
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

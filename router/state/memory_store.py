@@ -216,6 +216,11 @@ class MemoryStore:
         self.generation += 1
         self._notify()
 
+    async def record_offline_observed(self, source: str, active: str, known: Sequence[str]) -> int:
+        # Only set_offline writes the set here (no redis-cli reaches memory://), and it
+        # audits its own changes: nothing is ever left to observe.
+        return 0
+
     async def record_observed(self, source: str, known: Sequence[str]) -> bool:
         if (
             self.active is None

@@ -204,6 +204,8 @@ class StateWatcher:
         # True from a change being applied until its audit entry is written (read by tests
         # that check the audit, which is written one round trip after routing moved).
         self.audit_pending = False
+        # The same for a change of the offline set (a bare SADD/SREM is audited once too).
+        self.offline_audit_pending = False
         # Whole syncs completed, audit included: "every instance re-read since" for tests.
         self.syncs = 0
 
@@ -288,6 +290,13 @@ class StateWatcher:
             await self.store.record_observed(source, routable)
             self.audit_pending = False
             self._seeded = False
+        if first or snapshot.offline != previous.offline:
+            self.offline_audit_pending = True
+        if self.offline_audit_pending:
+            await self.store.record_offline_observed(
+                f"external (seen by {self.instance})", snapshot.active, self.known
+            )
+            self.offline_audit_pending = False
         self.syncs += 1
 
     async def run(self) -> None:

@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from router.state import watch as watching
 from router.state.snapshot import Snapshot
-from router.switching import watch as watching
 from router.systems.drain import DEFAULT_STALL_AFTER, Drain, DrainFacts, Sample, drain
 
 

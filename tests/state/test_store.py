@@ -227,10 +227,12 @@ async def test_audit_pages_and_since(case: StoreCase) -> None:
     assert [e.to for e in await store.audit(2, before=second[-1].id)] == ["a"]
     assert await store.audit(2, before=newest_first[-1].id) == []
     # since: a time in seconds, compared with the time each entry was written
-    since = newest_first[2].time  # when c was written (b and a may share its millisecond)
+    # when c was written, by the entry's id (Redis's clock, in milliseconds; the `time` field
+    # is the writer's, rounded: a few ms apart), so b and a may share its millisecond
+    since = int(newest_first[2].id.split("-")[0]) / 1000
     recent = await store.audit(10, since=since)
     assert {"c", "d", "e"} <= {e.to for e in recent}
-    assert all(e.time >= since - 0.001 for e in recent)
+    assert all(int(e.id.split("-")[0]) >= since * 1000 for e in recent)
     assert [e.to for e in await store.audit(10, since=time.time() + 60)] == []
     assert len(await store.audit(10, since=0)) == 5
 
