@@ -70,6 +70,17 @@ def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set
     return _tokens(headers.getall("Connection", []))
 
 
+def _quoted(value: str) -> str:
+    """A Forwarded parameter value (RFC 7239): a quoted-string, escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def forwarded_element(peer: str, scheme: str, host: str) -> str:
+    """This hop as one RFC 7239 `Forwarded` element: who called, over what, for which host."""
+    node = f'"[{peer}]"' if ":" in peer else (peer or "unknown")
+    return f"for={node};proto={scheme};host={_quoted(host)}"
+
+
 def request_headers(
     incoming: CIMultiDictProxy[str] | CIMultiDict[str],
     *,
@@ -77,11 +88,16 @@ def request_headers(
     scheme: str,
     host: str,
     drop: frozenset[str] = frozenset(),
+    trusted: bool = True,
 ) -> CIMultiDict[str]:
-    """Headers to send upstream: hop-by-hop and `drop` removed, X-Forwarded-* set.
+    """Headers to send upstream: hop-by-hop and `drop` removed, X-Forwarded-* and Forwarded
+    set from what the router knows.
 
-    X-Forwarded-For is appended to (the web app's back end may sit behind its own proxy);
-    -Proto and -Host describe the hop into the router.
+    From a `trusted` peer (router.trusted_networks: the web app's back end, which may sit
+    behind its own proxy) X-Forwarded-For and Forwarded are appended to; from any other
+    peer what it claimed is dropped and only this hop is told, so a browser cannot put an
+    address of its choosing before the gateway. -Proto and -Host describe the hop into the
+    router, whoever sent them.
     """
     strip = _REQUEST_DROP | _connection_tokens(incoming) | drop
     out: CIMultiDict[str] = CIMultiDict()
@@ -89,9 +105,13 @@ def request_headers(
         if name.lower() not in strip:
             out.add(name, value)
     previous = out.popall("X-Forwarded-For", [])
+    chain = out.popall("Forwarded", [])
+    if not trusted:
+        previous, chain = [], []
     out["X-Forwarded-For"] = ", ".join([*previous, peer]) if previous else peer
     out["X-Forwarded-Proto"] = scheme
     out["X-Forwarded-Host"] = host
+    out["Forwarded"] = ", ".join([*chain, forwarded_element(peer, scheme, host)])
     return out
 
 

@@ -4,6 +4,7 @@ simulated gateway on a real socket."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import orjson
@@ -45,7 +46,7 @@ def incoming(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
     return CIMultiDictProxy(CIMultiDict(pairs))
 
 
-def forward(headers: CIMultiDictProxy[str], **kwargs: frozenset[str]) -> CIMultiDict[str]:
+def forward(headers: CIMultiDictProxy[str], **kwargs: Any) -> CIMultiDict[str]:
     return request_headers(
         headers, peer="10.0.0.7", scheme="https", host="router.internal", **kwargs
     )
@@ -453,3 +454,24 @@ def test_gateway_ssl_policy_is_shared_by_pool_and_prober() -> None:
         assert isinstance(gateway_ssl(system("https://gw:8443", ca_file=cafile)), ssl.SSLContext)
     prober = HealthProber({"a": system("https://gw:8443", tls_verify=False)})
     assert prober._ssl["a"] is False  # noqa: SLF001
+
+
+def test_forwarded_is_this_hop_from_an_untrusted_caller() -> None:
+    spoofed = incoming(("Forwarded", "for=203.0.113.9"), ("X-Forwarded-For", "203.0.113.9"))
+    out = forward(spoofed, trusted=False)
+    assert out.getall("Forwarded") == ['for=10.0.0.7;proto=https;host="router.internal"']
+    assert out.getall("X-Forwarded-For") == ["10.0.0.7"]
+
+
+def test_forwarded_is_appended_to_from_a_trusted_caller() -> None:
+    out = forward(incoming(("Forwarded", "for=203.0.113.9"), ("forwarded", "for=192.0.2.1")))
+    assert out.getall("Forwarded") == [
+        'for=203.0.113.9, for=192.0.2.1, for=10.0.0.7;proto=https;host="router.internal"'
+    ]
+
+
+def test_forwarded_quotes_ipv6_and_hosts() -> None:
+    out = request_headers(
+        incoming(), peer="2001:db8::1", scheme="http", host='r:80"x', trusted=False
+    )
+    assert out["Forwarded"] == 'for="[2001:db8::1]";proto=http;host="r:80\\"x"'
