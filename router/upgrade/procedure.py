@@ -1,4 +1,4 @@
-"""Running an upgrade: the five steps, their output, the upgrade document and the audit.
+"""Running an upgrade: the six steps, their output, the upgrade document and the audit.
 
 `plan.decide` says what to run; this module does the I/O. Each step prints a line when it
 starts and when it ends, with what it checked and measured, and writes one audit entry.
@@ -30,7 +30,7 @@ from router.switching.gates import GateProber
 from router.systems.drain import Drain, DrainHistory, describe
 from router.systems.reports import read_counts, reports
 from router.systems.stats import probe_all
-from router.upgrade import checks
+from router.upgrade import checks, watch_step
 from router.upgrade.journal import Journal
 from router.upgrade.plan import (
     EXIT_DONE,
@@ -136,6 +136,9 @@ class Procedure:
         self._lock = asyncio.Lock()
         self._release = ""
         self.rolled_back = ""  # why the rollout aborted on its own, if it did
+        # When this run began switching: the watch it follows is of a switch made since (a
+        # resumed run follows the watch of the switch an earlier run made).
+        self.switched_at = 0.0
         self.prober = GateProber(config.systems)
 
     # --- the document ------------------------------------------------------------------------
@@ -273,7 +276,7 @@ class Procedure:
         except StepFailed as exc:
             beat.cancel()
             if exc.code == EXIT_ROLLED_BACK:
-                await self._rolled_back(str(exc))
+                await self._rolled_back(str(exc), step)
                 return exc.code
             how = "timeout" if exc.code == EXIT_DRAIN_TIMEOUT else "failed"
             await self._stop(step, how, str(exc))
@@ -311,9 +314,17 @@ class Procedure:
         self.out("plan: " + "; ".join(shown))
         if "switch" in decision.steps:
             self.out(f"  step 3 will {switch_plan(opts.steps, opts.interval, ROLLOUTS)}")
+        if "watch" in decision.steps:
+            window = self.config.router.post_switch_watch
+            self.out(
+                f"  step 4 follows the routers' watch of {opts.target} for {window:g} s after "
+                "the switch (undone on a breach: exit 4)"
+                if window > 0
+                else "  step 4: the post-switch watch is off (router.post_switch_watch = 0)"
+            )
         if "drain" in decision.steps:
             self.out(
-                f"  step 4 waits up to {opts.drain_timeout:g} s for {decision.old} to hold no calls"
+                f"  step 5 waits up to {opts.drain_timeout:g} s for {decision.old} to hold no calls"
             )
 
     async def _dry_run(self, decision: Run) -> int:
@@ -321,11 +332,11 @@ class Procedure:
         opts = self.options
         failed = False
         if "preflight" in decision.steps:
-            self.out("step 1/5 preflight (dry run: nothing is written)")
+            self.out(f"step 1/{len(STEPS)} preflight (dry run: nothing is written)")
             for check in await self._preflight_checks(store_new=False):
                 self.out("  " + check.line())
                 failed |= not check.ok
-            self.out("step 2/5 preview smoke test (dry run)")
+            self.out(f"step 2/{len(STEPS)} preview smoke test (dry run)")
             self.out(
                 f"  [skip] preview token: a real run mints one on {opts.target} and deletes it"
             )
@@ -344,7 +355,7 @@ class Procedure:
 
     async def _step(self, step: str) -> None:
         number = STEPS.index(step) + 1
-        self.out(f"step {number}/5 {STEP_TITLES[step]}: started")
+        self.out(f"step {number}/{len(STEPS)} {STEP_TITLES[step]}: started")
         started = time.monotonic()
         try:
             detail = await getattr(self, f"_step_{step}")()
@@ -354,28 +365,45 @@ class Procedure:
                 exc.code, "failed"
             )
             self.timings.append(StepTiming(step, seconds, result, str(exc)))
-            self.out(f"step {number}/5 {STEP_TITLES[step]}: {result.upper()} after {seconds:.1f} s")
+            self.out(
+                f"step {number}/{len(STEPS)} {STEP_TITLES[step]}: {result.upper()} after "
+                f"{seconds:.1f} s"
+            )
             await self._audit(f"upgrade-{step}", f"{result}: {exc}")
             raise
         seconds = time.monotonic() - started
         self.timings.append(StepTiming(step, seconds, "ok", detail))
-        self.out(f"step {number}/5 {STEP_TITLES[step]}: ok in {seconds:.1f} s ({detail})")
+        self.out(
+            f"step {number}/{len(STEPS)} {STEP_TITLES[step]}: ok in {seconds:.1f} s ({detail})"
+        )
         await self._audit(f"upgrade-{step}", f"ok in {seconds:.1f} s: {detail}")
 
-    async def _rolled_back(self, why: str) -> None:
-        """The rollout aborted on its own: final, the old system stays active."""
+    async def _rolled_back(self, why: str, step: str = "switch") -> None:
+        """The rollout aborted, or the post-switch watch undid the switch, on its own:
+        final, the old system is active."""
         self.outcome = "rolled-back"
         self.rolled_back = why
         with contextlib.suppress(StoreUnavailable, StepFailed):
-            await self._update(state="rolled-back", step="switch", message=why)
+            await self._update(state="rolled-back", step=step, message=why)
         with contextlib.suppress(StoreUnavailable):
             await self._audit("upgrade-rolled-back", why)
-        if self.record is not None:
-            self.err(f"upgrade rolled back: the rollout aborted: {why}")
+        if self.record is None:
+            return
+        old, target = self.record.old, self.record.target
+        hint = self.options.config_hint
+        if step == "watch":
+            self.err(f"upgrade rolled back: {why}")
             self.err(
-                f"  {self.record.old} stays active; fix {self.record.target} and run "
-                f"`token-router upgrade {self.record.target}` again"
+                f"  {old} is active again and keeps every call; {target} failed in real "
+                "traffic after the switch. Look at its gateway (health, logs, media broker "
+                f"ports, memory), `token-router history{hint}` has the evidence; once fixed, "
+                f"run `token-router upgrade {target}{hint}` again"
             )
+            return
+        self.err(f"upgrade rolled back: the rollout aborted: {why}")
+        self.err(
+            f"  {old} stays active; fix {target} and run `token-router upgrade {target}` again"
+        )
 
     async def _stop(self, step: str, how: str, why: str) -> None:
         self.outcome = how
@@ -480,6 +508,7 @@ class Procedure:
     async def _step_switch(self) -> str:
         opts = self.options
         assert self.record is not None
+        self.switched_at = time.time() - 10.0  # the audit's clock may be another host's
         current, _ = await self._patient(
             "reading the rollout", lambda: operations.current_rollout(self.store)
         )
@@ -578,6 +607,25 @@ class Procedure:
             if check.ok or time.monotonic() >= deadline:
                 return check
             await interrupts.sleep(0.05)
+
+    async def _step_watch(self) -> str:
+        assert self.record is not None
+        outcome = await watch_step.follow(
+            self.store,
+            self.config,
+            target=self.options.target,
+            old=self.record.old,
+            since=self.switched_at,
+            out=self.out,
+            read=lambda call: self._patient("reading the watch", call),
+        )
+        if outcome.kind == "undone":
+            raise StepFailed(EXIT_ROLLED_BACK, outcome.message)
+        if outcome.kind in ("alarm", "ended") or (
+            outcome.kind == "missing" and self.record.offline_old
+        ):
+            raise StepFailed(EXIT_REFUSED, outcome.message)
+        return outcome.message
 
     async def _step_drain(self) -> str:
         opts = self.options
