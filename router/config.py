@@ -17,7 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
+
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
 
 from router.errors import ConfigError
 from router.trust import TrustedNetworks
@@ -654,6 +656,60 @@ def _check_watch(router: RouterConfig) -> None:
         )
 
 
+# Query parameters a redis_url may carry: what redis-py parses itself, plus the connection
+# arguments it passes through by name (case-sensitive: `?PassWord=x` would reach the
+# connection as an unknown argument and fail there, with a traceback).
+REDIS_URL_PARAMETERS = frozenset(URL_QUERY_ARGUMENT_PARSERS) | {
+    "password",
+    "username",
+    "client_name",
+    "ssl_ca_certs",
+    "ssl_ca_path",
+    "ssl_cert_reqs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_ciphers",
+    "ssl_password",
+}
+
+
+def check_redis_url(url: str) -> None:
+    """Refuse a redis_url the client would fail on later (one line naming the key, exit 2).
+
+    Never the URL itself in the message: it may carry a password. redis-py's own parser
+    decides, so what passes here is what the client accepts."""
+    key = "router.redis_url"
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme
+        if scheme not in ("redis", "rediss", "unix", "memory"):
+            raise ConfigError(
+                key, f"scheme {scheme + '://'!r} is not redis://, rediss://, unix:// or memory://"
+            )
+        if scheme == "memory":
+            return
+        parse_url(url)  # type: ignore[no-untyped-call]  # port, db, parameters as the client reads them
+        port = parts.port  # urlsplit checks the range, redis-py only the digits
+    except ValueError as exc:
+        # redis-py's and urllib's reasons name the part, not the value (a port at most).
+        raise ConfigError(key, f"cannot be read: {exc}") from None
+    path = parts.path.strip("/")
+    if scheme != "unix" and path and not path.isdigit():
+        raise ConfigError(key, "the path is the database number (redis://host:6379/0)")
+    if scheme != "unix" and not parts.hostname:
+        raise ConfigError(key, "names no host (redis://host:6379/0)")
+    if port == 0:
+        raise ConfigError(key, "port 0 is not a Redis port")
+    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in REDIS_URL_PARAMETERS:
+            shown = name if name.isidentifier() and len(name) <= 40 else "(unreadable)"
+            raise ConfigError(
+                key,
+                f"unknown query parameter {shown!r} (names are lower-case, e.g. ?password=,"
+                " ?db=; or give router.redis_password)",
+            )
+
+
 def _check_answer_budget(router: RouterConfig) -> None:
     if router.answer_budget < router.max_response_size:
         raise ConfigError(
@@ -668,13 +724,7 @@ def _check_router(router: RouterConfig, systems: Mapping[str, SystemConfig]) -> 
     check_listen("router.admin_listen", router.admin_listen)
     if router.listen == router.admin_listen and port != 0:
         raise ConfigError("router.admin_listen", "must differ from router.listen")
-    scheme = urlsplit(router.redis_url).scheme
-    if scheme not in ("redis", "rediss", "unix", "memory"):
-        raise ConfigError(
-            "router.redis_url",
-            # The scheme only: the URL may carry a password.
-            f"scheme {scheme + '://'!r} is not redis://, rediss://, unix:// or memory://",
-        )
+    check_redis_url(router.redis_url)
     if not re.fullmatch(r"[A-Za-z0-9_{}:.-]+", router.key_prefix):
         raise ConfigError("router.key_prefix", f"{router.key_prefix!r} has unsafe characters")
     if router.default_system and router.default_system not in systems:

@@ -33,7 +33,7 @@ from prometheus_client.utils import floatToGoString
 
 from router.state.rollout import Rollout
 from router.state.snapshot import StateHolder
-from router.switching.watch import ALARM, LATENCY_BUCKETS, STATES, Watch
+from router.state.watch import ALARM, LATENCY_BUCKETS, STATES, Watch
 from router.systems.drain import Drain
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -289,7 +289,7 @@ def _processes() -> list[tuple[str, int]]:
 
 
 def watch_families(w: Watch | None, now: float) -> Iterator[Metric]:
-    """The post-switch watch (switching/watch.py) as gauges: its state, what it measured and
+    """The post-switch watch (state/watch.py) as gauges: its state, what it measured and
     the time left; absent before the first watch."""
     state = GaugeMetricFamily(
         "tokenrouter_watch_state",

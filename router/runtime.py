@@ -16,6 +16,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from router.cancellation import stop_tasks
 from router.config import Config
 from router.metrics import Metrics
 from router.proxy.http1 import AnswerBudget
@@ -30,7 +31,6 @@ from router.switching.controller import RolloutController
 from router.switching.fleet import InstanceRegistry
 from router.switching.gates import GateProber
 from router.switching.watch_driver import PostSwitchWatch
-from router.tasks import stop_tasks
 
 log = logging.getLogger("router.runtime")
 

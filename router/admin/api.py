@@ -75,11 +75,13 @@ async def readyz(request: web.Request) -> web.Response:
         return json_response({"status": "stopping"}, 503)
     if not holder.synced:
         return json_response(
-            {"status": "starting", "error": holder.last_error or "state not read yet"}, 503
+            {"status": "starting", "error": holder.public_error or "state not read yet"}, 503
         )
     body: dict[str, Any] = {"status": "degraded" if holder.degraded else "ready"}
     if holder.degraded:
-        body["error"] = holder.last_error
+        # Anyone may ask: the endpoint of Redis (host, port, user) is in the log and in the
+        # authenticated /api/status, not here.
+        body["error"] = holder.public_error
     if holder.current.refused is not None:
         body["refused"] = holder.current.refused.value
         body["refused_reason"] = holder.current.refused.reason
@@ -138,12 +140,15 @@ async def status(request: web.Request) -> web.Response:
 
 async def audit(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    count = parse_query(request, AuditQuery).count
+    query = parse_query(request, AuditQuery)
     try:
-        entries = await runtime.store.audit(count)
+        # One more than asked: whether a next page exists, without an empty last page.
+        entries = await runtime.store.audit(query.count + 1, before=query.before, since=query.since)
     except StoreUnavailable as exc:
         raise ServiceUnavailable(f"cannot read the audit stream: {exc}") from None
-    return json_response({"entries": audit_json(entries)})
+    page = entries[: query.count]
+    more = len(entries) > query.count
+    return json_response({"entries": audit_json(page), "next": page[-1].id if more else None})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -217,7 +222,7 @@ OPERATIONS = (
         "GET",
         "/api/audit",
         audit,
-        summary="The audit stream, newest first",
+        summary="The audit stream, newest first, a page at a time",
         tag="status",
         access=Access.READ,
         query=AuditQuery,

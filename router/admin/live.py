@@ -29,11 +29,11 @@ from router.admin.feed import TREND_POINTS
 from router.admin.guarded_api import instances_document
 from router.admin.models import Expired, Live
 from router.admin.spec import Access, Content, Operation, ref
+from router.cancellation import stop_tasks
 from router.errors import StoreUnavailable
 from router.runtime import Runtime
 from router.switching import operations
 from router.systems.reports import audit_json
-from router.tasks import stop_tasks
 
 HEARTBEAT = 2.0  # seconds between unchanged updates; the page calls the feed lost after 3 missed
 AUDIT_SHOWN = 10

@@ -22,11 +22,11 @@ from router.cli.watch import add_watch_flags, show
 from router.config import Config
 from router.errors import StoreUnavailable
 from router.releases.store import open_release_store
+from router.state import watch as watching
 from router.state.keys import Keys
 from router.state.sentinel import redis_target
 from router.state.store import AuditEntry
 from router.switching import operations
-from router.switching import watch as watching
 from router.switching.fleet import STALE_BEATS
 from router.switching.watch_driver import thresholds
 from router.systems.drain import DrainHistory
@@ -108,7 +108,7 @@ async def status_document(ctx: Context, history: DrainHistory | None = None) -> 
 
 
 async def watch_document(ctx: Context) -> dict[str, Any] | None:
-    """The post-switch watch as /api/status shows it (switching/watch.py's words)."""
+    """The post-switch watch as /api/status shows it (state/watch.py's words)."""
     defaults = thresholds(ctx.config.router)
     return watching.view(
         watching.loads(await ctx.store.read_watch(), defaults),

@@ -24,9 +24,10 @@ from router.cli.common import (
 from router.errors import BadRequest, UsageError
 from router.state.keys import Keys
 from router.upgrade.checks import default_router_url
+from router.upgrade.context import Options
 from router.upgrade.journal import open_journal
 from router.upgrade.plan import EXIT_USAGE
-from router.upgrade.procedure import Options, Procedure, summary_lines
+from router.upgrade.procedure import Procedure, summary_lines
 
 DEFAULT_STEPS = "5,25,50,100"
 

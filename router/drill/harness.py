@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from router import interrupts
+from router import cancellation
 from router.config import Config, build_config
 from router.drill.report import FAULTS, Report, Step, Tally
 from router.drill.traffic import LIBRARY_PATH, Rotation, Traffic
@@ -39,8 +39,9 @@ from router.state.connect import open_store
 from router.state.keys import Keys
 from router.state.memory_store import MemoryStore
 from router.state.store import StateStore
+from router.upgrade.context import ROLLOUTS, Options
 from router.upgrade.journal import Journal, MemoryJournal, open_journal
-from router.upgrade.procedure import ROLLOUTS, Options, Procedure
+from router.upgrade.procedure import Procedure
 
 HOST = "127.0.0.1"
 SYSTEMS = (("a", "1.0"), ("b", "2.0"))
@@ -477,7 +478,7 @@ class Drill:
                 # Done by now (the traffic held on for them); gather, not a suppressed await:
                 # a Ctrl-C meanwhile must still end the drill.
                 await asyncio.gather(faults, return_exceptions=True)
-                interrupts.check()
+                cancellation.check()
                 self.failing = ""
                 await traffic.reload_all(session)
         finally:

@@ -34,6 +34,7 @@ from router.proxy.http1 import (
     OverBudget,
     encode_request,
 )
+from router.systems.tls import gateway_ssl
 
 log = logging.getLogger("router.upstream")
 
@@ -141,21 +142,6 @@ class UpstreamAnswer:
     headers: list[tuple[str, str]]
     body: bytes
     held: int = 0  # bytes of the worker's AnswerBudget this answer holds (proxy gives back)
-
-
-def gateway_ssl(system: SystemConfig) -> ssl.SSLContext | bool:
-    """The certificate policy for a system's gateway: aiohttp's `ssl=` value.
-
-    Verified by default; against a private CA with `ca_file`; unchecked only with
-    `tls_verify = false`. Used by the proxy's pool and by the health prober alike.
-    """
-    if not system.gateway.startswith("https"):
-        return True
-    if not system.tls_verify:
-        return False
-    if system.ca_file:
-        return ssl.create_default_context(cafile=system.ca_file)
-    return True
 
 
 def pool_ssl(system: SystemConfig) -> ssl.SSLContext | None:

@@ -78,6 +78,7 @@ class RedisStore:
         self._switch = self._client.register_script(scripts.SWITCH)
         self._observe = self._client.register_script(scripts.OBSERVE)
         self._offline = self._client.register_script(scripts.OFFLINE)
+        self._observe_offline = self._client.register_script(scripts.OBSERVE_OFFLINE)
         self._affinity = self._client.register_script(scripts.AFFINITY)
         self._claim = self._client.register_script(scripts.CLAIM)
         self._restore = self._client.register_script(scripts.RESTORE)
@@ -187,7 +188,7 @@ class RedisStore:
         switched = (k.active, k.recorded, k.offline, k.audit, k.rollout, k.generation)
         try:
             previous, generation = await self._switch(
-                keys=[k.active, k.recorded, k.offline, k.audit, k.events, k.rollout, k.generation],
+                keys=[*switched[:4], k.events, *switched[4:], k.offline_recorded],
                 args=[
                     system,
                     source,
@@ -221,7 +222,7 @@ class RedisStore:
         k = self.keys
         try:
             await self._offline(
-                keys=[k.offline, k.audit, k.events, k.active, k.generation],
+                keys=[k.offline, k.audit, k.events, k.active, k.generation, k.offline_recorded],
                 args=[
                     system,
                     "1" if offline else "0",
@@ -242,17 +243,23 @@ class RedisStore:
 
     async def record_observed(self, source: str, known: Sequence[str]) -> bool:
         k = self.keys
-        try:
+        async with self._failing(k.active, k.recorded, k.audit, k.offline, k.rollout):
             return bool(
                 await self._observe(
                     keys=[k.active, k.recorded, k.audit, k.offline, k.rollout, k.events],
                     args=[source, f"{time.time():.3f}", AUDIT_MAXLEN, *known],
                 )
             )
-        except (RedisError, OSError) as exc:
-            raise await self._failure(
-                exc, k.active, k.recorded, k.audit, k.offline, k.rollout
-            ) from exc
+
+    async def record_offline_observed(self, source: str, active: str, known: Sequence[str]) -> int:
+        k = self.keys
+        async with self._failing(k.offline, k.offline_recorded, k.audit):
+            return int(
+                await self._observe_offline(
+                    keys=[k.offline, k.offline_recorded, k.audit],
+                    args=[source, f"{time.time():.3f}", AUDIT_MAXLEN, active, *known],
+                )
+            )
 
     async def write_rollout(
         self, expected: str | None, new: str | None, entry: AuditFields, *, expect_active: str = ""
@@ -376,10 +383,16 @@ class RedisStore:
         async with self._failing(self.keys.instances):
             await self._client.hdel(self.keys.instances, instance)
 
-    async def audit(self, count: int) -> list[AuditEntry]:
+    async def audit(
+        self, count: int, *, before: str | None = None, since: float | None = None
+    ) -> list[AuditEntry]:
+        # Stream ids are `<ms>-<seq>` of the write: "(" excludes the page's last id, and the
+        # lower bound is a time in milliseconds.
+        newest = "+" if before is None else f"({before}"
+        oldest = "-" if since is None else str(int(since * 1000))
         async with self._failing(self.keys.audit):
             rows: list[tuple[str, dict[str, str]]] = await self._client.xrevrange(
-                self.keys.audit, count=count
+                self.keys.audit, max=newest, min=oldest, count=count
             )  # type: ignore[assignment]
         return [AuditEntry.from_fields(entry_id, data) for entry_id, data in rows]
 

@@ -17,6 +17,12 @@ local function audit(key, maxlen, t, action, from, to, source, reason, forced)
   redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'action', action, 'from', from,
     'to', to, 'source', source, 'time', t, 'reason', reason or '', 'forced', forced or '')
 end
+-- The offline set as audited (keys.py offline_recorded): token-router's own offline/online
+-- writes keep it in step, so only a change made past them (redis-cli SADD/SREM) differs.
+local function note_offline(recorded, system, offline)
+  if redis.call('EXISTS', recorded) == 0 then return end
+  if offline then redis.call('SADD', recorded, system) else redis.call('SREM', recorded, system) end
+end
 -- Ends a running or paused rollout document in place; returns true when one was running.
 local function end_rollout(key, state, t, why)
   local raw = redis.call('GET', key)
@@ -34,7 +40,7 @@ end
 SWITCH = (
     LUA_HELPERS
     + """
--- KEYS: active, recorded, offline, audit, events, rollout, generation
+-- KEYS: active, recorded, offline, audit, events, rollout, generation, offline recorded
 -- ARGV: new, source, time, maxlen, expect, reason, forced, action, known...
 local prev = redis.call('GET', KEYS[1])
 if ARGV[5] ~= '' and prev ~= ARGV[5] then
@@ -45,6 +51,7 @@ if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
   -- A forced switch to an offline system brings it online: routers refuse an active value
   -- that names an offline system, so the force would otherwise switch nothing.
   redis.call('SREM', KEYS[3], ARGV[1])
+  note_offline(KEYS[8], ARGV[1], false)
   audit(KEYS[4], ARGV[4], ARGV[3], 'online', ARGV[1], ARGV[1], ARGV[2],
     'forced ' .. ARGV[8] .. ' to it', '1')
 end
@@ -106,6 +113,46 @@ for i = 4, #ARGV do
   end
 end
 return 0
+"""
+)
+
+OBSERVE_OFFLINE = (
+    LUA_HELPERS
+    + """
+-- KEYS: offline, offline recorded, audit
+-- ARGV: source, time, maxlen, active system (routing), known...
+-- Records each difference between the offline set and its audited copy once: a SADD as
+-- 'offline', a SREM as 'online' (source external). The first run only takes a copy (a new
+-- deployment, or Redis back empty: the routers put the marks back, nobody made a change).
+-- The active system in the set is a refused value, not a change: left for when it is not.
+local function known(v)
+  for i = 5, #ARGV do if ARGV[i] == v then return true end end
+  return false
+end
+local now = redis.call('SMEMBERS', KEYS[1])
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SADD', KEYS[2], '')
+  for _, m in ipairs(now) do
+    if m ~= ARGV[4] then redis.call('SADD', KEYS[2], m) end
+  end
+  return 0
+end
+local written = 0
+for _, m in ipairs(now) do
+  if m ~= ARGV[4] and known(m) and redis.call('SISMEMBER', KEYS[2], m) == 0 then
+    audit(KEYS[3], ARGV[3], ARGV[2], 'offline', m, m, ARGV[1], 'SADD outside token-router', '')
+    redis.call('SADD', KEYS[2], m)
+    written = written + 1
+  end
+end
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if m ~= '' and redis.call('SISMEMBER', KEYS[1], m) == 0 then
+    audit(KEYS[3], ARGV[3], ARGV[2], 'online', m, m, ARGV[1], 'SREM outside token-router', '')
+    redis.call('SREM', KEYS[2], m)
+    written = written + 1
+  end
+end
+return written
 """
 )
 
@@ -231,7 +278,7 @@ return {epoch, seeded}
 OFFLINE = (
     LUA_HELPERS
     + """
--- KEYS: offline, audit, events, active, generation
+-- KEYS: offline, audit, events, active, generation, offline recorded
 -- ARGV: system, 1|0, source, time, maxlen, reason, forced, refuse if active (1|'')
 if ARGV[2] == '1' and ARGV[8] == '1' and redis.call('GET', KEYS[4]) == ARGV[1] then
   return redis.error_reply('ACTIVE')
@@ -242,6 +289,7 @@ if ARGV[2] == '1' then
 else
   changed = redis.call('SREM', KEYS[1], ARGV[1])
 end
+note_offline(KEYS[6], ARGV[1], ARGV[2] == '1')
 if changed == 1 then
   local action = 'online'
   if ARGV[2] == '1' then action = 'offline' end

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 from router.proxy.routing import Route
 from router.state.store import StateStore
-from router.switching.watch import LATENCY_BUCKETS, Traffic
+from router.state.watch import LATENCY_BUCKETS, Traffic
 
 TOKEN_ROUTE = Route.TOKEN_CREATE.value
 BOUNDS: tuple[float, ...] = tuple(LATENCY_BUCKETS)

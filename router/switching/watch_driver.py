@@ -9,7 +9,7 @@ Every instance runs this loop every `rollout_tick` seconds:
      switch, undo, promotion, an upgrade's switch, or a bare SET the routers recorded) and,
      when that change is not watched yet, starts a watch for it: the old system's figures
      from before the change are its baseline;
-   - it judges the newest traffic to the new system (switching/watch.py: `verdict`) and
+   - it judges the newest traffic to the new system (state/watch.py: `verdict`) and
      records the figures, so every instance and surface shows them;
    - on a breach it undoes the change through the same gates as `token-router undo` (the
      old system online and healthy), audited once as `auto-undo` with the evidence; when
@@ -29,9 +29,9 @@ from collections.abc import Callable
 
 from router.config import Config, RouterConfig
 from router.errors import Conflict, GateRefused, RouterError, StoreUnavailable
+from router.state import watch as model
 from router.state.store import AuditEntry, AuditFields, StateStore
 from router.switching import operations
-from router.switching import watch as model
 from router.switching.gates import GateProber
 from router.switching.ledger import BOUNDS, Ledger
 

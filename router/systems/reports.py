@@ -15,7 +15,7 @@ from router.errors import StoreUnavailable
 from router.state.recovery import counts_unknown_reason
 from router.state.snapshot import Snapshot
 from router.state.store import AuditEntry, StateStore
-from router.switching.watch import Watch
+from router.state.watch import Watch
 from router.systems.drain import Drain, DrainFacts, DrainHistory, Sample, deciding_count
 from router.systems.view import Observed, View, build
 

@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from router.state import watch as watching
 from router.state.snapshot import Snapshot
-from router.switching import watch as watching
 from router.systems.drain import DEFAULT_STALL_AFTER, Drain, DrainFacts, Sample, drain
 
 
@@ -53,7 +53,7 @@ class View:
     active: str
     rollout: RolloutShare | None
     systems: tuple[Drain, ...]
-    # The post-switch watch of the last change of the active system (switching/watch.py),
+    # The post-switch watch of the last change of the active system (state/watch.py),
     # and the moment the view was built (its time left is counted from it).
     watch: watching.Watch | None = None
     at: float = 0.0

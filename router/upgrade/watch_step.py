@@ -13,10 +13,10 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from router import interrupts
+from router import cancellation
 from router.config import Config
+from router.state import watch as watching
 from router.state.store import StateStore
-from router.switching import watch as watching
 from router.switching.watch_driver import thresholds
 
 # How long a switch may go without its watch appearing: a few leader ticks, a leader's
@@ -85,7 +85,7 @@ async def follow(
                     f"{START_BOUND:g} s (are the routers older than this build, or is none "
                     "leading?)",
                 )
-            await interrupts.sleep(0.25)
+            await cancellation.sleep(0.25)
             continue
         assert w is not None
         if not told_measures:
@@ -98,4 +98,4 @@ async def follow(
         if (w.checked and not shown) or time.monotonic() - last_print >= PRINT_EVERY:
             out(f"  {watching.line(w, now, watching.LATENCY_BUCKETS)}")
             shown, last_print = "figures" if w.checked else "", time.monotonic()
-        await interrupts.sleep(0.25)
+        await cancellation.sleep(0.25)

@@ -20,14 +20,15 @@ import aiohttp
 import orjson
 import pytest
 
-from router import interrupts
+from router import cancellation
 from router.config import load_config
 from router.state.keys import Keys
 from router.state.redis_store import RedisStore
 from router.upgrade.checks import default_router_url
+from router.upgrade.context import Options
 from router.upgrade.journal import open_journal
 from router.upgrade.plan import UpgradeRecord, loads_record
-from router.upgrade.procedure import Options, Procedure
+from router.upgrade.procedure import Procedure
 from tests.helpers import (
     HOST,
     SESSION_BODY,
@@ -326,7 +327,7 @@ async def test_a_ctrl_c_whose_cancel_was_lost_still_stops_the_drain(
 ) -> None:
     # In-process, so the interrupt can be recorded without the cancel that normally comes
     # with it: what is left when Python 3.11's wait_for (inside redis-py) swallows the cancel
-    # (tests/test_interrupts.py reproduces that swallow). The drain must still stop, with
+    # (tests/test_cancellation.py reproduces that swallow). The drain must still stop, with
     # the journal marked and the way on printed.
     path, router, store = setup
     config = load_config(path, {})
@@ -349,10 +350,10 @@ async def test_a_ctrl_c_whose_cancel_was_lost_still_stops_the_drain(
         yes=True,
     )
     procedure = Procedure(config, store, journal, options, out=out, err=out, confirm=None)
-    interrupt = interrupts.Interrupt()
+    interrupt = cancellation.Interrupt()
     async with aiohttp.ClientSession() as http:
         await mint(http, router)  # a holds one call: the drain waits for it
-        task = asyncio.create_task(interrupts.guard(procedure.run(), interrupt))
+        task = asyncio.create_task(cancellation.guard(procedure.run(), interrupt))
         try:
             await asyncio.wait_for(draining.wait(), 60)
             interrupt.request()  # recorded; task.cancel() never called
@@ -360,7 +361,7 @@ async def test_a_ctrl_c_whose_cancel_was_lost_still_stops_the_drain(
             # normal way and hide a drain that never looked at the recorded interrupt.
             done, _ = await asyncio.wait({task}, timeout=20)
             assert task in done, "the drain did not stop on the recorded Ctrl-C"
-            assert isinstance(task.exception(), interrupts.Interrupted)
+            assert isinstance(task.exception(), cancellation.Interrupted)
         finally:
             task.cancel()
             await journal.close()

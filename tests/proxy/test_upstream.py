@@ -411,8 +411,8 @@ async def test_cookies_set_for_one_caller_never_reach_another() -> None:
 def test_gateway_ssl_policy_is_shared_by_pool_and_prober() -> None:
     import ssl
 
-    from router.proxy.upstream import gateway_ssl
     from router.systems.prober import HealthProber
+    from router.systems.tls import gateway_ssl
 
     def system(gateway: str, **kw: object) -> SystemConfig:
         return SystemConfig(id="a", gateway=gateway, public_url="https://a.example.com", **kw)  # type: ignore[arg-type]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from router.state import watch as watching
 from router.state.rollout import Share
 from router.state.snapshot import Snapshot
-from router.switching import watch as watching
 from router.systems.view import Observed, RolloutShare, build
 
 SYSTEMS = (Observed("a", router_open=7), Observed("b", router_open=3))
