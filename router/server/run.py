@@ -29,6 +29,7 @@ from router.logs import AccessLogger, quiet_protocol_errors
 from router.metrics import multiprocess_dir
 from router.server.addresses import check_distinct_listeners
 from router.server.allocator import tune_allocator
+from router.server.protocol_errors import JsonErrorAppRunner
 from router.server.wiring import create_proxy_server, wire
 from router.state.store import StateStore
 
@@ -91,7 +92,7 @@ class RouterServer:
             shutdown_timeout=r.shutdown_timeout,
         )
         self._runtime_started = False
-        self.admin_runner = web.AppRunner(
+        self.admin_runner = JsonErrorAppRunner(
             wired.admin_app,
             handle_signals=False,
             access_log=None,
