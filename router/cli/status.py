@@ -125,7 +125,7 @@ async def status_document(ctx: Context, history: DrainHistory | None = None) -> 
 
 
 async def watch_document(ctx: Context) -> dict[str, Any] | None:
-    """The post-switch watch as /api/status shows it (switching/watch.py's words)."""
+    """The post-switch watch as /api/status shows it (state/watch.py's words)."""
     defaults = thresholds(ctx.config.router)
     return watching.view(
         watching.loads(await ctx.store.read_watch(), defaults),
