@@ -12,11 +12,12 @@ import math
 import os
 import re
 import tomllib
+import types
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, get_args, get_type_hints
 from urllib.parse import parse_qsl, urlsplit
 
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
@@ -59,9 +60,10 @@ DEFAULT_SHORTCODE_TTL = 1_800
 DEFAULT_AFFINITY_TTL = 43_200
 
 # A duration in seconds where 0 is allowed (see _parse_seconds); plain `float` keys must be > 0.
-Seconds = float
+# Annotated, so the parser table tells it from `float` by type while mypy sees a float.
+Seconds = Annotated[float, "seconds, 0 allowed"]
 # A multiplier where 0 is allowed (0 turns the check it sets off; see _parse_factor).
-Factor = float
+Factor = Annotated[float, "factor, 0 allowed"]
 
 
 class Secret:
@@ -537,16 +539,50 @@ def _parse_list(key: str, value: Any) -> tuple[str, ...]:
     raise ConfigError(key, f"{value!r} is not a list of strings")
 
 
-_PARSERS: dict[str, Callable[[str, Any], Any]] = {
-    "bool": _parse_bool,
-    "int": _parse_int,
-    "float": _parse_float,
-    "Seconds": _parse_seconds,
-    "Factor": _parse_factor,
-    "str": _parse_str,
-    "Secret | None": _parse_secret,
-    "tuple[str, ...]": _parse_list,
+Parser = Callable[[str, Any], Any]
+
+# Keyed on the field's type itself (resolved by get_type_hints), not on how it is spelled.
+_PARSERS: dict[object, Parser] = {
+    bool: _parse_bool,
+    int: _parse_int,
+    float: _parse_float,
+    Seconds: _parse_seconds,
+    Factor: _parse_factor,
+    str: _parse_str,
+    Secret | None: _parse_secret,
+    tuple[str, ...]: _parse_list,
 }
+
+
+def _optional(parse: Parser) -> Parser:
+    """`X | None`: an empty value (an unset environment variable's "") is None."""
+
+    def parse_optional(key: str, value: Any) -> Any:
+        return None if value is None or value == "" else parse(key, value)
+
+    return parse_optional
+
+
+def parser_for(hint: object) -> Parser:
+    """The parser of a field's type; `X | None` for any X in the table works too. A type
+    with none is a programming error, named (tests/test_config.py checks every field)."""
+    if hint in _PARSERS:
+        return _PARSERS[hint]
+    arms = get_args(hint) if isinstance(hint, types.UnionType) else ()
+    if len(arms) == 2 and type(None) in arms:
+        inner = next(arm for arm in arms if arm is not type(None))
+        return _optional(parser_for(inner))
+    raise TypeError(f"no configuration parser for the type {hint!r}")
+
+
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
+def field_types(cls: type[Any]) -> dict[str, Any]:
+    """Field name -> its type, resolved once per configuration dataclass."""
+    if cls not in _HINTS:
+        _HINTS[cls] = get_type_hints(cls, include_extras=True)
+    return _HINTS[cls]
 
 
 def _parse_table(cls: type[Any], section: str, table: Mapping[str, Any]) -> dict[str, Any]:
@@ -556,8 +592,7 @@ def _parse_table(cls: type[Any], section: str, table: Mapping[str, Any]) -> dict
         if key not in known:
             allowed = ", ".join(sorted(known))
             raise ConfigError(f"{section}.{key}", f"unknown key (known keys: {allowed})")
-        parser = _PARSERS[str(known[key].type)]
-        values[key] = parser(f"{section}.{key}", raw)
+        values[key] = parser_for(field_types(cls)[key])(f"{section}.{key}", raw)
     for name, f in known.items():
         if name not in values and f.default is MISSING:
             raise ConfigError(f"{section}.{name}", "is required")
