@@ -289,7 +289,7 @@ def _processes() -> list[tuple[str, int]]:
 
 
 def watch_families(w: Watch | None, now: float) -> Iterator[Metric]:
-    """The post-switch watch (switching/watch.py) as gauges: its state, what it measured and
+    """The post-switch watch (state/watch.py) as gauges: its state, what it measured and
     the time left; absent before the first watch."""
     state = GaugeMetricFamily(
         "tokenrouter_watch_state",

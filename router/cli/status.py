@@ -9,6 +9,7 @@ import asyncio
 import time
 from typing import Any
 
+from router.cli import routers
 from router.cli.common import (
     EXIT_REFUSED_VALUE,
     Context,
@@ -42,6 +43,13 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
         help="show the active system, rollout, systems, instances and recent changes",
     )
     add_watch_flags(p)
+    p.add_argument(
+        "--router",
+        action="append",
+        metavar="URL",
+        help="a router's admin URL to ask what it routes on when Redis is unavailable "
+        "(repeatable; default: router.admin_listen of the configuration)",
+    )
     p.set_defaults(func=async_command(status_main))
 
 
@@ -51,7 +59,13 @@ async def status_main(args: argparse.Namespace) -> int:
     async def frame(ctx: Context) -> tuple[dict[str, Any], list[str]]:
         if not histories:
             histories.append(DrainHistory(ctx.config.router.drain_stall_after))
-        doc = await status_document(ctx, histories[0])
+        try:
+            doc = await status_document(ctx, histories[0])
+        except StoreUnavailable as exc:
+            doc = await routers.without_store(
+                ctx.config, args.router or (), ctx.store.description, exc
+            )
+            return doc, routers.lines(doc, time.time())
         return doc, status_lines(doc, time.time())
 
     return await show(args, frame, exit_code)
@@ -60,7 +74,10 @@ async def status_main(args: argparse.Namespace) -> int:
 def exit_code(doc: dict[str, Any]) -> int:
     """0 when all is in order; EXIT_REFUSED_VALUE while the active key holds a value the
     routers refuse (routing is fail-static on the last valid one, an operator must fix the
-    key), so scripts and monitors need not parse the output."""
+    key), so scripts and monitors need not parse the output; the same (degraded) while Redis
+    is unavailable and the routers route on their last known state."""
+    if doc.get("degraded"):
+        return EXIT_REFUSED_VALUE
     return 0 if doc["refused"] is None else EXIT_REFUSED_VALUE
 
 
@@ -108,7 +125,7 @@ async def status_document(ctx: Context, history: DrainHistory | None = None) -> 
 
 
 async def watch_document(ctx: Context) -> dict[str, Any] | None:
-    """The post-switch watch as /api/status shows it (switching/watch.py's words)."""
+    """The post-switch watch as /api/status shows it (state/watch.py's words)."""
     defaults = thresholds(ctx.config.router)
     return watching.view(
         watching.loads(await ctx.store.read_watch(), defaults),

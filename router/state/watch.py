@@ -431,16 +431,7 @@ def view(w: Watch | None, now: float, bounds: Sequence[float]) -> dict[str, Any]
     doc["window"] = w.until - w.started
     doc["current_p99"] = w.current.p99(bounds)
     doc["baseline_p99"] = None if w.baseline is None else w.baseline.p99(bounds)
-    t = w.thresholds
-    limits = []
-    if t.max_latency:
-        limits.append(f"above {ms(t.max_latency)}")
-    if t.latency_factor:
-        limits.append(f"above {t.latency_factor:g} x {w.previous}'s before the switch")
-    p99 = "their p99" + (f" (abort {' or '.join(limits)})" if limits else "")
-    doc["measures"] = (
-        f"failed share of token requests to {w.system} (abort at {t.max_error_rate:.1%}) and {p99}"
-    )
+    doc["measures"] = measures(w)
     doc["line"] = line(w, now, bounds)
     return doc
 
@@ -460,3 +451,17 @@ def line(w: Watch, now: float, bounds: Sequence[float]) -> str:
     if w.state == ALARM:
         return f"ALARM: {w.system} breached the watch and was not undone: {w.reason}"
     return f"the watch of {w.system} ended: {w.reason}"
+
+
+def measures(w: Watch) -> str:
+    """What the watch measures and where it acts, in words."""
+    t = w.thresholds
+    limits = []
+    if t.max_latency:
+        limits.append(f"above {ms(t.max_latency)}")
+    if t.latency_factor:
+        limits.append(f"above {t.latency_factor:g} x {w.previous}'s before the switch")
+    p99 = "their p99" + (f" (abort {' or '.join(limits)})" if limits else "")
+    return (
+        f"failed share of token requests to {w.system} (abort at {t.max_error_rate:.1%}) and {p99}"
+    )

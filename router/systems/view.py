@@ -53,7 +53,7 @@ class View:
     active: str
     rollout: RolloutShare | None
     systems: tuple[Drain, ...]
-    # The post-switch watch of the last change of the active system (switching/watch.py),
+    # The post-switch watch of the last change of the active system (state/watch.py),
     # and the moment the view was built (its time left is counted from it).
     watch: watching.Watch | None = None
     at: float = 0.0

@@ -115,6 +115,9 @@ class Context:
         self._lock = asyncio.Lock()
         self.release = ""
         self.rolled_back = ""  # why the rollout aborted on its own, if it did
+        # When this run began switching: the watch it follows is of a switch made since (a
+        # resumed run follows the watch of the switch an earlier run made).
+        self.switched_at = 0.0
         self.prober = GateProber(config.systems)
 
     # --- the document ------------------------------------------------------------------------

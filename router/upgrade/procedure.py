@@ -94,7 +94,7 @@ class Procedure(Context):
         except StepFailed as exc:
             beat.cancel()
             if exc.code == EXIT_ROLLED_BACK:
-                await self._rolled_back(str(exc))
+                await self._rolled_back(str(exc), step)
                 return exc.code
             how = "timeout" if exc.code == EXIT_DRAIN_TIMEOUT else "failed"
             await self._stop(step, how, str(exc))
@@ -132,9 +132,17 @@ class Procedure(Context):
         self.out("plan: " + "; ".join(shown))
         if "switch" in decision.steps:
             self.out(f"  step 3 will {switch_plan(opts.steps, opts.interval, ROLLOUTS)}")
+        if "watch" in decision.steps:
+            window = self.config.router.post_switch_watch
+            self.out(
+                f"  step 4 follows the routers' watch of {opts.target} for {window:g} s after "
+                "the switch (undone on a breach: exit 4)"
+                if window > 0
+                else "  step 4: the post-switch watch is off (router.post_switch_watch = 0)"
+            )
         if "drain" in decision.steps:
             self.out(
-                f"  step 4 waits up to {opts.drain_timeout:g} s for {decision.old} to hold no calls"
+                f"  step 5 waits up to {opts.drain_timeout:g} s for {decision.old} to hold no calls"
             )
 
     async def _dry_run(self, decision: Run) -> int:
@@ -142,11 +150,11 @@ class Procedure(Context):
         opts = self.options
         failed = False
         if "preflight" in decision.steps:
-            self.out("step 1/5 preflight (dry run: nothing is written)")
+            self.out(f"step 1/{len(STEPS)} preflight (dry run: nothing is written)")
             for check in await steps.preflight_checks(self, store_new=False):
                 self.out("  " + check.line())
                 failed |= not check.ok
-            self.out("step 2/5 preview smoke test (dry run)")
+            self.out(f"step 2/{len(STEPS)} preview smoke test (dry run)")
             self.out(
                 f"  [skip] preview token: a real run mints one on {opts.target} and deletes it"
             )
@@ -165,7 +173,7 @@ class Procedure(Context):
 
     async def _step(self, step: str) -> None:
         number = STEPS.index(step) + 1
-        self.out(f"step {number}/5 {STEP_TITLES[step]}: started")
+        self.out(f"step {number}/{len(STEPS)} {STEP_TITLES[step]}: started")
         started = time.monotonic()
         try:
             detail = await steps.STEP_RUNNERS[step](self)
@@ -175,28 +183,45 @@ class Procedure(Context):
                 exc.code, "failed"
             )
             self.timings.append(StepTiming(step, seconds, result, str(exc)))
-            self.out(f"step {number}/5 {STEP_TITLES[step]}: {result.upper()} after {seconds:.1f} s")
+            self.out(
+                f"step {number}/{len(STEPS)} {STEP_TITLES[step]}: {result.upper()} after "
+                f"{seconds:.1f} s"
+            )
             await self.audit(f"upgrade-{step}", f"{result}: {exc}")
             raise
         seconds = time.monotonic() - started
         self.timings.append(StepTiming(step, seconds, "ok", detail))
-        self.out(f"step {number}/5 {STEP_TITLES[step]}: ok in {seconds:.1f} s ({detail})")
+        self.out(
+            f"step {number}/{len(STEPS)} {STEP_TITLES[step]}: ok in {seconds:.1f} s ({detail})"
+        )
         await self.audit(f"upgrade-{step}", f"ok in {seconds:.1f} s: {detail}")
 
-    async def _rolled_back(self, why: str) -> None:
-        """The rollout aborted on its own: final, the old system stays active."""
+    async def _rolled_back(self, why: str, step: str = "switch") -> None:
+        """The rollout aborted, or the post-switch watch undid the switch, on its own:
+        final, the old system is active."""
         self.outcome = "rolled-back"
         self.rolled_back = why
         with contextlib.suppress(StoreUnavailable, StepFailed):
-            await self.update(state="rolled-back", step="switch", message=why)
+            await self.update(state="rolled-back", step=step, message=why)
         with contextlib.suppress(StoreUnavailable):
             await self.audit("upgrade-rolled-back", why)
-        if self.record is not None:
-            self.err(f"upgrade rolled back: the rollout aborted: {why}")
+        if self.record is None:
+            return
+        old, target = self.record.old, self.record.target
+        hint = self.options.config_hint
+        if step == "watch":
+            self.err(f"upgrade rolled back: {why}")
             self.err(
-                f"  {self.record.old} stays active; fix {self.record.target} and run "
-                f"`token-router upgrade {self.record.target}` again"
+                f"  {old} is active again and keeps every call; {target} failed in real "
+                "traffic after the switch. Look at its gateway (health, logs, media broker "
+                f"ports, memory), `token-router history{hint}` has the evidence; once fixed, "
+                f"run `token-router upgrade {target}{hint}` again"
             )
+            return
+        self.err(f"upgrade rolled back: the rollout aborted: {why}")
+        self.err(
+            f"  {old} stays active; fix {target} and run `token-router upgrade {target}` again"
+        )
 
     async def _stop(self, step: str, how: str, why: str) -> None:
         self.outcome = how

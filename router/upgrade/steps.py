@@ -1,4 +1,4 @@
-"""The five steps of an upgrade, each a function over the upgrade's `Context`, and `STEPS`,
+"""The six steps of an upgrade, each a function over the upgrade's `Context`, and `STEPS`,
 the table `Procedure` runs them from (plan.STEPS orders them; plan.STEP_TITLES names them).
 
 A step returns the one-line detail its "ok" line shows, or raises `StepFailed` with the exit
@@ -23,7 +23,7 @@ from router.switching.fleet import STALE_BEATS
 from router.systems.drain import Drain, DrainHistory, describe
 from router.systems.reports import read_counts, reports
 from router.systems.stats import probe_all
-from router.upgrade import checks
+from router.upgrade import checks, watch_step
 from router.upgrade.context import PROPAGATION_BOUND, ROLLOUTS, Context, StepFailed
 from router.upgrade.plan import (
     EXIT_DRAIN_TIMEOUT,
@@ -125,6 +125,7 @@ async def release_now(ctx: Context) -> tuple[checks.Check, str]:
 async def switch(ctx: Context) -> str:
     opts = ctx.options
     assert ctx.record is not None
+    ctx.switched_at = time.time() - 10.0  # the audit's clock may be another host's
     current, _ = await ctx.patient(
         "reading the rollout", lambda: operations.current_rollout(ctx.store)
     )
@@ -227,6 +228,25 @@ async def propagated(ctx: Context, target: str) -> checks.Check:
         await cancellation.sleep(0.05)
 
 
+async def watch(ctx: Context) -> str:
+    """Follow the routers' post-switch watch of this switch until it passed (watch_step.py)."""
+    assert ctx.record is not None
+    outcome = await watch_step.follow(
+        ctx.store,
+        ctx.config,
+        target=ctx.options.target,
+        old=ctx.record.old,
+        since=ctx.switched_at,
+        out=ctx.out,
+        read=lambda call: ctx.patient("reading the watch", call),
+    )
+    if outcome.kind == "undone":
+        raise StepFailed(EXIT_ROLLED_BACK, outcome.message)
+    if outcome.kind in ("alarm", "ended") or (outcome.kind == "missing" and ctx.record.offline_old):
+        raise StepFailed(EXIT_REFUSED, outcome.message)
+    return outcome.message
+
+
 async def drain(ctx: Context) -> str:
     opts = ctx.options
     assert ctx.record is not None
@@ -268,6 +288,7 @@ STEP_RUNNERS: dict[str, Step] = {
     "preflight": preflight,
     "smoke": smoke,
     "switch": switch,
+    "watch": watch,
     "drain": drain,
     "offline": offline,
 }

@@ -13,13 +13,27 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from router.config import SystemConfig
-from router.errors import RequestError, UpstreamTimeout, UpstreamUnavailable
+from router.errors import (
+    Overloaded,
+    RequestError,
+    UpstreamTimeout,
+    UpstreamTooLarge,
+    UpstreamUnavailable,
+)
+from router.proxy.http1 import (
+    AnswerBudget,
+    AnswerTooLarge,
+    ClosedEarly,
+    ConnectFailed,
+    GatewayError,
+    OverBudget,
+)
 from router.proxy.upstream import (
     HOP_BY_HOP,
     Upstream,
     UpstreamAnswer,
     answer_headers,
-    map_client_error,
+    map_upstream_error,
     request_headers,
     response_headers,
 )
@@ -174,11 +188,11 @@ def test_answer_headers_from_the_parser_clean_like_response_headers() -> None:
     ]
 
 
-# --- map_client_error -----------------------------------------------------------------------
+# --- map_upstream_error -----------------------------------------------------------------------
 
 
 def _mapped(exc: BaseException) -> RequestError:
-    return map_client_error(exc, "a", 10.0)
+    return map_upstream_error(exc, "a", 10.0)
 
 
 @pytest.mark.parametrize(
@@ -193,6 +207,13 @@ def _mapped(exc: BaseException) -> RequestError:
         (lambda: aiohttp.ClientPayloadError("bad"), UpstreamUnavailable, 502, "ClientPayloadError"),
         (lambda: aiohttp.ClientOSError(104, "reset"), UpstreamUnavailable, 502, "ClientOSError"),
         (lambda: RuntimeError("x"), UpstreamUnavailable, 502, "failed"),
+        # Our pool's failures (http1.py), by type, never by their text.
+        (lambda: ConnectFailed(timed_out=True), UpstreamUnavailable, 502, "connect to system"),
+        (lambda: ConnectFailed("Connection refused"), UpstreamUnavailable, 502, "refused"),
+        (lambda: ClosedEarly("x", sent=True), UpstreamUnavailable, 502, "closed the connection"),
+        (lambda: GatewayError("malformed", sent=True), UpstreamUnavailable, 502, "malformed"),
+        (lambda: AnswerTooLarge(5), UpstreamTooLarge, 502, "max_response_size"),
+        (lambda: OverBudget(AnswerBudget(7)), Overloaded, 503, "answer_budget"),
     ],
     ids=[
         "connect-timeout",
@@ -204,22 +225,29 @@ def _mapped(exc: BaseException) -> RequestError:
         "payload",
         "os-error",
         "other",
+        "pool-connect-timeout",
+        "pool-refused",
+        "pool-closed-early",
+        "pool-malformed",
+        "pool-too-large",
+        "pool-over-budget",
     ],
 )
-def test_map_client_error(
+def test_map_upstream_error(
     make: Callable[[], BaseException], kind: type[RequestError], status: int, fragment: str
 ) -> None:
     error = _mapped(make())
     assert type(error) is kind
     assert error.status == status
     assert error.system == "a"
-    assert "'a'" in error.message
+    if kind is not Overloaded:  # a full budget is this worker's, whatever the system
+        assert "'a'" in error.message
     assert fragment in error.message
     assert error.to_json()["system"] == "a"
 
 
 def test_map_read_timeout_fraction() -> None:
-    assert "0.25 s" in map_client_error(TimeoutError(), "b", 0.25).message
+    assert "0.25 s" in map_upstream_error(TimeoutError(), "b", 0.25).message
 
 
 async def test_map_connector_error_from_a_real_refused_connection() -> None:
@@ -227,7 +255,7 @@ async def test_map_connector_error_from_a_real_refused_connection() -> None:
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientConnectorError) as info:
             await session.get(f"http://{HOST}:{port}/")
-    error = map_client_error(info.value, "b", 10.0)
+    error = map_upstream_error(info.value, "b", 10.0)
     assert isinstance(error, UpstreamUnavailable)
     assert error.status == 502 and error.system == "b"
     assert error.message.startswith("cannot connect to system 'b'")

@@ -27,6 +27,7 @@ from router.releases.fetch import Fetcher, FingerprintError, decode_body, join_b
 from router.releases.model import (
     IMMUTABLE,
     SCAN_WINDOW,
+    Current,
     FileEntry,
     LibraryFile,
     ReleaseMeta,
@@ -40,7 +41,8 @@ from router.releases.model import (
     valid_release_id,
 )
 from router.releases.paths import is_library_path
-from router.releases.service import Current, Releases, check_release_config
+from router.releases.service import Releases
+from router.releases.settings import check_release_config
 from router.simulator.gateway import LIBRARY_PATHS, library_files
 from router.state.keys import Keys
 from router.systems.stats import parse_reported_version
