@@ -43,7 +43,7 @@ from router.releases.model import (
 from router.releases.paths import is_library_path
 from router.releases.service import Releases
 from router.releases.settings import check_release_config
-from router.simulator.gateway import LIBRARY_PATHS, library_files
+from router.simulator.library import LIBRARY_PATHS, library_files
 from router.state.keys import Keys
 from router.systems.stats import parse_reported_version
 from tests.helpers import (
