@@ -179,7 +179,6 @@ OVERSIZED: dict[str, int] = {
     "router.config": 904,
     "router.proxy.handler": 589,
     "router.drill.harness": 523,
-    "router.switching.operations": 512,
 }
 
 
