@@ -52,8 +52,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 BACK_ARROWS: dict[tuple[str, str], str] = {
     # The handler still reaches its parts through Runtime (issue 26: it should take them).
     ("router.proxy.handler", "router.runtime"): "the handler takes Runtime, not its parts",
-    # The route table needs the shape of a library path, a release concept (paths.py is a leaf).
-    ("router.proxy.routing", "router.releases.paths"): "library path shapes live in releases",
 }
 
 
