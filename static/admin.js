@@ -508,7 +508,7 @@
   // yet stays on screen as a warning naming them, as the CLI names them.
   function partial(answer) {
     const c = answer && answer.confirmation;
-    return Boolean(c && c.laggards && c.laggards.length);
+    return Boolean(c && (c.complete === false || (c.laggards && c.laggards.length)));
   }
 
   function lastSwitch() {
