@@ -200,18 +200,25 @@ async def confirm(
 
     An instance seen live during the wait stays in the answer: one that falls silent before
     applying is a laggard (it may be frozen, still routing on the old state), not an
-    instance that never was. The wait ends early once only silent laggards are left."""
+    instance that never was. One that left the registry before its heartbeat went stale
+    deregistered itself (a clean stop: it routes nothing any more) and leaves the answer.
+    The wait ends early once only silent laggards are left."""
     started = time.monotonic()
     stale_after = heartbeat * STALE_BEATS
-    seen: dict[str, int] = {}  # id -> generation it last reported applied
+    seen: dict[str, tuple[int, float]] = {}  # id -> (generation applied, its last heartbeat)
     while True:
-        live = await store.instances(time.time(), stale_after)
+        now = time.time()
+        live = await store.instances(now, stale_after)
         live_ids = set()
         for doc in live:
             ident = str(doc.get("id"))
             live_ids.add(ident)
-            seen[ident] = int((doc.get("applied") or {}).get("generation", 0))
-        laggards = tuple(sorted(i for i, g in seen.items() if g < generation))
+            applied = int((doc.get("applied") or {}).get("generation", 0))
+            seen[ident] = (applied, float(doc.get("seen") or now))
+        for ident in [i for i in seen if i not in live_ids]:
+            if now - seen[ident][1] <= stale_after:
+                del seen[ident]  # gone while its heartbeat was fresh: it stopped cleanly
+        laggards = tuple(sorted(i for i, (g, _) in seen.items() if g < generation))
         silent = tuple(i for i in laggards if i not in live_ids)
         elapsed = (time.monotonic() - started) * 1000
         waiting = [i for i in laggards if i in live_ids]

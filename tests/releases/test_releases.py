@@ -20,6 +20,7 @@ import pytest
 
 from router.config import build_config
 from router.errors import ConfigError
+from router.proxy.paths import is_library_path
 from router.proxy.upstream import Upstream
 from router.releases.cache import HotCache, prepare
 from router.releases.compression import compress_forms
@@ -40,7 +41,6 @@ from router.releases.model import (
     scan_windows,
     valid_release_id,
 )
-from router.releases.paths import is_library_path
 from router.releases.service import Releases
 from router.releases.settings import check_release_config
 from router.simulator.library import LIBRARY_PATHS, library_files
