@@ -49,10 +49,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 # (importing module, imported module): arrows that still run up, and why they are not cut yet.
-BACK_ARROWS: dict[tuple[str, str], str] = {
-    # The handler still reaches its parts through Runtime (issue 26: it should take them).
-    ("router.proxy.handler", "router.runtime"): "the handler takes Runtime, not its parts",
-}
+BACK_ARROWS: dict[tuple[str, str], str] = {}
 
 
 def module_files() -> dict[str, Path]:

@@ -11,7 +11,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from router.errors import (
     UpstreamTimeout,
 )
 from router.logs import loggable_path, request_id
+from router.proxy.http1 import AnswerBudget
 from router.proxy.routing import (
     BROWSER,
     IDEMPOTENT,
@@ -51,7 +52,7 @@ from router.proxy.routing import (
     fallbacks,
     upstream_target,
 )
-from router.proxy.upstream import request_headers
+from router.proxy.upstream import Upstream, request_headers
 from router.responses import (
     JSON_TYPE,
     SEPARATE_BODY_FROM,
@@ -59,9 +60,10 @@ from router.responses import (
     body_response,
     error_response,
 )
-from router.runtime import Runtime
-from router.state.store import AffinityKind
-from router.throttle import CredentialThrottle
+from router.state.affinity import Affinity
+from router.state.shared_throttle import SharedThrottle
+from router.state.snapshot import StateHolder
+from router.state.store import AffinityKind, StateStore
 from router.trust import TrustedNetworks
 
 log = logging.getLogger("router.proxy")
@@ -140,11 +142,40 @@ def _field(body: bytes, name: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+# The request counter (metrics.Metrics.observe): route, system, status, upstream seconds.
+Observe = Callable[[str, str, int, float | None], None]
+# GET/HEAD /v/{release}{path} (releases.serving.ReleaseFiles.respond).
+ServeRelease = Callable[[web.BaseRequest, str, str], Awaitable[web.Response]]
+
+
 class ProxyHandler:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.metrics = runtime.metrics
-        self.config: Config = runtime.config
+    """The proxy listener's handler. It takes the parts it uses, not the process's Runtime:
+    the shared state, the store and affinity, the pools, the answer budget, and the release
+    service's three calls (server/wiring.py hands them over)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        holder: StateHolder,
+        store: StateStore,
+        affinity: Affinity,
+        upstreams: Mapping[str, Upstream],
+        budget: AnswerBudget,
+        observe: Observe,
+        release_of: Callable[[str], str | None],
+        label_of: Callable[[str], str | None],
+        serve_release: ServeRelease,
+    ) -> None:
+        self.config = config
+        self.holder = holder
+        self.store = store
+        self.affinity = affinity
+        self.upstreams = upstreams  # filled by Runtime.start, read per request
+        self.budget = budget
+        self.observe = observe
+        self.label_of = label_of
+        self.serve_release = serve_release
         r = self.config.router
         self.known = frozenset(self.config.systems)
         self.public = {sid: PublicEndpoint.of(s) for sid, s in self.config.systems.items()}
@@ -154,7 +185,7 @@ class ProxyHandler:
         self.preview_secret = r.preview_secret.reveal().encode() if r.preview_secret else None
         self.drop = frozenset({r.preview_header.lower()})
         # The preview secret is a credential too: wrong ones are throttled like admin tokens.
-        self.preview_throttle = CredentialThrottle()
+        self.preview_throttle = SharedThrottle(store, "preview", r.throttle_limits())
         self.cors_origins = frozenset(r.cors_origins)
         self.total_timeout = r.total_timeout
         # Token mint is back-end only (SPEC section 2). A short-code create is a browser route
@@ -168,9 +199,7 @@ class ProxyHandler:
         # once its answer is written (__call__).
         self._held: dict[int, int] = {}
         # Seam for the release store: system id -> release id handed out with tokens.
-        self.releases = runtime.releases
-        self.release_of: Callable[[str], str | None] = self.releases.release_of
-        self.release_files = self.releases.files
+        self.release_of = release_of
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
@@ -184,7 +213,7 @@ class ProxyHandler:
         finally:
             held = self._held.pop(id(request), 0)
             if held:
-                self.runtime.answer_budget.give_back(held)
+                self.budget.give_back(held)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         rid = request_id(request.headers.get(REQUEST_ID_HEADER))
@@ -202,9 +231,7 @@ class ProxyHandler:
                 return self._preflight(request)
             if match.route is Route.RELEASE:
                 # Straight out: the immutable files need neither facts, decision nor CORS.
-                served = await self.release_files.respond(
-                    request, match.release, match.release_path
-                )
+                served = await self.serve_release(request, match.release, match.release_path)
                 served.headers[REQUEST_ID_HEADER] = rid
                 return served
             body: bytes | None = None
@@ -214,7 +241,7 @@ class ProxyHandler:
                 facts = await self._agent_facts(request, match, body)
             else:
                 facts = await self._facts(request, match)
-            decision = decide(facts, self.runtime.holder.current, self.known, self.prefer_policy)
+            decision = decide(facts, self.holder.current, self.known, self.prefer_policy)
             if decision.reason == "preview":
                 self._mark_preview(decision.system)
             if match.route is Route.CURRENT:
@@ -248,7 +275,7 @@ class ProxyHandler:
 
     async def _write_preview(self, system: str) -> None:
         try:
-            await self.runtime.store.mark_preview(system, PREVIEW_TTL)
+            await self.store.mark_preview(system, PREVIEW_TTL)
         except StoreUnavailable as exc:
             log.warning("could not mark %s as previewed: %s", system, exc)
 
@@ -256,12 +283,12 @@ class ProxyHandler:
         owner = None
         if match.route in OWNED:
             kind: AffinityKind = "session" if match.route is Route.TOKEN_DELETE else "code"
-            owner = await self.runtime.affinity.owner(kind, match.ident)
+            owner = await self.affinity.owner(kind, match.ident)
         return RequestFacts(
             match=match,
             owner=owner,
             prefer=request.headers.get(PREFER_HEADER),
-            preview=self._preview(request, cookie=match.route in COOKIE_ROUTES),
+            preview=await self._preview(request, cookie=match.route in COOKIE_ROUTES),
         )
 
     async def _agent_facts(
@@ -271,17 +298,17 @@ class ProxyHandler:
         owner = None
         names = agent_names(request.query, request.headers.get("Content-Type", ""), body)
         for kind, ident in names:
-            owner = await self.runtime.affinity.owner(kind, ident)  # type: ignore[arg-type]
+            owner = await self.affinity.owner(kind, ident)  # type: ignore[arg-type]
             if owner is not None:
                 break
         return RequestFacts(
             match=match,
             owner=owner,
             prefer=request.headers.get(PREFER_HEADER),
-            preview=self._preview(request),
+            preview=await self._preview(request),
         )
 
-    def _preview(self, request: web.BaseRequest, cookie: bool = False) -> str | None:
+    async def _preview(self, request: web.BaseRequest, cookie: bool = False) -> str | None:
         """The system a preview credential names, or None without one.
 
         In the header (a back end, a test web app) a credential that does not check out is a
@@ -306,8 +333,7 @@ class ProxyHandler:
                 "(router.preview_secret)",
             )
             return None
-        now = time.monotonic()
-        wait = self.preview_throttle.retry_after(address, now)
+        wait = await self.preview_throttle.retry_after(address)
         if wait > 0:
             if from_cookie:
                 # A browser replays its cookie on every library load: ignore it, do not fail
@@ -324,7 +350,7 @@ class ProxyHandler:
                 retry_after=wait,
             )
         if not hmac.compare_digest(secret.encode(), self.preview_secret):
-            self.preview_throttle.failed(address, now)
+            await self.preview_throttle.failed(address)
             self._refuse_preview(
                 from_cookie,
                 f"ignored {name} from {address}: wrong secret",
@@ -332,7 +358,7 @@ class ProxyHandler:
                 "router.preview_secret)",
             )
             return None
-        self.preview_throttle.succeeded(address, now)
+        await self.preview_throttle.succeeded(address)
         if system not in self.known:
             self._refuse_preview(
                 from_cookie,
@@ -366,7 +392,7 @@ class ProxyHandler:
     ) -> web.Response:
         system = decision.system
         route = match.route
-        upstream = self.runtime.upstreams[system]
+        upstream = self.upstreams[system]
         sent = False
         try:
             # One deadline for the whole exchange (SPEC: "a total deadline per request"): a
@@ -457,7 +483,7 @@ class ProxyHandler:
             code = _field(raw, "shortCode") if answer.status == 200 else None
             if code is None:
                 return answer
-            holder = await self.runtime.affinity.claim("code", code, system)
+            holder = await self.affinity.claim("code", code, system)
             if holder is None:
                 return answer
             holders.append(holder)
@@ -484,7 +510,7 @@ class ProxyHandler:
     ) -> web.Response:
         """A follow-up with no known issuer, answered "not mine": the issuer may be another
         system (routing.fallbacks); the first answer that is not "not mine" is the one."""
-        snapshot = self.runtime.holder.current
+        snapshot = self.holder.current
         others = fallbacks(
             match.route, None, decision.system, response.status, snapshot, self.known
         )
@@ -504,17 +530,17 @@ class ProxyHandler:
         log.warning(
             "%s %s -> %s (request id %s)", request.method, loggable_path(request.path), exc, rid
         )
-        self.metrics.observe(route.value, system, 0, None)
+        self.observe(route.value, system, 0, None)
 
     def _after(self, match: Match, system: str, status: int, body: bytes, elapsed: float) -> None:
         """What an upstream answer teaches, once it is on its way: metrics and affinity."""
-        self.metrics.observe(match.route.value, system, status, elapsed)
+        self.observe(match.route.value, system, status, elapsed)
         self._learn(match, system, status, body)
 
     def _learn(self, match: Match, system: str, status: int, body: bytes) -> None:
         """Record or release affinity from an upstream answer."""
         route = match.route
-        affinity = self.runtime.affinity
+        affinity = self.affinity
         if route is Route.TOKEN_CREATE and status == 200:
             sid = _field(body, "sessionid")
             if sid:
@@ -535,7 +561,7 @@ class ProxyHandler:
             "system": system.id,
             "reason": decision.reason,
             "release": release,
-            "label": self.releases.label_of(system.id) if release else system.version or None,
+            "label": self.label_of(system.id) if release else system.version or None,
             "base": f"/v/{release}" if release else "",
             "public_url": system.public_url,
         }
