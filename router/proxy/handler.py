@@ -8,32 +8,32 @@ layer on the hot path.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
 
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from router.config import Config, SystemConfig
+from router.config import Config
 from router.errors import (
     BodyTooLarge,
     Forbidden,
-    MalformedJSON,
-    PreviewRefused,
     RequestError,
     RequestTimeout,
     ShortCodeCollision,
-    StoreUnavailable,
-    TooManyAttempts,
     UpstreamTimeout,
 )
 from router.logs import loggable_path, request_id
+from router.proxy.documents import (
+    PublicEndpoint,
+    json_field,
+    parse_json_object,
+    rewrite_session_description,
+)
 from router.proxy.http1 import AnswerBudget
+from router.proxy.preview import COOKIE_ROUTES, Preview
 from router.proxy.routing import (
     BROWSER,
     IDEMPOTENT,
@@ -61,7 +61,6 @@ from router.responses import (
     error_response,
 )
 from router.state.affinity import Affinity
-from router.state.shared_throttle import SharedThrottle
 from router.state.snapshot import StateHolder
 from router.state.store import AffinityKind, StateStore
 from router.trust import TrustedNetworks
@@ -71,75 +70,12 @@ log = logging.getLogger("router.proxy")
 RELEASE_HEADER = "X-Token-Router-Release"
 PREFER_HEADER = "X-Token-Router-Prefer"
 REQUEST_ID_HEADER = "X-Request-Id"
-# An idle system reports "preview" for this long after the last preview request.
-PREVIEW_TTL = 600
-PREVIEW_MARK_EVERY = 10.0
 LIBRARY_CACHE = "public, max-age=60"
-# The preview credential as a cookie ('<system>:<secret>', like the header), accepted on the
-# routes a browser loads (COOKIE_ROUTES), so a tester's browser previews an idle system.
-PREVIEW_COOKIE = "token_router_preview"
-COOKIE_ROUTES = frozenset({Route.LIBRARY, Route.CURRENT})
 # Short codes a system is asked for, at most, when the ones it answers are codes the router
 # still routes to another system (7 digits drawn by each system on its own: they meet).
 # Each try is a collision with a live code; five in a row mean the code space is nearly
 # full, which an operator must hear about rather than a client wait for.
 CODE_TRIES = 5
-
-
-@dataclass(frozen=True, slots=True)
-class PublicEndpoint:
-    """Where browsers of one system connect: what `urlSchemeDetails` must say.
-
-    Computed once per system (SystemConfig's properties parse the URL on every call)."""
-
-    secure: bool
-    host: str
-    port: int
-
-    @classmethod
-    def of(cls, system: SystemConfig) -> PublicEndpoint:
-        return cls(system.public_secure, system.public_host, system.public_port)
-
-
-def rewrite_session_description(doc: dict[str, Any], public: PublicEndpoint) -> dict[str, Any]:
-    """Point `urlSchemeDetails` at the chosen system's public URL, in place.
-
-    The port keeps the JSON type the client used (FCSDK samples send both "8443" and 8443);
-    when there was none, the string form of the samples is used.
-    """
-    details = doc.get("urlSchemeDetails")
-    if details is None:
-        details = doc["urlSchemeDetails"] = {}
-    elif not isinstance(details, dict):
-        raise MalformedJSON("urlSchemeDetails must be a JSON object")
-    sent = details.get("port")
-    port: int | str = public.port
-    if not isinstance(sent, int) or isinstance(sent, bool):
-        port = str(port)
-    details["secure"] = public.secure
-    details["host"] = public.host
-    details["port"] = port
-    return doc
-
-
-def parse_json_object(body: bytes, what: str) -> dict[str, Any]:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedJSON(f"{what} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise MalformedJSON(f"{what} must be a JSON object")
-    return doc
-
-
-def _field(body: bytes, name: str) -> str | None:
-    """A string field of a JSON answer, or None when the answer is not what we expect."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    value = doc.get(name) if isinstance(doc, dict) else None
-    return value if isinstance(value, str) and value else None
 
 
 # The request counter (metrics.Metrics.observe): route, system, status, upstream seconds.
@@ -181,11 +117,8 @@ class ProxyHandler:
         self.public = {sid: PublicEndpoint.of(s) for sid, s in self.config.systems.items()}
         self.max_body = r.max_body_size
         self.prefer_policy = r.prefer_policy
-        self.preview_header = r.preview_header
-        self.preview_secret = r.preview_secret.reveal().encode() if r.preview_secret else None
         self.drop = frozenset({r.preview_header.lower()})
-        # The preview secret is a credential too: wrong ones are throttled like admin tokens.
-        self.preview_throttle = SharedThrottle(store, "preview", r.throttle_limits())
+        self.preview = Preview(config, store)
         self.cors_origins = frozenset(r.cors_origins)
         self.total_timeout = r.total_timeout
         # Token mint is back-end only (SPEC section 2). A short-code create is a browser route
@@ -193,8 +126,6 @@ class ProxyHandler:
         # browser routes stay open.
         self.trusted = TrustedNetworks(r.trusted_networks)
         self.mint = MINT - BROWSER if self.cors_origins else MINT
-        self._preview_marked: dict[str, float] = {}
-        self._background: set[asyncio.Task[None]] = set()
         # id(request) -> bytes of router.answer_budget its gateway answers hold, given back
         # once its answer is written (__call__).
         self._held: dict[int, int] = {}
@@ -243,7 +174,7 @@ class ProxyHandler:
                 facts = await self._facts(request, match)
             decision = decide(facts, self.holder.current, self.known, self.prefer_policy)
             if decision.reason == "preview":
-                self._mark_preview(decision.system)
+                self.preview.mark(decision.system)
             if match.route is Route.CURRENT:
                 response: web.StreamResponse = self._current(decision)
             elif match.route is Route.CODE_CREATE:
@@ -259,26 +190,6 @@ class ProxyHandler:
             self._cors(request, response)
         return response
 
-    def _mark_preview(self, system: str) -> None:
-        """Tell every instance (through the store) that `system` is being previewed.
-
-        Written at most every PREVIEW_MARK_EVERY seconds per system and off the request path:
-        the state word is for operators, no request waits for it.
-        """
-        now = time.monotonic()
-        if now - self._preview_marked.get(system, -PREVIEW_MARK_EVERY) < PREVIEW_MARK_EVERY:
-            return
-        self._preview_marked[system] = now
-        task = asyncio.create_task(self._write_preview(system))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _write_preview(self, system: str) -> None:
-        try:
-            await self.store.mark_preview(system, PREVIEW_TTL)
-        except StoreUnavailable as exc:
-            log.warning("could not mark %s as previewed: %s", system, exc)
-
     async def _facts(self, request: web.BaseRequest, match: Match) -> RequestFacts:
         owner = None
         if match.route in OWNED:
@@ -288,7 +199,7 @@ class ProxyHandler:
             match=match,
             owner=owner,
             prefer=request.headers.get(PREFER_HEADER),
-            preview=await self._preview(request, cookie=match.route in COOKIE_ROUTES),
+            preview=await self.preview.system(request, cookie=match.route in COOKIE_ROUTES),
         )
 
     async def _agent_facts(
@@ -305,74 +216,8 @@ class ProxyHandler:
             match=match,
             owner=owner,
             prefer=request.headers.get(PREFER_HEADER),
-            preview=await self._preview(request),
+            preview=await self.preview.system(request),
         )
-
-    async def _preview(self, request: web.BaseRequest, cookie: bool = False) -> str | None:
-        """The system a preview credential names, or None without one.
-
-        In the header (a back end, a test web app) a credential that does not check out is a
-        403, never an answer from the active system: the caller asked for another system and
-        must learn it did not get it. A stale cookie (a tester's browser, after the secret
-        changed) is ignored on the browser routes and logged: the page keeps loading."""
-        value = request.headers.get(self.preview_header)
-        from_cookie = False
-        if value is None and cookie and "Cookie" in request.headers:
-            value = request.cookies.get(PREVIEW_COOKIE)
-            from_cookie = True
-        if value is None:
-            return None
-        name = PREVIEW_COOKIE + " cookie" if from_cookie else self.preview_header
-        address = request.remote or "unknown"
-        system, _, secret = value.partition(":")
-        if self.preview_secret is None:
-            self._refuse_preview(
-                from_cookie,
-                f"ignored {name} from {address}: preview is not configured",
-                f"{self.preview_header} given, but preview is not configured on this router "
-                "(router.preview_secret)",
-            )
-            return None
-        wait = await self.preview_throttle.retry_after(address)
-        if wait > 0:
-            if from_cookie:
-                # A browser replays its cookie on every library load: ignore it, do not fail
-                # the page (the secret is not checked, so guessing gains nothing).
-                return None
-            log.warning(
-                "%s from %s not checked: throttled for %.0f s more",
-                self.preview_header,
-                address,
-                wait,
-            )
-            raise TooManyAttempts(
-                f"too many wrong {self.preview_header} secrets; try again in {wait:.0f} s",
-                retry_after=wait,
-            )
-        if not hmac.compare_digest(secret.encode(), self.preview_secret):
-            await self.preview_throttle.failed(address)
-            self._refuse_preview(
-                from_cookie,
-                f"ignored {name} from {address}: wrong secret",
-                f"wrong secret in {self.preview_header} (expected '<system>:<secret>' with "
-                "router.preview_secret)",
-            )
-            return None
-        await self.preview_throttle.succeeded(address)
-        if system not in self.known:
-            self._refuse_preview(
-                from_cookie,
-                f"ignored {name} from {address}: unknown system {system!r}",
-                f"{self.preview_header} names unknown system {system!r}; configured systems: "
-                f"{', '.join(self.config.system_ids)}",
-            )
-            return None
-        return system
-
-    def _refuse_preview(self, from_cookie: bool, logged: str, answered: str) -> None:
-        log.warning("%s", logged)
-        if not from_cookie:
-            raise PreviewRefused(answered + ": refused, not answered by the active system")
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
         if request.content_length is not None and request.content_length > self.max_body:
@@ -480,7 +325,7 @@ class ProxyHandler:
         for _ in range(CODE_TRIES):
             answer = await self._forward(request, match, decision, rid, body)
             raw = answer.body if isinstance(answer.body, bytes) else b""
-            code = _field(raw, "shortCode") if answer.status == 200 else None
+            code = json_field(raw, "shortCode") if answer.status == 200 else None
             if code is None:
                 return answer
             holder = await self.affinity.claim("code", code, system)
@@ -542,7 +387,7 @@ class ProxyHandler:
         route = match.route
         affinity = self.affinity
         if route is Route.TOKEN_CREATE and status == 200:
-            sid = _field(body, "sessionid")
+            sid = json_field(body, "sessionid")
             if sid:
                 affinity.record("session", sid, system)
         # A short code is claimed before its answer leaves (_create_code), not learned here.
@@ -550,7 +395,7 @@ class ProxyHandler:
             affinity.release("session", match.ident, system)
         elif route is Route.CODE_LOOKUP and status == 200:
             # Live Assist pairing: the agent later names this cid (routing.agent_names).
-            cid = _field(body, "cid")
+            cid = json_field(body, "cid")
             if cid:
                 affinity.record("cid", cid, system)
 
