@@ -216,6 +216,12 @@ class StateCollector(Collector):
             " system, or a system marked offline).",
             value=0.0 if snapshot.refused is None else 1.0,
         )
+        yield GaugeMetricFamily(
+            "tokenrouter_unusable_keys",
+            "Keys of the router's Redis namespace that hold something token-router cannot"
+            " use (the wrong kind of value, or an unparsable one); /readyz names them.",
+            value=float(len(snapshot.problems)),
+        )
         share = snapshot.rollout
         rollout = GaugeMetricFamily(
             "tokenrouter_rollout_percent",

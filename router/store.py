@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import math
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,11 +20,14 @@ from typing import Any, Literal, Protocol
 import orjson
 from redis.exceptions import RedisError, ResponseError
 
-from router.errors import Conflict, GateRefused, StoreUnavailable
-from router.key_types import diagnose, is_wrong_type
+from router import rollout as rollout_model
+from router.errors import BadRequest, Conflict, GateRefused, StoreUnavailable
+from router.key_types import KeyProblem, diagnose, is_wrong_type, parse_counter, unusable_value
 from router.keys import Keys
 from router.redis_client import close_client, describe, redis_client, unavailable
 from router.sentinel import SentinelTarget
+
+log = logging.getLogger("router.store")
 
 AUDIT_MAXLEN = 10_000
 Change = Literal["subscribed", "event", "tick"]
@@ -42,6 +47,11 @@ class StoredState:
     restoring: float | None = None  # when routers last began writing back lost state
     rollout: str | None = None  # the rollout document (JSON) as stored, if any
     generation: int = 0  # bumped by every write through token-router (confirmations)
+    # Keys that hold something token-router cannot use (the wrong kind of value, or a value
+    # it cannot parse), each with its fix; and which of the fields above could therefore not
+    # be read ("offline", "epoch", ...): their value here is the empty one, not the truth.
+    problems: tuple[KeyProblem, ...] = ()
+    unreadable: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +100,17 @@ class AffinityRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RolloutRestore:
+    """A rollout document to put back into a Redis that lost it, with its audit entry."""
+
+    document: str
+    source: str
+    from_: str
+    to: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class AuditFields:
     """One audit entry to write with a state change (the script writes time and id)."""
 
@@ -124,7 +145,13 @@ class StateStore(Protocol):
     def changes(self, tick: float) -> AsyncIterator[Change]: ...
     async def seed_active(self, system: str) -> bool: ...
     async def restore(
-        self, epoch: str, active: str, offline: Sequence[str], *, known: bool = False
+        self,
+        epoch: str,
+        active: str,
+        offline: Sequence[str],
+        *,
+        known: bool = False,
+        rollout: RolloutRestore | None = None,
     ) -> tuple[str, bool]: ...
     async def mark_restoring(self, now: float) -> None: ...
     async def persistence(self) -> str: ...
@@ -195,9 +222,10 @@ RESTORING_TTL = 60
 
 def _float_or_none(value: str | None) -> float | None:
     try:
-        return None if value is None else float(value)
+        number = None if value is None else float(value)
     except ValueError:
         return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 ROLLOUT_COUNTS_TTL = 86_400  # a step's counts outlive any sane interval, then go
@@ -208,13 +236,39 @@ def parse_counts(raw: Mapping[str, str]) -> dict[str, tuple[int, int]]:
     out: dict[str, tuple[int, int]] = {}
     for name, value in raw.items():
         system, _, what = name.rpartition(":")
+        number = parse_counter(value)
+        if number is None or number < 0 or what not in ("requests", "failures"):
+            continue  # not written by a router (HINCRBY): a stray field is no count
         requests, failures = out.get(system, (0, 0))
         if what == "requests":
-            requests = int(value)
-        elif what == "failures":
-            failures = int(value)
+            requests = number
+        else:
+            failures = number
         out[system] = (requests, failures)
     return out
+
+
+def _heartbeat(value: str | bytes, now: float, stale_after: float) -> dict[str, Any] | None:
+    """A live instance's heartbeat document, or None when it is stale or was not written by
+    a router (a stray `redis-cli HSET` is pruned like a dead instance)."""
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
+        return None
+    seen, applied = doc.get("seen"), doc.get("applied", {})
+    if isinstance(seen, bool) or not isinstance(seen, int | float) or not math.isfinite(seen):
+        return None
+    if not isinstance(applied, dict):
+        return None
+    generation = applied.get("generation", 0)
+    if isinstance(generation, bool) or not isinstance(generation, int):
+        return None
+    # Silent for too long, or "seen" in the future (a clock no router has): not live.
+    if not -stale_after <= now - seen <= stale_after:
+        return None
+    return doc
 
 
 def split_instances(
@@ -224,17 +278,23 @@ def split_instances(
     live: list[dict[str, Any]] = []
     stale: list[str] = []
     for ident, value in raw.items():
-        try:
-            doc = orjson.loads(value)
-            seen = float(doc["seen"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            stale.append(ident)
-            continue
-        if now - seen > stale_after:
+        doc = _heartbeat(value, now, stale_after)
+        if doc is None:
             stale.append(ident)
         else:
             live.append(doc)
     return sorted(live, key=lambda d: str(d.get("id"))), stale
+
+
+def rollout_problem(keys: Keys, raw: str | None) -> KeyProblem | None:
+    """The stored rollout document's problem, if it cannot be used (rollout.parse)."""
+    if not raw:
+        return None
+    try:
+        rollout_model.parse(raw)
+    except BadRequest as exc:
+        return unusable_value(keys, keys.rollout, raw, f"not a rollout document: {exc}")
+    return None
 
 
 def _member(kind: AffinityKind, ident: str) -> str:
@@ -250,17 +310,49 @@ local function audit(key, maxlen, t, action, from, to, source, reason, forced)
   redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', 'action', action, 'from', from,
     'to', to, 'source', source, 'time', t, 'reason', reason or '', 'forced', forced or '')
 end
--- Ends a running or paused rollout document in place; returns true when one was running.
+-- Checked before the first write: a key of another kind (redis-cli) would stop the script
+-- half-way, with writes done and no rollback (a switch without its audit or counter).
+-- Redis's own WRONGTYPE reply, so the caller names the key (key_types.diagnose).
+local function wrong_type(checks)
+  for i = 1, #checks, 2 do
+    local kind = redis.call('TYPE', checks[i]).ok
+    if kind ~= 'none' and kind ~= checks[i + 1] then
+      return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
+    end
+  end
+  return nil
+end
+-- INCR of a counter someone overwrote with what INCR refuses: it starts again at 0 first,
+-- so the write it belongs to completes (the routers read such a value as 0 meanwhile;
+-- key_types.parse_counter is the same rule).
+local function bump(key)
+  local raw = redis.call('GET', key)
+  if raw and raw ~= '0' then
+    local digits = string.match(raw, '^%-?([1-9]%d*)$')
+    if not digits or #digits > 18 then redis.call('SET', key, '0') end
+  end
+  return redis.call('INCR', key)
+end
+local function text(value)
+  if type(value) == 'string' then return value end
+  return ''
+end
+-- Ends a running or paused rollout document in place; returns it when one was running. An
+-- unusable document (redis-cli) is left alone: the routers route nothing by it and name it.
 local function end_rollout(key, state, t, why)
   local raw = redis.call('GET', key)
   if not raw then return false end
-  local doc = cjson.decode(raw)
+  local ok, doc = pcall(cjson.decode, raw)
+  if not ok or type(doc) ~= 'table' then return false end
   if doc.state ~= 'running' and doc.state ~= 'paused' then return false end
   doc.state = state
   doc.ended_at = tonumber(t)
   doc.end_reason = why
-  redis.call('SET', key, cjson.encode(doc))
-  return doc
+  local encoded
+  ok, encoded = pcall(cjson.encode, doc)
+  if not ok then return false end
+  redis.call('SET', key, encoded)
+  return {source = text(doc.source), target = text(doc.target)}
 end
 """
 
@@ -269,6 +361,9 @@ _SWITCH = (
     + """
 -- KEYS: active, recorded, offline, audit, events, rollout, generation
 -- ARGV: new, source, time, maxlen, expect, reason, forced, action, known...
+local refused = wrong_type({KEYS[1], 'string', KEYS[2], 'string', KEYS[3], 'set',
+  KEYS[4], 'stream', KEYS[6], 'string', KEYS[7], 'string'})
+if refused then return refused end
 local prev = redis.call('GET', KEYS[1])
 if ARGV[5] ~= '' and prev ~= ARGV[5] then
   return redis.error_reply('EXPECT ' .. (prev or ''))
@@ -307,7 +402,7 @@ if from ~= ARGV[1] or ARGV[8] == 'promote' then
   audit(KEYS[4], ARGV[4], ARGV[3], ARGV[8], from, ARGV[1], ARGV[2], ARGV[6], ARGV[7])
 end
 redis.call('SET', KEYS[2], ARGV[1])
-local gen = redis.call('INCR', KEYS[7])
+local gen = bump(KEYS[7])
 redis.call('PUBLISH', KEYS[5], 'active')
 return {from, gen}
 """
@@ -318,6 +413,9 @@ _OBSERVE = (
     + """
 -- KEYS: active, recorded, audit, offline, rollout, events
 -- ARGV: source, time, maxlen, known...
+local refused = wrong_type({KEYS[1], 'string', KEYS[2], 'string', KEYS[3], 'stream',
+  KEYS[4], 'set', KEYS[5], 'string'})
+if refused then return refused end
 local active = redis.call('GET', KEYS[1])
 if not active then return 0 end
 local recorded = redis.call('GET', KEYS[2])
@@ -348,6 +446,9 @@ _ROLLOUT = (
 -- KEYS: rollout, audit, events, generation, active
 -- ARGV: expected document ('' = none), new document ('' = delete), time, maxlen,
 --       action, source, from, to, reason, forced, expected active system ('' = any)
+local refused = wrong_type({KEYS[1], 'string', KEYS[2], 'stream', KEYS[4], 'string',
+  KEYS[5], 'string'})
+if refused then return refused end
 local current = redis.call('GET', KEYS[1]) or ''
 if current ~= ARGV[1] then return redis.error_reply('CHANGED') end
 if ARGV[11] ~= '' then
@@ -356,7 +457,7 @@ if ARGV[11] ~= '' then
 end
 if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2]) end
 audit(KEYS[2], ARGV[4], ARGV[3], ARGV[5], ARGV[7], ARGV[8], ARGV[6], ARGV[9], ARGV[10])
-local gen = redis.call('INCR', KEYS[4])
+local gen = bump(KEYS[4])
 redis.call('PUBLISH', KEYS[3], 'rollout')
 return gen
 """
@@ -364,6 +465,11 @@ return gen
 
 _LEADER = """
 -- KEYS: leader ; ARGV: instance, ttl in ms. Take the lock if free, renew it if ours.
+-- The lock holds nothing worth keeping: another kind of key there (redis-cli) is replaced,
+-- and a holder with no expiry, which no router writes, gets one, so neither can stop
+-- rollouts for good.
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind ~= 'none' and kind ~= 'string' then redis.call('DEL', KEYS[1]) end
 local holder = redis.call('GET', KEYS[1])
 if not holder then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -373,12 +479,27 @@ if holder == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
 
 _UNLEAD = """
+if redis.call('TYPE', KEYS[1]).ok ~= 'string' then return 0 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+_HEARTBEAT = """
+-- KEYS: instances ; ARGV: instance, document. The registry is rewritten by every instance
+-- every beat: another kind of key there (redis-cli) is replaced rather than stop them all.
+local kind = redis.call('TYPE', KEYS[1]).ok
+local replaced = 0
+if kind ~= 'none' and kind ~= 'hash' then
+  redis.call('DEL', KEYS[1])
+  replaced = 1
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return replaced
 """
 
 _AFFINITY = """
@@ -392,13 +513,19 @@ end
 return #records
 """
 
-_RESTORE = """
--- KEYS: epoch, active, offline, default mark
--- ARGV: new epoch, active ('' = leave), 'known'|'fresh', mark ttl, offline...
+_RESTORE = (
+    _LUA_HELPERS
+    + """
+-- KEYS: epoch, active, offline, default mark, rollout, audit, events
+-- ARGV: new epoch, active ('' = leave), 'known'|'fresh', mark ttl, rollout document ('' =
+--       none), time, audit maxlen, source, from, to, reason, offline...
 -- The first router to find the epoch missing writes it (and the offline marks it knew).
 -- The active value is written where none is; a fresh router (no state of its own) marks
 -- its value as a default. A router that knew the state replaces such a default while it
 -- is unchanged: its last known state beats a newcomer's default. Returns {epoch, seeded}.
+local refused = wrong_type({KEYS[1], 'string', KEYS[2], 'string', KEYS[3], 'set',
+  KEYS[4], 'string', KEYS[5], 'string', KEYS[6], 'stream'})
+if refused then return refused end
 local epoch = redis.call('GET', KEYS[1])
 local created = false
 if not epoch then
@@ -423,16 +550,27 @@ if ARGV[2] ~= '' then
   end
 end
 if created then
-  for i = 5, #ARGV do redis.call('SADD', KEYS[3], ARGV[i]) end
+  for i = 12, #ARGV do redis.call('SADD', KEYS[3], ARGV[i]) end
+end
+-- The running rollout a router knew, where Redis lost it (every router that knew it offers
+-- it; the first puts it back, once, and the audit says so).
+if ARGV[5] ~= '' and redis.call('EXISTS', KEYS[5]) == 0 then
+  redis.call('SET', KEYS[5], ARGV[5])
+  audit(KEYS[6], ARGV[7], ARGV[6], 'rollout-restore', ARGV[9], ARGV[10], ARGV[8], ARGV[11], '')
+  redis.call('PUBLISH', KEYS[7], 'rollout')
 end
 return {epoch, seeded}
 """
+)
 
 _OFFLINE = (
     _LUA_HELPERS
     + """
 -- KEYS: offline, audit, events, active, generation
 -- ARGV: system, 1|0, source, time, maxlen, reason, forced, refuse if active (1|'')
+local refused = wrong_type({KEYS[1], 'set', KEYS[2], 'stream', KEYS[4], 'string',
+  KEYS[5], 'string'})
+if refused then return refused end
 if ARGV[2] == '1' and ARGV[8] == '1' and redis.call('GET', KEYS[4]) == ARGV[1] then
   return redis.error_reply('ACTIVE')
 end
@@ -447,7 +585,7 @@ if changed == 1 then
   if ARGV[2] == '1' then action = 'offline' end
   audit(KEYS[2], ARGV[5], ARGV[4], action, ARGV[1], ARGV[1], ARGV[3], ARGV[6], ARGV[7])
 end
-redis.call('INCR', KEYS[5])
+bump(KEYS[5])
 redis.call('PUBLISH', KEYS[3], 'offline')
 return changed
 """
@@ -506,6 +644,7 @@ class RedisStore:
         self._rollout = self._client.register_script(_ROLLOUT)
         self._leader = self._client.register_script(_LEADER)
         self._unlead = self._client.register_script(_UNLEAD)
+        self._heartbeat = self._client.register_script(_HEARTBEAT)
 
     async def close(self) -> None:
         await close_client(self._client)
@@ -527,44 +666,56 @@ class RedisStore:
             raise self._unavailable(exc) from exc
 
     async def read_state(self) -> StoredState:
+        """The dynamic state. A key that holds something unusable does not stop the read:
+        it is named in `problems` with its fix and its field reads as absent (listed in
+        `unreadable`), so routing still follows `active`. Only `active` itself of the wrong
+        kind fails the read (WrongKeyType): there is nothing to follow then."""
+        k = self.keys
+        names = (k.active, k.offline, k.recorded, k.epoch, k.restoring, k.rollout, k.generation)
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                pipe.get(self.keys.active)
-                pipe.smembers(self.keys.offline)
-                pipe.get(self.keys.recorded)
-                pipe.get(self.keys.epoch)
-                pipe.get(self.keys.restoring)
-                pipe.get(self.keys.rollout)
-                pipe.get(self.keys.generation)
-                (
-                    active,
-                    offline,
-                    recorded,
-                    epoch,
-                    restoring,
-                    rollout,
-                    generation,
-                ) = await pipe.execute()
+                pipe.get(k.active)
+                pipe.smembers(k.offline)
+                pipe.get(k.recorded)
+                pipe.get(k.epoch)
+                pipe.get(k.restoring)
+                pipe.get(k.rollout)
+                pipe.get(k.generation)
+                results = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
-            k = self.keys
-            raise await self._failure(
-                exc,
-                k.active,
-                k.offline,
-                k.recorded,
-                k.epoch,
-                k.restoring,
-                k.rollout,
-                k.generation,
-            ) from exc
+            raise await self._failure(exc, *names) from exc
+        problems: list[KeyProblem] = []
+        unreadable: set[str] = set()
+        fields = ("active", "offline", "recorded", "epoch", "restoring", "rollout", "generation")
+        values: dict[str, Any] = {}
+        for field_name, key, result in zip(fields, names, results, strict=True):
+            if not isinstance(result, Exception):
+                values[field_name] = result
+                continue
+            if not is_wrong_type(result) or field_name == "active":
+                raise await self._failure(result, key)
+            wrong = await diagnose(self._client, k, [key], result)
+            problems.append(KeyProblem(key, str(wrong)))
+            unreadable.add(field_name)
+            values[field_name] = None
+        generation = parse_counter(values["generation"])
+        if generation is None:
+            why = "not an integer counter; the next change through token-router restarts it"
+            problems.append(unusable_value(k, k.generation, values["generation"], why))
+            unreadable.add("generation")
+        if (found := rollout_problem(k, values["rollout"])) is not None:
+            problems.append(found)
+            unreadable.add("rollout")
         return StoredState(
-            active=active,
-            offline=frozenset(offline),
-            recorded=recorded,
-            rollout=rollout,
-            generation=int(generation or 0),
-            epoch=epoch,
-            restoring=_float_or_none(restoring),
+            active=values["active"],
+            offline=frozenset(values["offline"] or ()),
+            recorded=values["recorded"],
+            rollout=values["rollout"],
+            generation=generation or 0,
+            epoch=values["epoch"],
+            restoring=_float_or_none(values["restoring"]),
+            problems=tuple(problems),
+            unreadable=frozenset(unreadable),
         )
 
     async def persistence(self) -> str:
@@ -630,19 +781,39 @@ class RedisStore:
             raise await self._failure(exc, self.keys.active) from exc
 
     async def restore(
-        self, epoch: str, active: str, offline: Sequence[str], *, known: bool = False
+        self,
+        epoch: str,
+        active: str,
+        offline: Sequence[str],
+        *,
+        known: bool = False,
+        rollout: RolloutRestore | None = None,
     ) -> tuple[str, bool]:
-        """Put back the epoch, the active system and offline marks (see _RESTORE).
-        `known`: `active` is this router's last known state, not a default."""
+        """Put back the epoch, the active system, offline marks and the running rollout
+        (see _RESTORE). `known`: `active` is this router's last known state, not a default."""
         k = self.keys
+        back = rollout or RolloutRestore("", "", "", "", "")
+        touched = (k.epoch, k.active, k.offline, k.default_seed, k.rollout, k.audit)
         try:
             found, seeded = await self._restore(
-                keys=[k.epoch, k.active, k.offline, k.default_seed],
-                args=[epoch, active, "known" if known else "fresh", DEFAULT_MARK_TTL, *offline],
+                keys=[*touched, k.events],
+                args=[
+                    epoch,
+                    active,
+                    "known" if known else "fresh",
+                    DEFAULT_MARK_TTL,
+                    back.document,
+                    f"{time.time():.3f}",
+                    AUDIT_MAXLEN,
+                    back.source,
+                    back.from_,
+                    back.to,
+                    back.reason,
+                    *offline,
+                ],
             )
         except (RedisError, OSError) as exc:
-            k = self.keys
-            raise await self._failure(exc, k.epoch, k.active, k.offline, k.default_seed) from exc
+            raise await self._failure(exc, *touched) from exc
         return str(found), bool(seeded)
 
     async def switch(self, system: str, source: str, known: Sequence[str]) -> str:
@@ -801,6 +972,10 @@ class RedisStore:
     async def leader(self) -> str | None:
         try:
             value = await self._client.get(self.keys.leader)
+        except ResponseError as exc:
+            if is_wrong_type(exc):
+                return None  # nobody holds it: the next tick's hold_leader replaces it
+            raise self._unavailable(exc) from exc
         except (RedisError, OSError) as exc:
             raise await self._failure(exc, self.keys.leader) from exc
         return None if value is None else str(value)
@@ -813,9 +988,17 @@ class RedisStore:
 
     async def heartbeat(self, instance: str, document: Mapping[str, Any]) -> None:
         try:
-            await self._client.hset(self.keys.instances, instance, orjson.dumps(document))
+            replaced = await self._heartbeat(
+                keys=[self.keys.instances], args=[instance, orjson.dumps(document)]
+            )
         except (RedisError, OSError) as exc:
             raise await self._failure(exc, self.keys.instances) from exc
+        if replaced:
+            log.warning(
+                "Redis key %r held another kind of value than the instance registry (a hash); "
+                "replaced it (every instance writes its entry again within a heartbeat)",
+                self.keys.instances,
+            )
 
     async def instances(self, now: float, stale_after: float) -> list[dict[str, Any]]:
         """Live instances; those silent for longer than `stale_after` are dropped here."""
@@ -844,7 +1027,8 @@ class RedisStore:
         return [
             AuditEntry(
                 id=entry_id,
-                time=float(data.get("time", 0.0)),
+                # An entry added with redis-cli XADD may lack any field or hold anything.
+                time=_float_or_none(data.get("time")) or 0.0,
                 action=data.get("action", "switch"),
                 source=data.get("source", ""),
                 from_=data.get("from", ""),
@@ -1024,8 +1208,19 @@ class MemoryStore:
         return True
 
     async def restore(
-        self, epoch: str, active: str, offline: Sequence[str], *, known: bool = False
+        self,
+        epoch: str,
+        active: str,
+        offline: Sequence[str],
+        *,
+        known: bool = False,
+        rollout: RolloutRestore | None = None,
     ) -> tuple[str, bool]:
+        if rollout is not None and self.rollout is None:
+            self.rollout = rollout.document
+            self._append(
+                "rollout-restore", rollout.source, rollout.from_, rollout.to, rollout.reason
+            )
         created = self.epoch is None
         if created:
             self.epoch = epoch

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
+from router import rollout as rollout_model
 from router.admin.spec import Body, Params, SystemId, SystemRef
 
 SYSTEM_STATES = Literal["active", "draining", "drained", "offline", "preview"]
@@ -53,9 +54,19 @@ class Liveness(BaseModel):
 RefusedReason = Literal["unknown", "offline"]
 
 
+class KeyProblem(BaseModel):
+    """A key of the router's Redis namespace holding something token-router cannot use."""
+
+    key: str = Field(description="The Redis key, e.g. tokenrouter:generation.")
+    message: str = Field(description="What it holds, why it is unusable, and the fix.")
+
+
 class Readiness(BaseModel):
     status: Literal["ready", "degraded", "starting", "stopping"]
     error: str | None = Field(None, description="Why degraded or starting.")
+    problems: list[KeyProblem] = Field(
+        [], description="Keys holding something unusable (degraded until they are fixed)."
+    )
     refused: str | None = Field(
         None, description="A value in <prefix>:active that routing refused."
     )
@@ -111,6 +122,9 @@ class StoreHealth(BaseModel):
     degraded: bool = Field(description="Redis away: routing on the last known state.")
     degraded_since: float | None
     error: str | None
+    problems: list[KeyProblem] = Field(
+        description="Keys holding something token-router cannot use, each with its fix."
+    )
     last_sync: float | None
     persistence: Literal["aof", "rdb", "aof+rdb", "none", "unknown", "memory"] = Field(
         description="How Redis persists its data (CONFIG GET)."
@@ -271,12 +285,19 @@ class RolloutRequest(GuardRequest):
         description="Percentages of new sessions, strictly increasing, 1..100.",
         examples=["5,25,50,100", [5, 25, 50, 100]],
     )
-    interval: float = Field(gt=0, lt=604_800, description="Seconds each step holds.")
+    interval: float = Field(
+        ge=rollout_model.MIN_INTERVAL,
+        le=rollout_model.MAX_INTERVAL,
+        description="Seconds each step holds: a second to a week.",
+    )
     max_error_rate: float = Field(
         0.05, gt=0, le=1, description="Abort when this share of the target's token requests fails."
     )
     min_requests: int = Field(
-        20, ge=1, description="Token requests in a step before the error share counts."
+        20,
+        ge=1,
+        le=rollout_model.MAX_MIN_REQUESTS,
+        description="Token requests in a step before the error share counts (1 to 1,000,000).",
     )
 
 

@@ -54,9 +54,10 @@ async def status_main(args: argparse.Namespace) -> int:
 
 def exit_code(doc: dict[str, Any]) -> int:
     """0 when all is in order; EXIT_REFUSED_VALUE while the active key holds a value the
-    routers refuse (routing is fail-static on the last valid one, an operator must fix the
-    key), so scripts and monitors need not parse the output."""
-    return 0 if doc["refused"] is None else EXIT_REFUSED_VALUE
+    routers refuse (routing is fail-static on the last valid one) or a key of the namespace
+    holds something unusable: an operator must fix a key, and scripts and monitors need not
+    parse the output to know it."""
+    return 0 if doc["refused"] is None and not doc["problems"] else EXIT_REFUSED_VALUE
 
 
 async def status_document(ctx: Context, history: DrainHistory | None = None) -> dict[str, Any]:
@@ -86,6 +87,7 @@ async def status_document(ctx: Context, history: DrainHistory | None = None) -> 
         "store": store.description,
         "active": snapshot.active,
         "refused": None if refused is None else {"value": refused.value, "reason": refused.reason},
+        "problems": [p.to_json() for p in stored.problems],
         "generation": stored.generation,
         "rollout": await operations.rollout_view(store, time.time()),
         "systems": systems,
@@ -118,6 +120,8 @@ def status_lines(doc: dict[str, Any], now: float) -> list[str]:
             f"REFUSED  active holds {doc['refused']['value']!r} ({doc['refused']['reason']}); "
             f"routers stay on {doc['active']!r}"
         )
+    for problem in doc["problems"]:
+        lines.append(f"PROBLEM  {problem['message']}")
     lines += rollout_lines(doc["rollout"], now)
     lines.append("")
     lines.append(
