@@ -95,11 +95,18 @@ def _toml(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def router_config(
-    path: Path, port: int, admin_port: int, redis_port: int, gateways: dict[str, Service]
+    path: Path,
+    port: int,
+    admin_port: int,
+    redis_port: int,
+    gateways: dict[str, Service],
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """The bench's router.toml: real Redis, no access log (SPEC: measure the proxy).
 
@@ -116,6 +123,7 @@ def router_config(
         "log_level": "warning",
         "shutdown_timeout": 2.0,
         "release_dir": str(path.with_name(f"{path.stem}-releases")),
+        **(extra or {}),
     }
     lines = ["[router]", *(f"{k} = {_toml(v)}" for k, v in router.items())]
     for i, (name, gateway) in enumerate(gateways.items()):

@@ -296,9 +296,43 @@ class Affinity:
         if found is not None or self.holder.degraded:
             return found
         try:
-            found = await self.store.lookup_affinity(kind, ident)
+            entry = await self.store.affinity_entry(kind, ident)
         except StoreUnavailable:
             return None
-        if found is not None:
-            self.cache.put(kind, ident, found, now + self.ttl)
-        return found
+        if entry is None:
+            return None
+        # Kept no longer than Redis keeps it: a copy that outlived Redis's record would go on
+        # naming this issuer after another system's id of the same value was claimed.
+        self.cache.put(kind, ident, entry[0], now + min(entry[1], self.ttl))
+        return entry[0]
+
+    async def claim(self, kind: AffinityKind, ident: str, system: str) -> str | None:
+        """Record that `system` issued `ident` unless another system is known to hold it:
+        returns that other system (nothing is recorded), else None (recorded).
+
+        For ids two systems may draw alike (7-digit short codes): the router must never hand
+        out an id it still routes to another system. Awaited before the answer, unlike
+        `record`, so an id is in Redis before any client can name it; atomic in Redis, so
+        two instances claiming one id for two systems cannot both win. While Redis is away
+        only this instance's cache is consulted and the record is kept for replay, as
+        `record` does (the replay leaves an id another system claimed meanwhile to it).
+        """
+        now = time.time()
+        cached = self.cache.get(kind, ident, now)
+        if cached is not None and cached != system:
+            return cached
+        counted = self.open_ttl(kind)
+        rec = AffinityRecord(kind, ident, system, self.ttl, counted)
+        if not self.holder.degraded:
+            try:
+                holder = await self.store.claim_affinity(rec, now)
+            except StoreUnavailable as exc:
+                log.warning("%s %s of %s claimed locally only: %s", kind, ident, system, exc)
+            else:
+                if holder is not None:
+                    return holder
+                self.cache.put(kind, ident, system, now + self.ttl, now + counted)
+                return None
+        self.cache.put(kind, ident, system, now + self.ttl, now + counted)
+        self.pending.append(rec)
+        return None

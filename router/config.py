@@ -199,6 +199,14 @@ class RouterConfig:
         default=16_777_216,
         metadata=_help("Largest gateway answer accepted, in bytes (502 above, connection closed)."),
     )
+    answer_budget: int = field(
+        default=67_108_864,
+        metadata=_help(
+            "Bytes of gateway answers one worker holds at once, over all requests and"
+            " systems (503 overloaded with Retry-After above it, never unbounded growth);"
+            " at least max_response_size."
+        ),
+    )
     client_header_timeout: float = field(
         default=60.0,
         metadata=_help(
@@ -541,6 +549,15 @@ def _check_rollout_timing(router: RouterConfig) -> None:
         )
 
 
+def _check_answer_budget(router: RouterConfig) -> None:
+    if router.answer_budget < router.max_response_size:
+        raise ConfigError(
+            "router.answer_budget",
+            f"{router.answer_budget} is below router.max_response_size"
+            f" ({router.max_response_size}): the largest answer allowed could never be held",
+        )
+
+
 def _check_router(router: RouterConfig, systems: Mapping[str, SystemConfig]) -> RouterConfig:
     _, port = check_listen("router.listen", router.listen)
     check_listen("router.admin_listen", router.admin_listen)
@@ -562,6 +579,7 @@ def _check_router(router: RouterConfig, systems: Mapping[str, SystemConfig]) -> 
         )
     _check_state_keys(router)
     _check_rollout_timing(router)
+    _check_answer_budget(router)
     if router.prefer_policy not in PREFER_POLICIES:
         raise ConfigError("router.prefer_policy", f"must be one of {', '.join(PREFER_POLICIES)}")
     if router.log_format not in LOG_FORMATS:

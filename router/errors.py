@@ -135,6 +135,12 @@ class UpstreamTooLarge(UpstreamUnavailable):
     code = "upstream_too_large"
 
 
+class ShortCodeCollision(UpstreamUnavailable):
+    """A system kept answering short codes the router still routes to another system."""
+
+    code = "short_code_collision"
+
+
 class SystemOffline(RequestError):
     status = 503
     code = "system_offline"
@@ -143,6 +149,14 @@ class SystemOffline(RequestError):
 class ServiceUnavailable(RequestError):
     status = 503
     code = "unavailable"
+
+
+class Overloaded(ServiceUnavailable):
+    """This worker holds as many gateway answer bytes as its budget allows
+    (router.answer_budget); answered with Retry-After."""
+
+    code = "overloaded"
+    retry_after = 1.0
 
 
 class UpstreamTimeout(RequestError):

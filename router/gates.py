@@ -24,7 +24,7 @@ from router.errors import BadRequest, GateRefused
 from router.gateways.prober import describe_failure, probe_target
 from router.upstream import gateway_ssl
 
-GATES = ("offline", "health", "expect", "active", "rollout")
+GATES = ("offline", "health", "expect", "active", "rollout", "open")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,29 @@ def check_target(
             )
         )
     return refused
+
+
+def check_offline(
+    system: str, open_count: int | None, source: str, unknown_why: str = ""
+) -> list[GateRefused]:
+    """Marking `system` offline answers everything that still belongs to it with 503 at
+    once: refused while it holds calls, or while nobody can tell (the same gate on the CLI,
+    the API and the page, which says the count in its dialog)."""
+    if open_count == 0:
+        return []
+    if open_count is None:
+        why = f" ({unknown_why})" if unknown_why else ""
+        message = (
+            f"{system}'s open sessions are unknown{why}: marking it offline could cut calls "
+            f"that are still open; wait until `drain-wait {system}` says drained"
+        )
+    else:
+        message = (
+            f"{system} still holds {open_count} open session(s) and short code(s) "
+            f"({source} count): marking it offline answers them with 503 at once; wait "
+            f"until `drain-wait {system}` says drained"
+        )
+    return [GateRefused("open", message, system=system)]
 
 
 def enforce(refusals: list[GateRefused], force: bool) -> str:

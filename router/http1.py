@@ -53,18 +53,62 @@ class AnswerTooLarge(GatewayError):
         super().__init__(f"the answer is larger than {limit} bytes", sent=True)
 
 
+class OverBudget(GatewayError):
+    """Reading this answer would take the worker's gateway answers held at once past its
+    budget (AnswerBudget); the connection is closed, the request never retried."""
+
+    def __init__(self, budget: AnswerBudget) -> None:
+        super().__init__(
+            f"the worker already holds {budget.held} bytes of gateway answers"
+            f" (budget {budget.limit})",
+            sent=True,
+        )
+        self.limit = budget.limit
+
+
+class AnswerBudget:
+    """Bytes of gateway answers one worker holds at once, over every system's pool.
+
+    `max_response_size` bounds one answer; this bounds their sum (issue 25: 40 concurrent
+    16 MB answers took a worker past 1 GB). An answer takes its declared length before its
+    body is read (or its bytes as they arrive when it declares none) and gives it back once
+    it was written to the client (proxy.py) or failed."""
+
+    __slots__ = ("limit", "held", "peak", "refused")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.peak = 0
+        self.refused = 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            self.refused += 1
+            return False
+        self.held += size
+        self.peak = max(self.peak, self.held)
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held = max(0, self.held - size)
+
+
 class ConnectFailed(GatewayError):
     def __init__(self, message: str) -> None:
         super().__init__(message, sent=False)
 
 
 class Answer:
-    __slots__ = ("status", "headers", "body")
+    __slots__ = ("status", "headers", "body", "held")
 
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    def __init__(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, held: int = 0
+    ) -> None:
         self.status = status
         self.headers = headers
         self.body = body
+        self.held = held  # bytes taken from the pool's AnswerBudget, the caller gives back
 
 
 class _Connection(asyncio.Protocol):
@@ -84,6 +128,7 @@ class _Connection(asyncio.Protocol):
         self._delimited_by_close = False
         self._no_body = False
         self._size = 0
+        self._held = 0  # taken from the pool's budget for the answer being read
         self.reusable = True
 
     # --- asyncio.Protocol ---
@@ -132,9 +177,13 @@ class _Connection(asyncio.Protocol):
         limit = self.pool.max_answer
         for name, value in self._headers:
             # A declared length over the cap fails before a byte of the body is read.
-            if name.lower() == b"content-length" and value.strip().isdigit() and int(value) > limit:
-                self._fail(AnswerTooLarge(limit))
-                return
+            if name.lower() == b"content-length" and value.strip().isdigit():
+                if int(value) > limit:
+                    self._fail(AnswerTooLarge(limit))
+                    return
+                # The whole declared body is taken at once: refused before it is read.
+                if not self._hold(int(value)):
+                    return
         if self._no_body:
             # llhttp cannot know the request was a HEAD: answer now, never reuse.
             self.reusable = False
@@ -146,7 +195,19 @@ class _Connection(asyncio.Protocol):
         if self._size > self.pool.max_answer:  # chunked or close-delimited: counted as read
             self._fail(AnswerTooLarge(self.pool.max_answer))
             return
+        if self._size > self._held and not self._hold(self._size - self._held):
+            return
         self._body.append(body)
+
+    def _hold(self, size: int) -> bool:
+        budget = self.pool.budget
+        if budget is None or size <= 0:
+            return True
+        if not budget.take(size):
+            self._fail(OverBudget(budget))
+            return False
+        self._held += size
+        return True
 
     def on_message_complete(self) -> None:
         assert self._parser is not None
@@ -162,7 +223,9 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-            waiter.set_result(Answer(self._status, self._headers, body))
+            # The answer carries what it holds of the budget; the exchange keeps none.
+            held, self._held = self._held, 0
+            waiter.set_result(Answer(self._status, self._headers, body, held))
 
     def _fail(self, exc: GatewayError) -> None:
         self.reusable = False
@@ -188,12 +251,26 @@ class _Connection(asyncio.Protocol):
         self._head_done = False
         self._no_body = method in _NO_BODY
         self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self._waiter
         transport.write(request)
         try:
-            return await self._waiter
+            return await waiter
+        except BaseException:
+            # Cancelled (a deadline) after the answer was complete: nobody will give back
+            # what it holds unless done here.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._give_back(waiter.result().held)
+            raise
         finally:
             self._waiter = None
             self._parser = None
+            # Failed or cancelled part-way: what it had taken goes back at once.
+            self._give_back(self._held)
+            self._held = 0
+
+    def _give_back(self, size: int) -> None:
+        if size and self.pool.budget is not None:
+            self.pool.budget.give_back(size)
 
 
 class GatewayPool:
@@ -209,9 +286,11 @@ class GatewayPool:
         connect_timeout: float,
         keepalive: float = 15.0,
         max_answer: int = 16_777_216,
+        budget: AnswerBudget | None = None,
     ) -> None:
         self.host = host
         self.max_answer = max_answer  # router.max_response_size
+        self.budget = budget  # router.answer_budget, shared by the worker's pools
         self.port = port
         self.ssl = ssl_context
         self.limit = max(1, limit)

@@ -15,8 +15,11 @@ from typing import Any
 
 from router import rollout as model
 from router.config import Config
+from router.drain import DrainFacts, deciding_count
 from router.errors import BadRequest, Conflict, GateRefused
-from router.gates import GateProber, check_target, enforce, known_target
+from router.gates import GateProber, check_offline, check_target, enforce, known_target
+from router.gateways.reports import read_counts
+from router.gateways.stats import probe_all
 from router.instances import STALE_BEATS
 from router.rollout import Rollout
 from router.state import Snapshot, build_snapshot
@@ -189,6 +192,27 @@ async def undo(
     )
 
 
+async def open_count(store: StateStore, config: Config, system: str) -> tuple[int | None, str, str]:
+    """(count, source, why unknown) of `system`, decided as every surface decides "drained"
+    (router/drain.py): the gateway's own count where it has a stats_url, else the routers'."""
+    counts, _, error = await read_counts(store, config.system_ids)
+    gateway_open, gateway_error = None, ""
+    configured = config.systems[system]
+    if configured.stats_url:
+        gateway_open, gateway_error = (await probe_all({system: configured})).get(
+            system, (None, "")
+        )
+    facts = DrainFacts(
+        system=system,
+        router_open=None if counts is None else counts.get(system, 0),
+        stats_configured=bool(configured.stats_url),
+        gateway_open=gateway_open,
+        gateway_error=gateway_error,
+    )
+    count, source = deciding_count(facts)
+    return count, source, gateway_error or error
+
+
 async def set_offline(
     store: StateStore,
     config: Config,
@@ -199,11 +223,18 @@ async def set_offline(
     force: bool = False,
     reason: str = "",
 ) -> None:
-    """Offline/online; offlining the active system is refused unless forced (atomically)."""
+    """Offline/online through the gates: offlining the active system (atomically) or a system
+    that still holds calls is refused unless forced."""
     sid = known_target(system, config.system_ids)
     overrode = ""
-    if offline and force and snapshot_of(await store.read_state(), config).active == sid:
-        overrode = "active: it is the active system"
+    if offline:
+        stored = await store.read_state()
+        active = snapshot_of(stored, config).active
+        if active == sid:
+            overrode = "active: it is the active system" if force else ""
+        elif sid not in stored.offline:
+            count, counted_by, unknown = await open_count(store, config, sid)
+            overrode = enforce(check_offline(sid, count, counted_by, unknown), force)
     await store.set_offline(
         sid,
         offline,

@@ -27,12 +27,19 @@ from router.errors import (
     MalformedJSON,
     RequestError,
     RequestTimeout,
+    ShortCodeCollision,
     StoreUnavailable,
     TooManyAttempts,
     UpstreamTimeout,
 )
 from router.logs import loggable_path, request_id
-from router.responses import JSON_TYPE, SYSTEM_HEADER, body_response, error_response
+from router.responses import (
+    JSON_TYPE,
+    SEPARATE_BODY_FROM,
+    SYSTEM_HEADER,
+    body_response,
+    error_response,
+)
 from router.routing import (
     BROWSER,
     IDEMPOTENT,
@@ -70,6 +77,11 @@ LIBRARY_CACHE = "public, max-age=60"
 # routes a browser loads (COOKIE_ROUTES), so a tester's browser previews an idle system.
 PREVIEW_COOKIE = "token_router_preview"
 COOKIE_ROUTES = frozenset({Route.LIBRARY, Route.CURRENT})
+# Short codes a system is asked for, at most, when the ones it answers are codes the router
+# still routes to another system (7 digits drawn by each system on its own: they meet).
+# Each try is a collision with a live code; five in a row mean the code space is nearly
+# full, which an operator must hear about rather than a client wait for.
+CODE_TRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,12 +166,29 @@ class ProxyHandler:
         self.requests: Counter[tuple[str, str, int]] = self.metrics.local
         self._preview_marked: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
+        # id(request) -> bytes of router.answer_budget its gateway answers hold, given back
+        # once its answer is written (__call__).
+        self._held: dict[int, int] = {}
         # Seam for the release store: system id -> release id handed out with tokens.
         self.releases = runtime.releases
         self.release_of: Callable[[str], str | None] = self.releases.release_of
         self.release_files = self.releases.files
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            response = await self._handle(request)
+            if self._held.get(id(request), 0) >= SEPARATE_BODY_FROM:
+                # A large answer holds its budget until it is written, not only built: write
+                # it here (aiohttp's own prepare and write_eof then find it sent).
+                await response.prepare(request)
+                await response.write_eof()
+            return response
+        finally:
+            held = self._held.pop(id(request), 0)
+            if held:
+                self.runtime.answer_budget.give_back(held)
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         rid = request_id(request.headers.get(REQUEST_ID_HEADER))
         try:
             check_origin_form(request.raw_path)
@@ -192,6 +221,8 @@ class ProxyHandler:
                 self._mark_preview(decision.system)
             if match.route is Route.CURRENT:
                 response: web.StreamResponse = self._current(decision)
+            elif match.route is Route.CODE_CREATE:
+                response = await self._create_code(request, match, decision, rid)
             else:
                 response = await self._forward(request, match, decision, rid, body)
                 if facts.owner is None and match.route in NOT_MINE:
@@ -342,6 +373,8 @@ class ProxyHandler:
                     request.method, target, headers, body, idempotent=route in IDEMPOTENT
                 )
                 elapsed = time.perf_counter() - started
+                if answer.held:
+                    self._held[id(request)] = self._held.get(id(request), 0) + answer.held
         except TimeoutError:
             if not sent:
                 raise RequestTimeout(
@@ -378,6 +411,45 @@ class ProxyHandler:
             out.headers["Cache-Control"] = "private, no-store" if preview else LIBRARY_CACHE
             out.headers["Vary"] = "Cookie"
         return out
+
+    async def _create_code(
+        self, request: web.BaseRequest, match: Match, decision: Forward, rid: str
+    ) -> web.Response:
+        """Forward a short-code create; hand out the code only once it is claimed for the
+        system that issued it (affinity.Affinity.claim). A code the router still routes to
+        another system is never handed out: the same system is asked for another one."""
+        try:
+            async with asyncio.timeout(self.total_timeout):
+                body = await self._read_body(request) if request.can_read_body else b""
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {self.total_timeout:g} s"
+                " (router.total_timeout)"
+            ) from None
+        system = decision.system
+        holders = []
+        for _ in range(CODE_TRIES):
+            answer = await self._forward(request, match, decision, rid, body)
+            raw = answer.body if isinstance(answer.body, bytes) else b""
+            code = _field(raw, "shortCode") if answer.status == 200 else None
+            if code is None:
+                return answer
+            holder = await self.runtime.affinity.claim("code", code, system)
+            if holder is None:
+                return answer
+            holders.append(holder)
+            log.warning(
+                "system %r issued short code %s, which %r still holds: asking for another",
+                system,
+                code,
+                holder,
+            )
+        raise ShortCodeCollision(
+            f"system {system!r} answered {CODE_TRIES} short codes in a row that the router"
+            f" still routes to {', '.join(sorted(set(holders)))}: try again; if this persists,"
+            " the systems' short-code space is nearly used up",
+            system=system,
+        )
 
     async def _ask_others(
         self,
@@ -424,10 +496,7 @@ class ProxyHandler:
             sid = _field(body, "sessionid")
             if sid:
                 affinity.record("session", sid, system)
-        elif route is Route.CODE_CREATE and status == 200:
-            code = _field(body, "shortCode")
-            if code:
-                affinity.record("code", code, system)
+        # A short code is claimed before its answer leaves (_create_code), not learned here.
         elif route is Route.TOKEN_DELETE and (200 <= status < 300 or status == 404):
             affinity.release("session", match.ident, system)
         elif route is Route.CODE_LOOKUP and status == 200:

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.typedefs import LooseHeaders
 
-from router.errors import MethodNotAllowed, RequestError, TooManyAttempts
+from router.errors import MethodNotAllowed, Overloaded, RequestError, TooManyAttempts
 
 SYSTEM_HEADER = "X-Token-Router-System"
 JSON_TYPE = "application/json"
@@ -51,7 +51,7 @@ def error_response(exc: RequestError) -> web.Response:
     headers = {}
     if isinstance(exc, MethodNotAllowed):
         headers["Allow"] = ", ".join(exc.allowed)
-    if isinstance(exc, TooManyAttempts):
+    if isinstance(exc, TooManyAttempts | Overloaded):
         headers["Retry-After"] = str(int(exc.retry_after) + 1)
     if exc.system is not None:
         headers[SYSTEM_HEADER] = exc.system

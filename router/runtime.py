@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from router.affinity import Affinity
 from router.config import Config
 from router.gates import GateProber
+from router.http1 import AnswerBudget
 from router.instances import InstanceRegistry
 from router.loop_probe import LoopProbe
 from router.metrics import Metrics
@@ -57,6 +58,8 @@ class Runtime:
     gate_prober: GateProber | None = None
     registry: InstanceRegistry | None = None
     controller: RolloutController | None = None
+    # Gateway answer bytes this worker holds at once (router.answer_budget), over all pools.
+    answer_budget: AnswerBudget = field(default_factory=lambda: AnswerBudget(1 << 62))
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _probe: LoopProbe | None = None
     _write_back_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -70,12 +73,14 @@ class Runtime:
         r = self.config.router
         self._probe = LoopProbe(self.metrics.on_loop_stall)
         self._probe.start()
+        self.answer_budget = AnswerBudget(r.answer_budget)
         for sid, system in self.config.systems.items():
             self.upstreams[sid] = Upstream(
                 system,
                 connect_timeout=r.connect_timeout,
                 read_timeout=r.read_timeout,
                 max_response_size=r.max_response_size,
+                budget=self.answer_budget,
             )
         self.watcher.recovered.append(self._on_recovered)
         self.watcher.lost.append(self._on_lost)

@@ -194,6 +194,8 @@ class StateStore(Protocol):
     async def audit(self, count: int) -> list[AuditEntry]: ...
     async def write_affinity(self, records: Sequence[AffinityRecord], now: float) -> None: ...
     async def lookup_affinity(self, kind: AffinityKind, ident: str) -> str | None: ...
+    async def affinity_entry(self, kind: AffinityKind, ident: str) -> tuple[str, float] | None: ...
+    async def claim_affinity(self, record: AffinityRecord, now: float) -> str | None: ...
     async def release(self, kind: AffinityKind, ident: str, system: str) -> None: ...
     async def open_counts(self, systems: Sequence[str], now: float) -> dict[str, int]: ...
     async def mark_preview(self, system: str, ttl: int) -> None: ...
@@ -505,12 +507,30 @@ return replaced
 _AFFINITY = """
 -- KEYS[1]: one open-items key of the batch (routes the call in a cluster; see keys.py)
 -- ARGV[1]: JSON [[affinity key, open key, system, ttl, member, expiry], ...]
+-- An id another system holds is left to it: the first issuer keeps it (a short code two
+-- systems drew alike must not move to the last one that reported it; see claim_affinity).
 local records = cjson.decode(ARGV[1])
+local written = 0
 for _, r in ipairs(records) do
-  redis.call('SET', r[1], r[3], 'EX', r[4])
-  if r[2] ~= '' then redis.call('ZADD', r[2], r[6], r[5]) end
+  local holder = redis.call('GET', r[1])
+  if not holder or holder == r[3] then
+    redis.call('SET', r[1], r[3], 'EX', r[4])
+    if r[2] ~= '' then redis.call('ZADD', r[2], r[6], r[5]) end
+    written = written + 1
+  end
 end
-return #records
+return written
+"""
+
+_CLAIM = """
+-- KEYS[1]: the affinity key
+-- ARGV: system, ttl, open key ('' = not counted), open member, open expiry
+-- Takes the id for ARGV[1] unless another system holds it; returns that system, or ''.
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return holder end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if ARGV[3] ~= '' then redis.call('ZADD', ARGV[3], ARGV[5], ARGV[4]) end
+return ''
 """
 
 _RESTORE = (
@@ -640,6 +660,7 @@ class RedisStore:
         self._observe = self._client.register_script(_OBSERVE)
         self._offline = self._client.register_script(_OFFLINE)
         self._affinity = self._client.register_script(_AFFINITY)
+        self._claim = self._client.register_script(_CLAIM)
         self._restore = self._client.register_script(_RESTORE)
         self._rollout = self._client.register_script(_ROLLOUT)
         self._leader = self._client.register_script(_LEADER)
@@ -1069,6 +1090,42 @@ class RedisStore:
             raise await self._failure(exc, self.keys.affinity(kind, ident)) from exc
         return None if value is None else str(value)
 
+    async def affinity_entry(self, kind: AffinityKind, ident: str) -> tuple[str, float] | None:
+        """The issuer and the seconds Redis keeps it: a copy cached for longer could still
+        name this issuer after Redis forgot it and another system's id took its place."""
+        key = self.keys.affinity(kind, ident)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.get(key)
+                pipe.pttl(key)
+                value, pttl = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, key) from exc
+        if value is None:
+            return None
+        return str(value), max(0.0, int(pttl) / 1000) if int(pttl) >= 0 else 0.0
+
+    async def claim_affinity(self, record: AffinityRecord, now: float) -> str | None:
+        """Record `record` unless another system holds its id; returns that system, else
+        None. Atomic, so two instances claiming one id for two systems cannot both win."""
+        k = self.keys
+        key = k.affinity(record.kind, record.ident)
+        counted = k.open_items(record.system) if record.counted > 0 else ""
+        try:
+            holder = await self._claim(
+                keys=[key],
+                args=[
+                    record.system,
+                    record.ttl,
+                    counted,
+                    _member(record.kind, record.ident),
+                    now + record.counted,
+                ],
+            )
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, key, *([counted] if counted else [])) from exc
+        return str(holder) or None
+
     async def release(self, kind: AffinityKind, ident: str, system: str) -> None:
         try:
             async with self._client.pipeline(transaction=False) as pipe:
@@ -1383,6 +1440,9 @@ class MemoryStore:
 
     async def write_affinity(self, records: Sequence[AffinityRecord], now: float) -> None:
         for r in records:
+            held = self.affinity.get((r.kind, r.ident))
+            if held is not None and held[0] != r.system and held[1] > time.time():
+                continue  # the first issuer keeps its id (RedisStore._AFFINITY)
             self.affinity[(r.kind, r.ident)] = (r.system, now + r.ttl)
             if r.counted > 0:
                 self.open.setdefault(r.system, {})[_member(r.kind, r.ident)] = now + r.counted
@@ -1392,6 +1452,18 @@ class MemoryStore:
         if found is None or found[1] <= time.time():
             return None
         return found[0]
+
+    async def affinity_entry(self, kind: AffinityKind, ident: str) -> tuple[str, float] | None:
+        found = self.affinity.get((kind, ident))
+        left = 0.0 if found is None else found[1] - time.time()
+        return None if found is None or left <= 0 else (found[0], left)
+
+    async def claim_affinity(self, record: AffinityRecord, now: float) -> str | None:
+        held = await self.affinity_entry(record.kind, record.ident)
+        if held is not None and held[0] != record.system:
+            return held[0]
+        await self.write_affinity([record], now)
+        return None
 
     async def release(self, kind: AffinityKind, ident: str, system: str) -> None:
         self.affinity.pop((kind, ident), None)

@@ -19,12 +19,21 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from router.config import SystemConfig
 from router.errors import (
     BadRequest,
+    Overloaded,
     RequestError,
     UpstreamTimeout,
     UpstreamTooLarge,
     UpstreamUnavailable,
 )
-from router.http1 import AnswerTooLarge, ConnectFailed, GatewayError, GatewayPool, encode_request
+from router.http1 import (
+    AnswerBudget,
+    AnswerTooLarge,
+    ConnectFailed,
+    GatewayError,
+    GatewayPool,
+    OverBudget,
+    encode_request,
+)
 
 log = logging.getLogger("router.upstream")
 
@@ -131,6 +140,7 @@ class UpstreamAnswer:
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+    held: int = 0  # bytes of the worker's AnswerBudget this answer holds (proxy gives back)
 
 
 def gateway_ssl(system: SystemConfig) -> ssl.SSLContext | bool:
@@ -185,8 +195,10 @@ class Upstream:
         connect_timeout: float,
         read_timeout: float,
         max_response_size: int = 16_777_216,
+        budget: AnswerBudget | None = None,
     ) -> None:
         self.system = system
+        self.budget = budget
         self.base = system.gateway.rstrip("/")
         self.read_timeout = read_timeout
         self.max_response_size = max_response_size
@@ -201,6 +213,7 @@ class Upstream:
             limit=system.max_connections,
             connect_timeout=connect_timeout,
             max_answer=max_response_size,
+            budget=budget,
         )
         ssl_context = gateway_ssl(system)
         if ssl_context is False:
@@ -262,7 +275,9 @@ class Upstream:
                 answer = await self.pool.request(
                     request, method, read_timeout=self.read_timeout, fresh=fresh
                 )
-                return UpstreamAnswer(answer.status, answer_headers(answer.headers), answer.body)
+                return UpstreamAnswer(
+                    answer.status, answer_headers(answer.headers), answer.body, answer.held
+                )
             except TimeoutError:
                 raise UpstreamTimeout(
                     f"system {sid!r} did not answer within {self.read_timeout:g} s", system=sid
@@ -276,6 +291,13 @@ class Upstream:
                         f"{text.replace('cannot connect', f'cannot connect to system {sid!r}')}"
                     )
                 raise UpstreamUnavailable(message, system=sid) from None
+            except OverBudget as exc:
+                # Never retried: it is this worker that has no room, not the gateway failing.
+                raise Overloaded(
+                    f"this router worker already holds its budget of gateway answers"
+                    f" ({exc.limit} bytes, router.answer_budget): try again shortly",
+                    system=sid,
+                ) from None
             except AnswerTooLarge:
                 # Never retried: the same gateway would send the same answer again.
                 raise UpstreamTooLarge(

@@ -20,7 +20,8 @@ SMALL = b'{"sessionid": "hostile-1"}'
 @dataclass
 class HostileGateway:
     """`mode`: "ok" (a small JSON answer), "big" (`size` bytes with a Content-Length),
-    "chunked" (`size` bytes, chunked, no length) or "trickle" (one byte every `every` s)."""
+    "chunked" (`size` bytes, chunked, no length), "trickle" (one byte every `every` s) or
+    "hold" (a head declaring `size` bytes, the body only once `go` is set)."""
 
     mode: str = "ok"
     size: int = 0
@@ -28,6 +29,7 @@ class HostileGateway:
     connections: int = 0
     requests: list[str] = field(default_factory=list)
     server: asyncio.Server | None = None
+    go: asyncio.Event = field(default_factory=asyncio.Event)
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     @property
@@ -83,6 +85,11 @@ class HostileGateway:
                 writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 await writer.drain()
             writer.write(b"0\r\n\r\n")
+        elif self.mode == "hold":
+            writer.write(b"HTTP/1.1 200 OK\r\n" + json + b"Content-Length: %d\r\n\r\n" % self.size)
+            await writer.drain()
+            await self.go.wait()
+            writer.write(b"x" * self.size)
         elif self.mode == "trickle":
             writer.write(b"HTTP/1.1 200 OK\r\n" + json + b"Content-Length: 1000\r\n\r\n")
             for _ in range(1000):

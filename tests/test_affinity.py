@@ -12,7 +12,7 @@ import pytest
 from router.affinity import MAX_BATCH, QUEUE_MAX, REPLAY_MAX, Affinity, LocalCache
 from router.keys import Keys
 from router.state import Snapshot, StateHolder
-from router.store import MemoryStore, RedisStore, StateStore
+from router.store import AffinityRecord, MemoryStore, RedisStore, StateStore
 from tests.helpers import REDIS_TIMEOUT, RedisServer
 
 KEYS = Keys("tokenrouter")
@@ -171,6 +171,26 @@ async def test_owner_from_cache_then_store(setup: Setup) -> None:
     other = Affinity(setup.store, setup.holder, cache_size=10, ttl=3600)
     assert await other.owner("code", "1234567") == "b"
     assert other.cache.get("code", "1234567", 0.0) == "b"
+
+
+async def test_a_learned_owner_is_cached_no_longer_than_the_store_keeps_it(setup: Setup) -> None:
+    """A copy outliving the store's record would go on naming its issuer after another
+    system's id of the same value was claimed: instances' caches would disagree."""
+    await setup.store.write_affinity([AffinityRecord("code", "7777777", "a", 5)], time.time())
+    assert await setup.affinity.owner("code", "7777777") == "a"
+    assert setup.affinity.cache.get("code", "7777777", time.time() + 1) == "a"
+    assert setup.affinity.cache.get("code", "7777777", time.time() + 10) is None
+
+
+async def test_claim_refuses_an_id_another_system_holds(setup: Setup) -> None:
+    affinity = setup.affinity
+    assert await affinity.claim("code", "1234567", "a") is None
+    assert affinity.cache.get("code", "1234567", 0.0) == "a"  # cached at once
+    assert await affinity.claim("code", "1234567", "b") == "a"  # from the cache
+    other = Affinity(setup.store, setup.holder, cache_size=10, ttl=3600)
+    assert await other.claim("code", "1234567", "b") == "a"  # from the store
+    assert await other.claim("code", "1234567", "a") is None  # the holder may renew it
+    assert await setup.store.lookup_affinity("code", "1234567") == "a"
 
 
 async def test_release_forgets_everywhere(setup: Setup) -> None:

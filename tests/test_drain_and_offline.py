@@ -58,9 +58,24 @@ async def test_offline_system_answers_503_at_once(
     sid, _ = await new_token(http, r1)
     await issued_everywhere(r1)
     await switch_to(redis_server, pair, "b")
+    # a still holds the token: refused, the count named, as the CLI and the page refuse it
     async with http.post(r1.admin_url + "/api/systems/a/offline", headers=ADMIN_AUTH) as resp:
+        assert resp.status == 409
+        doc = await resp.json()
+        assert (doc["gate"], doc["override"], doc["system"]) == ("open", '"force": true', "a")
+        assert "a still holds 1 open session(s)" in doc["message"], doc
+    assert redis_server.command("SCARD", "tokenrouter:offline") == ":0"
+    async with http.post(
+        r1.admin_url + "/api/systems/a/offline",
+        json={"force": True, "reason": "gateway broken"},
+        headers=ADMIN_AUTH,
+    ) as resp:
         assert resp.status == 200
     await wait_until(lambda: all(r.server.runtime.holder.current.is_offline("a") for r in pair))
+    async with http.get(r1.admin_url + "/api/audit", headers=ADMIN_AUTH) as resp:
+        last = (await resp.json())["entries"][0]
+    assert (last["action"], last["to"], last["forced"]) == ("offline", "a", True)
+    assert "forced past open: a still holds 1" in last["reason"], last
     async with http.delete(r2.proxy_url + f"/gateway/sessions/session/id/{sid}") as resp:
         assert resp.status == 503
         doc = await resp.json()

@@ -292,6 +292,22 @@ async def test_affinity_rewrite_moves_nothing_twice(case: StoreCase) -> None:
     assert await case.store.open_counts(["b"], now + 1) == {"b": 1}
 
 
+async def test_the_first_issuer_keeps_an_id(case: StoreCase) -> None:
+    """Two systems drew one short code: neither a claim nor a later write moves it (issue
+    25: the last create silently took the code and its look-ups to the other system)."""
+    now = time.time()
+    assert await case.store.claim_affinity(AffinityRecord("code", "4242424", "a", 60), now) is None
+    other = case.instances[1]
+    assert await other.claim_affinity(AffinityRecord("code", "4242424", "b", 60), now) == "a"
+    assert await other.claim_affinity(AffinityRecord("code", "4242424", "a", 60), now) is None
+    await other.write_affinity([AffinityRecord("code", "4242424", "b", 60)], now)
+    assert await case.store.lookup_affinity("code", "4242424") == "a"
+    assert await case.store.open_counts(["a", "b"], now) == {"a": 1, "b": 0}
+    entry = await other.affinity_entry("code", "4242424")
+    assert entry is not None and entry[0] == "a" and 0 < entry[1] <= 60
+    assert await other.affinity_entry("code", "1111111") is None
+
+
 async def test_open_counts_drop_expired(case: StoreCase) -> None:
     # `now` is passed in, so expiry is tested without waiting for the clock.
     await case.store.write_affinity(
@@ -327,6 +343,8 @@ CALLS: list[tuple[str, StoreCall]] = [
     ("audit", lambda s: s.audit(10)),
     ("write_affinity", lambda s: s.write_affinity([AffinityRecord("session", "x", "a", 9)], 1.0)),
     ("lookup_affinity", lambda s: s.lookup_affinity("session", "x")),
+    ("affinity_entry", lambda s: s.affinity_entry("session", "x")),
+    ("claim_affinity", lambda s: s.claim_affinity(AffinityRecord("code", "x", "a", 9), 1.0)),
     ("release", lambda s: s.release("session", "x", "a")),
     ("open_counts", lambda s: s.open_counts(["a"], 1.0)),
     ("mark_preview", lambda s: s.mark_preview("a", 10)),

@@ -285,9 +285,13 @@ OPERATIONS = (
     _write(
         ("POST", "/api/systems/{system}/offline"),
         offline,
-        "Mark a system offline: its requests get 503 at once (the active one only with force)",
+        "Mark a system offline: its requests get 503 at once (the active one, or one that "
+        "still holds calls, only with force)",
         OfflineResult,
-        {GateRefused: "The system is the active one (gate 'active'); force overrides."},
+        {
+            GateRefused: "The system is the active one (gate 'active') or still holds calls "
+            "(gate 'open', the count named); force overrides."
+        },
         path_params=SystemPath,
         body=GuardRequest,
         ok_description="Marked offline (or already offline).",

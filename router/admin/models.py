@@ -306,7 +306,7 @@ class GateRefusal(BaseModel):
 
     error: Literal["refused", "conflict"]
     message: str
-    gate: Literal["offline", "health", "expect", "active"] | None = None
+    gate: Literal["offline", "health", "expect", "active", "open"] | None = None
     override: str | None = Field(None, description='"force": true, or null (expect).')
     system: str | None = None
 

@@ -1,7 +1,8 @@
 """`token-router offline SYSTEM` / `online SYSTEM`: answer SYSTEM's requests with 503, or stop.
 
-Offlining the active system is refused (exit 3, gate `active`) unless `--force`, atomically
-in Redis, exactly as the admin API and page refuse it.
+Offlining the active system (exit 3, gate `active`, atomically in Redis) or a system that still
+holds calls (exit 3, gate `open`, naming the count) is refused unless `--force`, exactly as the
+admin API and page refuse it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ def add_parsers(sub: Subcommands, common: Parser) -> None:
         p.add_argument("system", metavar="SYSTEM")
         if name == "offline":
             p.add_argument(
-                "--force", action="store_true", help="allow marking the active system offline"
+                "--force",
+                action="store_true",
+                help="mark it offline although it is the active system or still holds calls "
+                "(recorded in the audit)",
             )
         else:
             p.set_defaults(force=False)
