@@ -250,6 +250,10 @@ def parse_counts(raw: Mapping[str, str]) -> dict[str, tuple[int, int]]:
     return out
 
 
+# Seconds an instance's clock may run ahead of the reader's and its beat still count.
+HEARTBEAT_SKEW = 300.0
+
+
 def _heartbeat(value: str | bytes, now: float, stale_after: float) -> dict[str, Any] | None:
     """A live instance's heartbeat document, or None when it is stale or was not written by
     a router (a stray `redis-cli HSET` is pruned like a dead instance)."""
@@ -267,8 +271,9 @@ def _heartbeat(value: str | bytes, now: float, stale_after: float) -> dict[str, 
     generation = applied.get("generation", 0)
     if isinstance(generation, bool) or not isinstance(generation, int):
         return None
-    # Silent for too long, or "seen" in the future (a clock no router has): not live.
-    if not -stale_after <= now - seen <= stale_after:
+    # Silent for too long, or "seen" further ahead than any host's clock drifts (a stray
+    # document would otherwise stay live for ever and hold every confirmation up): not live.
+    if not -HEARTBEAT_SKEW <= now - seen <= stale_after:
         return None
     return doc
 
@@ -341,12 +346,15 @@ local function text(value)
 end
 -- Ends a running or paused rollout document in place; returns it when one was running. An
 -- unusable document (redis-cli) is left alone: the routers route nothing by it and name it.
-local function end_rollout(key, state, t, why)
+-- `kept`: an active system that does not overtake the rollout, the one it rolls away from
+-- (an active value a router put back after Redis lost it is no switch).
+local function end_rollout(key, state, t, why, kept)
   local raw = redis.call('GET', key)
   if not raw then return false end
   local ok, doc = pcall(cjson.decode, raw)
   if not ok or type(doc) ~= 'table' then return false end
   if doc.state ~= 'running' and doc.state ~= 'paused' then return false end
+  if kept and doc.source == kept then return false end
   doc.state = state
   doc.ended_at = tonumber(t)
   doc.end_reason = why
@@ -429,7 +437,7 @@ for i = 4, #ARGV do
     audit(KEYS[3], ARGV[3], ARGV[2], 'switch', recorded or '', active, ARGV[1], '', '')
     redis.call('SET', KEYS[2], active)
     local ended = end_rollout(KEYS[5], 'ended', ARGV[2],
-      'active set to ' .. active .. ' outside token-router (bare SET)')
+      'active set to ' .. active .. ' outside token-router (bare SET)', active)
     if ended then
       audit(KEYS[3], ARGV[3], ARGV[2], 'rollout-end', ended.source, ended.target, ARGV[1],
         'active set to ' .. active .. ' outside token-router (bare SET)', '')
@@ -1209,12 +1217,12 @@ class MemoryStore:
         self.entries.append(entry)
         del self.entries[:-AUDIT_MAXLEN]
 
-    def _end_rollout(self, state: str, why: str) -> dict[str, Any] | None:
+    def _end_rollout(self, state: str, why: str, kept: str = "") -> dict[str, Any] | None:
         """What the scripts' end_rollout does: end a running or paused rollout in place."""
         if self.rollout is None:
             return None
         doc = orjson.loads(self.rollout)
-        if doc.get("state") not in ("running", "paused"):
+        if doc.get("state") not in ("running", "paused") or (kept and doc.get("source") == kept):
             return None
         doc.update(state=state, ended_at=time.time(), end_reason=why)
         self.rollout = orjson.dumps(doc).decode()
@@ -1377,7 +1385,7 @@ class MemoryStore:
         self._append("switch", source, self.recorded or "", self.active)
         self.recorded = self.active
         why = f"active set to {self.active} outside token-router (bare SET)"
-        ended = self._end_rollout("ended", why)
+        ended = self._end_rollout("ended", why, kept=self.active)
         if ended is not None:
             self._append("rollout-end", source, str(ended["source"]), str(ended["target"]), why)
             self._notify()
