@@ -218,7 +218,7 @@ def _stall_lines(results: dict[str, Any]) -> list[str]:
     if stalls:
         out += [
             "",
-            "## Event-loop stalls of router_w1 (its 2 ms probe, router/loop_probe.py)",
+            "## Event-loop stalls of router_w1 (its 2 ms probe, router/server/loop_probe.py)",
             "",
             "| window | stalls > 1 ms | > 2 ms | > 5 ms | longest at most ms |",
             "| --- | ---: | ---: | ---: | ---: |",

@@ -1,4 +1,4 @@
-"""Event-loop stalls of a router, from its own /metrics (router/loop_probe.py).
+"""Event-loop stalls of a router, from its own /metrics (router/server/loop_probe.py).
 
 The router exports a histogram of stalls over 1 ms (`tokenrouter_loop_stall_seconds`) and
 the longest since start. The harness reads it before and after a window and reports the

@@ -6,7 +6,9 @@ What `docker build` would do, as far as it can be done on the host (same Python 
 1. the build context: the files .dockerignore lets through (Docker's rule: the last
    matching pattern wins, `!` re-includes, a pattern matching a directory covers its files);
 2. the build stage: the Dockerfile's own COPY lines (read from it, so this cannot drift),
-   then `pip install .` into a fresh virtual environment, non-editable, as in the image;
+   then the locked requirements (requirements/runtime.txt, with hashes) into a fresh virtual
+   environment and the project as a wheel built by the locked backend (requirements/build.txt),
+   non-editable, as in the image;
 3. the runtime: `token-router simulate-gateway` and `token-router serve` from that venv,
    configured only by the router service's TOKENROUTER_* variables from compose.yaml
    (Redis and host names swapped for memory:// and 127.0.0.1, workers 1), the image's
@@ -164,7 +166,13 @@ def stage_context(work: Path) -> Path:
             origin = context / source.rstrip("/")
             if not origin.exists():
                 raise SystemExit(f"rehearse: COPY {source} is not in the build context")
-            target = src / dest.rstrip("/") if dest not in ("./", ".") else src / origin.name
+            if dest in ("./", "."):
+                target = src / origin.name
+            elif dest.endswith("/") and not source.endswith("/"):
+                target = src / dest / origin.name  # files into a directory, as Docker does
+                target.parent.mkdir(parents=True, exist_ok=True)
+            else:
+                target = src / dest.rstrip("/")
             if origin.is_dir():
                 shutil.copytree(origin, target)
             else:
@@ -206,13 +214,34 @@ def main() -> int:
     try:
         print(f"context: {len(context_files())} files; staging in {work}")
         src = stage_context(work)
-        venv = work / "venv"
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        # As the build stage does: the runtime lock into the image's venv and the build lock
+        # into a separate one, both with hashes and nothing else; the wheel built by the
+        # locked backend without isolation, installed without dependencies.
+        venv, build = work / "venv", work / "build"
+        for env_dir, lock in ((venv, "runtime"), (build, "build")):
+            subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True)
+            pip = [str(env_dir / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
+            lock_file = src / "requirements" / f"{lock}.txt"
+            subprocess.run(
+                [*pip, "--require-hashes", "--no-deps", "-r", str(lock_file)], check=True
+            )
+        wheels = work / "wheels"
+        subprocess.run(
+            [str(build / "bin" / "pip"), "wheel", "-q", "--disable-pip-version-check", "--no-deps"]
+            + ["--no-build-isolation", "--wheel-dir", str(wheels), str(src)],
+            check=True,
+        )
         pip = [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
-        subprocess.run([*pip, str(src)], check=True)
+        subprocess.run(
+            [*pip, "--no-deps", *map(str, wheels.glob("token_router-*.whl"))], check=True
+        )
         bin_dir = venv / "bin"
         installed = subprocess.run(
-            [str(bin_dir / "python"), "-c", "import router.assets as a; print(a.find_assets())"],
+            [
+                str(bin_dir / "python"),
+                "-c",
+                "import router.admin.assets as a; print(a.find_assets())",
+            ],
             check=True,
             capture_output=True,
             text=True,

@@ -148,8 +148,15 @@ class RouterConfig:
         default=None,
         metadata=_help("Password of the master and replicas behind redis_sentinels."),
     )
+    redis_password_file: str = field(
+        default="", metadata=_help("File holding redis_password (first line), instead of inline.")
+    )
     redis_sentinel_password: Secret | None = field(
         default=None, metadata=_help("Password of the sentinels themselves, if they need one.")
+    )
+    redis_sentinel_password_file: str = field(
+        default="",
+        metadata=_help("File holding redis_sentinel_password (first line), instead of inline."),
     )
     key_prefix: str = field(default="tokenrouter", metadata=_help("Prefix of every Redis key."))
     admin_token: Secret | None = field(
@@ -256,6 +263,13 @@ class RouterConfig:
             " at most affinity_ttl (default 1800, or affinity_ttl if shorter)."
         ),
     )
+    drain_stall_after: Seconds = field(
+        default=120.0,
+        metadata=_help(
+            "Seconds a draining system's open count may go without falling before every"
+            " surface calls the drain stalled instead of estimating an end; 0 never does."
+        ),
+    )
     affinity_cache_size: int = field(
         default=25_000,
         metadata=_help(
@@ -273,6 +287,9 @@ class RouterConfig:
     )
     preview_secret: Secret | None = field(
         default=None, metadata=_help("Secret of the preview header; unset disables preview.")
+    )
+    preview_secret_file: str = field(
+        default="", metadata=_help("File holding preview_secret (first line), instead of inline.")
     )
     cors_origins: tuple[str, ...] = field(
         default=(), metadata=_help("Origins allowed to call Live Assist routes from a browser.")
@@ -599,6 +616,22 @@ def _check_router(router: RouterConfig, systems: Mapping[str, SystemConfig]) -> 
     return router
 
 
+# Secrets that may be given as `<key>_file` instead (admin_token has its own, older rule:
+# the inline token wins).
+SECRET_FILE_KEYS = ("redis_password", "redis_sentinel_password", "preview_secret")
+
+
+def _read_secret_files(values: dict[str, Any]) -> None:
+    """Secrets mounted as files (a Kubernetes Secret volume, systemd's LoadCredential=): the
+    value never sits in the environment or the configuration file."""
+    for key in SECRET_FILE_KEYS:
+        path = values.get(f"{key}_file")
+        if path and values.get(key):
+            raise ConfigError(f"router.{key}_file", f"give {key} or {key}_file, not both")
+        if path:
+            values[key] = _read_token_file(path, f"router.{key}_file")
+
+
 def _read_token_file(path: str, key: str = "router.admin_token_file") -> Secret:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -727,6 +760,7 @@ def build_config(data: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
     if router_values.get("admin_token_file") and not router_values.get("admin_token"):
         router_values["admin_token"] = _read_token_file(router_values["admin_token_file"])
         admin_key = "router.admin_token_file"
+    _read_secret_files(router_values)
     router = _check_router(RouterConfig(**router_values), systems)
     _check_credentials(router, admin_key)
     return Config(router=router, systems=systems)

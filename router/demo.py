@@ -28,9 +28,9 @@ from aiohttp import web
 
 from router.config import build_config
 from router.errors import ConfigError, UsageError
-from router.redis_client import redact
-from router.serve import RouterServer, url_of
+from router.server.run import RouterServer, url_of
 from router.simulator.gateway import create_gateway_app
+from router.state.redis_client import redact
 
 HOST = "127.0.0.1"
 SYSTEMS = (("a", "1.0"), ("b", "2.0"))

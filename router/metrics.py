@@ -29,14 +29,14 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from router.drain import Drain
-from router.state import StateHolder
+from router.state.snapshot import StateHolder
+from router.systems.drain import Drain
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Upstream latency: a token hop is ~1 ms on a LAN, a slow gateway seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-# Event-loop stalls (router/loop_probe.py): SPEC allows none over 1 ms from background work.
+# Event-loop stalls (router/server/loop_probe.py): SPEC allows none over 1 ms from background work.
 STALL_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 
@@ -96,7 +96,7 @@ class Metrics:
         self.loop_stalls = Histogram(
             "tokenrouter_loop_stall_seconds",
             "Event-loop stalls over 1 ms: how late a 2 ms kernel timer tick ran"
-            " (router/loop_probe.py).",
+            " (router/server/loop_probe.py).",
             buckets=STALL_BUCKETS,
             registry=r,
         )
@@ -273,7 +273,7 @@ def render(
 
 
 def drain_families(drains: Sequence[Drain]) -> Iterator[Metric]:
-    """The drain decision (router/drain.py) as gauges: the same verdict as page and CLI."""
+    """The drain decision (router/systems/drain.py) as gauges: the same verdict as page and CLI."""
     families = {
         "open_items": GaugeMetricFamily(
             "tokenrouter_open_items",

@@ -16,20 +16,20 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from router.affinity import Affinity
 from router.config import Config
-from router.gates import GateProber
-from router.http1 import AnswerBudget
-from router.instances import InstanceRegistry
-from router.loop_probe import LoopProbe
 from router.metrics import Metrics
-from router.recovery import check_persistence, write_back
+from router.proxy.http1 import AnswerBudget
+from router.proxy.upstream import Upstream
 from router.releases.service import Releases
-from router.rollout_driver import RolloutController
-from router.state import StateHolder, StateWatcher
-from router.store import StateStore
+from router.server.loop_probe import LoopProbe
+from router.state.affinity import Affinity
+from router.state.recovery import check_persistence, write_back
+from router.state.snapshot import StateHolder, StateWatcher
+from router.state.store import StateStore
+from router.switching.controller import RolloutController
+from router.switching.fleet import InstanceRegistry
+from router.switching.gates import GateProber
 from router.tasks import stop_tasks
-from router.upstream import Upstream
 
 log = logging.getLogger("router.runtime")
 

@@ -5,8 +5,9 @@
 # there, and only a venv's own pip is used here.
 #
 # What goes into it is the lock, never whatever the registry serves newest today:
-# requirements/runtime.txt (the service and its build backend) and requirements/test.txt (that,
-# plus the test and lint toolchain), exact versions with hashes, made by `uv pip compile`
+# requirements/runtime.txt + requirements/build.txt (the service; the build backend for the
+# editable install) or requirements/test.txt (all of that plus the test and lint toolchain),
+# exact versions with hashes, made by `uv pip compile`
 # (scripts/lock moves them forward). pyproject.toml keeps the honest ranges for people who
 # install the package into an environment of their own.
 #
@@ -36,18 +37,26 @@ apt_install() {
 
 # The digest of everything that decides what the environment holds.
 lock_digest() {
-    cat pyproject.toml requirements/runtime.txt requirements/test.txt | sha256sum | cut -d' ' -f1
+    cat pyproject.toml requirements/*.txt | sha256sum | cut -d' ' -f1
 }
 
-# Make $VENV hold exactly the lock `kind` names ("runtime" or "test") and the project (editable).
+# Make $VENV hold exactly the lock of `kind` ("runtime" or "test") and the project (editable).
 # An environment made from another lock is made anew, so nothing stale survives a lock change.
 ensure_venv() {
-    local kind=$1 lock digest
-    lock="requirements/$kind.txt"
-    if [ ! -f "$lock" ]; then
-        echo "$0: no lock $lock (run scripts/lock)" >&2
-        return 2
-    fi
+    local kind=$1 digest lock
+    local -a files locks=()
+    case "$kind" in
+        runtime) files=(requirements/runtime.txt requirements/build.txt) ;;
+        test) files=(requirements/test.txt) ;;
+        *) echo "$0: ensure_venv takes runtime or test, not '$kind'" >&2; return 2 ;;
+    esac
+    for lock in "${files[@]}"; do
+        if [ ! -f "$lock" ]; then
+            echo "$0: no lock $lock (run scripts/lock)" >&2
+            return 2
+        fi
+        locks+=(-r "$lock")
+    done
     digest=$(lock_digest)
     if [ -f "$VENV/.token-router-lock" ] && [ "$(cat "$VENV/.token-router-lock")" != "$digest" ]; then
         echo "$0: the lock changed since $VENV was made: making it anew" >&2
@@ -68,10 +77,10 @@ ensure_venv() {
         echo "$digest" >"$VENV/.token-router-lock"
     fi
     if [ ! -f "$VENV/.token-router-installed-$kind" ]; then
-        echo "$0: installing $lock and token-router into $VENV (first run: about a minute)" >&2
+        echo "$0: installing the $kind lock and token-router into $VENV (first run: about a minute)" >&2
         # --require-hashes: every file is the one the lock names; --no-deps: nothing beyond it.
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-            --require-hashes --no-deps -r "$lock"
+            --require-hashes --no-deps "${locks[@]}"
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
             --no-deps --no-build-isolation -e .
         touch "$VENV/.token-router-installed-$kind"

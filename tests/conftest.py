@@ -1,6 +1,6 @@
 """Fixtures shared by every test module: a real redis-server per test, simulated systems,
 routers on real sockets. A module that needs other router settings overrides
-`router_options` (tests/test_proxy.py does)."""
+`router_options` (tests/proxy/test_handler.py does)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ import orjson
 from aiohttp import web
 
 from router.config import Config, build_config
-from router.serve import RouterServer
+from router.server.run import RouterServer
 from router.simulator.gateway import SIM_STATE, GatewayState, create_gateway_app
 
 HOST = "127.0.0.1"
@@ -327,7 +327,17 @@ class RouterProcess:
             self._log = None
 
 
-async def wait_ready(admin_url: str, timeout: float = 10.0) -> None:
+# How long a freshly started router process may take to answer /readyz 200. One start costs
+# about 1 s of CPU (imports, then the state read: 1.0-1.04 s measured per process), but three
+# started at once on a 2-core machine whose other core is busy, beside the test process and
+# redis-server, took 7-10 s, and a CI machine can be slower still: a bound of 10 or 30 s was
+# met on a quiet machine and missed under load. It only matters when a router never starts,
+# and stays inside pytest's per-test timeout (60 s) so that this message, not the timeout's
+# stack dump, says what failed.
+START_TIMEOUT = 45.0
+
+
+async def wait_ready(admin_url: str, timeout: float = START_TIMEOUT) -> None:
     async with aiohttp.ClientSession() as session:
 
         async def ready() -> bool:
@@ -349,7 +359,7 @@ async def switch_to(redis_server: RedisServer, routers: Sequence[RunningRouter],
 async def issued_everywhere(*routers: RunningRouter) -> None:
     """Wait until the affinity records the routers made are in Redis.
 
-    They are written behind the answer (router/affinity.py): a few milliseconds, but another
+    They are written behind the answer (router/state/affinity.py): a few milliseconds, but another
     instance asked at once, on a loaded machine, could look before they land.
     """
     for running in routers:

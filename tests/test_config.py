@@ -412,6 +412,31 @@ def test_admin_token_file_empty(tmp_path: Path, content: str) -> None:
     assert "is empty" in str(error)
 
 
+@pytest.mark.parametrize("key", ["preview_secret", "redis_password", "redis_sentinel_password"])
+def test_secret_file(tmp_path: Path, key: str) -> None:
+    path = tmp_path / key
+    path.write_text("from-a-mounted-secret\n")
+    config = build_config(doc(), {f"TOKENROUTER_{key.upper()}_FILE": str(path)})
+    value = getattr(config.router, key)
+    assert value is not None and value.reveal() == "from-a-mounted-secret"
+    assert "from-a-mounted-secret" not in repr(config)
+
+
+@pytest.mark.parametrize("key", ["preview_secret", "redis_password", "redis_sentinel_password"])
+def test_secret_file_and_inline_refused(tmp_path: Path, key: str) -> None:
+    path = tmp_path / key
+    path.write_text("from-a-mounted-secret\n")
+    error = config_error(doc({key: "inline-secret-123", f"{key}_file": str(path)}))
+    assert error.key == f"router.{key}_file"
+    assert "not both" in str(error)
+
+
+def test_secret_file_missing(tmp_path: Path) -> None:
+    error = config_error(doc({"preview_secret_file": str(tmp_path / "nope")}))
+    assert error.key == "router.preview_secret_file"
+    assert "cannot read" in str(error)
+
+
 def test_admin_token_file_from_env(tmp_path: Path) -> None:
     path = tmp_path / "token"
     path.write_text("env-file-token-0123456789\n")

@@ -277,3 +277,22 @@ def test_dockerfile_release_dir_is_a_writable_volume() -> None:
     assert "TOKENROUTER_RELEASE_DIR=/var/lib/token-router/releases" in env
     runs = " ".join(rest for keyword, rest in lines if keyword == "RUN")
     assert "chown 10001:10001 /var/lib/token-router/releases" in runs
+
+
+def test_dockerfile_installs_only_from_the_lock() -> None:
+    """The image gets the versions scripts/test proved, file for file: every `pip install` of
+    a requirements file is a hash-checked lock without dependency resolution, and the project
+    itself goes in without dependencies (they are the lock's)."""
+    runs = [rest for keyword, rest in dockerfile() if keyword == "RUN"]
+    installs = [part for run in runs for part in run.split("&&") if " install " in f" {part} "]
+    assert installs, "the Dockerfile installs nothing"
+    locks = set()
+    for install in installs:
+        argv = shlex.split(install.replace("\\\n", " "))
+        assert "--no-deps" in argv, install
+        if "-r" in argv:
+            assert "--require-hashes" in argv, install
+            locks.add(argv[argv.index("-r") + 1])
+        else:
+            assert any(a.endswith(".whl") for a in argv), f"not a lock, not the wheel: {install}"
+    assert locks == {"requirements/runtime.txt", "requirements/build.txt"}

@@ -31,13 +31,13 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         (
             "router",
             "router.errors",
-            "router.keys",
+            "router.state.keys",
             "router.logs",
             "router.tasks",
             "router.interrupts",
             "router.releases.paths",
-            "router.loop_probe",
-            "router.memory",
+            "router.server.loop_probe",
+            "router.server.allocator",
             "router.releases.background",
             "router.releases.compress_child",
             "router.trust",
@@ -47,7 +47,7 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "configuration",
         "the static configuration, its listener-clash check and the bundled assets",
-        ("router.config", "router.listeners", "router.assets"),
+        ("router.config", "router.server.addresses", "router.admin.assets"),
     ),
     (
         "clients and pure models",
@@ -55,17 +55,17 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "the compressor child; the release and rollout models; errors as HTTP and large bodies "
         "without a copy; the simulator",
         (
-            "router.redis_client",
-            "router.key_types",
-            "router.sentinel",
+            "router.state.redis_client",
+            "router.state.key_types",
+            "router.state.sentinel",
             "router.responses",
-            "router.upstream",
-            "router.http1",
-            "router.gateways.stats",
+            "router.proxy.upstream",
+            "router.proxy.http1",
+            "router.systems.stats",
             "router.releases.model",
             "router.releases.compression",
             "router.releases.cache",
-            "router.rollout",
+            "router.state.rollout",
             "router.simulator",
             "router.upgrade.plan",
         ),
@@ -73,32 +73,35 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "stores",
         "the state store and the release store; the upgrade document",
-        ("router.store", "router.releases.store", "router.upgrade.journal"),
+        ("router.state.store", "router.releases.store", "router.upgrade.journal"),
     ),
     (
         "state and decisions",
-        "the state snapshot, routing, affinity, drain, recovery, metrics, watching gateways, "
+        "the state snapshot, routing, affinity, drain, the view every surface renders, "
+        "recovery, metrics, watching gateways, "
         "release files and their archive, the switch gates, the instance heartbeat",
         (
             "router.state",
-            "router.routing",
-            "router.affinity",
-            "router.drain",
-            "router.recovery",
+            "router.state.snapshot",
+            "router.proxy.routing",
+            "router.state.affinity",
+            "router.systems.drain",
+            "router.view",
+            "router.state.recovery",
             "router.metrics",
-            "router.gateways",
+            "router.systems",
             "router.releases.fetch",
             "router.releases.archive",
             "router.releases.serving",
-            "router.gates",
-            "router.instances",
+            "router.switching.gates",
+            "router.switching.fleet",
         ),
     ),
     (
         "services",
         "the release service (check, follow, hand out); the operator's state changes and the "
         "rollout controller; the upgrade procedure",
-        ("router.releases", "router.operations", "router.rollout_driver", "router.upgrade"),
+        ("router.releases", "router.switching", "router.upgrade"),
     ),
     ("runtime", "what one process shares between its two listeners", ("router.runtime",)),
     (
@@ -112,18 +115,18 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "router.admin.session",
             "router.admin.auth",
             "router.admin.headers",
-            "router.admin.responses",
+            "router.admin.json_errors",
         ),
     ),
-    ("app keys", "every web.AppKey", ("router.app_keys",)),
+    ("app keys", "every web.AppKey", ("router.admin.app_keys",)),
     (
         "admin handlers",
         "the admin API (operations declared beside their handlers, the OpenAPI document "
         "built from them), the live feed, the page",
         ("router.admin",),
     ),
-    ("wiring", "the one wiring point: config to applications", ("router.wiring",)),
-    ("running", "runners, signals, workers", ("router.serve",)),
+    ("wiring", "the one wiring point: config to applications", ("router.server.wiring",)),
+    ("running", "runners, signals, workers", ("router.server",)),
     ("demo", "the zero-setup trial; the upgrade drill", ("router.demo", "router.drill")),
     ("command line", "token-router and python -m router", ("router.cli", "router.__main__")),
 )
@@ -208,15 +211,16 @@ Every module sits on a floor. A module imports only from its own floor or lower 
 no import circle exists, type-only imports (`if TYPE_CHECKING:`) included. Conventions the
 floors rely on:
 
-- **One wiring point.** `router/wiring.py` builds the runtime and both aiohttp applications
+- **One wiring point.** `router/server/wiring.py` builds the runtime and both aiohttp applications
   and connects the parts (metrics to the state holder and the release cache, the admin
   page's sampler to the prober); the parts take what they need as arguments. `serve.py`
   only runs the result; `app_keys.py` holds every `web.AppKey`.
 - **Listeners** are lists of callables on the object that changes (`StateHolder.listeners`,
   `StateHolder.health_listeners`, `StateWatcher.recovered`, `HealthProber.listeners`):
   subscribe with `append`, unsubscribe with `remove`.
-- **Tests mirror the packages:** `tests/releases/`, `tests/gateways/`, `tests/admin/`,
-  `tests/cli/`, `tests/simulator/`; flat modules have their `tests/test_<module>.py`.
+- **Tests mirror the packages:** `tests/state/`, `tests/proxy/`,
+  `tests/systems/`, `tests/server/`, `tests/releases/`, `tests/admin/`, ...; tests of flows
+  that cross packages are in `tests/flows/`.
 """
 
 
@@ -294,10 +298,10 @@ def test_type_checking_imports_count(tmp_path: Path) -> None:
         "if TYPE_CHECKING:\n"
         "    from router.runtime import Runtime\n"
         "def f() -> None:\n"
-        "    from router.serve import serve\n"
+        "    from router.server.run import serve\n"
     )
     modules = module_files()
-    assert imports_of("router.metrics", source, modules) == {"router.runtime", "router.serve"}
+    assert imports_of("router.metrics", source, modules) == {"router.runtime", "router.server.run"}
 
 
 def test_docs_layout_is_the_generated_picture() -> None:

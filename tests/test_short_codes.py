@@ -13,7 +13,7 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
-from router.proxy import CODE_TRIES
+from router.proxy.handler import CODE_TRIES
 from tests.helpers import (
     Gateway,
     RedisServer,

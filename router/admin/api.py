@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from router.admin.app_keys import DRAIN, HEALTH, RUNTIME
 from router.admin.auth import audit_source
 from router.admin.models import (
     Audit,
@@ -31,13 +32,13 @@ from router.admin.spec import (
     Operation,
     parse_query,
 )
-from router.app_keys import DRAIN, HEALTH, RUNTIME
 from router.errors import ServiceUnavailable, StoreUnavailable
-from router.gateways.reports import SystemReport, audit_json, read_counts, reports
 from router.metrics import CONTENT_TYPE as METRICS_TYPE
 from router.metrics import render
-from router.recovery import persistence_risk
 from router.responses import JSON_TYPE
+from router.state.recovery import persistence_risk
+from router.systems.reports import SystemReport, audit_json, read_counts, view_report
+from router.view import View
 
 
 def json_response(data: object, status: int = 200) -> web.Response:
@@ -92,26 +93,27 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response(body)
 
 
-async def system_reports(app: web.Application) -> tuple[list[SystemReport], str]:
-    """Every system's report through the one drain function: the routers' counts from the
-    store, the gateways' own counts (stats_url) from the prober, the trend from this
+async def system_reports(app: web.Application) -> tuple[View, list[SystemReport], str]:
+    """The view model (router/view.py) and every system's report in it: the routers' counts
+    from the store, the gateways' own counts (stats_url) from the prober, the trend from this
     process's samples. Also the store's error, if it did not answer."""
     runtime = app[RUNTIME]
     config = runtime.config
     counts, previewing, count_error = await read_counts(runtime.store, config.system_ids)
     probes = await app[HEALTH].gateway_counts()
-    rows = reports(config, runtime.holder.current, counts, previewing, probes, app[DRAIN])
-    return rows, count_error
+    view, rows = view_report(config, runtime.holder.current, counts, previewing, probes, app[DRAIN])
+    return view, rows, count_error
 
 
 async def status_document(app: web.Application) -> dict[str, Any]:
     runtime = app[RUNTIME]
     holder = runtime.holder
     snapshot = holder.current
-    rows, count_error = await system_reports(app)
+    view, rows, count_error = await system_reports(app)
     refused = snapshot.refused
     return {
         "active": snapshot.active,
+        **view.to_json(),
         "systems": [r.to_json() for r in rows],
         "offline": sorted(snapshot.offline),
         "refused": None
@@ -155,7 +157,7 @@ async def audit(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition: request counters, upstream latency, state gauges."""
     runtime = request.app[RUNTIME]
-    rows, _ = await system_reports(request.app)
+    _, rows, _ = await system_reports(request.app)
     body = render(
         runtime.metrics, runtime.holder, runtime.config.system_ids, [r.drain for r in rows]
     )

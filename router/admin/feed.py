@@ -11,9 +11,9 @@ import asyncio
 import time
 from collections import deque
 
-from router.gateways.prober import HealthProber
-from router.routing import Route
+from router.proxy.routing import Route
 from router.runtime import Runtime
+from router.systems.prober import HealthProber
 
 RATE_WINDOW = 10  # seconds of request counts a rate is computed over
 TREND_POINTS = 60  # drain samples the page's sparkline shows

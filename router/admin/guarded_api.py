@@ -15,8 +15,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from router import operations
 from router.admin.api import STORE_AWAY, STORE_DOWN, json_response, source_of
+from router.admin.app_keys import RUNTIME
 from router.admin.models import (
     GuardedSwitchRequest,
     GuardedSwitchResult,
@@ -29,12 +29,12 @@ from router.admin.models import (
 )
 from router.admin.models import RolloutRequest as RolloutBody
 from router.admin.spec import Access, Handler, Operation, parse_body, parse_path
-from router.app_keys import RUNTIME
 from router.errors import Conflict, GateRefused, RequestError, ServiceUnavailable, StoreUnavailable
-from router.gates import GateProber
-from router.instances import STALE_BEATS
-from router.operations import Confirmation, RolloutRequest
 from router.runtime import Runtime
+from router.switching import operations
+from router.switching.fleet import STALE_BEATS
+from router.switching.gates import GateProber
+from router.switching.operations import Confirmation, RolloutRequest
 
 GATE = "Refused by a safety gate (`gate` names it; `force` overrides all but `expect`)."
 

@@ -22,17 +22,17 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
-from router import operations
 from router.admin.api import status_document
+from router.admin.app_keys import AUTH, DRAIN, HEALTH, LIVE, RUNTIME
 from router.admin.auth import BY_SESSION
 from router.admin.feed import TREND_POINTS
 from router.admin.guarded_api import instances_document
 from router.admin.models import Expired, Live
 from router.admin.spec import Access, Content, Operation, ref
-from router.app_keys import AUTH, DRAIN, HEALTH, LIVE, RUNTIME
 from router.errors import StoreUnavailable
-from router.gateways.reports import audit_json
 from router.runtime import Runtime
+from router.switching import operations
+from router.systems.reports import audit_json
 from router.tasks import stop_tasks
 
 HEARTBEAT = 2.0  # seconds between unchanged updates; the page calls the feed lost after 3 missed
@@ -71,7 +71,7 @@ async def live_document(app: web.Application) -> dict[str, Any]:
         system["release"] = release_info(runtime, sid)
         system["health"] = health[sid]
         system["rate"] = rates[sid]
-        # The deciding drain count as sampled here (router/drain.py), last 2 minutes.
+        # The deciding drain count as sampled here (router/systems/drain.py), last 2 minutes.
         system["trend"] = [count for _, count in app[DRAIN].samples(sid)][-TREND_POINTS:]
     try:
         doc["audit"] = audit_json(await runtime.store.audit(AUDIT_SHOWN))

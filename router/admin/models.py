@@ -12,10 +12,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from router import rollout as rollout_model
 from router.admin.spec import Body, Params, SystemId, SystemRef
+from router.state import rollout as rollout_model
 
-SYSTEM_STATES = Literal["active", "draining", "drained", "offline", "preview"]
+SYSTEM_STATES = Literal["active", "rollout", "draining", "stalled", "drained", "offline", "preview"]
 
 # --- requests ----------------------------------------------------------------------------
 
@@ -79,8 +79,14 @@ class System(BaseModel):
     id: SystemRef
     state: SYSTEM_STATES = Field(description="The headline word: the first of `states`.")
     states: list[SYSTEM_STATES] = Field(
-        description="Every state that holds, e.g. [preview, draining]."
+        description="Every state that holds, e.g. [preview, draining] or [draining, stalled];"
+        " rollout: the target of a running rollout."
     )
+    badge: str = Field(
+        description="The states as every surface shows them, with the share during a rollout,"
+        " e.g. 'rollout target 20 %', 'active 80 %', 'draining + stalled'."
+    )
+    share: int = Field(description="Percent of new sessions this system gets now.")
     drained: bool = Field(
         description="An idle system that holds no calls (the one drain decision)."
     )
@@ -100,7 +106,16 @@ class System(BaseModel):
         description="Items per second the deciding count falls (negative: rises)."
     )
     drain_eta: float | None = Field(
-        description="Seconds until it reaches 0 at that rate, while it falls."
+        description="Seconds until it reaches 0 at that rate, while it falls (null: not"
+        " falling, or stalled)."
+    )
+    stalled: bool = Field(
+        description="A draining system whose count has not fallen for router.drain_stall_after."
+    )
+    stalled_for: float | None = Field(description="Seconds it has not fallen, while stalled.")
+    estimate: str = Field(
+        description="The trend in the words every surface shows: 'falling 12.0/min, ~40 s to"
+        " 0', 'rising 3.0/min', 'steady', 'stalled: no fall for 3 min', 'drained', ..."
     )
     gateway: str
     public_url: str
@@ -132,8 +147,23 @@ class StoreHealth(BaseModel):
     risk: str | None = Field(description="Why Redis persistence is a risk, if it is.")
 
 
+class RolloutShare(BaseModel):
+    """A running or paused rollout as routing applies it."""
+
+    source: str = Field(description="The active system, which keeps the rest.")
+    target: str
+    percent: int = Field(description="Percent of new sessions to the target.")
+
+
 class Status(BaseModel):
     active: str = Field(description="The system receiving new sessions.")
+    headline: str = Field(
+        description="Where new sessions go, as every surface says it: 'new sessions go to a' or"
+        " 'rollout b -> a: 20 % of new sessions to a'."
+    )
+    rollout_share: RolloutShare | None = Field(
+        description="The running (or paused) rollout's split of new sessions."
+    )
     systems: list[System]
     offline: list[str]
     refused: Refused | None = Field(
@@ -317,8 +347,16 @@ class Confirmation(BaseModel):
     applied: int
     total: int
     elapsed_ms: float
-    laggards: list[str]
+    laggards: list[str] = Field(
+        description="Instances live during the wait that have not applied it (silent ones too)."
+    )
+    silent: list[str] = Field(
+        description="Laggards that stopped heartbeating meanwhile (frozen or gone)."
+    )
     timed_out: bool
+    complete: bool = Field(
+        description="Every instance live during the wait applied it; false: not a success."
+    )
 
 
 class GuardedSwitchResult(BaseModel):

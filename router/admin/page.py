@@ -15,13 +15,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from router.admin.app_keys import AUTH, OPENAPI, RUNTIME, TEMPLATES
+from router.admin.assets import Assets
 from router.admin.auth import same_origin
 from router.admin.live import live_document
 from router.admin.session import COOKIE, CSRF_FIELD
 from router.admin.spec import Access, Content, Operation
 from router.admin.templates import Templates
-from router.app_keys import AUTH, OPENAPI, RUNTIME, TEMPLATES
-from router.assets import Assets
 from router.errors import TooManyAttempts, Unauthorized
 
 log = logging.getLogger("router.admin.page")

@@ -13,9 +13,9 @@ from typing import Any
 from aiohttp import web
 
 from router.admin.api import STORE_AWAY, json_response
+from router.admin.app_keys import RUNTIME
 from router.admin.models import Refresh, RefreshQuery, Releases
 from router.admin.spec import Access, Operation, parse_query
-from router.app_keys import RUNTIME
 from router.errors import ServiceUnavailable, StoreUnavailable
 
 

@@ -37,8 +37,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from router.admin.responses import MAX_BODY
-from router.app_keys import RUNTIME
+from router.admin.app_keys import RUNTIME
+from router.admin.json_errors import MAX_BODY
 from router.errors import (
     BadRequest,
     BodyTooLarge,

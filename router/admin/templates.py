@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from router.assets import Assets
+from router.admin.assets import Assets
 
 if TYPE_CHECKING:
     import jinja2

@@ -8,6 +8,7 @@ import getpass
 import os
 import shlex
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -16,19 +17,20 @@ from typing import NoReturn, TypeAlias
 
 import uvloop
 
-from router import interrupts, operations
+from router import interrupts
 from router.config import Config, load_config
-from router.drain import DrainHistory
 from router.errors import ConfigError, UsageError
-from router.gates import GateProber
-from router.gateways.reports import SystemReport, read_counts, reports
-from router.gateways.stats import probe_all
-from router.keys import Keys
 from router.logs import setup_logging
-from router.operations import Confirmation, SwitchOutcome
-from router.sentinel import redis_target
-from router.state import Snapshot
-from router.store import AuditEntry, StateStore, open_store
+from router.state.keys import Keys
+from router.state.sentinel import redis_target
+from router.state.snapshot import Snapshot
+from router.state.store import AuditEntry, StateStore, open_store
+from router.switching import operations
+from router.switching.gates import GateProber
+from router.switching.operations import Confirmation, SwitchOutcome
+from router.systems.drain import DrainHistory
+from router.systems.reports import SystemReport, read_counts, reports
+from router.systems.stats import probe_all
 
 PROG = "token-router"
 DEFAULT_CONFIG = "router.toml"
@@ -37,6 +39,10 @@ CONFIG_ENV = "TOKENROUTER_CONFIG"
 # routing (fail-static), but an operator must act. Distinct from 2 (bad input or Redis
 # unavailable) and 3 (a safety gate refused a change), so a monitor can tell them apart.
 EXIT_REFUSED_VALUE = 4
+# A change (switch, undo, rollout start/step/promote/abort) that some instance live during
+# the wait has not applied within router.confirm_timeout: written, but not done, since that
+# instance may still route on the previous state. Not 0, and apart from 3 (nothing changed).
+EXIT_NOT_APPLIED = 5
 # A command ended by Ctrl-C, as a shell reports a process stopped by SIGINT.
 EXIT_INTERRUPTED = 130
 
@@ -192,7 +198,7 @@ async def read_snapshot(store: StateStore, config: Config) -> Snapshot:
 async def read_reports(
     store: StateStore, config: Config, history: DrainHistory | None = None
 ) -> tuple[Snapshot, list[SystemReport]]:
-    """Every system's report through the one drain function (router/drain.py), with the
+    """Every system's report through the one drain function (router/systems/drain.py), with the
     gateways' own counts probed now; `history` (drain-wait) yields the trend."""
     snapshot = await read_snapshot(store, config)
     # An error here leaves the routers' counts unknown (shown as "?", never "drained"); an
@@ -247,6 +253,24 @@ class Context:
         if not outcome.changed:
             return outcome
         return replace(outcome, confirmation=await self.confirm(outcome.generation))
+
+
+def applied_everywhere(confirmation: Confirmation | None, args: argparse.Namespace) -> int:
+    """0 when every live instance applied the change; else one line naming the laggards on
+    stderr and EXIT_NOT_APPLIED (the change is written, so not a refusal)."""
+    if confirmation is None or confirmation.complete:
+        return 0
+    silent = (
+        f" ({', '.join(confirmation.silent)} stopped heartbeating)" if confirmation.silent else ""
+    )
+    print(
+        f"{PROG}: not applied by every live router instance within "
+        f"{confirmation.elapsed_ms / 1000:.1f} s: {', '.join(confirmation.laggards)}{silent} "
+        f"may still route on the previous state; see `{PROG} status{config_hint(args)}`, "
+        "restart a stuck instance",
+        file=sys.stderr,
+    )
+    return EXIT_NOT_APPLIED
 
 
 async def with_context(args: argparse.Namespace, body: Callable[[Context], Awaitable[int]]) -> int:

@@ -1,5 +1,5 @@
 """`token-router drain-wait SYSTEM [--json]`: wait until SYSTEM holds no calls, showing the
-deciding count, the rate it falls and an estimate of when it reaches 0 (router/drain.py)."""
+deciding count, the rate it falls and an estimate of when it reaches 0 (router/systems/drain.py)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from router.cli.common import (
     shared_store,
     when,
 )
-from router.drain import DrainHistory, describe
 from router.errors import StoreUnavailable
+from router.systems.drain import DrainHistory, describe
 
 
 def add_parser(sub: Subcommands, common: Parser) -> None:
@@ -67,7 +67,7 @@ async def drain_wait_main(args: argparse.Namespace) -> int:
     store = shared_store(config)
     hint = config_hint(args)
     deadline = time.monotonic() + args.timeout
-    history = DrainHistory()
+    history = DrainHistory(config.router.drain_stall_after)
     last_line = ""
     last_print = 0.0
 

@@ -56,7 +56,7 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
 
 
 async def drill_main(args: argparse.Namespace) -> int:
-    # Imported here: the harness runs routers (router.serve, prometheus_client), which
+    # Imported here: the harness runs routers (router.server.run, prometheus_client), which
     # `serve --workers` must set up before anything imports them.
     from router.drill.harness import Drill, DrillOptions, check_inject
 

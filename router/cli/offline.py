@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-from router import operations
 from router.cli.common import (
     Context,
     Parser,
@@ -19,6 +18,7 @@ from router.cli.common import (
     operator,
     with_context,
 )
+from router.switching import operations
 
 
 def add_parsers(sub: Subcommands, common: Parser) -> None:

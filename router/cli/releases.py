@@ -19,7 +19,7 @@ from router.cli.common import (
     when,
 )
 from router.config import Config
-from router.keys import Keys
+from router.state.keys import Keys
 
 
 def add_parser(sub: Subcommands, common: Parser) -> None:
@@ -65,7 +65,7 @@ def _release_config(args: argparse.Namespace) -> Config:
 async def releases_list_main(args: argparse.Namespace) -> int:
     from router.releases.model import human_size
     from router.releases.store import open_release_store
-    from router.sentinel import redis_target
+    from router.state.sentinel import redis_target
 
     config = _release_config(args)
     r = config.router

@@ -1,7 +1,7 @@
 """`token-router rollout start|status|pause|resume|promote|abort`: progressive rollouts.
 
 The command only writes the rollout (through operations.py, with the gates and the audit);
-the router instances drive it (router/rollout_driver.py), so it goes on when this terminal
+the router instances drive it (router/switching/controller.py), so it goes on when this terminal
 closes. Bad input is one line and exit 2 with nothing written; a gate's refusal exit 3.
 """
 
@@ -11,13 +11,13 @@ import argparse
 import time
 from typing import Any
 
-from router import operations
 from router.cli.common import (
     PROG,
     Context,
     Parser,
     Subcommands,
     add_guard_flags,
+    applied_everywhere,
     async_command,
     config_hint,
     known_system,
@@ -26,14 +26,15 @@ from router.cli.common import (
 )
 from router.cli.watch import add_watch_flags, show
 from router.errors import BadRequest, UsageError
-from router.operations import RolloutRequest
-from router.rollout import (
+from router.state.rollout import (
     DEFAULT_MAX_ERROR_RATE,
     DEFAULT_MIN_REQUESTS,
     MAX_INTERVAL,
     MAX_MIN_REQUESTS,
     MIN_INTERVAL,
 )
+from router.switching import operations
+from router.switching.operations import RolloutRequest
 
 
 def add_parser(sub: Subcommands, common: Parser) -> None:
@@ -126,7 +127,7 @@ async def start_main(args: argparse.Namespace) -> int:
             f"(after {r.min_requests})"
         )
         print(f"follow it: `{PROG} rollout status --watch{config_hint(args)}`")
-        return 0
+        return applied_everywhere(confirmation, args)
 
     return await with_context(args, body)
 
@@ -140,8 +141,9 @@ async def action_main(args: argparse.Namespace) -> int:
             outcome = await operations.promote_rollout(
                 ctx.store, ctx.config, ctx.prober, source=source, force=args.force, reason=reason
             )
-            print((await ctx.confirmed(outcome)).text("promoted:"))
-            return 0
+            outcome = await ctx.confirmed(outcome)
+            print(outcome.text("promoted:"))
+            return applied_everywhere(outcome.confirmation, args)
         if action == "pause":
             r, generation = await operations.pause_rollout(ctx.store, source=source, reason=reason)
             what = f"rollout to {r.target} paused at {r.percent} %"
@@ -151,8 +153,9 @@ async def action_main(args: argparse.Namespace) -> int:
         else:
             r, generation = await operations.abort_rollout(ctx.store, source=source, reason=reason)
             what = f"rollout to {r.target} aborted: new sessions go to {r.source} only"
-        print(f"{what}; {(await ctx.confirm(generation)).text()}")
-        return 0
+        confirmation = await ctx.confirm(generation)
+        print(f"{what}; {confirmation.text()}")
+        return applied_everywhere(confirmation, args)
 
     return await with_context(args, body)
 

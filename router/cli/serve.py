@@ -13,7 +13,7 @@ import tempfile
 from router.cli.common import Parser, Subcommands, positive_int, read_config
 from router.config import Config
 from router.logs import setup_logging
-from router.sentinel import check_master, redis_target
+from router.state.sentinel import check_master, redis_target
 
 # prometheus_client's multiprocess directory variable (router/metrics.py).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -42,7 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(config.router.log_format, "debug" if args.verbose else config.router.log_level)
     preflight_sentinels(config)
     metrics_dir = _prepare_metrics_dir(args.workers)
-    from router.serve import serve
+    from router.server.run import serve
 
     try:
         return serve(config, args.workers)
@@ -65,7 +65,7 @@ def preflight_sentinels(config: Config) -> None:
 def _prepare_metrics_dir(workers: int) -> str | None:
     """With several workers, metrics are shared through files (prometheus_client's
     multiprocess mode), configured by an environment variable that prometheus_client reads
-    when it is imported: so this runs before anything imports it (router.serve does)."""
+    when it is imported: so this runs before anything imports it (router.server.run does)."""
     if workers <= 1 or os.environ.get(MULTIPROC_ENV):
         return None
     if "prometheus_client" in sys.modules:  # pragma: no cover (an import-order bug)

@@ -9,7 +9,6 @@ import asyncio
 import time
 from typing import Any
 
-from router import operations
 from router.cli.common import (
     EXIT_REFUSED_VALUE,
     Context,
@@ -21,15 +20,16 @@ from router.cli.common import (
 from router.cli.rollout import rollout_lines
 from router.cli.watch import add_watch_flags, show
 from router.config import Config
-from router.drain import DrainHistory
 from router.errors import StoreUnavailable
-from router.gateways.reports import read_counts, reports
-from router.gateways.stats import probe_all
-from router.instances import STALE_BEATS
-from router.keys import Keys
 from router.releases.store import open_release_store
-from router.sentinel import redis_target
-from router.store import AuditEntry
+from router.state.keys import Keys
+from router.state.sentinel import redis_target
+from router.state.store import AuditEntry
+from router.switching import operations
+from router.switching.fleet import STALE_BEATS
+from router.systems.drain import DrainHistory
+from router.systems.reports import read_counts, reports
+from router.systems.stats import probe_all
 
 
 def add_parser(sub: Subcommands, common: Parser) -> None:
@@ -43,10 +43,12 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
 
 
 async def status_main(args: argparse.Namespace) -> int:
-    history = DrainHistory()  # across the frames of --watch: the drain trend
+    histories: list[DrainHistory] = []  # across the frames of --watch: the drain trend
 
     async def frame(ctx: Context) -> tuple[dict[str, Any], list[str]]:
-        doc = await status_document(ctx, history)
+        if not histories:
+            histories.append(DrainHistory(ctx.config.router.drain_stall_after))
+        doc = await status_document(ctx, histories[0])
         return doc, status_lines(doc, time.time())
 
     return await show(args, frame, exit_code)
@@ -62,8 +64,8 @@ def exit_code(doc: dict[str, Any]) -> int:
 
 async def status_document(ctx: Context, history: DrainHistory | None = None) -> dict[str, Any]:
     """Everything `status` shows, as one document (also `status --json`). Each system's state
-    and counts come from the one drain function (router/drain.py); `history`, kept across the
-    frames of `--watch`, gives the drain rate and the estimate."""
+    and counts come from the one drain function (router/systems/drain.py); `history`, kept
+    across the frames of `--watch`, gives the drain rate and the estimate."""
     config, store = ctx.config, ctx.store
     stored = await store.read_state()
     snapshot = operations.snapshot_of(stored, config)

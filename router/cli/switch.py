@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import argparse
 
-from router import operations
 from router.cli.common import (
     PROG,
     Context,
     Parser,
     Subcommands,
     add_guard_flags,
+    applied_everywhere,
     async_command,
     config_hint,
     known_system,
     operator,
     with_context,
 )
+from router.switching import operations
 
 
 def add_parser(sub: Subcommands, common: Parser) -> None:
@@ -76,7 +77,7 @@ async def switch_main(args: argparse.Namespace) -> int:
                 f"`{PROG} drain-wait {outcome.previous}{hint}` tells when {outcome.previous} "
                 f"holds nothing more; `{PROG} undo{hint}` switches back"
             )
-        return 0
+        return applied_everywhere(outcome.confirmation, args)
 
     return await with_context(args, body)
 
@@ -93,7 +94,8 @@ async def undo_main(args: argparse.Namespace) -> int:
         )
         if outcome.forced:
             print(f"forced past: {outcome.forced}")
-        print((await ctx.confirmed(outcome)).text("undone:"))
-        return 0
+        outcome = await ctx.confirmed(outcome)
+        print(outcome.text("undone:"))
+        return applied_everywhere(outcome.confirmation, args)
 
     return await with_context(args, body)

@@ -21,7 +21,7 @@ from router.cli.common import (
     shared_store,
 )
 from router.errors import BadRequest, UsageError
-from router.keys import Keys
+from router.state.keys import Keys
 from router.upgrade.checks import default_router_url
 from router.upgrade.journal import open_journal
 from router.upgrade.plan import EXIT_USAGE

@@ -33,10 +33,10 @@ from router.config import Config, build_config
 from router.drill.report import FAULTS, Report, Step, Tally
 from router.drill.traffic import LIBRARY_PATH, Rotation, Traffic
 from router.errors import UsageError
-from router.keys import Keys
-from router.serve import RouterServer, url_of
+from router.server.run import RouterServer, url_of
 from router.simulator.gateway import SIM_STATE, GatewayState, create_gateway_app
-from router.store import MemoryStore, StateStore, open_store
+from router.state.keys import Keys
+from router.state.store import MemoryStore, StateStore, open_store
 from router.upgrade.journal import Journal, MemoryJournal, open_journal
 from router.upgrade.procedure import ROLLOUTS, Options, Procedure
 

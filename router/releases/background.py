@@ -6,7 +6,7 @@ default executor that work competed with the event loop twice over:
 - for the CPU: a worker is pinned to one core in production and in the benchmark, so a
   thread compressing with the GIL released still holds the only core, and the loop, woken
   by a timer or a request, waits for the scheduler to preempt it (measured: 1-3 ms stalls
-  during an idle release check, router/loop_probe.py);
+  during an idle release check, router/server/loop_probe.py);
 - for the GIL: two default-executor threads scanning two systems' scripts at once hand the
   GIL to each other between windows as often as to the loop.
 

@@ -17,7 +17,7 @@ import aiohttp
 import brotli  # type: ignore[import-untyped]
 
 from router.config import Config
-from router.gateways.stats import parse_reported_version
+from router.proxy.upstream import Upstream, map_client_error
 from router.releases import background
 from router.releases.model import (
     MAX_FILES,
@@ -25,15 +25,15 @@ from router.releases.model import (
     guess_type,
     references,
 )
-from router.upstream import Upstream, map_client_error
+from router.systems.stats import parse_reported_version
 
 # One file at a time: concurrent fetches finish in the same loop turns, and their steps back
 # to back held the loop for 1-3 ms during a check (5-6 stalls over 1 ms per 15 checks, 2 with
-# one fetch at a time and one system at a time; router/loop_probe.py, issue 14). A check is
+# one fetch at a time and one system at a time; router/server/loop_probe.py, issue 14). A check is
 # background work: a few more round trips to the gateway cost nobody anything.
 FETCH_CONCURRENCY = 1
 STATS_TIMEOUT = 2.0
-# The pool has no per-read timer (router/upstream.py says why): one deadline per file, at
+# The pool has no per-read timer (router/proxy/upstream.py says why): one deadline per file, at
 # least the configured read timeout, generous enough for a large file from a slow gateway.
 MIN_FILE_DEADLINE = 30.0
 READ_CHUNK = 1 << 16

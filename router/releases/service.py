@@ -22,7 +22,7 @@ from typing import Any
 
 from router.config import Config
 from router.errors import ConfigError, NotFound, ServiceUnavailable, StoreUnavailable
-from router.keys import Keys
+from router.proxy.upstream import Upstream
 from router.releases import background
 from router.releases.archive import ReleaseArchive, check_writable, default_release_dir
 from router.releases.cache import prepare
@@ -39,9 +39,9 @@ from router.releases.model import (
 from router.releases.paths import is_library_path
 from router.releases.serving import ReleaseFiles
 from router.releases.store import Activity, ReleaseStore, open_release_store
-from router.sentinel import redis_target
+from router.state.keys import Keys
+from router.state.sentinel import redis_target
 from router.tasks import stop_tasks
-from router.upstream import Upstream
 
 log = logging.getLogger("router.releases")
 

@@ -19,11 +19,11 @@ from typing import Protocol
 from redis.exceptions import RedisError
 
 from router.errors import StoreUnavailable
-from router.key_types import diagnose, is_wrong_type
-from router.keys import Keys
-from router.redis_client import close_client, describe, redis_client, unavailable
 from router.releases.model import LibraryFile, ReleaseMeta, manifest_from_json, manifest_json
-from router.sentinel import SentinelTarget
+from router.state.key_types import diagnose, is_wrong_type
+from router.state.keys import Keys
+from router.state.redis_client import close_client, describe, redis_client, unavailable
+from router.state.sentinel import SentinelTarget
 
 FORMS = ("", "gzip", "br")  # identity first
 
@@ -101,7 +101,7 @@ def _str(value: bytes | str | None) -> str:
 # hash of a few fields, a release index entry and a system pointer for a release it lacks.
 # Such a ghost passed for stored (EXISTS), so no instance wrote the real one back from its
 # archive, and a new instance answered 404 for its files (a flake of
-# tests/test_recovery.py under load).
+# tests/flows/test_recovery.py under load).
 _TOUCH = """
 if redis.call('HEXISTS', KEYS[1], 'manifest') == 0 then
   return 0

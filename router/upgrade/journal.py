@@ -13,10 +13,10 @@ from typing import Protocol
 from redis.exceptions import RedisError
 
 from router.errors import StoreUnavailable
-from router.key_types import diagnose, is_wrong_type
-from router.keys import Keys
-from router.redis_client import redact, redis_client, unavailable
-from router.store import AUDIT_MAXLEN, AuditEntry, MemoryStore
+from router.state.key_types import diagnose, is_wrong_type
+from router.state.keys import Keys
+from router.state.redis_client import redact, redis_client, unavailable
+from router.state.store import AUDIT_MAXLEN, AuditEntry, MemoryStore
 
 _CAS = """
 -- KEYS: upgrade ; ARGV: expected ('' = absent), new

@@ -18,17 +18,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from router import interrupts, operations
-from router import rollout as rollouts
+from router import interrupts
 from router.config import Config
-from router.drain import Drain, DrainHistory, describe
 from router.errors import RouterError, StoreUnavailable, WrongKeyType
-from router.gates import GateProber
-from router.gateways.reports import read_counts, reports
-from router.gateways.stats import probe_all
-from router.instances import STALE_BEATS
-from router.state import Snapshot, build_snapshot
-from router.store import StateStore
+from router.state import rollout as rollouts
+from router.state.snapshot import Snapshot, build_snapshot
+from router.state.store import StateStore
+from router.switching import operations
+from router.switching.fleet import STALE_BEATS
+from router.switching.gates import GateProber
+from router.systems.drain import Drain, DrainHistory, describe
+from router.systems.reports import read_counts, reports
+from router.systems.stats import probe_all
 from router.upgrade import checks
 from router.upgrade.journal import Journal
 from router.upgrade.plan import (
@@ -576,7 +577,7 @@ class Procedure:
         started = time.monotonic()
         deadline = started + opts.drain_timeout
         last_line, last_print = "", 0.0
-        history = DrainHistory()
+        history = DrainHistory(self.config.router.drain_stall_after)
         while True:
             view = await drain_view(self.store, self.config, old, history)
             now = time.monotonic()
@@ -614,7 +615,7 @@ async def drain_view(
     store: StateStore, config: Config, system: str, history: DrainHistory
 ) -> DrainView:
     """The drain state of `system` by the one drain function every surface shares
-    (router/drain.py): deciding count and its source, the router's count beside it, the
+    (router/systems/drain.py): deciding count and its source, the router's count beside it, the
     rate it falls and an estimate of when it reaches 0 (from `history`'s samples)."""
     try:
         stored = await store.read_state()

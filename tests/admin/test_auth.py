@@ -15,9 +15,9 @@ import aiohttp
 import orjson
 import pytest
 
+from router.admin.app_keys import TEMPLATES
 from router.admin.headers import CSP
 from router.admin.session import COOKIE, CSRF_HEADER, SessionSigner
-from router.app_keys import TEMPLATES
 from router.config import Secret
 from router.throttle import PER_ADDRESS
 from tests.helpers import (

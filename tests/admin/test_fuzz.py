@@ -27,7 +27,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from router.app_keys import AUTH as AUTH_KEY
+from router.admin.app_keys import AUTH as AUTH_KEY
 from router.responses import SYSTEM_HEADER
 from router.throttle import CredentialThrottle
 from tests.helpers import SESSION_BODY, SESSION_PATH, Gateway, RunningRouter

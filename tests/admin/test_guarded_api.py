@@ -116,9 +116,40 @@ async def test_laggard_is_named_after_the_bound(
     assert status == 200
     c = doc["confirmation"]
     assert (c["applied"], c["total"], c["laggards"], c["timed_out"]) == (1, 2, ["stuck:1"], True)
+    assert (c["complete"], c["silent"]) == (False, [])
     assert c["elapsed_ms"] >= 300
     assert "applied by 1/2 instances" in doc["message"]
-    assert "not yet applied by stuck:1" in doc["message"]
+    assert "NOT applied by stuck:1" in doc["message"]
+
+
+async def test_a_laggard_that_falls_silent_is_not_pruned_from_the_answer(
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    """A frozen instance stops heartbeating and is dropped from the registry 3 beats later;
+    it may still route on the old state, so the switch's answer keeps naming it."""
+    config = make_config(redis_server.url, gateways, confirm_timeout=30, **FAST)
+    router = await routers(config)
+    await wait_until(lambda: instance_count(redis_server) == 1)
+    # Live for about 3 s more (stale after 3 beats of 0.2 s past `seen`), then silent.
+    stuck = {"id": "stuck:1", "seen": time.time() + 3, "applied": {"generation": 0}}
+    redis_server.command("HSET", "tokenrouter:instances", "stuck:1", orjson.dumps(stuck).decode())
+    status, doc = await api(http, router, "/api/switch", {"system": "b"})
+    assert status == 200
+    c = doc["confirmation"]
+    assert instance_count(redis_server) == 1  # the registry dropped it meanwhile
+    assert (c["applied"], c["total"], c["laggards"], c["silent"]) == (
+        1,
+        2,
+        ["stuck:1"],
+        ["stuck:1"],
+    )
+    assert c["complete"] is False
+    # Nothing left to wait for once only silent laggards remain: not the whole bound.
+    assert c["elapsed_ms"] < 30_000
+    assert "NOT applied by stuck:1 (stuck:1 stopped heartbeating meanwhile)" in doc["message"]
 
 
 async def test_stale_instances_are_dropped(

@@ -21,8 +21,8 @@ from aiohttp import web
 
 from router.admin.live import _event
 from router.admin.openapi import error_classes, openapi_document
-from router.admin.operations import OPERATIONS
 from router.admin.page import PAGE_ROUTES, STATIC_PREFIX
+from router.admin.routes import OPERATIONS
 from router.admin.spec import ACCESS_ERRORS, Access, Body, Operation
 from router.errors import RequestError
 from tests.helpers import RedisServer, RunningRouter

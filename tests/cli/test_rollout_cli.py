@@ -20,6 +20,7 @@ import pytest
 
 from tests.cli.test_cli import run
 from tests.helpers import (
+    START_TIMEOUT,
     Gateway,
     RedisServer,
     RouterProcess,
@@ -82,8 +83,13 @@ class Fleet:
     async def start(self) -> None:
         for process in self.processes:
             process.start()
-        for url in self.admin_urls:
-            await wait_ready(url, timeout=30)
+        try:
+            # All three at once, each with the whole bound (it was 30 s, one after the other,
+            # and missed under load: see START_TIMEOUT).
+            await asyncio.gather(*(wait_ready(url) for url in self.admin_urls))
+        except AssertionError as exc:
+            logs = "\n".join(f"--- {p.log}:\n{p.output()[-2000:]}" for p in self.processes)
+            raise AssertionError(f"{exc}\n{logs}") from exc
 
     def stop(self) -> None:
         for process in self.processes:
@@ -97,7 +103,7 @@ async def fleet(
     started = Fleet(tmp_path, redis_server, gateways)
     try:
         await started.start()
-        await wait_until(lambda: len(instances(redis_server)) == 3, timeout=20)
+        await wait_until(lambda: len(instances(redis_server)) == 3, timeout=START_TIMEOUT)
         yield started
     finally:
         started.stop()

@@ -22,8 +22,8 @@ import pytest
 
 from router import interrupts
 from router.config import load_config
-from router.keys import Keys
-from router.store import RedisStore
+from router.state.keys import Keys
+from router.state.store import RedisStore
 from router.upgrade.checks import default_router_url
 from router.upgrade.journal import open_journal
 from router.upgrade.plan import UpgradeRecord, loads_record
@@ -480,7 +480,10 @@ async def test_interrupted_mid_rollout_and_resumed(
     setup: tuple[Path, RunningRouter, RedisStore],
 ) -> None:
     config, router, store = setup
-    proc = await start_upgrade(config, "--steps", "50,100", "--interval", "1.5")
+    # A step interval no run of this test reaches: the rollout must still be running when the
+    # command is run again, however slow the machine (with 1.5 s, a loaded machine started
+    # the second command after the promotion, and it resumed at the drain instead).
+    proc = await start_upgrade(config, "--steps", "50,100", "--interval", "600")
     await read_until(proc, b"rollout step 1/2: 50 %")
     proc.send_signal(signal.SIGINT)
     _, stopped = await asyncio.wait_for(proc.communicate(), 30)
@@ -490,9 +493,16 @@ async def test_interrupted_mid_rollout_and_resumed(
     record = await record_of(store)
     assert record is not None and record.state == "stopped" and record.rollout_id
     # The routers keep driving it; running the command again watches it to the end.
-    code, out, err = await upgrade(config, "b", "--yes", "--steps", "50,100", "--interval", "1.5")
+    resumed = await start_upgrade(config, "--steps", "50,100", "--interval", "600")
+    seen = await read_until(resumed, b"resuming: the rollout to b is running; watching it")
+    # An operator promotes it from another terminal; the watching command follows to the end.
+    promote = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router", "rollout", "promote", "--config", str(config), env=ENV
+    )
+    assert await asyncio.wait_for(promote.wait(), 60) == 0
+    rest, err_bytes = await asyncio.wait_for(resumed.communicate(), 60)
+    code, out, err = resumed.returncode, (seen + rest).decode(), err_bytes.decode()
     assert code == 0, out + err
-    assert "resuming: the rollout to b is running; watching it" in out
     assert "step 1/5" not in out
     assert "rollout promoted: b active" in out
     assert "step 4/5 drain the old system: ok" in out

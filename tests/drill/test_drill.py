@@ -126,7 +126,7 @@ def test_drill_with_a_redis_and_a_router_restart(tmp_path: Path) -> None:
             "--inject",
             # Both faults: a follow-up through the other instance right after the Redis
             # restart, before its issuer's affinity record is back, once reached the wrong
-            # system here; routing.fallbacks fixed it (tests/test_routing.py has the table).
+            # system here; routing.fallbacks fixed it (tests/proxy/test_routing.py has the table).
             "redis-restart,router-restart",
             "--json",
             str(out),

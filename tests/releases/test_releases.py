@@ -19,8 +19,7 @@ import pytest
 
 from router.config import build_config
 from router.errors import ConfigError
-from router.gateways.stats import parse_reported_version
-from router.keys import Keys
+from router.proxy.upstream import Upstream
 from router.releases.cache import HotCache, prepare
 from router.releases.compression import compress_forms
 from router.releases.fetch import Fetcher, FingerprintError, decode_body, join_body, same_bytes
@@ -42,7 +41,8 @@ from router.releases.model import (
 from router.releases.paths import is_library_path
 from router.releases.service import Current, Releases, check_release_config
 from router.simulator.gateway import LIBRARY_PATHS, library_files
-from router.upstream import Upstream
+from router.state.keys import Keys
+from router.systems.stats import parse_reported_version
 from tests.helpers import (
     HOST,
     SESSION_BODY,
@@ -843,7 +843,7 @@ async def test_restore_survives_a_check_adopting_meanwhile(
     """The write-back after an empty Redis names the release each system serves, awaiting
     Redis per system, while a check may adopt a release for another system: that must not
     end the write-back ("dictionary changed size during iteration"), which left it due until
-    the next Redis outage (a flake of tests/test_recovery.py)."""
+    the next Redis outage (a flake of tests/flows/test_recovery.py)."""
     config = make_config(
         redis_server.url,
         gateways,

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from router.errors import WrongKeyType
-from router.keys import Keys
 from router.releases.model import LibraryFile, ReleaseMeta, release_digest, release_id
 from router.releases.store import Activity, RedisReleaseStore
+from router.state.keys import Keys
 from tests.helpers import REDIS_TIMEOUT, RedisServer
 
 KEYS = Keys("tokenrouter")

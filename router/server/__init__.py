@@ -1,0 +1,2 @@
+"""One router process: running it, the one wiring point, listen addresses, the allocator
+settings, the event-loop probe."""

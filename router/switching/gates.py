@@ -1,0 +1,157 @@
+"""The safety gates of every switch (SPEC section 6), in one place.
+
+`check_target` is the pure decision, used by the CLI, the API, the page, `undo`, rollout
+start and promotion alike: the target is not offline and its gateway answered a health probe
+within the last few seconds. `GateProber` supplies that probe: it reuses a recent answer or
+probes now, on the same cheap target as the health prober (`stats_url`, else a HEAD of a
+library file: never a token mint, which would open a session on the gateway).
+
+A refusal is a `GateRefused` naming the gate; `force` lets everything but the compare-and-set
+(`expect`, checked atomically by the store's script) through, and the audit records it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aiohttp
+
+from router.config import SystemConfig
+from router.errors import BadRequest, GateRefused
+from router.proxy.upstream import gateway_ssl
+from router.systems.prober import describe_failure, probe_target
+
+GATES = ("offline", "health", "expect", "active", "rollout", "open")
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One health probe of a system's gateway: ok, when, and why not."""
+
+    ok: bool
+    at: float
+    error: str = ""
+
+
+def known_target(target: object, known: tuple[str, ...]) -> str:
+    """An unknown system is bad input (400 / exit 2), not a gate."""
+    if not isinstance(target, str) or target not in known:
+        raise BadRequest(f"unknown system {target!r}; configured systems: {', '.join(known)}")
+    return target
+
+
+def check_target(
+    target: str, offline: frozenset[str], probe: Probe | None, now: float, max_age: float
+) -> list[GateRefused]:
+    """Every gate `target` fails, in order (empty: it may become active)."""
+    refused = []
+    if target in offline:
+        refused.append(
+            GateRefused(
+                "offline",
+                f"{target} is marked offline; bring it online first "
+                "(force brings it online and switches)",
+                system=target,
+            )
+        )
+    if probe is None or not probe.ok or now - probe.at > max_age:  # at > now: probed for it
+        why = "it was not probed" if probe is None else probe.error or "no recent answer"
+        refused.append(
+            GateRefused(
+                "health",
+                f"{target}'s gateway did not answer a health probe: {why}",
+                system=target,
+            )
+        )
+    return refused
+
+
+def check_offline(
+    system: str, open_count: int | None, source: str, unknown_why: str = ""
+) -> list[GateRefused]:
+    """Marking `system` offline answers everything that still belongs to it with 503 at
+    once: refused while it holds calls, or while nobody can tell (the same gate on the CLI,
+    the API and the page, which says the count in its dialog)."""
+    if open_count == 0:
+        return []
+    if open_count is None:
+        why = f" ({unknown_why})" if unknown_why else ""
+        message = (
+            f"{system}'s open sessions are unknown{why}: marking it offline could cut calls "
+            f"that are still open; wait until `drain-wait {system}` says drained"
+        )
+    else:
+        message = (
+            f"{system} still holds {open_count} open session(s) and short code(s) "
+            f"({source} count): marking it offline answers them with 503 at once; wait "
+            f"until `drain-wait {system}` says drained"
+        )
+    return [GateRefused("open", message, system=system)]
+
+
+def enforce(refusals: list[GateRefused], force: bool) -> str:
+    """Raise the first refusal unless forced; return what force overrode (for the audit)."""
+    if not refusals:
+        return ""
+    if not force:
+        raise refusals[0]
+    return "; ".join(f"{r.gate}: {r.message}" for r in refusals)
+
+
+class GateProber:
+    """Fresh-enough health answers for the gates; probes a system at most once at a time."""
+
+    def __init__(self, systems: Mapping[str, SystemConfig], *, timeout: float = 2.0) -> None:
+        self.systems = dict(systems)
+        self.timeout = timeout
+        self.last: dict[str, Probe] = {}
+        self._ssl = {sid: gateway_ssl(s) for sid, s in systems.items()}
+        self._locks = {sid: asyncio.Lock() for sid in systems}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def note(self, system: str, ok: bool, at: float, error: str = "") -> None:
+        """Another prober's answer (the admin page's) counts too."""
+        previous = self.last.get(system)
+        if previous is None or previous.at < at:
+            self.last[system] = Probe(ok, at, error)
+
+    async def fresh(self, system: str, max_age: float) -> Probe:
+        """An answer no older than `max_age` seconds: the last one, or a probe now."""
+        last = self.last.get(system)
+        if last is not None and last.ok and time.time() - last.at <= max_age:
+            return last
+        async with self._locks[system]:
+            last = self.last.get(system)
+            if last is not None and time.time() - last.at <= min(max_age, 0.05):
+                return last  # somebody probed while we waited
+            probe = await self.probe(system)
+            self.last[system] = probe
+            return probe
+
+    async def probe(self, system: str) -> Probe:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=aiohttp.TCPConnector(force_close=True),
+            )
+        method, url = probe_target(self.systems[system])
+        try:
+            async with self._session.request(
+                method, url, ssl=self._ssl[system], allow_redirects=False
+            ) as resp:
+                if method == "GET":
+                    await resp.read()
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            return Probe(False, time.time(), describe_failure(exc, self.timeout))
+        if 200 <= status < 300:
+            return Probe(True, time.time())
+        return Probe(False, time.time(), f"{method} {url} answered {status}")

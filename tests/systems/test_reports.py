@@ -1,0 +1,267 @@
+"""router/systems/reports.py (reports through the drain decision, counts) and
+router/systems/stats.py (stats_url)."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from router.config import SystemConfig, build_config
+from router.state.keys import Keys
+from router.state.snapshot import Snapshot
+from router.state.store import AffinityRecord, MemoryStore, RedisStore
+from router.systems.drain import STATES
+from router.systems.reports import audit_json, read_counts, reports
+from router.systems.stats import parse_open_sessions, probe_all, probe_open_sessions
+from tests.helpers import HOST, SESSION_BODY, SESSION_PATH, Gateway, free_port
+
+# --- reports --------------------------------------------------------------------------------
+
+CONFIG = build_config(
+    {
+        "systems": {
+            "a": {
+                "gateway": "http://gw-a:8080",
+                "public_url": "https://a.example.com",
+                "version": "1.0",
+            },
+            "b": {"gateway": "http://gw-b:8080", "public_url": "https://b.example.com"},
+            "c": {"gateway": "http://gw-c:8080", "public_url": "https://c.example.com"},
+        }
+    },
+    {},
+)
+
+
+def test_reports_with_counts() -> None:
+    snapshot = Snapshot(active="b", offline=frozenset({"c"}))
+    out = reports(CONFIG, snapshot, {"a": 2, "b": 5}, frozenset())
+    assert [(r.id, r.drain.states, r.open) for r in out] == [
+        ("a", ("draining",), 2),
+        ("b", ("active",), 5),
+        ("c", ("offline", "drained"), 0),  # missing from the counts: none issued
+    ]
+    assert all(set(r.drain.states) <= set(STATES) for r in out)
+    assert out[0].to_json() == {
+        "id": "a",
+        "state": "draining",
+        "states": ["draining"],
+        "badge": "draining",
+        "share": 0,
+        "drained": False,
+        "open": 2,
+        "source": "router",
+        "router_open": 2,
+        "gateway_open": None,
+        "gateway_error": None,
+        "drain_rate": None,
+        "drain_eta": None,
+        "stalled": False,
+        "stalled_for": None,
+        "estimate": "measuring the rate",
+        "gateway": "http://gw-a:8080",
+        "public_url": "https://a.example.com",
+        "version": "1.0",
+    }
+    assert out[1].to_json()["version"] is None
+
+
+def test_reports_drained_and_preview() -> None:
+    out = reports(CONFIG, Snapshot(active="a"), {"a": 0, "b": 3, "c": 0}, frozenset({"b", "c"}))
+    assert [r.drain.states for r in out] == [
+        ("active",),
+        ("preview", "draining"),  # combinable: previewed while it still holds sessions
+        ("preview", "drained"),
+    ]
+
+
+def test_reports_store_away() -> None:
+    out = reports(CONFIG, Snapshot(active="a"), None, frozenset())
+    assert [(r.state, r.open) for r in out] == [
+        ("active", None),
+        ("draining", None),
+        ("draining", None),
+    ]
+
+
+STATS_CONFIG = build_config(
+    {
+        "systems": {
+            "a": {"gateway": "http://gw-a:8080", "public_url": "https://a.example.com"},
+            "b": {
+                "gateway": "http://gw-b:8080",
+                "public_url": "https://b.example.com",
+                "stats_url": "http://gw-b:8080/stats",
+            },
+        }
+    },
+    {},
+)
+
+
+def test_reports_gateway_count_decides() -> None:
+    """Where stats_url answers, the gateway's count decides; the router's is shown beside."""
+    out = reports(STATS_CONFIG, Snapshot(active="a"), {"a": 0, "b": 0}, frozenset(), {"b": (4, "")})
+    b = out[1].drain
+    assert (b.states, b.open, b.source, b.router_open, b.gateway_open) == (
+        ("draining",),
+        4,
+        "gateway",
+        0,
+        4,
+    )
+    out = reports(STATS_CONFIG, Snapshot(active="a"), {"a": 0, "b": 7}, frozenset(), {"b": (0, "")})
+    assert out[1].drain.drained  # the gateway says empty: the router's leftovers do not hold it
+
+
+def test_reports_unknown_probe_count() -> None:
+    out = reports(
+        STATS_CONFIG, Snapshot(active="a"), {"a": 0, "b": 0}, frozenset(), {"b": (None, "timeout")}
+    )
+    b = out[1].drain
+    assert (b.state, b.open, b.source, b.gateway_error) == ("draining", None, "unknown", "timeout")
+
+
+async def test_read_counts_and_audit_json() -> None:
+    store = MemoryStore()
+    await store.switch("a", "cli:alice", ("a", "b"))
+    await store.write_affinity([AffinityRecord("session", "s1", "b", 3600)], 1e12)
+    await store.mark_preview("b", 60)
+    counts, previewing, error = await read_counts(store, ("a", "b"))
+    assert counts == {"a": 0, "b": 1}
+    assert previewing == frozenset({"b"})
+    assert error == ""
+    [entry] = audit_json(await store.audit(10))
+    assert (entry["from"], entry["to"], entry["source"], entry["action"]) == (
+        "",
+        "a",
+        "cli:alice",
+        "switch",
+    )
+
+
+async def test_read_counts_store_away() -> None:
+    store = RedisStore(f"redis://{HOST}:{free_port()}/0", Keys("tokenrouter"), timeout=0.5)
+    try:
+        counts, previewing, error = await read_counts(store, ("a", "b"))
+    finally:
+        await store.close()
+    assert counts is None
+    assert previewing == frozenset()
+    assert "unavailable" in error
+
+
+# --- probe: parse_open_sessions -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"open_sessions": 3}', 3),
+        (b'{"openSessions": 4}', 4),
+        (b'{"sessions": 5}', 5),
+        (b'{"open_sessions": 0}', 0),
+        (b'{"open_sessions": 1, "openSessions": 2, "sessions": 3}', 1),
+        (b'{"open_sessions": "7", "sessions": 2}', 2),
+        (b'{"open_sessions": -1}', None),
+        (b'{"open_sessions": true}', None),
+        (b'{"open_sessions": 2.5}', None),
+        (b'{"open_sessions": null}', None),
+        (b'{"other": 1}', None),
+        (b"[1, 2]", None),
+        (b"3", None),
+        (b"not json", None),
+        (b"", None),
+    ],
+    ids=[
+        "snake",
+        "camel",
+        "sessions",
+        "zero",
+        "preference-order",
+        "string-skipped",
+        "negative",
+        "bool",
+        "float",
+        "null",
+        "no-field",
+        "list",
+        "number",
+        "not-json",
+        "empty",
+    ],
+)
+def test_parse_open_sessions(body: bytes, expected: int | None) -> None:
+    assert parse_open_sessions(body) == expected
+
+
+# --- probe against the simulator ------------------------------------------------------------
+
+
+def system(stats_url: str, sid: str = "a") -> SystemConfig:
+    return SystemConfig(
+        id=sid, gateway="http://gw:1", public_url="https://x.example.com", stats_url=stats_url
+    )
+
+
+async def test_probe_counts_open_sessions(gateway: Gateway, http: aiohttp.ClientSession) -> None:
+    for _ in range(3):
+        async with http.post(gateway.url + SESSION_PATH, json=SESSION_BODY) as resp:
+            assert resp.status == 200
+            sid = (await resp.json())["sessionid"]
+    assert await probe_open_sessions(http, system(gateway.url + "/stats")) == (3, "")
+    async with http.delete(f"{gateway.url}/gateway/sessions/session/id/{sid}") as resp:
+        assert resp.status == 200
+    assert await probe_open_sessions(http, system(gateway.url + "/stats")) == (2, "")
+
+
+async def test_probe_without_stats_url(http: aiohttp.ClientSession) -> None:
+    assert await probe_open_sessions(http, system("")) == (None, "")
+
+
+async def test_probe_error_status(gateway: Gateway, http: aiohttp.ClientSession) -> None:
+    assert await probe_open_sessions(http, system(gateway.url + "/nope")) == (
+        None,
+        "stats_url answered 404",
+    )
+    async with http.post(gateway.url + "/_sim/fail", json={"status": 503, "count": 1}) as resp:
+        assert resp.status == 200
+    assert await probe_open_sessions(http, system(gateway.url + "/stats")) == (
+        None,
+        "stats_url answered 503",
+    )
+
+
+async def test_probe_answer_without_count(gateway: Gateway, http: aiohttp.ClientSession) -> None:
+    count, error = await probe_open_sessions(http, system(gateway.url + "/gateway/adapter.js"))
+    assert count is None
+    assert error == "stats_url answer has no open_sessions count"
+
+
+async def test_probe_unreachable(http: aiohttp.ClientSession) -> None:
+    count, error = await probe_open_sessions(http, system(f"http://{HOST}:{free_port()}/stats"))
+    assert count is None
+    assert error.startswith("stats_url failed: ClientConnectorError")
+
+
+async def test_probe_slow_gateway_times_out(gateway: Gateway, http: aiohttp.ClientSession) -> None:
+    async with http.post(gateway.url + "/_sim/slow", json={"delay": 0.6}) as resp:
+        assert resp.status == 200
+    count, error = await probe_open_sessions(http, system(gateway.url + "/stats"), timeout=0.1)
+    assert count is None
+    assert error.startswith("stats_url failed:")
+
+
+async def test_probe_all(gateway: Gateway, http: aiohttp.ClientSession) -> None:
+    async with http.post(gateway.url + SESSION_PATH, json=SESSION_BODY) as resp:
+        assert resp.status == 200
+    systems = {
+        "a": system(gateway.url + "/stats", "a"),
+        "b": system("", "b"),  # no stats_url: not probed
+        "c": system(f"http://{HOST}:{free_port()}/stats", "c"),
+    }
+    results = await probe_all(systems, timeout=10.0)
+    assert set(results) == {"a", "c"}
+    assert results["a"] == (1, "")
+    assert results["c"][0] is None and results["c"][1]
+    assert await probe_all({"b": system("", "b")}) == {}
