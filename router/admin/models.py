@@ -51,7 +51,8 @@ class Liveness(BaseModel):
     status: Literal["ok"]
 
 
-RefusedReason = Literal["unknown", "offline"]
+# offline-mark: the active system's own mark in <prefix>:offline, added outside token-router.
+RefusedReason = Literal["unknown", "offline", "offline-mark"]
 
 
 class KeyProblem(BaseModel):
@@ -124,7 +125,9 @@ class System(BaseModel):
 
 class Refused(BaseModel):
     """A value in <prefix>:active that routing refused: it names no configured system
-    (reason 'unknown') or a system marked offline ('offline')."""
+    (reason 'unknown') or a system marked offline ('offline'); or the active system's offline
+    mark, added outside token-router with a bare SADD ('offline-mark': it stays active and
+    online)."""
 
     value: str
     since: float

@@ -117,7 +117,13 @@ async def _releases(config: Config) -> dict[str, str | None]:
 
 def status_lines(doc: dict[str, Any], now: float) -> list[str]:
     lines = [f"store    {doc['store']}", f"active   {doc['active']}"]
-    if doc["refused"]:
+    if doc["refused"] and doc["refused"]["reason"] == "offline-mark":
+        lines.append(
+            f"REFUSED  {doc['refused']['value']!r} in the offline set (added outside "
+            "token-router): it is the active system and stays online; switch first, or "
+            f"token-router offline {doc['refused']['value']} --force"
+        )
+    elif doc["refused"]:
         lines.append(
             f"REFUSED  active holds {doc['refused']['value']!r} ({doc['refused']['reason']}); "
             f"routers stay on {doc['active']!r}"

@@ -26,11 +26,15 @@ log = logging.getLogger("router.state")
 
 REFUSED_UNKNOWN = "unknown"  # names no configured system
 REFUSED_OFFLINE = "offline"  # names a system an operator marked offline
+# The active system's own offline mark, added outside token-router (a bare SADD): refused,
+# the system stays active and online (`token-router offline <id> --force` is the way).
+REFUSED_OFFLINE_MARK = "offline-mark"
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A value found in `<prefix>:active` that routing refused, and why."""
+    """A value found in `<prefix>:active` that routing refused, and why (or, for
+    REFUSED_OFFLINE_MARK, the active system's offline mark in `<prefix>:offline`)."""
 
     value: str
     since: float
@@ -39,6 +43,11 @@ class Refusal:
     def describe(self) -> str:
         if self.reason == REFUSED_OFFLINE:
             return "names a system that is marked offline"
+        if self.reason == REFUSED_OFFLINE_MARK:
+            return (
+                "is the active system, marked offline outside token-router (a bare SADD); "
+                "the mark is refused"
+            )
         return "names no configured system"
 
 
@@ -67,8 +76,11 @@ def build_snapshot(
     page and metrics. So is a change of the value to a system marked offline (SPEC section 6:
     a bare `SET` to an offline system would send every new session to a 503). The system
     that is already active being marked offline is not a change of `active`: it stays (its
-    requests get the offline 503, as the operator asked). A missing value also keeps the
-    previous system; the watcher re-seeds it.
+    requests get the offline 503, as the operator asked) when token-router marked it (`offline
+    --force`, `stored.offline_forced`); a bare `SADD` of it is refused instead, the same gate
+    as the bare `SET` (every new session would get a 503): it stays active and online, and
+    the refusal shows like a refused value. A missing value also keeps the previous system;
+    the watcher re-seeds it.
 
     A key that cannot be read (`stored.problems`) is carried as a problem: the offline set
     stays as last read; an unusable rollout document routes nothing (new sessions follow
@@ -92,6 +104,21 @@ def build_snapshot(
             generation=gen,
             problems=problems,
         )
+    if (
+        stored.active in known
+        and stored.active == previous.active
+        and stored.active in offline
+        and stored.offline_forced != stored.active
+        and "offline_forced" not in stored.unreadable
+    ):
+        refused = previous.refused
+        if refused is None or (refused.value, refused.reason) != (
+            stored.active,
+            REFUSED_OFFLINE_MARK,
+        ):
+            refused = Refusal(stored.active, now, REFUSED_OFFLINE_MARK)
+        marks = offline - {stored.active}
+        return Snapshot(stored.active, marks, refused, share, gen, problems)
     if stored.active in known and (
         stored.active not in offline or stored.active == previous.active
     ):
@@ -293,8 +320,12 @@ class StateWatcher:
 
     async def _sync(self) -> None:
         stored, lost, known_epoch = await self._restore(await self.store.read_state())
-        previous = self.holder.current
-        snapshot = build_snapshot(stored, self.known, previous, time.time())
+        previous = basis = self.holder.current
+        if not self.holder.synced and stored.recorded in self.known:
+            # Not synced yet: the fleet routes on the last value it recorded, not on this
+            # process's default; a refused value must not split a newcomer off from it.
+            basis = replace(previous, active=str(stored.recorded))
+        snapshot = build_snapshot(stored, self.known, basis, time.time())
         changed = self.holder.apply(snapshot)
         self._report(previous, snapshot)
         if "rollout" not in stored.unreadable:

@@ -53,6 +53,7 @@ class StoredState:
     restoring: float | None = None  # when routers last began writing back lost state
     rollout: str | None = None  # the rollout document (JSON) as stored, if any
     generation: int = 0  # bumped by every write through token-router (confirmations)
+    offline_forced: str | None = None  # the active system token-router took offline (forced)
     # Keys that hold something token-router cannot use (the wrong kind of value, or a value
     # it cannot parse), each with its fix; and which of the fields above could therefore not
     # be read ("offline", "epoch", ...): their value here is the empty one, not the truth.
@@ -375,10 +376,10 @@ end
 _SWITCH = (
     _LUA_HELPERS
     + """
--- KEYS: active, recorded, offline, audit, events, rollout, generation
+-- KEYS: active, recorded, offline, audit, events, rollout, generation, offline forced
 -- ARGV: new, source, time, maxlen, expect, reason, forced, action, known...
 local refused = wrong_type({KEYS[1], 'string', KEYS[2], 'string', KEYS[3], 'set',
-  KEYS[4], 'stream', KEYS[6], 'string', KEYS[7], 'string'})
+  KEYS[4], 'stream', KEYS[6], 'string', KEYS[7], 'string', KEYS[8], 'string'})
 if refused then return refused end
 local prev = redis.call('GET', KEYS[1])
 if ARGV[5] ~= '' and prev ~= ARGV[5] then
@@ -389,6 +390,7 @@ if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
   -- A forced switch to an offline system brings it online: routers refuse an active value
   -- that names an offline system, so the force would otherwise switch nothing.
   redis.call('SREM', KEYS[3], ARGV[1])
+  if redis.call('GET', KEYS[8]) == ARGV[1] then redis.call('DEL', KEYS[8]) end
   audit(KEYS[4], ARGV[4], ARGV[3], 'online', ARGV[1], ARGV[1], ARGV[2],
     'forced ' .. ARGV[8] .. ' to it', '1')
 end
@@ -427,14 +429,34 @@ return {from, gen}
 _OBSERVE = (
     _LUA_HELPERS
     + """
--- KEYS: active, recorded, audit, offline, rollout, events
+-- KEYS: active, recorded, audit, offline, rollout, events, offline forced, offline refused
 -- ARGV: source, time, maxlen, known...
 local refused = wrong_type({KEYS[1], 'string', KEYS[2], 'string', KEYS[3], 'stream',
-  KEYS[4], 'set', KEYS[5], 'string'})
+  KEYS[4], 'set', KEYS[5], 'string', KEYS[7], 'string', KEYS[8], 'string'})
 if refused then return refused end
 local active = redis.call('GET', KEYS[1])
-if not active then return 0 end
 local recorded = redis.call('GET', KEYS[2])
+-- The established active system marked offline without token-router (a bare SADD: no
+-- forced mark) is refused by the routers, like a bare SET of an offline system; recorded
+-- once. A forced mark of a system no longer offline is stale and goes.
+local forced = redis.call('GET', KEYS[7])
+if forced and redis.call('SISMEMBER', KEYS[4], forced) == 0 then
+  redis.call('DEL', KEYS[7])
+  forced = false
+end
+local marked = active and active == recorded and forced ~= active
+  and redis.call('SISMEMBER', KEYS[4], active) == 1
+local noted = redis.call('GET', KEYS[8])
+if marked and noted ~= active then
+  redis.call('SET', KEYS[8], active)
+  audit(KEYS[3], ARGV[3], ARGV[2], 'offline-refused', active, active, ARGV[1],
+    active .. ' is the active system: its offline mark, added outside token-router, is '
+    .. 'refused and new sessions still go to it (switch first, or token-router offline '
+    .. active .. ' --force)', '')
+elseif not marked and noted then
+  redis.call('DEL', KEYS[8])
+end
+if not active then return 0 end
 if active == recorded then return 0 end
 -- A bare SET to an offline system is refused by the routers: not a switch, not recorded.
 if redis.call('SISMEMBER', KEYS[4], active) == 1 then return 0 end
@@ -550,7 +572,7 @@ return ''
 _RESTORE = (
     _LUA_HELPERS
     + """
--- KEYS: epoch, active, offline, default mark, rollout, audit, events
+-- KEYS: epoch, active, offline, default mark, rollout, audit, events, offline forced
 -- ARGV: new epoch, active ('' = leave), 'known'|'fresh', mark ttl, rollout document ('' =
 --       none), time, audit maxlen, source, from, to, reason, offline...
 -- The first router to find the epoch missing writes it (and the offline marks it knew).
@@ -585,6 +607,11 @@ if ARGV[2] ~= '' then
 end
 if created then
   for i = 12, #ARGV do redis.call('SADD', KEYS[3], ARGV[i]) end
+  -- A router offers the active system as offline only when token-router put it there.
+  local now_active = redis.call('GET', KEYS[2])
+  if now_active and redis.call('SISMEMBER', KEYS[3], now_active) == 1 then
+    redis.call('SET', KEYS[8], now_active)
+  end
 end
 -- The running rollout a router knew, where Redis lost it (every router that knew it offers
 -- it; the first puts it back, once, and the audit says so).
@@ -600,13 +627,20 @@ return {epoch, seeded}
 _OFFLINE = (
     _LUA_HELPERS
     + """
--- KEYS: offline, audit, events, active, generation
+-- KEYS: offline, audit, events, active, generation, offline forced
 -- ARGV: system, 1|0, source, time, maxlen, reason, forced, refuse if active (1|'')
 local refused = wrong_type({KEYS[1], 'set', KEYS[2], 'stream', KEYS[4], 'string',
-  KEYS[5], 'string'})
+  KEYS[5], 'string', KEYS[6], 'string'})
 if refused then return refused end
 if ARGV[2] == '1' and ARGV[8] == '1' and redis.call('GET', KEYS[4]) == ARGV[1] then
   return redis.error_reply('ACTIVE')
+end
+-- Marking the active system offline takes force here; the mark that says so is what lets
+-- the routers tell it from a bare SADD (refused).
+if ARGV[2] == '1' and redis.call('GET', KEYS[4]) == ARGV[1] then
+  redis.call('SET', KEYS[6], ARGV[1])
+elseif ARGV[2] ~= '1' and redis.call('GET', KEYS[6]) == ARGV[1] then
+  redis.call('DEL', KEYS[6])
 end
 local changed
 if ARGV[2] == '1' then
@@ -706,7 +740,16 @@ class RedisStore:
         `unreadable`), so routing still follows `active`. Only `active` itself of the wrong
         kind fails the read (WrongKeyType): there is nothing to follow then."""
         k = self.keys
-        names = (k.active, k.offline, k.recorded, k.epoch, k.restoring, k.rollout, k.generation)
+        names = (
+            k.active,
+            k.offline,
+            k.recorded,
+            k.epoch,
+            k.restoring,
+            k.rollout,
+            k.generation,
+            k.offline_forced,
+        )
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.get(k.active)
@@ -716,12 +759,22 @@ class RedisStore:
                 pipe.get(k.restoring)
                 pipe.get(k.rollout)
                 pipe.get(k.generation)
+                pipe.get(k.offline_forced)
                 results = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
             raise await self._failure(exc, *names) from exc
         problems: list[KeyProblem] = []
         unreadable: set[str] = set()
-        fields = ("active", "offline", "recorded", "epoch", "restoring", "rollout", "generation")
+        fields = (
+            "active",
+            "offline",
+            "recorded",
+            "epoch",
+            "restoring",
+            "rollout",
+            "generation",
+            "offline_forced",
+        )
         values: dict[str, Any] = {}
         for field_name, key, result in zip(fields, names, results, strict=True):
             if not isinstance(result, Exception):
@@ -749,6 +802,7 @@ class RedisStore:
             generation=generation or 0,
             epoch=values["epoch"],
             restoring=_float_or_none(values["restoring"]),
+            offline_forced=values["offline_forced"],
             problems=tuple(problems),
             unreadable=frozenset(unreadable),
         )
@@ -831,7 +885,7 @@ class RedisStore:
         touched = (k.epoch, k.active, k.offline, k.default_seed, k.rollout, k.audit)
         try:
             found, seeded = await self._restore(
-                keys=[*touched, k.events],
+                keys=[*touched, k.events, k.offline_forced],
                 args=[
                     epoch,
                     active,
@@ -866,10 +920,27 @@ class RedisStore:
         action: str = "switch",
     ) -> SwitchResult:
         k = self.keys
-        switched = (k.active, k.recorded, k.offline, k.audit, k.rollout, k.generation)
+        switched = (
+            k.active,
+            k.recorded,
+            k.offline,
+            k.audit,
+            k.rollout,
+            k.generation,
+            k.offline_forced,
+        )
         try:
             previous, generation = await self._switch(
-                keys=[k.active, k.recorded, k.offline, k.audit, k.events, k.rollout, k.generation],
+                keys=[
+                    k.active,
+                    k.recorded,
+                    k.offline,
+                    k.audit,
+                    k.events,
+                    k.rollout,
+                    k.generation,
+                    k.offline_forced,
+                ],
                 args=[
                     system,
                     source,
@@ -905,7 +976,7 @@ class RedisStore:
         k = self.keys
         try:
             await self._offline(
-                keys=[k.offline, k.audit, k.events, k.active, k.generation],
+                keys=[k.offline, k.audit, k.events, k.active, k.generation, k.offline_forced],
                 args=[
                     system,
                     "1" if offline else "0",
@@ -920,22 +991,35 @@ class RedisStore:
         except ResponseError as exc:
             if "ACTIVE" in str(exc):
                 raise active_error(system) from None
-            raise await self._failure(exc, k.offline, k.audit, k.active, k.generation) from exc
+            raise await self._failure(
+                exc, k.offline, k.audit, k.active, k.generation, k.offline_forced
+            ) from exc
         except (RedisError, OSError) as exc:
-            raise await self._failure(exc, k.offline, k.audit, k.active, k.generation) from exc
+            raise await self._failure(
+                exc, k.offline, k.audit, k.active, k.generation, k.offline_forced
+            ) from exc
 
     async def record_observed(self, source: str, known: Sequence[str]) -> bool:
         k = self.keys
         try:
             return bool(
                 await self._observe(
-                    keys=[k.active, k.recorded, k.audit, k.offline, k.rollout, k.events],
+                    keys=[
+                        k.active,
+                        k.recorded,
+                        k.audit,
+                        k.offline,
+                        k.rollout,
+                        k.events,
+                        k.offline_forced,
+                        k.offline_refused,
+                    ],
                     args=[source, f"{time.time():.3f}", AUDIT_MAXLEN, *known],
                 )
             )
         except (RedisError, OSError) as exc:
             raise await self._failure(
-                exc, k.active, k.recorded, k.audit, k.offline, k.rollout
+                exc, k.active, k.recorded, k.audit, k.offline, k.rollout, k.offline_forced
             ) from exc
 
     async def write_rollout(
@@ -1187,6 +1271,7 @@ class MemoryStore:
         self.active: str | None = None
         self.recorded: str | None = None
         self.offline: set[str] = set()
+        self.offline_forced: str | None = None
         self.entries: list[AuditEntry] = []
         self.affinity: dict[tuple[str, str], tuple[str, float]] = {}
         self.open: dict[str, dict[str, float]] = {}
@@ -1248,6 +1333,7 @@ class MemoryStore:
             epoch=self.epoch,
             rollout=self.rollout,
             generation=self.generation,
+            offline_forced=self.offline_forced,
         )
 
     async def mark_restoring(self, now: float) -> None:
@@ -1328,6 +1414,8 @@ class MemoryStore:
             if not forced:
                 raise offline_error(system)
             self.offline.discard(system)
+            if self.offline_forced == system:
+                self.offline_forced = None
             self._append("online", source, system, system, f"forced {action} to it", True)
         if (
             self.active is not None
@@ -1371,6 +1459,10 @@ class MemoryStore:
         if offline and refuse_active and self.active == system:
             raise active_error(system)
         changed = (system not in self.offline) if offline else (system in self.offline)
+        if offline and self.active == system:
+            self.offline_forced = system
+        elif not offline and self.offline_forced == system:
+            self.offline_forced = None
         if offline:
             self.offline.add(system)
         else:
