@@ -281,6 +281,8 @@
     refused.hidden = !doc.refused;
     if (doc.refused) {
       setText(field(refused, "refused-value"), doc.refused.value);
+      const key = doc.refused.reason === "offline-mark" ? "offline" : "active";
+      setText(field(refused, "refused-key"), `${refused.dataset.prefix}:${key}`);
       const reasons = {
         offline: "names a system that is marked offline",
         "offline-mark":

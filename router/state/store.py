@@ -258,7 +258,7 @@ def parse_counts(raw: Mapping[str, str]) -> dict[str, tuple[int, int]]:
 
 
 # Seconds an instance's clock may run ahead of the reader's and its beat still count.
-HEARTBEAT_SKEW = 300.0
+HEARTBEAT_SKEW = 3600.0
 
 
 def _heartbeat(value: str | bytes, now: float, stale_after: float) -> dict[str, Any] | None:
@@ -376,7 +376,8 @@ end
 _SWITCH = (
     _LUA_HELPERS
     + """
--- KEYS: active, recorded, offline, audit, events, rollout, generation, offline forced
+-- KEYS: active, recorded, offline, audit, events, rollout, generation, offline forced,
+--       default mark
 -- ARGV: new, source, time, maxlen, expect, reason, forced, action, known...
 local refused = wrong_type({KEYS[1], 'string', KEYS[2], 'string', KEYS[3], 'set',
   KEYS[4], 'stream', KEYS[6], 'string', KEYS[7], 'string', KEYS[8], 'string'})
@@ -405,6 +406,7 @@ if prev and prev ~= recorded and known(prev) and redis.call('SISMEMBER', KEYS[3]
   recorded = prev
 end
 redis.call('SET', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[9])  -- an operator's choice is no newcomer's default (_RESTORE)
 local from = recorded or ''
 if ARGV[8] == 'promote' then
   end_rollout(KEYS[6], 'promoted', ARGV[3], ARGV[6])
@@ -429,7 +431,8 @@ return {from, gen}
 _OBSERVE = (
     _LUA_HELPERS
     + """
--- KEYS: active, recorded, audit, offline, rollout, events, offline forced, offline refused
+-- KEYS: active, recorded, audit, offline, rollout, events, offline forced, offline refused,
+--       default mark
 -- ARGV: source, time, maxlen, known...
 local refused = wrong_type({KEYS[1], 'string', KEYS[2], 'string', KEYS[3], 'stream',
   KEYS[4], 'set', KEYS[5], 'string', KEYS[7], 'string', KEYS[8], 'string'})
@@ -463,6 +466,10 @@ if redis.call('SISMEMBER', KEYS[4], active) == 1 then return 0 end
 for i = 4, #ARGV do
   if ARGV[i] == active then
     audit(KEYS[3], ARGV[3], ARGV[2], 'switch', recorded or '', active, ARGV[1], '', '')
+    -- A newcomer's default that the fleet moved away from is no default any more: a router
+    -- that later finds the epoch changed must not put its own value back over a choice.
+    local default = redis.call('GET', KEYS[9])
+    if default and default ~= active then redis.call('DEL', KEYS[9]) end
     redis.call('SET', KEYS[2], active)
     local ended = end_rollout(KEYS[5], 'ended', ARGV[2],
       'active set to ' .. active .. ' outside token-router (bare SET)', active)
@@ -940,6 +947,7 @@ class RedisStore:
                     k.rollout,
                     k.generation,
                     k.offline_forced,
+                    k.default_seed,
                 ],
                 args=[
                     system,
@@ -1013,6 +1021,7 @@ class RedisStore:
                         k.events,
                         k.offline_forced,
                         k.offline_refused,
+                        k.default_seed,
                     ],
                     args=[source, f"{time.time():.3f}", AUDIT_MAXLEN, *known],
                 )
