@@ -12,6 +12,7 @@ import math
 import os
 import re
 import tomllib
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -27,6 +28,11 @@ PREFER_POLICIES = ("unless-offline", "never")
 OPERATOR_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 # Every admin credential: long enough that guessing at a few tries a minute is hopeless.
 MIN_TOKEN_LENGTH = 16
+# ...and not 16 of one character: the bits its characters carry (their frequencies in the
+# token, times its length; `aaaaaaaaaaaaaaaa` has none, `abababababababab` 16,
+# `abcdabcdabcdabcd` 32, a random 16-character hex token 50 on average and under 33 about
+# once in 100,000 draws, `openssl rand -base64 24` about 150).
+MIN_TOKEN_BITS = 33
 # The operator name `admin_token` stands for (audit, page).
 ADMIN_OPERATOR = "admin"
 LOG_FORMATS = ("text", "json")
@@ -52,6 +58,8 @@ DEFAULT_AFFINITY_TTL = 43_200
 
 # A duration in seconds where 0 is allowed (see _parse_seconds); plain `float` keys must be > 0.
 Seconds = float
+# A multiplier where 0 is allowed (0 turns the check it sets off; see _parse_factor).
+Factor = float
 
 
 class Secret:
@@ -286,7 +294,12 @@ class RouterConfig:
         metadata=_help("Header carrying '<system>:<secret>' to reach an idle system."),
     )
     preview_secret: Secret | None = field(
-        default=None, metadata=_help("Secret of the preview header; unset disables preview.")
+        default=None,
+        metadata=_help(
+            "Secret of the preview header; unset disables preview. Like an admin token: 16+"
+            " characters of random visible ASCII, and no space, quote, ';' or ',' (a cookie"
+            " carries it)."
+        ),
     )
     preview_secret_file: str = field(
         default="", metadata=_help("File holding preview_secret (first line), instead of inline.")
@@ -354,6 +367,53 @@ class RouterConfig:
         metadata=_help(
             "Seconds the rollout controller's lock lives without renewal: how soon another"
             " instance takes over when the leader dies."
+        ),
+    )
+    post_switch_watch: Seconds = field(
+        default=600.0,
+        metadata=_help(
+            "Seconds the routers watch a newly active system after every change of the active"
+            " system, and undo the change if it breaches the watch thresholds; 0 turns it off."
+        ),
+    )
+    watch_span: float = field(
+        default=60.0,
+        metadata=_help(
+            "Seconds of the newest token requests the watch judges at each tick (reaching"
+            " back, to the switch at most, until watch_min_requests are counted)."
+        ),
+    )
+    watch_max_error_rate: float = field(
+        default=0.05,
+        metadata=_help(
+            "Failed share of token requests (5xx or no answer) that makes the watch undo a"
+            " switch, when the old system failed less before it; in (0, 1]."
+        ),
+    )
+    watch_min_requests: int = field(
+        default=20,
+        metadata=_help("Token requests the watch needs before it judges a share or a p99."),
+    )
+    latency_max_p99: Seconds = field(
+        default=2.0,
+        metadata=_help(
+            "p99 of the gateway's token answers, in seconds, above which the watch undoes a"
+            " switch and a rollout step aborts; 0: no absolute bound."
+        ),
+    )
+    latency_factor: Factor = field(
+        default=3.0,
+        metadata=_help(
+            "Times the old system's p99 (before the switch; a rollout's source in the same"
+            " seconds) that the new one may reach before the watch undoes or a step aborts;"
+            " 0: no relative bound."
+        ),
+    )
+    latency_floor: Seconds = field(
+        default=0.1,
+        metadata=_help(
+            "Seconds below which a p99 never breaches by latency_factor (a 1 ms baseline"
+            " tripled is noise)."
         ),
     )
     release_cache_bytes: int = field(
@@ -443,6 +503,19 @@ def _parse_seconds(key: str, value: Any) -> float:
     return number
 
 
+def _parse_factor(key: str, value: Any) -> float:
+    """A multiplier that may be 0 (the check it sets switched off), never negative."""
+    if isinstance(value, bool):
+        raise ConfigError(key, f"{value!r} is not a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(key, f"{value!r} is not a number") from None
+    if not math.isfinite(number) or number < 0:
+        raise ConfigError(key, f"{value!r} must be a finite number, 0 or more")
+    return number
+
+
 def _parse_str(key: str, value: Any) -> str:
     if not isinstance(value, str):
         raise ConfigError(key, f"{value!r} is not a string")
@@ -467,6 +540,7 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "int": _parse_int,
     "float": _parse_float,
     "Seconds": _parse_seconds,
+    "Factor": _parse_factor,
     "str": _parse_str,
     "Secret | None": _parse_secret,
     "tuple[str, ...]": _parse_list,
@@ -566,6 +640,20 @@ def _check_rollout_timing(router: RouterConfig) -> None:
         )
 
 
+def _check_watch(router: RouterConfig) -> None:
+    if router.watch_max_error_rate > 1:
+        raise ConfigError(
+            "router.watch_max_error_rate",
+            f"{router.watch_max_error_rate:g} must be in (0, 1], e.g. 0.05 for 5 %",
+        )
+    if router.latency_factor and router.latency_factor < 1:
+        raise ConfigError(
+            "router.latency_factor",
+            f"{router.latency_factor:g} would judge a system as fast as the old one slow:"
+            " give 1 or more (or 0 to turn the relative bound off)",
+        )
+
+
 def _check_answer_budget(router: RouterConfig) -> None:
     if router.answer_budget < router.max_response_size:
         raise ConfigError(
@@ -596,6 +684,7 @@ def _check_router(router: RouterConfig, systems: Mapping[str, SystemConfig]) -> 
         )
     _check_state_keys(router)
     _check_rollout_timing(router)
+    _check_watch(router)
     _check_answer_budget(router)
     if router.prefer_policy not in PREFER_POLICIES:
         raise ConfigError("router.prefer_policy", f"must be one of {', '.join(PREFER_POLICIES)}")
@@ -642,18 +731,48 @@ def _read_token_file(path: str, key: str = "router.admin_token_file") -> Secret:
     return Secret(lines[0].strip())
 
 
-def check_token(key: str, token: Secret) -> None:
-    """Refuse a guessable or unusable admin credential (one line naming `key`, exit 2)."""
+def token_bits(value: str) -> float:
+    """The bits `value`'s characters carry: its length times the entropy of their
+    frequencies in it. A crude bound that refuses repetition, not a dictionary check."""
+    counts = Counter(value)
+    return -sum(n * math.log2(n / len(value)) for n in counts.values())
+
+
+# What a header (and, for the preview secret, a cookie value) carries as it is: visible ASCII.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+( [\x21-\x7e]+)*")
+_COOKIE_UNSAFE = frozenset(' ";,\\')
+
+
+def check_token(key: str, token: Secret, *, cookie: bool = False) -> None:
+    """Refuse a guessable or unusable credential (one line naming `key`, never the value,
+    exit 2): an admin token, or with `cookie` the preview secret, which also rides in a
+    cookie value."""
     value = token.reveal()
     if not value.strip():
         raise ConfigError(key, "is only whitespace; set a long random token")
     if value != value.strip():
         raise ConfigError(key, "has leading or trailing whitespace, which no header can carry")
+    if not _HEADER_SAFE.fullmatch(value):
+        raise ConfigError(
+            key,
+            "holds characters a header cannot carry as they are (control, invisible or"
+            " non-ASCII characters): use letters, digits and punctuation",
+        )
+    if cookie and _COOKIE_UNSAFE & set(value):
+        raise ConfigError(
+            key, "holds a space, quote, ';', ',' or backslash, which a cookie cannot carry"
+        )
     if len(value) < MIN_TOKEN_LENGTH:
         raise ConfigError(
             key,
             f"is {len(value)} characters; use at least {MIN_TOKEN_LENGTH}"
             " (e.g. the output of: openssl rand -base64 24)",
+        )
+    if token_bits(value) < MIN_TOKEN_BITS:
+        raise ConfigError(
+            key,
+            f"repeats too few characters to be guessed slowly ({len(set(value))} distinct in"
+            f" {len(value)}): use a random value (e.g. the output of: openssl rand -base64 24)",
         )
 
 
@@ -682,6 +801,9 @@ def _parse_admin_tokens(table: Any) -> tuple[tuple[str, Secret], ...]:
 def _check_credentials(router: RouterConfig, admin_key: str) -> None:
     if router.admin_token is not None:
         check_token(admin_key, router.admin_token)
+    if router.preview_secret is not None:
+        preview_key = "router.preview_secret" + ("_file" if router.preview_secret_file else "")
+        check_token(preview_key, router.preview_secret, cookie=True)
     seen: dict[Secret, str] = {}
     if router.admin_token is not None:
         seen[router.admin_token] = admin_key

@@ -186,7 +186,7 @@ async def run_demo(args: argparse.Namespace) -> int:
                 "admin_listen": f"{HOST}:{admin_port}",
                 "redis_url": redis_url,
                 "admin_token": token,
-                "preview_secret": "demo-preview",
+                "preview_secret": f"demo-preview-{secrets.token_hex(8)}",
                 "cors_origins": "*",
                 "access_log": False,
                 "release_dir": archive,
@@ -216,6 +216,10 @@ async def run_demo(args: argparse.Namespace) -> int:
         config_dir = Path(tempfile.mkdtemp(prefix="token-router-demo-"))
         stack.callback(shutil.rmtree, config_dir, True)
         config_file = config_dir / "router.toml"
+        # The ports bound (--port 0 picks any): commands that reach the listeners through
+        # the file (`upgrade` checks the proxy at router.listen) find them as printed.
+        data["router"]["listen"] = listeners.proxy_url.removeprefix("http://")
+        data["router"]["admin_listen"] = listeners.admin_url.removeprefix("http://")
         config_file.write_text(_toml(data), encoding="utf-8")
         os.chmod(config_file, 0o600)
 
@@ -225,7 +229,10 @@ async def run_demo(args: argparse.Namespace) -> int:
         body = '{"webAppId":"demo","urlSchemeDetails":{"secure":true,"host":"x","port":"8443"}}'
         print("token-router demo", flush=True)
         print(f"  proxy     {proxy}{proxy_note}")
-        print(f"  admin     {admin}{admin_note}   admin token: {token}")
+        print(f"  admin     {admin}{admin_note}")
+        # On a line of its own, and in the commands below after a line break: at 80 columns
+        # a terminal would wrap it in the middle, and a copied half is a wrong credential.
+        print(f"  admin token: {token}")
         for name, version in SYSTEMS:
             mark = "  <- active" if name == active else ""
             print(f"  system {name}  {gateways[name]}  version {version}{mark}")
@@ -237,7 +244,7 @@ async def run_demo(args: argparse.Namespace) -> int:
             f"  curl -si -X POST {proxy}/gateway/sessions/session "
             f"-H 'Content-Type: application/json' -d '{body}'"
         )
-        auth = f"-H 'Authorization: Bearer {token}'"
+        auth = f" \\\n    -H 'Authorization: Bearer {token}'"
         if redis_url == "memory://":
             # The CLI and redis-cli work on Redis; this store lives inside this process.
             print("Switch new sessions to b (in-process store: through the admin API or page):")
@@ -246,8 +253,10 @@ async def run_demo(args: argparse.Namespace) -> int:
             print(f"  {cli_command()} switch b --config {config_file}")
         if redis_cli:
             print(f"  {redis_cli} SET tokenrouter:active b")
-        print(f'  curl -s -X POST {admin}/api/switch {auth} -d \'{{"system":"b"}}\'')
-        print(f"Status: curl -s {auth} {admin}/api/status   Admin page: {admin}/")
+        print(f'  curl -s -X POST {admin}/api/switch -d \'{{"system":"b"}}\'{auth}')
+        print("Status:")
+        print(f"  curl -s {admin}/api/status{auth}")
+        print(f"Admin page: {admin}/ (log in with the admin token)")
         print(f"Ctrl-C stops everything (or: kill {os.getpid()}).", flush=True)
         await stop.wait()
         print("\nstopping...", flush=True)

@@ -80,6 +80,13 @@ class Forbidden(RequestError):
     code = "forbidden"
 
 
+class PreviewRefused(Forbidden):
+    """A preview credential in the header that does not check out: refused, never answered
+    by the active system instead (a test web app would pass while testing the old system)."""
+
+    code = "preview_refused"
+
+
 class TooManyAttempts(RequestError):
     """Failed credentials from this address (or overall) are being throttled."""
 

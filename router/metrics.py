@@ -14,10 +14,12 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 import time
 from bisect import bisect_left
 from collections import Counter as CounterOf
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import (
@@ -29,7 +31,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from router.state.rollout import Rollout
 from router.state.snapshot import StateHolder
+from router.switching.watch import ALARM, STATES, Watch
 from router.systems.drain import Drain
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -113,7 +117,7 @@ class Metrics:
         # Children bound once: .labels() costs a dict build and a lock on every call.
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[tuple[str, str], Histogram] = {}
-        # One process: (system, route) -> per-bucket counts (the last for +Inf) and the sum.
+        # This process: (system, route) -> per-bucket counts (the last for +Inf) and the sum.
         self.latency_counts: dict[tuple[str, str], list[int]] = {}
         self.latency_sums: dict[tuple[str, str], float] = {}
         self._stall_max = 0.0
@@ -123,15 +127,17 @@ class Metrics:
     def observe(self, route: str, system: str, status: int, seconds: float | None) -> None:
         key = (route, system, status)
         self.local[key] += 1
+        # This process's own buckets, in both modes: the post-switch watch and the rollout
+        # controller read them (switching/ledger.py) without a scrape.
+        if seconds is not None:
+            lkey = (system, route)
+            counts = self.latency_counts.get(lkey)
+            if counts is None:
+                counts = self.latency_counts[lkey] = [0] * (len(LATENCY_BUCKETS) + 1)
+                self.latency_sums[lkey] = 0.0
+            counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            self.latency_sums[lkey] += seconds
         if not self.shared:
-            if seconds is not None:
-                lkey = (system, route)
-                counts = self.latency_counts.get(lkey)
-                if counts is None:
-                    counts = self.latency_counts[lkey] = [0] * (len(LATENCY_BUCKETS) + 1)
-                    self.latency_sums[lkey] = 0.0
-                counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-                self.latency_sums[lkey] += seconds
             return
         assert self.requests is not None and self.upstream_seconds is not None
         child = self._request_children.get(key)
@@ -252,11 +258,150 @@ class StateCollector(Collector):
         )
 
 
+@dataclass(frozen=True, slots=True)
+class InstanceFacts:
+    """What the alerts need of this instance beyond the snapshot, read by the scrape handler."""
+
+    ready: bool  # /readyz answers 200 (ready or degraded), not starting or stopping
+    persistence: str  # how Redis persists its data (store.persistence_mode), "" not known yet
+    rollout: Rollout | None  # the current or last rollout document, None when none (or unread)
+    watch: Watch | None = None  # the post-switch watch this instance last read, if any
+
+
+# prometheus_client's multiprocess files are named <kind>[_<mode>]_<pid>.db.
+_PID_FILE = re.compile(r"_(\d+)\.db$")
+
+
+def _resident_bytes(pid: int) -> int | None:
+    """RSS of `pid` from /proc (Linux); None where it cannot be read (gone, not Linux)."""
+    try:
+        with open(f"/proc/{pid}/statm", encoding="ascii") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _processes() -> list[tuple[str, int]]:
+    """This instance's processes: this one alone, or with `--workers N` the supervisor and
+    every worker that wrote metrics (a scrape is answered by one worker, the pod holds all)."""
+    directory = multiprocess_dir()
+    if not directory:
+        return [("worker", os.getpid())]
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        names = []
+    workers = {int(m.group(1)) for name in names if (m := _PID_FILE.search(name))}
+    workers.add(os.getpid())
+    return [("supervisor", os.getppid()), *(("worker", pid) for pid in sorted(workers))]
+
+
+def watch_families(w: Watch | None, now: float) -> Iterator[Metric]:
+    """The post-switch watch (switching/watch.py) as gauges: its state, what it measured and
+    the time left; absent before the first watch."""
+    state = GaugeMetricFamily(
+        "tokenrouter_watch_state",
+        "1 for the state of the watch of the last change of the active system (watching,"
+        " passed, undone, alarm, ended).",
+        labels=["system", "previous", "state"],
+    )
+    left = GaugeMetricFamily(
+        "tokenrouter_watch_seconds_left",
+        "Seconds the post-switch watch still runs (0 once it ended).",
+    )
+    alarm = GaugeMetricFamily(
+        "tokenrouter_watch_alarm",
+        "1 when the watch found a breach and could not undo (old system offline or failing).",
+    )
+    ratio = GaugeMetricFamily(
+        "tokenrouter_watch_error_ratio",
+        "Failed share of token requests the watch measured: the new system (of=current) and"
+        " the old one before the switch (of=baseline).",
+        labels=["system", "of"],
+    )
+    requests = GaugeMetricFamily(
+        "tokenrouter_watch_requests",
+        "Token requests behind tokenrouter_watch_error_ratio.",
+        labels=["system", "of"],
+    )
+    p99 = GaugeMetricFamily(
+        "tokenrouter_watch_p99_seconds",
+        "p99 of the gateway's token answers the watch measured (from the routers' histograms).",
+        labels=["system", "of"],
+    )
+    if w is not None:
+        for name in STATES:
+            state.add_metric([w.system, w.previous, name], 1.0 if w.state == name else 0.0)
+        left.add_metric([], w.left(now))
+        alarm.add_metric([], 1.0 if w.state == ALARM else 0.0)
+        for of, system, t in (
+            ("current", w.system, w.current),
+            ("baseline", w.previous, w.baseline),
+        ):
+            if t is None:
+                continue
+            ratio.add_metric([system, of], t.share)
+            requests.add_metric([system, of], float(t.requests))
+            value = t.p99(LATENCY_BUCKETS)
+            if value is not None:
+                p99.add_metric([system, of], value)
+    yield from (state, left, alarm, ratio, requests, p99)
+
+
+def instance_families(facts: InstanceFacts) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "tokenrouter_ready",
+        "1 while /readyz answers 200 (ready, or degraded on the last known state); 0 while"
+        " starting or stopping.",
+        value=1.0 if facts.ready else 0.0,
+    )
+    persistence = GaugeMetricFamily(
+        "tokenrouter_store_persistence",
+        "1 for how Redis persists its data: aof, rdb, aof+rdb, none (a restart loses the"
+        " state), unknown (CONFIG refused), memory (memory://).",
+        labels=["mode"],
+    )
+    persistence.add_metric([facts.persistence or "unknown"], 1.0)
+    yield persistence
+    labels = ["target", "source", "state"]
+    state = GaugeMetricFamily(
+        "tokenrouter_rollout_state",
+        "1 for the current or last progressive rollout and its state: running, paused,"
+        " promoted, aborted, ended.",
+        labels=labels,
+    )
+    ended = GaugeMetricFamily(
+        "tokenrouter_rollout_ended_timestamp_seconds",
+        "When the last progressive rollout ended (promoted, aborted or ended), Unix time.",
+        labels=labels,
+    )
+    r = facts.rollout
+    if r is not None:
+        state.add_metric([r.target, r.source, r.state], 1.0)
+        if r.ended_at is not None:
+            ended.add_metric([r.target, r.source, r.state], r.ended_at)
+    yield state
+    yield ended
+    rss = GaugeMetricFamily(
+        "tokenrouter_resident_memory_bytes",
+        "Resident memory of each of this instance's processes (the supervisor and each worker"
+        " with --workers N), read from /proc at scrape time.",
+        labels=["role", "pid"],
+    )
+    for role, pid in _processes():
+        size = _resident_bytes(pid)
+        if size is not None:
+            rss.add_metric([role, str(pid)], float(size))
+    yield rss
+    yield from watch_families(facts.watch, time.time())
+
+
 def render(
     metrics: Metrics,
     holder: StateHolder,
     systems: Sequence[str],
     drains: Sequence[Drain],
+    facts: InstanceFacts | None = None,
 ) -> bytes:
     """The exposition text: this process's (or all workers') metrics plus the state gauges."""
     directory = multiprocess_dir()
@@ -268,12 +413,13 @@ def render(
     else:
         registry = metrics.registry
     scrape = CollectorRegistry()
-    scrape.register(_Merged(registry, StateCollector(holder, systems), drains))
+    scrape.register(_Merged(registry, StateCollector(holder, systems), drains, facts))
     return generate_latest(scrape)
 
 
 def drain_families(drains: Sequence[Drain]) -> Iterator[Metric]:
-    """The drain decision (router/systems/drain.py) as gauges: the same verdict as page and CLI."""
+    """The view of each system (router/systems/view.py) as gauges: the same verdict as page and
+    CLI. The rate keeps the one sign: positive falls."""
     families = {
         "open_items": GaugeMetricFamily(
             "tokenrouter_open_items",
@@ -307,6 +453,17 @@ def drain_families(drains: Sequence[Drain]) -> Iterator[Metric]:
             "Estimated seconds until the deciding count reaches 0, while it falls.",
             labels=["system"],
         ),
+        "stalled": GaugeMetricFamily(
+            "tokenrouter_drain_stalled",
+            "1 when a draining system's count has not fallen for router.drain_stall_after"
+            " (the same 'stalled' as page and CLI), sampled here.",
+            labels=["system"],
+        ),
+        "share": GaugeMetricFamily(
+            "tokenrouter_new_sessions_percent",
+            "Percent of new sessions each system gets now (the active one's, a rollout's split).",
+            labels=["system"],
+        ),
     }
     for d in drains:
         if d.router_open is not None:
@@ -320,18 +477,27 @@ def drain_families(drains: Sequence[Drain]) -> Iterator[Metric]:
             families["rate"].add_metric([d.system], d.rate)
         if d.eta is not None:
             families["eta"].add_metric([d.system], d.eta)
+        families["stalled"].add_metric([d.system], 1.0 if d.stalled else 0.0)
+        families["share"].add_metric([d.system], float(d.share))
     yield from families.values()
 
 
 class _Merged(Collector):
     def __init__(
-        self, registry: CollectorRegistry, state: StateCollector, drains: Sequence[Drain]
+        self,
+        registry: CollectorRegistry,
+        state: StateCollector,
+        drains: Sequence[Drain],
+        facts: InstanceFacts | None,
     ) -> None:
         self.registry = registry
         self.state = state
         self.drains = drains
+        self.facts = facts
 
     def collect(self) -> Iterator[Metric]:
         yield from self.registry.collect()
         yield from self.state.collect()
         yield from drain_families(self.drains)
+        if self.facts is not None:
+            yield from instance_families(self.facts)

@@ -29,6 +29,7 @@ from router.state.store import StateStore
 from router.switching.controller import RolloutController
 from router.switching.fleet import InstanceRegistry
 from router.switching.gates import GateProber
+from router.switching.watch_driver import PostSwitchWatch
 from router.tasks import stop_tasks
 
 log = logging.getLogger("router.runtime")
@@ -58,6 +59,7 @@ class Runtime:
     gate_prober: GateProber | None = None
     registry: InstanceRegistry | None = None
     controller: RolloutController | None = None
+    watch: PostSwitchWatch | None = None
     # Gateway answer bytes this worker holds at once (router.answer_budget), over all pools.
     answer_budget: AnswerBudget = field(default_factory=lambda: AnswerBudget(1 << 62))
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -105,6 +107,8 @@ class Runtime:
             self._tasks.append(asyncio.create_task(self.registry.run(), name="heartbeat"))
         if self.controller is not None:
             self._tasks.append(asyncio.create_task(self.controller.run(), name="rollouts"))
+        if self.watch is not None:
+            self._tasks.append(asyncio.create_task(self.watch.run(), name="post-switch-watch"))
 
     def _on_recovered(self) -> None:
         self._tasks.append(asyncio.create_task(self._replay(), name="affinity-replay"))

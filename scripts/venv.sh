@@ -89,3 +89,29 @@ ensure_venv() {
     fi
     return 0
 }
+
+# promtool, Prometheus' rule checker, for tests/deploy (`promtool check rules`, `promtool test
+# rules`): the one binary from Debian's prometheus package, unpacked into $VENV/bin. The
+# package is not installed: its maintainer script starts a Prometheus server listening on
+# every address (port 9090) wherever no systemd runs (containers, CI machines), and nothing
+# here needs that server.
+ensure_promtool() {
+    if command -v promtool >/dev/null 2>&1 || [ -x "$VENV/bin/promtool" ]; then
+        return 0
+    fi
+    local tmp
+    tmp=$(mktemp -d)
+    echo "$0: unpacking promtool from Debian's prometheus package into $VENV/bin..." >&2
+    if ! (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1); then
+        as_root apt-get update -qq
+        if ! (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1); then
+            echo "$0: apt-get download prometheus failed" >&2
+            rm -rf "$tmp"
+            return 1
+        fi
+    fi
+    dpkg-deb --fsys-tarfile "$tmp"/prometheus_*.deb | tar -x -C "$tmp" ./usr/bin/promtool
+    install -m 0755 "$tmp/usr/bin/promtool" "$VENV/bin/promtool"
+    rm -rf "$tmp"
+    "$VENV/bin/promtool" --version 2>&1 | sed -n 1p >&2
+}

@@ -73,7 +73,9 @@
     line.setAttribute("points", coords.join(" "));
   }
 
-  // The counts behind the drain verdict (router/drain.py), each labelled, and the trend.
+  // The counts behind the drain verdict, each labelled. The verdict's words (badge,
+  // estimate, headline) come from the server's view model (router/systems/view.py) as they are, so
+  // the page says what `status`, `drain-wait` and the API say.
   function drainText(s) {
     const parts = [];
     if (s.source === "gateway") parts.push("counted by the gateway (stats_url)");
@@ -81,27 +83,15 @@
     if (s.gateway_error) parts.push(`gateway count unavailable: ${s.gateway_error}`);
     if (s.source === "gateway" && s.router_open !== null) parts.push(`router count ${s.router_open}`);
     if (s.source !== "gateway" && s.gateway_open !== null) parts.push(`gateway ${s.gateway_open}`);
-    if (s.drain_rate !== null && s.drain_rate !== undefined && s.drain_rate !== 0) {
-      const perMin = Math.abs(s.drain_rate * 60).toFixed(1);
-      parts.push(s.drain_rate > 0 ? `falling ${perMin}/min` : `rising ${perMin}/min`);
-    }
-    if (s.drain_eta !== null && s.drain_eta !== undefined && s.drain_eta > 0) {
-      parts.push(`~${eta(s.drain_eta)} to 0`);
-    }
     return parts.join(" · ");
-  }
-
-  function eta(seconds) {
-    if (seconds < 90) return `${Math.round(seconds)} s`;
-    if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
-    return `${(seconds / 3600).toFixed(1)} h`;
   }
 
   function renderCard(s, scope) {
     const card = $(`.card[data-system="${CSS.escape(s.id)}"]`);
     if (!card) return;
     card.dataset.state = s.state;
-    setText(field(card, "state"), (s.states || [s.state]).join(" + "));
+    card.dataset.stalled = String(s.stalled);
+    setText(field(card, "state"), s.badge);
     setText(field(card, "gateway"), s.gateway);
     setText(field(card, "public_url"), s.public_url);
 
@@ -120,6 +110,9 @@
 
     setText(field(card, "open"), s.open === null ? "?" : String(s.open));
     renderTrend(field(card, "trend"), s.trend);
+    const estimate = field(card, "estimate");
+    estimate.hidden = !s.estimate;
+    setText(estimate, s.estimate);
     setText(field(card, "gateway-count"), drainText(s));
 
     setText(field(card, "rate"), rate(s.rate.token));
@@ -230,13 +223,9 @@
       return tr;
     });
     body.replaceChildren(...rows);
-    const behind = fleet.behind.length;
-    setText(
-      note,
-      `${fleet.instances.length} live instance(s)` +
-        (behind ? `; ${behind} not on the current state` : "; all on the current state") +
-        ` · dropped after ${fleet.stale_after} s without a heartbeat`,
-    );
+    note.classList.toggle("behind", fleet.behind.length > 0);
+    const stale = Number(fleet.stale_after.toFixed(1));
+    setText(note, `${fleet.summary} · dropped after ${stale} s without a heartbeat`);
   }
 
   function renderAudit(entries, error) {
@@ -256,10 +245,57 @@
     const empty = $("#audit-empty");
     empty.hidden = rows.length > 0;
     setText(empty, error ? `Audit stream unavailable: ${error}` : "No changes recorded yet.");
+    // Paging: the live view shows the newest few; older ones on request, a page at a time.
+    const asked = auditShown === null ? null : auditShown;
+    const more = rows.length >= (asked === null ? AUDIT_LIVE : asked) && rows.length < AUDIT_MAX;
+    $("#audit-more").hidden = !more || Boolean(error);
+    $("#audit-newest").hidden = asked === null;
+    setText(
+      $("#audit-count"),
+      rows.length
+        ? `${asked === null ? "the newest" : "newest"} ${rows.length} change(s)` +
+            (asked === null ? ", live" : "")
+        : "",
+    );
+  }
+
+  // The history's paging: null follows the live document; a number lists that many newest
+  // entries from /api/audit, read again when a new change arrives.
+  const AUDIT_LIVE = 10; // entries the live document carries (admin/live.py AUDIT_SHOWN)
+  const AUDIT_PAGE = 25;
+  const AUDIT_MAX = 1000; // what /api/audit answers at most
+  let auditShown = null;
+  let auditNewest = null;
+
+  async function loadAudit() {
+    const asked = auditShown;
+    try {
+      const response = await fetch(`/api/audit?count=${asked}`, { credentials: "same-origin" });
+      if (response.status === 401) return sessionOver();
+      const answer = await response.json();
+      if (auditShown !== asked) return; // a newer request, or back to live, meanwhile
+      if (!response.ok) return renderAudit([], answer.message || `HTTP ${response.status}`);
+      renderAudit(answer.entries, null);
+    } catch (error) {
+      renderAudit([], error.message);
+    }
+  }
+
+  function showOlder() {
+    const now = auditShown === null ? (doc && doc.audit ? doc.audit.length : 0) : auditShown;
+    auditShown = Math.min(AUDIT_MAX, now + AUDIT_PAGE);
+    loadAudit();
+  }
+
+  function showNewest() {
+    auditShown = null;
+    if (doc) renderAudit(doc.audit, doc.audit_error);
   }
 
   function render(next) {
     doc = next;
+    setText($("#headline"), doc.headline);
+    $("#headline").dataset.rollout = doc.rollout_share ? "yes" : "no";
     setText($("#active-system"), doc.active);
     next.systems.forEach((s) => renderCard(s, doc.rates_scope));
 
@@ -295,7 +331,10 @@
       );
       setText(field(refused, "refused-active"), doc.active);
     }
-    renderAudit(doc.audit, doc.audit_error);
+    const newest = doc.audit && doc.audit.length ? doc.audit[0].id : null;
+    if (auditShown === null) renderAudit(doc.audit, doc.audit_error);
+    else if (newest !== auditNewest) loadAudit();
+    auditNewest = newest;
     renderRollout(doc.rollout);
     renderInstances(doc.instances);
     setText($("#instance"), doc.instance);
@@ -358,14 +397,15 @@
   // --- actions ------------------------------------------------------------------------
 
   let flashTimer = null;
-  function flash(message, isError) {
+  function flash(message, isError, isWarning = false) {
     const el = $("#flash");
     el.hidden = false;
     el.classList.toggle("error", Boolean(isError));
+    el.classList.toggle("warn", !isError && Boolean(isWarning));
     el.setAttribute("role", isError ? "alert" : "status");
     setText(el, message);
     clearTimeout(flashTimer);
-    if (!isError) flashTimer = setTimeout(() => (el.hidden = true), 8000);
+    if (!isError && !isWarning) flashTimer = setTimeout(() => (el.hidden = true), 8000);
   }
 
   function systemDoc(id) {
@@ -376,12 +416,14 @@
     return String(s.open);
   }
 
-  function confirmDialog(title, text, detail, okLabel, askReason = false) {
+  function confirmDialog(title, text, detail, okLabel, askReason = false, danger = false) {
     const dialog = $("#confirm");
     setText($("#confirm-title"), title);
     setText($("#confirm-text"), text);
     setText($("#confirm-detail"), detail);
     setText($("#confirm-ok"), okLabel);
+    // A destructive action's button looks like one (solid red), not like every "OK".
+    $("#confirm-ok").className = danger ? "danger-solid" : "primary";
     $("#confirm-reason-label").hidden = !askReason;
     $("#confirm-reason").value = "";
     dialog.returnValue = "cancel";
@@ -407,6 +449,7 @@
         "Override only if you know why the gate refused; the override is recorded in the " +
           "audit log with your reason.",
         "Override and proceed",
+        true,
         true,
       );
       if (ok) {
@@ -460,7 +503,16 @@
     // The system this page displayed as active: a compare-and-set, so two operators cannot
     // both switch on the strength of the same stale view.
     const answer = await send(form, { system: target, expect: from, via: "page" });
-    if (answer) flash(`Switched: new sessions go to ${answer.active}. ${answer.message}`, false);
+    if (!answer) return;
+    const message = `Switched: new sessions go to ${answer.active}. ${answer.message}`;
+    flash(message, false, partial(answer));
+  }
+
+  // A change is done when every live instance applied it: one that some have not applied
+  // yet stays on screen as a warning naming them, as the CLI names them.
+  function partial(answer) {
+    const c = answer && answer.confirmation;
+    return Boolean(c && c.laggards && c.laggards.length);
   }
 
   function lastSwitch() {
@@ -481,7 +533,9 @@
     );
     if (!ok) return;
     const answer = await send(form, { via: "page" });
-    if (answer) flash(`Undone: new sessions go to ${answer.active}. ${answer.message}`, false);
+    if (!answer) return;
+    const message = `Undone: new sessions go to ${answer.active}. ${answer.message}`;
+    flash(message, false, partial(answer));
   }
 
   async function onRolloutStart(form) {
@@ -536,9 +590,13 @@
       `Requests that belong to ${id} (${openText(systemDoc(id))} open sessions and short ` +
         "codes) get a 503 answer at once instead of reaching it.",
       `Mark ${id} offline`,
+      true,
+      true,
     );
     if (!ok) return;
-    if (await send(form, { via: "page" })) flash(`${id} is offline.`, false);
+    const reason = $("#confirm-reason").value.trim();
+    const body = { via: "page", ...(reason ? { reason } : {}) };
+    if (await send(form, body)) flash(`${id} is offline.`, false);
   }
 
   async function onOnline(form) {
@@ -579,6 +637,9 @@
       (r) => `Stop sending new sessions to ${r ? r.target : "the target"}? The active system stays.`,
     ),
   };
+
+  $("#audit-more").addEventListener("click", showOlder);
+  $("#audit-newest").addEventListener("click", showNewest);
 
   document.addEventListener("submit", (event) => {
     const form = event.target;

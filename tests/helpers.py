@@ -28,6 +28,7 @@ from aiohttp import web
 from router.config import Config, build_config
 from router.server.run import RouterServer
 from router.simulator.gateway import SIM_STATE, GatewayState, create_gateway_app
+from router.state.store import StateStore
 
 HOST = "127.0.0.1"
 # The admin token of router_data's configurations (the operator `admin`), and its header.
@@ -44,6 +45,11 @@ SESSION_BODY: dict[str, Any] = {
     "timeout": 1,
     "urlSchemeDetails": {"secure": True, "host": "wrong.example.com", "port": "8443"},
 }
+
+
+async def switch(store: StateStore, system: str, source: str, known: Sequence[str]) -> str:
+    """A plain audited switch straight on a store (no gates): the system active before."""
+    return (await store.change_active(system, source, known)).previous
 
 
 def free_port() -> int:
@@ -211,6 +217,9 @@ def router_data(redis_url: str, gateways: Mapping[str, Gateway], **router: Any) 
             # Each config its own archive directory (removed at exit): tests that share one
             # pass the same release_dir explicitly.
             "release_dir": tempfile.mkdtemp(prefix="archive-", dir=ARCHIVE_ROOT),
+            # The post-switch watch would undo a switch whose target a test makes fail on
+            # purpose: off unless a test (tests/switching/) turns it on.
+            "post_switch_watch": 0,
             **router,
         },
         "systems": {

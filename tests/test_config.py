@@ -360,15 +360,15 @@ def test_secret_never_shows() -> None:
 
 def test_secrets_hidden_in_config_repr() -> None:
     config = build_config(
-        doc({"admin_token": "tok-1234567890abcdef", "preview_secret": "prev-654321"}), {}
+        doc({"admin_token": "tok-1234567890abcdef", "preview_secret": "prev-6543210abcdef"}), {}
     )
     for text in (repr(config), str(config), repr(config.router)):
         assert "tok-1234567890abcdef" not in text
-        assert "prev-654321" not in text
+        assert "prev-6543210abcdef" not in text
     assert config.router.admin_token is not None
     assert config.router.admin_token.reveal() == "tok-1234567890abcdef"
     assert config.router.preview_secret is not None
-    assert config.router.preview_secret.reveal() == "prev-654321"
+    assert config.router.preview_secret.reveal() == "prev-6543210abcdef"
 
 
 def test_empty_secret_means_unset() -> None:

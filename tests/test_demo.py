@@ -93,10 +93,14 @@ def pid_alive(pid: int) -> bool:
 def hints(lines: list[str]) -> tuple[list[str], list[list[str]]]:
     """The banner's indented command lines: `curl ...` ones and the others (CLI, redis-cli)."""
     curls, others = [], []
-    for line in lines:
+    joined: list[str] = []
+    for line in lines:  # a trailing backslash continues the command, as in a shell
+        if joined and joined[-1].endswith(" \\"):
+            joined[-1] = joined[-1][:-1] + line.strip()
+        else:
+            joined.append(line)
+    for line in joined:
         text = line.strip()
-        if text.startswith("Status: "):
-            text = text.removeprefix("Status: ").split("   Admin page:")[0]
         if text.startswith("curl "):
             curls.append(text)
         elif line.startswith("  ") and re.match(r"^\S*(token-router|redis-cli|-m router)\b", text):
@@ -130,6 +134,10 @@ async def test_demo_gets_a_token_switches_and_cleans_up(store: str) -> None:
         banner = await asyncio.to_thread(demo.read_banner)
         curls, others = hints(demo.lines)
         token_curl, switch_curl, status_curl = curls
+        # At 80 columns no line wraps the admin token (a copied half is a wrong credential).
+        with_token = [line for line in demo.lines if banner["token"] in line]
+        assert len(with_token) == 3, demo.lines  # its own line, the two API commands
+        assert all(len(line) <= 80 for line in with_token), with_token
         async with aiohttp.ClientSession() as http:
             status, headers, body = await run_curl(http, token_curl)
             assert status == 200

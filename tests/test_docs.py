@@ -63,6 +63,21 @@ def section(text: str, heading: str) -> str:
 # --- the README: short, and its two commands are what CI and the scripts run -------------
 
 
+def test_readme_release_ids_tell_one_story() -> None:
+    """The walk-through's release ids agree: one id per set of library bytes (a label), and
+    the release B had before its upgrade is the one `status` showed for it."""
+    # A `status` row: ... RELEASE VERSION, then the DRAIN words.
+    rows = re.findall(r"^   ([ab]) .* ([0-9a-f]{16}) (\S+)(?: +\S.*)?$", README, flags=re.M)
+    label_of: dict[str, str] = {}
+    for _system, release, label in rows:
+        assert label_of.setdefault(release, label) == label, (release, label_of)
+    refresh = re.search(r"`b: ([0-9a-f]{16}) \((\S+)\), .*\(before: ([0-9a-f]{16})\)`", README)
+    assert refresh is not None
+    new, label, before = refresh.groups()
+    assert dict((s, r) for s, r, _ in rows)["b"] == before
+    assert new != before and label_of.get(new, label) == label and label_of[before] != label
+
+
 def test_readme_is_a_short_front_door() -> None:
     size = len(README.encode("utf-8"))
     assert size <= README_LIMIT, f"README.md is {size} bytes; move reference material to docs/"
@@ -225,7 +240,7 @@ def table_rows() -> dict[str, tuple[str, str]]:
     rows = {}
     for line in doc("configuration.md").splitlines():
         m = re.match(
-            r"^\| `((?:router|systems\.<id>)\.[a-z_]+)` \| ([^|]+) \| `([A-Z_<>]+)` \|", line
+            r"^\| `((?:router|systems\.<id>)\.[a-z0-9_]+)` \| ([^|]+) \| `([A-Z0-9_<>]+)` \|", line
         )
         if m:
             rows[m.group(1)] = (m.group(2).strip(), m.group(3))

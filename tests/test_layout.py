@@ -27,12 +27,13 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "errors, Redis key names, logging, task helpers, Ctrl-C for waiting loops, the shape"
         " of library paths, the event-loop probe, the allocator settings, the low-priority"
         " thread and the compressor child for release work, trusted networks and the"
-        " credential throttle",
+        " credential throttle, operator text made printable",
         (
             "router",
             "router.errors",
             "router.state.keys",
             "router.logs",
+            "router.printable",
             "router.tasks",
             "router.interrupts",
             "router.releases.paths",
@@ -52,8 +53,8 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "clients and pure models",
         "talking to Redis (Sentinel too, and naming a key of the wrong type), gateways and "
-        "the compressor child; the release and rollout models; errors as HTTP and large bodies "
-        "without a copy; the simulator",
+        "the compressor child; the release, rollout and post-switch watch models; errors as "
+        "HTTP and large bodies without a copy; the simulator",
         (
             "router.state.redis_client",
             "router.state.key_types",
@@ -66,6 +67,7 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "router.releases.compression",
             "router.releases.cache",
             "router.state.rollout",
+            "router.switching.watch",
             "router.simulator",
             "router.upgrade.plan",
         ),
@@ -73,20 +75,30 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (
         "stores",
         "the state store and the release store; the upgrade document",
-        ("router.state.store", "router.releases.store", "router.upgrade.journal"),
+        (
+            "router.state.store",
+            "router.state.scripts",
+            "router.state.refusals",
+            "router.state.redis_events",
+            "router.state.redis_store",
+            "router.state.memory_store",
+            "router.state.connect",
+            "router.releases.store",
+            "router.upgrade.journal",
+        ),
     ),
     (
         "state and decisions",
         "the state snapshot, routing, affinity, drain, the view every surface renders, "
         "recovery, metrics, watching gateways, "
-        "release files and their archive, the switch gates, the instance heartbeat",
+        "release files and their archive, the switch gates, the instance heartbeat, the traffic "
+        "ledger",
         (
             "router.state",
             "router.state.snapshot",
             "router.proxy.routing",
             "router.state.affinity",
             "router.systems.drain",
-            "router.view",
             "router.state.recovery",
             "router.metrics",
             "router.systems",
@@ -95,12 +107,13 @@ FLOORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "router.releases.serving",
             "router.switching.gates",
             "router.switching.fleet",
+            "router.switching.ledger",
         ),
     ),
     (
         "services",
-        "the release service (check, follow, hand out); the operator's state changes and the "
-        "rollout controller; the upgrade procedure",
+        "the release service (check, follow, hand out); the operator's state changes, the "
+        "rollout controller and the post-switch watch; the upgrade procedure",
         ("router.releases", "router.switching", "router.upgrade"),
     ),
     ("runtime", "what one process shares between its two listeners", ("router.runtime",)),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
+import time
 from pathlib import Path
 
 import aiohttp
@@ -12,6 +14,7 @@ import orjson
 import pytest
 
 from tests.helpers import (
+    ADMIN_TOKEN,
     HOST,
     SESSION_BODY,
     SESSION_PATH,
@@ -39,6 +42,14 @@ def sample(text: str, name: str, **labels: str) -> float | None:
         if all(found.get(k) == v for k, v in labels.items()):
             return float(m.group(3))
     return None
+
+
+def proc_rss(text: str, role: str) -> set[int]:
+    """The pids of `role` with a resident memory sample (over 1 MB) in exposition text."""
+    found = re.findall(
+        rf'^tokenrouter_resident_memory_bytes{{pid="(\d+)",role="{role}"}} (\S+)$', text, re.M
+    )
+    return {int(pid) for pid, value in found if float(value) > 1e6}
 
 
 async def scrape(http: aiohttp.ClientSession, admin: str) -> str:
@@ -114,6 +125,11 @@ async def test_metrics_add_up_across_workers(
                 text, "tokenrouter_requests_total", route="token_create", system="a", status="200"
             )
             assert total == 30
+            # The memory of the whole instance, whichever worker answers: the supervisor
+            # (the process we started) and both workers.
+            assert router.proc is not None
+            assert proc_rss(text, "supervisor") == {router.proc.pid}
+            assert len(proc_rss(text, "worker")) == 2
         router.signal(signal.SIGTERM)
         assert await asyncio.to_thread(router.wait, 20) == 0
     finally:
@@ -141,3 +157,49 @@ def test_one_process_counts_are_exposed_like_prometheus_client_would() -> None:
     assert get("tokenrouter_upstream_seconds_bucket", {**labels, "le": "+Inf"}) == 4
     assert get("tokenrouter_upstream_seconds_count", labels) == 4
     assert get("tokenrouter_upstream_seconds_sum", labels) == pytest.approx(20.0042)
+
+
+async def test_instance_facts_for_the_alerts(
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    router: RunningRouter,
+    http: aiohttp.ClientSession,
+) -> None:
+    """What deploy/prometheus alerts on beyond the state gauges: readiness, Redis persistence,
+    the last rollout's state and end, the drain stall verdict, the processes' memory."""
+    text = await scrape(http, router.admin_url)
+    assert sample(text, "tokenrouter_ready") == 1.0
+    # The fixture's redis-server keeps nothing (--save "" --appendonly no).
+    assert sample(text, "tokenrouter_store_persistence", mode="none") == 1.0
+    assert sample(text, "tokenrouter_drain_stalled", system="b") == 0.0
+    assert "tokenrouter_rollout_state{" not in text
+    rss = sample(text, "tokenrouter_resident_memory_bytes", role="worker", pid=str(os.getpid()))
+    assert rss is not None and rss > 10_000_000  # this test process runs the router
+
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    body = {"system": "b", "steps": "5,100", "interval": 60}
+    async with http.post(router.admin_url + "/api/rollout", json=body, headers=auth) as resp:
+        assert resp.status == 201, await resp.text()
+    text = await scrape(http, router.admin_url)
+    assert sample(text, "tokenrouter_rollout_state", target="b", source="a", state="running") == 1
+    assert "tokenrouter_rollout_ended_timestamp_seconds{" not in text
+    async with http.post(router.admin_url + "/api/rollout/abort", json={}, headers=auth) as resp:
+        assert resp.status == 200, await resp.text()
+    text = await scrape(http, router.admin_url)
+    assert sample(text, "tokenrouter_rollout_state", target="b", source="a", state="aborted") == 1
+    assert sample(text, "tokenrouter_rollout_state", state="running") is None
+    ended = sample(text, "tokenrouter_rollout_ended_timestamp_seconds", state="aborted")
+    assert ended is not None and abs(ended - time.time()) < 60
+
+    # Stopping: /readyz turns 503 and the gauge follows it.
+    router.server.runtime.stopping = True
+    text = await scrape(http, router.admin_url)
+    assert sample(text, "tokenrouter_ready") == 0.0
+    router.server.runtime.stopping = False
+    redis_server.stop()
+    await wait_until(lambda: router.server.runtime.holder.degraded)
+    text = await scrape(http, router.admin_url)
+    # Degraded is still ready (fail-static); the rollout could not be read: no sample.
+    assert sample(text, "tokenrouter_ready") == 1.0
+    assert sample(text, "tokenrouter_store_up") == 0.0
+    assert "tokenrouter_rollout_state{" not in text

@@ -34,11 +34,13 @@ from router.admin.spec import (
 )
 from router.errors import ServiceUnavailable, StoreUnavailable
 from router.metrics import CONTENT_TYPE as METRICS_TYPE
-from router.metrics import render
+from router.metrics import InstanceFacts, render
 from router.responses import JSON_TYPE
+from router.state import rollout as rollout_model
 from router.state.recovery import persistence_risk
+from router.switching.watch_driver import watch_view
 from router.systems.reports import SystemReport, audit_json, read_counts, view_report
-from router.view import View
+from router.systems.view import View
 
 
 def json_response(data: object, status: int = 200) -> web.Response:
@@ -50,9 +52,9 @@ def json_response(data: object, status: int = 200) -> web.Response:
     )
 
 
-def source_of(request: web.Request, via: str = "api") -> str:
+def source_of(request: web.Request) -> str:
     """Who made a change, for the audit stream: `auth.audit_source` (operator and address)."""
-    return audit_source(request, via)
+    return audit_source(request)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -94,7 +96,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def system_reports(app: web.Application) -> tuple[View, list[SystemReport], str]:
-    """The view model (router/view.py) and every system's report in it: the routers' counts
+    """The view model (router/systems/view.py) and every system's report in it: the routers' counts
     from the store, the gateways' own counts (stats_url) from the prober, the trend from this
     process's samples. Also the store's error, if it did not answer."""
     runtime = app[RUNTIME]
@@ -137,6 +139,7 @@ async def status_document(app: web.Application) -> dict[str, Any]:
         },
         "instance": runtime.instance,
         "uptime": round(time.time() - runtime.started_at, 3),
+        "watch": watch_view(None if runtime.watch is None else runtime.watch.current, time.time()),
     }
 
 
@@ -158,8 +161,18 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus exposition: request counters, upstream latency, state gauges."""
     runtime = request.app[RUNTIME]
     _, rows, _ = await system_reports(request.app)
+    try:
+        rollout = rollout_model.loads((await runtime.store.read_state()).rollout)
+    except StoreUnavailable:
+        rollout = None  # store_up says why; the rollout families are left empty
+    facts = InstanceFacts(
+        ready=not runtime.stopping and runtime.holder.synced,
+        persistence=runtime.persistence,
+        rollout=rollout,
+        watch=None if runtime.watch is None else runtime.watch.current,
+    )
     body = render(
-        runtime.metrics, runtime.holder, runtime.config.system_ids, [r.drain for r in rows]
+        runtime.metrics, runtime.holder, runtime.config.system_ids, [r.drain for r in rows], facts
     )
     return web.Response(body=body, headers={"Content-Type": METRICS_TYPE})
 

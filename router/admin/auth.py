@@ -16,8 +16,9 @@ How a handler uses it (the one way, for every admin route present and future):
   `/api/`) answer without one. A new route registered under `/api/` is therefore protected
   without a line of its own.
 - `operator_of(request)` is the name of the authenticated operator ("alice", "admin").
-  `audit_source(request, via)` is what the audit records as the source of a page or API
-  action: `"<via> (<operator>@<address>)"`, like the CLI's `"cli (<user>@<host>)"`.
+  `audit_source(request)` is what the audit records as the source of a page or API
+  action: `"<via> (<operator>@<address>)"`, like the CLI's `"cli (<user>@<host>)"`; `via`
+  is "page" for a login session's request, else "api".
 
 Failed credentials (a wrong bearer/basic token, a wrong token in the login form) are throttled
 on every route by one `CredentialThrottle` (throttle.py) and logged with the address, route
@@ -43,7 +44,8 @@ from aiohttp.typedefs import Handler, Middleware
 
 from router.admin.session import COOKIE, CSRF_HEADER, Session, Sessions
 from router.config import Secret
-from router.errors import Forbidden, TooManyAttempts, Unauthorized
+from router.errors import Forbidden, StoreUnavailable, TooManyAttempts, Unauthorized
+from router.state.store import StateStore
 from router.throttle import CredentialThrottle
 
 log = logging.getLogger("router.admin.auth")
@@ -92,15 +94,22 @@ class Operators:
 
 @dataclass
 class AdminAuth:
-    """Everything the admin listener needs to authenticate: one per admin application."""
+    """Everything the admin listener needs to authenticate: one per admin application.
+
+    `store` holds the ended sessions (logout) for every worker and instance; `ended` is
+    this process's own copy, which also answers while the store cannot."""
 
     operators: Operators
     sessions: Sessions
     throttle: CredentialThrottle = field(default_factory=CredentialThrottle)
+    store: StateStore | None = None
+    ended: dict[str, float] = field(default_factory=dict)  # session nonce -> its expiry
 
     @classmethod
-    def from_tokens(cls, tokens: Mapping[str, Secret]) -> AdminAuth:
-        return cls(Operators(tokens), Sessions(tokens))
+    def from_tokens(
+        cls, tokens: Mapping[str, Secret], store: StateStore | None = None
+    ) -> AdminAuth:
+        return cls(Operators(tokens), Sessions(tokens), store=store)
 
     @property
     def enabled(self) -> bool:
@@ -138,11 +147,48 @@ class AdminAuth:
         self.throttle.succeeded(address, now)
         return name
 
-    def session(self, request: web.Request) -> Session | None:
-        """The valid login session the request's cookie stands for, if any."""
-        return self.sessions.verify(request.cookies.get(COOKIE))
+    async def session(self, request: web.Request) -> Session | None:
+        """The valid login session the request's cookie stands for, if any: signed, not
+        expired, and not ended by a logout (on any worker or instance)."""
+        session = self.sessions.verify(request.cookies.get(COOKIE))
+        if session is None:
+            return None
+        if session.nonce in self.ended:
+            return None
+        if self.store is not None:
+            try:
+                ended = await self.store.session_revoked(session.nonce)
+            except StoreUnavailable as exc:
+                # Fail-static like routing: a Redis outage must not lock every operator out
+                # of the page; a logout made in this process still holds (`ended`).
+                log.debug("could not check whether a session was ended: %s", exc)
+                ended = False
+            if ended:
+                self._remember(session)
+                return None
+        return session
 
-    def authenticate(self, request: web.Request, *, write: bool) -> str:
+    async def end(self, session: Session) -> None:
+        """Log `session` out everywhere: its cookie, even saved, is refused from now on."""
+        self._remember(session)
+        if self.store is None:
+            return
+        try:
+            await self.store.revoke_session(session.nonce, int(session.expires - time.time()) + 1)
+        except StoreUnavailable as exc:
+            log.warning(
+                "logout of %s holds in this process only until Redis answers: %s",
+                session.operator,
+                exc,
+            )
+
+    def _remember(self, session: Session) -> None:
+        now = time.time()
+        for nonce in [n for n, expires in self.ended.items() if expires <= now]:
+            del self.ended[nonce]  # expired cookies are refused anyway
+        self.ended[session.nonce] = session.expires
+
+    async def authenticate(self, request: web.Request, *, write: bool) -> str:
         """Authenticate `request` (see the module docstring); the operator's name."""
         if not self.enabled:
             raise Forbidden(DISABLED)
@@ -153,7 +199,7 @@ class AdminAuth:
             name = self.check_token(request, presented, "bearer/basic")
             request[BY_SESSION] = False
         else:
-            session = self.session(request)
+            session = await self.session(request)
             if session is None:
                 raise Unauthorized(NEEDS_TOKEN)
             if write and not self.sessions.csrf_ok(session, request.headers.get(CSRF_HEADER)):
@@ -173,7 +219,7 @@ def admin_access(auth: AdminAuth) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/api/"):
-            auth.authenticate(request, write=request.method not in READ_METHODS)
+            await auth.authenticate(request, write=request.method not in READ_METHODS)
         return await handler(request)
 
     return middleware
@@ -191,18 +237,13 @@ def operator_of(request: web.Request) -> str:
     return name
 
 
-def audit_source(request: web.Request, via: str = "api") -> str:
-    """The audit's source of a page or API action: `"<via> (<operator>@<address>)"`."""
+def audit_source(request: web.Request) -> str:
+    """The audit's source of a page or API action: `"<via> (<operator>@<address>)"`.
+
+    `via` is "page" when the request was authenticated by a login session (only the page
+    has one), else "api": proven by the credential, never taken from what the body says."""
+    via = "page" if request.get(BY_SESSION) else "api"
     return f"{via} ({operator_of(request)}@{request.remote or 'unknown'})"
-
-
-def require_token(request: web.Request, expected: object = None) -> str:
-    """Kept for handlers written before the `admin_access` middleware: the operator of a write.
-
-    The middleware has already checked the credential, the origin and the CSRF token of
-    every non-GET `/api/` request; this only returns `operator_of(request)`.
-    """
-    return operator_of(request)
 
 
 def same_origin(request: web.Request) -> bool:

@@ -35,12 +35,13 @@ from router.switching import operations
 from router.switching.fleet import STALE_BEATS
 from router.switching.gates import GateProber
 from router.switching.operations import Confirmation, RolloutRequest
+from router.systems.view import fleet_summary
 
 GATE = "Refused by a safety gate (`gate` names it; `force` overrides all but `expect`)."
 
 
 def _source(request: web.Request, body: GuardRequest) -> str:
-    return source_of(request, body.via)
+    return source_of(request)
 
 
 def _prober(runtime: Runtime) -> GateProber:
@@ -138,11 +139,13 @@ async def instances_document(runtime: Runtime) -> dict[str, Any]:
     )
     for doc in live:
         doc["current"] = int((doc.get("applied") or {}).get("generation", 0)) >= generation
+    behind = [d["id"] for d in live if not d["current"]]
     return {
         "generation": generation,
         "stale_after": r.heartbeat_interval * STALE_BEATS,
         "instances": live,
-        "behind": [d["id"] for d in live if not d["current"]],
+        "behind": behind,
+        "summary": fleet_summary(len(live), behind),
     }
 
 

@@ -120,7 +120,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         await response.write(b"retry: 2000\n\n")
         while not (feed.stopping or runtime.stopping):
-            if by_session and auth.session(request) is None:
+            if by_session and await auth.session(request) is None:
                 await response.write(_event("expired", {"message": "log in again"}))
                 break
             changed = feed.changed  # taken first: a change while we build is not missed

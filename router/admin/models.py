@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from router.admin.spec import Body, Params, SystemId, SystemRef
+from router.printable import printable
 from router.state import rollout as rollout_model
 
 SYSTEM_STATES = Literal["active", "rollout", "draining", "stalled", "drained", "offline", "preview"]
@@ -150,6 +151,53 @@ class StoreHealth(BaseModel):
     risk: str | None = Field(description="Why Redis persistence is a risk, if it is.")
 
 
+class TrafficFigures(BaseModel):
+    """Token requests to one system over a span, all instances."""
+
+    requests: int
+    failures: int
+    buckets: list[int] = Field(
+        description="Answers per latency bucket of tokenrouter_upstream_seconds (last: +Inf)."
+    )
+
+
+class WatchThresholds(BaseModel):
+    max_error_rate: float
+    min_requests: int
+    max_latency: float = Field(description="p99 seconds; 0: no absolute bound.")
+    latency_factor: float = Field(description="Times the baseline's p99; 0: off.")
+    latency_floor: float
+
+
+class PostSwitchWatch(BaseModel):
+    """The watch of the last change of the active system (docs/upgrades.md)."""
+
+    id: str = Field(description="The audit entry of the change it watches.")
+    system: str = Field(description="The new active system.")
+    previous: str = Field(description="The system active before (what an undo goes back to).")
+    action: str
+    source: str
+    started: float
+    until: float
+    span: float
+    thresholds: WatchThresholds
+    can_undo: bool = Field(description="False: the old system was offline; alarm only.")
+    state: Literal["watching", "passed", "undone", "alarm", "ended"]
+    baseline: TrafficFigures | None = Field(description="The old system before the change.")
+    baseline_from: float
+    current: TrafficFigures = Field(description="The last figures judged.")
+    current_from: float
+    checked: float
+    ended_at: float | None
+    reason: str = Field(description="Why it ended: the evidence of an undo or an alarm.")
+    left: float = Field(description="Seconds the watch still runs.")
+    window: float
+    current_p99: float | None
+    baseline_p99: float | None
+    measures: str = Field(description="What it measures, in words.")
+    line: str = Field(description="One line for people (status, the page).")
+
+
 class RolloutShare(BaseModel):
     """A running or paused rollout as routing applies it."""
 
@@ -175,6 +223,9 @@ class Status(BaseModel):
     store: StoreHealth
     instance: str = Field(description="host:pid of the answering process.")
     uptime: float
+    watch: PostSwitchWatch | None = Field(
+        None, description="The post-switch watch of the last change, if any was made."
+    )
 
 
 class Health(BaseModel):
@@ -297,9 +348,16 @@ class GuardRequest(Body):
     force: bool = Field(
         False, description="Override the gates (offline, health; never expect); audited."
     )
-    reason: str = Field("", max_length=200, description="Recorded in the audit stream.")
+    # Stored as shown: control characters escaped (router/printable.py).
+    reason: Annotated[str, AfterValidator(printable)] = Field(
+        "",
+        max_length=200,
+        description="Recorded in the audit stream (control characters escaped, as \\x1b).",
+    )
     via: Literal["api", "page"] = Field(
-        "api", description="Channel recorded in the audit stream (the page sends 'page')."
+        "api",
+        description="Accepted for compatibility and ignored: the audit records 'page' for a"
+        " request authenticated by the page's login session, 'api' for any other.",
     )
 
 
@@ -332,16 +390,20 @@ class RolloutRequest(GuardRequest):
         le=rollout_model.MAX_MIN_REQUESTS,
         description="Token requests in a step before the error share counts (1 to 1,000,000).",
     )
-
-
-class GateRefusal(BaseModel):
-    """409: a safety gate refused (gate names it), or the rollout was not in a state for it."""
-
-    error: Literal["refused", "conflict"]
-    message: str
-    gate: Literal["offline", "health", "expect", "active", "open"] | None = None
-    override: str | None = Field(None, description='"force": true, or null (expect).')
-    system: str | None = None
+    max_latency: float | None = Field(
+        None,
+        ge=0,
+        le=3600,
+        description="Abort when the target's p99 of token answers exceeds this many seconds"
+        " (0: off; default router.latency_max_p99).",
+    )
+    latency_factor: float | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description="Abort when the target's p99 exceeds this many times the source's in the"
+        " same seconds (0: off, else 1 or more; default router.latency_factor).",
+    )
 
 
 class Confirmation(BaseModel):
@@ -391,6 +453,9 @@ class RolloutView(BaseModel):
     next_in: float | None = Field(description="Seconds to the next step (running only).")
     max_error_rate: float
     min_requests: int
+    max_latency: float = Field(description="p99 seconds that abort a step (0: off).")
+    latency_factor: float = Field(description="Times the source's p99 that abort (0: off).")
+    latency_floor: float
     counts: dict[str, StepCounts] = Field(
         description="Per system: token requests and failures in this step, all instances."
     )
@@ -427,4 +492,7 @@ class Instances(BaseModel):
     generation: int
     stale_after: float
     behind: list[str]
+    summary: str = Field(
+        description="e.g. '2 live, 1 not on the current state: host:123', as status says it."
+    )
     instances: list[Instance]

@@ -58,7 +58,7 @@ def _login_page(
 
 
 async def login_form(request: web.Request) -> web.Response:
-    if request.app[AUTH].session(request) is not None:
+    if await request.app[AUTH].session(request) is not None:
         return _redirect("/")
     if "out" in request.query:
         return _login_page(request, message="You are logged out.", kind="info")
@@ -111,7 +111,7 @@ async def login(request: web.Request) -> web.Response:
 
 async def logout(request: web.Request) -> web.Response:
     auth = request.app[AUTH]
-    session = auth.session(request)
+    session = await auth.session(request)
     if session is not None:
         form = await request.post()
         csrf = form.get(CSRF_FIELD)
@@ -122,6 +122,7 @@ async def logout(request: web.Request) -> web.Response:
                 status=403,
                 text="CSRF token missing or wrong: reload the admin page and log out again.",
             )
+        await auth.end(session)
         log.info("admin logout of %s from %s", session.operator, request.remote)
     response = _redirect(f"{LOGIN_PATH}?out=1")
     response.del_cookie(COOKIE, path="/", httponly=True, samesite="Strict", secure=_secure(request))
@@ -131,7 +132,7 @@ async def logout(request: web.Request) -> web.Response:
 async def index(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     auth = request.app[AUTH]
-    session = auth.session(request)
+    session = await auth.session(request)
     if session is None:
         return _redirect(LOGIN_PATH)
     context = {

@@ -13,8 +13,10 @@ pattern without a server-side table). The login form has its own signed, short-l
 keyed by all operators' tokens together (the form does not know yet who logs in).
 
 The cookie holds no secret: a token itself never leaves the login form's POST body. Logout
-deletes the cookie; a copied cookie stays valid until its expiry (`LIFETIME`), which is the
-price of statelessness. Rotating a token revokes everything signed with it.
+deletes the cookie and ends the session on the server: its nonce is kept in Redis for the
+lifetime it had left (`<prefix>:session:revoked:<nonce>`, auth.AdminAuth.end), so a saved
+copy is refused by every worker and instance. Rotating a token revokes everything signed
+with it.
 """
 
 from __future__ import annotations

@@ -21,10 +21,12 @@ from router import interrupts
 from router.config import Config, load_config
 from router.errors import ConfigError, UsageError
 from router.logs import setup_logging
+from router.printable import printable
+from router.state.connect import open_store
 from router.state.keys import Keys
 from router.state.sentinel import redis_target
 from router.state.snapshot import Snapshot
-from router.state.store import AuditEntry, StateStore, open_store
+from router.state.store import AuditEntry, StateStore
 from router.switching import operations
 from router.switching.gates import GateProber
 from router.switching.operations import Confirmation, SwitchOutcome
@@ -293,4 +295,4 @@ def add_guard_flags(p: argparse.ArgumentParser, *, expect: bool = False) -> None
         action="store_true",
         help="override the gates (offline, health; never --expect); recorded in the audit",
     )
-    p.add_argument("--reason", metavar="TEXT", help="why, for the audit log")
+    p.add_argument("--reason", metavar="TEXT", type=printable, help="why, for the audit log")

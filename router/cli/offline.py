@@ -18,6 +18,7 @@ from router.cli.common import (
     operator,
     with_context,
 )
+from router.printable import printable
 from router.switching import operations
 
 
@@ -37,7 +38,7 @@ def add_parsers(sub: Subcommands, common: Parser) -> None:
             )
         else:
             p.set_defaults(force=False)
-        p.add_argument("--reason", metavar="TEXT", help="why, for the audit log")
+        p.add_argument("--reason", metavar="TEXT", type=printable, help="why, for the audit log")
         p.set_defaults(func=async_command(offline_main))
 
 

@@ -1,4 +1,5 @@
-"""`token-router releases list|refresh`: the stored client-library releases."""
+"""`token-router releases [list|refresh]`: the stored client-library releases (a bare
+`releases` lists them, as `git remote` lists remotes)."""
 
 from __future__ import annotations
 
@@ -27,10 +28,15 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
         "releases",
         help="list the stored client-library releases, or check the systems now",
         description="Releases are the version-pinned client libraries served under "
-        "/v/{release}/...: one per distinct set of library bytes a system served.",
+        "/v/{release}/...: one per distinct set of library bytes a system served. Without an "
+        "ACTION: list.",
     )
+    # A bare `releases` lists. Its options have their own names: argparse lets an ACTION's
+    # defaults overwrite the values given before it (`releases --config X list`).
+    p.add_argument("--config", dest="releases_config", metavar="PATH", help="as for list")
+    p.add_argument("--json", dest="releases_json", action="store_true", help="as for list")
+    p.set_defaults(func=async_command(releases_list_main), verbose=False)
     rsub = p.add_subparsers(dest="releases_command", metavar="ACTION", parser_class=Parser)
-    rsub.required = True
     q = rsub.add_parser(
         "list",
         parents=[common],
@@ -57,6 +63,8 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
 
 
 def _release_config(args: argparse.Namespace) -> Config:
+    args.config = getattr(args, "config", None) or args.releases_config
+    args.json = getattr(args, "json", False) or args.releases_json
     config = read_config(args)
     require_redis(config, "GET /api/releases, POST /api/releases/refresh")
     return config

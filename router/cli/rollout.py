@@ -26,6 +26,7 @@ from router.cli.common import (
 )
 from router.cli.watch import add_watch_flags, show
 from router.errors import BadRequest, UsageError
+from router.printable import printable
 from router.state.rollout import (
     DEFAULT_MAX_ERROR_RATE,
     DEFAULT_MIN_REQUESTS,
@@ -85,7 +86,7 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
         ("abort", "share to 0 at once; the active system is unchanged"),
     ):
         q = rsub.add_parser(action, parents=[common], help=text, description=text + ".")
-        q.add_argument("--reason", metavar="TEXT", help="why, for the audit log")
+        q.add_argument("--reason", metavar="TEXT", type=printable, help="why, for the audit log")
         if action == "promote":
             q.add_argument("--force", action="store_true", help="override the gates")
         q.set_defaults(func=async_command(action_main), force=False)

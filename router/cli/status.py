@@ -28,8 +28,9 @@ from router.state.store import AuditEntry
 from router.switching import operations
 from router.switching.fleet import STALE_BEATS
 from router.systems.drain import DrainHistory
-from router.systems.reports import read_counts, reports
+from router.systems.reports import read_counts, view_report
 from router.systems.stats import probe_all
+from router.systems.view import fleet_summary
 
 
 def add_parser(sub: Subcommands, common: Parser) -> None:
@@ -74,7 +75,7 @@ async def status_document(ctx: Context, history: DrainHistory | None = None) -> 
         probe_all(config.systems),
         asyncio.gather(*(ctx.prober.probe(sid) for sid in config.system_ids)),
     )
-    rows = reports(config, snapshot, counts, previewing, gateway_counts, history)
+    view, rows = view_report(config, snapshot, counts, previewing, gateway_counts, history)
     releases = await _releases(config)
     r = config.router
     live = await store.instances(time.time(), r.heartbeat_interval * STALE_BEATS)
@@ -88,6 +89,7 @@ async def status_document(ctx: Context, history: DrainHistory | None = None) -> 
     return {
         "store": store.description,
         "active": snapshot.active,
+        **view.to_json(),
         "refused": None if refused is None else {"value": refused.value, "reason": refused.reason},
         "problems": [p.to_json() for p in stored.problems],
         "generation": stored.generation,
@@ -116,7 +118,9 @@ async def _releases(config: Config) -> dict[str, str | None]:
 
 
 def status_lines(doc: dict[str, Any], now: float) -> list[str]:
-    lines = [f"store    {doc['store']}", f"active   {doc['active']}"]
+    """The status document as text: the view model's words (router/systems/view.py), as the page and
+    the API show them."""
+    lines = [f"store    {doc['store']}", f"active   {doc['active']}: {doc['headline']}"]
     if doc["refused"] and doc["refused"]["reason"] == "offline-mark":
         lines.append(
             f"REFUSED  {doc['refused']['value']!r} in the offline set (added outside "
@@ -133,15 +137,16 @@ def status_lines(doc: dict[str, Any], now: float) -> list[str]:
     lines += rollout_lines(doc["rollout"], now)
     lines.append("")
     lines.append(
-        f"{'SYSTEM':<10} {'STATE':<18} {'OPEN':>5} {'GATEWAY':>7} {'ROUTER':>6}  "
-        f"{'DRAIN':<16} {'HEALTH':<8} {'RELEASE':<16} VERSION"
+        f"{'SYSTEM':<10} {'STATE':<22} {'OPEN':>5} {'GATEWAY':>7} {'ROUTER':>6}  "
+        f"{'HEALTH':<8} {'RELEASE':<16} {'VERSION':<8} DRAIN"
     )
     for s in doc["systems"]:
         health = "ok" if s["health"]["ok"] else "FAILING"
         lines.append(
-            f"{s['id']:<10} {'+'.join(s['states']):<18} {_n(s['open']):>5} "
-            f"{_n(s['gateway_open']):>7} {_n(s['router_open']):>6}  {_trend(s):<16} "
-            f"{health:<8} {s['release'] or '-':<16} {s['version'] or '-'}"
+            f"{s['id']:<10} {s['badge']:<22} {_n(s['open']):>5} "
+            f"{_n(s['gateway_open']):>7} {_n(s['router_open']):>6}  "
+            f"{health:<8} {s['release'] or '-':<16} {s['version'] or '-':<8} "
+            f"{s['estimate'] or '-'}".rstrip()
         )
         if not s["health"]["ok"]:
             lines.append(f"{'':<10} health: {s['health']['error']}")
@@ -149,15 +154,12 @@ def status_lines(doc: dict[str, Any], now: float) -> list[str]:
             lines.append(f"{'':<10} gateway count unavailable: {s['gateway_error']}")
     lines.append(
         "(OPEN decides drain: the gateway's count where stats_url answers, else the router's;"
-        " DRAIN: items/s falling and time to 0, with --watch)"
+        " DRAIN: the rate it falls and the time to 0, or stalled, measured with --watch)"
     )
     lines.append("")
     instances = doc["instances"]
-    behind = [i for i in instances if not i["current"]]
-    lines.append(
-        f"instances: {len(instances)} live"
-        + (f", {len(behind)} not on the current state" if behind else ", all on the current state")
-    )
+    behind = [i["id"] for i in instances if not i["current"]]
+    lines.append(f"instances: {fleet_summary(len(instances), behind)}")
     for i in instances:
         applied = i.get("applied") or {}
         mark = "" if i["current"] else "  BEHIND"
@@ -183,15 +185,6 @@ def status_lines(doc: dict[str, Any], now: float) -> list[str]:
             )
             lines.append("  " + audit_line(entry))
     return lines
-
-
-def _trend(system: dict[str, Any]) -> str:
-    rate, eta = system.get("drain_rate"), system.get("drain_eta")
-    if rate is None or system["state"] == "active":
-        return "-"
-    if eta is None:
-        return f"{rate:.2f}/s"
-    return f"{rate:.2f}/s ~{_age(eta)}"
 
 
 def _n(value: int | None) -> str:

@@ -15,6 +15,7 @@ from router.cli.common import (
     Parser,
     Subcommands,
     async_command,
+    config_hint,
     operator,
     positive_float,
     read_config,
@@ -154,6 +155,7 @@ async def upgrade_main(args: argparse.Namespace) -> int:
         offline_old=args.offline_old,
         dry_run=args.dry_run,
         yes=args.yes,
+        config_hint=config_hint(args),
     )
     procedure = Procedure(config, store, journal, options, out=_out, err=_err, confirm=ask)
     try:

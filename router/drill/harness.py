@@ -35,8 +35,10 @@ from router.drill.traffic import LIBRARY_PATH, Rotation, Traffic
 from router.errors import UsageError
 from router.server.run import RouterServer, url_of
 from router.simulator.gateway import SIM_STATE, GatewayState, create_gateway_app
+from router.state.connect import open_store
 from router.state.keys import Keys
-from router.state.store import MemoryStore, StateStore, open_store
+from router.state.memory_store import MemoryStore
+from router.state.store import StateStore
 from router.upgrade.journal import Journal, MemoryJournal, open_journal
 from router.upgrade.procedure import ROLLOUTS, Options, Procedure
 
@@ -427,8 +429,11 @@ class Drill:
         connector = aiohttp.TCPConnector(limit=200)
         try:
             async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-                load = asyncio.create_task(traffic.run(session, opts.rate, until))
                 faults = asyncio.create_task(self._faults(start, routers, rotation, redis, systems))
+                # The traffic outlasts a fault that runs past the duration (a router restart on
+                # a slow machine): cancelled with the traffic's end, it was cut off halfway,
+                # its router left stopped, and went unreported.
+                load = asyncio.create_task(traffic.run(session, opts.rate, until, hold=faults))
                 try:
                     await asyncio.sleep(max(0.5, opts.duration * 0.2))
                     self.out(
@@ -442,8 +447,8 @@ class Drill:
                     await asyncio.gather(load, faults, return_exceptions=True)
                     raise
                 await load
-                faults.cancel()
-                # gather, not a suppressed await: a Ctrl-C meanwhile must still end the drill.
+                # Done by now (the traffic held on for them); gather, not a suppressed await:
+                # a Ctrl-C meanwhile must still end the drill.
                 await asyncio.gather(faults, return_exceptions=True)
                 interrupts.check()
                 self.failing = ""

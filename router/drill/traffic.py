@@ -54,13 +54,24 @@ class Traffic:
     pages: list[tuple[str, str]] = field(default_factory=list)  # (url, system)
     deleted: dict[str, str] = field(default_factory=dict)  # sid -> issuing system (200)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _until: float = 0.0
+    _hold: asyncio.Future[None] | None = None
 
-    async def run(self, session: aiohttp.ClientSession, rate: float, until: float) -> None:
-        """Start a session every 1/rate s until `until` (monotonic); wait for all to end."""
+    async def run(
+        self,
+        session: aiohttp.ClientSession,
+        rate: float,
+        until: float,
+        hold: asyncio.Future[None] | None = None,
+    ) -> None:
+        """Start a session every 1/rate s until `until` (monotonic), and on past it while
+        `hold` (the injected faults) is not done: a fault is only a fault under traffic.
+        Then wait for every session to end."""
         n = 0
         started = time.monotonic()
-        browsers = asyncio.create_task(self._browsers(session, rate, until))
-        while time.monotonic() < until:
+        self._until, self._hold = until, hold
+        browsers = asyncio.create_task(self._browsers(session, rate))
+        while self._running():
             self._spawn(self._flow(session, n))
             n += 1
             next_at = started + n / rate
@@ -157,11 +168,14 @@ class Traffic:
         tally.fail(kind, f"{what}: " + _what(status, seen, raw, via), provoked=self.provoked(seen))
         return False
 
-    async def _browsers(self, session: aiohttp.ClientSession, rate: float, until: float) -> None:
+    def _running(self) -> bool:
+        return time.monotonic() < self._until or (self._hold is not None and not self._hold.done())
+
+    async def _browsers(self, session: aiohttp.ClientSession, rate: float) -> None:
         """Page views at half the session rate; every other one also reloads an older page."""
         n = 0
         period = 2.0 / rate
-        while time.monotonic() < until:
+        while self._running():
             router = self.rotation.pick(n)
             status, _, raw, _ = await self._call(session, "GET", router + "/router/current")
             doc = _json(raw) if status == 200 else None

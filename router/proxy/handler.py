@@ -11,7 +11,6 @@ import asyncio
 import hmac
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from router.errors import (
     BodyTooLarge,
     Forbidden,
     MalformedJSON,
+    PreviewRefused,
     RequestError,
     RequestTimeout,
     ShortCodeCollision,
@@ -162,8 +162,6 @@ class ProxyHandler:
         # browser routes stay open.
         self.trusted = TrustedNetworks(r.trusted_networks)
         self.mint = MINT - BROWSER if self.cors_origins else MINT
-        # (route, system, status) -> requests, counted by metrics.observe.
-        self.requests: Counter[tuple[str, str, int]] = self.metrics.local
         self._preview_marked: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
         # id(request) -> bytes of router.answer_budget its gateway answers hold, given back
@@ -284,6 +282,12 @@ class ProxyHandler:
         )
 
     def _preview(self, request: web.BaseRequest, cookie: bool = False) -> str | None:
+        """The system a preview credential names, or None without one.
+
+        In the header (a back end, a test web app) a credential that does not check out is a
+        403, never an answer from the active system: the caller asked for another system and
+        must learn it did not get it. A stale cookie (a tester's browser, after the secret
+        changed) is ignored on the browser routes and logged: the page keeps loading."""
         value = request.headers.get(self.preview_header)
         from_cookie = False
         if value is None and cookie and "Cookie" in request.headers:
@@ -291,13 +295,17 @@ class ProxyHandler:
             from_cookie = True
         if value is None:
             return None
+        name = PREVIEW_COOKIE + " cookie" if from_cookie else self.preview_header
+        address = request.remote or "unknown"
         system, _, secret = value.partition(":")
         if self.preview_secret is None:
-            log.warning(
-                "ignored %s from %s: preview is not configured", self.preview_header, request.remote
+            self._refuse_preview(
+                from_cookie,
+                f"ignored {name} from {address}: preview is not configured",
+                f"{self.preview_header} given, but preview is not configured on this router "
+                "(router.preview_secret)",
             )
             return None
-        address = request.remote or "unknown"
         now = time.monotonic()
         wait = self.preview_throttle.retry_after(address, now)
         if wait > 0:
@@ -317,15 +325,28 @@ class ProxyHandler:
             )
         if not hmac.compare_digest(secret.encode(), self.preview_secret):
             self.preview_throttle.failed(address, now)
-            log.warning("ignored %s from %s: wrong secret", self.preview_header, address)
+            self._refuse_preview(
+                from_cookie,
+                f"ignored {name} from {address}: wrong secret",
+                f"wrong secret in {self.preview_header} (expected '<system>:<secret>' with "
+                "router.preview_secret)",
+            )
             return None
         self.preview_throttle.succeeded(address, now)
         if system not in self.known:
-            log.warning(
-                "ignored %s from %s: unknown system %r", self.preview_header, address, system
+            self._refuse_preview(
+                from_cookie,
+                f"ignored {name} from {address}: unknown system {system!r}",
+                f"{self.preview_header} names unknown system {system!r}; configured systems: "
+                f"{', '.join(self.config.system_ids)}",
             )
             return None
         return system
+
+    def _refuse_preview(self, from_cookie: bool, logged: str, answered: str) -> None:
+        log.warning("%s", logged)
+        if not from_cookie:
+            raise PreviewRefused(answered + ": refused, not answered by the active system")
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
         if request.content_length is not None and request.content_length > self.max_body:

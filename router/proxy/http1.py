@@ -297,7 +297,6 @@ class GatewayPool:
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
         self._idle: deque[_Connection] = deque()
-        self._open = 0
         self._slots = asyncio.Semaphore(self.limit)
         self._closed = False
 

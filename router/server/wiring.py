@@ -43,13 +43,16 @@ from router.proxy.upstream import Upstream
 from router.releases.service import Releases
 from router.runtime import Runtime, instance_name
 from router.state.affinity import Affinity
+from router.state.connect import open_store
 from router.state.keys import Keys
 from router.state.sentinel import SENTINEL_RETRY_MAX, redis_target
 from router.state.snapshot import Snapshot, StateHolder, StateWatcher
-from router.state.store import StateStore, open_store
+from router.state.store import StateStore
 from router.switching.controller import RolloutController
 from router.switching.fleet import InstanceRegistry
 from router.switching.gates import GateProber
+from router.switching.ledger import Ledger
+from router.switching.watch_driver import PostSwitchWatch, retention
 from router.systems.drain import DrainHistory
 from router.systems.prober import HealthProber
 
@@ -111,6 +114,18 @@ def build_runtime(config: Config, store: StateStore | None = None) -> Runtime:
         interval=r.heartbeat_interval,
         is_leader=lambda: controller.leading,
     )
+    # The post-switch watch: every instance counts into the traffic ledger, the leader
+    # judges (and the rollout controller reads the same ledger for step latencies).
+    ledger = Ledger(store, metrics.local, metrics.latency_counts, retention=retention(r))
+    controller.ledger = ledger
+    watch = PostSwitchWatch(
+        store,
+        config,
+        gate_prober,
+        ledger,
+        instance=instance,
+        is_leader=lambda: controller.leading,
+    )
     holder.listeners.append(controller.on_snapshot)
     holder.listeners.append(registry.on_snapshot)
     return Runtime(
@@ -127,6 +142,7 @@ def build_runtime(config: Config, store: StateStore | None = None) -> Runtime:
         gate_prober=gate_prober,
         registry=registry,
         controller=controller,
+        watch=watch,
     )
 
 
@@ -162,7 +178,7 @@ def create_proxy_server(runtime: Runtime, handler: ProxyHandler, **kwargs: Any) 
 
 def create_admin_app(runtime: Runtime, assets: Assets | None = None) -> web.Application:
     """The admin listener: health, JSON API, the operator's page and its live feed."""
-    auth = AdminAuth.from_tokens(runtime.config.router.operators())
+    auth = AdminAuth.from_tokens(runtime.config.router.operators(), runtime.store)
     # json_errors outermost, so the access check's refusals are JSON too; every /api/ route
     # is authenticated before its handler runs (admin/auth.py).
     app = web.Application(middlewares=[json_errors, admin_access(auth)], client_max_size=MAX_BODY)

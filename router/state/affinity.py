@@ -2,7 +2,7 @@
 
 Writes are behind the answer and group-committed: a record enters the local cache at once
 and a queue that one flusher task drains, every record made while a write is in flight
-joining the next one (one Redis command per batch, store.py). No request waits for Redis:
+joining the next one (one Redis command per batch, redis_store.py). No request waits for Redis:
 the token is answered as soon as the gateway answered, and its record reaches Redis a few
 milliseconds after (GATHER_DELAY plus one round trip), long before a browser could use the
 token elsewhere. Look-ups

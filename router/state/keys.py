@@ -85,6 +85,10 @@ class Keys:
         """Sorted set of what `system` issued and has not released; score = expiry time."""
         return f"{self.prefix}:open:{system}"
 
+    def revoked_session(self, nonce: str) -> str:
+        """Present (with a TTL: the session's lifetime left) once a login session ended."""
+        return f"{self.prefix}:session:revoked:{nonce}"
+
     def preview(self, system: str) -> str:
         """Present (with a TTL) while `system` is being tested through the preview header."""
         return f"{self.prefix}:preview:{system}"
@@ -120,6 +124,16 @@ class Keys:
     def rollout_counts(self, rollout_id: str, step: int) -> str:
         """Hash of token requests and failures per system during one step of a rollout."""
         return f"{self.prefix}:rollout:{rollout_id}:step:{step}"
+
+    @property
+    def watch(self) -> str:
+        """JSON document of the post-switch watch of the last change of `active`."""
+        return f"{self.prefix}:watch"
+
+    def traffic(self, slot: int) -> str:
+        """Hash of token requests, failures and latency buckets per system that all instances
+        counted in one second (`slot` = unix time // 1): the post-switch watch reads it."""
+        return f"{self.prefix}:traffic:{slot}"
 
     @property
     def leader(self) -> str:

@@ -21,6 +21,8 @@ from typing import Any
 import orjson
 
 from router.errors import BadRequest
+from router.printable import printable
+from router.switching.watch import Thresholds, Traffic, latency_breach, ms
 
 RUNNING = ("running", "paused")
 TERMINAL = ("promoted", "aborted", "ended")
@@ -53,6 +55,11 @@ class Rollout:
     paused_at: float | None = None
     ended_at: float | None = None
     end_reason: str | None = None
+    # Latency abort (0 = off): the target's p99 over max_latency seconds, or over
+    # latency_factor times the source's p99 in the same seconds (never below latency_floor).
+    max_latency: float = 0.0
+    latency_factor: float = 0.0
+    latency_floor: float = 0.0
 
     @property
     def running(self) -> bool:
@@ -128,7 +135,10 @@ def parse(raw: str) -> Rollout:
             started_by=str(doc.get("started_by", "")),
             paused_at=_optional("paused_at", doc.get("paused_at")),
             ended_at=_optional("ended_at", doc.get("ended_at")),
-            end_reason=None if doc.get("end_reason") is None else str(doc["end_reason"]),
+            end_reason=None if doc.get("end_reason") is None else printable(str(doc["end_reason"])),
+            max_latency=parse_max_latency(doc.get("max_latency", 0.0)),
+            latency_factor=parse_latency_factor(doc.get("latency_factor", 0.0)),
+            latency_floor=_latency_floor(doc.get("latency_floor", 0.0)),
         )
     except KeyError as exc:
         raise BadRequest(f"{exc.args[0]}: missing") from None
@@ -146,6 +156,13 @@ def _whole(name: str, value: object) -> int:
     if isinstance(value, float) and not value.is_integer():  # nan and inf too
         raise BadRequest(f"{name}: {value!r} is not a whole number")
     return int(value)
+
+
+def _latency_floor(value: object) -> float:
+    number = _number("latency_floor", value)
+    if not 0 <= number <= 3600:
+        raise BadRequest(f"latency_floor: {number:g} must be 0 to 3600 seconds")
+    return number
 
 
 def _optional(name: str, value: object) -> float | None:
@@ -216,6 +233,20 @@ def parse_min_requests(value: object) -> int:
     return number
 
 
+def parse_max_latency(value: object) -> float:
+    number = _number("max_latency", value)
+    if not 0 <= number <= 3600:
+        raise BadRequest(f"max_latency: {number:g} must be 0 (off) to 3600 seconds of p99")
+    return number
+
+
+def parse_latency_factor(value: object) -> float:
+    number = _number("latency_factor", value)
+    if number != 0 and not 1 <= number <= 1000:
+        raise BadRequest(f"latency_factor: {number:g} must be 0 (off) or 1 to 1000")
+    return number
+
+
 def _number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise BadRequest(f"{name}: {value!r} is not a number")
@@ -238,6 +269,9 @@ def new_rollout(
     min_requests: int,
     now: float,
     started_by: str,
+    max_latency: float = 0.0,
+    latency_factor: float = 0.0,
+    latency_floor: float = 0.0,
 ) -> Rollout:
     return Rollout(
         id=secrets.token_hex(6),
@@ -252,6 +286,9 @@ def new_rollout(
         state="running",
         started=now,
         started_by=started_by,
+        max_latency=max_latency,
+        latency_factor=latency_factor,
+        latency_floor=latency_floor,
     )
 
 
@@ -294,14 +331,18 @@ def next_action(
     now: float,
     counts: Mapping[str, tuple[int, int]],
     probe_error: str | None,
+    traffic: Mapping[str, Traffic] | None = None,
+    bounds: Sequence[float] = (),
 ) -> Action | None:
     """The controller's one decision per tick.
 
     Abort first (a failing target must not get one more step): its health probe failed, or
     its share of failed token requests in this step, counted by every instance, reached the
-    threshold after at least `min_requests`. A paused rollout is still watched: pausing holds
-    the share, it does not switch the safety net off. Then the clock: a step that held for
-    its interval advances; the last one promotes.
+    threshold after at least `min_requests`, or the p99 of its token answers in the step's
+    newest seconds (`traffic`, from the ledger: every instance) exceeds `max_latency` or
+    `latency_factor` times the source's in the same seconds. A paused rollout is still
+    watched: pausing holds the share, it does not switch the safety net off. Then the
+    clock: a step that held for its interval advances; the last one promotes.
     """
     if not r.running:
         return None
@@ -314,11 +355,34 @@ def next_action(
             f"{failures} of {requests} token requests to {r.target} failed in step "
             f"{r.step + 1} ({share:.1%} >= {r.max_error_rate:.1%})",
         )
+    slow = _latency(r, traffic, bounds)
+    if slow is not None:
+        return Action("abort", slow)
     if r.state != "running" or r.held(now) < r.interval:
         return None
     if r.last_step:
         return Action("promote", f"the last step, {r.percent} %, held for {r.interval:g} s")
     return Action("advance", f"{r.percent} % held for {r.interval:g} s")
+
+
+def _latency(
+    r: Rollout, traffic: Mapping[str, Traffic] | None, bounds: Sequence[float]
+) -> str | None:
+    if traffic is None or not bounds or not (r.max_latency or r.latency_factor):
+        return None
+    limits = Thresholds(
+        r.max_error_rate, r.min_requests, r.max_latency, r.latency_factor, r.latency_floor
+    )
+    target = traffic.get(r.target, Traffic())
+    source = traffic.get(r.source)
+    why = latency_breach(target, source, limits, bounds)
+    if why is None:
+        return None
+    base = None if source is None else source.p99(bounds)
+    return (
+        f"token requests to {r.target} in step {r.step + 1} too slow: {why} "
+        f"({target.answered} answers; {r.source}'s p99 {ms(base)} in the same seconds)"
+    )
 
 
 @dataclass(frozen=True, slots=True)

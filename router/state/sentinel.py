@@ -3,7 +3,7 @@
 Through redis-py's own `redis.asyncio.sentinel`: every new connection asks the sentinels
 where the master is, so after a failover the stores reconnect to the new master by
 themselves (the state watcher re-subscribes and re-enables keyspace notifications there,
-store.py). Nothing home-made: this module only turns configuration into that client and
+redis_events.py). Nothing home-made: this module only turns configuration into that client and
 checks, at start, that the sentinels know the master at all.
 """
 

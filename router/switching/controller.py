@@ -29,8 +29,9 @@ from router.proxy.routing import Route
 from router.state import rollout as model
 from router.state.snapshot import Snapshot, StateHolder
 from router.state.store import StateStore
-from router.switching import operations
+from router.switching import operations, watch
 from router.switching.gates import GateProber
+from router.switching.ledger import BOUNDS, Ledger
 
 log = logging.getLogger("router.rollout")
 
@@ -93,6 +94,8 @@ class RolloutController:
         self._counting: tuple[str, int] | None = None
         self._counted = token_totals(local)
         self._pending: list[tuple[tuple[str, int], dict[str, tuple[int, int]]]] = []
+        # The traffic ledger (switching/ledger.py): the step's latencies, every instance's.
+        self.ledger: Ledger | None = None
 
     def on_snapshot(self, previous: Snapshot, current: Snapshot) -> None:
         """A state listener (wiring.py): switch the counted step as the new state applies."""
@@ -141,7 +144,11 @@ class RolloutController:
             return
         counts = await self.store.rollout_counts(r.id, r.step)
         probe = await self.prober.fresh(r.target, max_age=self.tick)
-        action = model.next_action(r, time.time(), counts, None if probe.ok else probe.error)
+        now = time.time()
+        traffic = await self.step_traffic(r, now)
+        action = model.next_action(
+            r, now, counts, None if probe.ok else probe.error, traffic, BOUNDS
+        )
         if action is None:
             return
         try:
@@ -162,6 +169,19 @@ class RolloutController:
                 log.info("rollout to %s promoted: %s", r.target, action.reason)
         except Conflict as exc:
             log.info("rollout changed meanwhile (%s); looking again next tick", exc)
+
+    async def step_traffic(self, r: model.Rollout, now: float) -> dict[str, watch.Traffic] | None:
+        """The target's and the source's token requests in the step's newest seconds
+        (`watch_span`, reaching back to the step's start for `min_requests`)."""
+        if self.ledger is None or not (r.max_latency or r.latency_factor):
+            return None
+        start, end = int(r.step_started), int(now)
+        slots = await self.ledger.read(start, end, now)
+        span = max(1, int(self.config.router.watch_span))
+        target, first = watch.recent(
+            slots, r.target, start=start, now=end, span=span, min_requests=r.min_requests
+        )
+        return {r.target: target, r.source: watch.sum_slots(slots, r.source, first, end)}
 
     async def run(self) -> None:
         while True:

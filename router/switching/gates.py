@@ -24,8 +24,6 @@ from router.errors import BadRequest, GateRefused
 from router.proxy.upstream import gateway_ssl
 from router.systems.prober import describe_failure, probe_target
 
-GATES = ("offline", "health", "expect", "active", "rollout", "open")
-
 
 @dataclass(frozen=True, slots=True)
 class Probe:
@@ -116,12 +114,6 @@ class GateProber:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    def note(self, system: str, ok: bool, at: float, error: str = "") -> None:
-        """Another prober's answer (the admin page's) counts too."""
-        previous = self.last.get(system)
-        if previous is None or previous.at < at:
-            self.last[system] = Probe(ok, at, error)
 
     async def fresh(self, system: str, max_age: float) -> Probe:
         """An answer no older than `max_age` seconds: the last one, or a probe now."""

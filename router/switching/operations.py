@@ -25,7 +25,9 @@ from router.systems.drain import DrainFacts, deciding_count
 from router.systems.reports import read_counts
 from router.systems.stats import probe_all
 
-SWITCH_ACTIONS = ("switch", "undo", "promote")
+# The changes of the active system `undo` goes back from ("auto-undo": the post-switch
+# watch's own undo, switching/watch.py).
+SWITCH_ACTIONS = ("switch", "undo", "promote", "auto-undo")
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +313,8 @@ class RolloutRequest:
     interval: float
     max_error_rate: float
     min_requests: int
+    max_latency: float | None = None  # None: the configuration's latency_max_p99
+    latency_factor: float | None = None  # None: the configuration's latency_factor
 
     @classmethod
     def parse(cls, config: Config, doc: dict[str, Any]) -> RolloutRequest:
@@ -329,6 +333,12 @@ class RolloutRequest:
             min_requests=model.parse_min_requests(
                 doc.get("min_requests", model.DEFAULT_MIN_REQUESTS)
             ),
+            max_latency=None
+            if doc.get("max_latency") is None
+            else model.parse_max_latency(doc["max_latency"]),
+            latency_factor=None
+            if doc.get("latency_factor") is None
+            else model.parse_latency_factor(doc["latency_factor"]),
         )
 
 
@@ -370,9 +380,20 @@ async def start_rollout(
         min_requests=request.min_requests,
         now=now,
         started_by=source,
+        max_latency=config.router.latency_max_p99
+        if request.max_latency is None
+        else request.max_latency,
+        latency_factor=config.router.latency_factor
+        if request.latency_factor is None
+        else request.latency_factor,
+        latency_floor=config.router.latency_floor,
     )
     steps = ",".join(str(s) for s in r.steps)
     why = f"steps {steps} every {r.interval:g} s, abort at {r.max_error_rate:.1%} errors"
+    if r.max_latency:
+        why += f" or p99 over {r.max_latency:g} s"
+    if r.latency_factor:
+        why += f" or over {r.latency_factor:g} x {active}'s p99"
     generation = await store.write_rollout(
         stored.rollout,
         r.dumps(),

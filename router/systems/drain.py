@@ -1,6 +1,6 @@
 """Is a system drained, and how fast is it draining? The one decision every surface shares:
 page, `/api/status`, `/api/live`, CLI `status` (and `--watch`), `drain-wait`, `upgrade` and
-`/metrics` (router/view.py puts the systems together with the rollout's share).
+`/metrics` (router/systems/view.py puts the systems together with the rollout's share).
 
 Pure functions over plain data (counts already read, timestamps passed in), so the surfaces
 can only differ in what they show, never in what they conclude:

@@ -16,7 +16,7 @@ from router.state.recovery import counts_unknown_reason
 from router.state.snapshot import Snapshot
 from router.state.store import AuditEntry, StateStore
 from router.systems.drain import Drain, DrainFacts, DrainHistory, Sample, deciding_count
-from router.view import Observed, View, build
+from router.systems.view import Observed, View, build
 
 Probes = Mapping[str, tuple[int | None, str]]
 
@@ -90,7 +90,7 @@ def view_report(
     history: DrainHistory | None = None,
     now: float | None = None,
 ) -> tuple[View, list[SystemReport]]:
-    """The view model (router/view.py) of what was read, and every system's report in it.
+    """The view model (router/systems/view.py) of what was read, and every system's report in it.
 
     `counts` are the routers' open items (None: the store did not answer), `probes` the
     gateways' own counts for systems with a stats_url; `history`, when given, receives the

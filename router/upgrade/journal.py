@@ -15,8 +15,9 @@ from redis.exceptions import RedisError
 from router.errors import StoreUnavailable
 from router.state.key_types import diagnose, is_wrong_type
 from router.state.keys import Keys
+from router.state.memory_store import MemoryStore
 from router.state.redis_client import redact, redis_client, unavailable
-from router.state.store import AUDIT_MAXLEN, AuditEntry, MemoryStore
+from router.state.store import AUDIT_MAXLEN, AuditEntry
 
 _CAS = """
 -- KEYS: upgrade ; ARGV: expected ('' = absent), new

@@ -39,10 +39,9 @@ EXIT_ROLLED_BACK = 4
 # Seconds without a heartbeat after which an upgrade's owner is presumed gone.
 LEASE = 5.0
 
-# States of the upgrade document. "running" and "stopped" can be resumed; the others are
-# final and a new upgrade starts afresh.
+# States of the upgrade document. "running" and "stopped" can be resumed; the others
+# ("done", "rolled-back", "failed") are final and a new upgrade starts afresh.
 RESUMABLE = ("running", "stopped")
-FINAL = ("done", "rolled-back", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,22 +255,46 @@ def _resume(obs: Observed, req: Request, record: UpgradeRecord) -> Decision | No
     return None  # a third system became active meanwhile: start afresh
 
 
-def stop_advice(record: UpgradeRecord, step: str, rollouts: bool) -> list[str]:
-    """What the operator can do after an interruption or a failed step at `step`."""
+def stop_advice(record: UpgradeRecord, step: str, rollouts: bool, hint: str = "") -> list[str]:
+    """What the operator can do after an interruption or a failed step at `step` (`hint`:
+    ` --config <path>`, so the commands work as printed)."""
     target, old = record.target, record.old
-    lines = [f"resume: token-router upgrade {target}"]
+    lines = [f"resume: token-router upgrade {target}{hint}"]
     if step in ("preflight", "smoke"):
         lines.append(f"nothing was switched: {old} is still active")
     elif step == "switch" and rollouts:
         lines.append(
-            "the rollout goes on in the routers; roll back with `token-router rollout abort`"
+            f"the rollout goes on in the routers; roll back with `token-router rollout abort{hint}`"
         )
     else:
         lines.append(
-            f"roll back: token-router switch {old}"
-            + (" (or `token-router undo`)" if rollouts else "")
+            f"roll back: token-router switch {old}{hint}"
+            + (f" (or `token-router undo{hint}`)" if rollouts else "")
         )
     return lines
+
+
+def next_steps(old: str, target: str, old_offline: bool, hint: str = "") -> list[str]:
+    """After an upgrade to `target`: the way back to `old`, as commands that work as printed
+    (`hint`: ` --config <path>`). The round trip is the same procedure with the roles swapped."""
+    cli = "token-router"
+    if old_offline:
+        steps = [
+            f"upgrade {old} itself: it holds no calls, and its requests get 503 meanwhile",
+            f"{cli} online {old}{hint}",
+        ]
+    else:
+        steps = [
+            f"upgrade {old} itself: it holds no calls and gets no new sessions "
+            f"(`{cli} offline {old}{hint}` fences it off meanwhile, `{cli} online {old}{hint}` "
+            "after)"
+        ]
+    steps += [
+        f"{cli} releases refresh --system {old}{hint}   (fingerprints its new libraries)",
+        f"{cli} upgrade {old}{hint}   (the same five steps, {target} -> {old})",
+    ]
+    head = f"next, to bring new sessions back to {old} (or stay on {target}: nothing to do):"
+    return [head] + [f"  {n}. {step}" for n, step in enumerate(steps, start=1)]
 
 
 def switch_plan(steps: Sequence[int], interval: float, rollouts: bool) -> str:

@@ -48,6 +48,7 @@ from router.upgrade.plan import (
     UpgradeRecord,
     decide,
     loads_record,
+    next_steps,
     stop_advice,
     switch_plan,
 )
@@ -81,6 +82,7 @@ class Options:
     dry_run: bool = False
     yes: bool = False
     me: str = field(default_factory=this_process)
+    config_hint: str = ""  # ` --config <path>` for the commands printed as next steps
 
 
 @dataclass
@@ -238,6 +240,8 @@ class Procedure:
         if isinstance(decision, Finished):
             self.outcome = "finished"
             (self.out if decision.code == EXIT_DONE else self.err)(decision.message)
+            if decision.code == EXIT_DONE and obs.record is not None:
+                self._next_steps(obs.record.old, obs.record.old in obs.offline)
             return decision.code
         self._print_plan(decision, obs)
         if opts.dry_run:
@@ -293,7 +297,12 @@ class Procedure:
             f"upgrade done: new sessions go to {opts.target}; {self.record.old} "
             + ("is offline for its own upgrade" if self.record.offline_old else "is drained")
         )
+        self._next_steps(self.record.old, self.record.offline_old)
         return EXIT_DONE
+
+    def _next_steps(self, old: str, old_offline: bool) -> None:
+        for line in next_steps(old, self.options.target, old_offline, self.options.config_hint):
+            self.out(line)
 
     def _print_plan(self, decision: Run, obs: Observed) -> None:
         opts = self.options
@@ -377,7 +386,7 @@ class Procedure:
             await self._audit("upgrade-stopped", f"at {step}: {why}")
         if self.record is not None:
             self.err(f"upgrade stopped at step {STEPS.index(step) + 1} ({step}): {why}")
-            for line in stop_advice(self.record, step, ROLLOUTS):
+            for line in stop_advice(self.record, step, ROLLOUTS, self.options.config_hint):
                 self.err(f"  {line}")
 
     # --- the steps ---------------------------------------------------------------------------

@@ -115,6 +115,7 @@ async def test_operator_logs_in_switches_and_sees_a_bare_redis_set(
     await b.locator('form[data-action="switch"] button').click()
     await expect(dialog).to_be_visible()
     await expect(page.locator("#confirm-text")).to_have_text("Switch new sessions from a to b?")
+    await expect(page.locator("#confirm-ok")).to_have_class("primary")
     await expect(page.locator("#confirm-detail")).to_contain_text("a holds 3 open sessions")
     await page.click("#confirm-cancel")
     await expect(dialog).to_be_hidden()
@@ -157,8 +158,15 @@ async def test_offline_online_refusals_and_releases(
     b = page.locator('.card[data-system="b"]')
     await b.locator('form[data-action="offline"] button').click()
     await expect(page.locator("#confirm-text")).to_have_text("Mark b offline?")
+    # A destructive action: the confirm button is the red one, and a reason is asked for.
+    await expect(page.locator("#confirm-ok")).to_have_class("danger-solid")
+    await expect(page.locator("#confirm-reason")).to_be_visible()
+    await page.fill("#confirm-reason", "upgrading b")
     await page.click("#confirm-ok")
     await expect(b).to_have_attribute("data-state", "offline")
+    first_row = page.locator("#audit-rows tr").first
+    await expect(first_row).to_contain_text("offline")
+    await expect(first_row).to_contain_text("upgrading b")
     await expect(b.locator('form[data-action="online"]')).to_be_visible()
 
     # Refused: switching to an offline system says why and offers the override; declined,
@@ -388,3 +396,34 @@ async def test_gate_override_undo_and_rollout_controls(
     await page.click("#confirm-ok")
     await expect(b).to_have_attribute("data-state", "active")
     await expect(page.locator("#rollout-last")).to_contain_text("promoted")
+
+
+async def test_history_pages_back_and_returns_to_the_live_view(
+    page: Page, router: RunningRouter, http: aiohttp.ClientSession
+) -> None:
+    # More changes than the live view lists (one `upgrade` alone writes about 8).
+    for i in range(12):
+        async with http.post(
+            router.admin_url + "/api/switch", json={"system": "ab"[(i + 1) % 2]}, headers=ADMIN_AUTH
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+    async with http.get(router.admin_url + "/api/audit?count=1000", headers=ADMIN_AUTH) as resp:
+        total = len((await resp.json())["entries"])
+    assert total > 10
+    await log_in(page, router.admin_url)
+    rows = page.locator("#audit-rows tr")
+    await expect(rows).to_have_count(10)
+    await expect(page.locator("#audit-count")).to_have_text("the newest 10 change(s), live")
+    await page.click("#audit-more")
+    await expect(rows).to_have_count(min(total, 35))
+    await expect(page.locator("#audit-more")).to_be_hidden()  # all of them are listed
+    # A change meanwhile still shows at the top of the longer list.
+    async with http.post(
+        router.admin_url + "/api/switch", json={"system": "b"}, headers=ADMIN_AUTH
+    ) as resp:
+        assert resp.status == 200
+    await expect(rows).to_have_count(min(total + 1, 35))
+    await expect(rows.first.locator("td").nth(4)).to_have_text("b")
+    await page.click("#audit-newest")
+    await expect(rows).to_have_count(10)
+    await expect(page.locator("#audit-newest")).to_be_hidden()

@@ -23,7 +23,7 @@ import pytest
 from router import interrupts
 from router.config import load_config
 from router.state.keys import Keys
-from router.state.store import RedisStore
+from router.state.redis_store import RedisStore
 from router.upgrade.checks import default_router_url
 from router.upgrade.journal import open_journal
 from router.upgrade.plan import UpgradeRecord, loads_record

@@ -19,6 +19,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from router.cli import build_parser
 from router.config import SECRET_FILE_KEYS, build_config
 from tests.deploy.kustomize import Object, identity, render
 
@@ -28,7 +29,7 @@ KUSTOMIZATIONS = ["base", "overlays/staging", "overlays/production"]
 # The oldest release the pack needs (the preStop `sleep` action is on by default from 1.30)
 # and the newest whose schemas kubernetes-validate ships; docs/deploy.md names both.
 KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]
-# router/serve.py: the admin listener gets 2 s to close after the proxy's shutdown_timeout.
+# router/server/run.py: the admin listener gets 2 s to close after the proxy's shutdown_timeout.
 ADMIN_CLOSE = 2.0
 # Room left for closing the Redis connections and the process exiting.
 MARGIN = 5.0
@@ -126,6 +127,21 @@ def test_probes_and_ports(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_command_reads_the_config_map(name: str) -> None:
+    """The container runs `token-router serve` on the file the ConfigMap is mounted as."""
+    objects = rendered(name)
+    c = container(objects)
+    args = build_parser().parse_args(c["args"])
+    assert args.command == "serve"
+    config_path = Path(args.config)
+    mount = next(m for m in c["volumeMounts"] if Path(m["mountPath"]) == config_path.parent)
+    pod = only(objects, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == only(objects, "ConfigMap")["metadata"]["name"]
+    assert config_path.name in only(objects, "ConfigMap")["data"]
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
 def test_grace_period_covers_the_routers_stop(name: str) -> None:
     objects = rendered(name)
     pod = only(objects, "Deployment")["spec"]["template"]["spec"]
@@ -206,7 +222,7 @@ def _config(objects: list[Object], tmp: Path | None = None) -> Any:
     if tmp is not None:
         for key in [k for k in router if k.endswith("_file")]:
             stand_in = tmp / key
-            stand_in.write_text("sample-secret-0123456789\n" if "admin" in key else "x-secret\n")
+            stand_in.write_text(f"{key}-Sample-0123456789-xyz\n")
             router[key] = str(stand_in)
     else:
         for key in [k for k in router if k.endswith("_file")]:

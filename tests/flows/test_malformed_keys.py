@@ -21,8 +21,8 @@ from router.cli.status import status_document
 from router.config import Config
 from router.errors import RouterError
 from router.state.keys import Keys
+from router.state.redis_store import RedisStore
 from router.state.snapshot import Refusal
-from router.state.store import RedisStore
 from router.switching import operations
 from router.switching.gates import GateProber
 from tests.cli.test_cli import run

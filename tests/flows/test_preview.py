@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import aiohttp
 import orjson
+import pytest
 
 from router.proxy.handler import PREVIEW_COOKIE
 from router.simulator.gateway import library_files
@@ -27,9 +28,12 @@ async def test_preview_cookie_on_browser_routes_only(
     gateways: dict[str, Gateway],
     routers: RouterFactory,
     http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    router = await routers(make_config(redis_server.url, gateways, preview_secret="s3cret"))
-    cookie = {"Cookie": f"{PREVIEW_COOKIE}=b:s3cret"}
+    router = await routers(
+        make_config(redis_server.url, gateways, preview_secret="s3cret-preview-0123")
+    )
+    cookie = {"Cookie": f"{PREVIEW_COOKIE}=b:s3cret-preview-0123"}
     async with http.get(router.proxy_url + JS, headers=cookie) as resp:
         assert resp.status == 200
         assert resp.headers["X-Token-Router-System"] == "b"
@@ -43,10 +47,20 @@ async def test_preview_cookie_on_browser_routes_only(
     async with http.get(router.proxy_url + JS) as resp:
         assert resp.headers["X-Token-Router-System"] == "a"
         assert resp.headers["Cache-Control"] == "public, max-age=60"
-    async with http.get(
-        router.proxy_url + JS, headers={"Cookie": f"{PREVIEW_COOKIE}=b:wrong"}
-    ) as resp:
-        assert resp.headers["X-Token-Router-System"] == "a"
+    # A stale cookie (the secret changed since) is ignored on a browser route, and logged:
+    # the tester's page keeps loading.
+    for stale, logged in (
+        ("b:wrong", "wrong secret"),
+        ("zz:s3cret-preview-0123", "unknown system 'zz'"),
+    ):
+        caplog.clear()
+        async with http.get(
+            router.proxy_url + JS, headers={"Cookie": f"{PREVIEW_COOKIE}={stale}"}
+        ) as resp:
+            assert resp.status == 200
+            assert resp.headers["X-Token-Router-System"] == "a"
+        assert f"ignored {PREVIEW_COOKIE} cookie from 127.0.0.1: {logged}" in caplog.text
+        assert "s3cret-preview-0123" not in caplog.text.replace("zz:s3cret-preview-0123", "")
     # Tokens are minted by back ends: the cookie does not steer them, the header does.
     async with http.post(
         router.proxy_url + SESSION_PATH, data=orjson.dumps(SESSION_BODY), headers=cookie
@@ -55,7 +69,7 @@ async def test_preview_cookie_on_browser_routes_only(
     async with http.post(
         router.proxy_url + SESSION_PATH,
         data=orjson.dumps(SESSION_BODY),
-        headers={"X-Token-Router-Preview": "b:s3cret"},
+        headers={"X-Token-Router-Preview": "b:s3cret-preview-0123"},
     ) as resp:
         assert resp.headers["X-Token-Router-System"] == "b"
     await router.server.runtime.affinity.flush()
@@ -68,3 +82,29 @@ async def test_preview_cookie_on_browser_routes_only(
         return bool(b["states"] == ["preview", "draining"] and b["open"] == 1)
 
     await wait_until(both, timeout=10, interval=0.1)
+
+
+async def test_a_preview_header_without_preview_configured_is_refused(
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    router = await routers(make_config(redis_server.url, gateways))
+    async with http.post(
+        router.proxy_url + SESSION_PATH,
+        data=orjson.dumps(SESSION_BODY),
+        headers={"X-Token-Router-Preview": "b:anything"},
+    ) as resp:
+        assert resp.status == 403
+        doc = await resp.json()
+    assert doc == {
+        "error": "preview_refused",
+        "message": "X-Token-Router-Preview given, but preview is not configured on this router "
+        "(router.preview_secret): refused, not answered by the active system",
+    }
+    # a leftover cookie on a browser route is ignored: the library still loads
+    async with http.get(
+        router.proxy_url + JS, headers={"Cookie": f"{PREVIEW_COOKIE}=b:anything"}
+    ) as resp:
+        assert (resp.status, resp.headers["X-Token-Router-System"]) == (200, "a")

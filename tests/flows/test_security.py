@@ -312,7 +312,7 @@ async def test_wrong_preview_secrets_are_throttled_too(
             systems.append(
                 resp.headers.get("X-Token-Router-System") if resp.status == 200 else resp.status
             )
-    assert systems == ["a"] * 5 + [429]
+    assert systems == [403] * 5 + [429]
     headers = {"X-Token-Router-Preview": "b:preview-secret-0123"}
     async with http.post(url, json=SESSION_BODY, headers=headers) as resp:
         assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1

@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import orjson
 
-from router.state.store import MemoryStore
+from router.state.memory_store import MemoryStore
 from tests.helpers import (
     ADMIN_AUTH,
     SESSION_BODY,

@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import brotli  # type: ignore[import-untyped]
+import orjson
 import pytest
 
 from router.config import build_config
@@ -768,6 +769,11 @@ async def test_admin_api_and_cli_list_and_refresh(
     assert "LAST SYSTEM" in out and "EXPIRES" in out
     line = next(x for x in out.splitlines() if x.startswith(newer["release"]))
     assert "3.0" in line and line.rstrip().endswith("b")
+    # A bare `releases` lists, as an operator expects (options before or after the action)
+    assert (await run_cli("releases", "--config", str(config_file))) == (code, out, err)
+    assert (await run_cli("releases", "--config", str(config_file), "list")) == (code, out, err)
+    code, doc, err = await run_cli("releases", "--json", "--config", str(config_file))
+    assert code == 0 and newer["release"] in orjson.loads(doc)["systems"].values(), err
 
     code, out, err = await run_cli(
         "releases", "refresh", "--config", str(config_file), "--system", "zz"

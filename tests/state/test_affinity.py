@@ -11,8 +11,10 @@ import pytest
 
 from router.state.affinity import MAX_BATCH, QUEUE_MAX, REPLAY_MAX, Affinity, LocalCache
 from router.state.keys import Keys
+from router.state.memory_store import MemoryStore
+from router.state.redis_store import RedisStore
 from router.state.snapshot import Snapshot, StateHolder
-from router.state.store import AffinityRecord, MemoryStore, RedisStore, StateStore
+from router.state.store import AffinityRecord, StateStore
 from tests.helpers import REDIS_TIMEOUT, RedisServer
 
 KEYS = Keys("tokenrouter")

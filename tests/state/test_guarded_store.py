@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from router.errors import Conflict, GateRefused
-from router.state.store import AuditFields, MemoryStore
+from router.state.memory_store import MemoryStore
+from router.state.store import AuditFields
 from tests.helpers import wait_until
 from tests.state import test_store
 from tests.state.test_store import KNOWN, StoreCase

@@ -12,9 +12,10 @@ from router.errors import StoreUnavailable, WrongKeyType
 from router.releases.store import RedisReleaseStore
 from router.state.key_types import expected_type, repair_hint, wrong_type_message
 from router.state.keys import Keys
+from router.state.redis_store import RedisStore
 from router.state.snapshot import Snapshot, StateHolder, StateWatcher
-from router.state.store import AffinityRecord, RedisStore
-from tests.helpers import REDIS_TIMEOUT, RedisServer, wait_until
+from router.state.store import AffinityRecord
+from tests.helpers import REDIS_TIMEOUT, RedisServer, switch, wait_until
 
 KEYS = Keys("tokenrouter")
 KNOWN = ("a", "b")
@@ -63,9 +64,9 @@ StoreCall = Callable[[RedisStore], Awaitable[object]]
 # (key made wrong, the wrong value written with redis-cli, the store call that trips on it)
 CASES: list[tuple[str, tuple[str, ...], StoreCall]] = [
     (KEYS.active, ("RPUSH", KEYS.active, "b"), lambda s: s.read_state()),
-    (KEYS.active, ("RPUSH", KEYS.active, "b"), lambda s: s.switch("b", "test", KNOWN)),
+    (KEYS.active, ("RPUSH", KEYS.active, "b"), lambda s: switch(s, "b", "test", KNOWN)),
     (KEYS.audit, ("SET", KEYS.audit, "x"), lambda s: s.audit(10)),
-    (KEYS.audit, ("SET", KEYS.audit, "x"), lambda s: s.switch("b", "test", KNOWN)),
+    (KEYS.audit, ("SET", KEYS.audit, "x"), lambda s: switch(s, "b", "test", KNOWN)),
     (KEYS.offline, ("SET", KEYS.offline, "x"), lambda s: s.set_offline("a", True, "test")),
     (KEYS.open_items("a"), ("SET", KEYS.open_items("a"), "x"), lambda s: s.open_counts(KNOWN, 0)),
     (

@@ -12,6 +12,8 @@ import pytest
 
 from router.errors import StoreUnavailable
 from router.state.keys import Keys
+from router.state.memory_store import MemoryStore
+from router.state.redis_store import RedisStore
 from router.state.snapshot import (
     REFUSED_OFFLINE_MARK,
     Backoff,
@@ -21,8 +23,8 @@ from router.state.snapshot import (
     StateWatcher,
     build_snapshot,
 )
-from router.state.store import MemoryStore, RedisStore, StateStore, StoredState
-from tests.helpers import REDIS_TIMEOUT, RedisServer, wait_until
+from router.state.store import StateStore, StoredState
+from tests.helpers import REDIS_TIMEOUT, RedisServer, switch, wait_until
 
 KNOWN = ("a", "b")
 KEYS = Keys("tokenrouter")
@@ -290,7 +292,7 @@ async def test_memory_watcher_seeds_empty_store(watchers: Watchers) -> None:
 
 async def test_memory_watcher_follows_bare_set(watchers: Watchers) -> None:
     store = MemoryStore()
-    await store.switch("a", "test", KNOWN)
+    await switch(store, "a", "test", KNOWN)
     w = watchers(store)
     await synced(w)
     store.set_active_raw("b")
@@ -306,7 +308,7 @@ async def test_memory_watcher_refuses_unknown_value(
     watchers: Watchers, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = MemoryStore()
-    await store.switch("b", "test", KNOWN)
+    await switch(store, "b", "test", KNOWN)
     w = watchers(store)
     await wait_until(lambda: w.holder.current.active == "b", timeout=10)
     with caplog.at_level(logging.ERROR, logger="router.state"):
@@ -326,7 +328,7 @@ async def test_memory_watcher_follows_switch_and_offline(watchers: Watchers) -> 
     store = MemoryStore()
     w = watchers(store)
     await synced(w)
-    await store.switch("b", "api", KNOWN)
+    await switch(store, "b", "api", KNOWN)
     await wait_until(lambda: w.holder.current.active == "b", timeout=10)
     await store.set_offline("a", True, "api")
     await wait_until(lambda: w.holder.current.is_offline("a"), timeout=10)
@@ -337,7 +339,7 @@ async def test_memory_watcher_follows_switch_and_offline(watchers: Watchers) -> 
 
 async def test_memory_bare_set_seen_by_three_instances_recorded_once(watchers: Watchers) -> None:
     store = MemoryStore()
-    await store.switch("a", "test", KNOWN)
+    await switch(store, "a", "test", KNOWN)
     instances = [watchers(store, instance=f"inst-{i}") for i in range(3)]
     for w in instances:
         await synced(w)
@@ -523,7 +525,7 @@ async def test_synced_is_set_with_the_snapshot_not_after_the_audit(watchers: Wat
 async def test_an_audit_write_that_fails_is_retried_on_the_next_sync(watchers: Watchers) -> None:
     store = SlowAuditStore()
     store.go.set()
-    await store.switch("a", "test", KNOWN)
+    await switch(store, "a", "test", KNOWN)
     w = watchers(store)
     await synced(w)
     await wait_until(lambda: not w.watcher.audit_pending, timeout=10)

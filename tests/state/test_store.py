@@ -12,17 +12,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from router.errors import Conflict, StoreUnavailable
+from router.state.connect import open_store
 from router.state.keys import Keys
+from router.state.memory_store import MemoryStore
 from router.state.redis_client import redact
-from router.state.store import (
-    AffinityRecord,
-    AuditEntry,
-    MemoryStore,
-    RedisStore,
-    StateStore,
-    open_store,
-)
-from tests.helpers import REDIS_TIMEOUT, RedisServer, free_port
+from router.state.redis_store import RedisStore
+from router.state.store import AffinityRecord, AuditEntry, StateStore
+from tests.helpers import REDIS_TIMEOUT, RedisServer, free_port, switch
 
 KEYS = Keys("tokenrouter")
 KNOWN = ("a", "b", "c")
@@ -78,8 +74,8 @@ async def test_empty_store(case: StoreCase) -> None:
 
 async def test_switch_records_from_to_source(case: StoreCase) -> None:
     store = case.store
-    assert await store.switch("a", "cli:alice", KNOWN) == ""
-    assert await store.switch("b", "api:bob", KNOWN) == "a"
+    assert await switch(store, "a", "cli:alice", KNOWN) == ""
+    assert await switch(store, "b", "api:bob", KNOWN) == "a"
     state = await store.read_state()
     assert (state.active, state.recorded) == ("b", "b")
     assert moves(await store.audit(10)) == [
@@ -102,23 +98,23 @@ async def test_switch_records_from_to_source(case: StoreCase) -> None:
 
 
 async def test_switch_to_same_system_records_nothing(case: StoreCase) -> None:
-    await case.store.switch("a", "cli", KNOWN)
-    assert await case.store.switch("a", "cli", KNOWN) == "a"
+    await switch(case.store, "a", "cli", KNOWN)
+    assert await switch(case.store, "a", "cli", KNOWN) == "a"
     assert len(await case.store.audit(10)) == 1
 
 
 async def test_audit_count_newest_first(case: StoreCase) -> None:
     for system in ("a", "b", "c", "a"):
-        await case.store.switch(system, "cli", KNOWN)
+        await switch(case.store, system, "cli", KNOWN)
     latest = await case.store.audit(2)
     assert [(e.from_, e.to) for e in latest] == [("c", "a"), ("b", "c")]
 
 
 async def test_switch_to_offline_system_conflicts(case: StoreCase) -> None:
-    await case.store.switch("a", "cli", KNOWN)
+    await switch(case.store, "a", "cli", KNOWN)
     await case.store.set_offline("b", True, "cli")
     with pytest.raises(Conflict) as info:
-        await case.store.switch("b", "cli", KNOWN)
+        await switch(case.store, "b", "cli", KNOWN)
     assert info.value.status == 409
     assert info.value.system == "b"
     assert "'b'" in info.value.message and "offline" in info.value.message
@@ -127,7 +123,7 @@ async def test_switch_to_offline_system_conflicts(case: StoreCase) -> None:
 
 
 async def test_bare_set_observed_by_three_instances_recorded_once(case: StoreCase) -> None:
-    await case.store.switch("a", "cli", KNOWN)
+    await switch(case.store, "a", "cli", KNOWN)
     case.bare_set("b")
     results = await asyncio.gather(
         *(
@@ -150,7 +146,7 @@ async def test_bare_set_observed_by_three_instances_recorded_once(case: StoreCas
 
 async def test_record_observed_ignores_unknown_and_missing(case: StoreCase) -> None:
     assert await case.store.record_observed("x", KNOWN) is False  # nothing stored
-    await case.store.switch("a", "cli", KNOWN)
+    await switch(case.store, "a", "cli", KNOWN)
     case.bare_set("nonsense")
     assert await case.store.record_observed("x", KNOWN) is False
     assert len(await case.store.audit(10)) == 1
@@ -158,9 +154,9 @@ async def test_record_observed_ignores_unknown_and_missing(case: StoreCase) -> N
 
 
 async def test_switch_after_unrecorded_bare_set_records_both(case: StoreCase) -> None:
-    await case.store.switch("a", "cli", KNOWN)
+    await switch(case.store, "a", "cli", KNOWN)
     case.bare_set("b")  # nobody observed it yet
-    assert await case.store.switch("c", "api", KNOWN) == "b"
+    assert await switch(case.store, "c", "api", KNOWN) == "b"
     assert moves(await case.store.audit(10)) == [
         ("switch", "", "a", "cli"),
         ("switch", "a", "b", "external"),
@@ -169,9 +165,9 @@ async def test_switch_after_unrecorded_bare_set_records_both(case: StoreCase) ->
 
 
 async def test_switch_back_after_unrecorded_bare_set(case: StoreCase) -> None:
-    await case.store.switch("a", "cli", KNOWN)
+    await switch(case.store, "a", "cli", KNOWN)
     case.bare_set("b")
-    assert await case.store.switch("a", "api", KNOWN) == "b"
+    assert await switch(case.store, "a", "api", KNOWN) == "b"
     assert [(e.from_, e.to) for e in reversed(await case.store.audit(10))] == [
         ("", "a"),
         ("a", "b"),
@@ -180,18 +176,18 @@ async def test_switch_back_after_unrecorded_bare_set(case: StoreCase) -> None:
 
 
 async def test_switch_after_refused_bare_set(case: StoreCase) -> None:
-    await case.store.switch("a", "cli", KNOWN)
+    await switch(case.store, "a", "cli", KNOWN)
     case.bare_set("nonsense")
-    assert await case.store.switch("b", "api", KNOWN) == "a"
+    assert await switch(case.store, "b", "api", KNOWN) == "a"
     assert moves(await case.store.audit(10)) == [
         ("switch", "", "a", "cli"),
         ("switch", "a", "b", "api"),
     ]
 
 
-async def test_seed_active_only_when_empty(case: StoreCase) -> None:
-    assert await case.store.seed_active("b") is True
-    assert await case.store.seed_active("a") is False
+async def test_a_seed_is_recorded_by_the_caller(case: StoreCase) -> None:
+    _, seeded = await case.store.restore("1:1", "b", ())
+    assert seeded is True
     assert (await case.store.read_state()).active == "b"
     assert await case.store.audit(10) == []  # the caller records a seed (record_observed)
     assert await case.store.record_observed("seed", KNOWN) is True
@@ -235,7 +231,7 @@ async def test_changes_signal_switch_offline_and_bare_set(case: StoreCase) -> No
         assert await anext(changes) == "subscribed"
         # Each write lands before anyone waits for it (as while a watcher re-reads after the
         # previous change): the store keeps it for the next wait, none is lost.
-        await case.instances[1].switch("b", "cli", KNOWN)
+        await switch(case.instances[1], "b", "cli", KNOWN)
         assert await next_event(changes) == "event"
         await case.instances[2].set_offline("a", True, "cli")
         assert await next_event(changes) == "event"
@@ -336,8 +332,7 @@ StoreCall = Callable[[RedisStore], Awaitable[object]]
 CALLS: list[tuple[str, StoreCall]] = [
     ("ping", lambda s: s.ping()),
     ("read_state", lambda s: s.read_state()),
-    ("seed_active", lambda s: s.seed_active("a")),
-    ("switch", lambda s: s.switch("a", "cli", KNOWN)),
+    ("switch", lambda s: switch(s, "a", "cli", KNOWN)),
     ("set_offline", lambda s: s.set_offline("a", True, "cli")),
     ("record_observed", lambda s: s.record_observed("x", KNOWN)),
     ("audit", lambda s: s.audit(10)),
@@ -376,7 +371,7 @@ async def test_store_unavailable_when_redis_stopped(
 async def test_store_recovers_when_redis_returns(
     redis_server: RedisServer, redis_store: RedisStore
 ) -> None:
-    await redis_store.switch("a", "cli", KNOWN)
+    await switch(redis_store, "a", "cli", KNOWN)
     redis_server.stop()
     with pytest.raises(StoreUnavailable):
         await redis_store.read_state()
@@ -441,7 +436,7 @@ async def test_custom_prefix_and_db(redis_server: RedisServer) -> None:
         f"redis://127.0.0.1:{redis_server.port}/2", Keys("{blue}"), timeout=REDIS_TIMEOUT
     )
     try:
-        await store.switch("a", "cli", KNOWN)
+        await switch(store, "a", "cli", KNOWN)
     finally:
         await store.close()
     client = aioredis.from_url(f"redis://127.0.0.1:{redis_server.port}/2", decode_responses=True)

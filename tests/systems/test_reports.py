@@ -8,12 +8,14 @@ import pytest
 
 from router.config import SystemConfig, build_config
 from router.state.keys import Keys
+from router.state.memory_store import MemoryStore
+from router.state.redis_store import RedisStore
 from router.state.snapshot import Snapshot
-from router.state.store import AffinityRecord, MemoryStore, RedisStore
+from router.state.store import AffinityRecord
 from router.systems.drain import STATES
 from router.systems.reports import audit_json, read_counts, reports
 from router.systems.stats import parse_open_sessions, probe_all, probe_open_sessions
-from tests.helpers import HOST, SESSION_BODY, SESSION_PATH, Gateway, free_port
+from tests.helpers import HOST, SESSION_BODY, SESSION_PATH, Gateway, free_port, switch
 
 # --- reports --------------------------------------------------------------------------------
 
@@ -124,7 +126,7 @@ def test_reports_unknown_probe_count() -> None:
 
 async def test_read_counts_and_audit_json() -> None:
     store = MemoryStore()
-    await store.switch("a", "cli:alice", ("a", "b"))
+    await switch(store, "a", "cli:alice", ("a", "b"))
     await store.write_affinity([AffinityRecord("session", "s1", "b", 3600)], 1e12)
     await store.mark_preview("b", 60)
     counts, previewing, error = await read_counts(store, ("a", "b"))

@@ -1,4 +1,4 @@
-"""router/view.py: the one view of the systems every surface renders."""
+"""router/systems/view.py: the one view of the systems every surface renders."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from router.state.rollout import Share
 from router.state.snapshot import Snapshot
-from router.view import Observed, RolloutShare, build
+from router.systems.view import Observed, RolloutShare, build
 
 SYSTEMS = (Observed("a", router_open=7), Observed("b", router_open=3))
 

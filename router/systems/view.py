@@ -112,3 +112,11 @@ def build(
         )
         systems.append(drain(facts, samples.get(o.system, ()), now, stall_after))
     return View(active=snapshot.active, rollout=rollout, systems=tuple(systems))
+
+
+def fleet_summary(live: int, behind: Sequence[str]) -> str:
+    """The router instances in the words of `status` and the page: which have not applied
+    the current state, by name (a change is done only when every live instance applied it)."""
+    if not behind:
+        return f"{live} live, all on the current state"
+    return f"{live} live, {len(behind)} not on the current state: {', '.join(behind)}"
