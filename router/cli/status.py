@@ -60,7 +60,7 @@ def exit_code(doc: dict[str, Any]) -> int:
     routers refuse (routing is fail-static on the last valid one) or a key of the namespace
     holds something unusable: an operator must fix a key, and scripts and monitors need not
     parse the output to know it."""
-    return 0 if doc["refused"] is None and not doc["problems"] else EXIT_REFUSED_VALUE
+    return 0 if doc["refused"] is None and not doc.get("problems") else EXIT_REFUSED_VALUE
 
 
 async def status_document(ctx: Context, history: DrainHistory | None = None) -> dict[str, Any]:
@@ -132,7 +132,7 @@ def status_lines(doc: dict[str, Any], now: float) -> list[str]:
             f"REFUSED  active holds {doc['refused']['value']!r} ({doc['refused']['reason']}); "
             f"routers stay on {doc['active']!r}"
         )
-    for problem in doc["problems"]:
+    for problem in doc.get("problems") or ():
         lines.append(f"PROBLEM  {problem['message']}")
     lines += rollout_lines(doc["rollout"], now)
     lines.append("")
