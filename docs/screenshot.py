@@ -66,8 +66,8 @@ async def main(out: Path) -> None:
             for _ in range(4):  # sessions that stay open on A after the switch
                 async with http.post(router.proxy_url + SESSION_PATH, json=SESSION_BODY) as r:
                     await r.read()
-            # A history to show: API, CLI and page switches, and a bare SET (via "").
-            history = (("b", "api"), ("a", "cli"), ("b", "page"), ("a", ""), ("b", "page"))
+            # A history to show: API and page switches, and a bare SET (via "").
+            history = (("b", "api"), ("a", "api"), ("b", "page"), ("a", ""), ("b", "page"))
             for system, via in history:
                 if not via:
                     redis.command("SET", "tokenrouter:active", system)  # what redis-cli does

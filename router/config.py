@@ -12,12 +12,15 @@ import math
 import os
 import re
 import tomllib
+import types
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Annotated, Any, get_args, get_type_hints
+from urllib.parse import parse_qsl, urlsplit
+
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
 
 from router.errors import ConfigError
 from router.trust import TrustedNetworks
@@ -57,9 +60,10 @@ DEFAULT_SHORTCODE_TTL = 1_800
 DEFAULT_AFFINITY_TTL = 43_200
 
 # A duration in seconds where 0 is allowed (see _parse_seconds); plain `float` keys must be > 0.
-Seconds = float
+# Annotated, so the parser table tells it from `float` by type while mypy sees a float.
+Seconds = Annotated[float, "seconds, 0 allowed"]
 # A multiplier where 0 is allowed (0 turns the check it sets off; see _parse_factor).
-Factor = float
+Factor = Annotated[float, "factor, 0 allowed"]
 
 
 class Secret:
@@ -535,16 +539,50 @@ def _parse_list(key: str, value: Any) -> tuple[str, ...]:
     raise ConfigError(key, f"{value!r} is not a list of strings")
 
 
-_PARSERS: dict[str, Callable[[str, Any], Any]] = {
-    "bool": _parse_bool,
-    "int": _parse_int,
-    "float": _parse_float,
-    "Seconds": _parse_seconds,
-    "Factor": _parse_factor,
-    "str": _parse_str,
-    "Secret | None": _parse_secret,
-    "tuple[str, ...]": _parse_list,
+Parser = Callable[[str, Any], Any]
+
+# Keyed on the field's type itself (resolved by get_type_hints), not on how it is spelled.
+_PARSERS: dict[object, Parser] = {
+    bool: _parse_bool,
+    int: _parse_int,
+    float: _parse_float,
+    Seconds: _parse_seconds,
+    Factor: _parse_factor,
+    str: _parse_str,
+    Secret | None: _parse_secret,
+    tuple[str, ...]: _parse_list,
 }
+
+
+def _optional(parse: Parser) -> Parser:
+    """`X | None`: an empty value (an unset environment variable's "") is None."""
+
+    def parse_optional(key: str, value: Any) -> Any:
+        return None if value is None or value == "" else parse(key, value)
+
+    return parse_optional
+
+
+def parser_for(hint: object) -> Parser:
+    """The parser of a field's type; `X | None` for any X in the table works too. A type
+    with none is a programming error, named (tests/test_config.py checks every field)."""
+    if hint in _PARSERS:
+        return _PARSERS[hint]
+    arms = get_args(hint) if isinstance(hint, types.UnionType) else ()
+    if len(arms) == 2 and type(None) in arms:
+        inner = next(arm for arm in arms if arm is not type(None))
+        return _optional(parser_for(inner))
+    raise TypeError(f"no configuration parser for the type {hint!r}")
+
+
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
+def field_types(cls: type[Any]) -> dict[str, Any]:
+    """Field name -> its type, resolved once per configuration dataclass."""
+    if cls not in _HINTS:
+        _HINTS[cls] = get_type_hints(cls, include_extras=True)
+    return _HINTS[cls]
 
 
 def _parse_table(cls: type[Any], section: str, table: Mapping[str, Any]) -> dict[str, Any]:
@@ -554,8 +592,7 @@ def _parse_table(cls: type[Any], section: str, table: Mapping[str, Any]) -> dict
         if key not in known:
             allowed = ", ".join(sorted(known))
             raise ConfigError(f"{section}.{key}", f"unknown key (known keys: {allowed})")
-        parser = _PARSERS[str(known[key].type)]
-        values[key] = parser(f"{section}.{key}", raw)
+        values[key] = parser_for(field_types(cls)[key])(f"{section}.{key}", raw)
     for name, f in known.items():
         if name not in values and f.default is MISSING:
             raise ConfigError(f"{section}.{name}", "is required")
@@ -654,6 +691,60 @@ def _check_watch(router: RouterConfig) -> None:
         )
 
 
+# Query parameters a redis_url may carry: what redis-py parses itself, plus the connection
+# arguments it passes through by name (case-sensitive: `?PassWord=x` would reach the
+# connection as an unknown argument and fail there, with a traceback).
+REDIS_URL_PARAMETERS = frozenset(URL_QUERY_ARGUMENT_PARSERS) | {
+    "password",
+    "username",
+    "client_name",
+    "ssl_ca_certs",
+    "ssl_ca_path",
+    "ssl_cert_reqs",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_ciphers",
+    "ssl_password",
+}
+
+
+def check_redis_url(url: str) -> None:
+    """Refuse a redis_url the client would fail on later (one line naming the key, exit 2).
+
+    Never the URL itself in the message: it may carry a password. redis-py's own parser
+    decides, so what passes here is what the client accepts."""
+    key = "router.redis_url"
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme
+        if scheme not in ("redis", "rediss", "unix", "memory"):
+            raise ConfigError(
+                key, f"scheme {scheme + '://'!r} is not redis://, rediss://, unix:// or memory://"
+            )
+        if scheme == "memory":
+            return
+        parse_url(url)  # type: ignore[no-untyped-call]  # port, db, parameters as the client reads them
+        port = parts.port  # urlsplit checks the range, redis-py only the digits
+    except ValueError as exc:
+        # redis-py's and urllib's reasons name the part, not the value (a port at most).
+        raise ConfigError(key, f"cannot be read: {exc}") from None
+    path = parts.path.strip("/")
+    if scheme != "unix" and path and not path.isdigit():
+        raise ConfigError(key, "the path is the database number (redis://host:6379/0)")
+    if scheme != "unix" and not parts.hostname:
+        raise ConfigError(key, "names no host (redis://host:6379/0)")
+    if port == 0:
+        raise ConfigError(key, "port 0 is not a Redis port")
+    for name, _ in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in REDIS_URL_PARAMETERS:
+            shown = name if name.isidentifier() and len(name) <= 40 else "(unreadable)"
+            raise ConfigError(
+                key,
+                f"unknown query parameter {shown!r} (names are lower-case, e.g. ?password=,"
+                " ?db=; or give router.redis_password)",
+            )
+
+
 def _check_answer_budget(router: RouterConfig) -> None:
     if router.answer_budget < router.max_response_size:
         raise ConfigError(
@@ -668,13 +759,7 @@ def _check_router(router: RouterConfig, systems: Mapping[str, SystemConfig]) -> 
     check_listen("router.admin_listen", router.admin_listen)
     if router.listen == router.admin_listen and port != 0:
         raise ConfigError("router.admin_listen", "must differ from router.listen")
-    scheme = urlsplit(router.redis_url).scheme
-    if scheme not in ("redis", "rediss", "unix", "memory"):
-        raise ConfigError(
-            "router.redis_url",
-            # The scheme only: the URL may carry a password.
-            f"scheme {scheme + '://'!r} is not redis://, rediss://, unix:// or memory://",
-        )
+    check_redis_url(router.redis_url)
     if not re.fullmatch(r"[A-Za-z0-9_{}:.-]+", router.key_prefix):
         raise ConfigError("router.key_prefix", f"{router.key_prefix!r} has unsafe characters")
     if router.default_system and router.default_system not in systems:

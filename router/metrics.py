@@ -33,13 +33,11 @@ from prometheus_client.utils import floatToGoString
 
 from router.state.rollout import Rollout
 from router.state.snapshot import StateHolder
-from router.switching.watch import ALARM, STATES, Watch
+from router.state.watch import ALARM, LATENCY_BUCKETS, STATES, Watch
 from router.systems.drain import Drain
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-# Upstream latency: a token hop is ~1 ms on a LAN, a slow gateway seconds.
-LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 # Event-loop stalls (router/server/loop_probe.py): SPEC allows none over 1 ms from background work.
 STALL_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
@@ -297,7 +295,7 @@ def _processes() -> list[tuple[str, int]]:
 
 
 def watch_families(w: Watch | None, now: float) -> Iterator[Metric]:
-    """The post-switch watch (switching/watch.py) as gauges: its state, what it measured and
+    """The post-switch watch (state/watch.py) as gauges: its state, what it measured and
     the time left; absent before the first watch."""
     state = GaugeMetricFamily(
         "tokenrouter_watch_state",

@@ -16,12 +16,12 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from router.cancellation import stop_tasks
 from router.config import Config
 from router.metrics import Metrics
 from router.proxy.http1 import AnswerBudget
 from router.proxy.upstream import Upstream
 from router.releases.service import Releases
-from router.server.loop_probe import LoopProbe
 from router.state.affinity import Affinity
 from router.state.recovery import check_persistence, write_back
 from router.state.snapshot import StateHolder, StateWatcher
@@ -30,7 +30,6 @@ from router.switching.controller import RolloutController
 from router.switching.fleet import InstanceRegistry
 from router.switching.gates import GateProber
 from router.switching.watch_driver import PostSwitchWatch
-from router.tasks import stop_tasks
 
 log = logging.getLogger("router.runtime")
 
@@ -63,7 +62,6 @@ class Runtime:
     # Gateway answer bytes this worker holds at once (router.answer_budget), over all pools.
     answer_budget: AnswerBudget = field(default_factory=lambda: AnswerBudget(1 << 62))
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _probe: LoopProbe | None = None
     _write_back_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def start(self, first_sync_timeout: float = 5.0) -> None:
@@ -73,8 +71,6 @@ class Runtime:
         default system and says so: refusing to start would turn a Redis blip into an outage.
         """
         r = self.config.router
-        self._probe = LoopProbe(self.metrics.on_loop_stall)
-        self._probe.start()
         self.answer_budget = AnswerBudget(r.answer_budget)
         for sid, system in self.config.systems.items():
             self.upstreams[sid] = Upstream(
@@ -132,8 +128,6 @@ class Runtime:
                 self.write_back_due = False
 
     async def close(self) -> None:
-        if self._probe is not None:
-            self._probe.stop()
         await stop_tasks(self._tasks)
         self._tasks.clear()
         if self.controller is not None:

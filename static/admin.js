@@ -331,6 +331,13 @@
       );
       setText(field(refused, "refused-active"), doc.active);
     }
+    const watch = $("#banner-watch");
+    const w = doc.watch;
+    // The post-switch watch: shown while it runs and after it undid or raised the alarm.
+    watch.hidden = !w || !["watching", "undone", "alarm"].includes(w.state);
+    watch.dataset.state = w ? w.state : "";
+    setText(field(watch, "watch-line"), w ? w.line : "");
+    setText(field(watch, "watch-measures"), w ? `Measures the ${w.measures}` : "");
     const newest = doc.audit && doc.audit.length ? doc.audit[0].id : null;
     if (auditShown === null) renderAudit(doc.audit, doc.audit_error);
     else if (newest !== auditNewest) loadAudit();

@@ -28,6 +28,7 @@ class HostileGateway:
     every: float = 0.2
     connections: int = 0
     requests: list[str] = field(default_factory=list)
+    heads: list[str] = field(default_factory=list)  # every request head as it arrived
     server: asyncio.Server | None = None
     go: asyncio.Event = field(default_factory=asyncio.Event)
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
@@ -57,6 +58,7 @@ class HostileGateway:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode("latin-1").split("\r\n")
                 self.requests.append(lines[0])
+                self.heads.append(head.decode("latin-1"))
                 length = 0
                 for line in lines[1:]:
                     name, _, value = line.partition(":")

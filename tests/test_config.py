@@ -10,13 +10,17 @@ import pytest
 
 from router.config import (
     Config,
+    Factor,
     RouterConfig,
+    Seconds,
     Secret,
     SystemConfig,
     build_config,
     check_listen,
     field_help,
+    field_types,
     load_config,
+    parser_for,
 )
 from router.errors import ConfigError, RouterError
 
@@ -751,3 +755,38 @@ def test_new_timeouts_and_limits_have_sane_defaults() -> None:
     assert r.max_response_size == 16 * 1024 * 1024
     assert r.client_header_timeout == 60.0
     assert r.trusted_networks == ()
+
+
+# --- the parser table ------------------------------------------------------------------------
+
+# Keys whose values are not one TOML value of a type but parsed apart (a table of names).
+PARSED_APART = {"admin_tokens"}
+
+
+@pytest.mark.parametrize("cls", [RouterConfig, SystemConfig], ids=["router", "systems"])
+def test_every_key_has_a_parser_for_its_type(cls: type[Any]) -> None:
+    """A new field of a type the table lacks fails here, not as a KeyError at load."""
+    missing = []
+    for name, hint in field_types(cls).items():
+        if name in PARSED_APART or name == "id":
+            continue
+        try:
+            parser_for(hint)
+        except TypeError as exc:
+            missing.append(f"{name}: {exc}")
+    assert missing == []
+
+
+def test_parsers_are_keyed_on_types_not_spellings() -> None:
+    assert parser_for(float)("k", "1.5") == 1.5
+    with pytest.raises(ConfigError, match="must be greater than 0"):
+        parser_for(float)("k", "0")
+    # Seconds and Factor are floats to mypy but parsed with 0 allowed.
+    assert parser_for(Seconds)("k", "0") == 0.0
+    assert parser_for(Factor)("k", 0) == 0.0
+    # Any `X | None` of a known X works, an empty value is None.
+    assert parser_for(float | None)("k", "") is None
+    assert parser_for(float | None)("k", "2") == 2.0
+    assert parser_for(int | None)("k", 3) == 3
+    with pytest.raises(TypeError, match="no configuration parser"):
+        parser_for(dict[str, int])

@@ -38,7 +38,6 @@ from router.metrics import InstanceFacts, render
 from router.responses import JSON_TYPE
 from router.state import rollout as rollout_model
 from router.state.recovery import persistence_risk
-from router.switching.watch_driver import watch_view
 from router.systems.reports import SystemReport, audit_json, read_counts, view_report
 from router.systems.view import View
 
@@ -77,12 +76,14 @@ async def readyz(request: web.Request) -> web.Response:
         return json_response({"status": "stopping"}, 503)
     if not holder.synced:
         return json_response(
-            {"status": "starting", "error": holder.last_error or "state not read yet"}, 503
+            {"status": "starting", "error": holder.public_error or "state not read yet"}, 503
         )
     problems = holder.current.problems
     body: dict[str, Any] = {"status": "degraded" if holder.degraded or problems else "ready"}
     if holder.degraded:
-        body["error"] = holder.last_error
+        # Anyone may ask: the endpoint of Redis (host, port, user) is in the log and in the
+        # authenticated /api/status, not here.
+        body["error"] = holder.public_error
     elif problems:
         body["error"] = problems[0].message
     if problems:
@@ -103,7 +104,10 @@ async def system_reports(app: web.Application) -> tuple[View, list[SystemReport]
     config = runtime.config
     counts, previewing, count_error = await read_counts(runtime.store, config.system_ids)
     probes = await app[HEALTH].gateway_counts()
-    view, rows = view_report(config, runtime.holder.current, counts, previewing, probes, app[DRAIN])
+    watch = None if runtime.watch is None else runtime.watch.current
+    view, rows = view_report(
+        config, runtime.holder.current, counts, previewing, probes, app[DRAIN], watch=watch
+    )
     return view, rows, count_error
 
 
@@ -139,7 +143,6 @@ async def status_document(app: web.Application) -> dict[str, Any]:
         },
         "instance": runtime.instance,
         "uptime": round(time.time() - runtime.started_at, 3),
-        "watch": watch_view(None if runtime.watch is None else runtime.watch.current, time.time()),
     }
 
 
@@ -149,12 +152,15 @@ async def status(request: web.Request) -> web.Response:
 
 async def audit(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
-    count = parse_query(request, AuditQuery).count
+    query = parse_query(request, AuditQuery)
     try:
-        entries = await runtime.store.audit(count)
+        # One more than asked: whether a next page exists, without an empty last page.
+        entries = await runtime.store.audit(query.count + 1, before=query.before, since=query.since)
     except StoreUnavailable as exc:
         raise ServiceUnavailable(f"cannot read the audit stream: {exc}") from None
-    return json_response({"entries": audit_json(entries)})
+    page = entries[: query.count]
+    more = len(entries) > query.count
+    return json_response({"entries": audit_json(page), "next": page[-1].id if more else None})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -228,7 +234,7 @@ OPERATIONS = (
         "GET",
         "/api/audit",
         audit,
-        summary="The audit stream, newest first",
+        summary="The audit stream, newest first, a page at a time",
         tag="status",
         access=Access.READ,
         query=AuditQuery,

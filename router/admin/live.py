@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,21 +23,25 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
-from router.admin.api import status_document
+from router.admin.api import status_document, system_reports
 from router.admin.app_keys import AUTH, DRAIN, HEALTH, LIVE, RUNTIME
 from router.admin.auth import BY_SESSION
 from router.admin.feed import TREND_POINTS
 from router.admin.guarded_api import instances_document
 from router.admin.models import Expired, Live
 from router.admin.spec import Access, Content, Operation, ref
+from router.cancellation import stop_tasks
 from router.errors import StoreUnavailable
 from router.runtime import Runtime
 from router.switching import operations
 from router.systems.reports import audit_json
-from router.tasks import stop_tasks
+
+log = logging.getLogger("router.admin.live")
 
 HEARTBEAT = 2.0  # seconds between unchanged updates; the page calls the feed lost after 3 missed
 AUDIT_SHOWN = 10
+DRAIN_SAMPLE = 2.0  # seconds between samples of a drain in progress (router/systems/drain.py)
+IDLE_SAMPLE = 10.0  # seconds between samples while nothing drains
 
 
 def release_info(runtime: Runtime, system: str) -> dict[str, Any]:
@@ -186,6 +191,28 @@ OPERATIONS = (
 )
 
 
+async def sample_drains(
+    app: web.Application, every: float = DRAIN_SAMPLE, idle: float = IDLE_SAMPLE
+) -> None:
+    """Sample the deciding counts whether anyone asks or not: every `every` seconds while a
+    system drains, every `idle` seconds otherwise (the routers' counts are written behind the
+    answers, so a drain can show only after the switch that began it), and at once on a
+    change of state. `/api/status`, `/metrics` and a page opened mid-drain then show the
+    rate, the estimate and a stall measured from the start, not "measuring the rate"."""
+    feed = app[LIVE]
+    while not feed.stopping:
+        changed = feed.changed
+        draining = False
+        try:
+            view, _, _ = await system_reports(app)
+            # An unknown count (Redis just restored, a stats_url failing) may hide a drain.
+            draining = any(d.open != 0 and not d.receives for d in view.systems)
+        except Exception:  # a surprise must not end the sampling for good
+            log.exception("sampling the drain counts failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), every if draining else idle)
+
+
 async def live_context(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx of the prober and the sampler: started with the admin app, cancelled and
     awaited when it stops; the state listeners are removed with them."""
@@ -196,6 +223,7 @@ async def live_context(app: web.Application) -> AsyncIterator[None]:
     tasks = [
         asyncio.create_task(app[HEALTH].run(), name="admin-health-prober"),
         asyncio.create_task(feed.run(), name="admin-live-sampler"),
+        asyncio.create_task(sample_drains(app), name="admin-drain-sampler"),
     ]
     try:
         yield

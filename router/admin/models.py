@@ -29,6 +29,15 @@ class AuditQuery(Params):
     count: int = Field(
         50, ge=1, le=1000, description="How many entries, newest first.", examples=[10, 1000]
     )
+    before: str | None = Field(
+        None,
+        pattern=r"^[0-9]{1,20}-[0-9]{1,20}$",
+        description="The next page: only entries older than this id (`next` of the last page).",
+        examples=["1733500000000-0"],
+    )
+    since: float | None = Field(
+        None, ge=0, description="Only entries written at or after this Unix time (seconds)."
+    )
 
 
 class RefreshQuery(Params):
@@ -287,6 +296,9 @@ class Expired(BaseModel):
 
 class Audit(BaseModel):
     entries: list[AuditEntry]
+    next: str | None = Field(
+        None, description="Older entries exist: pass this as `before` for the next page."
+    )
 
 
 class OfflineResult(BaseModel):

@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from router import __version__, interrupts
+from router import __version__, cancellation
 from router.cli import (
     demo,
     drain,
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RouterError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, interrupts.Interrupted):
+    except (KeyboardInterrupt, cancellation.Interrupted):
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`token-router status | head`): nothing is wrong with the

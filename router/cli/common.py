@@ -17,7 +17,7 @@ from typing import NoReturn, TypeAlias
 
 import uvloop
 
-from router import interrupts
+from router import cancellation
 from router.config import Config, load_config
 from router.errors import ConfigError, UsageError
 from router.logs import setup_logging
@@ -71,8 +71,8 @@ def async_command(
     def command(args: argparse.Namespace) -> int:
         setup_logging("text", "debug" if args.verbose else "error")
         # Ctrl-C recorded for the commands that wait (upgrade, drill, drain-wait): raises
-        # interrupts.Interrupted, which main() in router/cli turns into exit 130.
-        return run_async(interrupts.guard(main(args)))
+        # cancellation.Interrupted, which main() in router/cli turns into exit 130.
+        return run_async(cancellation.guard(main(args)))
 
     return command
 
@@ -212,7 +212,7 @@ async def read_reports(
 
 def audit_line(entry: AuditEntry) -> str:
     """One audit entry as `history` and `status` print it."""
-    if entry.action in operations.SWITCH_ACTIONS or entry.action.startswith("rollout"):
+    if entry.action in operations.SWITCH_ACTIONS or entry.action.startswith(("rollout", "watch")):
         what = f"{entry.action} {entry.from_ or '(none)'} -> {entry.to}"
     else:
         what = f"{entry.to} {entry.action}"

@@ -33,7 +33,7 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from router.demo import run_demo
+    from router.sandbox.demo import run_demo
 
     setup_logging("text", "debug" if args.verbose else "warning")
     return run_async(run_demo(args))

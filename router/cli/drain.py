@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from router import interrupts
+from router import cancellation
 from router.cli.common import (
     PROG,
     Parser,
@@ -106,6 +106,6 @@ async def drain_wait_main(args: argparse.Namespace) -> int:
             if timed_out:
                 print(f"{PROG}: timed out after {args.timeout:g} s: {line}", file=sys.stderr)
                 return 1
-            await interrupts.sleep(min(args.interval, max(0.0, deadline - now)))
+            await cancellation.sleep(min(args.interval, max(0.0, deadline - now)))
     finally:
         await store.close()

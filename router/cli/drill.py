@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from router import interrupts
+from router import cancellation
 from router.cli.common import Parser, Subcommands, async_command, positive_float
 from router.drill.report import FAULTS
 from router.errors import UsageError
@@ -73,7 +73,7 @@ async def drill_main(args: argparse.Namespace) -> int:
     try:
         report = await Drill(options, out=lambda line: print(line, flush=True)).run()
     except asyncio.CancelledError:
-        if interrupts.requested():
+        if cancellation.requested():
             print(
                 "drill: interrupted (Ctrl-C): its systems, routers and redis-server are "
                 "stopped; no report (nothing of the drill outlives it: nothing to resume)",

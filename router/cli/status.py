@@ -9,6 +9,7 @@ import asyncio
 import time
 from typing import Any
 
+from router.cli import routers
 from router.cli.common import (
     EXIT_REFUSED_VALUE,
     Context,
@@ -22,11 +23,13 @@ from router.cli.watch import add_watch_flags, show
 from router.config import Config
 from router.errors import StoreUnavailable
 from router.releases.store import open_release_store
+from router.state import watch as watching
 from router.state.keys import Keys
 from router.state.sentinel import redis_target
 from router.state.store import AuditEntry
 from router.switching import operations
 from router.switching.fleet import STALE_BEATS
+from router.switching.watch_driver import thresholds
 from router.systems.drain import DrainHistory
 from router.systems.reports import read_counts, view_report
 from router.systems.stats import probe_all
@@ -40,6 +43,13 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
         help="show the active system, rollout, systems, instances and recent changes",
     )
     add_watch_flags(p)
+    p.add_argument(
+        "--router",
+        action="append",
+        metavar="URL",
+        help="a router's admin URL to ask what it routes on when Redis is unavailable "
+        "(repeatable; default: router.admin_listen of the configuration)",
+    )
     p.set_defaults(func=async_command(status_main))
 
 
@@ -49,7 +59,13 @@ async def status_main(args: argparse.Namespace) -> int:
     async def frame(ctx: Context) -> tuple[dict[str, Any], list[str]]:
         if not histories:
             histories.append(DrainHistory(ctx.config.router.drain_stall_after))
-        doc = await status_document(ctx, histories[0])
+        try:
+            doc = await status_document(ctx, histories[0])
+        except StoreUnavailable as exc:
+            doc = await routers.without_store(
+                ctx.config, args.router or (), ctx.store.description, exc
+            )
+            return doc, routers.lines(doc, time.time())
         return doc, status_lines(doc, time.time())
 
     return await show(args, frame, exit_code)
@@ -59,7 +75,10 @@ def exit_code(doc: dict[str, Any]) -> int:
     """0 when all is in order; EXIT_REFUSED_VALUE while the active key holds a value the
     routers refuse (routing is fail-static on the last valid one) or a key of the namespace
     holds something unusable: an operator must fix a key, and scripts and monitors need not
-    parse the output to know it."""
+    parse the output to know it; the same (degraded) while Redis is unavailable and the
+    routers route on their last known state."""
+    if doc.get("degraded"):
+        return EXIT_REFUSED_VALUE
     return 0 if doc["refused"] is None and not doc.get("problems") else EXIT_REFUSED_VALUE
 
 
@@ -94,6 +113,7 @@ async def status_document(ctx: Context, history: DrainHistory | None = None) -> 
         "problems": [p.to_json() for p in stored.problems],
         "generation": stored.generation,
         "rollout": await operations.rollout_view(store, time.time()),
+        "watch": await watch_document(ctx),
         "systems": systems,
         "instances": [
             {
@@ -104,6 +124,35 @@ async def status_document(ctx: Context, history: DrainHistory | None = None) -> 
         ],
         "history": [e.to_json() for e in await store.audit(5)],
     }
+
+
+async def watch_document(ctx: Context) -> dict[str, Any] | None:
+    """The post-switch watch as /api/status shows it (state/watch.py's words)."""
+    defaults = thresholds(ctx.config.router)
+    return watching.view(
+        watching.loads(await ctx.store.read_watch(), defaults),
+        time.time(),
+        watching.LATENCY_BUCKETS,
+    )
+
+
+def watch_lines(watch: dict[str, Any] | None) -> list[str]:
+    if not watch:
+        return []
+    lines = [f"watch    {watch['line']}"]
+    if watch["state"] == "watching":
+        lines.append(f"         measures the {watch['measures']}")
+    elif watch["state"] == "alarm":
+        lines.append(
+            f"         act: fix {watch['system']}, or bring {watch['previous']} back "
+            f"(token-router online {watch['previous']}) and run token-router undo"
+        )
+    elif watch["state"] == "undone":
+        lines.append(
+            f"         {watch['previous']} is active again; look at {watch['system']}'s gateway"
+            " and logs; `token-router history` has the evidence"
+        )
+    return lines
 
 
 async def _releases(config: Config) -> dict[str, str | None]:
@@ -135,6 +184,7 @@ def status_lines(doc: dict[str, Any], now: float) -> list[str]:
     for problem in doc.get("problems") or ():
         lines.append(f"PROBLEM  {problem['message']}")
     lines += rollout_lines(doc["rollout"], now)
+    lines += watch_lines(doc.get("watch"))
     lines.append("")
     lines.append(
         f"{'SYSTEM':<10} {'STATE':<22} {'OPEN':>5} {'GATEWAY':>7} {'ROUTER':>6}  "

@@ -1,7 +1,7 @@
 """`token-router upgrade TARGET`: the whole blue/green procedure, guided and resumable.
 
 Exit codes: 0 done, 1 timed out draining, 2 usage, 3 a gate or check refused, 4 rolled
-back (automatic abort). See docs/upgrades.md.
+back (the rollout aborted, or the post-switch watch undid the switch). See docs/upgrades.md.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from router.cli.common import (
 from router.errors import BadRequest, UsageError
 from router.state.keys import Keys
 from router.upgrade.checks import default_router_url
+from router.upgrade.context import Options
 from router.upgrade.journal import open_journal
 from router.upgrade.plan import EXIT_USAGE
-from router.upgrade.procedure import Options, Procedure, summary_lines
+from router.upgrade.procedure import Procedure, summary_lines
 
 DEFAULT_STEPS = "5,25,50,100"
 
@@ -51,13 +52,14 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
         "upgrade",
         parents=[common],
         help="the whole upgrade to TARGET: checks, smoke test, switch, drain (resumable)",
-        description="Upgrade to TARGET in five steps, each printed as it starts and ends: "
+        description="Upgrade to TARGET in six steps, each printed as it starts and ends: "
         "1 preflight (target online, gateway healthy, libraries stored as a release, "
         "public_url reachable, routers agree), 2 preview smoke test (token, urlSchemeDetails, "
-        "DELETE, /v/ library), 3 switch (asks first unless --yes), 4 drain the old system, "
-        "5 with --offline-old mark it offline. Running it again resumes from the state in "
-        "Redis. Exit 0 done, 1 drain timed out, 2 usage, 3 a gate or check refused, "
-        "4 rolled back.",
+        "DELETE, /v/ library), 3 switch (asks first unless --yes), 4 watch the new system "
+        "(the routers' post-switch watch; it undoes the switch on a breach), 5 drain the old "
+        "system, 6 with --offline-old mark it offline (only after the watch passed). Running "
+        "it again resumes from the state in Redis. Exit 0 done, 1 drain timed out, 2 usage, "
+        "3 a gate or check refused, 4 rolled back (the rollout aborted or the watch undid).",
     )
     p.add_argument("target", metavar="TARGET")
     p.add_argument(

@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from router import interrupts
+from router import cancellation
 from router.config import Config, build_config
 from router.drill.report import FAULTS, Report, Step, Tally
 from router.drill.traffic import LIBRARY_PATH, Rotation, Traffic
@@ -39,8 +39,9 @@ from router.state.connect import open_store
 from router.state.keys import Keys
 from router.state.memory_store import MemoryStore
 from router.state.store import StateStore
+from router.upgrade.context import ROLLOUTS, Options
 from router.upgrade.journal import Journal, MemoryJournal, open_journal
-from router.upgrade.procedure import ROLLOUTS, Options, Procedure
+from router.upgrade.procedure import Procedure
 
 HOST = "127.0.0.1"
 SYSTEMS = (("a", "1.0"), ("b", "2.0"))
@@ -49,6 +50,9 @@ READY_BOUND = 30.0
 # A balancer's deregistration delay: requests already sent to an instance taken out of
 # rotation reach it before it stops (real balancers wait seconds; one is enough here).
 DEREGISTRATION = 1.0
+# After the upgrade ended (the watch's undo seen), answers already on their way to the
+# failing system may still fail: that long, not longer.
+UNDO_GRACE = 1.0
 
 
 def free_port() -> int:
@@ -80,12 +84,22 @@ def check_inject(names: list[str], *, memory: bool = False) -> tuple[str, ...]:
                     "--inject gateway-fail: this build has no progressive rollout (issue 10), "
                     "so there is no rollout to abort"
                 )
+            if part == "gateway-fail-after-promotion" and not ROLLOUTS:
+                raise UsageError(
+                    "--inject gateway-fail-after-promotion: this build has no progressive "
+                    "rollout (issue 10), so there is no promotion to fail after"
+                )
             if part == "redis-restart" and (memory or shutil.which("redis-server") is None):
                 raise UsageError(
                     "--inject redis-restart needs redis-server on PATH (and no --memory)"
                 )
             if part not in out:
                 out.append(part)
+    if "gateway-fail" in out and "gateway-fail-after-promotion" in out:
+        raise UsageError(
+            "--inject: gateway-fail aborts the rollout, so there is no promotion for "
+            "gateway-fail-after-promotion to fail after; choose one"
+        )
     return tuple(out)
 
 
@@ -347,6 +361,14 @@ class Drill:
                 "rollout_tick": 0.2,
                 "heartbeat_interval": 0.5,
                 "leader_ttl": 1.0,
+                # The post-switch watch in seconds too: long enough to judge the traffic,
+                # short enough that the upgrade's watch step passes within the drill.
+                "post_switch_watch": max(3.0, self.options.duration * 0.2),
+                "watch_span": 5.0,
+                "watch_min_requests": 10,
+                # A busy machine's scheduling is not a slow gateway: only a p99 over
+                # 3 x max(a's, 0.5 s) or 2 s breaches.
+                "latency_floor": 0.5,
             },
             "systems": {
                 name: {
@@ -425,11 +447,14 @@ class Drill:
         start = time.monotonic()
         until = start + opts.duration
         upgrade_exit: int | None = None
+        ended_at = 0.0
         timeout = aiohttp.ClientTimeout(total=10)
         connector = aiohttp.TCPConnector(limit=200)
         try:
             async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-                faults = asyncio.create_task(self._faults(start, routers, rotation, redis, systems))
+                faults = asyncio.create_task(
+                    self._faults(start, routers, rotation, redis, systems, procedure)
+                )
                 # The traffic outlasts a fault that runs past the duration (a router restart on
                 # a slow machine): cancelled with the traffic's end, it was cut off halfway,
                 # its router left stopped, and went unreported.
@@ -440,6 +465,9 @@ class Drill:
                         f"drill: traffic running ({opts.rate:g} sessions/s); upgrading to {TARGET}"
                     )
                     upgrade_exit = await procedure.run()
+                    # By now every router applied what the upgrade saw (an undo by the
+                    # watch included); answers already on their way get a second.
+                    ended_at = time.monotonic() + UNDO_GRACE
                 except BaseException:
                     # Ctrl-C (or a crash): stop the traffic and the faults now, not at the end.
                     load.cancel()
@@ -450,7 +478,7 @@ class Drill:
                 # Done by now (the traffic held on for them); gather, not a suppressed await:
                 # a Ctrl-C meanwhile must still end the drill.
                 await asyncio.gather(faults, return_exceptions=True)
-                interrupts.check()
+                cancellation.check()
                 self.failing = ""
                 await traffic.reload_all(session)
         finally:
@@ -458,6 +486,9 @@ class Drill:
                 await journal.close()
                 await store.close()
         self._check_records(traffic, systems)
+        by_watch = procedure.outcome == "rolled-back" and any(
+            t.step == "watch" for t in procedure.timings
+        )
         return Report(
             duration=opts.duration,
             rate=opts.rate,
@@ -470,7 +501,10 @@ class Drill:
             drain_seconds=procedure.drain_seconds,
             faults=self.faults,
             expect_abort="gateway-fail" in opts.inject,
-            aborted=procedure.rolled_back,
+            aborted="" if by_watch else procedure.rolled_back,
+            expect_undo="gateway-fail-after-promotion" in opts.inject,
+            undone=procedure.rolled_back if by_watch else "",
+            late_failures=self.tally.new_sessions_failed_after(ended_at) if by_watch else 0,
         )
 
     async def _faults(
@@ -480,6 +514,7 @@ class Drill:
         rotation: Rotation,
         redis: PrivateRedis | None,
         systems: dict[str, SimulatedSystem],
+        procedure: Procedure,
     ) -> None:
         opts = self.options
 
@@ -492,6 +527,24 @@ class Drill:
             self.failing = TARGET
             systems[TARGET].state.set_failure(500, None)
             self.faults.append(f"{TARGET}'s gateway answers 500 from {when:.1f} s on")
+        if "gateway-fail-after-promotion" in opts.inject:
+            # Once the upgrade's switch step is done (the rollout promoted), for as long as
+            # the upgrade runs at most: the routers' watch must undo the switch.
+            while procedure.outcome == "" and not any(
+                t.step == "switch" and t.result == "ok" for t in procedure.timings
+            ):
+                await asyncio.sleep(0.05)
+            if procedure.outcome == "":
+                when = time.monotonic() - start
+                self.failing = TARGET
+                systems[TARGET].state.set_failure(500, None)
+                self.faults.append(
+                    f"{TARGET}'s gateway answers 500 from {when:.1f} s on (after its promotion)"
+                )
+                # The traffic holds on until the watch decided (the upgrade ended), however
+                # late the promotion came on a slow machine.
+                while procedure.outcome == "":
+                    await asyncio.sleep(0.05)
         if "redis-restart" in opts.inject and redis is not None:
             when = await at(0.45)
             began = time.monotonic()

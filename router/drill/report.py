@@ -8,11 +8,13 @@ Three error counts decide the verdict (exit 0 only when all are 0):
 - wrong bytes: a library load through a URL the browser was given that returned another
   release's bytes.
 Failures that an injected fault provokes on purpose (the target gateway failing during a
-rollout) are counted apart and do not fail the drill; the rollout's abort is the check.
+rollout, or after its promotion) are counted apart and do not fail the drill; the rollout's
+abort, or the watch's undo with no new session failing after it, is the check.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +28,10 @@ KINDS = (
     "library",
     "library_reload",
 )
-FAULTS = ("redis-restart", "router-restart", "gateway-fail")  # what --inject can add
+# What --inject can add. gateway-fail: the target fails during the rollout (it must abort);
+# gateway-fail-after-promotion: it fails once promoted (the post-switch watch must undo).
+FAULTS = ("redis-restart", "router-restart", "gateway-fail", "gateway-fail-after-promotion")
+NEW_SESSIONS = ("token", "shortcode_create")
 EXAMPLES = 5  # kept per error class, enough to start debugging from
 
 
@@ -39,6 +44,9 @@ class Tally:
     wrong_bytes: int = 0
     examples: dict[str, list[str]] = field(default_factory=dict)
     per_system: Counter[str] = field(default_factory=Counter)  # new tokens per system
+    # (kind, time.monotonic()) of every request that failed on purpose: after the watch's
+    # undo no new session may fail any more.
+    provoked_at: list[tuple[str, float]] = field(default_factory=list)
 
     def note(self, what: str, text: str) -> None:
         kept = self.examples.setdefault(what, [])
@@ -52,6 +60,7 @@ class Tally:
         self.sent[kind] += 1
         if provoked:
             self.provoked[kind] += 1
+            self.provoked_at.append((kind, time.monotonic()))
             self.note("provoked", f"{kind}: {text}")
         else:
             self.failed[kind] += 1
@@ -68,6 +77,10 @@ class Tally:
     @property
     def failed_total(self) -> int:
         return sum(self.failed.values())
+
+    def new_sessions_failed_after(self, moment: float) -> int:
+        """Token and short-code creations that failed on purpose after `moment`."""
+        return sum(1 for kind, t in self.provoked_at if kind in NEW_SESSIONS and t > moment)
 
 
 @dataclass
@@ -92,12 +105,19 @@ class Report:
     faults: list[str]
     expect_abort: bool = False  # the target gateway failed on purpose: a rollout must abort
     aborted: str = ""  # how the rollout ended, when it aborted
+    expect_undo: bool = False  # the target failed after its promotion: the watch must undo
+    undone: str = ""  # the watch's evidence, when it undid the switch
+    # New sessions that failed on purpose after the undo was applied everywhere (plus the
+    # answers already on their way): must be none.
+    late_failures: int = 0
 
     @property
     def passed(self) -> bool:
         t = self.tally
         if t.failed_total or t.wrong_system or t.wrong_bytes:
             return False
+        if self.expect_undo:
+            return self.upgrade_exit == 4 and bool(self.undone) and self.late_failures == 0
         if self.expect_abort:
             return self.upgrade_exit == 4
         return self.upgrade_exit == 0
@@ -134,6 +154,8 @@ class Report:
             "upgrade_exit": self.upgrade_exit,
             "drain_seconds": None if self.drain_seconds is None else round(self.drain_seconds, 3),
             "rollout_aborted": self.aborted or None,
+            "undone_by_watch": self.undone or None,
+            "failed_after_undo": self.late_failures,
             "faults": self.faults,
             "examples": t.examples,
         }
@@ -169,8 +191,13 @@ class Report:
             lines.append(f"{s.step:<14}{s.result:<9}{s.seconds:>8.2f}")
         drain = "-" if self.drain_seconds is None else f"{self.drain_seconds:.2f} s"
         lines.append(f"drain time: {drain}; upgrade exit status: {self.upgrade_exit}")
-        if self.aborted:
+        if self.undone:
+            lines.append(f"undone by the post-switch watch: {self.undone}")
+            lines.append(f"new sessions failed after the undo: {self.late_failures}")
+        elif self.aborted:
             lines.append(f"rollout aborted automatically: {self.aborted}")
+        if self.expect_undo and not self.undone:
+            lines.append("the post-switch watch did NOT undo the switch")
         for fault in self.faults:
             lines.append(f"fault: {fault}")
         for what in ("failed", "wrong_system", "wrong_bytes"):

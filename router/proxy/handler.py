@@ -378,7 +378,9 @@ class ProxyHandler:
                 if route is Route.TOKEN_CREATE:
                     doc = parse_json_object(body or b"", "the session description")
                     body = orjson.dumps(rewrite_session_description(doc, self.public[system]))
-                headers = request_headers_for(request, self.drop)
+                headers = request_headers_for(
+                    request, self.drop, trusted=request.remote in self.trusted
+                )
                 headers[REQUEST_ID_HEADER] = rid
                 if route in (Route.TOKEN_CREATE, Route.CODE_CREATE, Route.CODE_LOOKUP):
                     # The answer is read for affinity, so it must not come back compressed.
@@ -579,11 +581,14 @@ class ProxyHandler:
             response.headers.add("Vary", "Origin")
 
 
-def request_headers_for(request: web.BaseRequest, drop: frozenset[str]) -> CIMultiDict[str]:
+def request_headers_for(
+    request: web.BaseRequest, drop: frozenset[str], *, trusted: bool = True
+) -> CIMultiDict[str]:
     return request_headers(
         request.headers,
         peer=request.remote or "",
         scheme=request.scheme,
         host=request.host,
         drop=drop,
+        trusted=trusted,
     )

@@ -95,8 +95,18 @@ class AnswerBudget:
 
 
 class ConnectFailed(GatewayError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, sent=False)
+    """No connection: `timed_out` (the gateway or a free slot not in time), else `reason`."""
+
+    def __init__(self, reason: str = "", *, timed_out: bool = False) -> None:
+        super().__init__(
+            "could not connect in time" if timed_out else f"cannot connect: {reason}", sent=False
+        )
+        self.reason = reason
+        self.timed_out = timed_out
+
+
+class ClosedEarly(GatewayError):
+    """The gateway closed the connection before its answer was complete."""
 
 
 class Answer:
@@ -158,7 +168,7 @@ class _Connection(asyncio.Protocol):
             return
         detail = f": {exc}" if exc else ""
         self._fail(
-            GatewayError(f"gateway closed the connection without answering{detail}", sent=True)
+            ClosedEarly(f"gateway closed the connection without answering{detail}", sent=True)
         )
 
     # --- httptools callbacks ---
@@ -316,9 +326,9 @@ class GatewayPool:
                     server_hostname=self.host if self.ssl is not None else None,
                 )
         except TimeoutError:
-            raise ConnectFailed("could not connect in time") from None
+            raise ConnectFailed(timed_out=True) from None
         except OSError as exc:
-            raise ConnectFailed(f"cannot connect: {exc.strerror or exc}") from None
+            raise ConnectFailed(str(exc.strerror or exc)) from None
         return conn
 
     def _take_idle(self) -> _Connection | None:
@@ -348,7 +358,8 @@ class GatewayPool:
                 async with asyncio.timeout(self.connect_timeout):
                     await self._slots.acquire()
             except TimeoutError:
-                raise ConnectFailed("could not connect in time (every connection busy)") from None
+                # Every connection busy for connect_timeout: to the client, not connected in time.
+                raise ConnectFailed("every connection busy", timed_out=True) from None
         else:
             # A free slot is taken without waiting: no deadline to arm (one timer less on
             # every request's path).

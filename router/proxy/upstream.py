@@ -28,12 +28,14 @@ from router.errors import (
 from router.proxy.http1 import (
     AnswerBudget,
     AnswerTooLarge,
+    ClosedEarly,
     ConnectFailed,
     GatewayError,
     GatewayPool,
     OverBudget,
     encode_request,
 )
+from router.systems.tls import gateway_ssl
 
 log = logging.getLogger("router.upstream")
 
@@ -68,6 +70,17 @@ def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set
     return _tokens(headers.getall("Connection", []))
 
 
+def _quoted(value: str) -> str:
+    """A Forwarded parameter value (RFC 7239): a quoted-string, escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def forwarded_element(peer: str, scheme: str, host: str) -> str:
+    """This hop as one RFC 7239 `Forwarded` element: who called, over what, for which host."""
+    node = f'"[{peer}]"' if ":" in peer else (peer or "unknown")
+    return f"for={node};proto={scheme};host={_quoted(host)}"
+
+
 def request_headers(
     incoming: CIMultiDictProxy[str] | CIMultiDict[str],
     *,
@@ -75,11 +88,16 @@ def request_headers(
     scheme: str,
     host: str,
     drop: frozenset[str] = frozenset(),
+    trusted: bool = True,
 ) -> CIMultiDict[str]:
-    """Headers to send upstream: hop-by-hop and `drop` removed, X-Forwarded-* set.
+    """Headers to send upstream: hop-by-hop and `drop` removed, X-Forwarded-* and Forwarded
+    set from what the router knows.
 
-    X-Forwarded-For is appended to (the web app's back end may sit behind its own proxy);
-    -Proto and -Host describe the hop into the router.
+    From a `trusted` peer (router.trusted_networks: the web app's back end, which may sit
+    behind its own proxy) X-Forwarded-For and Forwarded are appended to; from any other
+    peer what it claimed is dropped and only this hop is told, so a browser cannot put an
+    address of its choosing before the gateway. -Proto and -Host describe the hop into the
+    router, whoever sent them.
     """
     strip = _REQUEST_DROP | _connection_tokens(incoming) | drop
     out: CIMultiDict[str] = CIMultiDict()
@@ -87,9 +105,13 @@ def request_headers(
         if name.lower() not in strip:
             out.add(name, value)
     previous = out.popall("X-Forwarded-For", [])
+    chain = out.popall("Forwarded", [])
+    if not trusted:
+        previous, chain = [], []
     out["X-Forwarded-For"] = ", ".join([*previous, peer]) if previous else peer
     out["X-Forwarded-Proto"] = scheme
     out["X-Forwarded-Host"] = host
+    out["Forwarded"] = ", ".join([*chain, forwarded_element(peer, scheme, host)])
     return out
 
 
@@ -104,22 +126,47 @@ def response_headers(upstream: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMu
     return CIMultiDict(_hop_cleaned(list(upstream.items())))
 
 
-def map_client_error(exc: BaseException, system: str, cfg_read: float) -> RequestError:
-    """Turn an aiohttp/asyncio client failure into the JSON error the client gets."""
+def map_upstream_error(
+    exc: BaseException, system: str, read_timeout: float, max_response_size: int = 0
+) -> RequestError:
+    """The one mapping of a failed hop to a gateway, by the type of the failure, to the JSON
+    error the client gets: our pool's (http1.py) and aiohttp's (the release fetch) alike."""
+    in_time = f"could not connect to system {system!r} in time"
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return UpstreamUnavailable(f"could not connect to system {system!r} in time", system=system)
+        return UpstreamUnavailable(in_time, system=system)
+    if isinstance(exc, ConnectFailed):
+        if exc.timed_out:
+            return UpstreamUnavailable(in_time, system=system)
+        return UpstreamUnavailable(
+            f"cannot connect to system {system!r}: {exc.reason}", system=system
+        )
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return UpstreamTimeout(
-            f"system {system!r} did not answer within {cfg_read:g} s", system=system
+            f"system {system!r} did not answer within {read_timeout:g} s", system=system
+        )
+    if isinstance(exc, OverBudget):
+        # Never retried: it is this worker that has no room, not the gateway failing.
+        return Overloaded(
+            f"this router worker already holds its budget of gateway answers"
+            f" ({exc.limit} bytes, router.answer_budget): try again shortly",
+            system=system,
+        )
+    if isinstance(exc, AnswerTooLarge):
+        return UpstreamTooLarge(
+            f"system {system!r} answered with more than {max_response_size} bytes"
+            " (router.max_response_size)",
+            system=system,
         )
     if isinstance(exc, aiohttp.ClientConnectorError):
         return UpstreamUnavailable(
             f"cannot connect to system {system!r}: {exc.os_error.strerror or exc}", system=system
         )
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
+    if isinstance(exc, ClosedEarly | aiohttp.ServerDisconnectedError):
         return UpstreamUnavailable(
             f"system {system!r} closed the connection without answering", system=system
         )
+    if isinstance(exc, GatewayError):
+        return UpstreamUnavailable(f"system {system!r} failed: {exc}", system=system)
     return UpstreamUnavailable(f"system {system!r} failed: {exc.__class__.__name__}", system=system)
 
 
@@ -141,21 +188,6 @@ class UpstreamAnswer:
     headers: list[tuple[str, str]]
     body: bytes
     held: int = 0  # bytes of the worker's AnswerBudget this answer holds (proxy gives back)
-
-
-def gateway_ssl(system: SystemConfig) -> ssl.SSLContext | bool:
-    """The certificate policy for a system's gateway: aiohttp's `ssl=` value.
-
-    Verified by default; against a private CA with `ca_file`; unchecked only with
-    `tls_verify = false`. Used by the proxy's pool and by the health prober alike.
-    """
-    if not system.gateway.startswith("https"):
-        return True
-    if not system.tls_verify:
-        return False
-    if system.ca_file:
-        return ssl.create_default_context(cafile=system.ca_file)
-    return True
 
 
 def pool_ssl(system: SystemConfig) -> ssl.SSLContext | None:
@@ -278,33 +310,11 @@ class Upstream:
                 return UpstreamAnswer(
                     answer.status, answer_headers(answer.headers), answer.body, answer.held
                 )
-            except TimeoutError:
-                raise UpstreamTimeout(
-                    f"system {sid!r} did not answer within {self.read_timeout:g} s", system=sid
-                ) from None
-            except ConnectFailed as exc:
-                text = str(exc)
-                if "in time" in text:
-                    message = f"could not connect to system {sid!r} in time"
-                else:
-                    message = (
-                        f"{text.replace('cannot connect', f'cannot connect to system {sid!r}')}"
-                    )
-                raise UpstreamUnavailable(message, system=sid) from None
-            except OverBudget as exc:
-                # Never retried: it is this worker that has no room, not the gateway failing.
-                raise Overloaded(
-                    f"this router worker already holds its budget of gateway answers"
-                    f" ({exc.limit} bytes, router.answer_budget): try again shortly",
-                    system=sid,
-                ) from None
-            except AnswerTooLarge:
-                # Never retried: the same gateway would send the same answer again.
-                raise UpstreamTooLarge(
-                    f"system {sid!r} answered with more than {self.max_response_size} bytes"
-                    " (router.max_response_size)",
-                    system=sid,
-                ) from None
+            except (TimeoutError, ConnectFailed, OverBudget, AnswerTooLarge) as exc:
+                # Never retried: a timeout may still be at work on the gateway, a gateway
+                # that is down gets no second knock at once, the same gateway would send the
+                # same too-large answer, and a full budget is this worker's, not the gateway's.
+                raise self._error(exc) from None
             except GatewayError as exc:
                 # Never written: provably never reached the gateway, any route may go again.
                 # Written: only an idempotent route may (the gateway may have acted on it).
@@ -314,9 +324,8 @@ class Upstream:
                     )
                     fresh = True
                     continue
-                if "closed the connection" in str(exc):
-                    message = f"system {sid!r} closed the connection without answering"
-                else:
-                    message = f"system {sid!r} failed: {exc}"
-                raise UpstreamUnavailable(message, system=sid) from None
+                raise self._error(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _error(self, exc: BaseException) -> RequestError:
+        return map_upstream_error(exc, self.system.id, self.read_timeout, self.max_response_size)

@@ -17,7 +17,7 @@ import aiohttp
 import brotli  # type: ignore[import-untyped]
 
 from router.config import Config
-from router.proxy.upstream import Upstream, map_client_error
+from router.proxy.upstream import Upstream, map_upstream_error
 from router.releases import background
 from router.releases.model import (
     MAX_FILES,
@@ -165,7 +165,7 @@ class Fetcher:
                 encoding = resp.headers.get("Content-Encoding", "").strip().lower()
                 content_type = resp.headers.get("Content-Type") or guess_type(path)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            error = map_client_error(exc, system, self.read_timeout)
+            error = map_upstream_error(exc, system, self.read_timeout)
             raise FingerprintError(f"{path}: {error}") from None
         known = None if held is None else held(path)
         if known is not None and encoding in ("", "identity") and same_bytes(chunks, known):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from router.cancellation import stop_tasks
 from router.config import Config
 from router.errors import ConfigError, NotFound, ServiceUnavailable, StoreUnavailable
 from router.proxy.upstream import Upstream
@@ -41,7 +42,6 @@ from router.releases.serving import ReleaseFiles
 from router.releases.store import Activity, ReleaseStore, open_release_store
 from router.state.keys import Keys
 from router.state.sentinel import redis_target
-from router.tasks import stop_tasks
 
 log = logging.getLogger("router.releases")
 

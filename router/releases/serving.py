@@ -16,13 +16,13 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from router.cancellation import stop_tasks
 from router.errors import NotFound, ServiceUnavailable, StoreUnavailable
 from router.releases.archive import ReleaseArchive
 from router.releases.cache import HotCache, HotFile, prepare
 from router.releases.model import ReleaseMeta, choose_encoding, not_modified, valid_release_id
 from router.releases.store import ReleaseStore
 from router.responses import body_response
-from router.tasks import stop_tasks
 
 log = logging.getLogger("router.releases")
 

@@ -29,6 +29,8 @@ from router.logs import AccessLogger, quiet_protocol_errors
 from router.metrics import multiprocess_dir
 from router.server.addresses import check_distinct_listeners
 from router.server.allocator import tune_allocator
+from router.server.loop_probe import LoopProbe
+from router.server.protocol_errors import JsonErrorAppRunner
 from router.server.wiring import create_proxy_server, wire
 from router.state.store import StateStore
 
@@ -91,7 +93,9 @@ class RouterServer:
             shutdown_timeout=r.shutdown_timeout,
         )
         self._runtime_started = False
-        self.admin_runner = web.AppRunner(
+        # The event loop's stalls, measured from before the runtime starts to after it closed.
+        self._probe = LoopProbe(self.runtime.metrics.on_loop_stall)
+        self.admin_runner = JsonErrorAppRunner(
             wired.admin_app,
             handle_signals=False,
             access_log=None,
@@ -108,6 +112,7 @@ class RouterServer:
         check_distinct_listeners(r.listen, r.admin_listen)
         ssl_context = _ssl_context(self.config)
         self._runtime_started = True
+        self._probe.start()
         await self.runtime.start()  # the first state read included
         await self.proxy_runner.setup()
         await self.admin_runner.setup()
@@ -160,6 +165,7 @@ class RouterServer:
         await self.admin_runner.cleanup()
         if self._runtime_started:
             self._runtime_started = False
+            self._probe.stop()
             await self.runtime.close()
 
 

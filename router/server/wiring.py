@@ -42,6 +42,7 @@ from router.proxy.handler import ProxyHandler
 from router.proxy.upstream import Upstream
 from router.releases.service import Releases
 from router.runtime import Runtime, instance_name
+from router.server.protocol_errors import JsonErrorServer
 from router.state.affinity import Affinity
 from router.state.connect import open_store
 from router.state.keys import Keys
@@ -173,7 +174,7 @@ def create_proxy_server(runtime: Runtime, handler: ProxyHandler, **kwargs: Any) 
             client_max_size=max_body,
         )
 
-    return web.Server(handler, request_factory=request, **kwargs)
+    return JsonErrorServer(handler, request_factory=request, **kwargs)
 
 
 def create_admin_app(runtime: Runtime, assets: Assets | None = None) -> web.Application:

@@ -68,6 +68,7 @@ def expected_type(keys: Keys, key: str) -> str:
         keys.active: "string",
         keys.recorded: "string",
         keys.offline: "set",
+        keys.offline_recorded: "set",
         keys.audit: "stream",
         keys.releases: "zset",
         keys.instances: "hash",

@@ -63,6 +63,12 @@ class Keys:
         return f"{self.prefix}:offline:refused"
 
     @property
+    def offline_recorded(self) -> str:
+        """The offline set as last written to the audit stream (plus the member "" once it
+        exists), so a bare SADD/SREM from redis-cli is audited exactly once, like `recorded`."""
+        return f"{self.prefix}:offline:recorded"
+
+    @property
     def events(self) -> str:
         """Pub/sub channel that router writers publish to after every state change."""
         return f"{self.prefix}:events"

@@ -235,6 +235,11 @@ class MemoryStore:
         self.generation += 1
         self._notify()
 
+    async def record_offline_observed(self, source: str, active: str, known: Sequence[str]) -> int:
+        # Only set_offline writes the set here (no redis-cli reaches memory://), and it
+        # audits its own changes: nothing is ever left to observe.
+        return 0
+
     async def record_observed(self, source: str, known: Sequence[str]) -> bool:
         if (
             self.active is None
@@ -326,8 +331,20 @@ class MemoryStore:
     async def remove_instance(self, instance: str) -> None:
         self.registry.pop(instance, None)
 
-    async def audit(self, count: int) -> list[AuditEntry]:
-        return list(reversed(self.entries[-count:]))
+    async def audit(
+        self, count: int, *, before: str | None = None, since: float | None = None
+    ) -> list[AuditEntry]:
+        def position(entry_id: str) -> tuple[int, int]:
+            ms, _, seq = entry_id.partition("-")
+            return int(ms), int(seq or 0)
+
+        found = [
+            e
+            for e in reversed(self.entries)
+            if (before is None or position(e.id) < position(before))
+            and (since is None or position(e.id)[0] >= int(since * 1000))
+        ]
+        return found[:count]
 
     async def write_affinity(self, records: Sequence[AffinityRecord], now: float) -> None:
         for r in records:

@@ -77,6 +77,7 @@ class RedisStore:
         self._switch = self._client.register_script(scripts.SWITCH)
         self._observe = self._client.register_script(scripts.OBSERVE)
         self._offline = self._client.register_script(scripts.OFFLINE)
+        self._observe_offline = self._client.register_script(scripts.OBSERVE_OFFLINE)
         self._affinity = self._client.register_script(scripts.AFFINITY)
         self._claim = self._client.register_script(scripts.CLAIM)
         self._restore = self._client.register_script(scripts.RESTORE)
@@ -261,6 +262,13 @@ class RedisStore:
         except (RedisError, OSError) as exc:
             raise await self._failure(exc, *touched) from exc
 
+    async def record_offline_observed(self, source: str, active: str, known: Sequence[str]) -> int:
+        k = self.keys
+        touched = (k.offline, k.offline_recorded, k.audit)
+        args: list[str | int] = [source, f"{time.time():.3f}", AUDIT_MAXLEN, active, *known]
+        async with self._failing(*touched):
+            return int(await self._observe_offline(keys=list(touched), args=args))
+
     async def write_rollout(
         self, expected: str | None, new: str | None, entry: AuditFields, *, expect_active: str = ""
     ) -> int:
@@ -391,10 +399,16 @@ class RedisStore:
         async with self._failing(self.keys.instances):
             await self._client.hdel(self.keys.instances, instance)
 
-    async def audit(self, count: int) -> list[AuditEntry]:
+    async def audit(
+        self, count: int, *, before: str | None = None, since: float | None = None
+    ) -> list[AuditEntry]:
+        # Stream ids are `<ms>-<seq>` of the write: "(" excludes the page's last id, and the
+        # lower bound is a time in milliseconds.
+        newest = "+" if before is None else f"({before}"
+        oldest = "-" if since is None else str(int(since * 1000))
         async with self._failing(self.keys.audit):
             rows: list[tuple[str, dict[str, str]]] = await self._client.xrevrange(
-                self.keys.audit, count=count
+                self.keys.audit, max=newest, min=oldest, count=count
             )  # type: ignore[assignment]
         return [AuditEntry.from_fields(entry_id, data) for entry_id, data in rows]
 

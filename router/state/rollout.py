@@ -22,7 +22,7 @@ import orjson
 
 from router.errors import BadRequest
 from router.printable import printable
-from router.switching.watch import Thresholds, Traffic, latency_breach, ms
+from router.state.watch import Thresholds, Traffic, latency_breach, ms
 
 RUNNING = ("running", "paused")
 TERMINAL = ("promoted", "aborted", "ended")

@@ -14,6 +14,7 @@ from router.state.keys import Keys
 # Each script's KEYS, in the order it reads them (also the keys a refusal is diagnosed on).
 def switch_keys(k: Keys) -> list[str]:
     return [k.active, k.recorded, k.offline, k.audit, k.events, k.rollout, k.generation] + [
+        k.offline_recorded,
         k.offline_forced,
         k.default_seed,
     ]
@@ -28,7 +29,10 @@ def observe_keys(k: Keys) -> list[str]:
 
 
 def offline_keys(k: Keys) -> list[str]:
-    return [k.offline, k.audit, k.events, k.active, k.generation, k.offline_forced]
+    return [k.offline, k.audit, k.events, k.active, k.generation] + [
+        k.offline_recorded,
+        k.offline_forced,
+    ]
 
 
 def restore_keys(k: Keys) -> list[str]:
@@ -73,6 +77,12 @@ local function text(value)
   if type(value) == 'string' then return value end
   return ''
 end
+-- The offline set as audited (keys.py offline_recorded): token-router's own offline/online
+-- writes keep it in step, so only a change made past them (redis-cli SADD/SREM) differs.
+local function note_offline(recorded, system, offline)
+  if redis.call('EXISTS', recorded) == 0 then return end
+  if offline then redis.call('SADD', recorded, system) else redis.call('SREM', recorded, system) end
+end
 -- Ends a running or paused rollout document in place; returns it when one was running. An
 -- unusable document (redis-cli) is left alone: the routers route nothing by it and name it.
 -- `kept`: an active system that does not overtake the rollout, the one it rolls away from
@@ -98,11 +108,12 @@ end
 SWITCH = (
     LUA_HELPERS
     + """
--- KEYS: active, recorded, offline, audit, events, rollout, generation, offline forced,
---       default mark
+-- KEYS: active, recorded, offline, audit, events, rollout, generation, offline recorded,
+--       offline forced, default mark
 -- ARGV: new, source, time, maxlen, expect, reason, forced, action, known...
 local refused = wrong_type({KEYS[1], 'string', KEYS[2], 'string', KEYS[3], 'set',
-  KEYS[4], 'stream', KEYS[6], 'string', KEYS[7], 'string', KEYS[8], 'string'})
+  KEYS[4], 'stream', KEYS[6], 'string', KEYS[7], 'string', KEYS[8], 'set',
+  KEYS[9], 'string'})
 if refused then return refused end
 local prev = redis.call('GET', KEYS[1])
 if ARGV[5] ~= '' and prev ~= ARGV[5] then
@@ -113,7 +124,8 @@ if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then
   -- A forced switch to an offline system brings it online: routers refuse an active value
   -- that names an offline system, so the force would otherwise switch nothing.
   redis.call('SREM', KEYS[3], ARGV[1])
-  if redis.call('GET', KEYS[8]) == ARGV[1] then redis.call('DEL', KEYS[8]) end
+  note_offline(KEYS[8], ARGV[1], false)
+  if redis.call('GET', KEYS[9]) == ARGV[1] then redis.call('DEL', KEYS[9]) end
   audit(KEYS[4], ARGV[4], ARGV[3], 'online', ARGV[1], ARGV[1], ARGV[2],
     'forced ' .. ARGV[8] .. ' to it', '1')
 end
@@ -128,7 +140,7 @@ if prev and prev ~= recorded and known(prev) and redis.call('SISMEMBER', KEYS[3]
   recorded = prev
 end
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[9])  -- an operator's choice is no newcomer's default (_RESTORE)
+redis.call('DEL', KEYS[10])  -- an operator's choice is no newcomer's default (_RESTORE)
 local from = recorded or ''
 if ARGV[8] == 'promote' then
   end_rollout(KEYS[6], 'promoted', ARGV[3], ARGV[6])
@@ -204,6 +216,48 @@ for i = 4, #ARGV do
   end
 end
 return 0
+"""
+)
+
+OBSERVE_OFFLINE = (
+    LUA_HELPERS
+    + """
+-- KEYS: offline, offline recorded, audit
+-- ARGV: source, time, maxlen, active system (routing), known...
+-- Records each difference between the offline set and its audited copy once: a SADD as
+-- 'offline', a SREM as 'online' (source external). The first run only takes a copy (a new
+-- deployment, or Redis back empty: the routers put the marks back, nobody made a change).
+-- The active system in the set is a refused value, not a change: left for when it is not.
+local refused = wrong_type({KEYS[1], 'set', KEYS[2], 'set', KEYS[3], 'stream'})
+if refused then return refused end
+local function known(v)
+  for i = 5, #ARGV do if ARGV[i] == v then return true end end
+  return false
+end
+local now = redis.call('SMEMBERS', KEYS[1])
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SADD', KEYS[2], '')
+  for _, m in ipairs(now) do
+    if m ~= ARGV[4] then redis.call('SADD', KEYS[2], m) end
+  end
+  return 0
+end
+local written = 0
+for _, m in ipairs(now) do
+  if m ~= ARGV[4] and known(m) and redis.call('SISMEMBER', KEYS[2], m) == 0 then
+    audit(KEYS[3], ARGV[3], ARGV[2], 'offline', m, m, ARGV[1], 'SADD outside token-router', '')
+    redis.call('SADD', KEYS[2], m)
+    written = written + 1
+  end
+end
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if m ~= '' and redis.call('SISMEMBER', KEYS[1], m) == 0 then
+    audit(KEYS[3], ARGV[3], ARGV[2], 'online', m, m, ARGV[1], 'SREM outside token-router', '')
+    redis.call('SREM', KEYS[2], m)
+    written = written + 1
+  end
+end
+return written
 """
 )
 
@@ -373,10 +427,10 @@ return {epoch, seeded}
 OFFLINE = (
     LUA_HELPERS
     + """
--- KEYS: offline, audit, events, active, generation, offline forced
+-- KEYS: offline, audit, events, active, generation, offline recorded, offline forced
 -- ARGV: system, 1|0, source, time, maxlen, reason, forced, refuse if active (1|'')
 local refused = wrong_type({KEYS[1], 'set', KEYS[2], 'stream', KEYS[4], 'string',
-  KEYS[5], 'string', KEYS[6], 'string'})
+  KEYS[5], 'string', KEYS[6], 'set', KEYS[7], 'string'})
 if refused then return refused end
 if ARGV[2] == '1' and ARGV[8] == '1' and redis.call('GET', KEYS[4]) == ARGV[1] then
   return redis.error_reply('ACTIVE')
@@ -384,9 +438,9 @@ end
 -- Marking the active system offline takes force here; the mark that says so is what lets
 -- the routers tell it from a bare SADD (refused).
 if ARGV[2] == '1' and redis.call('GET', KEYS[4]) == ARGV[1] then
-  redis.call('SET', KEYS[6], ARGV[1])
-elseif ARGV[2] ~= '1' and redis.call('GET', KEYS[6]) == ARGV[1] then
-  redis.call('DEL', KEYS[6])
+  redis.call('SET', KEYS[7], ARGV[1])
+elseif ARGV[2] ~= '1' and redis.call('GET', KEYS[7]) == ARGV[1] then
+  redis.call('DEL', KEYS[7])
 end
 local changed
 if ARGV[2] == '1' then
@@ -394,6 +448,7 @@ if ARGV[2] == '1' then
 else
   changed = redis.call('SREM', KEYS[1], ARGV[1])
 end
+note_offline(KEYS[6], ARGV[1], ARGV[2] == '1')
 if changed == 1 then
   local action = 'online'
   if ARGV[2] == '1' then action = 'offline' end

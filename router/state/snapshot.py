@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from router.errors import StoreUnavailable
+from router.errors import StoreUnavailable, WrongKeyType
 from router.state.key_types import KeyProblem
 from router.state.rollout import Share, loads, share_of
 from router.state.store import RolloutRestore, StateStore, StoredState
@@ -140,7 +140,9 @@ class StateHolder:
     current: Snapshot
     synced: bool = False
     degraded: bool = False
-    last_error: str = ""
+    last_error: str = ""  # for logs and authenticated surfaces: names the Redis endpoint
+    # For /readyz, which answers anyone: what is wrong, never where Redis is (issue 25).
+    public_error: str = ""
     degraded_since: float | None = None
     last_sync: float | None = None
     epoch: str | None = None  # the store's epoch this instance last saw (keys.Keys.epoch)
@@ -162,10 +164,11 @@ class StateHolder:
                 log.exception("state listener %r failed", listener)
         return True
 
-    def set_degraded(self, degraded: bool, error: str = "") -> None:
+    def set_degraded(self, degraded: bool, error: str = "", public: str = "") -> None:
         changed = degraded != self.degraded
         self.degraded = degraded
         self.last_error = error
+        self.public_error = public or ("redis unreachable" if error else "")
         if degraded and changed:
             self.degraded_since = time.time()
         if not degraded:
@@ -173,6 +176,17 @@ class StateHolder:
         if changed:
             for listener in self.health_listeners:
                 listener(degraded)
+
+
+def public_error(exc: StoreUnavailable) -> str:
+    """What an unauthenticated caller may learn of a store failure: a key of the wrong type is
+    named (Redis is up, an operator must repair it), an outage is "redis unreachable"; the
+    host, port and user stay in the log and behind the admin credential."""
+    if isinstance(exc, WrongKeyType) and exc.key:
+        return f"redis key {exc.key} holds the wrong type of value"
+    if isinstance(exc, WrongKeyType):
+        return "a token-router key in redis holds the wrong type of value"
+    return "redis unreachable"
 
 
 class Backoff:
@@ -236,6 +250,8 @@ class StateWatcher:
         # True from a change being applied until its audit entry is written (read by tests
         # that check the audit, which is written one round trip after routing moved).
         self.audit_pending = False
+        # The same for a change of the offline set (a bare SADD/SREM is audited once too).
+        self.offline_audit_pending = False
         # Whole syncs completed, audit included: "every instance re-read since" for tests.
         self.syncs = 0
         # The rollout document last read (raw), put back if Redis loses it (recovery.py).
@@ -364,6 +380,13 @@ class StateWatcher:
             await self.store.record_observed(source, routable)
             self.audit_pending = False
             self._seeded = False
+        if first or snapshot.offline != previous.offline:
+            self.offline_audit_pending = True
+        if self.offline_audit_pending:
+            await self.store.record_offline_observed(
+                f"external (seen by {self.instance})", snapshot.active, self.known
+            )
+            self.offline_audit_pending = False
         self.syncs += 1
 
     async def run(self) -> None:
@@ -395,7 +418,7 @@ class StateWatcher:
                     )
                 else:
                     log.warning("%s; retrying in %.2f s", exc, delay)
-                self.holder.set_degraded(True, str(exc))
+                self.holder.set_degraded(True, str(exc), public_error(exc))
                 await asyncio.sleep(delay)
             except Exception as exc:
                 # A bug, never a reason to stop following the store for good: the watcher

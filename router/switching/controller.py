@@ -27,9 +27,10 @@ from router.config import Config
 from router.errors import Conflict, RouterError, StoreUnavailable
 from router.proxy.routing import Route
 from router.state import rollout as model
+from router.state import watch
 from router.state.snapshot import Snapshot, StateHolder
 from router.state.store import StateStore
-from router.switching import operations, watch
+from router.switching import operations
 from router.switching.gates import GateProber
 from router.switching.ledger import BOUNDS, Ledger
 

@@ -21,8 +21,8 @@ import aiohttp
 
 from router.config import SystemConfig
 from router.errors import BadRequest, GateRefused
-from router.proxy.upstream import gateway_ssl
 from router.systems.prober import describe_failure, probe_target
+from router.systems.tls import gateway_ssl
 
 
 @dataclass(frozen=True, slots=True)

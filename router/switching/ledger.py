@@ -18,10 +18,9 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from router.metrics import LATENCY_BUCKETS
 from router.proxy.routing import Route
 from router.state.store import StateStore
-from router.switching.watch import Traffic
+from router.state.watch import LATENCY_BUCKETS, Traffic
 
 TOKEN_ROUTE = Route.TOKEN_CREATE.value
 BOUNDS: tuple[float, ...] = tuple(LATENCY_BUCKETS)

@@ -26,7 +26,7 @@ from router.systems.reports import read_counts
 from router.systems.stats import probe_all
 
 # The changes of the active system `undo` goes back from ("auto-undo": the post-switch
-# watch's own undo, switching/watch.py).
+# watch's own undo, state/watch.py).
 SWITCH_ACTIONS = ("switch", "undo", "promote", "auto-undo")
 
 

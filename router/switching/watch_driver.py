@@ -9,7 +9,7 @@ Every instance runs this loop every `rollout_tick` seconds:
      switch, undo, promotion, an upgrade's switch, or a bare SET the routers recorded) and,
      when that change is not watched yet, starts a watch for it: the old system's figures
      from before the change are its baseline;
-   - it judges the newest traffic to the new system (switching/watch.py: `verdict`) and
+   - it judges the newest traffic to the new system (state/watch.py: `verdict`) and
      records the figures, so every instance and surface shows them;
    - on a breach it undoes the change through the same gates as `token-router undo` (the
      old system online and healthy), audited once as `auto-undo` with the evidence; when
@@ -26,13 +26,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from router.config import Config, RouterConfig
 from router.errors import Conflict, GateRefused, RouterError, StoreUnavailable
+from router.state import watch as model
 from router.state.store import AuditEntry, AuditFields, StateStore
 from router.switching import operations
-from router.switching import watch as model
 from router.switching.gates import GateProber
 from router.switching.ledger import BOUNDS, Ledger
 
@@ -238,49 +237,3 @@ class PostSwitchWatch:
             except RouterError as exc:
                 log.warning("post-switch watch: %s", exc)
             await asyncio.sleep(self.tick)
-
-
-def watch_view(w: model.Watch | None, now: float) -> dict[str, Any] | None:
-    """`/api/status`'s `watch`, `status` and the page: the document plus what it measures
-    in words and the time left."""
-    if w is None:
-        return None
-    doc = w.to_json()
-    doc["left"] = round(w.left(now), 1)
-    doc["window"] = w.until - w.started
-    doc["current_p99"] = w.current.p99(BOUNDS)
-    doc["baseline_p99"] = None if w.baseline is None else w.baseline.p99(BOUNDS)
-    doc["measures"] = (
-        f"failed share of token requests to {w.system} (abort at "
-        f"{w.thresholds.max_error_rate:.1%}) and their p99"
-        + (
-            f" (abort above {model.ms(w.thresholds.max_latency)}"
-            if w.thresholds.max_latency
-            else " ("
-        )
-        + (
-            f"{' or ' if w.thresholds.max_latency else ''}{w.thresholds.latency_factor:g} x "
-            f"{w.previous}'s before the switch)"
-            if w.thresholds.latency_factor
-            else ")"
-        )
-    )
-    doc["line"] = line(w, now)
-    return doc
-
-
-def line(w: model.Watch, now: float) -> str:
-    """One line for `status`, the page and `upgrade`."""
-    figures = model.describe(w.system, w.current, BOUNDS) if w.checked else "no figures yet"
-    if w.watching:
-        return (
-            f"watching {w.system} after {w.action} {w.previous} -> {w.system}: {figures}; "
-            f"{w.left(now):.0f} s left" + ("" if w.can_undo else " (alarm only: no undo)")
-        )
-    if w.state == model.PASSED:
-        return f"the watch of {w.system} passed: {figures}"
-    if w.state == model.UNDONE:
-        return f"UNDONE by the watch: {w.system} -> {w.previous}: {w.reason}"
-    if w.state == model.ALARM:
-        return f"ALARM: {w.system} breached the watch and was not undone: {w.reason}"
-    return f"the watch of {w.system} ended: {w.reason}"

@@ -280,10 +280,17 @@ class DrainHistory:
         # The rate looks back TREND_WINDOW; a stall needs stall_after of samples before now.
         self.retention = max(TREND_WINDOW, stall_after) + SAMPLE_RESOLUTION * 2
         self._samples: dict[str, deque[Sample]] = {}
+        self._receiving: dict[str, bool] = {}
         self._size = size
 
-    def add(self, system: str, now: float, count: int | None) -> None:
+    def add(self, system: str, now: float, count: int | None, receiving: bool = False) -> None:
+        """One reading of `system`'s deciding count. `receiving`: it takes new sessions now
+        (active, a rollout's target); when that ends its drain begins, and the samples start
+        anew: a count that rose while it was active says nothing about how it drains."""
         samples = self._samples.setdefault(system, deque(maxlen=self._size))
+        if self._receiving.get(system) and not receiving:
+            samples.clear()
+        self._receiving[system] = receiving
         if count is None:
             return
         if samples and now < samples[-1][0]:
@@ -291,7 +298,9 @@ class DrainHistory:
         if len(samples) >= 2 and samples[-1][0] - samples[-2][0] < SAMPLE_RESOLUTION:
             samples.pop()  # keep the newest; the one before stays at least a resolution back
         samples.append((now, count))
-        while samples and samples[0][0] < now - self.retention:
+        # Keep the newest sample from before the retention too: sampled every 30 s (a
+        # Prometheus scrape), the history must still reach back `stall_after` to see a stall.
+        while len(samples) > 1 and samples[1][0] <= now - self.retention:
             samples.popleft()
 
     def samples(self, system: str) -> list[Sample]:

@@ -22,8 +22,8 @@ from typing import Any
 import aiohttp
 
 from router.config import SystemConfig
-from router.proxy.upstream import gateway_ssl
 from router.systems.stats import parse_open_sessions, probe_open_sessions, stats_document
+from router.systems.tls import gateway_ssl
 
 log = logging.getLogger("router.health")
 

@@ -15,8 +15,9 @@ from router.errors import StoreUnavailable
 from router.state.recovery import counts_unknown_reason
 from router.state.snapshot import Snapshot
 from router.state.store import AuditEntry, StateStore
+from router.state.watch import Watch
 from router.systems.drain import Drain, DrainFacts, DrainHistory, Sample, deciding_count
-from router.systems.view import Observed, View, build
+from router.systems.view import Observed, View, build, rollout_share
 
 Probes = Mapping[str, tuple[int | None, str]]
 
@@ -89,6 +90,7 @@ def view_report(
     probes: Probes | None = None,
     history: DrainHistory | None = None,
     now: float | None = None,
+    watch: Watch | None = None,
 ) -> tuple[View, list[SystemReport]]:
     """The view model (router/systems/view.py) of what was read, and every system's report in it.
 
@@ -112,6 +114,8 @@ def view_report(
             )
         )
     samples: dict[str, list[Sample]] = {}
+    share = rollout_share(snapshot)
+    receiving = {snapshot.active} | ({share.target} if share is not None else set())
     if history is not None:
         for o in observed:
             count, _ = deciding_count(
@@ -122,9 +126,9 @@ def view_report(
                     gateway_open=o.gateway_open,
                 )
             )
-            history.add(o.system, now, count)
+            history.add(o.system, now, count, receiving=o.system in receiving)
             samples[o.system] = history.samples(o.system)
-    v = build(snapshot, observed, samples, now, config.router.drain_stall_after)
+    v = build(snapshot, observed, samples, now, config.router.drain_stall_after, watch)
     rows = [
         SystemReport(
             id=sid,

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from router.state import watch as watching
 from router.state.snapshot import Snapshot
 from router.systems.drain import DEFAULT_STALL_AFTER, Drain, DrainFacts, Sample, drain
 
@@ -52,6 +53,10 @@ class View:
     active: str
     rollout: RolloutShare | None
     systems: tuple[Drain, ...]
+    # The post-switch watch of the last change of the active system (state/watch.py),
+    # and the moment the view was built (its time left is counted from it).
+    watch: watching.Watch | None = None
+    at: float = 0.0
 
     @property
     def headline(self) -> str:
@@ -69,6 +74,7 @@ class View:
         return {
             "headline": self.headline,
             "rollout_share": None if self.rollout is None else self.rollout.to_json(),
+            "watch": watching.view(self.watch, self.at, watching.LATENCY_BUCKETS),
         }
 
 
@@ -85,6 +91,7 @@ def build(
     samples: Mapping[str, Sequence[Sample]],
     now: float,
     stall_after: float = DEFAULT_STALL_AFTER,
+    watch: watching.Watch | None = None,
 ) -> View:
     """The view of every system in `observed` (in that order) at `now`."""
     rollout = rollout_share(snapshot)
@@ -111,7 +118,9 @@ def build(
             share=share,
         )
         systems.append(drain(facts, samples.get(o.system, ()), now, stall_after))
-    return View(active=snapshot.active, rollout=rollout, systems=tuple(systems))
+    return View(
+        active=snapshot.active, rollout=rollout, systems=tuple(systems), watch=watch, at=now
+    )
 
 
 def fleet_summary(live: int, behind: Sequence[str]) -> str:

@@ -22,10 +22,10 @@ import aiohttp
 import orjson
 
 from router.config import Config, SystemConfig, check_listen
-from router.proxy.upstream import gateway_ssl
 from router.releases.store import open_release_store
 from router.state.keys import Keys
 from router.systems.prober import LIBRARY_PROBE_PATH, describe_failure, probe_target
+from router.systems.tls import gateway_ssl
 
 TIMEOUT = 5.0
 SESSION_PATH = "/gateway/sessions/session"

@@ -19,12 +19,15 @@ from typing import Any, Literal
 
 import orjson
 
-# The five steps, in order. "offline" only runs with --offline-old.
-STEPS = ("preflight", "smoke", "switch", "drain", "offline")
+# The six steps, in order. "offline" only runs with --offline-old; "watch" follows the
+# routers' post-switch watch, so the old system is not drained and fenced off while the new
+# one could still be undone.
+STEPS = ("preflight", "smoke", "switch", "watch", "drain", "offline")
 STEP_TITLES = {
     "preflight": "preflight",
     "smoke": "preview smoke test",
     "switch": "switch new sessions",
+    "watch": "watch the new system",
     "drain": "drain the old system",
     "offline": "take the old system offline",
 }
@@ -237,9 +240,10 @@ def _resume(obs: Observed, req: Request, record: UpgradeRecord) -> Decision | No
         return Run(
             "resume",
             record.old,
-            steps_for(offline_old, "drain"),
+            steps_for(offline_old, "watch"),
             resumed,
-            f"resuming: {record.target} is active; waiting for {record.old} to drain",
+            f"resuming: {record.target} is active; following its watch, then waiting for "
+            f"{record.old} to drain",
         )
     if obs.active == record.old:
         # Nothing was switched yet: the checks are cheap and the world may have changed,
@@ -291,7 +295,7 @@ def next_steps(old: str, target: str, old_offline: bool, hint: str = "") -> list
         ]
     steps += [
         f"{cli} releases refresh --system {old}{hint}   (fingerprints its new libraries)",
-        f"{cli} upgrade {old}{hint}   (the same five steps, {target} -> {old})",
+        f"{cli} upgrade {old}{hint}   (the same steps, {target} -> {old})",
     ]
     head = f"next, to bring new sessions back to {old} (or stay on {target}: nothing to do):"
     return [head] + [f"  {n}. {step}" for n, step in enumerate(steps, start=1)]

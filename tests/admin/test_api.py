@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 import aiohttp
@@ -84,6 +85,19 @@ async def test_switch_with_bearer_and_basic(
         ("b", "a", "api (admin@127.0.0.1)"),
         ("a", "b", "api (admin@127.0.0.1)"),
     ]
+
+    # A page at a time: `next` is the `before` of the following page, null on the last one.
+    url = router.admin_url + "/api/audit"
+    status, page, _ = await call(http, "GET", url + "?count=1", headers=AUTH)
+    assert status == 200 and [e["to"] for e in page["entries"]] == ["a"] and page["next"]
+    status, page, _ = await call(http, "GET", f"{url}?count=1&before={page['next']}", headers=AUTH)
+    assert [e["to"] for e in page["entries"]] == ["b"] and page["next"]
+    status, page, _ = await call(http, "GET", f"{url}?count=5&before={page['next']}", headers=AUTH)
+    assert [e["to"] for e in page["entries"]] == ["a"] and page["next"] is None  # the seed
+    status, page, _ = await call(http, "GET", f"{url}?since={time.time() + 60}", headers=AUTH)
+    assert (status, page) == (200, {"entries": [], "next": None})
+    status, page, _ = await call(http, "GET", url + "?before=not-an-id", headers=AUTH)
+    assert status == 400 and page["message"].startswith("query parameter before: ")
 
 
 @pytest.mark.parametrize(

@@ -20,14 +20,15 @@ import aiohttp
 import orjson
 import pytest
 
-from router import interrupts
+from router import cancellation
 from router.config import load_config
 from router.state.keys import Keys
 from router.state.redis_store import RedisStore
 from router.upgrade.checks import default_router_url
+from router.upgrade.context import Options
 from router.upgrade.journal import open_journal
 from router.upgrade.plan import UpgradeRecord, loads_record
-from router.upgrade.procedure import Options, Procedure
+from router.upgrade.procedure import Procedure
 from tests.helpers import (
     HOST,
     SESSION_BODY,
@@ -130,13 +131,14 @@ async def test_upgrade_runs_every_step_and_audits_them(
             "preflight",
             "preview smoke test",
             "switch new sessions",
+            "watch the new system",
             "drain the old system",
             "take the old system offline",
         ],
         start=1,
     ):
-        assert f"step {n}/5 {title}: started" in out
-        assert f"step {n}/5 {title}: ok in" in out
+        assert f"step {n}/6 {title}: started" in out
+        assert f"step {n}/6 {title}: ok in" in out
     assert "[ok  ] gateway healthy" in out
     assert "[ok  ] release stored: release " in out
     assert (
@@ -147,7 +149,7 @@ async def test_upgrade_runs_every_step_and_audits_them(
     active, offline, _ = await state_of(store)
     assert (active, offline) == ("b", frozenset({"a"}))
     actions = [e.action for e in reversed(await store.audit(50))]
-    for step in ("start", "preflight", "smoke", "switch", "drain", "offline", "done"):
+    for step in ("start", "preflight", "smoke", "switch", "watch", "drain", "offline", "done"):
         assert f"upgrade-{step}" in actions
     assert actions.count("switch") >= 1 and "offline" in actions
     await wait_until(lambda: router.active == "b")
@@ -294,7 +296,7 @@ async def test_interrupted_drain_resumes_from_redis(
         proc.send_signal(signal.SIGINT)
         rest, stopped = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 130, (seen + rest + stopped).decode()
-        assert b"upgrade stopped at step 4 (drain): interrupted" in stopped
+        assert b"upgrade stopped at step 5 (drain): interrupted" in stopped
         assert b"resume: token-router upgrade b" in stopped
         assert b"roll back: token-router switch a" in stopped
         record = await record_of(store)
@@ -304,16 +306,16 @@ async def test_interrupted_drain_resumes_from_redis(
         # The drain times out while the call is open: exit 1, still resumable.
         code, out, err = await upgrade(config, "b", "--yes", "--drain-timeout", "1")
         assert code == 1, out + err
-        assert "resuming: b is active; waiting for a to drain" in out
-        assert "step 1/5" not in out  # no re-check, no second switch
+        assert "resuming: b is active; following its watch, then waiting for a to drain" in out
+        assert "step 1/6" not in out  # no re-check, no second switch
         assert "a still holds calls after 1 s" in err
 
         async with http.delete(router.proxy_url + f"{SESSION_PATH}/id/{sid}") as resp:
             assert resp.status == 200
         code, out, err = await upgrade(config, "b", "--yes", "--offline-old")
     assert code == 0, out + err
-    assert "resuming: b is active; waiting for a to drain" in out
-    assert "step 4/5 drain the old system: ok" in out and "step 5/5" in out
+    assert "resuming: b is active; following its watch, then waiting for a to drain" in out
+    assert "step 5/6 drain the old system: ok" in out and "step 6/6" in out
     entries = await store.audit(100)
     actions = [e.action for e in entries]
     assert [e.to for e in entries if e.action == "switch"].count("b") == 1  # never twice
@@ -325,7 +327,7 @@ async def test_a_ctrl_c_whose_cancel_was_lost_still_stops_the_drain(
 ) -> None:
     # In-process, so the interrupt can be recorded without the cancel that normally comes
     # with it: what is left when Python 3.11's wait_for (inside redis-py) swallows the cancel
-    # (tests/test_interrupts.py reproduces that swallow). The drain must still stop, with
+    # (tests/test_cancellation.py reproduces that swallow). The drain must still stop, with
     # the journal marked and the way on printed.
     path, router, store = setup
     config = load_config(path, {})
@@ -348,10 +350,10 @@ async def test_a_ctrl_c_whose_cancel_was_lost_still_stops_the_drain(
         yes=True,
     )
     procedure = Procedure(config, store, journal, options, out=out, err=out, confirm=None)
-    interrupt = interrupts.Interrupt()
+    interrupt = cancellation.Interrupt()
     async with aiohttp.ClientSession() as http:
         await mint(http, router)  # a holds one call: the drain waits for it
-        task = asyncio.create_task(interrupts.guard(procedure.run(), interrupt))
+        task = asyncio.create_task(cancellation.guard(procedure.run(), interrupt))
         try:
             await asyncio.wait_for(draining.wait(), 60)
             interrupt.request()  # recorded; task.cancel() never called
@@ -359,12 +361,12 @@ async def test_a_ctrl_c_whose_cancel_was_lost_still_stops_the_drain(
             # normal way and hide a drain that never looked at the recorded interrupt.
             done, _ = await asyncio.wait({task}, timeout=20)
             assert task in done, "the drain did not stop on the recorded Ctrl-C"
-            assert isinstance(task.exception(), interrupts.Interrupted)
+            assert isinstance(task.exception(), cancellation.Interrupted)
         finally:
             task.cancel()
             await journal.close()
     said = "\n".join(lines)
-    assert "upgrade stopped at step 4 (drain): interrupted" in said, said
+    assert "upgrade stopped at step 5 (drain): interrupted" in said, said
     assert "resume: token-router upgrade b" in said
     record = await record_of(store)
     assert record is not None and (record.state, record.step) == ("stopped", "drain")
@@ -503,9 +505,9 @@ async def test_interrupted_mid_rollout_and_resumed(
     rest, err_bytes = await asyncio.wait_for(resumed.communicate(), 60)
     code, out, err = resumed.returncode, (seen + rest).decode(), err_bytes.decode()
     assert code == 0, out + err
-    assert "step 1/5" not in out
+    assert "step 1/6" not in out
     assert "rollout promoted: b active" in out
-    assert "step 4/5 drain the old system: ok" in out
+    assert "step 5/6 drain the old system: ok" in out
     assert (await store.read_state()).active == "b"
     starts = [e for e in await store.audit(100) if e.action == "rollout-start"]
     assert len(starts) == 1  # resumed, never started twice

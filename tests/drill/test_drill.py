@@ -14,7 +14,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from router.drill.harness import check_inject
 from router.drill.report import KINDS, Report, Step, Tally
+from router.errors import UsageError
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("TOKENROUTER_")}
 
@@ -104,7 +106,14 @@ def check_passed(result: subprocess.CompletedProcess[str], doc: dict[str, object
         assert requests[kind] > 0, kind
     steps = doc["steps"]
     assert isinstance(steps, list)
-    assert [s["step"] for s in steps] == ["preflight", "smoke", "switch", "drain", "offline"]
+    assert [s["step"] for s in steps] == [
+        "preflight",
+        "smoke",
+        "switch",
+        "watch",
+        "drain",
+        "offline",
+    ]
     assert all(s["result"] == "ok" for s in steps)
     assert doc["drain_seconds"] is not None
     per_system = doc["new_tokens_per_system"]
@@ -142,7 +151,7 @@ def test_drill_with_a_redis_and_a_router_restart(tmp_path: Path) -> None:
     assert isinstance(faults, list)
     assert any("router 2 restarted" in f for f in faults)
     assert any("redis-server restarted" in f for f in faults)
-    assert "upgrade | step 4/5 drain the old system: ok" in result.stdout
+    assert "upgrade | step 5/6 drain the old system: ok" in result.stdout
 
 
 @pytest.mark.timeout(170)
@@ -181,6 +190,40 @@ def test_drill_target_gateway_failing_aborts_the_rollout(tmp_path: Path) -> None
     assert "rollout aborted automatically:" in result.stdout
 
 
+@pytest.mark.timeout(170)
+def test_drill_target_failing_after_promotion_is_undone_by_the_watch(tmp_path: Path) -> None:
+    out = tmp_path / "drill.json"
+    result = drill(
+        "--duration",
+        "4",
+        "--rate",
+        "10",
+        "--inject",
+        "gateway-fail-after-promotion",
+        "--json",
+        str(out),
+    )
+    doc = orjson.loads(out.read_text())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert doc["passed"] is True and doc["upgrade_exit"] == 4
+    undone = str(doc["undone_by_watch"])
+    assert undone.startswith("the post-switch watch undid a -> b: failed share ")
+    assert doc["failed_after_undo"] == 0 and doc["rollout_aborted"] is None
+    assert doc["failed_total"] == 0 and doc["wrong_system"] == 0 and doc["wrong_bytes"] == 0
+    assert doc["provoked_by_fault"]["token"] >= 1  # the watch measured them, then undid
+    assert " token requests failed (" in undone and "before the switch" in undone
+    steps = doc["steps"]
+    assert [s["step"] for s in steps] == ["preflight", "smoke", "switch", "watch"]
+    assert steps[-1]["result"] == "aborted"
+    assert "undone by the post-switch watch:" in result.stdout
+    assert "new sessions failed after the undo: 0" in result.stdout
+
+
+def test_the_two_gateway_faults_exclude_each_other() -> None:
+    with pytest.raises(UsageError, match="choose one"):
+        check_inject(["gateway-fail,gateway-fail-after-promotion"])
+
+
 @pytest.mark.timeout(120)
 def test_ctrl_c_ends_the_drill_at_once_and_leaves_nothing_running() -> None:
     proc = subprocess.Popen(
@@ -197,7 +240,7 @@ def test_ctrl_c_ends_the_drill_at_once_and_leaves_nothing_running() -> None:
         seen.append(line)
         if "store redis-server pid" in line:
             redis_pid = int(line.split("pid ")[1].split()[0])
-        if "step 1/5 preflight: started" in line:
+        if "step 1/6 preflight: started" in line:
             break
     assert redis_pid, "".join(seen)
     proc.send_signal(signal.SIGINT)

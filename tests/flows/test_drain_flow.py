@@ -73,6 +73,11 @@ async def test_gateway_count_decides_on_every_surface(
     redis_server.command("SET", "tokenrouter:active", "b")
     await wait_until(lambda: router.active == "b")
 
+    # The gateway's count is at most a second old (the drain sampler may have just read it).
+    async def counted_elsewhere() -> bool:
+        return bool((await api_row(http, router, "a"))["gateway_open"] == 2)
+
+    await wait_until(counted_elsewhere)
     row = await api_row(http, router, "a")
     assert (row["state"], row["open"], row["source"], row["router_open"], row["gateway_open"]) == (
         "draining",

@@ -4,6 +4,7 @@ simulated gateway on a real socket."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import orjson
@@ -12,13 +13,27 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from router.config import SystemConfig
-from router.errors import RequestError, UpstreamTimeout, UpstreamUnavailable
+from router.errors import (
+    Overloaded,
+    RequestError,
+    UpstreamTimeout,
+    UpstreamTooLarge,
+    UpstreamUnavailable,
+)
+from router.proxy.http1 import (
+    AnswerBudget,
+    AnswerTooLarge,
+    ClosedEarly,
+    ConnectFailed,
+    GatewayError,
+    OverBudget,
+)
 from router.proxy.upstream import (
     HOP_BY_HOP,
     Upstream,
     UpstreamAnswer,
     answer_headers,
-    map_client_error,
+    map_upstream_error,
     request_headers,
     response_headers,
 )
@@ -31,7 +46,7 @@ def incoming(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
     return CIMultiDictProxy(CIMultiDict(pairs))
 
 
-def forward(headers: CIMultiDictProxy[str], **kwargs: frozenset[str]) -> CIMultiDict[str]:
+def forward(headers: CIMultiDictProxy[str], **kwargs: Any) -> CIMultiDict[str]:
     return request_headers(
         headers, peer="10.0.0.7", scheme="https", host="router.internal", **kwargs
     )
@@ -173,11 +188,11 @@ def test_answer_headers_from_the_parser_clean_like_response_headers() -> None:
     ]
 
 
-# --- map_client_error -----------------------------------------------------------------------
+# --- map_upstream_error -----------------------------------------------------------------------
 
 
 def _mapped(exc: BaseException) -> RequestError:
-    return map_client_error(exc, "a", 10.0)
+    return map_upstream_error(exc, "a", 10.0)
 
 
 @pytest.mark.parametrize(
@@ -192,6 +207,13 @@ def _mapped(exc: BaseException) -> RequestError:
         (lambda: aiohttp.ClientPayloadError("bad"), UpstreamUnavailable, 502, "ClientPayloadError"),
         (lambda: aiohttp.ClientOSError(104, "reset"), UpstreamUnavailable, 502, "ClientOSError"),
         (lambda: RuntimeError("x"), UpstreamUnavailable, 502, "failed"),
+        # Our pool's failures (http1.py), by type, never by their text.
+        (lambda: ConnectFailed(timed_out=True), UpstreamUnavailable, 502, "connect to system"),
+        (lambda: ConnectFailed("Connection refused"), UpstreamUnavailable, 502, "refused"),
+        (lambda: ClosedEarly("x", sent=True), UpstreamUnavailable, 502, "closed the connection"),
+        (lambda: GatewayError("malformed", sent=True), UpstreamUnavailable, 502, "malformed"),
+        (lambda: AnswerTooLarge(5), UpstreamTooLarge, 502, "max_response_size"),
+        (lambda: OverBudget(AnswerBudget(7)), Overloaded, 503, "answer_budget"),
     ],
     ids=[
         "connect-timeout",
@@ -203,22 +225,29 @@ def _mapped(exc: BaseException) -> RequestError:
         "payload",
         "os-error",
         "other",
+        "pool-connect-timeout",
+        "pool-refused",
+        "pool-closed-early",
+        "pool-malformed",
+        "pool-too-large",
+        "pool-over-budget",
     ],
 )
-def test_map_client_error(
+def test_map_upstream_error(
     make: Callable[[], BaseException], kind: type[RequestError], status: int, fragment: str
 ) -> None:
     error = _mapped(make())
     assert type(error) is kind
     assert error.status == status
     assert error.system == "a"
-    assert "'a'" in error.message
+    if kind is not Overloaded:  # a full budget is this worker's, whatever the system
+        assert "'a'" in error.message
     assert fragment in error.message
     assert error.to_json()["system"] == "a"
 
 
 def test_map_read_timeout_fraction() -> None:
-    assert "0.25 s" in map_client_error(TimeoutError(), "b", 0.25).message
+    assert "0.25 s" in map_upstream_error(TimeoutError(), "b", 0.25).message
 
 
 async def test_map_connector_error_from_a_real_refused_connection() -> None:
@@ -226,7 +255,7 @@ async def test_map_connector_error_from_a_real_refused_connection() -> None:
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientConnectorError) as info:
             await session.get(f"http://{HOST}:{port}/")
-    error = map_client_error(info.value, "b", 10.0)
+    error = map_upstream_error(info.value, "b", 10.0)
     assert isinstance(error, UpstreamUnavailable)
     assert error.status == 502 and error.system == "b"
     assert error.message.startswith("cannot connect to system 'b'")
@@ -411,8 +440,8 @@ async def test_cookies_set_for_one_caller_never_reach_another() -> None:
 def test_gateway_ssl_policy_is_shared_by_pool_and_prober() -> None:
     import ssl
 
-    from router.proxy.upstream import gateway_ssl
     from router.systems.prober import HealthProber
+    from router.systems.tls import gateway_ssl
 
     def system(gateway: str, **kw: object) -> SystemConfig:
         return SystemConfig(id="a", gateway=gateway, public_url="https://a.example.com", **kw)  # type: ignore[arg-type]
@@ -425,3 +454,24 @@ def test_gateway_ssl_policy_is_shared_by_pool_and_prober() -> None:
         assert isinstance(gateway_ssl(system("https://gw:8443", ca_file=cafile)), ssl.SSLContext)
     prober = HealthProber({"a": system("https://gw:8443", tls_verify=False)})
     assert prober._ssl["a"] is False  # noqa: SLF001
+
+
+def test_forwarded_is_this_hop_from_an_untrusted_caller() -> None:
+    spoofed = incoming(("Forwarded", "for=203.0.113.9"), ("X-Forwarded-For", "203.0.113.9"))
+    out = forward(spoofed, trusted=False)
+    assert out.getall("Forwarded") == ['for=10.0.0.7;proto=https;host="router.internal"']
+    assert out.getall("X-Forwarded-For") == ["10.0.0.7"]
+
+
+def test_forwarded_is_appended_to_from_a_trusted_caller() -> None:
+    out = forward(incoming(("Forwarded", "for=203.0.113.9"), ("forwarded", "for=192.0.2.1")))
+    assert out.getall("Forwarded") == [
+        'for=203.0.113.9, for=192.0.2.1, for=10.0.0.7;proto=https;host="router.internal"'
+    ]
+
+
+def test_forwarded_quotes_ipv6_and_hosts() -> None:
+    out = request_headers(
+        incoming(), peer="2001:db8::1", scheme="http", host='r:80"x', trusted=False
+    )
+    assert out["Forwarded"] == 'for="[2001:db8::1]";proto=http;host="r:80\\"x"'

@@ -811,7 +811,7 @@ async def test_close_leaves_no_archive_or_prewarm_running(
     redis_server: RedisServer, gateways: dict[str, Gateway], tmp_path: Path
 ) -> None:
     """A check being stopped may run on past its cancel (Python 3.11's wait_for can swallow
-    it, router/tasks.py) and start an archive on its way out; close() must not leave that
+    it, router/cancellation.py) and start an archive on its way out; close() must not leave that
     task pending with a Redis connection when the loop ends (a flake seen under load)."""
     config = make_config(
         redis_server.url,

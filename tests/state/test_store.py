@@ -214,6 +214,29 @@ async def test_set_offline_and_online_audited_once(case: StoreCase) -> None:
     ]
 
 
+async def test_audit_pages_and_since(case: StoreCase) -> None:
+    store = case.store
+    for system in ("a", "b", "c", "d", "e"):
+        await store.set_offline(system, True, "cli")
+    newest_first = await store.audit(10)
+    assert [e.to for e in newest_first] == ["e", "d", "c", "b", "a"]
+    first = await store.audit(2)
+    assert [e.to for e in first] == ["e", "d"]
+    second = await store.audit(2, before=first[-1].id)
+    assert [e.to for e in second] == ["c", "b"]
+    assert [e.to for e in await store.audit(2, before=second[-1].id)] == ["a"]
+    assert await store.audit(2, before=newest_first[-1].id) == []
+    # since: a time in seconds, compared with the time each entry was written
+    # when c was written, by the entry's id (Redis's clock, in milliseconds; the `time` field
+    # is the writer's, rounded: a few ms apart), so b and a may share its millisecond
+    since = int(newest_first[2].id.split("-")[0]) / 1000
+    recent = await store.audit(10, since=since)
+    assert {"c", "d", "e"} <= {e.to for e in recent}
+    assert all(int(e.id.split("-")[0]) >= since * 1000 for e in recent)
+    assert [e.to for e in await store.audit(10, since=time.time() + 60)] == []
+    assert len(await store.audit(10, since=0)) == 5
+
+
 # --- change notifications -------------------------------------------------------------------
 
 

@@ -177,8 +177,18 @@ def test_history_bounded_by_retention_and_skips_unknown() -> None:
     history.add("a", 5.0, None)
     history.add("a", 8.0, 4)
     history.add("a", 200.0, 3)
-    assert history.samples("a") == [(200.0, 3)]
+    assert history.samples("a") == [(8.0, 4), (200.0, 3)]  # the newest before the retention
+    history.add("a", 330.0, 3)
+    assert history.samples("a") == [(200.0, 3), (330.0, 3)]
     assert history.samples("b") == []
+
+
+def test_history_sampled_rarely_still_sees_a_stall() -> None:
+    """A Prometheus scrape every 30 s is the only reader: the stall still shows."""
+    history = DrainHistory(stall_after=120.0)
+    for t in range(0, 301, 30):
+        history.add("a", float(t), 5)
+    assert trend(history.samples("a"), 300.0, 120.0).stalled_for is not None
 
 
 def test_history_keeps_a_long_enough_past_for_a_stall() -> None:
@@ -359,3 +369,15 @@ def test_describe() -> None:
 )
 def test_format_eta(seconds: float, text: str) -> None:
     assert format_eta(seconds) == text
+
+
+def test_a_drain_starts_its_history_when_new_sessions_stop() -> None:
+    """Risen while active, flat since the switch: steady, not "rising"."""
+    history = DrainHistory()
+    for t in range(10):
+        history.add("a", float(t), t, receiving=True)
+    for t in range(10, 30):
+        history.add("a", float(t), 9)
+    assert history.samples("a")[0] == (10.0, 9)
+    d = drain(DrainFacts("a", router_open=9), history.samples("a"), 29.0)
+    assert d.estimate == "steady"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from router.state import watch as watching
 from router.state.rollout import Share
 from router.state.snapshot import Snapshot
 from router.systems.view import Observed, RolloutShare, build
@@ -66,8 +67,30 @@ def test_rollout_share_in_json() -> None:
     assert v.to_json() == {
         "headline": "rollout b -> a: 20 % of new sessions to a",
         "rollout_share": {"source": "b", "target": "a", "percent": 20},
+        "watch": None,
     }
     assert build(Snapshot("a"), SYSTEMS, {}, 1.0).to_json()["rollout_share"] is None
+
+
+def test_the_post_switch_watch_is_part_of_the_view() -> None:
+    limits = watching.Thresholds(0.05, 20, 2.0, 3.0, 0.1)
+    change = watching.Change("1-0", "promote", "rollout controller", "a", "b", 1000.0)
+    w = watching.new_watch(
+        change,
+        window=600.0,
+        span=60.0,
+        thresholds=limits,
+        previous_offline=False,
+        baseline=watching.Traffic(),
+        baseline_from=400.0,
+    )
+    doc = build(Snapshot("b"), SYSTEMS, {}, 1100.0, watch=w).to_json()["watch"]
+    assert doc["state"] == "watching" and doc["left"] == 500.0
+    assert doc["line"] == "watching b after promote a -> b: no figures yet; 500 s left"
+    assert doc["measures"] == (
+        "failed share of token requests to b (abort at 5.0%) and their p99 (abort above "
+        "2000 ms or above 3 x a's before the switch)"
+    )
 
 
 def test_trend_and_stall_come_from_the_samples_given() -> None:

@@ -66,7 +66,7 @@ def test_fresh_upgrade_runs_every_step() -> None:
     d = decide(observed(), req())
     assert isinstance(d, Run)
     assert (d.kind, d.old, d.record) == ("start", "a", None)
-    assert d.steps == ("preflight", "smoke", "switch", "drain")
+    assert d.steps == ("preflight", "smoke", "switch", "watch", "drain")
     d = decide(observed(), req(offline_old=True))
     assert isinstance(d, Run) and d.steps[-1] == "offline"
 
@@ -113,11 +113,11 @@ def test_a_running_upgrade_whose_owner_stopped_beating_is_resumed() -> None:
 def test_resume_drain_when_target_is_active() -> None:
     d = decide(observed(active="b", record=record()), req())
     assert isinstance(d, Run)
-    assert (d.kind, d.old, d.steps) == ("resume", "a", ("drain",))
-    assert "waiting for a to drain" in d.note
+    assert (d.kind, d.old, d.steps) == ("resume", "a", ("watch", "drain"))
+    assert "following its watch, then waiting for a to drain" in d.note
     # --offline-old given on the second run is kept.
     d = decide(observed(active="b", record=record()), req(offline_old=True))
-    assert isinstance(d, Run) and d.steps == ("drain", "offline")
+    assert isinstance(d, Run) and d.steps == ("watch", "drain", "offline")
     assert d.record is not None and d.record.offline_old
 
 
@@ -161,7 +161,7 @@ def test_record_round_trip_and_garbage() -> None:
 
 def test_steps_and_advice() -> None:
     assert steps_for(False, "drain") == ("drain",)
-    assert steps_for(True, "switch") == ("switch", "drain", "offline")
+    assert steps_for(True, "switch") == ("switch", "watch", "drain", "offline")
     advice = stop_advice(record(), "smoke", rollouts=False)
     assert advice[0] == "resume: token-router upgrade b"
     assert "nothing was switched" in advice[1]

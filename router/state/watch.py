@@ -33,6 +33,11 @@ ALARM = "alarm"
 ENDED = "ended"
 STATES = (WATCHING, PASSED, UNDONE, ALARM, ENDED)
 
+# The buckets of tokenrouter_upstream_seconds (metrics.py), here so the watch's figures are
+# read without importing prometheus_client (the CLI must not, before --workers sets it up).
+# Upstream latency: a token hop is ~1 ms on a LAN, a slow gateway seconds.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
 # The action the watch's own undo is audited with; a switch recorded with it starts no watch
 # (no flapping: after an automatic undo the router never switches forward on its own).
 AUTO_UNDO = "auto-undo"
@@ -411,3 +416,52 @@ def measured(w: Watch, current: Traffic, current_from: float, now: float) -> Wat
 
 def ended(w: Watch, state: str, now: float, reason: str) -> Watch:
     return replace(w, state=state, ended_at=now, reason=reason)
+
+
+# --- the words every surface shows ---------------------------------------------------------
+
+
+def view(w: Watch | None, now: float, bounds: Sequence[float]) -> dict[str, Any] | None:
+    """`/api/status`'s `watch`, `status` and the page: the document plus what it measures
+    in words and the time left."""
+    if w is None:
+        return None
+    doc = w.to_json()
+    doc["left"] = round(w.left(now), 1)
+    doc["window"] = w.until - w.started
+    doc["current_p99"] = w.current.p99(bounds)
+    doc["baseline_p99"] = None if w.baseline is None else w.baseline.p99(bounds)
+    doc["measures"] = measures(w)
+    doc["line"] = line(w, now, bounds)
+    return doc
+
+
+def line(w: Watch, now: float, bounds: Sequence[float]) -> str:
+    """One line for `status`, the page and `upgrade`."""
+    figures = describe(w.system, w.current, bounds) if w.checked else "no figures yet"
+    if w.watching:
+        return (
+            f"watching {w.system} after {w.action} {w.previous} -> {w.system}: {figures}; "
+            f"{w.left(now):.0f} s left" + ("" if w.can_undo else " (alarm only: no undo)")
+        )
+    if w.state == PASSED:
+        return f"the watch of {w.system} passed: {figures}"
+    if w.state == UNDONE:
+        return f"UNDONE by the watch: {w.system} -> {w.previous}: {w.reason}"
+    if w.state == ALARM:
+        return f"ALARM: {w.system} breached the watch and was not undone: {w.reason}"
+    return f"the watch of {w.system} ended: {w.reason}"
+
+
+def measures(w: Watch) -> str:
+    """What the watch measures and where it acts, in words."""
+    t = w.thresholds
+    limits = []
+    if t.max_latency:
+        limits.append(f"above {ms(t.max_latency)}")
+    if t.latency_factor:
+        limits.append(f"above {t.latency_factor:g} x {w.previous}'s before the switch")
+    p99 = "their p99" + (f" (abort {' or '.join(limits)})" if limits else "")
+    return (
+        f"failed share of token requests to {w.system} (abort at {t.max_error_rate:.1%}) and {p99}"
+    )

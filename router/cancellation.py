@@ -1,4 +1,12 @@
-"""Ctrl-C for a long-running command: a fact its waiting loops look at, not only a cancel.
+"""Cancellation that holds, even when a lower layer swallows a cancel.
+
+Python 3.11's `asyncio.wait_for` (which redis-py uses for every command) can swallow a
+cancel that arrives just as its inner call completes. Two things here hold anyway:
+
+- `stop_tasks` stops background tasks: it cancels, waits a bounded time, cancels again what
+  is still running, and finally gives up with a log line rather than hang a shutdown.
+- Ctrl-C for a long-running command (below): a fact its waiting loops look at, not only a
+  cancel.
 
 asyncio turns Ctrl-C into a cancel of the main task. Python 3.11's `asyncio.wait_for`, which
 redis-py wraps around every command it sends, returns its result instead of raising when that
@@ -17,10 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Iterable
 from contextvars import ContextVar
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -113,3 +123,20 @@ async def guard(main: Awaitable[T], interrupt: Interrupt | None = None) -> T:
         if installed:
             loop.remove_signal_handler(signal.SIGINT)
         _current.reset(token)
+
+
+log = logging.getLogger("router.tasks")
+
+
+async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], timeout: float = 5.0) -> None:
+    pending = {t for t in tasks if not t.done()}
+    deadline = time.monotonic() + timeout
+    while pending:
+        for task in pending:
+            task.cancel()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            names = ", ".join(sorted(t.get_name() for t in pending))
+            log.warning("background task(s) did not stop in %.0f s: %s", timeout, names)
+            return
+        _, pending = await asyncio.wait(pending, timeout=min(0.2, left))

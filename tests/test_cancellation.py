@@ -3,7 +3,7 @@
 The swallow is reproduced deterministically: a task waits in `asyncio.wait_for` (as redis-py
 does around every command) on a future that completes in the same loop iteration as the
 cancel. On Python 3.11 `wait_for` then returns the result and the cancel is lost; the loop
-must still end at its next `interrupts.sleep`.
+must still end at its next `cancellation.sleep`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from router import interrupts
+from router import cancellation
 
 BOUND = 10.0  # generous: these end in milliseconds when right
 
@@ -30,7 +30,7 @@ async def _poll_until_stopped(
         fut = await futures.get()
         rounds.append(await asyncio.wait_for(fut, 30))
         if sleep_with == "interrupts":
-            await interrupts.sleep(0.05)
+            await cancellation.sleep(0.05)
         else:
             await asyncio.sleep(0.05)
 
@@ -67,7 +67,7 @@ async def test_a_cancel_swallowed_by_wait_for_still_ends_the_loop() -> None:
 
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12's wait_for keeps the cancel")
 async def test_the_swallow_is_real_on_this_python() -> None:
-    # Without interrupts.sleep the same loop ignores the cancel and keeps polling: the
+    # Without cancellation.sleep the same loop ignores the cancel and keeps polling: the
     # failure the upgrade's Ctrl-C tests saw under load.
     task, rounds = await _swallow_once("asyncio")
     deadline = time.monotonic() + BOUND
@@ -90,18 +90,18 @@ async def _ended(task: asyncio.Task[None]) -> None:
 
 
 async def test_a_recorded_interrupt_ends_sleep_at_once_without_any_cancel() -> None:
-    interrupt = interrupts.Interrupt()
+    interrupt = cancellation.Interrupt()
     started = asyncio.Event()
 
     async def sleep_long() -> None:
         started.set()
-        await interrupts.sleep(3600)
+        await cancellation.sleep(3600)
 
-    task = asyncio.create_task(interrupts.guard(sleep_long(), interrupt))
+    task = asyncio.create_task(cancellation.guard(sleep_long(), interrupt))
     await asyncio.wait_for(started.wait(), BOUND)
     interrupt.request()  # recorded, but the task is never cancelled (the cancel was lost)
     await _ended(task)
-    assert isinstance(task.exception(), interrupts.Interrupted)
+    assert isinstance(task.exception(), cancellation.Interrupted)
 
 
 async def test_sigint_is_recorded_and_cancels_the_task() -> None:
@@ -113,27 +113,27 @@ async def test_sigint_is_recorded_and_cancels_the_task() -> None:
         try:
             await asyncio.sleep(3600)
         finally:
-            seen.append(interrupts.requested())
+            seen.append(cancellation.requested())
 
-    task = asyncio.create_task(interrupts.guard(main()))
+    task = asyncio.create_task(cancellation.guard(main()))
     await asyncio.wait_for(started.wait(), BOUND)
     os.kill(os.getpid(), signal.SIGINT)
     await _ended(task)
-    assert isinstance(task.exception(), interrupts.Interrupted)
+    assert isinstance(task.exception(), cancellation.Interrupted)
     assert seen == [True]
-    assert not interrupts.requested()  # the record lives only inside guard
+    assert not cancellation.requested()  # the record lives only inside guard
 
 
 async def test_without_guard_nothing_is_requested() -> None:
-    assert not interrupts.requested()
-    interrupts.check()  # no interrupt, no cancel: nothing to raise
-    await interrupts.sleep(0)
+    assert not cancellation.requested()
+    cancellation.check()  # no interrupt, no cancel: nothing to raise
+    await cancellation.sleep(0)
 
 
 SLOW_CLEANUP = """
 import asyncio, sys
 from router.cli.common import run_async
-from router import interrupts
+from router import cancellation
 
 async def main() -> int:
     try:
@@ -146,7 +146,7 @@ async def main() -> int:
     return 0
 
 try:
-    sys.exit(run_async(interrupts.guard(main())))
+    sys.exit(run_async(cancellation.guard(main())))
 except KeyboardInterrupt:
     sys.exit(130)
 """

@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from router.switching import watch as model
+from router.state import watch as model
+from router.state.watch import Change, Thresholds, Traffic
 from router.switching.ledger import BOUNDS, fields, parse, totals
-from router.switching.watch import Change, Thresholds, Traffic
 
 LIMITS = Thresholds(
     max_error_rate=0.05, min_requests=20, max_latency=2.0, latency_factor=3.0, latency_floor=0.1

@@ -190,6 +190,8 @@ async def run_demo(args: argparse.Namespace) -> int:
                 "cors_origins": "*",
                 "access_log": False,
                 "release_dir": archive,
+                # A trial in minutes: the watch after a switch lasts 30 s, not ten minutes.
+                "post_switch_watch": 30,
             },
         }
         for name, version in SYSTEMS:
