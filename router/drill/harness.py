@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -30,6 +29,7 @@ from aiohttp import web
 
 from router import cancellation
 from router.config import Config, build_config
+from router.drill.children import make_workdir, tied_to_this_process
 from router.drill.report import FAULTS, Report, Step, Tally
 from router.drill.traffic import LIBRARY_PATH, Rotation, Traffic
 from router.errors import UsageError
@@ -164,6 +164,7 @@ class PrivateRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=tied_to_this_process(),  # SIGTERM when the drill dies, even by SIGKILL
         )
         deadline = time.monotonic() + 10
         while True:
@@ -238,6 +239,7 @@ class RouterInstance:
                     [sys.executable, "-m", "router", "serve", "--config", str(self.config_path)],
                     stdout=log,
                     stderr=subprocess.STDOUT,
+                    preexec_fn=tied_to_this_process(),  # dies with the drill (children.py)
                 )
         await self._wait_ready()
 
@@ -291,7 +293,7 @@ class Drill:
     async def run(self) -> Report:
         opts = self.options
         async with AsyncExitStack() as stack:
-            workdir = Path(tempfile.mkdtemp(prefix="token-router-drill-"))
+            workdir = make_workdir()
             stack.callback(shutil.rmtree, workdir, True)
             systems = {
                 name: await stack.enter_async_context(simulated(name, version))

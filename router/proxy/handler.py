@@ -60,8 +60,8 @@ from router.responses import (
     error_response,
 )
 from router.runtime import Runtime
+from router.state.shared_throttle import SharedThrottle
 from router.state.store import AffinityKind
-from router.throttle import CredentialThrottle
 from router.trust import TrustedNetworks
 
 log = logging.getLogger("router.proxy")
@@ -154,7 +154,7 @@ class ProxyHandler:
         self.preview_secret = r.preview_secret.reveal().encode() if r.preview_secret else None
         self.drop = frozenset({r.preview_header.lower()})
         # The preview secret is a credential too: wrong ones are throttled like admin tokens.
-        self.preview_throttle = CredentialThrottle()
+        self.preview_throttle = SharedThrottle(runtime.store, "preview", r.throttle_limits())
         self.cors_origins = frozenset(r.cors_origins)
         self.total_timeout = r.total_timeout
         # Token mint is back-end only (SPEC section 2). A short-code create is a browser route
@@ -261,7 +261,7 @@ class ProxyHandler:
             match=match,
             owner=owner,
             prefer=request.headers.get(PREFER_HEADER),
-            preview=self._preview(request, cookie=match.route in COOKIE_ROUTES),
+            preview=await self._preview(request, cookie=match.route in COOKIE_ROUTES),
         )
 
     async def _agent_facts(
@@ -278,10 +278,10 @@ class ProxyHandler:
             match=match,
             owner=owner,
             prefer=request.headers.get(PREFER_HEADER),
-            preview=self._preview(request),
+            preview=await self._preview(request),
         )
 
-    def _preview(self, request: web.BaseRequest, cookie: bool = False) -> str | None:
+    async def _preview(self, request: web.BaseRequest, cookie: bool = False) -> str | None:
         """The system a preview credential names, or None without one.
 
         In the header (a back end, a test web app) a credential that does not check out is a
@@ -306,8 +306,7 @@ class ProxyHandler:
                 "(router.preview_secret)",
             )
             return None
-        now = time.monotonic()
-        wait = self.preview_throttle.retry_after(address, now)
+        wait = await self.preview_throttle.retry_after(address)
         if wait > 0:
             if from_cookie:
                 # A browser replays its cookie on every library load: ignore it, do not fail
@@ -324,7 +323,7 @@ class ProxyHandler:
                 retry_after=wait,
             )
         if not hmac.compare_digest(secret.encode(), self.preview_secret):
-            self.preview_throttle.failed(address, now)
+            await self.preview_throttle.failed(address)
             self._refuse_preview(
                 from_cookie,
                 f"ignored {name} from {address}: wrong secret",
@@ -332,7 +331,7 @@ class ProxyHandler:
                 "router.preview_secret)",
             )
             return None
-        self.preview_throttle.succeeded(address, now)
+        await self.preview_throttle.succeeded(address)
         if system not in self.known:
             self._refuse_preview(
                 from_cookie,

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from router.releases.paths import is_library_path
+from router.proxy.paths import is_library_path
 
 ID_LENGTH = 16  # hex digits of the digest in the URL: 64 bits, ample for tens of releases
 RELEASE_ID = re.compile(r"[0-9a-f]{16}")
@@ -317,3 +317,41 @@ def human_size(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --- what a check of a system found ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    release: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshResult:
+    system: str
+    release: str | None = None
+    label: str = ""
+    previous: str | None = None
+    stored: bool = False  # this check stored the release (first time its digest was seen)
+    files: int = 0
+    size: int = 0
+    error: str = ""
+
+    @property
+    def changed(self) -> bool:
+        return self.release is not None and self.release != self.previous
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "system": self.system,
+            "release": self.release,
+            "label": self.label or None,
+            "previous": self.previous,
+            "changed": self.changed,
+            "stored": self.stored,
+            "files": self.files,
+            "size": self.size,
+            "error": self.error or None,
+        }

@@ -13,97 +13,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 from router.cancellation import stop_tasks
 from router.config import Config
-from router.errors import ConfigError, NotFound, ServiceUnavailable, StoreUnavailable
+from router.errors import NotFound, ServiceUnavailable, StoreUnavailable
 from router.proxy.upstream import Upstream
 from router.releases import background
-from router.releases.archive import ReleaseArchive, check_writable, default_release_dir
+from router.releases.archive import ReleaseArchive
 from router.releases.cache import prepare
 from router.releases.compression import compress_all
 from router.releases.fetch import Fetcher, FingerprintError
 from router.releases.model import (
+    Current,
     FileEntry,
     LibraryFile,
+    RefreshResult,
     ReleaseMeta,
     choose_label,
     release_digest,
     release_id,
 )
-from router.releases.paths import is_library_path
 from router.releases.serving import ReleaseFiles
+from router.releases.settings import DAY, check_release_config, release_dir
 from router.releases.store import Activity, ReleaseStore, open_release_store
 from router.state.keys import Keys
 from router.state.sentinel import redis_target
 
 log = logging.getLogger("router.releases")
-
-DAY = 86_400.0
-
-
-@dataclass(frozen=True, slots=True)
-class Current:
-    release: str
-    label: str
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshResult:
-    system: str
-    release: str | None = None
-    label: str = ""
-    previous: str | None = None
-    stored: bool = False  # this check stored the release (first time its digest was seen)
-    files: int = 0
-    size: int = 0
-    error: str = ""
-
-    @property
-    def changed(self) -> bool:
-        return self.release is not None and self.release != self.previous
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "system": self.system,
-            "release": self.release,
-            "label": self.label or None,
-            "previous": self.previous,
-            "changed": self.changed,
-            "stored": self.stored,
-            "files": self.files,
-            "size": self.size,
-            "error": self.error or None,
-        }
-
-
-def check_release_config(config: Config) -> None:
-    """Release keys that only make sense together (raised at start, as a ConfigError)."""
-    r = config.router
-    for path in r.release_paths:
-        if not is_library_path(path):
-            raise ConfigError(
-                "router.release_paths",
-                f"{path!r} is not a library path (/gateway/<name>.js or /assistserver/sdk/web/...)",
-            )
-    if r.release_paths:
-        check_writable(release_dir(config))
-    if r.release_check_interval >= r.release_retention_days * DAY:
-        raise ConfigError(
-            "router.release_check_interval",
-            "must be shorter than release_retention_days, or active releases would expire",
-        )
-
-
-def release_dir(config: Config) -> Path:
-    r = config.router
-    return Path(r.release_dir) if r.release_dir else default_release_dir(os.environ)
 
 
 def _with_forms(files: Sequence[LibraryFile]) -> list[LibraryFile]:

@@ -179,7 +179,8 @@ def create_proxy_server(runtime: Runtime, handler: ProxyHandler, **kwargs: Any) 
 
 def create_admin_app(runtime: Runtime, assets: Assets | None = None) -> web.Application:
     """The admin listener: health, JSON API, the operator's page and its live feed."""
-    auth = AdminAuth.from_tokens(runtime.config.router.operators(), runtime.store)
+    r = runtime.config.router
+    auth = AdminAuth.from_tokens(r.operators(), runtime.store, r.throttle_limits())
     # json_errors outermost, so the access check's refusals are JSON too; every /api/ route
     # is authenticated before its handler runs (admin/auth.py).
     app = web.Application(middlewares=[json_errors, admin_access(auth)], client_max_size=MAX_BODY)

@@ -91,6 +91,11 @@ class Keys:
         """Sorted set of what `system` issued and has not released; score = expiry time."""
         return f"{self.prefix}:open:{system}"
 
+    def throttle(self, scope: str, part: str) -> str:
+        """One credential-throttle bucket or mark of a listener (`scope`: admin, preview):
+        `all` (the overall bucket), `addr:<address>`, `good:<address>`."""
+        return f"{self.prefix}:throttle:{scope}:{part}"
+
     def revoked_session(self, nonce: str) -> str:
         """Present (with a TTL: the session's lifetime left) once a login session ended."""
         return f"{self.prefix}:session:revoked:{nonce}"

@@ -87,6 +87,10 @@ class RedisStore:
         self._unlead = self._client.register_script(scripts.UNLEAD)
         self._heartbeat = self._client.register_script(scripts.HEARTBEAT)
 
+    @property
+    def client(self) -> Any:  # for store-backed helpers: state/shared_throttle.py
+        return self._client
+
     async def close(self) -> None:
         await close_client(self._client)
 
@@ -459,16 +463,10 @@ class RedisStore:
         key = k.affinity(record.kind, record.ident)
         counted = k.open_items(record.system) if record.counted > 0 else ""
         async with self._failing(key, *([counted] if counted else [])):
-            holder = await self._claim(
-                keys=[key],
-                args=[
-                    record.system,
-                    record.ttl,
-                    counted,
-                    member(record.kind, record.ident),
-                    now + record.counted,
-                ],
-            )
+            ident = member(record.kind, record.ident)
+            args: list[str | float] = [record.system, record.ttl, counted, ident]
+            args.append(now + record.counted)
+            holder = await self._claim(keys=[key], args=args)
         return str(holder) or None
 
     async def release(self, kind: AffinityKind, ident: str, system: str) -> None:

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from router.admin.session import COOKIE
-from router.simulator.gateway import library_files
+from router.simulator.library import library_files
 from router.state.recovery import counts_unknown_reason, persistence_risk
 from router.state.rollout import Share
 from router.state.store import StoredState, persistence_mode

@@ -20,6 +20,7 @@ import pytest
 
 from router.config import build_config
 from router.errors import ConfigError
+from router.proxy.paths import is_library_path
 from router.proxy.upstream import Upstream
 from router.releases.cache import HotCache, prepare
 from router.releases.compression import compress_forms
@@ -27,6 +28,7 @@ from router.releases.fetch import Fetcher, FingerprintError, decode_body, join_b
 from router.releases.model import (
     IMMUTABLE,
     SCAN_WINDOW,
+    Current,
     FileEntry,
     LibraryFile,
     ReleaseMeta,
@@ -39,9 +41,9 @@ from router.releases.model import (
     scan_windows,
     valid_release_id,
 )
-from router.releases.paths import is_library_path
-from router.releases.service import Current, Releases, check_release_config
-from router.simulator.gateway import LIBRARY_PATHS, library_files
+from router.releases.service import Releases
+from router.releases.settings import check_release_config
+from router.simulator.library import LIBRARY_PATHS, library_files
 from router.state.keys import Keys
 from router.systems.stats import parse_reported_version
 from tests.helpers import (

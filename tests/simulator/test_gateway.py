@@ -11,7 +11,8 @@ import aiohttp
 import orjson
 import pytest
 
-from router.simulator.gateway import LIBRARY_PATHS, GatewayState, library_files
+from router.simulator.gateway import GatewayState
+from router.simulator.library import LIBRARY_PATHS, library_files
 from tests.helpers import SESSION_BODY, SESSION_PATH, Gateway, start_gateway
 
 
