@@ -222,8 +222,7 @@ class StateCollector(Collector):
         )
         yield GaugeMetricFamily(
             "tokenrouter_unusable_keys",
-            "Keys of the router's Redis namespace that hold something token-router cannot"
-            " use (the wrong kind of value, or an unparsable one); /readyz names them.",
+            "Keys in the router's Redis namespace holding what it cannot use (/readyz names).",
             value=float(len(snapshot.problems)),
         )
         share = snapshot.rollout

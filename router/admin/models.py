@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from router.admin.spec import Body, Params, SystemId, SystemRef
 from router.printable import printable
-from router.state import rollout as rollout_model
+from router.state.rollout import MAX_INTERVAL, MAX_MIN_REQUESTS, MIN_INTERVAL
 
 SYSTEM_STATES = Literal["active", "rollout", "draining", "stalled", "drained", "offline", "preview"]
 
@@ -61,23 +61,21 @@ class Liveness(BaseModel):
     status: Literal["ok"]
 
 
-# offline-mark: the active system's own mark in <prefix>:offline, added outside token-router.
 RefusedReason = Literal["unknown", "offline", "offline-mark"]
 
 
 class KeyProblem(BaseModel):
-    """A key of the router's Redis namespace holding something token-router cannot use."""
+    """A key of the Redis namespace holding what token-router cannot use: the message names
+    what it holds, why it is unusable, and the fix."""
 
-    key: str = Field(description="The Redis key, e.g. tokenrouter:generation.")
-    message: str = Field(description="What it holds, why it is unusable, and the fix.")
+    key: str
+    message: str
 
 
 class Readiness(BaseModel):
     status: Literal["ready", "degraded", "starting", "stopping"]
     error: str | None = Field(None, description="Why degraded or starting.")
-    problems: list[KeyProblem] = Field(
-        [], description="Keys holding something unusable (degraded until they are fixed)."
-    )
+    problems: list[KeyProblem] = Field([], description="Unusable keys (degraded until fixed).")
     refused: str | None = Field(
         None, description="A value in <prefix>:active that routing refused."
     )
@@ -135,9 +133,8 @@ class System(BaseModel):
 
 class Refused(BaseModel):
     """A value in <prefix>:active that routing refused: it names no configured system
-    (reason 'unknown') or a system marked offline ('offline'); or the active system's offline
-    mark, added outside token-router with a bare SADD ('offline-mark': it stays active and
-    online)."""
+    (reason 'unknown') or a system marked offline ('offline'); or the active system's mark in
+    <prefix>:offline by a bare SADD ('offline-mark': it stays active and online)."""
 
     value: str
     since: float
@@ -150,9 +147,7 @@ class StoreHealth(BaseModel):
     degraded: bool = Field(description="Redis away: routing on the last known state.")
     degraded_since: float | None
     error: str | None
-    problems: list[KeyProblem] = Field(
-        description="Keys holding something token-router cannot use, each with its fix."
-    )
+    problems: list[KeyProblem] = Field(description="Unusable keys, each with its fix.")
     last_sync: float | None
     persistence: Literal["aof", "rdb", "aof+rdb", "none", "unknown", "memory"] = Field(
         description="How Redis persists its data (CONFIG GET)."
@@ -388,19 +383,12 @@ class RolloutRequest(GuardRequest):
         description="Percentages of new sessions, strictly increasing, 1..100.",
         examples=["5,25,50,100", [5, 25, 50, 100]],
     )
-    interval: float = Field(
-        ge=rollout_model.MIN_INTERVAL,
-        le=rollout_model.MAX_INTERVAL,
-        description="Seconds each step holds: a second to a week.",
-    )
+    interval: float = Field(ge=MIN_INTERVAL, le=MAX_INTERVAL, description="Seconds a step holds.")
     max_error_rate: float = Field(
         0.05, gt=0, le=1, description="Abort when this share of the target's token requests fails."
     )
     min_requests: int = Field(
-        20,
-        ge=1,
-        le=rollout_model.MAX_MIN_REQUESTS,
-        description="Token requests in a step before the error share counts (1 to 1,000,000).",
+        20, ge=1, le=MAX_MIN_REQUESTS, description="Token requests before the error share counts."
     )
     max_latency: float | None = Field(
         None,

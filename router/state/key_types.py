@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
@@ -55,6 +56,28 @@ def unusable_value(keys: Keys, key: str, value: str, why: str) -> KeyProblem:
         f"Redis key {key!r} holds {shown!r}, which token-router cannot use ({why}). "
         f"Fix: {repair_hint(keys, key)}",
     )
+
+
+async def read_each(
+    client: aioredis.Redis, keys: Keys, fields: Mapping[str, str], *, essential: str
+) -> tuple[dict[str, Any], list[KeyProblem]]:
+    """Every key of `fields` (name -> key; the name "offline" is a set, the rest strings) in
+    one pipeline, each on its own: {name: value}, None for a key of another kind, which is
+    named as a problem with its fix. A failure of the `essential` one, or any other error,
+    raises the Redis error (the store's `_failing` words it)."""
+    async with client.pipeline(transaction=False) as pipe:
+        for name, key in fields.items():
+            pipe.smembers(key) if name == "offline" else pipe.get(key)
+        results = await pipe.execute(raise_on_error=False)
+    values: dict[str, Any] = {}
+    wrong: list[KeyProblem] = []
+    for (name, key), result in zip(fields.items(), results, strict=True):
+        values[name] = None if isinstance(result, Exception) else result
+        if isinstance(result, Exception):
+            if not is_wrong_type(result) or name == essential:
+                raise result
+            wrong.append(KeyProblem(key, str(await diagnose(client, keys, [key], result))))
+    return values, wrong
 
 
 def is_wrong_type(exc: BaseException) -> bool:

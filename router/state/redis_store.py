@@ -18,7 +18,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from router.errors import StoreUnavailable
 from router.state import scripts
-from router.state.key_types import KeyProblem, diagnose, is_wrong_type, parse_counter
+from router.state.key_types import diagnose, is_wrong_type, parse_counter, read_each
 from router.state.keys import Keys
 from router.state.redis_client import close_client, describe, redis_client, unavailable
 from router.state.redis_events import watch_changes
@@ -123,22 +123,10 @@ class RedisStore:
         it is named in `problems` with its fix and its field reads as absent (listed in
         `unreadable`), so routing still follows `active`. Only `active` itself of the wrong
         kind fails the read (WrongKeyType): there is nothing to follow then."""
-        k = self.keys
-        fields = state_fields(k)
-        async with self._failing(*fields.values()), self._client.pipeline(False) as pipe:
-            for name, key in fields.items():
-                pipe.smembers(key) if name == "offline" else pipe.get(key)
-            results = await pipe.execute(raise_on_error=False)
-        wrong: list[KeyProblem] = []
-        values: dict[str, Any] = {}
-        for (name, key), result in zip(fields.items(), results, strict=True):
-            values[name] = None if isinstance(result, Exception) else result
-            if not isinstance(result, Exception):
-                continue
-            if not is_wrong_type(result) or name == "active":
-                raise await self._failure(result, key)
-            wrong.append(KeyProblem(key, str(await diagnose(self._client, k, [key], result))))
-        return decode_state(k, values, wrong)
+        fields = state_fields(self.keys)
+        async with self._failing(*fields.values()):
+            values, wrong = await read_each(self._client, self.keys, fields, essential="active")
+        return decode_state(self.keys, values, wrong)
 
     async def persistence(self) -> str:
         """How the server persists its data (store.persistence_mode); never raises."""
