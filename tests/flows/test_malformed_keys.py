@@ -447,6 +447,8 @@ async def test_no_value_in_any_key_stops_the_fleet(
             "step": "0",
             "slot": SLOT,
             "nonce": "n1",
+            "scope": "admin",
+            "part": "all",
         },
     )
     assert keys.generation in names and keys.rollout in names and len(names) >= 20
@@ -495,7 +497,8 @@ async def test_every_command_answers_in_one_line_whatever_redis_holds(
     sid, _ = await new_token(http, fleet[0])
     keys = Keys(PREFIX)
     holes = {"kind": "session", "ident": sid, "system": "a", "release": "r1", "nonce": "n1"}
-    names = namespace_keys(keys, {**holes, "rollout_id": "r", "step": "0", "slot": SLOT})
+    more = {"rollout_id": "r", "step": "0", "slot": SLOT, "scope": "admin", "part": "all"}
+    names = namespace_keys(keys, {**holes, **more})
     path = str(write_toml(tmp_path / "r.toml", router_data(redis_server.url, gateways, **FAST)))
     commands = [
         ("status",),
