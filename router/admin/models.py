@@ -36,7 +36,11 @@ class AuditQuery(Params):
         examples=["1733500000000-0"],
     )
     since: float | None = Field(
-        None, ge=0, description="Only entries written at or after this Unix time (seconds)."
+        None,
+        ge=0,
+        # A stream id is milliseconds as an integer: 9.2e307 s overflowed into a 500.
+        le=1e11,
+        description="Only entries written at or after this Unix time (seconds).",
     )
 
 

@@ -214,4 +214,20 @@ class Wired:
 
 def wire(config: Config, store: StateStore | None = None) -> Wired:
     runtime = build_runtime(config, store)
-    return Wired(runtime, ProxyHandler(runtime), create_admin_app(runtime))
+    return Wired(runtime, proxy_handler(runtime), create_admin_app(runtime))
+
+
+def proxy_handler(runtime: Runtime) -> ProxyHandler:
+    """The proxy listener's handler, given the parts of the runtime it uses."""
+    return ProxyHandler(
+        runtime.config,
+        holder=runtime.holder,
+        store=runtime.store,
+        affinity=runtime.affinity,
+        upstreams=runtime.upstreams,
+        budget=runtime.answer_budget,
+        observe=runtime.metrics.observe,
+        release_of=runtime.releases.release_of,
+        label_of=runtime.releases.label_of,
+        serve_release=runtime.releases.files.respond,
+    )
