@@ -69,8 +69,7 @@ RefusedReason = Literal["unknown", "offline", "offline-mark"]
 
 
 class KeyProblem(BaseModel):
-    """A key of the Redis namespace holding what token-router cannot use: the message names
-    what it holds, why it is unusable, and the fix."""
+    """A key of the Redis namespace that holds what token-router cannot use, and the fix."""
 
     key: str
     message: str
@@ -136,9 +135,8 @@ class System(BaseModel):
 
 
 class Refused(BaseModel):
-    """A value in <prefix>:active that routing refused: it names no configured system
-    (reason 'unknown') or a system marked offline ('offline'); or the active system's mark in
-    <prefix>:offline by a bare SADD ('offline-mark': it stays active and online)."""
+    """A value in <prefix>:active that routing refused: it names no configured system ('unknown')
+    or a system marked offline ('offline'); or the active system's bare SADD ('offline-mark')."""
 
     value: str
     since: float
