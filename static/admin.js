@@ -310,15 +310,26 @@
     setText(field(degraded, "degraded-active"), doc.active);
     setText(field(degraded, "degraded-error"), doc.store.error || "");
 
+    const problems = $("#banner-problems");
+    const unusable = doc.store.problems || [];
+    problems.hidden = unusable.length === 0;
+    setText(field(problems, "problems"), unusable.map((p) => p.message).join(" "));
+
     const refused = $("#banner-refused");
     refused.hidden = !doc.refused;
     if (doc.refused) {
       setText(field(refused, "refused-value"), doc.refused.value);
+      const key = doc.refused.reason === "offline-mark" ? "offline" : "active";
+      setText(field(refused, "refused-key"), `${refused.dataset.prefix}:${key}`);
+      const reasons = {
+        offline: "names a system that is marked offline",
+        "offline-mark":
+          "is the active system, marked offline outside token-router (a bare SADD): " +
+          "the mark is refused",
+      };
       setText(
         field(refused, "refused-reason"),
-        doc.refused.reason === "offline"
-          ? "names a system that is marked offline"
-          : "names no configured system",
+        reasons[doc.refused.reason] || "names no configured system",
       );
       setText(field(refused, "refused-active"), doc.active);
     }

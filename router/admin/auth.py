@@ -21,8 +21,9 @@ How a handler uses it (the one way, for every admin route present and future):
   is "page" for a login session's request, else "api".
 
 Failed credentials (a wrong bearer/basic token, a wrong token in the login form) are throttled
-on every route by one `CredentialThrottle` (throttle.py) and logged with the address, route
-and kind, never the presented value (a mistyped token is most of the real one). Comparisons
+on every route by one `SharedThrottle` (state/shared_throttle.py: fleet-wide through Redis,
+per process while Redis is away) and logged with the address, route and kind, never the
+presented value (a mistyped token is most of the real one). Comparisons
 are constant-time. A request whose `Origin` names another site is refused on writes whatever it
 carries (cached Basic credentials are as ambient as a cookie). Without any configured token the
 API and the page are disabled: an admin API nobody secured is not an admin API.

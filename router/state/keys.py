@@ -50,6 +50,19 @@ class Keys:
         return f"{self.prefix}:offline"
 
     @property
+    def offline_forced(self) -> str:
+        """The system token-router marked offline while it was active (`offline --force`):
+        the only way the active system is offline. A mark of the active system found without
+        it (a bare `SADD`) is refused, like a bare `SET` of an offline system."""
+        return f"{self.prefix}:offline:forced"
+
+    @property
+    def offline_refused(self) -> str:
+        """The active system whose bare `SADD` to the offline set was refused and audited
+        (makes that audit exactly-once)."""
+        return f"{self.prefix}:offline:refused"
+
+    @property
     def offline_recorded(self) -> str:
         """The offline set as last written to the audit stream (plus the member "" once it
         exists), so a bare SADD/SREM from redis-cli is audited exactly once, like `recorded`."""
