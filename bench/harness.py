@@ -62,7 +62,7 @@ from bench.stack import (
 )
 from bench.stalls import stall_counts, stall_diff
 from bench.wrk import GET_SCRIPT, SESSION_SCRIPT, WrkResult, run_wrk
-from router.simulator.gateway import library_files
+from router.simulator.library import library_files
 
 SESSION_PATH = "/gateway/sessions/session"
 LIBRARY_PATH = "/gateway/fusion-client-sdk.js"

@@ -24,6 +24,7 @@ from redis.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
 
 from router.errors import ConfigError
 from router.systems import monitoring
+from router.throttle import Limits
 from router.trust import TrustedNetworks
 
 ENV_PREFIX = "TOKENROUTER_"
@@ -327,6 +328,30 @@ class RouterConfig:
     preview_secret_file: str = field(
         default="", metadata=_help("File holding preview_secret (first line), instead of inline.")
     )
+    throttle_per_address: int = field(
+        default=5,
+        metadata=_help(
+            "Failed credentials (admin tokens, preview secret) one address may have at once"
+            " before it waits; shared by every worker and instance through Redis."
+        ),
+    )
+    throttle_per_address_per_minute: float = field(
+        default=3.0, metadata=_help("Failed credentials an address regains per minute.")
+    )
+    throttle_overall: int = field(
+        default=20,
+        metadata=_help("Failed credentials the whole fleet accepts at once, from any address."),
+    )
+    throttle_overall_per_minute: float = field(
+        default=10.0, metadata=_help("Failed credentials the whole fleet regains per minute.")
+    )
+    throttle_exempt_after_login: Seconds = field(
+        default=28_800.0,
+        metadata=_help(
+            "Seconds an address that presented a valid credential stays exempt from the"
+            " overall bucket (a spray cannot lock its operator out); 0: no exemption."
+        ),
+    )
     cors_origins: tuple[str, ...] = field(
         default=(), metadata=_help("Origins allowed to call Live Assist routes from a browser.")
     )
@@ -443,6 +468,16 @@ class RouterConfig:
         default=134_217_728,
         metadata=_help("Bytes of hot release files (all encodings) each process keeps in memory."),
     )
+
+    def throttle_limits(self) -> Limits:
+        """The credential throttle's sizes, rates and exemption (throttle.py)."""
+        return Limits(
+            per_address=self.throttle_per_address,
+            per_address_per_minute=self.throttle_per_address_per_minute,
+            overall=self.throttle_overall,
+            overall_per_minute=self.throttle_overall_per_minute,
+            good_for=self.throttle_exempt_after_login,
+        )
 
     def operators(self) -> dict[str, Secret]:
         """Every admin credential by operator name: `admin_token` is the operator 'admin'."""

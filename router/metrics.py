@@ -220,6 +220,11 @@ class StateCollector(Collector):
             " system, or a system marked offline).",
             value=0.0 if snapshot.refused is None else 1.0,
         )
+        yield GaugeMetricFamily(
+            "tokenrouter_unusable_keys",
+            "Keys in the router's Redis namespace holding what it cannot use (/readyz names).",
+            value=float(len(snapshot.problems)),
+        )
         share = snapshot.rollout
         rollout = GaugeMetricFamily(
             "tokenrouter_rollout_percent",

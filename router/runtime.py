@@ -59,10 +59,14 @@ class Runtime:
     registry: InstanceRegistry | None = None
     controller: RolloutController | None = None
     watch: PostSwitchWatch | None = None
-    # Gateway answer bytes this worker holds at once (router.answer_budget), over all pools.
-    answer_budget: AnswerBudget = field(default_factory=lambda: AnswerBudget(1 << 62))
+    # Gateway answer bytes this worker holds at once (router.answer_budget), over all pools:
+    # made with the runtime, so the handler and the pools share this one object.
+    answer_budget: AnswerBudget = field(init=False)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _write_back_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.answer_budget = AnswerBudget(self.config.router.answer_budget)
 
     async def start(self, first_sync_timeout: float = 5.0) -> None:
         """Open upstream pools, read the state once, then follow it in the background.
@@ -71,7 +75,6 @@ class Runtime:
         default system and says so: refusing to start would turn a Redis blip into an outage.
         """
         r = self.config.router
-        self.answer_budget = AnswerBudget(r.answer_budget)
         for sid, system in self.config.systems.items():
             self.upstreams[sid] = Upstream(
                 system,

@@ -19,9 +19,11 @@ failing, failing needs a token from the overall bucket (or the exemption), so th
 at most by the overall rate; entries whose bucket is full again carry no information and are
 dropped first. Spraying therefore cannot flush the table and reset a guesser's bucket.
 
-Per process: with `--workers N` or several instances each keeps its own buckets, which
-multiplies the rates by N; with tokens of at least 16 characters guessing stays hopeless.
-Pure: every method takes `now`; tested without sockets or clocks.
+This module is the per-process throttle, pure (every method takes `now`; tested without
+sockets or clocks). The listeners use it through state/shared_throttle.py, which keeps the
+same buckets in Redis, one per address for the whole fleet (every worker and instance), and
+falls back to this one while Redis cannot answer. Sizes, rates and the exemption window are
+configuration (`Limits`, router.throttle_*).
 """
 
 from __future__ import annotations
@@ -37,6 +39,27 @@ OVERALL_PER_MINUTE = 10.0
 GOOD_FOR = 8 * 3600.0  # one login session's lifetime
 MAX_ADDRESSES = 4096
 MAX_GOOD = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The buckets' sizes and refill rates and the exemption window (router.throttle_*)."""
+
+    per_address: int = PER_ADDRESS
+    per_address_per_minute: float = PER_ADDRESS_PER_MINUTE
+    overall: int = OVERALL
+    overall_per_minute: float = OVERALL_PER_MINUTE
+    good_for: float = GOOD_FOR  # 0: no exemption from the overall bucket
+
+    def throttle(self) -> CredentialThrottle:
+        """A per-process throttle with these limits."""
+        return CredentialThrottle(
+            per_address=self.per_address,
+            per_address_per_minute=self.per_address_per_minute,
+            overall=self.overall,
+            overall_per_minute=self.overall_per_minute,
+            good_for=self.good_for,
+        )
 
 
 def client_key(address: str) -> str:
@@ -131,6 +154,8 @@ class CredentialThrottle:
         bucket.spend(now)
 
     def succeeded(self, address: str, now: float) -> None:
+        if self.good_for <= 0:
+            return
         key = client_key(address)
         self.good[key] = now
         self.good.move_to_end(key)

@@ -228,7 +228,7 @@
     setText(note, `${fleet.summary} · dropped after ${stale} s without a heartbeat`);
   }
 
-  function renderAudit(entries, error) {
+  function renderAudit(entries, error, next = null) {
     const body = $("#audit-rows");
     const rows = (entries || []).map((e) => {
       const tr = document.createElement("tr");
@@ -245,51 +245,53 @@
     const empty = $("#audit-empty");
     empty.hidden = rows.length > 0;
     setText(empty, error ? `Audit stream unavailable: ${error}` : "No changes recorded yet.");
-    // Paging: the live view shows the newest few; older ones on request, a page at a time.
-    const asked = auditShown === null ? null : auditShown;
-    const more = rows.length >= (asked === null ? AUDIT_LIVE : asked) && rows.length < AUDIT_MAX;
-    $("#audit-more").hidden = !more || Boolean(error);
-    $("#audit-newest").hidden = asked === null;
+    // Paging by the API's cursor: the live list shows the newest few; "Older" asks
+    // /api/audit for the entries before the last one shown, a page at a time.
+    const live = auditPages.length === 0;
+    const last = entries && entries.length ? entries[entries.length - 1].id : null;
+    auditOlder = live ? (rows.length >= AUDIT_LIVE ? last : null) : next;
+    $("#audit-more").hidden = !auditOlder || Boolean(error);
+    $("#audit-newest").hidden = live;
     setText(
       $("#audit-count"),
-      rows.length
-        ? `${asked === null ? "the newest" : "newest"} ${rows.length} change(s)` +
-            (asked === null ? ", live" : "")
-        : "",
+      live
+        ? rows.length
+          ? `the newest ${rows.length} change(s), live`
+          : ""
+        : `older changes, page ${auditPages.length + 1}: ${rows.length} change(s)`,
     );
   }
 
-  // The history's paging: null follows the live document; a number lists that many newest
-  // entries from /api/audit, read again when a new change arrives.
   const AUDIT_LIVE = 10; // entries the live document carries (admin/live.py AUDIT_SHOWN)
   const AUDIT_PAGE = 25;
-  const AUDIT_MAX = 1000; // what /api/audit answers at most
-  let auditShown = null;
-  let auditNewest = null;
+  let auditPages = []; // the `before` cursor of each older page shown; empty: the live list
+  let auditOlder = null; // the cursor of the page after the one shown, if there is one
 
   async function loadAudit() {
-    const asked = auditShown;
+    const before = auditPages[auditPages.length - 1];
+    const url = `/api/audit?count=${AUDIT_PAGE}&before=${encodeURIComponent(before)}`;
     try {
-      const response = await fetch(`/api/audit?count=${asked}`, { credentials: "same-origin" });
+      const response = await fetch(url, { credentials: "same-origin" });
       if (response.status === 401) return sessionOver();
       const answer = await response.json();
-      if (auditShown !== asked) return; // a newer request, or back to live, meanwhile
+      if (auditPages[auditPages.length - 1] !== before) return; // moved on meanwhile
       if (!response.ok) return renderAudit([], answer.message || `HTTP ${response.status}`);
-      renderAudit(answer.entries, null);
+      renderAudit(answer.entries, null, answer.next);
     } catch (error) {
       renderAudit([], error.message);
     }
   }
 
   function showOlder() {
-    const now = auditShown === null ? (doc && doc.audit ? doc.audit.length : 0) : auditShown;
-    auditShown = Math.min(AUDIT_MAX, now + AUDIT_PAGE);
+    if (!auditOlder) return;
+    auditPages = [...auditPages, auditOlder];
     loadAudit();
   }
 
-  function showNewest() {
-    auditShown = null;
-    if (doc) renderAudit(doc.audit, doc.audit_error);
+  function showNewer() {
+    auditPages = auditPages.slice(0, -1);
+    if (auditPages.length) loadAudit();
+    else if (doc) renderAudit(doc.audit, doc.audit_error);
   }
 
   function render(next) {
@@ -308,15 +310,26 @@
     setText(field(degraded, "degraded-active"), doc.active);
     setText(field(degraded, "degraded-error"), doc.store.error || "");
 
+    const problems = $("#banner-problems");
+    const unusable = doc.store.problems || [];
+    problems.hidden = unusable.length === 0;
+    setText(field(problems, "problems"), unusable.map((p) => p.message).join(" "));
+
     const refused = $("#banner-refused");
     refused.hidden = !doc.refused;
     if (doc.refused) {
       setText(field(refused, "refused-value"), doc.refused.value);
+      const key = doc.refused.reason === "offline-mark" ? "offline" : "active";
+      setText(field(refused, "refused-key"), `${refused.dataset.prefix}:${key}`);
+      const reasons = {
+        offline: "names a system that is marked offline",
+        "offline-mark":
+          "is the active system, marked offline outside token-router (a bare SADD): " +
+          "the mark is refused",
+      };
       setText(
         field(refused, "refused-reason"),
-        doc.refused.reason === "offline"
-          ? "names a system that is marked offline"
-          : "names no configured system",
+        reasons[doc.refused.reason] || "names no configured system",
       );
       setText(field(refused, "refused-active"), doc.active);
     }
@@ -327,10 +340,8 @@
     watch.dataset.state = w ? w.state : "";
     setText(field(watch, "watch-line"), w ? w.line : "");
     setText(field(watch, "watch-measures"), w ? `Measures the ${w.measures}` : "");
-    const newest = doc.audit && doc.audit.length ? doc.audit[0].id : null;
-    if (auditShown === null) renderAudit(doc.audit, doc.audit_error);
-    else if (newest !== auditNewest) loadAudit();
-    auditNewest = newest;
+    // An older page stays as it is (older entries do not change); the live list follows.
+    if (!auditPages.length) renderAudit(doc.audit, doc.audit_error);
     renderRollout(doc.rollout);
     renderInstances(doc.instances);
     setText($("#instance"), doc.instance);
@@ -508,7 +519,7 @@
   // yet stays on screen as a warning naming them, as the CLI names them.
   function partial(answer) {
     const c = answer && answer.confirmation;
-    return Boolean(c && c.laggards && c.laggards.length);
+    return Boolean(c && (c.complete === false || (c.laggards && c.laggards.length)));
   }
 
   function lastSwitch() {
@@ -635,7 +646,7 @@
   };
 
   $("#audit-more").addEventListener("click", showOlder);
-  $("#audit-newest").addEventListener("click", showNewest);
+  $("#audit-newest").addEventListener("click", showNewer);
 
   document.addEventListener("submit", (event) => {
     const form = event.target;

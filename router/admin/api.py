@@ -70,7 +70,8 @@ async def readyz(request: web.Request) -> web.Response:
     """Readiness for a load balancer.
 
     503 while starting (the active system is not known yet) and while stopping (so the
-    balancer drains this instance first). A Redis outage after start is 200 "degraded":
+    balancer drains this instance first). A Redis outage after start, or a key of the
+    namespace holding something unusable (named in `problems`), is 200 "degraded":
     routing continues on the last known state, and taking every instance out of a balancer
     because Redis blinked would turn fail-static into an outage.
     """
@@ -82,11 +83,18 @@ async def readyz(request: web.Request) -> web.Response:
         return json_response(
             {"status": "starting", "error": holder.public_error or "state not read yet"}, 503
         )
-    body: dict[str, Any] = {"status": "degraded" if holder.degraded else "ready"}
+    problems = holder.current.problems
+    body: dict[str, Any] = {"status": "degraded" if holder.degraded or problems else "ready"}
     if holder.degraded:
         # Anyone may ask: the endpoint of Redis (host, port, user) is in the log and in the
         # authenticated /api/status, not here.
         body["error"] = holder.public_error
+    elif problems:
+        body["error"] = problems[0].message
+    if problems:
+        # Still 200: every router reads the same keys, and taking the whole fleet out of a
+        # balancer over one would turn a bad value into an outage.
+        body["problems"] = [p.to_json() for p in problems]
     if holder.current.refused is not None:
         body["refused"] = holder.current.refused.value
         body["refused_reason"] = holder.current.refused.reason
@@ -132,7 +140,11 @@ async def status_document(app: web.Application) -> dict[str, Any]:
             "synced": holder.synced,
             "degraded": holder.degraded,
             "degraded_since": holder.degraded_since,
-            "error": holder.last_error or count_error or None,
+            "error": holder.last_error
+            or "; ".join(p.message for p in snapshot.problems)
+            or count_error
+            or None,
+            "problems": [p.to_json() for p in snapshot.problems],
             "last_sync": holder.last_sync,
             # How Redis persists its data: aof, rdb, aof+rdb, none, unknown, memory.
             "persistence": runtime.persistence or "unknown",

@@ -21,8 +21,9 @@ How a handler uses it (the one way, for every admin route present and future):
   is "page" for a login session's request, else "api".
 
 Failed credentials (a wrong bearer/basic token, a wrong token in the login form) are throttled
-on every route by one `CredentialThrottle` (throttle.py) and logged with the address, route
-and kind, never the presented value (a mistyped token is most of the real one). Comparisons
+on every route by one `SharedThrottle` (state/shared_throttle.py: fleet-wide through Redis,
+per process while Redis is away) and logged with the address, route and kind, never the
+presented value (a mistyped token is most of the real one). Comparisons
 are constant-time. A request whose `Origin` names another site is refused on writes whatever it
 carries (cached Basic credentials are as ambient as a cookie). Without any configured token the
 API and the page are disabled: an admin API nobody secured is not an admin API.
@@ -45,8 +46,9 @@ from aiohttp.typedefs import Handler, Middleware
 from router.admin.session import COOKIE, CSRF_HEADER, Session, Sessions
 from router.config import Secret
 from router.errors import Forbidden, StoreUnavailable, TooManyAttempts, Unauthorized
+from router.state.shared_throttle import SharedThrottle
 from router.state.store import StateStore
-from router.throttle import CredentialThrottle
+from router.throttle import Limits
 
 log = logging.getLogger("router.admin.auth")
 
@@ -101,25 +103,30 @@ class AdminAuth:
 
     operators: Operators
     sessions: Sessions
-    throttle: CredentialThrottle = field(default_factory=CredentialThrottle)
+    throttle: SharedThrottle = field(
+        default_factory=lambda: SharedThrottle(None, "admin", Limits())
+    )
     store: StateStore | None = None
     ended: dict[str, float] = field(default_factory=dict)  # session nonce -> its expiry
 
     @classmethod
     def from_tokens(
-        cls, tokens: Mapping[str, Secret], store: StateStore | None = None
+        cls,
+        tokens: Mapping[str, Secret],
+        store: StateStore | None = None,
+        limits: Limits | None = None,
     ) -> AdminAuth:
-        return cls(Operators(tokens), Sessions(tokens), store=store)
+        throttle = SharedThrottle(store, "admin", limits or Limits())
+        return cls(Operators(tokens), Sessions(tokens), throttle, store=store)
 
     @property
     def enabled(self) -> bool:
         return bool(self.operators)
 
-    def check_token(self, request: web.Request, presented: str, kind: str) -> str:
+    async def check_token(self, request: web.Request, presented: str, kind: str) -> str:
         """The operator `presented` belongs to; 429 while throttled, 401 (logged) if wrong."""
         address = request.remote or "unknown"
-        now = time.monotonic()
-        wait = self.throttle.retry_after(address, now)
+        wait = await self.throttle.retry_after(address)
         if wait > 0:
             log.warning(
                 "admin credential from %s on %s %s not checked: throttled for %.0f s more",
@@ -134,7 +141,7 @@ class AdminAuth:
             )
         name = self.operators.match(presented) if presented else None
         if name is None:
-            self.throttle.failed(address, now)
+            await self.throttle.failed(address)
             # Never the presented value: a mistyped token is most of the real one.
             log.warning(
                 "failed admin credential (%s) from %s on %s %s",
@@ -144,7 +151,7 @@ class AdminAuth:
                 request.path,
             )
             raise Unauthorized("the admin token is wrong")
-        self.throttle.succeeded(address, now)
+        await self.throttle.succeeded(address)
         return name
 
     async def session(self, request: web.Request) -> Session | None:
@@ -196,7 +203,7 @@ class AdminAuth:
             raise Forbidden("cross-origin request refused: use the admin page or the API directly")
         presented = presented_token(request)
         if presented is not None:
-            name = self.check_token(request, presented, "bearer/basic")
+            name = await self.check_token(request, presented, "bearer/basic")
             request[BY_SESSION] = False
         else:
             session = await self.session(request)

@@ -34,7 +34,8 @@ from router.runtime import Runtime
 from router.switching import operations
 from router.switching.fleet import STALE_BEATS
 from router.switching.gates import GateProber
-from router.switching.operations import Confirmation, RolloutRequest
+from router.switching.operations import RolloutRequest
+from router.switching.outcomes import Confirmation
 from router.systems.view import fleet_summary
 
 GATE = "Refused by a safety gate (`gate` names it; `force` overrides all but `expect`)."

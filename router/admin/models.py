@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from router.admin.spec import Body, Params, SystemId, SystemRef
 from router.printable import printable
+from router.state.rollout import MAX_INTERVAL, MAX_MIN_REQUESTS, MIN_INTERVAL
 
 SYSTEM_STATES = Literal["active", "rollout", "draining", "stalled", "drained", "offline", "preview"]
 
@@ -35,7 +36,11 @@ class AuditQuery(Params):
         examples=["1733500000000-0"],
     )
     since: float | None = Field(
-        None, ge=0, description="Only entries written at or after this Unix time (seconds)."
+        None,
+        ge=0,
+        # A stream id is milliseconds as an integer: 9.2e307 s overflowed into a 500.
+        le=1e11,
+        description="Only entries written at or after this Unix time (seconds).",
     )
 
 
@@ -60,12 +65,20 @@ class Liveness(BaseModel):
     status: Literal["ok"]
 
 
-RefusedReason = Literal["unknown", "offline"]
+RefusedReason = Literal["unknown", "offline", "offline-mark"]
+
+
+class KeyProblem(BaseModel):
+    """A key of the Redis namespace that holds what token-router cannot use, and the fix."""
+
+    key: str
+    message: str
 
 
 class Readiness(BaseModel):
     status: Literal["ready", "degraded", "starting", "stopping"]
     error: str | None = Field(None, description="Why degraded or starting.")
+    problems: list[KeyProblem] = Field([], description="Unusable keys (degraded until fixed).")
     refused: str | None = Field(
         None, description="A value in <prefix>:active that routing refused."
     )
@@ -122,8 +135,8 @@ class System(BaseModel):
 
 
 class Refused(BaseModel):
-    """A value in <prefix>:active that routing refused: it names no configured system
-    (reason 'unknown') or a system marked offline ('offline')."""
+    """A value in <prefix>:active that routing refused: it names no configured system ('unknown')
+    or a system marked offline ('offline'); or the active system's bare SADD ('offline-mark')."""
 
     value: str
     since: float
@@ -136,6 +149,7 @@ class StoreHealth(BaseModel):
     degraded: bool = Field(description="Redis away: routing on the last known state.")
     degraded_since: float | None
     error: str | None
+    problems: list[KeyProblem] = Field(description="Unusable keys, each with its fix.")
     last_sync: float | None
     persistence: Literal["aof", "rdb", "aof+rdb", "none", "unknown", "memory"] = Field(
         description="How Redis persists its data (CONFIG GET)."
@@ -371,12 +385,12 @@ class RolloutRequest(GuardRequest):
         description="Percentages of new sessions, strictly increasing, 1..100.",
         examples=["5,25,50,100", [5, 25, 50, 100]],
     )
-    interval: float = Field(gt=0, lt=604_800, description="Seconds each step holds.")
+    interval: float = Field(ge=MIN_INTERVAL, le=MAX_INTERVAL, description="Seconds a step holds.")
     max_error_rate: float = Field(
         0.05, gt=0, le=1, description="Abort when this share of the target's token requests fails."
     )
     min_requests: int = Field(
-        20, ge=1, description="Token requests in a step before the error share counts."
+        20, ge=1, le=MAX_MIN_REQUESTS, description="Token requests before the error share counts."
     )
     max_latency: float | None = Field(
         None,

@@ -83,7 +83,7 @@ async def login(request: web.Request) -> web.Response:
         return _login_page(request, 403, "The login form expired or did not come from this page.")
     presented = form.get("token")
     try:
-        operator = auth.check_token(
+        operator = await auth.check_token(
             request, presented if isinstance(presented, str) else "", "login form"
         )
     except TooManyAttempts as exc:

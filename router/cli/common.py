@@ -29,7 +29,7 @@ from router.state.snapshot import Snapshot
 from router.state.store import AuditEntry, StateStore
 from router.switching import operations
 from router.switching.gates import GateProber
-from router.switching.operations import Confirmation, SwitchOutcome
+from router.switching.outcomes import Confirmation, SwitchOutcome
 from router.systems.drain import DrainHistory
 from router.systems.reports import SystemReport, read_counts, reports
 from router.systems.stats import probe_all

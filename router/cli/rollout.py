@@ -27,7 +27,13 @@ from router.cli.common import (
 from router.cli.watch import add_watch_flags, show
 from router.errors import BadRequest, UsageError
 from router.printable import printable
-from router.state.rollout import DEFAULT_MAX_ERROR_RATE, DEFAULT_MIN_REQUESTS
+from router.state.rollout import (
+    DEFAULT_MAX_ERROR_RATE,
+    DEFAULT_MIN_REQUESTS,
+    MAX_INTERVAL,
+    MAX_MIN_REQUESTS,
+    MIN_INTERVAL,
+)
 from router.switching import operations
 from router.switching.operations import RolloutRequest
 
@@ -49,7 +55,11 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
     )
     q.add_argument("system", metavar="SYSTEM")
     q.add_argument("--steps", required=True, help="percentages, increasing, 1..100")
-    q.add_argument("--interval", required=True, help="seconds each step holds (> 0)")
+    q.add_argument(
+        "--interval",
+        required=True,
+        help=f"seconds each step holds ({MIN_INTERVAL:g} to {MAX_INTERVAL:g}: a second to a week)",
+    )
     q.add_argument(
         "--max-error-rate",
         default=str(DEFAULT_MAX_ERROR_RATE),
@@ -59,7 +69,8 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
     q.add_argument(
         "--min-requests",
         default=str(DEFAULT_MIN_REQUESTS),
-        help=f"requests in a step before the error share counts (default {DEFAULT_MIN_REQUESTS})",
+        help=f"requests in a step before the error share counts (1 to {MAX_MIN_REQUESTS:,}; "
+        f"default {DEFAULT_MIN_REQUESTS})",
     )
     add_guard_flags(q)
     q.set_defaults(func=async_command(start_main))

@@ -73,12 +73,13 @@ async def status_main(args: argparse.Namespace) -> int:
 
 def exit_code(doc: dict[str, Any]) -> int:
     """0 when all is in order; EXIT_REFUSED_VALUE while the active key holds a value the
-    routers refuse (routing is fail-static on the last valid one, an operator must fix the
-    key), so scripts and monitors need not parse the output; the same (degraded) while Redis
-    is unavailable and the routers route on their last known state."""
+    routers refuse (routing is fail-static on the last valid one) or a key of the namespace
+    holds something unusable: an operator must fix a key, and scripts and monitors need not
+    parse the output to know it; the same (degraded) while Redis is unavailable and the
+    routers route on their last known state."""
     if doc.get("degraded"):
         return EXIT_REFUSED_VALUE
-    return 0 if doc["refused"] is None else EXIT_REFUSED_VALUE
+    return 0 if doc["refused"] is None and not doc.get("problems") else EXIT_REFUSED_VALUE
 
 
 async def status_document(ctx: Context, history: DrainHistory | None = None) -> dict[str, Any]:
@@ -111,6 +112,7 @@ async def status_document(ctx: Context, history: DrainHistory | None = None) -> 
         "active": snapshot.active,
         **view.to_json(),
         "refused": None if refused is None else {"value": refused.value, "reason": refused.reason},
+        "problems": [p.to_json() for p in stored.problems],
         "generation": stored.generation,
         "rollout": await operations.rollout_view(store, time.time()),
         "watch": await watch_document(ctx),
@@ -177,11 +179,19 @@ def status_lines(doc: dict[str, Any], now: float) -> list[str]:
     """The status document as text: the view model's words (router/systems/view.py), as the page and
     the API show them."""
     lines = [f"store    {doc['store']}", f"active   {doc['active']}: {doc['headline']}"]
-    if doc["refused"]:
+    if doc["refused"] and doc["refused"]["reason"] == "offline-mark":
+        lines.append(
+            f"REFUSED  {doc['refused']['value']!r} in the offline set (added outside "
+            "token-router): it is the active system and stays online; switch first, or "
+            f"token-router offline {doc['refused']['value']} --force"
+        )
+    elif doc["refused"]:
         lines.append(
             f"REFUSED  active holds {doc['refused']['value']!r} ({doc['refused']['reason']}); "
             f"routers stay on {doc['active']!r}"
         )
+    for problem in doc.get("problems") or ():
+        lines.append(f"PROBLEM  {problem['message']}")
     lines += rollout_lines(doc["rollout"], now)
     lines += watch_lines(doc.get("watch"))
     lines.append("")

@@ -7,31 +7,32 @@ and one try/except renders every RequestError as JSON without a middleware on th
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
 
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from router.config import Config, SystemConfig
+from router.config import Config
 from router.errors import (
     BodyTooLarge,
     Forbidden,
-    MalformedJSON,
-    PreviewRefused,
     RequestError,
     RequestTimeout,
     ShortCodeCollision,
-    StoreUnavailable,
-    TooManyAttempts,
     UpstreamTimeout,
 )
 from router.logs import loggable_path, request_id
+from router.proxy.documents import (
+    PublicEndpoint,
+    json_field,
+    parse_json_object,
+    rewrite_session_description,
+)
+from router.proxy.http1 import AnswerBudget
+from router.proxy.preview import COOKIE_ROUTES, Preview
 from router.proxy.routing import (
     BROWSER,
     IDEMPOTENT,
@@ -50,7 +51,7 @@ from router.proxy.routing import (
     fallbacks,
     upstream_target,
 )
-from router.proxy.upstream import request_headers
+from router.proxy.upstream import Upstream, request_headers
 from router.responses import (
     JSON_TYPE,
     SEPARATE_BODY_FROM,
@@ -58,9 +59,9 @@ from router.responses import (
     body_response,
     error_response,
 )
-from router.runtime import Runtime
-from router.state.store import AffinityKind
-from router.throttle import CredentialThrottle
+from router.state.affinity import Affinity
+from router.state.snapshot import StateHolder
+from router.state.store import AffinityKind, StateStore
 from router.trust import TrustedNetworks
 
 log = logging.getLogger("router.proxy")
@@ -68,14 +69,7 @@ log = logging.getLogger("router.proxy")
 RELEASE_HEADER = "X-Token-Router-Release"
 PREFER_HEADER = "X-Token-Router-Prefer"
 REQUEST_ID_HEADER = "X-Request-Id"
-# An idle system reports "preview" for this long after the last preview request.
-PREVIEW_TTL = 600
-PREVIEW_MARK_EVERY = 10.0
 LIBRARY_CACHE = "public, max-age=60"
-# The preview credential as a cookie ('<system>:<secret>', like the header), accepted on the
-# routes a browser loads (COOKIE_ROUTES), so a tester's browser previews an idle system.
-PREVIEW_COOKIE = "token_router_preview"
-COOKIE_ROUTES = frozenset({Route.LIBRARY, Route.CURRENT})
 # Short codes a system is asked for, at most, when the ones it answers are codes the router
 # still routes to another system (7 digits drawn by each system on its own: they meet).
 # Each try is a collision with a live code; five in a row mean the code space is nearly
@@ -83,77 +77,47 @@ COOKIE_ROUTES = frozenset({Route.LIBRARY, Route.CURRENT})
 CODE_TRIES = 5
 
 
-@dataclass(frozen=True, slots=True)
-class PublicEndpoint:
-    """Where browsers of one system connect: what `urlSchemeDetails` must say.
-
-    Computed once per system (SystemConfig's properties parse the URL on every call)."""
-
-    secure: bool
-    host: str
-    port: int
-
-    @classmethod
-    def of(cls, system: SystemConfig) -> PublicEndpoint:
-        return cls(system.public_secure, system.public_host, system.public_port)
-
-
-def rewrite_session_description(doc: dict[str, Any], public: PublicEndpoint) -> dict[str, Any]:
-    """Point `urlSchemeDetails` at the chosen system's public URL, in place.
-
-    The port keeps the JSON type the client used (FCSDK samples send both "8443" and 8443);
-    when there was none, the string form of the samples is used.
-    """
-    details = doc.get("urlSchemeDetails")
-    if details is None:
-        details = doc["urlSchemeDetails"] = {}
-    elif not isinstance(details, dict):
-        raise MalformedJSON("urlSchemeDetails must be a JSON object")
-    sent = details.get("port")
-    port: int | str = public.port
-    if not isinstance(sent, int) or isinstance(sent, bool):
-        port = str(port)
-    details["secure"] = public.secure
-    details["host"] = public.host
-    details["port"] = port
-    return doc
-
-
-def parse_json_object(body: bytes, what: str) -> dict[str, Any]:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedJSON(f"{what} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise MalformedJSON(f"{what} must be a JSON object")
-    return doc
-
-
-def _field(body: bytes, name: str) -> str | None:
-    """A string field of a JSON answer, or None when the answer is not what we expect."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    value = doc.get(name) if isinstance(doc, dict) else None
-    return value if isinstance(value, str) and value else None
+# The request counter (metrics.Metrics.observe): route, system, status, upstream seconds.
+Observe = Callable[[str, str, int, float | None], None]
+# GET/HEAD /v/{release}{path} (releases.serving.ReleaseFiles.respond).
+ServeRelease = Callable[[web.BaseRequest, str, str], Awaitable[web.Response]]
 
 
 class ProxyHandler:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.metrics = runtime.metrics
-        self.config: Config = runtime.config
+    """The proxy listener's handler. It takes the parts it uses, not the process's Runtime:
+    the shared state, the store and affinity, the pools, the answer budget, and the release
+    service's three calls (server/wiring.py hands them over)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        holder: StateHolder,
+        store: StateStore,
+        affinity: Affinity,
+        upstreams: Mapping[str, Upstream],
+        budget: AnswerBudget,
+        observe: Observe,
+        release_of: Callable[[str], str | None],
+        label_of: Callable[[str], str | None],
+        serve_release: ServeRelease,
+    ) -> None:
+        self.config = config
+        self.holder = holder
+        self.store = store
+        self.affinity = affinity
+        self.upstreams = upstreams  # filled by Runtime.start, read per request
+        self.budget = budget
+        self.observe = observe
+        self.label_of = label_of
+        self.serve_release = serve_release
         r = self.config.router
         self.known = frozenset(self.config.systems)
         self.public = {sid: PublicEndpoint.of(s) for sid, s in self.config.systems.items()}
         self.max_body = r.max_body_size
         self.prefer_policy = r.prefer_policy
-        self.preview_header = r.preview_header
-        self.preview_secret = r.preview_secret.reveal().encode() if r.preview_secret else None
         self.drop = frozenset({r.preview_header.lower()})
-        # The preview secret is a credential too: wrong ones are throttled like admin tokens.
-        self.preview_throttle = CredentialThrottle()
+        self.preview = Preview(config, store)
         self.cors_origins = frozenset(r.cors_origins)
         self.total_timeout = r.total_timeout
         # Token mint is back-end only (SPEC section 2). A short-code create is a browser route
@@ -161,15 +125,11 @@ class ProxyHandler:
         # browser routes stay open.
         self.trusted = TrustedNetworks(r.trusted_networks)
         self.mint = MINT - BROWSER if self.cors_origins else MINT
-        self._preview_marked: dict[str, float] = {}
-        self._background: set[asyncio.Task[None]] = set()
         # id(request) -> bytes of router.answer_budget its gateway answers hold, given back
         # once its answer is written (__call__).
         self._held: dict[int, int] = {}
         # Seam for the release store: system id -> release id handed out with tokens.
-        self.releases = runtime.releases
-        self.release_of: Callable[[str], str | None] = self.releases.release_of
-        self.release_files = self.releases.files
+        self.release_of = release_of
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
@@ -183,7 +143,7 @@ class ProxyHandler:
         finally:
             held = self._held.pop(id(request), 0)
             if held:
-                self.runtime.answer_budget.give_back(held)
+                self.budget.give_back(held)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         rid = request_id(request.headers.get(REQUEST_ID_HEADER))
@@ -201,9 +161,7 @@ class ProxyHandler:
                 return self._preflight(request)
             if match.route is Route.RELEASE:
                 # Straight out: the immutable files need neither facts, decision nor CORS.
-                served = await self.release_files.respond(
-                    request, match.release, match.release_path
-                )
+                served = await self.serve_release(request, match.release, match.release_path)
                 served.headers[REQUEST_ID_HEADER] = rid
                 return served
             body: bytes | None = None
@@ -213,9 +171,9 @@ class ProxyHandler:
                 facts = await self._agent_facts(request, match, body)
             else:
                 facts = await self._facts(request, match)
-            decision = decide(facts, self.runtime.holder.current, self.known, self.prefer_policy)
+            decision = decide(facts, self.holder.current, self.known, self.prefer_policy)
             if decision.reason == "preview":
-                self._mark_preview(decision.system)
+                self.preview.mark(decision.system)
             if match.route is Route.CURRENT:
                 response: web.StreamResponse = self._current(decision)
             elif match.route is Route.CODE_CREATE:
@@ -231,36 +189,16 @@ class ProxyHandler:
             self._cors(request, response)
         return response
 
-    def _mark_preview(self, system: str) -> None:
-        """Tell every instance (through the store) that `system` is being previewed.
-
-        Written at most every PREVIEW_MARK_EVERY seconds per system and off the request path:
-        the state word is for operators, no request waits for it.
-        """
-        now = time.monotonic()
-        if now - self._preview_marked.get(system, -PREVIEW_MARK_EVERY) < PREVIEW_MARK_EVERY:
-            return
-        self._preview_marked[system] = now
-        task = asyncio.create_task(self._write_preview(system))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _write_preview(self, system: str) -> None:
-        try:
-            await self.runtime.store.mark_preview(system, PREVIEW_TTL)
-        except StoreUnavailable as exc:
-            log.warning("could not mark %s as previewed: %s", system, exc)
-
     async def _facts(self, request: web.BaseRequest, match: Match) -> RequestFacts:
         owner = None
         if match.route in OWNED:
             kind: AffinityKind = "session" if match.route is Route.TOKEN_DELETE else "code"
-            owner = await self.runtime.affinity.owner(kind, match.ident)
+            owner = await self.affinity.owner(kind, match.ident)
         return RequestFacts(
             match=match,
             owner=owner,
             prefer=request.headers.get(PREFER_HEADER),
-            preview=self._preview(request, cookie=match.route in COOKIE_ROUTES),
+            preview=await self.preview.system(request, cookie=match.route in COOKIE_ROUTES),
         )
 
     async def _agent_facts(
@@ -270,82 +208,15 @@ class ProxyHandler:
         owner = None
         names = agent_names(request.query, request.headers.get("Content-Type", ""), body)
         for kind, ident in names:
-            owner = await self.runtime.affinity.owner(kind, ident)  # type: ignore[arg-type]
+            owner = await self.affinity.owner(kind, ident)  # type: ignore[arg-type]
             if owner is not None:
                 break
         return RequestFacts(
             match=match,
             owner=owner,
             prefer=request.headers.get(PREFER_HEADER),
-            preview=self._preview(request),
+            preview=await self.preview.system(request),
         )
-
-    def _preview(self, request: web.BaseRequest, cookie: bool = False) -> str | None:
-        """The system a preview credential names, or None without one.
-
-        In the header (a back end, a test web app) a credential that does not check out is a
-        403, never an answer from the active system: the caller asked for another system and
-        must learn it did not get it. A stale cookie (a tester's browser, after the secret
-        changed) is ignored on the browser routes and logged: the page keeps loading."""
-        value = request.headers.get(self.preview_header)
-        from_cookie = False
-        if value is None and cookie and "Cookie" in request.headers:
-            value = request.cookies.get(PREVIEW_COOKIE)
-            from_cookie = True
-        if value is None:
-            return None
-        name = PREVIEW_COOKIE + " cookie" if from_cookie else self.preview_header
-        address = request.remote or "unknown"
-        system, _, secret = value.partition(":")
-        if self.preview_secret is None:
-            self._refuse_preview(
-                from_cookie,
-                f"ignored {name} from {address}: preview is not configured",
-                f"{self.preview_header} given, but preview is not configured on this router "
-                "(router.preview_secret)",
-            )
-            return None
-        now = time.monotonic()
-        wait = self.preview_throttle.retry_after(address, now)
-        if wait > 0:
-            if from_cookie:
-                # A browser replays its cookie on every library load: ignore it, do not fail
-                # the page (the secret is not checked, so guessing gains nothing).
-                return None
-            log.warning(
-                "%s from %s not checked: throttled for %.0f s more",
-                self.preview_header,
-                address,
-                wait,
-            )
-            raise TooManyAttempts(
-                f"too many wrong {self.preview_header} secrets; try again in {wait:.0f} s",
-                retry_after=wait,
-            )
-        if not hmac.compare_digest(secret.encode(), self.preview_secret):
-            self.preview_throttle.failed(address, now)
-            self._refuse_preview(
-                from_cookie,
-                f"ignored {name} from {address}: wrong secret",
-                f"wrong secret in {self.preview_header} (expected '<system>:<secret>' with "
-                "router.preview_secret)",
-            )
-            return None
-        self.preview_throttle.succeeded(address, now)
-        if system not in self.known:
-            self._refuse_preview(
-                from_cookie,
-                f"ignored {name} from {address}: unknown system {system!r}",
-                f"{self.preview_header} names unknown system {system!r}; configured systems: "
-                f"{', '.join(self.config.system_ids)}",
-            )
-            return None
-        return system
-
-    def _refuse_preview(self, from_cookie: bool, logged: str, answered: str) -> None:
-        log.warning("%s", logged)
-        if not from_cookie:
-            raise PreviewRefused(answered + ": refused, not answered by the active system")
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
         if request.content_length is not None and request.content_length > self.max_body:
@@ -365,7 +236,7 @@ class ProxyHandler:
     ) -> web.Response:
         system = decision.system
         route = match.route
-        upstream = self.runtime.upstreams[system]
+        upstream = self.upstreams[system]
         sent = False
         try:
             # One deadline for the whole exchange (SPEC: "a total deadline per request"): a
@@ -453,10 +324,10 @@ class ProxyHandler:
         for _ in range(CODE_TRIES):
             answer = await self._forward(request, match, decision, rid, body)
             raw = answer.body if isinstance(answer.body, bytes) else b""
-            code = _field(raw, "shortCode") if answer.status == 200 else None
+            code = json_field(raw, "shortCode") if answer.status == 200 else None
             if code is None:
                 return answer
-            holder = await self.runtime.affinity.claim("code", code, system)
+            holder = await self.affinity.claim("code", code, system)
             if holder is None:
                 return answer
             holders.append(holder)
@@ -483,7 +354,7 @@ class ProxyHandler:
     ) -> web.Response:
         """A follow-up with no known issuer, answered "not mine": the issuer may be another
         system (routing.fallbacks); the first answer that is not "not mine" is the one."""
-        snapshot = self.runtime.holder.current
+        snapshot = self.holder.current
         others = fallbacks(
             match.route, None, decision.system, response.status, snapshot, self.known
         )
@@ -503,19 +374,19 @@ class ProxyHandler:
         log.warning(
             "%s %s -> %s (request id %s)", request.method, loggable_path(request.path), exc, rid
         )
-        self.metrics.observe(route.value, system, 0, None)
+        self.observe(route.value, system, 0, None)
 
     def _after(self, match: Match, system: str, status: int, body: bytes, elapsed: float) -> None:
         """What an upstream answer teaches, once it is on its way: metrics and affinity."""
-        self.metrics.observe(match.route.value, system, status, elapsed)
+        self.observe(match.route.value, system, status, elapsed)
         self._learn(match, system, status, body)
 
     def _learn(self, match: Match, system: str, status: int, body: bytes) -> None:
         """Record or release affinity from an upstream answer."""
         route = match.route
-        affinity = self.runtime.affinity
+        affinity = self.affinity
         if route is Route.TOKEN_CREATE and status == 200:
-            sid = _field(body, "sessionid")
+            sid = json_field(body, "sessionid")
             if sid:
                 affinity.record("session", sid, system)
         # A short code is claimed before its answer leaves (_create_code), not learned here.
@@ -523,7 +394,7 @@ class ProxyHandler:
             affinity.release("session", match.ident, system)
         elif route is Route.CODE_LOOKUP and status == 200:
             # Live Assist pairing: the agent later names this cid (routing.agent_names).
-            cid = _field(body, "cid")
+            cid = json_field(body, "cid")
             if cid:
                 affinity.record("cid", cid, system)
 
@@ -535,7 +406,7 @@ class ProxyHandler:
             "system": system.id,
             "reason": decision.reason,
             "release": release,
-            "label": self.releases.label_of(system.id) if release else system.version or None,
+            "label": self.label_of(system.id) if release else system.version or None,
             "base": f"/v/{release}" if release else "",
             "public_url": system.public_url,
             "url_scheme_details": dry["urlSchemeDetails"],

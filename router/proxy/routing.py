@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs, quote
 
 from router.errors import BadRequest, MethodNotAllowed, NotFound, RequestError, SystemOffline
-from router.releases.paths import RELEASE_PREFIX, clean, is_library, is_release
+from router.proxy.paths import RELEASE_PREFIX, clean, is_library, is_release
 from router.state.snapshot import Snapshot
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from router.releases.paths import is_library_path
+from router.proxy.paths import is_library_path
 
 ID_LENGTH = 16  # hex digits of the digest in the URL: 64 bits, ample for tens of releases
 RELEASE_ID = re.compile(r"[0-9a-f]{16}")

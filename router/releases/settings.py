@@ -8,8 +8,8 @@ from pathlib import Path
 
 from router.config import Config
 from router.errors import ConfigError
+from router.proxy.paths import is_library_path
 from router.releases.archive import check_writable, default_release_dir
-from router.releases.paths import is_library_path
 
 DAY = 86_400.0
 

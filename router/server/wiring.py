@@ -192,7 +192,8 @@ def create_proxy_server(runtime: Runtime, handler: ProxyHandler, **kwargs: Any) 
 
 def create_admin_app(runtime: Runtime, assets: Assets | None = None) -> web.Application:
     """The admin listener: health, JSON API, the operator's page and its live feed."""
-    auth = AdminAuth.from_tokens(runtime.config.router.operators(), runtime.store)
+    r = runtime.config.router
+    auth = AdminAuth.from_tokens(r.operators(), runtime.store, r.throttle_limits())
     # json_errors outermost, so the access check's refusals are JSON too; every /api/ route
     # is authenticated before its handler runs (admin/auth.py).
     app = web.Application(middlewares=[json_errors, admin_access(auth)], client_max_size=MAX_BODY)
@@ -226,4 +227,20 @@ class Wired:
 
 def wire(config: Config, store: StateStore | None = None) -> Wired:
     runtime = build_runtime(config, store)
-    return Wired(runtime, ProxyHandler(runtime), create_admin_app(runtime))
+    return Wired(runtime, proxy_handler(runtime), create_admin_app(runtime))
+
+
+def proxy_handler(runtime: Runtime) -> ProxyHandler:
+    """The proxy listener's handler, given the parts of the runtime it uses."""
+    return ProxyHandler(
+        runtime.config,
+        holder=runtime.holder,
+        store=runtime.store,
+        affinity=runtime.affinity,
+        upstreams=runtime.upstreams,
+        budget=runtime.answer_budget,
+        observe=runtime.metrics.observe,
+        release_of=runtime.releases.release_of,
+        label_of=runtime.releases.label_of,
+        serve_release=runtime.releases.files.respond,
+    )

@@ -1,7 +1,8 @@
-"""The simulated system's client libraries: deterministic bytes that depend on the version.
+"""The client-library files a simulated system serves: JavaScript, CSS and a PNG per version.
 
-Pure: the bytes depend only on the version, never on the process, the machine or the clock,
-so a test (or the benchmark) can compare what the router serves with what a version is.
+Pure and deterministic: the bytes depend only on the version, never on the process, the
+machine or the clock, so a test or the benchmark can compare them. The PNG is written by
+hand (stored deflate blocks) because zlib's compressed output differs between zlib builds.
 """
 
 from __future__ import annotations

@@ -9,13 +9,75 @@ wrong, with the command that repairs it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from router.errors import WrongKeyType
 from router.state.keys import Keys
+
+
+@dataclass(frozen=True, slots=True)
+class KeyProblem:
+    """A key of the router's namespace that holds something token-router cannot use: the
+    wrong kind of value, or a value it cannot parse. Routing goes on without it (or on the
+    last state, for `active` itself); /readyz, /api/status, `status` and the metrics name
+    the key and the fix until someone repairs it, and the router recovers by itself then."""
+
+    key: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"key": self.key, "message": self.message}
+
+
+# A counter INCR accepts and never overflows when a router adds one: Redis keeps integers
+# as signed 64-bit; 18 digits stay far from the edge.
+_COUNTER = re.compile(r"0|-?[1-9][0-9]{0,17}")  # and no leading zeros: INCR refuses them
+
+
+def parse_counter(raw: str | None) -> int | None:
+    """`<prefix>:generation` as Redis INCR and the scripts can use it; None when unusable
+    (absent is 0)."""
+    if raw is None:
+        return 0
+    return int(raw) if _COUNTER.fullmatch(raw) else None
+
+
+def unusable_value(keys: Keys, key: str, value: str, why: str) -> KeyProblem:
+    """The problem of a key whose value cannot be used, with its fix."""
+    shown = value if len(value) <= 60 else value[:60] + "..."
+    return KeyProblem(
+        key,
+        f"Redis key {key!r} holds {shown!r}, which token-router cannot use ({why}). "
+        f"Fix: {repair_hint(keys, key)}",
+    )
+
+
+async def read_each(
+    client: aioredis.Redis, keys: Keys, fields: Mapping[str, str], *, essential: str
+) -> tuple[dict[str, Any], list[KeyProblem]]:
+    """Every key of `fields` (name -> key; the name "offline" is a set, the rest strings) in
+    one pipeline, each on its own: {name: value}, None for a key of another kind, which is
+    named as a problem with its fix. A failure of the `essential` one, or any other error,
+    raises the Redis error (the store's `_failing` words it)."""
+    async with client.pipeline(transaction=False) as pipe:
+        for name, key in fields.items():
+            pipe.smembers(key) if name == "offline" else pipe.get(key)
+        results = await pipe.execute(raise_on_error=False)
+    values: dict[str, Any] = {}
+    wrong: list[KeyProblem] = []
+    for (name, key), result in zip(fields.items(), results, strict=True):
+        values[name] = None if isinstance(result, Exception) else result
+        if isinstance(result, Exception):
+            if not is_wrong_type(result) or name == essential:
+                raise result
+            wrong.append(KeyProblem(key, str(await diagnose(client, keys, [key], result))))
+    return values, wrong
 
 
 def is_wrong_type(exc: BaseException) -> bool:
@@ -61,6 +123,16 @@ def repair_hint(keys: Keys, key: str) -> str:
         )
     if key == keys.audit:
         return f"`redis-cli DEL {key}` (the switch history starts again, empty)"
+    if key == keys.generation:
+        return (
+            f"`redis-cli DEL {key}` (the next change through token-router starts the counter "
+            "again and repairs it; the routers confirm changes again from then on)"
+        )
+    if key == keys.rollout:
+        return (
+            f"`redis-cli DEL {key}` (no rollout then: new sessions follow the active system; "
+            "start again with `token-router rollout start`)"
+        )
     if key.startswith(f"{keys.prefix}:open:"):
         return f"`redis-cli DEL {key}` (its drain count starts again from new sessions)"
     return f"`redis-cli DEL {key}` (token-router writes it again when it needs it)"

@@ -50,6 +50,19 @@ class Keys:
         return f"{self.prefix}:offline"
 
     @property
+    def offline_forced(self) -> str:
+        """The system token-router marked offline while it was active (`offline --force`):
+        the only way the active system is offline. A mark of the active system found without
+        it (a bare `SADD`) is refused, like a bare `SET` of an offline system."""
+        return f"{self.prefix}:offline:forced"
+
+    @property
+    def offline_refused(self) -> str:
+        """The active system whose bare `SADD` to the offline set was refused and audited
+        (makes that audit exactly-once)."""
+        return f"{self.prefix}:offline:refused"
+
+    @property
     def offline_recorded(self) -> str:
         """The offline set as last written to the audit stream (plus the member "" once it
         exists), so a bare SADD/SREM from redis-cli is audited exactly once, like `recorded`."""
@@ -82,6 +95,11 @@ class Keys:
         """Who issued an open item and when ('<instance> <unix time>'), for the drain's list;
         lives as long as the item counts as open."""
         return f"{self.prefix}:issued:{kind}:{ident}"
+
+    def throttle(self, scope: str, part: str) -> str:
+        """One credential-throttle bucket or mark of a listener (`scope`: admin, preview):
+        `all` (the overall bucket), `addr:<address>`, `good:<address>`."""
+        return f"{self.prefix}:throttle:{scope}:{part}"
 
     def revoked_session(self, nonce: str) -> str:
         """Present (with a TTL: the session's lifetime left) once a login session ended."""

@@ -24,6 +24,7 @@ from router.state.store import (
     AuditFields,
     Change,
     OpenItem,
+    RolloutRestore,
     StoredState,
     SwitchResult,
     member,
@@ -42,6 +43,7 @@ class MemoryStore:
         self.active: str | None = None
         self.recorded: str | None = None
         self.offline: set[str] = set()
+        self.offline_forced: str | None = None
         self.entries: list[AuditEntry] = []
         self.affinity: dict[tuple[str, str], tuple[str, float]] = {}
         self.open: dict[str, dict[str, float]] = {}
@@ -82,12 +84,12 @@ class MemoryStore:
         self.entries.append(entry)
         del self.entries[:-AUDIT_MAXLEN]
 
-    def _end_rollout(self, state: str, why: str) -> dict[str, Any] | None:
+    def _end_rollout(self, state: str, why: str, kept: str = "") -> dict[str, Any] | None:
         """What the scripts' end_rollout does: end a running or paused rollout in place."""
         if self.rollout is None:
             return None
         doc = orjson.loads(self.rollout)
-        if doc.get("state") not in ("running", "paused"):
+        if doc.get("state") not in ("running", "paused") or (kept and doc.get("source") == kept):
             return None
         doc.update(state=state, ended_at=time.time(), end_reason=why)
         self.rollout = orjson.dumps(doc).decode()
@@ -107,6 +109,7 @@ class MemoryStore:
             epoch=self.epoch,
             rollout=self.rollout,
             generation=self.generation,
+            offline_forced=self.offline_forced,
         )
 
     async def mark_restoring(self, now: float) -> None:
@@ -131,8 +134,18 @@ class MemoryStore:
                 yield "event"
 
     async def restore(
-        self, epoch: str, active: str, offline: Sequence[str], *, known: bool = False
+        self,
+        epoch: str,
+        active: str,
+        offline: Sequence[str],
+        *,
+        known: bool = False,
+        rollout: RolloutRestore | None = None,
     ) -> tuple[str, bool]:
+        if rollout is not None and self.rollout is None:
+            self.rollout = rollout.document
+            back = rollout
+            self._append("rollout-restore", back.source, back.from_, back.to, back.reason)
         created = self.epoch is None
         if created:
             self.epoch = epoch
@@ -166,6 +179,8 @@ class MemoryStore:
             if not forced:
                 raise offline_error(system)
             self.offline.discard(system)
+            if self.offline_forced == system:
+                self.offline_forced = None
             self._append("online", source, system, system, f"forced {action} to it", True)
         if (
             self.active is not None
@@ -209,6 +224,10 @@ class MemoryStore:
         if offline and refuse_active and self.active == system:
             raise active_error(system)
         changed = (system not in self.offline) if offline else (system in self.offline)
+        if offline and self.active == system:
+            self.offline_forced = system
+        elif not offline and self.offline_forced == system:
+            self.offline_forced = None
         if offline:
             self.offline.add(system)
         else:
@@ -234,7 +253,7 @@ class MemoryStore:
         self._append("switch", source, self.recorded or "", self.active)
         self.recorded = self.active
         why = f"active set to {self.active} outside token-router (bare SET)"
-        ended = self._end_rollout("ended", why)
+        ended = self._end_rollout("ended", why, kept=self.active)
         if ended is not None:
             self._append("rollout-end", source, str(ended["source"]), str(ended["target"]), why)
             self._notify()

@@ -8,6 +8,7 @@ a refused one is read once by refusals.refusal. A key of the wrong type is named
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -17,7 +18,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from router.errors import StoreUnavailable
 from router.state import scripts
-from router.state.key_types import diagnose, is_wrong_type
+from router.state.key_types import diagnose, is_wrong_type, parse_counter, read_each
 from router.state.keys import Keys
 from router.state.open_items import affinity_row, issued_args, read_open_items
 from router.state.redis_client import close_client, describe, redis_client, unavailable
@@ -32,13 +33,18 @@ from router.state.store import (
     AuditFields,
     Change,
     OpenItem,
+    RolloutRestore,
     StoredState,
     SwitchResult,
+    decode_state,
     member,
     parse_counts,
     persistence_mode,
     split_instances,
+    state_fields,
 )
+
+log = logging.getLogger("router.store")
 
 # Seconds a fresh router's default seed can be replaced by a router that knew the state:
 # longer than any reconnect backoff (redis_retry_max), short enough to never surprise.
@@ -46,13 +52,6 @@ DEFAULT_MARK_TTL = 60
 
 # Seconds the "restoring" mark lives: far longer than any write-back, short enough to vanish.
 RESTORING_TTL = 60
-
-
-def _float_or_none(value: str | None) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except ValueError:
-        return None
 
 
 ROLLOUT_COUNTS_TTL = 86_400  # a step's counts outlive any sane interval, then go
@@ -88,6 +87,11 @@ class RedisStore:
         self._leader = self._client.register_script(scripts.LEADER)
         self._watch = self._client.register_script(scripts.WATCH)
         self._unlead = self._client.register_script(scripts.UNLEAD)
+        self._heartbeat = self._client.register_script(scripts.HEARTBEAT)
+
+    @property
+    def client(self) -> Any:  # for store-backed helpers: state/shared_throttle.py
+        return self._client
 
     async def close(self) -> None:
         await close_client(self._client)
@@ -117,23 +121,14 @@ class RedisStore:
             raise self._unavailable(exc) from exc
 
     async def read_state(self) -> StoredState:
-        k = self.keys
-        read = (k.active, k.offline, k.recorded, k.epoch, k.restoring, k.rollout, k.generation)
-        async with self._failing(*read), self._client.pipeline(transaction=False) as pipe:
-            pipe.get(k.active)
-            pipe.smembers(k.offline)
-            for key in read[2:]:
-                pipe.get(key)
-            active, offline, recorded, epoch, restoring, rollout, generation = await pipe.execute()
-        return StoredState(
-            active=active,
-            offline=frozenset(offline),
-            recorded=recorded,
-            rollout=rollout,
-            generation=int(generation or 0),
-            epoch=epoch,
-            restoring=_float_or_none(restoring),
-        )
+        """The dynamic state. A key that holds something unusable does not stop the read:
+        it is named in `problems` with its fix and its field reads as absent (listed in
+        `unreadable`), so routing still follows `active`. Only `active` itself of the wrong
+        kind fails the read (WrongKeyType): there is nothing to follow then."""
+        fields = state_fields(self.keys)
+        async with self._failing(*fields.values()):
+            values, wrong = await read_each(self._client, self.keys, fields, essential="active")
+        return decode_state(self.keys, values, wrong)
 
     async def persistence(self) -> str:
         """How the server persists its data (store.persistence_mode); never raises."""
@@ -160,19 +155,29 @@ class RedisStore:
             await changes.aclose()  # its own finally closes the subscription, now
 
     async def restore(
-        self, epoch: str, active: str, offline: Sequence[str], *, known: bool = False
+        self,
+        epoch: str,
+        active: str,
+        offline: Sequence[str],
+        *,
+        known: bool = False,
+        rollout: RolloutRestore | None = None,
     ) -> tuple[str, bool]:
-        """Put back the epoch, the active system and offline marks (see scripts.RESTORE).
-        `known`: `active` is this router's last known state, not a default."""
+        """Put back the epoch, the active system, offline marks and the running rollout
+        (see scripts.RESTORE). `known`: `active` is this router's last known state, not a
+        default."""
         k = self.keys
+        back = rollout or RolloutRestore("", "", "", "", "")
+        touched = scripts.restore_keys(k)
+        mode = "known" if known else "fresh"
+        entry = [back.source, back.from_, back.to, back.reason]
+        when = f"{time.time():.3f}"
+        args: list[str | int] = [epoch, active, mode, DEFAULT_MARK_TTL, back.document, when]
+        args += [AUDIT_MAXLEN, *entry]
         try:
-            found, seeded = await self._restore(
-                keys=[k.epoch, k.active, k.offline, k.default_seed],
-                args=[epoch, active, "known" if known else "fresh", DEFAULT_MARK_TTL, *offline],
-            )
+            found, seeded = await self._restore(keys=touched, args=[*args, *offline])
         except (RedisError, OSError) as exc:
-            k = self.keys
-            raise await self._failure(exc, k.epoch, k.active, k.offline, k.default_seed) from exc
+            raise await self._failure(exc, *touched) from exc
         return str(found), bool(seeded)
 
     async def change_active(
@@ -187,10 +192,10 @@ class RedisStore:
         action: str = "switch",
     ) -> SwitchResult:
         k = self.keys
-        switched = (k.active, k.recorded, k.offline, k.audit, k.rollout, k.generation)
+        switched = scripts.switch_keys(k)
         try:
             previous, generation = await self._switch(
-                keys=[*switched[:4], k.events, *switched[4:], k.offline_recorded],
+                keys=switched,
                 args=[
                     system,
                     source,
@@ -221,10 +226,10 @@ class RedisStore:
         forced: bool = False,
         refuse_active: bool = False,
     ) -> None:
-        k = self.keys
+        touched = scripts.offline_keys(self.keys)
         try:
             await self._offline(
-                keys=[k.offline, k.audit, k.events, k.active, k.generation, k.offline_recorded],
+                keys=touched,
                 args=[
                     system,
                     "1" if offline else "0",
@@ -239,29 +244,24 @@ class RedisStore:
         except ResponseError as exc:
             if refused := refusal(str(exc), system=system):
                 raise refused from None
-            raise await self._failure(exc, k.offline, k.audit, k.active, k.generation) from exc
+            raise await self._failure(exc, *touched) from exc
         except (RedisError, OSError) as exc:
-            raise await self._failure(exc, k.offline, k.audit, k.active, k.generation) from exc
+            raise await self._failure(exc, *touched) from exc
 
     async def record_observed(self, source: str, known: Sequence[str]) -> bool:
-        k = self.keys
-        async with self._failing(k.active, k.recorded, k.audit, k.offline, k.rollout):
-            return bool(
-                await self._observe(
-                    keys=[k.active, k.recorded, k.audit, k.offline, k.rollout, k.events],
-                    args=[source, f"{time.time():.3f}", AUDIT_MAXLEN, *known],
-                )
-            )
+        touched = scripts.observe_keys(self.keys)
+        args: list[str | int] = [source, f"{time.time():.3f}", AUDIT_MAXLEN, *known]
+        try:
+            return bool(await self._observe(keys=touched, args=args))
+        except (RedisError, OSError) as exc:
+            raise await self._failure(exc, *touched) from exc
 
     async def record_offline_observed(self, source: str, active: str, known: Sequence[str]) -> int:
         k = self.keys
-        async with self._failing(k.offline, k.offline_recorded, k.audit):
-            return int(
-                await self._observe_offline(
-                    keys=[k.offline, k.offline_recorded, k.audit],
-                    args=[source, f"{time.time():.3f}", AUDIT_MAXLEN, active, *known],
-                )
-            )
+        touched = (k.offline, k.offline_recorded, k.audit)
+        args: list[str | int] = [source, f"{time.time():.3f}", AUDIT_MAXLEN, active, *known]
+        async with self._failing(*touched):
+            return int(await self._observe_offline(keys=list(touched), args=args))
 
     async def write_rollout(
         self, expected: str | None, new: str | None, entry: AuditFields, *, expect_active: str = ""
@@ -328,7 +328,11 @@ class RedisStore:
             for key in keys:
                 pipe.hgetall(key)
             raw: list[dict[str, str]] = await pipe.execute()
-        return [{name: int(n) for name, n in found.items()} for found in raw]
+        # A field written by hand that is no counter (redis-cli HSET) is no traffic.
+        return [
+            {name: n for name, value in found.items() if (n := parse_counter(value)) is not None}
+            for found in raw
+        ]
 
     async def read_watch(self) -> str | None:
         async with self._failing(self.keys.watch):
@@ -370,7 +374,11 @@ class RedisStore:
 
     async def heartbeat(self, instance: str, document: Mapping[str, Any]) -> None:
         async with self._failing(self.keys.instances):
-            await self._client.hset(self.keys.instances, instance, orjson.dumps(document))
+            replaced = await self._heartbeat(
+                keys=[self.keys.instances], args=[instance, orjson.dumps(document)]
+            )
+        if replaced:  # another kind of key was there: every instance writes its entry again
+            log.warning("Redis key %r was no hash; replaced it", self.keys.instances)
 
     async def instances(self, now: float, stale_after: float) -> list[dict[str, Any]]:
         """Live instances; those silent for longer than `stale_after` are dropped here."""
@@ -435,17 +443,11 @@ class RedisStore:
         key = k.affinity(record.kind, record.ident)
         counted = k.open_items(record.system) if record.counted > 0 else ""
         async with self._failing(key, *([counted] if counted else [])):
-            holder = await self._claim(
-                keys=[key],
-                args=[
-                    record.system,
-                    record.ttl,
-                    counted,
-                    member(record.kind, record.ident),
-                    now + record.counted,
-                    *issued_args(k, record),
-                ],
-            )
+            ident = member(record.kind, record.ident)
+            args: list[str | int | float] = [record.system, record.ttl, counted, ident]
+            args.append(now + record.counted)
+            args.extend(issued_args(k, record))
+            holder = await self._claim(keys=[key], args=args)
         return str(holder) or None
 
     async def release(self, kind: AffinityKind, ident: str, system: str) -> None:

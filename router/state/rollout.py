@@ -25,8 +25,17 @@ from router.printable import printable
 from router.state.watch import Thresholds, Traffic, latency_breach, ms
 
 RUNNING = ("running", "paused")
+TERMINAL = ("promoted", "aborted", "ended")
 DEFAULT_MAX_ERROR_RATE = 0.05
 DEFAULT_MIN_REQUESTS = 20
+# Bounds of a rollout, for every way one is started (CLI, API) and for the stored document
+# (a redis-cli write included). A step shorter than a second cannot gather the token requests
+# the error-share check needs: it would switch through every step unguarded. A week is the
+# longest step worth keeping a rollout open for.
+MIN_INTERVAL = 1.0
+MAX_INTERVAL = 604_800.0
+# More requests than a step ever sees would switch the automatic abort off for good.
+MAX_MIN_REQUESTS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,33 +94,79 @@ class Rollout:
 
 
 def loads(raw: str | None) -> Rollout | None:
-    """The stored document, or None when there is none or it cannot be read."""
+    """The stored document, or None when there is none or it cannot be used (`parse`)."""
     if not raw:
         return None
     try:
-        doc = orjson.loads(raw)
-        return Rollout(
-            id=str(doc["id"]),
-            target=str(doc["target"]),
-            source=str(doc["source"]),
-            steps=tuple(int(s) for s in doc["steps"]),
-            interval=float(doc["interval"]),
-            max_error_rate=float(doc["max_error_rate"]),
-            min_requests=int(doc["min_requests"]),
-            step=int(doc["step"]),
-            step_started=float(doc["step_started"]),
-            state=str(doc["state"]),
-            started=float(doc["started"]),
-            started_by=str(doc.get("started_by", "")),
-            paused_at=None if doc.get("paused_at") is None else float(doc["paused_at"]),
-            ended_at=None if doc.get("ended_at") is None else float(doc["ended_at"]),
-            end_reason=None if doc.get("end_reason") is None else printable(str(doc["end_reason"])),
-            max_latency=float(doc.get("max_latency", 0.0)),
-            latency_factor=float(doc.get("latency_factor", 0.0)),
-            latency_floor=float(doc.get("latency_floor", 0.0)),
-        )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError):
+        return parse(raw)
+    except BadRequest:
         return None
+
+
+def parse(raw: str) -> Rollout:
+    """A stored document, held to the bounds a rollout is started with (BadRequest naming
+    the field otherwise): one written by redis-cli with wild values routes nothing."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("not a JSON document") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("not a JSON object")
+    try:
+        steps = parse_steps(doc["steps"])
+        step = _whole("step", doc["step"])
+        if not 0 <= step < len(steps):
+            raise BadRequest(f"step: {step} is not an index into {len(steps)} step(s)")
+        state = _text("state", doc["state"])
+        if state not in RUNNING + TERMINAL:
+            raise BadRequest(f"state: {state!r} is not one of {', '.join(RUNNING + TERMINAL)}")
+        return Rollout(
+            id=_text("id", doc["id"]),
+            target=_text("target", doc["target"]),
+            source=_text("source", doc["source"]),
+            steps=steps,
+            interval=parse_interval(doc["interval"]),
+            max_error_rate=parse_error_rate(doc["max_error_rate"]),
+            min_requests=parse_min_requests(doc["min_requests"]),
+            step=step,
+            step_started=_number("step_started", doc["step_started"]),
+            state=state,
+            started=_number("started", doc["started"]),
+            started_by=str(doc.get("started_by", "")),
+            paused_at=_optional("paused_at", doc.get("paused_at")),
+            ended_at=_optional("ended_at", doc.get("ended_at")),
+            end_reason=None if doc.get("end_reason") is None else printable(str(doc["end_reason"])),
+            max_latency=parse_max_latency(doc.get("max_latency", 0.0)),
+            latency_factor=parse_latency_factor(doc.get("latency_factor", 0.0)),
+            latency_floor=_latency_floor(doc.get("latency_floor", 0.0)),
+        )
+    except KeyError as exc:
+        raise BadRequest(f"{exc.args[0]}: missing") from None
+
+
+def _text(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{name}: {value!r} is not a name")
+    return value
+
+
+def _whole(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest(f"{name}: {value!r} is not a whole number")
+    if isinstance(value, float) and not value.is_integer():  # nan and inf too
+        raise BadRequest(f"{name}: {value!r} is not a whole number")
+    return int(value)
+
+
+def _latency_floor(value: object) -> float:
+    number = _number("latency_floor", value)
+    if not 0 <= number <= 3600:
+        raise BadRequest(f"latency_floor: {number:g} must be 0 to 3600 seconds")
+    return number
+
+
+def _optional(name: str, value: object) -> float | None:
+    return None if value is None else _number(name, value)
 
 
 # --- validation (bad input: nothing reaches Redis) ------------------------------------------
@@ -147,8 +202,11 @@ def parse_steps(value: object) -> tuple[int, ...]:
 
 def parse_interval(value: object) -> float:
     number = _number("interval", value)
-    if not 0 < number < 86_400 * 7:
-        raise BadRequest(f"interval: {number:g} must be more than 0 seconds (and under a week)")
+    if not MIN_INTERVAL <= number <= MAX_INTERVAL:
+        raise BadRequest(
+            f"interval: {number:g} s is outside {MIN_INTERVAL:g}..{MAX_INTERVAL:g} s "
+            "(a second to a week per step)"
+        )
     return number
 
 
@@ -160,14 +218,18 @@ def parse_error_rate(value: object) -> float:
 
 
 def parse_min_requests(value: object) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 20.0 from a JSON writer that knows only doubles
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise BadRequest(f"min_requests: {value!r} is not a whole number")
+    if isinstance(value, str) and len(value.strip()) > 20:
+        raise BadRequest(f"min_requests: {value[:24]!r}... is not a sane number")
     try:
         number = int(value)
     except ValueError:
         raise BadRequest(f"min_requests: {value!r} is not a whole number") from None
-    if number < 1:
-        raise BadRequest(f"min_requests: {number} must be 1 or more")
+    if not 1 <= number <= MAX_MIN_REQUESTS:
+        raise BadRequest(f"min_requests: {number} is outside 1..{MAX_MIN_REQUESTS:,}")
     return number
 
 

@@ -17,19 +17,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from router.errors import StoreUnavailable, WrongKeyType
+from router.state.key_types import KeyProblem
 from router.state.rollout import Share, loads, share_of
-from router.state.store import StateStore, StoredState
+from router.state.store import RolloutRestore, StateStore, StoredState
 
 log = logging.getLogger("router.state")
 
 
 REFUSED_UNKNOWN = "unknown"  # names no configured system
 REFUSED_OFFLINE = "offline"  # names a system an operator marked offline
+# The active system's own offline mark, added outside token-router (a bare SADD): refused,
+# the system stays active and online (`token-router offline <id> --force` is the way).
+REFUSED_OFFLINE_MARK = "offline-mark"
 
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """A value found in `<prefix>:active` that routing refused, and why."""
+    """A value found in `<prefix>:active` that routing refused, and why (or, for
+    REFUSED_OFFLINE_MARK, the active system's offline mark in `<prefix>:offline`)."""
 
     value: str
     since: float
@@ -38,6 +43,11 @@ class Refusal:
     def describe(self) -> str:
         if self.reason == REFUSED_OFFLINE:
             return "names a system that is marked offline"
+        if self.reason == REFUSED_OFFLINE_MARK:
+            return (
+                "is the active system, marked offline outside token-router (a bare SADD); "
+                "the mark is refused"
+            )
         return "names no configured system"
 
 
@@ -48,6 +58,9 @@ class Snapshot:
     refused: Refusal | None = None
     rollout: Share | None = None  # the running rollout's share of new sessions, if any
     generation: int = 0  # of the last write through token-router this snapshot includes
+    # Keys holding something token-router cannot use, each with its fix (key_types.py):
+    # routing goes on without them; every surface names them until they are repaired.
+    problems: tuple[KeyProblem, ...] = ()
 
     def is_offline(self, system: str) -> bool:
         return system in self.offline
@@ -63,25 +76,58 @@ def build_snapshot(
     page and metrics. So is a change of the value to a system marked offline (SPEC section 6:
     a bare `SET` to an offline system would send every new session to a 503). The system
     that is already active being marked offline is not a change of `active`: it stays (its
-    requests get the offline 503, as the operator asked). A missing value also keeps the
-    previous system; the watcher re-seeds it.
+    requests get the offline 503, as the operator asked) when token-router marked it (`offline
+    --force`, `stored.offline_forced`); a bare `SADD` of it is refused instead, the same gate
+    as the bare `SET` (every new session would get a 503): it stays active and online, and
+    the refusal shows like a refused value. A missing value also keeps the previous system;
+    the watcher re-seeds it.
+
+    A key that cannot be read (`stored.problems`) is carried as a problem: the offline set
+    stays as last read; an unusable rollout document routes nothing (new sessions follow
+    `active`, never a share nobody can see or end).
     """
-    offline = frozenset(s for s in stored.offline if s in known)
+    if "offline" in stored.unreadable:
+        offline = previous.offline
+    else:
+        offline = frozenset(s for s in stored.offline if s in known)
     share = share_of(loads(stored.rollout))
     if share is not None and share.target not in known:
         share = None
     gen = stored.generation
+    problems = stored.problems
     if stored.active is None:
-        return replace(previous, offline=offline, refused=None, rollout=share, generation=gen)
+        return replace(
+            previous,
+            offline=offline,
+            refused=None,
+            rollout=share,
+            generation=gen,
+            problems=problems,
+        )
+    if (
+        stored.active in known
+        and stored.active == previous.active
+        and stored.active in offline
+        and stored.offline_forced != stored.active
+        and "offline_forced" not in stored.unreadable
+    ):
+        refused = previous.refused
+        if refused is None or (refused.value, refused.reason) != (
+            stored.active,
+            REFUSED_OFFLINE_MARK,
+        ):
+            refused = Refusal(stored.active, now, REFUSED_OFFLINE_MARK)
+        marks = offline - {stored.active}
+        return Snapshot(stored.active, marks, refused, share, gen, problems)
     if stored.active in known and (
         stored.active not in offline or stored.active == previous.active
     ):
-        return Snapshot(stored.active, offline, None, share, gen)
+        return Snapshot(stored.active, offline, None, share, gen, problems)
     reason = REFUSED_OFFLINE if stored.active in known else REFUSED_UNKNOWN
     refused = previous.refused
     if refused is None or refused.value != stored.active or refused.reason != reason:
         refused = Refusal(value=stored.active, since=now, reason=reason)
-    return Snapshot(previous.active, offline, refused, share, gen)
+    return Snapshot(previous.active, offline, refused, share, gen, problems)
 
 
 Listener = Callable[[Snapshot, Snapshot], None]
@@ -208,6 +254,8 @@ class StateWatcher:
         self.offline_audit_pending = False
         # Whole syncs completed, audit included: "every instance re-read since" for tests.
         self.syncs = 0
+        # The rollout document last read (raw), put back if Redis loses it (recovery.py).
+        self._rollout: str | None = None
 
     def _keyspace_note(self) -> str:
         return str(getattr(self.store, "keyspace_note", "") or "")
@@ -222,31 +270,59 @@ class StateWatcher:
         async with self._lock:
             await self._sync()
 
-    async def _sync(self) -> None:
-        stored = await self.store.read_state()
+    def _rollout_back(self, known_epoch: str | None, epoch: str | None) -> RolloutRestore | None:
+        """The running rollout this instance last read, to put back into a Redis that lost
+        it (issue 25: the share silently dropped to 0 after an empty restart)."""
+        r = loads(self._rollout)
+        if r is None or not r.running or self._rollout is None:
+            return None
+        return RolloutRestore(
+            self._rollout,
+            f"recovery ({self.instance})",
+            r.source,
+            r.target,
+            f"Redis lost its state (epoch {known_epoch} -> {epoch}); the rollout "
+            f"({r.state}, step {r.step + 1}/{len(r.steps)}, {r.percent} %) put back as "
+            f"{self.instance} last read it; this step's counts start again",
+        )
+
+    async def _restore(self, stored: StoredState) -> tuple[StoredState, bool, str | None]:
+        """Put back what an empty or lost store misses; (state re-read, lost, known epoch)."""
         known_epoch = self.holder.epoch
         # An epoch marker, not guesswork: a value this instance saw is gone or replaced only
         # when Redis lost its data (restart without persistence, a new server, FLUSHALL).
-        lost = known_epoch is not None and stored.epoch != known_epoch
+        # One that cannot be read (another kind of key) says nothing either way.
+        epoch_known = "epoch" not in stored.unreadable
+        lost = epoch_known and known_epoch is not None and stored.epoch != known_epoch
         if lost:
             # First, so nobody reads the half-restored counts as the truth (recovery.py).
             await self.store.mark_restoring(time.time())
-        if stored.epoch is None or stored.active is None or lost:
+        if (stored.epoch is None and epoch_known) or stored.active is None or lost:
             current = self.holder.current
+            epoch = new_epoch(time.time())
             # Put back the system we were routing to (our last known state, not a default;
             # it also replaces a default that a router with no state seeded meanwhile), so
-            # all instances agree again; offline marks only when the state was lost.
-            _, seeded = await self.store.restore(
-                new_epoch(time.time()),
+            # all instances agree again; offline marks and the rollout only when the state
+            # was lost.
+            found, seeded = await self.store.restore(
+                epoch,
                 current.active if stored.active is None or lost else "",
                 sorted(current.offline) if lost else (),
                 known=known_epoch is not None,
+                rollout=self._rollout_back(known_epoch, stored.epoch or epoch) if lost else None,
             )
             self._seeded = self._seeded or seeded
             stored = await self.store.read_state()
-        previous = self.holder.current
-        snapshot = build_snapshot(stored, self.known, previous, time.time())
-        changed = self.holder.apply(snapshot)
+        return stored, lost, known_epoch
+
+    def _report(self, previous: Snapshot, snapshot: Snapshot) -> None:
+        """Log what is new in `snapshot`: unusable keys, fixed keys, a refused value."""
+        for problem in snapshot.problems:
+            if problem not in previous.problems:
+                log.error("%s", problem.message)
+        for problem in previous.problems:
+            if problem.key not in {p.key for p in snapshot.problems}:
+                log.warning("Redis key %r is usable again", problem.key)
         if snapshot.refused is not None and snapshot.refused != previous.refused:
             log.error(
                 "refused active value %r: it %s (configured: %s; offline: %s); "
@@ -257,13 +333,27 @@ class StateWatcher:
                 ", ".join(sorted(snapshot.offline)) or "none",
                 snapshot.active,
             )
+
+    async def _sync(self) -> None:
+        stored, lost, known_epoch = await self._restore(await self.store.read_state())
+        previous = basis = self.holder.current
+        if not self.holder.synced and stored.recorded in self.known:
+            # Not synced yet: the fleet routes on the last value it recorded, not on this
+            # process's default; a refused value must not split a newcomer off from it.
+            basis = replace(previous, active=str(stored.recorded))
+        snapshot = build_snapshot(stored, self.known, basis, time.time())
+        changed = self.holder.apply(snapshot)
+        self._report(previous, snapshot)
+        if "rollout" not in stored.unreadable:
+            self._rollout = stored.rollout
         # Routing follows the snapshot since apply() above, so /readyz and metrics must say
         # "synced" in the same step (not after the audit's round trip below); the epoch is
         # known from now on too.
         first = not self.holder.synced
         self.holder.synced = True
         self.holder.last_sync = time.time()
-        self.holder.epoch = stored.epoch
+        if "epoch" not in stored.unreadable:
+            self.holder.epoch = stored.epoch
         if lost:
             log.warning(
                 "state store %s lost its state (epoch %s -> %s): active %r put back; writing "
@@ -329,4 +419,11 @@ class StateWatcher:
                 else:
                     log.warning("%s; retrying in %.2f s", exc, delay)
                 self.holder.set_degraded(True, str(exc), public_error(exc))
+                await asyncio.sleep(delay)
+            except Exception as exc:
+                # A bug, never a reason to stop following the store for good: the watcher
+                # ending silently is what froze every router on a bad value (issue 25).
+                delay = self.backoff.next()
+                log.exception("state watcher failed; retrying in %.2f s", delay)
+                self.holder.set_degraded(True, f"state watcher failed: {exc!r}")
                 await asyncio.sleep(delay)

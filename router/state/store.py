@@ -10,13 +10,18 @@ callers decide what fail-static means for them. Two implementations: `RedisStore
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import orjson
 
+from router.errors import BadRequest
 from router.printable import printable
+from router.state import rollout as rollout_model
+from router.state.key_types import KeyProblem, parse_counter, unusable_value
+from router.state.keys import Keys
 
 AUDIT_MAXLEN = 10_000
 Change = Literal["subscribed", "event", "tick"]
@@ -36,6 +41,12 @@ class StoredState:
     restoring: float | None = None  # when routers last began writing back lost state
     rollout: str | None = None  # the rollout document (JSON) as stored, if any
     generation: int = 0  # bumped by every write through token-router (confirmations)
+    offline_forced: str | None = None  # the active system token-router took offline (forced)
+    # Keys that hold something token-router cannot use (the wrong kind of value, or a value
+    # it cannot parse), each with its fix; and which of the fields above could therefore not
+    # be read ("offline", "epoch", ...): their value here is the empty one, not the truth.
+    problems: tuple[KeyProblem, ...] = ()
+    unreadable: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +79,8 @@ class AuditEntry:
         """An entry as the audit stream holds it (scripts.py's `audit` writes the fields)."""
         return cls(
             id=entry_id,
-            time=float(data.get("time", 0.0)),
+            # An entry added with redis-cli XADD may lack any field or hold anything.
+            time=_finite(data.get("time")),
             action=data.get("action", "switch"),
             source=data.get("source", ""),
             from_=data.get("from", ""),
@@ -139,6 +151,17 @@ def parse_issued(value: str | None) -> tuple[str, float]:
 
 
 @dataclass(frozen=True, slots=True)
+class RolloutRestore:
+    """A rollout document to put back into a Redis that lost it, with its audit entry."""
+
+    document: str
+    source: str
+    from_: str
+    to: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class AuditFields:
     """One audit entry to write with a state change (the script writes time and id)."""
 
@@ -160,7 +183,13 @@ class StateStore(Protocol):
     async def read_state(self) -> StoredState: ...
     def changes(self, tick: float) -> AsyncIterator[Change]: ...
     async def restore(
-        self, epoch: str, active: str, offline: Sequence[str], *, known: bool = False
+        self,
+        epoch: str,
+        active: str,
+        offline: Sequence[str],
+        *,
+        known: bool = False,
+        rollout: RolloutRestore | None = None,
     ) -> tuple[str, bool]: ...
     async def mark_restoring(self, now: float) -> None: ...
     async def persistence(self) -> str: ...
@@ -232,6 +261,64 @@ class StateStore(Protocol):
     async def previewing(self, systems: Sequence[str]) -> frozenset[str]: ...
 
 
+def _finite(value: str | None) -> float:
+    try:
+        number = float(value or 0.0)
+    except ValueError:
+        return 0.0
+    return number if math.isfinite(number) else 0.0
+
+
+def _float_or_none(value: str | None) -> float | None:
+    try:
+        number = None if value is None else float(value)
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
+
+
+def state_fields(k: Keys) -> dict[str, str]:
+    """StoredState's fields read from Redis, and the key of each."""
+    return {
+        "active": k.active,
+        "offline": k.offline,
+        "recorded": k.recorded,
+        "epoch": k.epoch,
+        "restoring": k.restoring,
+        "rollout": k.rollout,
+        "generation": k.generation,
+        "offline_forced": k.offline_forced,
+    }
+
+
+def decode_state(k: Keys, values: Mapping[str, Any], wrong: Sequence[KeyProblem]) -> StoredState:
+    """The state from what Redis answered for `state_fields` (None for a key of the wrong
+    kind, named in `wrong`): a value token-router cannot use is a problem too, its field read
+    as absent, never an exception that stops the reader (issue 25)."""
+    problems = list(wrong)
+    unreadable = {name for name, key in state_fields(k).items() if key in {p.key for p in wrong}}
+    generation = parse_counter(values["generation"])
+    if generation is None:
+        why = "not an integer counter; the next change through token-router restarts it"
+        problems.append(unusable_value(k, k.generation, values["generation"], why))
+        unreadable.add("generation")
+    if (found := rollout_problem(k, values["rollout"])) is not None:
+        problems.append(found)
+        unreadable.add("rollout")
+    return StoredState(
+        active=values["active"],
+        offline=frozenset(values["offline"] or ()),
+        recorded=values["recorded"],
+        rollout=values["rollout"],
+        generation=generation or 0,
+        epoch=values["epoch"],
+        restoring=_float_or_none(values["restoring"]),
+        offline_forced=values["offline_forced"],
+        problems=tuple(problems),
+        unreadable=frozenset(unreadable),
+    )
+
+
 def persistence_mode(appendonly: str | None, save: str | None) -> str:
     """'aof', 'rdb', 'aof+rdb', 'none', or 'unknown' (CONFIG GET refused or not answered)."""
     if appendonly is None or save is None:
@@ -251,17 +338,51 @@ def split_instances(
     live: list[dict[str, Any]] = []
     stale: list[str] = []
     for ident, value in raw.items():
-        try:
-            doc = orjson.loads(value)
-            seen = float(doc["seen"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            stale.append(ident)
-            continue
-        if now - seen > stale_after:
+        doc = _heartbeat(value, now, stale_after)
+        if doc is None:
             stale.append(ident)
         else:
             live.append(doc)
     return sorted(live, key=lambda d: str(d.get("id"))), stale
+
+
+# Seconds an instance's clock may run ahead of the reader's and its beat still count.
+HEARTBEAT_SKEW = 3600.0
+
+
+def _heartbeat(value: str | bytes, now: float, stale_after: float) -> dict[str, Any] | None:
+    """A live instance's heartbeat document, or None when it is stale or was not written by
+    a router (a stray `redis-cli HSET` is pruned like a dead instance)."""
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("id"), str):
+        return None
+    seen, applied = doc.get("seen"), doc.get("applied", {})
+    if isinstance(seen, bool) or not isinstance(seen, int | float) or not math.isfinite(seen):
+        return None
+    if not isinstance(applied, dict):
+        return None
+    generation = applied.get("generation", 0)
+    if isinstance(generation, bool) or not isinstance(generation, int):
+        return None
+    # Silent for too long, or "seen" further ahead than any host's clock drifts (a stray
+    # document would otherwise stay live for ever and hold every confirmation up): not live.
+    if not -HEARTBEAT_SKEW <= now - seen <= stale_after:
+        return None
+    return doc
+
+
+def rollout_problem(keys: Keys, raw: str | None) -> KeyProblem | None:
+    """The stored rollout document's problem, if it cannot be used (rollout.parse)."""
+    if not raw:
+        return None
+    try:
+        rollout_model.parse(raw)
+    except BadRequest as exc:
+        return unusable_value(keys, keys.rollout, raw, f"not a rollout document: {exc}")
+    return None
 
 
 def member(kind: AffinityKind, ident: str) -> str:
@@ -274,10 +395,13 @@ def parse_counts(raw: Mapping[str, str]) -> dict[str, tuple[int, int]]:
     out: dict[str, tuple[int, int]] = {}
     for name, value in raw.items():
         system, _, what = name.rpartition(":")
+        number = parse_counter(value)
+        if number is None or number < 0 or what not in ("requests", "failures"):
+            continue  # not written by a router (HINCRBY): a stray field is no count
         requests, failures = out.get(system, (0, 0))
         if what == "requests":
-            requests = int(value)
-        elif what == "failures":
-            failures = int(value)
+            requests = number
+        else:
+            failures = number
         out[system] = (requests, failures)
     return out

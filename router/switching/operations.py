@@ -21,6 +21,7 @@ from router.state.snapshot import Snapshot, build_snapshot
 from router.state.store import AuditFields, StateStore, StoredState, SwitchResult
 from router.switching.fleet import STALE_BEATS
 from router.switching.gates import GateProber, check_offline, check_target, enforce, known_target
+from router.switching.outcomes import Confirmation, SwitchOutcome
 from router.systems.drain import DrainFacts, deciding_count
 from router.systems.reports import read_counts
 from router.systems.stats import probe_all
@@ -28,81 +29,6 @@ from router.systems.stats import probe_all
 # The changes of the active system `undo` goes back from ("auto-undo": the post-switch
 # watch's own undo, state/watch.py).
 SWITCH_ACTIONS = ("switch", "undo", "promote", "auto-undo")
-
-
-@dataclass(frozen=True, slots=True)
-class Confirmation:
-    """Which live instances applied a change (generation) and how long it took.
-
-    `laggards` are every instance that was live while the change was confirmed and has not
-    reported it applied, including those that fell silent meanwhile (`silent`): an instance
-    that stops heartbeating is dropped from the registry after 3 beats, but it may still be
-    routing on the old state (a frozen process), so the answer keeps naming it.
-    """
-
-    applied: int
-    total: int
-    elapsed_ms: float
-    laggards: tuple[str, ...]
-    timed_out: bool
-    silent: tuple[str, ...] = ()
-
-    @property
-    def complete(self) -> bool:
-        """Every instance that was live applied it: only then is a change done."""
-        return not self.laggards
-
-    def text(self) -> str:
-        if self.total == 0:
-            return "no live router instance registered to confirm it"
-        line = f"applied by {self.applied}/{self.total} instances in {self.elapsed_ms:.0f} ms"
-        if self.laggards:
-            line += f"; NOT applied by {', '.join(self.laggards)}"
-        if self.silent:
-            line += f" ({', '.join(self.silent)} stopped heartbeating meanwhile)"
-        return line
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "applied": self.applied,
-            "total": self.total,
-            "elapsed_ms": round(self.elapsed_ms, 1),
-            "laggards": list(self.laggards),
-            "silent": list(self.silent),
-            "timed_out": self.timed_out,
-            "complete": self.complete,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class SwitchOutcome:
-    previous: str
-    active: str
-    generation: int
-    forced: str  # what force overrode ("" when nothing needed overriding)
-    confirmation: Confirmation | None = None
-
-    @property
-    def changed(self) -> bool:
-        return self.previous != self.active
-
-    def text(self, verb: str = "switched") -> str:
-        if not self.changed:
-            line = f"{self.active} was already active; nothing changed"
-        else:
-            line = f"{verb} {self.previous or '(none)'} -> {self.active}"
-        if self.confirmation is not None and self.changed:
-            line += f"; {self.confirmation.text()}"
-        return line
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "active": self.active,
-            "previous": self.previous or None,
-            "changed": self.changed,
-            "forced": self.forced or None,
-            "confirmation": None if self.confirmation is None else self.confirmation.to_json(),
-        }
 
 
 def snapshot_of(stored: StoredState, config: Config) -> Snapshot:
@@ -276,18 +202,25 @@ async def confirm(
 
     An instance seen live during the wait stays in the answer: one that falls silent before
     applying is a laggard (it may be frozen, still routing on the old state), not an
-    instance that never was. The wait ends early once only silent laggards are left."""
+    instance that never was. One that left the registry before its heartbeat went stale
+    deregistered itself (a clean stop: it routes nothing any more) and leaves the answer.
+    The wait ends early once only silent laggards are left."""
     started = time.monotonic()
     stale_after = heartbeat * STALE_BEATS
-    seen: dict[str, int] = {}  # id -> generation it last reported applied
+    seen: dict[str, tuple[int, float]] = {}  # id -> (generation applied, its last heartbeat)
     while True:
-        live = await store.instances(time.time(), stale_after)
+        now = time.time()
+        live = await store.instances(now, stale_after)
         live_ids = set()
         for doc in live:
             ident = str(doc.get("id"))
             live_ids.add(ident)
-            seen[ident] = int((doc.get("applied") or {}).get("generation", 0))
-        laggards = tuple(sorted(i for i, g in seen.items() if g < generation))
+            applied = int((doc.get("applied") or {}).get("generation", 0))
+            seen[ident] = (applied, float(doc.get("seen") or now))
+        for ident in [i for i in seen if i not in live_ids]:
+            if now - seen[ident][1] <= stale_after:
+                del seen[ident]  # gone while its heartbeat was fresh: it stopped cleanly
+        laggards = tuple(sorted(i for i, (g, _) in seen.items() if g < generation))
         silent = tuple(i for i in laggards if i not in live_ids)
         elapsed = (time.monotonic() - started) * 1000
         waiting = [i for i in laggards if i in live_ids]

@@ -177,6 +177,10 @@ async def switch(ctx: Context) -> str:
     ctx.out("  " + routers.line())
     if not routers.ok:
         raise StepFailed(EXIT_REFUSED, f"switched, but {routers.detail}")
+    if not confirmation.complete:
+        # Done only when every live instance applied it (as `switch` exits 5): one still on
+        # the old state keeps sending new sessions to the old system, so no drain can end.
+        raise StepFailed(EXIT_REFUSED, f"switched, but {confirmation.text()}")
     ms = (time.monotonic() - began) * 1000
     return f"{outcome.previous or '(none)'} -> {opts.target}, confirmed in {ms:.0f} ms"
 

@@ -29,7 +29,8 @@ from aiohttp import web
 
 from router.admin.app_keys import AUTH as AUTH_KEY
 from router.responses import SYSTEM_HEADER
-from router.throttle import CredentialThrottle
+from router.state.shared_throttle import SharedThrottle
+from router.throttle import Limits
 from tests.helpers import SESSION_BODY, SESSION_PATH, Gateway, RunningRouter
 
 SEED = 20261129
@@ -98,8 +99,8 @@ async def test_schemathesis_finds_nothing_and_the_router_still_serves(
     # every later request from this address 429 unchecked, the valid ones too, and leave
     # nothing else fuzzed. Its limits are raised for this router only.
     admin_app: web.Application = router.server.admin_runner.app
-    admin_app[AUTH_KEY].throttle = CredentialThrottle(
-        per_address=1_000_000, overall=1_000_000, per_address_per_minute=1e6
+    admin_app[AUTH_KEY].throttle = SharedThrottle(
+        None, "admin", Limits(per_address=1_000_000, overall=1_000_000, per_address_per_minute=1e6)
     )
     report = tmp_path / "junit.xml"
     command = schemathesis_command(

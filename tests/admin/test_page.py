@@ -401,29 +401,81 @@ async def test_gate_override_undo_and_rollout_controls(
 async def test_history_pages_back_and_returns_to_the_live_view(
     page: Page, router: RunningRouter, http: aiohttp.ClientSession
 ) -> None:
-    # More changes than the live view lists (one `upgrade` alone writes about 8).
-    for i in range(12):
+    # More changes than the live view lists (one `upgrade` alone writes about 8), and more
+    # than one older page.
+    for i in range(40):
         async with http.post(
             router.admin_url + "/api/switch", json={"system": "ab"[(i + 1) % 2]}, headers=ADMIN_AUTH
         ) as resp:
             assert resp.status == 200, await resp.text()
     async with http.get(router.admin_url + "/api/audit?count=1000", headers=ADMIN_AUTH) as resp:
-        total = len((await resp.json())["entries"])
-    assert total > 10
+        every = (await resp.json())["entries"]
+    total = len(every)
+    assert 35 < total <= 60
     await log_in(page, router.admin_url)
     rows = page.locator("#audit-rows tr")
+    count = page.locator("#audit-count")
     await expect(rows).to_have_count(10)
-    await expect(page.locator("#audit-count")).to_have_text("the newest 10 change(s), live")
+    await expect(count).to_have_text("the newest 10 change(s), live")
+    await expect(page.locator("#audit-newest")).to_be_hidden()
+
+    # Older pages through the API's cursor: the 25 before the last one shown, then the rest.
     await page.click("#audit-more")
-    await expect(rows).to_have_count(min(total, 35))
-    await expect(page.locator("#audit-more")).to_be_hidden()  # all of them are listed
-    # A change meanwhile still shows at the top of the longer list.
+    await expect(count).to_have_text("older changes, page 2: 25 change(s)")
+    await expect(rows).to_have_count(25)
+    first = rows.first.locator("td")
+    await expect(first.nth(3)).to_have_text(every[10]["from"] or "—")
+    await expect(first.nth(4)).to_have_text(every[10]["to"])
+    last = rows.last.locator("td")
+    await expect(last.nth(4)).to_have_text(every[34]["to"])
+    await page.click("#audit-more")
+    await expect(rows).to_have_count(total - 35)
+    await expect(page.locator("#audit-more")).to_be_hidden()  # the oldest page
+
+    # Back: page 2, then the live list, which follows new changes again.
+    await page.click("#audit-newest")
+    await expect(count).to_have_text("older changes, page 2: 25 change(s)")
+    await page.click("#audit-newest")
+    await expect(rows).to_have_count(10)
+    await expect(page.locator("#audit-newest")).to_be_hidden()
     async with http.post(
         router.admin_url + "/api/switch", json={"system": "b"}, headers=ADMIN_AUTH
     ) as resp:
         assert resp.status == 200
-    await expect(rows).to_have_count(min(total + 1, 35))
     await expect(rows.first.locator("td").nth(4)).to_have_text("b")
-    await page.click("#audit-newest")
-    await expect(rows).to_have_count(10)
-    await expect(page.locator("#audit-newest")).to_be_hidden()
+
+
+async def test_the_page_shows_the_watch_after_a_switch_and_its_undo(
+    page: Page,
+    routers: RouterFactory,
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    http: aiohttp.ClientSession,
+) -> None:
+    fast = {"heartbeat_interval": 0.2, "rollout_tick": 0.05, "leader_ttl": 0.5}
+    config = make_config(
+        redis_server.url,
+        gateways,
+        post_switch_watch=60,
+        watch_span=30,
+        watch_min_requests=10,
+        gate_probe_age=0.001,
+        **fast,
+    )
+    router = await routers(config)
+    await log_in(page, router.admin_url)
+    banner = page.locator("#banner-watch")
+    await expect(banner).to_be_hidden()
+    redis_server.command("SET", "tokenrouter:active", "b")
+    await expect(banner).to_be_visible()
+    await expect(banner).to_have_attribute("data-state", "watching")
+    await expect(banner).to_contain_text("watching b after switch a -> b")
+    await expect(banner).to_contain_text("failed share of token requests to b")
+    async with http.post(gateways["b"].url + "/_sim/fail", json={"status": 500, "count": None}):
+        pass
+    for _ in range(12):
+        async with http.post(router.proxy_url + SESSION_PATH, json=SESSION_BODY) as resp:
+            await resp.read()
+    await expect(banner).to_have_attribute("data-state", "undone", timeout=30_000)
+    await expect(banner).to_contain_text("UNDONE by the watch: b -> a")
+    await expect(page.locator("#active-system")).to_have_text("a")

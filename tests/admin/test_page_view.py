@@ -7,8 +7,10 @@ fed one history are compared without sockets in tests/flows/test_view_surfaces.p
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +178,32 @@ async def test_page_status_and_api_agree_during_a_rollout_and_a_drain(
     # A one-shot `status` has watched nothing yet: the same state without the stall.
     assert row(text, "a").split()[1:3] == ["draining", "3"]
     assert "new sessions go to b" in text
+
+
+async def test_a_switch_some_instance_did_not_apply_is_a_warning_naming_it(
+    page: Page,
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+    tmp_path: Path,
+) -> None:
+    """A change is done when every live instance applied it: the page names the laggard
+    where `switch` and `status` name it, and does not call the switch a success."""
+    data = router_data(redis_server.url, gateways, heartbeat_interval=0.2, confirm_timeout=0.3)
+    config = write_toml(tmp_path / "router.toml", data)
+    router = await routers(build_config(data, {}))
+    await log_in(page, router.admin_url)
+    await expect(page.locator("#instance-rows tr")).to_have_count(1)
+    # An instance that beats but never applies anything (a stuck process, as Redis sees it).
+    stuck = {"id": "stuck:1", "seen": time.time() + 60, "applied": {"generation": 0}}
+    redis_server.command("HSET", "tokenrouter:instances", "stuck:1", orjson.dumps(stuck).decode())
+    await page.locator('.card[data-system="b"] form[data-action="switch"] button').click()
+    await page.click("#confirm-ok")
+    flash = page.locator("#flash")
+    await expect(flash).to_contain_text("NOT applied by stuck:1")
+    await expect(flash).to_have_class(re.compile(r"\bwarn\b"))
+    note = page.locator("#instances-note")
+    await expect(note).to_contain_text("2 live, 1 not on the current state: stuck:1")
+    await expect(note).to_have_class(re.compile(r"\bbehind\b"))
+    text = (await cli_status(config)).stdout
+    assert "instances: 2 live, 1 not on the current state: stuck:1" in text

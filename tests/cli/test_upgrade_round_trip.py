@@ -9,13 +9,22 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import aiohttp
+import orjson
 
 from router.state.redis_store import RedisStore
 from tests.cli.test_upgrade import ENV, mint, setup, state_of, upgrade  # noqa: F401 (setup)
-from tests.helpers import SESSION_PATH, Gateway, RunningRouter, new_token, wait_until
+from tests.helpers import (
+    SESSION_PATH,
+    Gateway,
+    RedisServer,
+    RunningRouter,
+    new_token,
+    wait_until,
+)
 
 
 def next_steps(out: str) -> dict[int, str]:
@@ -100,3 +109,21 @@ async def test_upgrade_b_then_back_to_a_as_guided(
         again = await as_printed(steps[4], "--yes")
         assert again.returncode == 0 and "the upgrade to a is already done" in again.stdout
         assert "next, to bring new sessions back to b" in again.stdout
+
+
+async def test_a_switch_some_instance_did_not_apply_stops_the_upgrade(
+    setup: tuple[Path, RunningRouter, RedisStore],  # noqa: F811
+    redis_server: RedisServer,
+) -> None:
+    config, router, store = setup
+    generation = (await store.read_state()).generation
+    # An instance that beats but applies nothing new (a stuck process, as Redis sees it).
+    stuck = {"id": "stuck:1", "seen": time.time() + 600, "applied": {"generation": generation}}
+    redis_server.command("HSET", "tokenrouter:instances", "stuck:1", orjson.dumps(stuck).decode())
+    code, out, err = await upgrade(config, "b", "--yes", "--steps", "100")
+    assert code == 3, out + err
+    assert "[ok  ] instances agree: 2 live instance(s)" in out
+    assert "switch new sessions: FAILED" in out
+    assert "switched, but applied by 1/2 instances" in err and "NOT applied by stuck:1" in err
+    assert "resume: token-router upgrade b --config " in err
+    assert (await store.read_state()).active == "b"  # written: resumed once stuck:1 is fixed

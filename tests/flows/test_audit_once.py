@@ -86,7 +86,8 @@ async def test_offline_changes_from_redis_cli_are_audited_exactly_once(
         assert resp.status == 200
     await wait_until(lambda: offline_everywhere(True))
     await resynced(instances)
-    # a mark of the active system is a refused value, not a change: not recorded as one
+    # a mark of the active system is a refused value, not a change: not recorded as one;
+    # its refusal is, once (issue 25 item 6)
     redis_server.command("SADD", "tokenrouter:offline", "a")
     await resynced(instances)
     async with http.get(instances[2].admin_url + "/api/audit", headers=ADMIN_AUTH) as resp:
@@ -97,6 +98,7 @@ async def test_offline_changes_from_redis_cli_are_audited_exactly_once(
         ("offline", "b", "external"),
         ("online", "b", "external"),
         ("offline", "b", "api"),
+        ("offline-refused", "a", "external"),
     ]
-    first = next(e for e in entries if e["source"].startswith("external"))
+    first = next(e for e in entries if e["action"] == "online")
     assert first["reason"] == "SREM outside token-router"

@@ -7,8 +7,8 @@ import aiohttp
 import orjson
 import pytest
 
-from router.proxy.handler import PREVIEW_COOKIE
-from router.simulator.gateway import library_files
+from router.proxy.preview import PREVIEW_COOKIE
+from router.simulator.library import library_files
 from tests.helpers import (
     SESSION_BODY,
     SESSION_PATH,

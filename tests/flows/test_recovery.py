@@ -13,10 +13,12 @@ import orjson
 import pytest
 
 from router.admin.session import COOKIE
-from router.simulator.gateway import library_files
+from router.simulator.library import library_files
 from router.state.recovery import counts_unknown_reason, persistence_risk
+from router.state.rollout import Share
 from router.state.store import StoredState, persistence_mode
 from tests.admin.test_auth import log_in
+from tests.admin.test_guarded_api import FAST, api, audit
 from tests.helpers import (
     SESSION_BODY,
     SESSION_PATH,
@@ -271,3 +273,51 @@ async def test_last_known_state_beats_a_newcomers_default(
 )
 def test_counts_unknown_reason(stored: StoredState, unknown: bool) -> None:
     assert bool(counts_unknown_reason(stored, now=100.0, grace=5.0)) is unknown
+
+
+async def test_a_running_rollout_is_put_back_and_audited(
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    routers: RouterFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    """Issue 25 item 4: Redis back empty put back active, offline, affinity and releases but
+    not the rollout: the share dropped from 50 % to 0, unrecorded."""
+    config = make_config(redis_server.url, gateways, **FAST)
+    fleet = [await routers(config), await routers(config)]
+    body = {"system": "b", "steps": "50,100", "interval": 3600}
+    status, doc = await api(http, fleet[0], "/api/rollout", body)
+    assert status == 201, doc
+    started = doc["rollout"]
+    await wait_until(lambda: all(r.server.runtime.holder.current.rollout for r in fleet))
+    shares: list[float] = []
+    for router in fleet:  # every change of the share, from here on
+        router.server.runtime.holder.listeners.append(
+            lambda _, new: shares.append(0.0 if new.rollout is None else new.rollout.fraction)
+        )
+
+    redis_server.restart()  # no persistence: back empty
+
+    await wait_until(lambda: exists(redis_server, "tokenrouter:rollout"), timeout=20)
+    stored = orjson.loads(redis_server.command("GET", "tokenrouter:rollout").split("\r\n")[1])
+    assert {k: stored[k] for k in started if k in stored} == {
+        k: v for k, v in started.items() if k in stored
+    }
+    assert stored["state"] == "running" and stored["steps"][stored["step"]] == 50
+
+    def restored_everywhere() -> bool:
+        return all(
+            (r.server.runtime.holder.current.rollout or Share("", 0, "", 0)).fraction == 0.5
+            for r in fleet
+        )
+
+    await wait_until(restored_everywhere, timeout=20)
+    assert 0.0 not in shares, shares  # never dropped to 0 on the way
+    entries = [e for e in await audit(http, fleet[1]) if e["action"] == "rollout-restore"]
+    assert len(entries) == 1, entries
+    assert (entries[0]["from"], entries[0]["to"]) == ("a", "b")
+    assert "Redis lost its state" in entries[0]["reason"]
+    assert "step 1/2, 50 %" in entries[0]["reason"]
+    # The controller drives it on: an operator's abort works as before.
+    status, doc = await api(http, fleet[1], "/api/rollout/abort", {})
+    assert status == 200 and doc["rollout"]["state"] == "aborted", doc

@@ -14,7 +14,7 @@ import pytest
 from router.errors import ConfigError
 from router.releases.archive import ReleaseArchive, check_writable, default_release_dir
 from router.releases.model import LibraryFile, ReleaseMeta, release_digest, release_id
-from router.simulator.gateway import library_files
+from router.simulator.library import library_files
 from tests.cli.test_cli import one_line_error, run
 from tests.helpers import (
     Gateway,

@@ -23,7 +23,7 @@ from router.releases.compression import (
     in_child,
     in_process,
 )
-from router.simulator.gateway import library_files
+from router.simulator.library import library_files
 
 JS = "/gateway/fusion-client-sdk.js"
 PNG_TYPE = "image/png"
@@ -111,7 +111,7 @@ PEAK_SCRIPT = textwrap.dedent(
     """
     import sys
     from router.releases import compression
-    from router.simulator.gateway import library_files
+    from router.simulator.library import library_files
 
     def hwm():
         with open("/proc/self/status") as f:

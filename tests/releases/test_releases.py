@@ -20,6 +20,7 @@ import pytest
 
 from router.config import build_config
 from router.errors import ConfigError
+from router.proxy.paths import is_library_path
 from router.proxy.upstream import Upstream
 from router.releases.cache import HotCache, prepare
 from router.releases.compression import compress_forms
@@ -40,10 +41,10 @@ from router.releases.model import (
     scan_windows,
     valid_release_id,
 )
-from router.releases.paths import is_library_path
 from router.releases.service import Releases
 from router.releases.settings import check_release_config
-from router.simulator.gateway import LIBRARY_PATHS, library_files
+from router.releases.store import Activity
+from router.simulator.library import LIBRARY_PATHS, library_files
 from router.state.keys import Keys
 from router.systems.stats import parse_reported_version
 from tests.helpers import (
@@ -877,20 +878,24 @@ async def test_restore_survives_a_check_adopting_meanwhile(
     )
     await releases.store.put(meta, files)
     releases.current["a"] = Current(meta.id, "1.0")
-    stop = asyncio.Event()
+    # A check adopts a release for another system exactly while the write-back awaits Redis
+    # for a system: at each of its touches (real Redis underneath). This used to be a task
+    # adopting one more system every loop turn for as long as restore() ran: on a loaded
+    # machine, while restore() waited for the archive's low-priority thread, it added tens of
+    # thousands of systems, each a Redis round trip for the write-back, and the test hung.
+    touch = releases.store.touch
+    adopted: list[str] = []
 
-    async def checks_adopting() -> None:
-        turn = 0
-        while not stop.is_set():  # another system's release is adopted every loop turn
-            turn += 1
-            releases.current[f"s{turn}"] = Current(meta.id, "1.0")
-            await asyncio.sleep(0)
+    async def touch_while_a_check_adopts(activity: Activity) -> None:
+        system = f"s{len(adopted)}"
+        releases.current[system] = Current(meta.id, "1.0")
+        adopted.append(system)
+        await touch(activity)
 
-    adopting = asyncio.create_task(checks_adopting())
+    releases.store.touch = touch_while_a_check_adopts  # type: ignore[method-assign]
     try:
         assert await releases.restore() == 0  # nothing archived; the pointers named again
     finally:
-        stop.set()
-        await adopting
         await releases.close()
+    assert adopted == ["s0"]  # one touch (a's), one adoption meanwhile, and no error
     assert redis_server.command("GET", "tokenrouter:system:a:release").endswith(meta.id)

@@ -12,7 +12,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from router.simulator.gateway import LIBRARY_PATHS, GatewayOptions, GatewayState, library_files
+from router.simulator.gateway import GatewayOptions, GatewayState
+from router.simulator.library import LIBRARY_PATHS, library_files
 from router.simulator.state import KEPT_DESCRIPTIONS
 from tests.helpers import SESSION_BODY, SESSION_PATH, Gateway, start_gateway
 

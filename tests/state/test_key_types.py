@@ -64,7 +64,6 @@ StoreCall = Callable[[RedisStore], Awaitable[object]]
 # (key made wrong, the wrong value written with redis-cli, the store call that trips on it)
 CASES: list[tuple[str, tuple[str, ...], StoreCall]] = [
     (KEYS.active, ("RPUSH", KEYS.active, "b"), lambda s: s.read_state()),
-    (KEYS.offline, ("SET", KEYS.offline, "a"), lambda s: s.read_state()),
     (KEYS.active, ("RPUSH", KEYS.active, "b"), lambda s: switch(s, "b", "test", KNOWN)),
     (KEYS.audit, ("SET", KEYS.audit, "x"), lambda s: s.audit(10)),
     (KEYS.audit, ("SET", KEYS.audit, "x"), lambda s: switch(s, "b", "test", KNOWN)),
@@ -107,6 +106,32 @@ async def test_wrong_type_names_the_key_and_its_fix(
     assert "unavailable" not in message
     assert f"redis-cli DEL {key}" in message or f"redis-cli SET {key}" in message
     assert isinstance(info.value, StoreUnavailable)  # callers still fail static
+
+
+@pytest.mark.parametrize(
+    ("key", "field"),
+    [
+        (KEYS.offline, "offline"),
+        (KEYS.recorded, "recorded"),
+        (KEYS.epoch, "epoch"),
+        (KEYS.rollout, "rollout"),
+        (KEYS.generation, "generation"),
+    ],
+)
+async def test_read_state_names_a_wrong_key_and_reads_the_rest(
+    redis_server: RedisServer, store: RedisStore, key: str, field: str
+) -> None:
+    """Only `active` itself of the wrong kind stops the read: any other key is named as a
+    problem, with its fix, and `active` is still followed (issue 25)."""
+    redis_server.command("SET", KEYS.active, "b")
+    redis_server.command("RPUSH", key, "x")
+    stored = await store.read_state()
+    assert stored.active == "b"
+    assert stored.unreadable == {field}
+    [problem] = stored.problems
+    assert problem.key == key
+    assert problem.message.startswith(f"Redis key {key!r} holds a list")
+    assert f"redis-cli DEL {key}" in problem.message
 
 
 async def test_watcher_reports_the_wrong_key_and_recovers_once_fixed(

@@ -76,15 +76,51 @@ def test_bad_steps(value: object, message: str) -> None:
 def test_good_steps_and_numbers() -> None:
     assert model.parse_steps("5, 25,50,100") == (5, 25, 50, 100)
     assert model.parse_steps([1, 100]) == (1, 100)
-    assert model.parse_interval("0.5") == 0.5
-    for bad in ("0", "-1", "nan", "inf", True):
+    assert model.parse_interval("1.5") == 1.5
+    assert model.parse_interval(604_800) == 604_800
+    for bad in ("0", "-1", "nan", "inf", True, 1e-9, "0.5", 604_801):
         with pytest.raises(BadRequest, match="interval"):
             model.parse_interval(bad)
     for bad in ("0", "1.5", "x"):
         with pytest.raises(BadRequest, match="max_error_rate"):
             model.parse_error_rate(bad)
-    with pytest.raises(BadRequest, match="min_requests"):
-        model.parse_min_requests("0")
+    assert model.parse_min_requests("1000000") == model.parse_min_requests(1e6) == 1_000_000
+    for bad in ("0", 2**63, 1e30, "1e30", 1_000_001, 2.5, "9" * 400):
+        with pytest.raises(BadRequest, match="min_requests"):
+            model.parse_min_requests(bad)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"interval": 1e-9}, "interval"),
+        ({"min_requests": 2**63}, "min_requests"),
+        ({"min_requests": 1e30}, "min_requests"),
+        ({"step": 7}, "step: 7 is not an index"),
+        ({"step": -1}, "step: -1 is not an index"),
+        ({"step": 1.5}, "step"),
+        ({"steps": [50, 5]}, "steps must increase"),
+        ({"steps": "x"}, "steps"),
+        ({"state": "exploded"}, "state"),
+        ({"target": 5}, "target"),
+        ({"max_error_rate": 0}, "max_error_rate"),
+        ({"step_started": "soon"}, "step_started"),
+        ({"paused_at": "later"}, "paused_at"),
+    ],
+)
+def test_a_stored_document_with_wild_values_routes_nothing(
+    changes: dict[str, Any], message: str
+) -> None:
+    """Issue 25: a rollout document written by redis-cli is held to the bounds of a started
+    one; one it cannot use has no share (and no IndexError in the watcher: step 7 of 4)."""
+    doc = {**rollout().to_json(), **changes}
+    raw = orjson.dumps(doc).decode()
+    with pytest.raises(BadRequest, match=message):
+        model.parse(raw)
+    assert model.loads(raw) is None
+    assert model.share_of(model.loads(raw)) is None
+    for garbage in ("", "[]", "5", '"running"', "{", '{"state": "running"}'):
+        assert model.loads(garbage) is None
 
 
 def test_next_action_clock_and_abort_rules() -> None:
@@ -353,6 +389,10 @@ async def test_rollout_bad_input_and_states_change_nothing(
         ({"system": "b", "steps": "5,100", "interval": 0}, "interval"),
         ({"system": "b", "steps": "5,100", "interval": -3}, "interval"),
         ({"system": "b", "steps": "5,100"}, "interval"),
+        # Issue 25: an unguarded switch through every step, an abort that never fires, a 500.
+        ({"system": "b", "steps": "5,100", "interval": 1e-9}, "interval"),
+        ({"system": "b", "steps": "5,100", "interval": 1, "min_requests": 2**63}, "min_requests"),
+        ({"system": "b", "steps": "5,100", "interval": 1, "min_requests": 1e30}, "min_requests"),
     ):
         status, doc = await api(http, router, "/api/rollout", body)
         assert (status, doc["error"]) == (400, "bad_request"), body
@@ -437,7 +477,7 @@ async def test_guarded_switching_and_rollout_on_the_memory_store(
     assert status == 200 and doc["message"].startswith("switched a -> b; applied by 1/1")
     status, doc = await api(http, router, "/api/undo", {})
     assert status == 200 and router.active == "a"
-    body = {"system": "b", "steps": "50,100", "interval": 0.2}
+    body = {"system": "b", "steps": "50,100", "interval": 1}
     status, doc = await api(http, router, "/api/rollout", body)
     assert status == 201, doc
     await wait_until(lambda: router.active == "b", timeout=20)

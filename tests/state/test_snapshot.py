@@ -15,6 +15,7 @@ from router.state.keys import Keys
 from router.state.memory_store import MemoryStore
 from router.state.redis_store import RedisStore
 from router.state.snapshot import (
+    REFUSED_OFFLINE_MARK,
     Backoff,
     Refusal,
     Snapshot,
@@ -58,8 +59,28 @@ def test_snapshot_refuses_a_change_to_an_offline_system() -> None:
 
 
 def test_offlining_the_active_system_is_not_a_refusal() -> None:
-    snapshot = build_snapshot(stored("a", offline=["a"]), KNOWN, Snapshot(active="a"), 10.0)
+    # Through token-router (`offline a --force`), which marks it as forced.
+    forced = replace(stored("a", offline=["a"]), offline_forced="a")
+    snapshot = build_snapshot(forced, KNOWN, Snapshot(active="a"), 10.0)
     assert snapshot == Snapshot(active="a", offline=frozenset({"a"}))
+
+
+def test_a_bare_sadd_of_the_active_system_is_refused() -> None:
+    """Issue 25 item 6: the same gate as a bare SET of an offline system; the active system
+    stays active and online, and the refusal is shown (its time kept while it lasts)."""
+    bare = stored("a", offline=["a", "b"])
+    snapshot = build_snapshot(bare, KNOWN, Snapshot(active="a"), 10.0)
+    assert snapshot == Snapshot(
+        active="a",
+        offline=frozenset({"b"}),
+        refused=Refusal("a", 10.0, reason=REFUSED_OFFLINE_MARK),
+    )
+    assert "outside token-router" in snapshot.refused.describe()  # type: ignore[union-attr]
+    assert build_snapshot(bare, KNOWN, snapshot, 11.0) == snapshot
+    # Removed again: nothing refused; unreadable marker: the set as it stands.
+    assert build_snapshot(stored("a"), KNOWN, snapshot, 12.0) == Snapshot(active="a")
+    unknown = replace(bare, unreadable=frozenset({"offline_forced"}))
+    assert build_snapshot(unknown, KNOWN, Snapshot(active="a"), 13.0).refused is None
 
 
 def test_refusal_since_kept_for_same_value() -> None:

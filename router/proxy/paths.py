@@ -1,7 +1,8 @@
 """Which request paths are FCSDK library files, unversioned or inside a release.
 
 The one place that knows the library paths' shape: the route table (`routing.classify`)
-and the release model (`releases.model`) both ask here, so neither leans on the other.
+and the release model (`releases.model`) both ask here; it sits with the route table, below
+the releases that use it.
 Pure string tests, no imports.
 """
 
