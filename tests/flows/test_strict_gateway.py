@@ -253,7 +253,7 @@ async def test_upgrade_end_to_end_with_preview_rollout_and_drain(
         "--steps",
         "50,100",
         "--interval",
-        "0.5",
+        "1",
         "--drain-timeout",
         "120",
         "--config",
