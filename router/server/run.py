@@ -29,8 +29,8 @@ from router.logs import AccessLogger, quiet_protocol_errors
 from router.metrics import multiprocess_dir
 from router.server.addresses import check_distinct_listeners
 from router.server.allocator import tune_allocator
-from router.server.lifeline import tie_to_parent
 from router.server.loop_probe import LoopProbe
+from router.server.parent_death import die_with
 from router.server.protocol_errors import JsonErrorAppRunner
 from router.server.wiring import create_proxy_server, wire
 from router.state.store import StateStore
@@ -261,7 +261,7 @@ class Supervisor:
             code = 0
             try:
                 # A supervisor killed outright must not leave its workers serving as orphans.
-                tie_to_parent(supervisor)
+                die_with(supervisor)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 run_worker(
