@@ -8,7 +8,6 @@ import os
 import signal
 from pathlib import Path
 
-from tests.drill.test_children import descendants, running
 from tests.helpers import (
     START_TIMEOUT,
     Gateway,
@@ -17,6 +16,7 @@ from tests.helpers import (
     wait_ready,
     wait_until,
 )
+from tests.sandbox.test_children import descendants, running
 from tests.server.test_run import config_file
 
 
