@@ -36,6 +36,7 @@ from router.server.run import RouterServer
 from router.state.connect import open_store
 from router.state.keys import Keys
 from router.state.memory_store import MemoryStore
+from router.state.rollout import MIN_INTERVAL
 from router.state.store import StateStore
 from router.upgrade.context import ROLLOUTS, Options
 from router.upgrade.journal import Journal, MemoryJournal, open_journal
@@ -323,7 +324,8 @@ class Drill:
                 source="drill",
                 routers=tuple(rotation.urls),
                 steps=(25, 50, 100) if ROLLOUTS else (100,),
-                interval=max(0.5, opts.duration / 8),
+                # Each step held at least as long as a rollout may hold one (a second).
+                interval=max(MIN_INTERVAL, opts.duration / 8),
                 drain_timeout=opts.duration + 30.0,
                 drain_interval=0.25,
                 offline_old=True,
@@ -411,7 +413,16 @@ class Drill:
             return time.monotonic() - start
 
         if "gateway-fail" in opts.inject:
-            when = await at(0.3)
+            # During the rollout, which is what this fault tests: not before 30 % of the
+            # duration, and not before the upgrade started its rollout. At a fixed time only,
+            # a slow machine was still in the preview smoke test then: the upgrade stopped
+            # there (exit 3) and the rollout it should abort never began.
+            await at(0.3)
+            while procedure.outcome == "" and not (
+                procedure.record is not None and procedure.record.rollout_id
+            ):
+                await asyncio.sleep(0.05)
+            when = time.monotonic() - start
             self.failing = TARGET
             systems[TARGET].state.set_failure(500, None)
             self.faults.append(f"{TARGET}'s gateway answers 500 from {when:.1f} s on")
