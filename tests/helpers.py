@@ -26,6 +26,7 @@ import orjson
 from aiohttp import web
 
 from router.config import Config, build_config
+from router.sandbox import stack
 from router.server.run import RouterServer
 from router.simulator.gateway import SIM_STATE, GatewayState, create_gateway_app
 from router.state.store import StateStore
@@ -47,15 +48,13 @@ SESSION_BODY: dict[str, Any] = {
 }
 
 
+# A free loopback port, as the sandbox finds one (router/sandbox/stack.py).
+free_port = stack.free_port
+
+
 async def switch(store: StateStore, system: str, source: str, known: Sequence[str]) -> str:
     """A plain audited switch straight on a store (no gates): the system active before."""
     return (await store.change_active(system, source, known)).previous
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_until(
@@ -266,21 +265,8 @@ class RouterFactory:
 
 
 def write_toml(path: Path, data: Mapping[str, Any]) -> Path:
-    """A tiny TOML writer for the config documents above (strings, numbers, bools, lists)."""
-
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v)
-        if isinstance(v, list | tuple):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    lines = ["[router]"] + [f"{k} = {value(v)}" for k, v in data["router"].items()]
-    for sid, table in data["systems"].items():
-        lines += ["", f"[systems.{sid}]"] + [f"{k} = {value(v)}" for k, v in table.items()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    """The config documents above as a file (router/sandbox/stack.py writes it)."""
+    stack.write_toml(path, data)
     return path
 
 

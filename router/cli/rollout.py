@@ -72,6 +72,18 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
         help=f"requests in a step before the error share counts (1 to {MAX_MIN_REQUESTS:,}; "
         f"default {DEFAULT_MIN_REQUESTS})",
     )
+    q.add_argument(
+        "--max-latency",
+        metavar="S",
+        help="abort when the p99 of SYSTEM's token answers in a step exceeds S seconds "
+        "(0: off; default router.latency_max_p99)",
+    )
+    q.add_argument(
+        "--latency-factor",
+        metavar="F",
+        help="abort when that p99 exceeds F times the source's in the same seconds "
+        "(0: off; default router.latency_factor)",
+    )
     add_guard_flags(q)
     q.set_defaults(func=async_command(start_main))
 
@@ -103,6 +115,8 @@ async def start_main(args: argparse.Namespace) -> int:
                     "interval": args.interval,
                     "max_error_rate": args.max_error_rate,
                     "min_requests": args.min_requests,
+                    "max_latency": args.max_latency,
+                    "latency_factor": args.latency_factor,
                 },
             )
         except BadRequest as exc:
@@ -190,9 +204,15 @@ def rollout_lines(view: dict[str, Any] | None, now: float) -> list[str]:
             share = c["failures"] / c["requests"] if c["requests"] else 0.0
             parts.append(f"{system} {c['requests']} req / {c['failures']} failed ({share:.1%})")
         lines.append("         this step: " + "; ".join(parts))
+    slow = []
+    if view.get("max_latency"):
+        slow.append(f"a p99 over {view['max_latency']:g} s")
+    if view.get("latency_factor"):
+        slow.append(f"over {view['latency_factor']:g} x {view['source']}'s p99")
     lines.append(
-        f"         abort at {view['max_error_rate']:.1%} errors after "
-        f"{view['min_requests']} requests"
+        f"         abort at {view['max_error_rate']:.1%} errors"
+        + (f" or {' or '.join(slow)}" if slow else "")
+        + f" after {view['min_requests']} requests"
     )
     return lines
 

@@ -14,30 +14,29 @@ import asyncio
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from router import cancellation
 from router.config import Config, build_config
-from router.drill.children import make_workdir, tied_to_this_process
 from router.drill.report import FAULTS, Report, Step, Tally
 from router.drill.traffic import LIBRARY_PATH, Rotation, Traffic
 from router.errors import UsageError
-from router.server.run import RouterServer, url_of
-from router.simulator.gateway import SIM_STATE, GatewayState, create_gateway_app
+from router.sandbox.children import make_workdir, tied_to_this_process
+from router.sandbox.stack import PrivateRedis, SimulatedSystem, free_port, simulated, write_toml
+from router.server.run import RouterServer
 from router.state.connect import open_store
 from router.state.keys import Keys
 from router.state.memory_store import MemoryStore
+from router.state.rollout import MIN_INTERVAL
 from router.state.store import StateStore
 from router.upgrade.context import ROLLOUTS, Options
 from router.upgrade.journal import Journal, MemoryJournal, open_journal
@@ -53,12 +52,6 @@ DEREGISTRATION = 1.0
 # After the upgrade ended (the watch's undo seen), answers already on their way to the
 # failing system may still fail: that long, not longer.
 UNDO_GRACE = 1.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,112 +97,6 @@ def check_inject(names: list[str], *, memory: bool = False) -> tuple[str, ...]:
 
 
 # --- parts ---------------------------------------------------------------------------------
-
-
-@dataclass
-class SimulatedSystem:
-    name: str
-    version: str
-    runner: web.AppRunner
-    url: str
-
-    @property
-    def state(self) -> GatewayState:
-        return self.runner.app[SIM_STATE]
-
-
-@asynccontextmanager
-async def simulated(name: str, version: str) -> AsyncIterator[SimulatedSystem]:
-    runner = web.AppRunner(create_gateway_app(name, version), access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, HOST, 0, backlog=1024).start()
-        yield SimulatedSystem(name, version, runner, url_of(HOST, runner.addresses[0][1]))
-    finally:
-        await runner.cleanup()
-
-
-class PrivateRedis:
-    """A redis-server of the drill's own on a free port, with an append-only file; restart
-    keeps port and data. Stopped by its PID."""
-
-    def __init__(self, binary: str, workdir: Path) -> None:
-        self.binary = binary
-        self.port = free_port()
-        self.dir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
-
-    async def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                HOST,
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-                str(self.dir),
-                "--loglevel",
-                "warning",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=tied_to_this_process(),  # SIGTERM when the drill dies, even by SIGKILL
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                _, writer = await asyncio.open_connection(HOST, self.port)
-                writer.close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise UsageError(f"redis-server did not start on port {self.port}") from None
-                await asyncio.sleep(0.02)
-
-    async def stop(self) -> None:
-        if self.proc is None:
-            return
-        proc, self.proc = self.proc, None
-        proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, 10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            await asyncio.to_thread(proc.wait)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid if self.proc is not None else 0
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def write_toml(path: Path, raw: dict[str, Any]) -> None:
-    lines = ["[router]"] + [f"{k} = {_toml_value(v)}" for k, v in raw["router"].items()]
-    for sid, table in raw["systems"].items():
-        lines += ["", f"[systems.{sid}]"]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    path.chmod(0o600)
 
 
 class RouterInstance:
@@ -437,7 +324,8 @@ class Drill:
                 source="drill",
                 routers=tuple(rotation.urls),
                 steps=(25, 50, 100) if ROLLOUTS else (100,),
-                interval=max(0.5, opts.duration / 8),
+                # Each step held at least as long as a rollout may hold one (a second).
+                interval=max(MIN_INTERVAL, opts.duration / 8),
                 drain_timeout=opts.duration + 30.0,
                 drain_interval=0.25,
                 offline_old=True,
@@ -525,7 +413,16 @@ class Drill:
             return time.monotonic() - start
 
         if "gateway-fail" in opts.inject:
-            when = await at(0.3)
+            # During the rollout, which is what this fault tests: not before 30 % of the
+            # duration, and not before the upgrade started its rollout. At a fixed time only,
+            # a slow machine was still in the preview smoke test then: the upgrade stopped
+            # there (exit 3) and the rollout it should abort never began.
+            await at(0.3)
+            while procedure.outcome == "" and not (
+                procedure.record is not None and procedure.record.rollout_id
+            ):
+                await asyncio.sleep(0.05)
+            when = time.monotonic() - start
             self.failing = TARGET
             systems[TARGET].state.set_failure(500, None)
             self.faults.append(f"{TARGET}'s gateway answers 500 from {when:.1f} s on")

@@ -15,104 +15,18 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 
-from aiohttp import web
-
 from router.config import build_config
-from router.errors import ConfigError, UsageError
-from router.server.run import RouterServer, url_of
-from router.simulator.gateway import create_gateway_app
+from router.errors import ConfigError
+from router.sandbox.stack import HOST, free_port, port_free, private_redis, simulated, toml_text
+from router.server.run import RouterServer
 from router.state.redis_client import redact
 
-HOST = "127.0.0.1"
 SYSTEMS = (("a", "1.0"), ("b", "2.0"))
-
-
-def free_port(host: str = HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_free(port: int, host: str = HOST) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-@asynccontextmanager
-async def simulated_system(name: str, version: str) -> AsyncIterator[str]:
-    runner = web.AppRunner(create_gateway_app(name, version), access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, HOST, 0)
-        await site.start()
-        yield url_of(HOST, runner.addresses[0][1])
-    finally:
-        await runner.cleanup()
-
-
-@asynccontextmanager
-async def private_redis(binary: str) -> AsyncIterator[tuple[str, int]]:
-    """A throw-away redis-server on a free loopback port; stopped by PID on exit."""
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="token-router-demo-redis-")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            HOST,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-            "--daemonize",
-            "no",
-            "--loglevel",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise UsageError(f"redis-server did not start: {err.strip() or proc.returncode}")
-            try:
-                with socket.create_connection((HOST, port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise UsageError("redis-server did not start within 5 s") from None
-                await asyncio.sleep(0.05)
-        yield f"redis://{HOST}:{port}/0", proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def cli_command() -> str:
@@ -134,17 +48,6 @@ def _pick_port(wanted: int, what: str) -> tuple[int, str]:
     return chosen, f"  (port {wanted} is taken, so the {what} uses {chosen})"
 
 
-def _toml(data: dict[str, dict[str, object]]) -> str:
-    lines = []
-    for table, values in data.items():
-        lines.append(f"[{table}]")
-        for key, value in values.items():
-            text = f'"{value}"' if isinstance(value, str) else str(value).lower()
-            lines.append(f"{key} = {text}")
-        lines.append("")
-    return "\n".join(lines)
-
-
 async def run_demo(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -153,7 +56,7 @@ async def run_demo(args: argparse.Namespace) -> int:
 
     async with AsyncExitStack() as stack:
         gateways = {
-            name: await stack.enter_async_context(simulated_system(name, version))
+            name: (await stack.enter_async_context(simulated(name, version))).url
             for name, version in SYSTEMS
         }
         redis_note = ""
@@ -163,7 +66,8 @@ async def run_demo(args: argparse.Namespace) -> int:
             redis_url = args.redis_url
             redis_note = "(given)"
         elif binary and not args.memory:
-            redis_url, pid = await stack.enter_async_context(private_redis(binary))
+            redis = await stack.enter_async_context(private_redis(binary))
+            redis_url, pid = redis.url, redis.pid
             redis_note = f"(private redis-server, pid {pid}, stopped on exit)"
             redis_cli = f"redis-cli -p {redis_url.rsplit(':', 1)[1].split('/')[0]}"
         else:
@@ -222,7 +126,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         # the file (`upgrade` checks the proxy at router.listen) find them as printed.
         data["router"]["listen"] = listeners.proxy_url.removeprefix("http://")
         data["router"]["admin_listen"] = listeners.admin_url.removeprefix("http://")
-        config_file.write_text(_toml(data), encoding="utf-8")
+        config_file.write_text(toml_text(data), encoding="utf-8")
         os.chmod(config_file, 0o600)
 
         proxy = listeners.proxy_url

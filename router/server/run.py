@@ -30,6 +30,7 @@ from router.metrics import multiprocess_dir
 from router.server.addresses import check_distinct_listeners
 from router.server.allocator import tune_allocator
 from router.server.loop_probe import LoopProbe
+from router.server.parent_death import die_with
 from router.server.protocol_errors import JsonErrorAppRunner
 from router.server.wiring import create_proxy_server, wire
 from router.state.store import StateStore
@@ -254,10 +255,13 @@ class Supervisor:
         self.restarts: list[float] = []
 
     def _spawn(self, number: int) -> None:
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker
             code = 0
             try:
+                # A supervisor killed outright must not leave its workers serving as orphans.
+                die_with(supervisor)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 run_worker(

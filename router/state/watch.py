@@ -141,6 +141,8 @@ def ms(seconds: float | None) -> str:
 
 def describe(system: str, t: Traffic, bounds: Sequence[float]) -> str:
     """`b: 3 of 120 token requests failed (2.5 %), p99 12 ms`."""
+    if t.requests == 0:
+        return f"{system}: no token requests yet"
     line = f"{system}: {t.failures} of {t.requests} token requests failed ({t.share:.1%})"
     p99 = t.p99(bounds)
     return line + (f", p99 {ms(p99)}" if p99 is not None else "")

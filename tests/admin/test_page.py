@@ -443,3 +443,39 @@ async def test_history_pages_back_and_returns_to_the_live_view(
     ) as resp:
         assert resp.status == 200
     await expect(rows.first.locator("td").nth(4)).to_have_text("b")
+
+
+async def test_the_page_shows_the_watch_after_a_switch_and_its_undo(
+    page: Page,
+    routers: RouterFactory,
+    redis_server: RedisServer,
+    gateways: dict[str, Gateway],
+    http: aiohttp.ClientSession,
+) -> None:
+    fast = {"heartbeat_interval": 0.2, "rollout_tick": 0.05, "leader_ttl": 0.5}
+    config = make_config(
+        redis_server.url,
+        gateways,
+        post_switch_watch=60,
+        watch_span=30,
+        watch_min_requests=10,
+        gate_probe_age=0.001,
+        **fast,
+    )
+    router = await routers(config)
+    await log_in(page, router.admin_url)
+    banner = page.locator("#banner-watch")
+    await expect(banner).to_be_hidden()
+    redis_server.command("SET", "tokenrouter:active", "b")
+    await expect(banner).to_be_visible()
+    await expect(banner).to_have_attribute("data-state", "watching")
+    await expect(banner).to_contain_text("watching b after switch a -> b")
+    await expect(banner).to_contain_text("failed share of token requests to b")
+    async with http.post(gateways["b"].url + "/_sim/fail", json={"status": 500, "count": None}):
+        pass
+    for _ in range(12):
+        async with http.post(router.proxy_url + SESSION_PATH, json=SESSION_BODY) as resp:
+            await resp.read()
+    await expect(banner).to_have_attribute("data-state", "undone", timeout=30_000)
+    await expect(banner).to_contain_text("UNDONE by the watch: b -> a")
+    await expect(page.locator("#active-system")).to_have_text("a")

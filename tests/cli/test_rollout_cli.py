@@ -123,6 +123,8 @@ async def test_cli_rollout_survives_killing_the_leader(
     status = await cli("rollout", "status", *cfg)
     assert status.returncode == 0
     assert "rollout  a -> b  RUNNING" in status.stdout
+    # The configuration's latency bounds, as the rollout document took them.
+    assert "abort at 5.0% errors or a p99 over 2 s or over 3 x a's p99 after 20" in status.stdout
     assert re.search(r"step [1-4]/4 \(10, 20, 30, 100\)", status.stdout), status.stdout
 
     # Mid-rollout: past the first step, before the promotion.
@@ -202,6 +204,14 @@ async def test_cli_switch_expect_undo_and_exit_codes(
         (("rollout", "start", "a", "--steps", "5,5", "--interval", "1"), "steps must increase"),
         (("rollout", "start", "a", "--steps", "0,5", "--interval", "1"), "outside 1..100"),
         (("rollout", "start", "a", "--steps", "5", "--interval", "0"), "interval"),
+        (
+            ("rollout", "start", "a", "--steps", "5", "--interval", "1", "--latency-factor", "0.5"),
+            "latency_factor: 0.5 must be 0 (off) or 1 to 1000",
+        ),
+        (
+            ("rollout", "start", "a", "--steps", "5", "--interval", "1", "--max-latency", "-1"),
+            "max_latency",
+        ),
         (("rollout", "abort"), "no rollout is running"),
         (("rollout", "promote"), "no rollout is running"),
         (("switch", "b", "--expect", "zz"), "unknown system 'zz'"),

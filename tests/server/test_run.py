@@ -15,6 +15,7 @@ from tests.helpers import (
     HOST,
     SESSION_BODY,
     SESSION_PATH,
+    START_TIMEOUT,
     Gateway,
     RedisServer,
     RouterProcess,
@@ -84,15 +85,20 @@ async def test_workers_share_the_port_and_stop_together(
     router.start()
     try:
         await wait_ready(admin)
-        instances = set()
-        for _ in range(40):
-            # A new connection each time, so the kernel spreads them over the workers.
+        instances: set[str] = set()
+
+        async def both_answer() -> bool:
+            # A new connection each time, so the kernel spreads them over the workers. Until
+            # both answer, not for a fixed number of tries: /readyz 200 came from the first
+            # worker, and on a loaded machine the second one was still starting after 40.
             async with aiohttp.ClientSession() as fresh:
                 async with fresh.get(admin + "/api/status", headers=ADMIN_AUTH) as resp:
                     instances.add((await resp.json())["instance"])
                 async with fresh.post(proxy + SESSION_PATH, data=orjson.dumps(SESSION_BODY)) as r:
                     assert r.status == 200
-        assert len(instances) == 2
+            return len(instances) == 2
+
+        await wait_until(both_answer, timeout=START_TIMEOUT, interval=0.02)
         redis_server.command("SET", "tokenrouter:active", "b")
         following: set[str] = set()
 

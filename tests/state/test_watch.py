@@ -177,3 +177,22 @@ def test_ledger_fields_and_parse() -> None:
     later = totals({**local, ("token_create", "a", 200): 9}, latency)
     assert fields(later, now) == {"a:r": 1}
     assert parse({"b:r": 3, "junk": 1, "b:b99": 4}) == {"b": Traffic(3, 0, ())}
+
+
+async def test_the_memory_store_keeps_the_ledger_and_the_watch_like_redis() -> None:
+    from router.errors import Conflict
+    from router.state.memory_store import MemoryStore
+    from router.state.store import AuditFields
+
+    store = MemoryStore()
+    await store.add_traffic(100, {"a:r": 3, "a:b2": 3}, 60)
+    await store.add_traffic(100, {"a:r": 1, "a:f": 1}, 60)
+    assert await store.read_traffic([99, 100]) == [{}, {"a:r": 4, "a:b2": 3, "a:f": 1}]
+    assert parse((await store.read_traffic([100]))[0])["a"] == Traffic(4, 1, answered(0.002, 3))
+    await store.write_watch(None, "one")
+    with pytest.raises(Conflict):
+        await store.write_watch(None, "two")
+    await store.write_watch("one", "two", AuditFields(model.ALARM_ACTION, "me", "a", "b", "why"))
+    assert await store.read_watch() == "two"
+    [entry] = await store.audit(1)
+    assert (entry.action, entry.from_, entry.to, entry.reason) == ("watch-alarm", "a", "b", "why")

@@ -5,6 +5,9 @@ every wait is on a condition with a generous bound."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,6 +25,7 @@ from tests.helpers import (
     RunningRouter,
     router_data,
     wait_until,
+    write_toml,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -172,6 +176,7 @@ async def test_an_offline_old_system_blocks_the_undo_and_raises_the_alarm(
     gateways: dict[str, Gateway],
     routers: RouterFactory,
     http: aiohttp.ClientSession,
+    tmp_path: Path,
 ) -> None:
     instances = await two_routers(redis_server, gateways, routers, post_switch_watch=60)
     first = instances[0]
@@ -197,6 +202,20 @@ async def test_an_offline_old_system_blocks_the_undo_and_raises_the_alarm(
     assert watch["line"].startswith("ALARM: b breached the watch and was not undone")
     async with http.get(instances[1].admin_url + "/metrics") as resp:
         assert "tokenrouter_watch_alarm 1.0" in await resp.text()
+    # `token-router status` says so too, with what to do.
+    path = write_toml(
+        tmp_path / "router.toml",
+        router_data(redis_server.url, gateways, **{**WATCHED, "post_switch_watch": 60}),
+    )
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "router", "status", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "watch    ALARM: b breached the watch and was not undone" in result.stdout, result
+    assert "(token-router online a) and run token-router undo" in result.stdout
 
 
 async def test_a_bare_set_is_watched_and_undone_too(

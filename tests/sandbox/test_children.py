@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from router.drill.children import PID_FILE, WORKDIR_PREFIX, remove_stale_workdirs
+from router.sandbox.children import PID_FILE, WORKDIR_PREFIX, remove_stale_workdirs
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("TOKENROUTER_")}
 

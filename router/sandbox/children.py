@@ -3,61 +3,33 @@
 A drill stopped by SIGINT or SIGTERM stops its redis-server and routers itself. One killed
 with SIGKILL cannot: its children used to run on (a redis-server and two routers holding
 ports) with its temporary directory (issue 25). So every child is started tied to the drill
-(Linux PR_SET_PDEATHSIG: the kernel sends it SIGTERM when the drill dies, however it dies;
-SIGTERM lets a router drain and redis-server exit cleanly), and the temporary directory
-names its drill's PID, so the next drill removes the directories of drills that are gone.
+(`tied_to_this_process`, server/parent_death.py: the kernel sends it SIGTERM when the drill
+dies, however it dies; SIGTERM lets a router drain and redis-server exit cleanly), and the
+temporary directory names its drill's PID, so the next drill removes the directories of
+drills that are gone.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 import shutil
-import signal
-import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
+from router.server.parent_death import tied_to_this_process
+
 log = logging.getLogger("router.drill")
+__all__ = [
+    "PID_FILE",
+    "WORKDIR_PREFIX",
+    "make_workdir",
+    "remove_stale_workdirs",
+    "tied_to_this_process",
+]
 
 WORKDIR_PREFIX = "token-router-drill-"
 PID_FILE = "drill.pid"
-_PR_SET_PDEATHSIG = 1
-
-
-def _prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-    except OSError:
-        return None
-    function: Callable[..., int] = libc.prctl
-    return function
-
-
-# Resolved once, here: the child only calls it between fork and exec (no import, no lookup,
-# nothing that could wait for a lock another thread of the drill held at the fork).
-_PRCTL = _prctl()
-
-
-def tied_to_this_process(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
-    """A `preexec_fn` that makes the child receive `sig` when this process dies (None where
-    the kernel has no such thing: the directory clean-up below still applies)."""
-    if _PRCTL is None:
-        return None
-    prctl = _PRCTL
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-        if os.getppid() != parent:  # the drill died between fork and prctl
-            os.kill(os.getpid(), sig)
-
-    return preexec
 
 
 def _alive(pid: int) -> bool:
