@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from router.cli import routers
@@ -30,7 +31,7 @@ from router.state.store import AuditEntry
 from router.switching import operations
 from router.switching.fleet import STALE_BEATS
 from router.switching.watch_driver import thresholds
-from router.systems.drain import DrainHistory
+from router.systems.drain import DrainHistory, Trend
 from router.systems.reports import read_counts, view_report
 from router.systems.stats import probe_all
 from router.systems.view import fleet_summary
@@ -47,8 +48,9 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
         "--router",
         action="append",
         metavar="URL",
-        help="a router's admin URL to ask what it routes on when Redis is unavailable "
-        "(repeatable; default: router.admin_listen of the configuration)",
+        help="a router's admin URL to ask for the drain trend it measures, and what it "
+        "routes on when Redis is unavailable (repeatable; default: router.admin_listen of "
+        "the configuration)",
     )
     p.set_defaults(func=async_command(status_main))
 
@@ -59,8 +61,11 @@ async def status_main(args: argparse.Namespace) -> int:
     async def frame(ctx: Context) -> tuple[dict[str, Any], list[str]]:
         if not histories:
             histories.append(DrainHistory(ctx.config.router.drain_stall_after))
+        # --watch samples the counts itself; a one-shot status takes the trend of a router
+        # that has been sampling them (its admin listener does, every 2 s during a drain).
+        ask = None if args.watch else (args.router or routers.default_urls(ctx.config))
         try:
-            doc = await status_document(ctx, histories[0])
+            doc = await status_document(ctx, histories[0], ask)
         except StoreUnavailable as exc:
             doc = await routers.without_store(
                 ctx.config, args.router or (), ctx.store.description, exc
@@ -82,22 +87,29 @@ def exit_code(doc: dict[str, Any]) -> int:
     return 0 if doc["refused"] is None and not doc.get("problems") else EXIT_REFUSED_VALUE
 
 
-async def status_document(ctx: Context, history: DrainHistory | None = None) -> dict[str, Any]:
+async def status_document(
+    ctx: Context, history: DrainHistory | None = None, ask: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Everything `status` shows, as one document (also `status --json`). Each system's state
     and counts come from the one drain function (router/systems/drain.py); `history`, kept
-    across the frames of `--watch`, gives the drain rate and the estimate."""
+    across the frames of `--watch`, gives the drain rate and the estimate. `ask`: the admin
+    URLs of routers whose measured trend replaces `history` (a one-shot status; the first
+    that answers and is live in this store), as `trend_from` says."""
     config, store = ctx.config, ctx.store
+    r = config.router
     stored = await store.read_state()
     snapshot = operations.snapshot_of(stored, config)
+    live = await store.instances(time.time(), r.heartbeat_interval * STALE_BEATS)
     counts, previewing, _ = await read_counts(store, config.system_ids)
-    gateway_counts, probes = await asyncio.gather(
+    gateway_counts, probes, (measured, trend) = await asyncio.gather(
         probe_all(config.systems),
         asyncio.gather(*(ctx.prober.probe(sid) for sid in config.system_ids)),
+        _trend(config, ask, {str(d.get("id")) for d in live}),
     )
-    view, rows = view_report(config, snapshot, counts, previewing, gateway_counts, history)
+    view, rows = view_report(
+        config, snapshot, counts, previewing, gateway_counts, history, measured=measured
+    )
     releases, labels = await _releases(config)
-    r = config.router
-    live = await store.instances(time.time(), r.heartbeat_interval * STALE_BEATS)
     systems = []
     for row, probe in zip(rows, probes, strict=True):
         item = row.to_json()
@@ -117,6 +129,7 @@ async def status_document(ctx: Context, history: DrainHistory | None = None) -> 
         "rollout": await operations.rollout_view(store, time.time()),
         "watch": await watch_document(ctx),
         "systems": systems,
+        "trend_from": trend,
         "instances": [
             {
                 **d,
@@ -126,6 +139,14 @@ async def status_document(ctx: Context, history: DrainHistory | None = None) -> 
         ],
         "history": [e.to_json() for e in await store.audit(5)],
     }
+
+
+async def _trend(
+    config: Config, ask: Sequence[str] | None, live: set[str]
+) -> tuple[dict[str, Trend], dict[str, Any]]:
+    if ask is None:
+        return {}, {"source": "watch"}
+    return await routers.trend_from(config, ask, live)
 
 
 async def watch_document(ctx: Context) -> dict[str, Any] | None:
@@ -213,8 +234,10 @@ def status_lines(doc: dict[str, Any], now: float) -> list[str]:
             lines.append(f"{'':<10} gateway count unavailable: {s['gateway_error']}")
     lines.append(
         "(OPEN decides drain: the gateway's count where stats_url answers, else the router's;"
-        " DRAIN: the rate it falls and the time to 0, or stalled, measured with --watch)"
+        " DRAIN: the rate it falls and the time to 0, or stalled)"
     )
+    if doc.get("trend_from"):
+        lines.append(f"(DRAIN: {routers.trend_line(doc['trend_from'])})")
     lines.append("")
     instances = doc["instances"]
     behind = [i["id"] for i in instances if not i["current"]]

@@ -18,7 +18,7 @@ an estimate of when it reaches 0, and "stalled" when it has not fallen for `stal
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -149,12 +149,26 @@ class Drain:
             "gateway_open": self.gateway_open,
             "gateway_error": self.gateway_error or None,
             # "drain_" because the page's document also carries request rates as "rate".
-            "drain_rate": None if self.rate is None else round(self.rate, 4),
-            "drain_eta": None if self.eta is None else round(self.eta, 1),
+            # Unrounded: a one-shot `status` renders a router's trend from these numbers, and
+            # rounding twice would print other words than the router's `estimate`.
+            "drain_rate": self.rate,
+            "drain_eta": self.eta,
             "stalled": self.stalled,
-            "stalled_for": None if self.stalled_for is None else round(self.stalled_for, 1),
+            "stalled_for": self.stalled_for,
             "estimate": self.estimate,
         }
+
+
+def measured_trend(system: Mapping[str, Any]) -> Trend:
+    """The trend of one system of a `/api/status` answer (`Drain.to_json`'s fields)."""
+
+    def number(key: str) -> float | None:
+        value = system.get(key)
+        return (
+            float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        )
+
+    return Trend(number("drain_rate"), number("drain_eta"), number("stalled_for"))
 
 
 def deciding_count(facts: DrainFacts) -> tuple[int | None, Source]:
@@ -231,8 +245,11 @@ def drain(
     samples: Iterable[Sample] = (),
     now: float = 0.0,
     stall_after: float = DEFAULT_STALL_AFTER,
+    measured: Trend | None = None,
 ) -> Drain:
-    """The state of one system: the one function every surface calls."""
+    """The state of one system: the one function every surface calls. `measured`: the trend
+    as a process that has been sampling computed it (a router's `/api/status`, for a one-shot
+    `status`), used instead of `samples`."""
     count, source = deciding_count(facts)
     share = facts.share if facts.share is not None else (100 if facts.active else 0)
     receives = facts.active or facts.rollout_target
@@ -246,7 +263,10 @@ def drain(
     elif facts.previewing:
         states.append("preview")
     drained = not receives and count == 0
-    t = trend(samples, now, stall_after) if count is not None else Trend(None, None)
+    if count is None:
+        t = Trend(None, None)
+    else:
+        t = measured if measured is not None else trend(samples, now, stall_after)
     # Only a system that takes no new sessions can stall: a busy active one's count is
     # expected to hold steady.
     stalled_for = t.stalled_for if share == 0 and not drained else None

@@ -16,7 +16,7 @@ from router.state.recovery import counts_unknown_reason
 from router.state.snapshot import Snapshot
 from router.state.store import AuditEntry, StateStore
 from router.state.watch import Watch
-from router.systems.drain import Drain, DrainFacts, DrainHistory, Sample, deciding_count
+from router.systems.drain import Drain, DrainFacts, DrainHistory, Sample, Trend, deciding_count
 from router.systems.view import Observed, View, build, rollout_share
 
 Probes = Mapping[str, tuple[int | None, str]]
@@ -91,12 +91,14 @@ def view_report(
     history: DrainHistory | None = None,
     now: float | None = None,
     watch: Watch | None = None,
+    measured: Mapping[str, Trend] | None = None,
 ) -> tuple[View, list[SystemReport]]:
     """The view model (router/systems/view.py) of what was read, and every system's report in it.
 
     `counts` are the routers' open items (None: the store did not answer), `probes` the
     gateways' own counts for systems with a stats_url; `history`, when given, receives the
-    deciding counts and yields the trend.
+    deciding counts and yields the trend; `measured`, trends a sampling router computed
+    (a one-shot `status`), take the place of the history for their systems.
     """
     now = time.time() if now is None else now
     probes = probes or {}
@@ -128,7 +130,7 @@ def view_report(
             )
             history.add(o.system, now, count, receiving=o.system in receiving)
             samples[o.system] = history.samples(o.system)
-    v = build(snapshot, observed, samples, now, config.router.drain_stall_after, watch)
+    v = build(snapshot, observed, samples, now, config.router.drain_stall_after, watch, measured)
     rows = [
         SystemReport(
             id=sid,

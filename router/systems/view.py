@@ -21,7 +21,7 @@ from typing import Any
 
 from router.state import watch as watching
 from router.state.snapshot import Snapshot
-from router.systems.drain import DEFAULT_STALL_AFTER, Drain, DrainFacts, Sample, drain
+from router.systems.drain import DEFAULT_STALL_AFTER, Drain, DrainFacts, Sample, Trend, drain
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +92,11 @@ def build(
     now: float,
     stall_after: float = DEFAULT_STALL_AFTER,
     watch: watching.Watch | None = None,
+    measured: Mapping[str, Trend] | None = None,
 ) -> View:
-    """The view of every system in `observed` (in that order) at `now`."""
+    """The view of every system in `observed` (in that order) at `now`. `measured`: trends
+    a sampling router computed (one-shot `status`), used instead of `samples` for its systems."""
+    measured = measured or {}
     rollout = rollout_share(snapshot)
     systems = []
     for o in observed:
@@ -117,7 +120,9 @@ def build(
             rollout_target=target,
             share=share,
         )
-        systems.append(drain(facts, samples.get(o.system, ()), now, stall_after))
+        systems.append(
+            drain(facts, samples.get(o.system, ()), now, stall_after, measured.get(o.system))
+        )
     return View(
         active=snapshot.active, rollout=rollout, systems=tuple(systems), watch=watch, at=now
     )
