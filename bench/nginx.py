@@ -129,10 +129,7 @@ http {{
 """
 
 # What a gateway answers to a token request (FCSDK-API.md), with a fixed session id.
-FAST_ANSWER = (
-    '{{"sessionid":"fast-{port}","urlSchemeDetails":'
-    '{{"secure":true,"host":"a.example.com","port":"8443"}}}}'
-)
+FAST_ANSWER = '{{"sessionid":"fast-{port}"}}'
 
 
 def write_fast_upstream(prefix: Path, *, port: int, files: dict[str, bytes]) -> Path:

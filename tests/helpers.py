@@ -28,7 +28,7 @@ from aiohttp import web
 from router.config import Config, build_config
 from router.sandbox import stack
 from router.server.run import RouterServer
-from router.simulator.gateway import SIM_STATE, GatewayState, create_gateway_app
+from router.simulator.gateway import SIM_STATE, GatewayOptions, GatewayState, create_gateway_app
 from router.state.store import StateStore
 
 HOST = "127.0.0.1"
@@ -189,8 +189,10 @@ class Gateway:
         await self.runner.cleanup()
 
 
-async def start_gateway(name: str, version: str, port: int = 0) -> Gateway:
-    runner = web.AppRunner(create_gateway_app(name, version), access_log=None)
+async def start_gateway(
+    name: str, version: str, port: int = 0, options: GatewayOptions | None = None
+) -> Gateway:
+    runner = web.AppRunner(create_gateway_app(name, version, options), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, HOST, port)
     await site.start()

@@ -60,7 +60,7 @@ async def test_json_access_log_and_state_changes(
             assert resp.headers["X-Request-Id"] == "trace-42"
             sid = (await resp.json())["sessionid"]
             async with http.delete(f"http://{proxy}{SESSION_PATH}/id/{sid}") as deleted:
-                assert deleted.status == 200
+                assert deleted.status == 204
         redis_server.command("SET", "tokenrouter:active", "nope")
         await wait_until(lambda: "refused active value 'nope'" in router.output(), timeout=20)
         router.signal(signal.SIGTERM)

@@ -38,7 +38,12 @@ from router.metrics import InstanceFacts, render
 from router.responses import JSON_TYPE
 from router.state import rollout as rollout_model
 from router.state.recovery import persistence_risk
-from router.systems.reports import SystemReport, audit_json, read_counts, view_report
+from router.systems.reports import (
+    SystemReport,
+    audit_json,
+    read_counts,
+    view_report,
+)
 from router.systems.view import View
 
 
@@ -120,7 +125,12 @@ async def status_document(app: web.Application) -> dict[str, Any]:
     return {
         "active": snapshot.active,
         **view.to_json(),
-        "systems": [r.to_json() for r in rows],
+        # One version per system on every surface: the label of the release it serves (as
+        # the page shows it), the configured version until a check has named one.
+        "systems": [
+            {**r.to_json(), "version": runtime.releases.label_of(r.id) or r.version or None}
+            for r in rows
+        ],
         "offline": sorted(snapshot.offline),
         "refused": None
         if refused is None

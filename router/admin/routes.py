@@ -6,7 +6,7 @@ handler module adds its `OPERATIONS` here (spec.py explains how to declare one).
 
 from __future__ import annotations
 
-from router.admin import api, guarded_api, live, page, releases_api
+from router.admin import api, drain_api, guarded_api, live, page, releases_api
 from router.admin.spec import Operation
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -14,5 +14,6 @@ OPERATIONS: tuple[Operation, ...] = (
     *guarded_api.OPERATIONS,
     *live.OPERATIONS,
     *releases_api.OPERATIONS,
+    *drain_api.OPERATIONS,
     *page.OPERATIONS,
 )

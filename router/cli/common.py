@@ -233,7 +233,12 @@ class Context:
     def __init__(self, config: Config, store: StateStore) -> None:
         self.config = config
         self.store = store
-        self.prober = GateProber(config.systems)
+        self.prober = GateProber(config.systems, fingerprint=self._fingerprint)
+
+    async def _fingerprint(self, system: str) -> str:
+        from router.releases.service import fingerprint_now
+
+        return await fingerprint_now(self.config, system)
 
     @classmethod
     def open(cls, args: argparse.Namespace) -> Context:

@@ -1,5 +1,7 @@
 """`token-router drain-wait SYSTEM [--json]`: wait until SYSTEM holds no calls, showing the
-deciding count, the rate it falls and an estimate of when it reaches 0 (router/systems/drain.py)."""
+deciding count, the rate it falls and an estimate of when it reaches 0 (router/systems/drain.py);
+on a timeout, what holds it and what to do. `token-router open-items SYSTEM`: what holds it,
+as the routers know it (tokens and short codes with their age and issuing instance)."""
 
 from __future__ import annotations
 
@@ -19,13 +21,20 @@ from router.cli.common import (
     config_hint,
     known_system,
     positive_float,
+    positive_int,
     read_config,
     read_reports,
     shared_store,
     when,
 )
+from router.config import Config
 from router.errors import StoreUnavailable
-from router.systems.drain import DrainHistory, describe
+from router.state.store import StateStore
+from router.systems.drain import DrainHistory, describe, format_age, stall_advice
+from router.systems.reports import open_items_view
+
+# How many of the oldest open items drain-wait shows when it times out.
+SHOWN_ON_TIMEOUT = 5
 
 
 def add_parser(sub: Subcommands, common: Parser) -> None:
@@ -59,6 +68,76 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
         help="one JSON document per check (state, counts, rate, eta, result)",
     )
     p.set_defaults(func=async_command(drain_wait_main))
+    q = sub.add_parser(
+        "open-items",
+        parents=[common],
+        help="list what holds SYSTEM open: tokens and short codes, oldest first",
+        description="The items the routers count as open on SYSTEM (tokens not deleted, "
+        "short codes within shortcode_ttl), oldest first, each with its age and the router "
+        "instance that issued it: what to look at when a drain does not end. Where stats_url "
+        "is configured the gateway's own count decides drain; this lists what the routers "
+        "issued.",
+    )
+    q.add_argument("system", metavar="SYSTEM")
+    q.add_argument(
+        "--limit",
+        type=positive_int,
+        default=50,
+        metavar="N",
+        help="show at most N items (default 50)",
+    )
+    q.add_argument("--json", action="store_true", help="the document of the admin API")
+    q.set_defaults(func=async_command(open_items_main))
+
+
+async def open_items_main(args: argparse.Namespace) -> int:
+    config = read_config(args)
+    system = known_system(config, args.system)
+    store = shared_store(config)
+    try:
+        doc = await open_items_view(store, config, system, min(args.limit, 1000))
+    finally:
+        await store.close()
+    if args.json:
+        print(orjson.dumps(doc).decode())
+    else:
+        print("\n".join(open_items_lines(doc)))
+    return 0
+
+
+def open_items_lines(doc: dict[str, Any]) -> list[str]:
+    items, total = doc["items"], doc["total"]
+    lines = [
+        f"{doc['system']}: {total} open item{'s' if total != 1 else ''} the routers know"
+        " (the gateway's own count decides drain where stats_url answers)"
+    ]
+    if not items:
+        return lines
+    width = max(34, *(len(str(i["id"])) for i in items))
+    lines.append(f"{'KIND':<8} {'ID':<{width}} {'AGE':<10} ISSUED BY")
+    for i in items:
+        lines.append(
+            f"{i['kind']:<8} {i['id']:<{width}} {format_age(float(i['age'])):<10} "
+            f"{i['issuer'] or '(not recorded)'}"
+        )
+    if total > len(items):
+        lines.append(f"... and {total - len(items)} more")
+    return lines
+
+
+async def _timed_out(
+    store: StateStore, config: Config, args: argparse.Namespace, system: str
+) -> None:
+    """On stderr: the oldest items that hold `system` and what to do (docs/upgrades.md)."""
+    try:
+        doc = await open_items_view(store, config, system, SHOWN_ON_TIMEOUT)
+    except StoreUnavailable as exc:
+        print(f"  (cannot list the open items: {exc})", file=sys.stderr)
+    else:
+        for line in open_items_lines(doc):
+            print(f"  {line}", file=sys.stderr)
+    for line in stall_advice(system, config_hint(args)):
+        print(line, file=sys.stderr)
 
 
 async def drain_wait_main(args: argparse.Namespace) -> int:
@@ -105,6 +184,8 @@ async def drain_wait_main(args: argparse.Namespace) -> int:
                 return 0
             if timed_out:
                 print(f"{PROG}: timed out after {args.timeout:g} s: {line}", file=sys.stderr)
+                if not args.json:
+                    await _timed_out(store, config, args, system)
                 return 1
             await cancellation.sleep(min(args.interval, max(0.0, deadline - now)))
     finally:

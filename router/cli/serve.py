@@ -38,13 +38,17 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    config = read_config(args)
-    setup_logging(config.router.log_format, "debug" if args.verbose else config.router.log_level)
-    preflight_sentinels(config)
+    # Before the configuration is read: checking a system's stats_metric imports
+    # prometheus_client's parser (router/systems/monitoring.py).
     metrics_dir = _prepare_metrics_dir(args.workers)
-    from router.server.run import serve
-
     try:
+        config = read_config(args)
+        setup_logging(
+            config.router.log_format, "debug" if args.verbose else config.router.log_level
+        )
+        preflight_sentinels(config)
+        from router.server.run import serve
+
         return serve(config, args.workers)
     finally:
         if metrics_dir:

@@ -23,16 +23,41 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
     p.add_argument("--version", default="1.0", help="library version it serves (default 1.0)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=tcp_port, default=9001, help="port (default 9001; 0 = any)")
+    p.add_argument(
+        "--echo-description",
+        action="store_true",
+        help="answer a token with the urlSchemeDetails it was sent besides the sessionid, as "
+        "some gateways do (default: the documented answer, the sessionid alone)",
+    )
+    p.add_argument(
+        "--delete-status",
+        type=_success_status,
+        default=204,
+        help="the 2xx a session DELETE answers (default 204, as documented)",
+    )
     p.set_defaults(func=cmd_simulate)
 
 
+def _success_status(text: str) -> int:
+    try:
+        status = int(text)
+    except ValueError:
+        status = 0
+    if not 200 <= status <= 299:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a 2xx status (e.g. 204)")
+    return status
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from router.simulator import run_gateway
+    from router.simulator import GatewayOptions, run_gateway
 
     setup_logging("text", "debug" if args.verbose else "info")
 
     async def main() -> int:
-        task = asyncio.create_task(run_gateway(args.name, args.version, args.host, args.port))
+        options = GatewayOptions(args.echo_description, args.delete_status)
+        task = asyncio.create_task(
+            run_gateway(args.name, args.version, args.host, args.port, options)
+        )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, task.cancel)

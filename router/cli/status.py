@@ -95,7 +95,7 @@ async def status_document(ctx: Context, history: DrainHistory | None = None) -> 
         asyncio.gather(*(ctx.prober.probe(sid) for sid in config.system_ids)),
     )
     view, rows = view_report(config, snapshot, counts, previewing, gateway_counts, history)
-    releases = await _releases(config)
+    releases, labels = await _releases(config)
     r = config.router
     live = await store.instances(time.time(), r.heartbeat_interval * STALE_BEATS)
     systems = []
@@ -103,6 +103,8 @@ async def status_document(ctx: Context, history: DrainHistory | None = None) -> 
         item = row.to_json()
         item["health"] = {"ok": probe.ok, "checked_at": probe.at, "error": probe.error or None}
         item["release"] = releases.get(row.id)
+        # The label of the release it serves, as the page and /api/status show it.
+        item["version"] = labels.get(row.id) or item["version"]
         systems.append(item)
     refused = snapshot.refused
     return {
@@ -155,13 +157,20 @@ def watch_lines(watch: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-async def _releases(config: Config) -> dict[str, str | None]:
+async def _releases(config: Config) -> tuple[dict[str, str | None], dict[str, str]]:
+    """(system -> the release it serves, system -> that release's label)."""
     r = config.router
     store = open_release_store(redis_target(r), Keys(r.key_prefix), timeout=r.redis_timeout)
     try:
-        return await store.system_releases(config.system_ids)
+        serving = await store.system_releases(config.system_ids)
+        labels = {}
+        for system, release in serving.items():
+            meta = None if release is None else await store.meta(release)
+            if meta is not None and meta.label:
+                labels[system] = meta.label
+        return serving, labels
     except StoreUnavailable:
-        return {}
+        return {}, {}
     finally:
         await store.close()
 

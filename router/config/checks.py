@@ -6,12 +6,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
 
 from router.config.schema import RouterConfig, SystemConfig
 from router.errors import ConfigError
+from router.systems import monitoring
 from router.trust import TrustedNetworks
 
 PREFER_POLICIES = ("unless-offline", "never")
@@ -172,3 +174,31 @@ def _check_router(router: RouterConfig, systems: Mapping[str, SystemConfig]) -> 
         if origin != "*" and urlsplit(origin).scheme not in ("http", "https"):
             raise ConfigError("router.cors_origins", f"{origin!r} is not an origin like https://x")
     return router
+
+
+def _check_stats(table: str, values: dict[str, Any]) -> None:
+    """stats_format with the one expression it reads (router/systems/monitoring.py), readable."""
+    fmt = values.get("stats_format", "json")
+    if fmt not in monitoring.FORMATS:
+        raise ConfigError(f"{table}.stats_format", f"{fmt!r} is not json or prometheus")
+    for key in ("stats_format", "stats_count", "stats_metric"):
+        if key in values and not values.get("stats_url"):
+            raise ConfigError(f"{table}.{key}", "is read only with stats_url; set stats_url too")
+    count, metric = values.get("stats_count", ""), values.get("stats_metric", "")
+    try:
+        if fmt == "json":
+            if metric:
+                raise ConfigError(f"{table}.stats_metric", "is for stats_format = prometheus")
+            if count:
+                monitoring.parse_pointer(count)
+        else:
+            if count:
+                raise ConfigError(f"{table}.stats_count", "is for stats_format = json")
+            if not metric:
+                raise ConfigError(
+                    f"{table}.stats_metric", "is required with stats_format = prometheus"
+                )
+            monitoring.parse_selector(metric)
+    except monitoring.StatsSyntaxError as exc:
+        key = "stats_count" if fmt == "json" else "stats_metric"
+        raise ConfigError(f"{table}.{key}", str(exc)) from None

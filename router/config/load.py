@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from router.config.checks import _check_router, _check_url
+from router.config.checks import _check_router, _check_stats, _check_url
 from router.config.credentials import (
     _check_credentials,
     _parse_admin_tokens,
@@ -77,6 +77,7 @@ def build_config(data: Mapping[str, Any], environ: Mapping[str, str]) -> Config:
         for key in ("stats_url",):
             if values.get(key) and urlsplit(values[key]).scheme not in ("http", "https"):
                 raise ConfigError(f"systems.{sid}.{key}", f"{values[key]!r} is not an http(s) URL")
+        _check_stats(f"systems.{sid}", values)
         if values.get("ca_file") and not Path(values["ca_file"]).is_file():
             raise ConfigError(
                 f"systems.{sid}.ca_file", f"file {values['ca_file']!r} does not exist"

@@ -62,7 +62,25 @@ class SystemConfig:
         default=True, metadata=_help("Verify the gateway's certificate (false only by choice).")
     )
     stats_url: str = field(
-        default="", metadata=_help("Optional URL answering JSON with the gateway's open_sessions.")
+        default="",
+        metadata=_help("Optional URL of the system's monitoring: its own count of open sessions."),
+    )
+    stats_format: str = field(
+        default="json", metadata=_help("What stats_url answers: json or prometheus (text).")
+    )
+    stats_count: str = field(
+        default="",
+        metadata=_help(
+            "json: RFC 6901 pointer to the count (e.g. /calls/active); empty: the field "
+            "open_sessions, openSessions or sessions."
+        ),
+    )
+    stats_metric: str = field(
+        default="",
+        metadata=_help(
+            'prometheus: metric name with optional labels (e.g. calls{state="active"}); '
+            "matching samples are summed."
+        ),
     )
     max_connections: int = field(
         default=200, metadata=_help("Connection pool size towards this gateway.")

@@ -52,7 +52,7 @@ class Traffic:
     provoked: Callable[[str], bool] = lambda system: False  # failing on purpose now?
     rng: random.Random = field(default_factory=random.Random)
     pages: list[tuple[str, str]] = field(default_factory=list)  # (url, system)
-    deleted: dict[str, str] = field(default_factory=dict)  # sid -> issuing system (200)
+    deleted: dict[str, str] = field(default_factory=dict)  # sid -> issuing system (2xx)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _until: float = 0.0
     _hold: asyncio.Future[None] | None = None
@@ -155,10 +155,12 @@ class Traffic:
         self, kind: str, what: str, owner: str, status: int, seen: str, raw: bytes, via: str
     ) -> bool:
         tally = self.tally
-        if status == 200 and seen == owner:
+        # Any 2xx: FCSDK-API.md documents 204 for a DELETE, installations answer 200 too.
+        answered = 200 <= status <= 299
+        if answered and seen == owner:
             tally.ok(kind)
             return True
-        if status == 200 or (status in (403, 404) and seen and seen != owner):
+        if answered or (status in (403, 404) and seen and seen != owner):
             # Answered, or refused as unknown, by a system that did not issue it.
             tally.sent[kind] += 1
             tally.wrong(

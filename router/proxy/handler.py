@@ -1,8 +1,7 @@
 """The proxy listener's request handling: classify, gather facts, decide, forward.
 
-One catch-all handler instead of aiohttp's dispatcher: `routing.classify` already knows the
-route table, and one try/except renders every RequestError as JSON without a middleware
-layer on the hot path.
+One catch-all handler, not aiohttp's dispatcher: `routing.classify` knows the route table,
+and one try/except renders every RequestError as JSON without a middleware on the hot path.
 """
 
 from __future__ import annotations
@@ -402,6 +401,7 @@ class ProxyHandler:
     def _current(self, decision: Forward) -> web.Response:
         system = self.config.systems[decision.system]
         release = self.release_of(decision.system)
+        dry = rewrite_session_description({}, self.public[system.id])  # what a token gets
         body = {
             "system": system.id,
             "reason": decision.reason,
@@ -409,6 +409,7 @@ class ProxyHandler:
             "label": self.label_of(system.id) if release else system.version or None,
             "base": f"/v/{release}" if release else "",
             "public_url": system.public_url,
+            "url_scheme_details": dry["urlSchemeDetails"],
         }
         return web.Response(
             body=orjson.dumps(body),

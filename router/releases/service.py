@@ -208,6 +208,17 @@ class Releases:
                 self._recheck = recheck
         self.files.store_ok()
 
+    async def fingerprint_now(self, system: str) -> str:
+        """Check one system now (the gates, before a switch): "" or why not."""
+        return next((r.error for r in await self.refresh([system])), "") if self.paths else ""
+
+    def check_soon(self, systems: Sequence[str]) -> None:
+        """Check `systems` now, in the background, after any check under way: the active
+        system (or a rollout's target) changed, from any source (CLI, API, page, rollout, a
+        bare `SET`), and /router/current must name what it serves within seconds."""
+        if self.paths and self._tasks and systems:
+            self._in_background(self._refresh_quietly(list(systems)))
+
     async def _refresh_quietly(self, systems: Sequence[str]) -> None:
         try:
             await self.refresh(systems)
@@ -479,3 +490,11 @@ async def refresh_once(config: Config, systems: Sequence[str] | None = None) -> 
         await releases.close()
         for upstream in upstreams.values():
             await upstream.close()
+
+
+async def fingerprint_now(config: Config, system: str) -> str:
+    """`refresh_once` of one system for a CLI process's gates: "" or why not (or nothing)."""
+    r = config.router
+    if not r.release_paths or r.redis_url.startswith("memory://"):
+        return ""
+    return next((x.error for x in await refresh_once(config, [system])), "no answer")

@@ -65,6 +65,17 @@ def _count_change(metrics: Metrics, old: Snapshot, new: Snapshot) -> None:
         metrics.on_refusal()
 
 
+def newly_routed(old: Snapshot, new: Snapshot) -> list[str]:
+    """Systems that new sessions go to now and did not before: the active system after a
+    change (from any source), a rollout's target when the rollout starts."""
+    out = [new.active] if new.active != old.active else []
+    target = new.rollout.target if new.rollout is not None else None
+    before = old.rollout.target if old.rollout is not None else None
+    if target is not None and target != before and target not in out:
+        out.append(target)
+    return out
+
+
 def build_runtime(config: Config, store: StateStore | None = None) -> Runtime:
     """The resources both listeners share, connected but not started."""
     r = config.router
@@ -93,6 +104,7 @@ def build_runtime(config: Config, store: StateStore | None = None) -> Runtime:
         cache_size=r.affinity_cache_size,
         ttl=r.affinity_ttl,
         shortcode_ttl=r.shortcode_ttl,
+        instance=instance,
     )
     # Filled in Runtime.start(); the release service fetches libraries through the same pools.
     upstreams: dict[str, Upstream] = {}
@@ -100,10 +112,11 @@ def build_runtime(config: Config, store: StateStore | None = None) -> Runtime:
     metrics = Metrics()
     releases.files.on_lookup = metrics.on_release_lookup
     holder.listeners.append(lambda old, new: _count_change(metrics, old, new))
+    holder.listeners.append(lambda old, new: releases.check_soon(newly_routed(old, new)))
     # Guarded switching: the gates' prober, the rollout controller (counts this process's
     # token requests per step, competes for the leader lock) and the heartbeat.
     started = time.time()
-    gate_prober = GateProber(config.systems)
+    gate_prober = GateProber(config.systems, fingerprint=releases.fingerprint_now)
     controller = RolloutController(
         store, holder, config, gate_prober, metrics.local, instance=instance
     )

@@ -3,6 +3,6 @@
 It is product, not a test helper: operators run it to rehearse an upgrade without real systems.
 """
 
-from router.simulator.gateway import create_gateway_app, run_gateway
+from router.simulator.gateway import GatewayOptions, create_gateway_app, run_gateway
 
-__all__ = ["create_gateway_app", "run_gateway"]
+__all__ = ["GatewayOptions", "create_gateway_app", "run_gateway"]

@@ -5,119 +5,41 @@ benchmarks, so the request path stays lean (orjson, no per-request logging, libr
 bytes generated once per version) and everything a test compares is deterministic:
 library bytes depend only on the version, never on the process or the clock.
 
-Besides the FCSDK routes (see FCSDK-API.md) it serves `GET /stats` and control routes
-under `/_sim/` that make it fail, slow down, upgrade in place or forget everything.
-"Going away" is simply stopping the app (cancel `run_gateway`, close the test server).
+By default it answers exactly as FCSDK-API.md documents a system: a token answer is
+`{"sessionid": "..."}` and nothing else, a DELETE answers 204 with no body. Nothing in the
+product may lean on a habit only the simulator has, so whatever it does beyond that is
+explicit: `GatewayOptions` (a gateway that echoes the session description, one that answers
+a DELETE with another 2xx), the monitoring routes operators meet in front of a real system
+(`GET /stats`, a flat JSON document; `GET /status.json`, a nested one; `GET /metrics`,
+Prometheus text) and control routes under `/_sim/` that make it fail, slow down, upgrade in
+place, forget everything or say what it received. "Going away" is simply stopping the app
+(cancel `run_gateway`, close the test server).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-import secrets
-from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from router.simulator.library import LIBRARY_PATHS, cached_library
+from router.simulator.library import LIBRARY_PATHS, library_files
+from router.simulator.state import GatewayOptions, GatewayState, ShortCode
+
+__all__ = [
+    "LIBRARY_PATHS",
+    "SIM_STATE",
+    "GatewayOptions",
+    "GatewayState",
+    "create_gateway_app",
+    "library_files",
+    "run_gateway",
+]
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
-
-
-# --- state -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ShortCode:
-    """What the Live Assist server hands out for one short code."""
-
-    session_token: str
-    cid: str
-
-
-class GatewayState:
-    """The mutable state of one simulated system, held by its app under `SIM_STATE`."""
-
-    __slots__ = (
-        "name",
-        "version",
-        "files",
-        "sessions",
-        "short_codes",
-        "requests",
-        "fail_status",
-        "fail_remaining",
-        "delay",
-    )
-
-    def __init__(self, name: str, version: str) -> None:
-        self.name = name
-        self.version = version
-        self.files: Mapping[str, tuple[bytes, str]] = cached_library(version)
-        self.sessions: set[str] = set()
-        self.short_codes: dict[str, ShortCode] = {}
-        self.requests: Counter[str] = Counter()
-        self.fail_status: int | None = None
-        # None with a fail_status set means "every request until told otherwise".
-        self.fail_remaining: int | None = None
-        self.delay = 0.0
-
-    def new_token(self, kind: str = "") -> str:
-        return f"{self.name}-{kind}{secrets.token_hex(8)}"
-
-    def new_short_code(self) -> str:
-        while True:
-            # No leading zero, so a client that parses the code as a number keeps 7 digits.
-            code = str(secrets.randbelow(9_000_000) + 1_000_000)
-            if code not in self.short_codes:
-                self.short_codes[code] = ShortCode(self.new_token(), self.new_token("cid-"))
-                return code
-
-    def set_version(self, version: str) -> None:
-        self.version = version
-        self.files = cached_library(version)
-
-    def set_failure(self, status: int | None, count: int | None) -> None:
-        if status is None or count == 0:
-            self.fail_status = self.fail_remaining = None
-        else:
-            self.fail_status, self.fail_remaining = status, count
-
-    def take_failure(self) -> int | None:
-        """The status this request must fail with, if any; consumes one counted failure."""
-        status = self.fail_status
-        if status is not None and self.fail_remaining is not None:
-            self.fail_remaining -= 1
-            if self.fail_remaining <= 0:
-                self.fail_status = self.fail_remaining = None
-        return status
-
-    def reset(self) -> None:
-        """Forget sessions, codes, counters and faults; the version stays (it is installed)."""
-        self.sessions.clear()
-        self.short_codes.clear()
-        self.requests.clear()
-        self.set_failure(None, None)
-        self.delay = 0.0
-
-    def as_json(self) -> dict[str, Any]:
-        fail = None
-        if self.fail_status is not None:
-            fail = {"status": self.fail_status, "count": self.fail_remaining}
-        return {
-            "name": self.name,
-            "version": self.version,
-            "open_sessions": len(self.sessions),
-            "short_codes": len(self.short_codes),
-            "requests": dict(self.requests),
-            "fail": fail,
-            "delay": self.delay,
-        }
 
 
 SIM_STATE = web.AppKey("sim_state", GatewayState)
@@ -154,8 +76,11 @@ async def _session_create(request: web.Request) -> web.Response:
         return _error(state, 400, "malformed_json", "the session description is not a JSON object")
     sid = state.new_token()
     state.sessions.add(sid)
-    # Echoed so tests can see what the router forwarded (it rewrites urlSchemeDetails).
-    return _json({"sessionid": sid, "urlSchemeDetails": body.get("urlSchemeDetails")})
+    details = body.get("urlSchemeDetails")
+    state.keep_description(sid, details)
+    if state.options.echo_description:
+        return _json({"sessionid": sid, "urlSchemeDetails": details})
+    return _json({"sessionid": sid})
 
 
 async def _session_delete(request: web.Request) -> web.Response:
@@ -164,7 +89,11 @@ async def _session_delete(request: web.Request) -> web.Response:
     if sid not in state.sessions:
         return _error(state, 404, "unknown_session", f"session {sid!r} is not open here")
     state.sessions.discard(sid)
-    return _json({"deleted": sid})
+    state.released += 1
+    status = state.options.delete_status
+    if status == 204:
+        return web.Response(status=204)
+    return _json({"deleted": sid}, status)
 
 
 async def _shortcode_create(request: web.Request) -> web.Response:
@@ -235,6 +164,17 @@ async def _stats(request: web.Request) -> web.Response:
     return _json(request.app[SIM_STATE].as_json())
 
 
+async def _status_json(request: web.Request) -> web.Response:
+    return _json(request.app[SIM_STATE].status_document())
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    text = request.app[SIM_STATE].prometheus_text()
+    return web.Response(
+        body=text.encode(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+    )
+
+
 # --- control routes (/_sim/) -----------------------------------------------------------
 
 
@@ -292,6 +232,15 @@ async def _sim_state(request: web.Request) -> web.Response:
     return _json(request.app[SIM_STATE].as_json())
 
 
+async def _sim_session(request: web.Request) -> web.Response:
+    """The urlSchemeDetails a recent token request carried: what the router forwarded."""
+    state = request.app[SIM_STATE]
+    sid = request.match_info["sid"]
+    if sid not in state.received:
+        return _error(state, 404, "unknown_session", f"no session description kept for {sid!r}")
+    return _json({"sessionid": sid, "urlSchemeDetails": state.received[sid]})
+
+
 # (method, path, handler, label counted in /stats). GET also answers HEAD.
 _ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
     ("POST", "/gateway/sessions/session", _session_create, "session_create"),
@@ -303,11 +252,14 @@ _ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
     ("POST", "/assistserver/consumer", _assist_consumer, "assist_consumer"),
     *(("GET", path, _library, "library") for path in LIBRARY_PATHS),
     ("GET", "/stats", _stats, "stats"),
+    ("GET", "/status.json", _status_json, "stats"),
+    ("GET", "/metrics", _metrics, "stats"),
     ("POST", "/_sim/fail", _sim_fail, "sim_fail"),
     ("POST", "/_sim/slow", _sim_slow, "sim_slow"),
     ("POST", "/_sim/version", _sim_version, "sim_version"),
     ("POST", "/_sim/reset", _sim_reset, "sim_reset"),
     ("GET", "/_sim/state", _sim_state, "sim_state"),
+    ("GET", "/_sim/sessions/{sid}", _sim_session, "sim_session"),
 )
 _LABELS: dict[Handler, str] = {handler: label for _, _, handler, label in _ROUTES}
 _CONTROL: frozenset[Handler] = frozenset(h for _, p, h, _ in _ROUTES if p.startswith("/_sim/"))
@@ -369,10 +321,13 @@ async def _simulate(request: web.Request, handler: Handler) -> web.StreamRespons
 # --- app and runner --------------------------------------------------------------------
 
 
-def create_gateway_app(name: str, version: str) -> web.Application:
-    """One simulated system called `name` serving library version `version`."""
+def create_gateway_app(
+    name: str, version: str, options: GatewayOptions | None = None
+) -> web.Application:
+    """One simulated system called `name` serving library version `version`; `options`
+    for what it does beyond FCSDK-API.md (nothing by default)."""
     app = web.Application(middlewares=[_simulate])
-    app[SIM_STATE] = GatewayState(name, version)
+    app[SIM_STATE] = GatewayState(name, version, options)
     for method, path, handler, _ in _ROUTES:
         if method == "GET":
             app.router.add_get(path, handler)
@@ -385,13 +340,15 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def run_gateway(name: str, version: str, host: str, port: int) -> None:
+async def run_gateway(
+    name: str, version: str, host: str, port: int, options: GatewayOptions | None = None
+) -> None:
     """Serve one simulated system until cancelled (`token-router simulate-gateway`).
 
     Prints one line with the URL once listening; with port 0 it shows the port chosen.
     """
     # access_log=None: the simulator is the benchmark upstream; logging would be the cost.
-    runner = web.AppRunner(create_gateway_app(name, version), access_log=None)
+    runner = web.AppRunner(create_gateway_app(name, version, options), access_log=None)
     await runner.setup()
     try:
         # A larger backlog than aiohttp's 128 so load-test bursts are not dropped here.

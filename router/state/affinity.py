@@ -153,9 +153,11 @@ class Affinity:
         ttl: int,
         shortcode_ttl: int | None = None,
         replay_size: int = REPLAY_MAX,
+        instance: str = "",
     ) -> None:
         self.store = store
         self.holder = holder
+        self.instance = instance  # named as the issuer of what this process records
         self.ttl = ttl
         # Short codes count as open for drain only this long; their owner lives `ttl`.
         self.shortcode_ttl = ttl if shortcode_ttl is None else shortcode_ttl
@@ -174,7 +176,7 @@ class Affinity:
         now = time.time()
         counted = self.open_ttl(kind)
         self.cache.put(kind, ident, system, now + self.ttl, now + counted)
-        rec = AffinityRecord(kind, ident, system, self.ttl, counted)
+        rec = AffinityRecord(kind, ident, system, self.ttl, counted, self.instance, now)
         if self.holder.degraded or len(self._queue) >= QUEUE_MAX:
             self.pending.append(rec)
             return
@@ -322,7 +324,7 @@ class Affinity:
         if cached is not None and cached != system:
             return cached
         counted = self.open_ttl(kind)
-        rec = AffinityRecord(kind, ident, system, self.ttl, counted)
+        rec = AffinityRecord(kind, ident, system, self.ttl, counted, self.instance, now)
         if not self.holder.degraded:
             try:
                 holder = await self.store.claim_affinity(rec, now)

@@ -91,6 +91,11 @@ class Keys:
         """Sorted set of what `system` issued and has not released; score = expiry time."""
         return f"{self.prefix}:open:{system}"
 
+    def issued(self, kind: str, ident: str) -> str:
+        """Who issued an open item and when ('<instance> <unix time>'), for the drain's list;
+        lives as long as the item counts as open."""
+        return f"{self.prefix}:issued:{kind}:{ident}"
+
     def throttle(self, scope: str, part: str) -> str:
         """One credential-throttle bucket or mark of a listener (`scope`: admin, preview):
         `all` (the overall bucket), `addr:<address>`, `good:<address>`."""

@@ -23,6 +23,7 @@ from router.state.store import (
     AuditEntry,
     AuditFields,
     Change,
+    OpenItem,
     RolloutRestore,
     StoredState,
     SwitchResult,
@@ -46,6 +47,7 @@ class MemoryStore:
         self.entries: list[AuditEntry] = []
         self.affinity: dict[tuple[str, str], tuple[str, float]] = {}
         self.open: dict[str, dict[str, float]] = {}
+        self.issued: dict[str, tuple[str, float]] = {}  # member -> (instance, time)
         self.preview: dict[str, float] = {}
         self.revoked: dict[str, float] = {}  # ended login sessions: nonce -> expiry
         # One process's memory never loses its state while the process runs.
@@ -354,6 +356,8 @@ class MemoryStore:
             self.affinity[(r.kind, r.ident)] = (r.system, now + r.ttl)
             if r.counted > 0:
                 self.open.setdefault(r.system, {})[member(r.kind, r.ident)] = now + r.counted
+                if r.issuer:
+                    self.issued[member(r.kind, r.ident)] = (r.issuer, r.issued)
 
     async def lookup_affinity(self, kind: AffinityKind, ident: str) -> str | None:
         found = self.affinity.get((kind, ident))
@@ -376,6 +380,18 @@ class MemoryStore:
     async def release(self, kind: AffinityKind, ident: str, system: str) -> None:
         self.affinity.pop((kind, ident), None)
         self.open.get(system, {}).pop(member(kind, ident), None)
+        self.issued.pop(member(kind, ident), None)
+
+    async def open_items(self, system: str, now: float, limit: int) -> tuple[int, list[OpenItem]]:
+        live = sorted(
+            (expiry, name) for name, expiry in self.open.get(system, {}).items() if expiry > now
+        )
+        items = []
+        for expiry, name in live[:limit]:
+            kind, _, ident = name.partition(":")
+            issuer, when = self.issued.get(name, ("", 0.0))
+            items.append(OpenItem(kind, ident, expiry, issuer, when))  # type: ignore[arg-type]
+        return len(live), items
 
     async def open_counts(self, systems: Sequence[str], now: float) -> dict[str, int]:
         counts = {}
@@ -383,6 +399,7 @@ class MemoryStore:
             items = self.open.get(system, {})
             for expired in [m for m, expiry in items.items() if expiry <= now]:
                 del items[expired]
+                self.issued.pop(expired, None)
             counts[system] = len(items)
         return counts
 

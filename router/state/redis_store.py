@@ -20,6 +20,7 @@ from router.errors import StoreUnavailable
 from router.state import scripts
 from router.state.key_types import diagnose, is_wrong_type, parse_counter, read_each
 from router.state.keys import Keys
+from router.state.open_items import affinity_row, issued_args, read_open_items
 from router.state.redis_client import close_client, describe, redis_client, unavailable
 from router.state.redis_events import watch_changes
 from router.state.refusals import WATCH_CHANGED, refusal
@@ -31,6 +32,7 @@ from router.state.store import (
     AuditEntry,
     AuditFields,
     Change,
+    OpenItem,
     RolloutRestore,
     StoredState,
     SwitchResult,
@@ -410,17 +412,7 @@ class RedisStore:
         if not records:
             return
         k = self.keys
-        batch: list[list[str | int | float]] = [
-            [
-                k.affinity(r.kind, r.ident),
-                k.open_items(r.system) if r.counted > 0 else "",
-                r.system,
-                r.ttl,
-                member(r.kind, r.ident),
-                now + r.counted,
-            ]
-            for r in records
-        ]
+        batch = [affinity_row(k, r, now) for r in records]
         try:
             await self._affinity(keys=[k.open_items(records[0].system)], args=[orjson.dumps(batch)])
         except (RedisError, OSError) as exc:
@@ -452,15 +444,16 @@ class RedisStore:
         counted = k.open_items(record.system) if record.counted > 0 else ""
         async with self._failing(key, *([counted] if counted else [])):
             ident = member(record.kind, record.ident)
-            args: list[str | float] = [record.system, record.ttl, counted, ident]
+            args: list[str | int | float] = [record.system, record.ttl, counted, ident]
             args.append(now + record.counted)
+            args.extend(issued_args(k, record))
             holder = await self._claim(keys=[key], args=args)
         return str(holder) or None
 
     async def release(self, kind: AffinityKind, ident: str, system: str) -> None:
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                pipe.delete(self.keys.affinity(kind, ident))
+                pipe.delete(self.keys.affinity(kind, ident), self.keys.issued(kind, ident))
                 pipe.zrem(self.keys.open_items(system), member(kind, ident))
                 await pipe.execute()
         except (RedisError, OSError) as exc:
@@ -478,6 +471,10 @@ class RedisStore:
                 pipe.zcard(self.keys.open_items(system))
             results = await pipe.execute()
         return {system: int(results[2 * i + 1]) for i, system in enumerate(systems)}
+
+    async def open_items(self, system: str, now: float, limit: int) -> tuple[int, list[OpenItem]]:
+        async with self._failing(self.keys.open_items(system)):
+            return await read_open_items(self._client, self.keys, system, now, limit)
 
     async def mark_preview(self, system: str, ttl: int) -> None:
         async with self._failing(self.keys.preview(system)):

@@ -342,7 +342,8 @@ return replaced
 
 AFFINITY = """
 -- KEYS[1]: one open-items key of the batch (routes the call in a cluster; see keys.py)
--- ARGV[1]: JSON [[affinity key, open key, system, ttl, member, expiry], ...]
+-- ARGV[1]: JSON [[affinity key, open key, system, ttl, member, expiry,
+--                 issued key, issued value, seconds counted], ...]
 -- An id another system holds is left to it: the first issuer keeps it (a short code two
 -- systems drew alike must not move to the last one that reported it; see claim_affinity).
 local records = cjson.decode(ARGV[1])
@@ -351,7 +352,10 @@ for _, r in ipairs(records) do
   local holder = redis.call('GET', r[1])
   if not holder or holder == r[3] then
     redis.call('SET', r[1], r[3], 'EX', r[4])
-    if r[2] ~= '' then redis.call('ZADD', r[2], r[6], r[5]) end
+    if r[2] ~= '' then
+      redis.call('ZADD', r[2], r[6], r[5])
+      if r[7] ~= '' then redis.call('SET', r[7], r[8], 'EX', r[9]) end
+    end
     written = written + 1
   end
 end
@@ -360,12 +364,16 @@ return written
 
 CLAIM = """
 -- KEYS[1]: the affinity key
--- ARGV: system, ttl, open key ('' = not counted), open member, open expiry
+-- ARGV: system, ttl, open key ('' = not counted), open member, open expiry,
+--       issued key ('' = none), issued value, seconds counted
 -- Takes the id for ARGV[1] unless another system holds it; returns that system, or ''.
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return holder end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-if ARGV[3] ~= '' then redis.call('ZADD', ARGV[3], ARGV[5], ARGV[4]) end
+if ARGV[3] ~= '' then
+  redis.call('ZADD', ARGV[3], ARGV[5], ARGV[4])
+  if ARGV[6] ~= '' then redis.call('SET', ARGV[6], ARGV[7], 'EX', ARGV[8]) end
+end
 return ''
 """
 

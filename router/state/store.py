@@ -109,10 +109,45 @@ class AffinityRecord:
     system: str
     ttl: int  # seconds the owner is remembered
     open_ttl: int | None = None  # seconds it counts as open for drain (None: ttl)
+    issuer: str = ""  # the router instance that issued it ("" once replayed from a cache)
+    issued: float = 0.0  # when, Unix time (0: unknown)
 
     @property
     def counted(self) -> int:
         return self.ttl if self.open_ttl is None else self.open_ttl
+
+
+@dataclass(frozen=True, slots=True)
+class OpenItem:
+    """One item a system holds open as the routers know it (`open-items`, drain)."""
+
+    kind: AffinityKind
+    ident: str
+    expires: float  # when it stops counting as open, Unix time
+    issuer: str = ""  # router instance that issued it, "" when unknown
+    issued: float = 0.0  # Unix time, 0 when unknown
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "id": self.ident,
+            "issued_at": self.issued or None,
+            "issuer": self.issuer or None,
+            "expires_at": self.expires,
+        }
+
+
+def issued_value(issuer: str, issued: float) -> str:
+    return f"{issuer} {issued:.3f}"
+
+
+def parse_issued(value: str | None) -> tuple[str, float]:
+    """('<instance>', time) from a `Keys.issued` value; ("", 0.0) when absent or garbled."""
+    issuer, _, when = (value or "").rpartition(" ")
+    try:
+        return issuer, float(when)
+    except ValueError:
+        return "", 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +252,9 @@ class StateStore(Protocol):
     async def claim_affinity(self, record: AffinityRecord, now: float) -> str | None: ...
     async def release(self, kind: AffinityKind, ident: str, system: str) -> None: ...
     async def open_counts(self, systems: Sequence[str], now: float) -> dict[str, int]: ...
+    async def open_items(
+        self, system: str, now: float, limit: int
+    ) -> tuple[int, list[OpenItem]]: ...
     async def mark_preview(self, system: str, ttl: int) -> None: ...
     async def revoke_session(self, nonce: str, ttl: int) -> None: ...
     async def session_revoked(self, nonce: str) -> bool: ...

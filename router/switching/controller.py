@@ -193,6 +193,10 @@ class RolloutController:
                 log.debug("rollout controller paused: %s", exc)
             except RouterError as exc:
                 log.warning("rollout controller: %s", exc)
+            except Exception:
+                # A bug, never a reason to stop for good: a controller that ended kept saying
+                # it led, beside the instance that took the lock over (issue 25).
+                log.exception("rollout controller failed; trying again next tick")
             await asyncio.sleep(self.tick)
 
     async def close(self) -> None:

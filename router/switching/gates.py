@@ -8,13 +8,20 @@ library file: never a token mint, which would open a session on the gateway).
 
 A refusal is a `GateRefused` naming the gate; `force` lets everything but the compare-and-set
 (`expect`, checked atomically by the store's script) through, and the audit records it.
+
+Past the gates, the target's client libraries are fingerprinted now (`GateProber.fingerprint`,
+given by whoever can: the router's release service, `releases refresh` in a CLI process), so
+the release every router hands out for it is the one it serves at the switch, not the one
+of the last periodic check. A failed fingerprint is logged, never a refusal: the routers keep
+serving what they hold (fail-static), and the health gate already covers a dead gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -23,6 +30,11 @@ from router.config import SystemConfig
 from router.errors import BadRequest, GateRefused
 from router.systems.prober import describe_failure, probe_target
 from router.systems.tls import gateway_ssl
+
+log = logging.getLogger("router.gates")
+
+# Fingerprints one system's libraries now and stores the release: "" or why not.
+Fingerprint = Callable[[str], Awaitable[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +114,16 @@ def enforce(refusals: list[GateRefused], force: bool) -> str:
 class GateProber:
     """Fresh-enough health answers for the gates; probes a system at most once at a time."""
 
-    def __init__(self, systems: Mapping[str, SystemConfig], *, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        systems: Mapping[str, SystemConfig],
+        *,
+        timeout: float = 2.0,
+        fingerprint: Fingerprint | None = None,
+    ) -> None:
         self.systems = dict(systems)
         self.timeout = timeout
+        self.fingerprint = fingerprint
         self.last: dict[str, Probe] = {}
         self._ssl = {sid: gateway_ssl(s) for sid, s in systems.items()}
         self._locks = {sid: asyncio.Lock() for sid in systems}
@@ -114,6 +133,18 @@ class GateProber:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def fingerprint_now(self, system: str) -> str:
+        """The target's libraries fingerprinted now, when this prober can: "" or why not."""
+        if self.fingerprint is None:
+            return ""
+        try:
+            error = await self.fingerprint(system)
+        except Exception as exc:  # a release check must never stop a switch
+            error = f"{exc.__class__.__name__}: {exc}"
+        if error:
+            log.warning("could not fingerprint %s's libraries before the switch: %s", system, error)
+        return error
 
     async def fresh(self, system: str, max_age: float) -> Probe:
         """An answer no older than `max_age` seconds: the last one, or a probe now."""

@@ -51,7 +51,9 @@ async def _gates(
     began = time.time()
     probe = await prober.fresh(target, config.router.gate_probe_age)
     refusals = check_target(target, stored.offline, probe, began, config.router.gate_probe_age)
-    return enforce(refusals, force)
+    forced = enforce(refusals, force)
+    await prober.fingerprint_now(target)
+    return forced
 
 
 def _reason(reason: str, forced: str) -> str:

@@ -332,3 +332,32 @@ def format_eta(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def stall_advice(system: str, hint: str = "") -> list[str]:
+    """What to do with a drain that does not end (docs/upgrades.md, 'A drain that does not
+    end'), for drain-wait's timeout and the upgrade's drain step. `hint` is the command
+    line's `--config ...`, so the commands shown run as they are."""
+    return [
+        "what to do with a drain that does not end (docs/upgrades.md):",
+        f"  - see what holds {system}: `token-router open-items {system}{hint}` (tokens never "
+        "deleted count until router.affinity_ttl)",
+        "  - wait, if the calls are real: the count falls as they end",
+        f"  - shut {system}'s Media Brokers down gracefully (its gateway ends the calls in order)",
+        f'  - or `token-router offline {system} --force --reason "..."{hint}`: what still '
+        f"belongs to {system} gets a 503 at once",
+    ]
+
+
+def format_age(seconds: float) -> str:
+    """An item's age for terminals: 42 s, 17 min, 2h 14min, 3 d 4 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = int(seconds // 60)
+    if minutes < 120:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes:02d}min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 
 from router.config import SystemConfig
-from router.systems.stats import parse_open_sessions, probe_open_sessions, stats_document
+from router.systems.stats import probe_open_sessions, stats_document, system_count
 from router.systems.tls import gateway_ssl
 
 log = logging.getLogger("router.health")
@@ -43,6 +43,7 @@ class Health:
     last_error_at: float | None = None
     last_ok_at: float | None = None
     gateway_sessions: int | None = None
+    gateway_count_error: str = ""  # why gateway_sessions is None although the probe answered
     gateway_codes: int | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -136,7 +137,8 @@ class HealthProber:
                 health.ok = True
                 health.last_ok_at = time.time()
                 if method == "GET":
-                    health.gateway_sessions = parse_open_sessions(body)
+                    count, why = system_count(system, body)
+                    health.gateway_sessions, health.gateway_count_error = count, why
                     health.gateway_codes = _short_codes(body)
             else:
                 self._failed(health, status, f"{method} {url} answered {status}")
@@ -198,7 +200,7 @@ class HealthProber:
             if health.ok and health.gateway_sessions is not None:
                 out[sid] = (health.gateway_sessions, "")
             elif health.ok:
-                out[sid] = (None, "stats_url answer has no open_sessions count")
+                out[sid] = (None, health.gateway_count_error or "stats_url answer has no count")
             else:
                 out[sid] = (None, health.last_error or "stats_url not probed yet")
         return out

@@ -144,3 +144,22 @@ def view_report(
 
 def audit_json(entries: list[AuditEntry]) -> list[dict[str, Any]]:
     return [entry.to_json() for entry in entries]
+
+
+async def open_items_view(
+    store: StateStore, config: Config, system: str, limit: int, now: float | None = None
+) -> dict[str, Any]:
+    """What holds `system` as the routers know it: how many items, and the oldest `limit`
+    with their age and the instance that issued them (for `open-items`, the API, and the
+    advice of a drain that does not end). Raises StoreUnavailable."""
+    now = time.time() if now is None else now
+    total, items = await store.open_items(system, now, limit)
+    r = config.router
+    counted = {"session": r.affinity_ttl, "code": r.shortcode_ttl}
+    rows = []
+    for item in items:
+        # Written before issuers were recorded (or replayed from a cache): from its expiry.
+        issued = item.issued or item.expires - counted.get(item.kind, r.affinity_ttl)
+        rows.append({**item.to_json(), "age": round(max(0.0, now - issued), 1)})
+    rows.sort(key=lambda row: -float(row["age"]))
+    return {"system": system, "total": total, "items": rows}

@@ -1,8 +1,10 @@
 """The optional per-system `stats_url` probe: the gateway's own count of open sessions.
 
 The router's count covers what it issued; the gateway's count also covers sessions that
-reached it another way. Drain is only "drained" when both agree the system is empty.
-The same answer may name the release the gateway serves (the release label).
+reached it another way. Drain is only "drained" when both agree the system is empty. How the
+count is read from the answer (a JSON pointer, a Prometheus metric) is each system's
+configuration: router/systems/monitoring.py. A JSON answer may also name the release the gateway
+serves (the release label).
 """
 
 from __future__ import annotations
@@ -12,35 +14,27 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
-import orjson
 
 from router.config import SystemConfig
+from router.systems.monitoring import json_document, read_count
 
-# Field names a stats answer may use for its open sessions, in order of preference.
-COUNT_FIELDS = ("open_sessions", "openSessions", "sessions")
 # Field names a stats answer may use for the release it serves (the release label).
 VERSION_FIELDS = ("version", "release", "sdkVersion")
 
 
 def stats_document(body: bytes) -> dict[str, Any] | None:
     """A stats answer as a JSON object, or None when it is not one."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return doc if isinstance(doc, dict) else None
+    return json_document(body)
+
+
+def system_count(system: SystemConfig, body: bytes) -> tuple[int | None, str]:
+    """(count, "") in `system`'s stats answer as its config reads it, or (None, why not)."""
+    return read_count(body, system.stats_format, system.stats_count, system.stats_metric)
 
 
 def parse_open_sessions(body: bytes) -> int | None:
-    """The open-session count in a stats answer, or None when it has none."""
-    doc = stats_document(body)
-    if doc is None:
-        return None
-    for name in COUNT_FIELDS:
-        value = doc.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-    return None
+    """The open-session count in a JSON stats answer with today's field names, or None."""
+    return read_count(body, "json", "", "")[0]
 
 
 async def probe_open_sessions(
@@ -58,10 +52,7 @@ async def probe_open_sessions(
                 return None, f"stats_url answered {resp.status}"
     except (TimeoutError, aiohttp.ClientError) as exc:
         return None, f"stats_url failed: {exc.__class__.__name__} {exc}".strip()
-    count = parse_open_sessions(body)
-    if count is None:
-        return None, "stats_url answer has no open_sessions count"
-    return count, ""
+    return system_count(system, body)
 
 
 async def probe_all(
@@ -79,7 +70,7 @@ async def probe_all(
 
 
 def parse_reported_version(body: bytes) -> str | None:
-    """The release label in a gateway's stats answer (`{"version": "2.0", ...}`), if any."""
+    """The release label in a gateway's JSON stats answer (`{"version": "2.0", ...}`), if any."""
     doc = stats_document(body)
     if doc is None:
         return None

@@ -185,8 +185,116 @@ class SmokeResult:
         return all(c.ok for c in self.checks)
 
 
+# How long the smoke test waits for the router to hand out the release the preflight stored
+# (every router re-reads the store each resync_interval, 0.5 s by default).
+ADOPT_BOUND = 10.0
+SMOKE_WEBAPP = "token-router-upgrade-smoke"
+
+
+def _answer(status: int, raw: bytes) -> str:
+    text = raw[:200].decode(errors="replace").strip()
+    return f"{status}" + (f": {text}" if text else "")
+
+
+def public_scheme(system: SystemConfig) -> dict[str, object]:
+    """The urlSchemeDetails a token of `system` must carry (its public_url), port as a string."""
+    return {
+        "secure": system.public_secure,
+        "host": system.public_host,
+        "port": str(system.public_port),
+    }
+
+
+def scheme_of(details: object) -> dict[str, object] | None:
+    """urlSchemeDetails reduced to what the check compares, port as a string; None if absent."""
+    if not isinstance(details, dict):
+        return None
+    got = {k: details.get(k) for k in ("secure", "host", "port")}
+    if isinstance(got["port"], int) and not isinstance(got["port"], bool):
+        got["port"] = str(got["port"])
+    return got
+
+
+async def _current(
+    session: aiohttp.ClientSession, base: str, headers: dict[str, str], release: str
+) -> tuple[dict[str, Any] | None, str]:
+    """/router/current through the preview credential: (document, error). With `release`
+    known, waits up to ADOPT_BOUND for the router to name it."""
+    deadline = time.monotonic() + ADOPT_BOUND
+    while True:
+        try:
+            async with session.get(base + "/router/current", headers=headers) as resp:
+                raw, status = await resp.read(), resp.status
+            doc = orjson.loads(raw) if status == 200 else None
+        except (TimeoutError, aiohttp.ClientError, OSError, orjson.JSONDecodeError) as exc:
+            return None, f"GET {base}/router/current: {describe_failure(exc, TIMEOUT)}"
+        if not isinstance(doc, dict):
+            return None, f"GET {base}/router/current answered {_answer(status, raw)}"
+        if not release or doc.get("release") == release or time.monotonic() >= deadline:
+            return doc, ""
+        await asyncio.sleep(0.1)
+
+
+def _release_check(doc: dict[str, Any], target: str, release: str) -> Check:
+    handed = doc.get("release")
+    if release and handed == release:
+        return Check("release handed out", True, f"the router hands out {release} for {target}")
+    if not release:
+        return Check(
+            "release handed out",
+            False,
+            f"no release of {target} is known: run `token-router releases refresh {target}` "
+            "and look at its error (router.release_paths set? the gateway serving them?)",
+        )
+    return Check(
+        "release handed out",
+        False,
+        f"the router hands out {handed or 'no release'} for {target}, but {target} serves "
+        f"{release} (fingerprinted now), still after {ADOPT_BOUND:g} s: check that the "
+        "routers use the same Redis as this command (router.redis_url) and see "
+        "`token-router releases`",
+    )
+
+
+def _scheme_check(doc: dict[str, Any], echoed: object, system: SystemConfig, router: str) -> Check:
+    """The session description the router sends carries the target's public scheme: its dry
+    rewrite (/router/current), and the gateway's echo where the gateway echoes one."""
+    want = public_scheme(system)
+    sent = scheme_of(doc.get("url_scheme_details"))
+    if sent is None:
+        return Check(
+            "urlSchemeDetails",
+            False,
+            f"the router at {router} does not show the urlSchemeDetails it sends "
+            "(/router/current has no url_scheme_details): upgrade the routers to this version",
+        )
+    if sent != want:
+        return Check(
+            "urlSchemeDetails",
+            False,
+            f"the router sends {sent} to {system.id}, want {want} (systems.{system.id}."
+            "public_url): the routers run another configuration than this command; "
+            "make them the same and restart the routers",
+        )
+    echo = scheme_of(echoed)
+    if echoed is not None and echo != want:
+        return Check(
+            "urlSchemeDetails",
+            False,
+            f"the router sends {want}, but {system.id}'s gateway answered {echoed}: "
+            "something between the router and the gateway changes the session description",
+        )
+    how = "sent and echoed by the gateway" if echo is not None else "sent (dry rewrite)"
+    return Check("urlSchemeDetails", True, f"names {system.public_url}, {how}")
+
+
 async def smoke_test(config: Config, target: str, router: str, release: str) -> SmokeResult:
-    """Step 2: what the isolated web app of the seed procedure did, through the router."""
+    """Step 2: what the isolated web app of the seed procedure did, through the router, and
+    only what a real gateway shows (FCSDK-API.md): a token minted on the target and answered
+    by it, the session description the router sends (its dry rewrite; compared with the
+    gateway's echo where it echoes one), the token released (any 2xx), the target's
+    libraries under its /v/ path byte for byte. `release` is the one the preflight
+    fingerprinted. Each failure says what to do next."""
     r = config.router
     system = config.systems[target]
     checks: list[Check] = []
@@ -195,67 +303,89 @@ async def smoke_test(config: Config, target: str, router: str, release: str) -> 
             "preview token",
             False,
             "router.preview_secret is not set: the smoke test reaches the idle system only "
-            "through the preview credential",
+            "through the preview credential; set it on every router and here",
         )
         return SmokeResult((check,))
     headers = {r.preview_header: f"{target}:{r.preview_secret.reveal()}"}
     base = router.rstrip("/")
     body = {
-        "webAppId": "token-router-upgrade-smoke",
+        "webAppId": SMOKE_WEBAPP,
         "urlSchemeDetails": {"secure": False, "host": "smoke.invalid", "port": "1"},
     }
     async with aiohttp.ClientSession(timeout=_timeout()) as session:
-        sid = ""
         try:
             async with session.post(base + SESSION_PATH, json=body, headers=headers) as resp:
                 raw = await resp.read()
                 status, served_by = resp.status, resp.headers.get(SYSTEM_HEADER, "")
-                release = resp.headers.get(RELEASE_HEADER, "") or release
             doc = orjson.loads(raw) if status == 200 else {}
         except (TimeoutError, aiohttp.ClientError, OSError, orjson.JSONDecodeError) as exc:
-            checks.append(Check("preview token", False, describe_failure(exc, TIMEOUT)))
-            return SmokeResult(tuple(checks))
-        sid = str(doc.get("sessionid", "")) if isinstance(doc, dict) else ""
-        if status != 200 or served_by != target or not sid:
             checks.append(
                 Check(
                     "preview token",
                     False,
-                    f"POST {SESSION_PATH} answered {status} from {served_by or '?'} "
-                    f"(want 200 from {target}): {raw[:200].decode(errors='replace')}",
+                    f"POST {base}{SESSION_PATH}: {describe_failure(exc, TIMEOUT)}: is the "
+                    "router running and is --router its proxy URL?",
                 )
             )
             return SmokeResult(tuple(checks))
-        checks.append(Check("preview token", True, f"minted {sid} on {target}"))
-        scheme = doc.get("urlSchemeDetails") if isinstance(doc, dict) else None
-        want: dict[str, object] = {
-            "secure": system.public_secure,
-            "host": system.public_host,
-            "port": str(system.public_port),
-        }
-        got: dict[str, object] = {"missing": True}
-        if isinstance(scheme, dict):
-            got = {k: scheme.get(k) for k in want}
-        if isinstance(got.get("port"), int):
-            got["port"] = str(got["port"])
-        checks.append(
-            Check(
-                "urlSchemeDetails",
-                got == want,
-                f"names {system.public_url}" if got == want else f"{got} (want {want})",
+        sid = str(doc.get("sessionid", "")) if isinstance(doc, dict) else ""
+        if status != 200 or served_by != target or not sid:
+            checks.append(
+                Check("preview token", False, _token_failure(status, served_by, raw, target))
             )
-        )
-        try:
-            async with session.delete(f"{base}{SESSION_PATH}/id/{sid}") as resp:
-                await resp.read()
-                status, served_by = resp.status, resp.headers.get(SYSTEM_HEADER, "")
-            ok = status == 200 and served_by == target
-            detail = f"DELETE answered {status} from {served_by or '?'}"
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            ok, detail = False, f"DELETE failed: {describe_failure(exc, TIMEOUT)}"
-        checks.append(Check("token released", ok, detail))
+            return SmokeResult(tuple(checks))
+        checks.append(Check("preview token", True, f"minted {sid} on {target}"))
+        current, error = await _current(session, base, headers, release)
+        if current is None:
+            checks.append(Check("urlSchemeDetails", False, error))
+        else:
+            checks.append(_scheme_check(current, doc.get("urlSchemeDetails"), system, base))
+            checks.append(_release_check(current, target, release))
+        checks.append(await _release_token(session, base, sid, target))
         checks.append(await _library_check(session, system, base, release))
     return SmokeResult(tuple(checks))
+
+
+def _token_failure(status: int, served_by: str, raw: bytes, target: str) -> str:
+    what = f"POST {SESSION_PATH} answered {_answer(status, raw)} from {served_by or '?'}"
+    if served_by and served_by != target:
+        return (
+            f"{what}, not from {target}: the router did not take the preview credential; "
+            "give every router and this command the same router.preview_secret"
+        )
+    if status == 503:
+        return f"{what}: {target} is offline or unreachable; `token-router online {target}`?"
+    if status >= 500 or status == 0:
+        return f"{what}: {target}'s gateway failed the token request; look at its logs"
+    if status == 200:
+        return f'{what}: the answer has no sessionid (FCSDK-API.md: {{"sessionid": ...}})'
+    return f"{what}: {target}'s gateway refused the session description; look at its logs"
+
+
+async def _release_token(session: aiohttp.ClientSession, base: str, sid: str, target: str) -> Check:
+    """DELETE of the smoke token: any 2xx from the target (FCSDK-API.md documents 204)."""
+    try:
+        async with session.delete(f"{base}{SESSION_PATH}/id/{sid}") as resp:
+            raw = await resp.read()
+            status, served_by = resp.status, resp.headers.get(SYSTEM_HEADER, "")
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        return Check("token released", False, f"DELETE failed: {describe_failure(exc, TIMEOUT)}")
+    detail = f"DELETE answered {_answer(status, raw)} from {served_by or '?'}"
+    if served_by != target:
+        return Check(
+            "token released",
+            False,
+            f"{detail}, not from {target}: the router lost track of the token it issued; "
+            "see `token-router status` (is Redis shared by every router?)",
+        )
+    if not 200 <= status <= 299:
+        return Check(
+            "token released",
+            False,
+            f"{detail}: {target}'s gateway did not release {sid}; check its DELETE path "
+            "(FCSDK-API.md marks it assumed) and its logs",
+        )
+    return Check("token released", True, f"DELETE answered {status} from {target}")
 
 
 async def _library_check(
@@ -275,12 +405,19 @@ async def _library_check(
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         return Check("library /v/ path", False, f"GET {url}: {describe_failure(exc, TIMEOUT)}")
     if status != 200:
-        return Check("library /v/ path", False, f"GET {url} answered {status}")
+        return Check(
+            "library /v/ path",
+            False,
+            f"GET {url} answered {status}: the release store lacks it; "
+            f"`token-router releases refresh {system.id}`, then run the upgrade again",
+        )
     if served != direct:
         return Check(
             "library /v/ path",
             False,
-            f"GET {url}: {len(served)} bytes differ from what {system.id}'s gateway serves",
+            f"GET {url}: {len(served)} bytes differ from the {len(direct)} {system.id}'s "
+            f"gateway serves now: it changed since release {release} was fingerprinted; "
+            f"`token-router releases refresh {system.id}`, then run the upgrade again",
         )
     return Check("library /v/ path", True, f"/v/{release}{path}: {len(served)} bytes, identical")
 

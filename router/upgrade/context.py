@@ -118,7 +118,12 @@ class Context:
         # When this run began switching: the watch it follows is of a switch made since (a
         # resumed run follows the watch of the switch an earlier run made).
         self.switched_at = 0.0
-        self.prober = GateProber(config.systems)
+        self.prober = GateProber(config.systems, fingerprint=self._fingerprint)
+
+    async def _fingerprint(self, system: str) -> str:
+        from router.releases.service import fingerprint_now
+
+        return await fingerprint_now(self.config, system)
 
     # --- the document ------------------------------------------------------------------------
 

@@ -20,8 +20,8 @@ from router.state.snapshot import Snapshot, build_snapshot
 from router.state.store import StateStore
 from router.switching import operations
 from router.switching.fleet import STALE_BEATS
-from router.systems.drain import Drain, DrainHistory, describe
-from router.systems.reports import read_counts, reports
+from router.systems.drain import Drain, DrainHistory, describe, format_age, stall_advice
+from router.systems.reports import open_items_view, read_counts, reports
 from router.systems.stats import probe_all
 from router.upgrade import checks, watch_step
 from router.upgrade.context import PROPAGATION_BOUND, ROLLOUTS, Context, StepFailed
@@ -119,7 +119,8 @@ async def smoke(ctx: Context) -> str:
 async def release_now(ctx: Context) -> tuple[checks.Check, str]:
     if ctx.config.router.redis_url.startswith("memory://"):
         return await checks.release_via_router(ctx.config, ctx.options.target, ctx.options.routers)
-    return await checks.release_stored(ctx.config, ctx.options.target, store_new=False)
+    # Fingerprinted now (a resumed upgrade's target may have changed since the preflight).
+    return await checks.release_stored(ctx.config, ctx.options.target, store_new=True)
 
 
 async def switch(ctx: Context) -> str:
@@ -269,11 +270,30 @@ async def drain(ctx: Context) -> str:
             ctx.drain_seconds = now - started
             return f"{old} holds no calls after {ctx.drain_seconds:.1f} s"
         if now >= deadline:
+            await drain_advice(ctx, old)
             raise StepFailed(
                 EXIT_DRAIN_TIMEOUT,
                 f"{old} still holds calls after {opts.drain_timeout:g} s ({view.line})",
             )
         await cancellation.sleep(min(opts.drain_interval, max(0.0, deadline - now)))
+
+
+async def drain_advice(ctx: Context, old: str) -> None:
+    """What holds `old` (the oldest items the routers know) and what to do about it."""
+    try:
+        doc = await open_items_view(ctx.store, ctx.config, old, 5)
+    except StoreUnavailable as exc:
+        ctx.out(f"  (cannot list what holds {old}: {exc})")
+    else:
+        ctx.out(f"  {old}: {doc['total']} open item(s) the routers know, oldest first:")
+        for item in doc["items"]:
+            issuer = item["issuer"] or "(not recorded)"
+            ctx.out(
+                f"    {item['kind']} {item['id']}, {format_age(item['age'])} old, "
+                f"issued by {issuer}"
+            )
+    for line in stall_advice(old):
+        ctx.out(f"  {line}")
 
 
 async def offline(ctx: Context) -> str:

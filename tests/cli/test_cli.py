@@ -262,7 +262,7 @@ async def test_drain_wait_times_out_then_succeeds(
             async with http.delete(
                 router.proxy_url + f"/gateway/sessions/session/id/{sid}"
             ) as resp:
-                assert resp.status == 200
+                assert resp.status == 204
             rest, err = await asyncio.wait_for(proc.communicate(), timeout=40)
         finally:
             if proc.returncode is None:

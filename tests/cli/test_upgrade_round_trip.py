@@ -63,7 +63,7 @@ async def test_upgrade_b_then_back_to_a_as_guided(
         )
         await wait_until(lambda: router.active == "b", timeout=60)
         async with http.delete(router.proxy_url + f"{SESSION_PATH}/id/{sid}") as resp:
-            assert resp.status == 200
+            assert resp.status == 204
         code, out, err = await first
         assert code == 0, out + err
         assert "upgrade done: new sessions go to b; a is offline for its own upgrade" in out

@@ -40,7 +40,7 @@ async def test_drain_counts_through_switch_delete_and_expiry(
     await switch_to(redis_server, (r1, r2), "b")
     assert (await states_of(http, r1)) == {"a": ("draining", 3), "b": ("active", 0)}
     async with http.delete(r2.proxy_url + f"/gateway/sessions/session/id/{sid1}") as resp:
-        assert resp.status == 200
+        assert resp.status == 204
     await wait_until(lambda: counted("a", "draining", 2))
 
     async def drained() -> bool:
@@ -90,4 +90,4 @@ async def test_offline_system_answers_503_at_once(
         assert resp.status == 200
     await wait_until(lambda: not any(r.server.runtime.holder.current.offline for r in pair))
     async with http.delete(r1.proxy_url + f"/gateway/sessions/session/id/{sid}") as resp:
-        assert resp.status == 200
+        assert resp.status == 204

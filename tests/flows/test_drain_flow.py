@@ -115,7 +115,7 @@ async def test_gateway_count_decides_on_every_surface(
 
     # Released through the router: its own count drops at once; the gateway still has one.
     async with http.delete(router.proxy_url + f"/gateway/sessions/session/id/{sid}") as resp:
-        assert resp.status == 200
+        assert resp.status == 204
     await router.server.runtime.affinity.flush()
 
     async def gateway_says(expected: tuple[Any, ...]) -> bool:
@@ -126,7 +126,7 @@ async def test_gateway_count_decides_on_every_surface(
     await wait_until(lambda: gateway_says(("draining", 1, 0, False)), timeout=5, interval=0.1)
     # Deleted at the gateway itself: the simulator's stats follow, and every surface agrees.
     async with http.delete(gateways["a"].url + "/gateway/sessions/session/id/a-elsewhere") as resp:
-        assert resp.status == 200
+        assert resp.status == 204
     await wait_until(lambda: gateway_says(("drained", 0, 0, True)), timeout=5, interval=0.1)
     assert await metric(http, router, 'tokenrouter_drained{system="a"}') == 1
     code, out = await cli("drain-wait", "a", "--json", "--timeout", "5", "--interval", "0.1", *cfg)
@@ -170,6 +170,6 @@ async def test_consumed_short_code_stops_counting_after_shortcode_ttl(
     assert redis_server.command("TTL", f"tokenrouter:aff:code:{code}").lstrip(":").isdigit()
     assert int(redis_server.command("TTL", f"tokenrouter:aff:code:{code}").lstrip(":")) > 500
     async with http.delete(router.proxy_url + f"/gateway/sessions/session/id/{sid}") as resp:
-        assert resp.status == 200
+        assert resp.status == 204
     await router.server.runtime.affinity.flush()
     assert (await api_row(http, router, "a"))["state"] == "drained"

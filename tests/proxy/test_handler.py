@@ -45,24 +45,27 @@ async def test_token_goes_to_active_system_with_rewritten_scheme(
     status, doc, headers = await post_session(http, router)
     assert status == 200
     assert doc["sessionid"].startswith("a-")
-    # The simulator echoes what it received: the router rewrote it to a's public URL,
-    # keeping the port's type (a string here).
-    assert doc["urlSchemeDetails"] == {"secure": True, "host": "a.example.com", "port": "8443"}
+    # What the gateway received: the router rewrote it to a's public URL, keeping the port's
+    # type (a string here). The answer is the gateway's own, the sessionid alone.
+    sent = gateways["a"].state.received[doc["sessionid"]]
+    assert sent == {"secure": True, "host": "a.example.com", "port": "8443"}
+    assert list(doc) == ["sessionid"]
     assert headers["X-Token-Router-System"] == "a"
     assert headers["X-Sim-System"] == "a"
     assert doc["sessionid"] in gateways["a"].state.sessions
 
 
 async def test_numeric_port_stays_numeric_and_missing_details_are_added(
-    router: RunningRouter, http: aiohttp.ClientSession
+    router: RunningRouter, http: aiohttp.ClientSession, gateways: dict[str, Gateway]
 ) -> None:
+    received = gateways["a"].state.received
     body = {**SESSION_BODY, "urlSchemeDetails": {"secure": False, "host": "x", "port": 1}}
     status, doc, _ = await post_session(http, router, body)
     assert status == 200
-    assert doc["urlSchemeDetails"]["port"] == 8443
+    assert received[doc["sessionid"]]["port"] == 8443
     body = {k: v for k, v in SESSION_BODY.items() if k != "urlSchemeDetails"}
     status, doc, _ = await post_session(http, router, body)
-    assert doc["urlSchemeDetails"] == {"secure": True, "host": "a.example.com", "port": "8443"}
+    assert received[doc["sessionid"]] == {"secure": True, "host": "a.example.com", "port": "8443"}
 
 
 async def test_forwarded_headers_set_and_hop_by_hop_stripped(

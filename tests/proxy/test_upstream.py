@@ -305,8 +305,9 @@ async def test_send_token_request(gateway: Gateway, upstreams: Callable[..., Ups
     answer = await post_session(upstream)
     assert answer.status == 200
     body = orjson.loads(answer.body)
+    assert body == {"sessionid": body["sessionid"]}
     assert body["sessionid"].startswith("a-")
-    assert body["urlSchemeDetails"] == SESSION_BODY["urlSchemeDetails"]
+    assert gateway.state.received[body["sessionid"]] == SESSION_BODY["urlSchemeDetails"]
     headers = CIMultiDict(answer.headers)
     assert headers["X-Sim-System"] == "a"
     for name in ("Content-Length", "Date", "Server", "Connection", "Keep-Alive"):
@@ -332,7 +333,7 @@ async def test_send_query_string_and_delete(
     deleted = await upstream.send(
         "DELETE", f"/gateway/sessions/session/id/{sid}", CIMultiDict(), None
     )
-    assert deleted.status == 200
+    assert deleted.status == 204
     assert gateway.state.sessions == set()
 
 

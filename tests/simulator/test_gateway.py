@@ -10,9 +10,11 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from router.simulator.gateway import GatewayState
+from router.simulator.gateway import GatewayOptions, GatewayState
 from router.simulator.library import LIBRARY_PATHS, library_files
+from router.simulator.state import KEPT_DESCRIPTIONS
 from tests.helpers import SESSION_BODY, SESSION_PATH, Gateway, start_gateway
 
 
@@ -49,7 +51,10 @@ async def stats(http: aiohttp.ClientSession, gw: Gateway) -> dict[str, Any]:
 # --- FCSDK session tokens -------------------------------------------------------------------
 
 
-async def test_session_echoes_url_scheme_details(gw: Gateway, http: aiohttp.ClientSession) -> None:
+async def test_session_answer_is_the_documented_one(
+    gw: Gateway, http: aiohttp.ClientSession
+) -> None:
+    """FCSDK-API.md: `{"sessionid": "..."}` and nothing else; what was sent is kept aside."""
     details = {"secure": False, "host": "b.example.com", "port": 8080}
     status, body, resp = await call(
         http, "POST", gw.url + SESSION_PATH, json={**SESSION_BODY, "urlSchemeDetails": details}
@@ -57,9 +62,34 @@ async def test_session_echoes_url_scheme_details(gw: Gateway, http: aiohttp.Clie
     assert status == 200
     assert resp.headers["Content-Type"] == "application/json"
     assert resp.headers["X-Sim-System"] == "a"
-    assert body["urlSchemeDetails"] == details
+    assert list(body) == ["sessionid"]
     assert body["sessionid"].startswith("a-")
     assert (await stats(http, gw))["open_sessions"] == 1
+    status, kept, _ = await call(http, "GET", f"{gw.url}/_sim/sessions/{body['sessionid']}")
+    assert (status, kept) == (200, {"sessionid": body["sessionid"], "urlSchemeDetails": details})
+    status, _, _ = await call(http, "GET", gw.url + "/_sim/sessions/a-unknown")
+    assert status == 404
+
+
+async def test_session_echo_is_an_option(http: aiohttp.ClientSession) -> None:
+    gw = await start_gateway("a", "1.0", options=GatewayOptions(echo_description=True))
+    try:
+        details = {"secure": True, "host": "a.example.com", "port": "8443"}
+        _, body, _ = await call(
+            http, "POST", gw.url + SESSION_PATH, json={**SESSION_BODY, "urlSchemeDetails": details}
+        )
+        assert body == {"sessionid": body["sessionid"], "urlSchemeDetails": details}
+    finally:
+        await gw.stop()
+
+
+def test_session_descriptions_kept_are_bounded() -> None:
+    state = GatewayState("a", "1.0")
+    for i in range(KEPT_DESCRIPTIONS + 10):
+        state.keep_description(f"a-{i}", {"port": i})
+    assert len(state.received) == KEPT_DESCRIPTIONS
+    assert "a-0" not in state.received
+    assert state.received[f"a-{KEPT_DESCRIPTIONS + 9}"] == {"port": KEPT_DESCRIPTIONS + 9}
 
 
 async def test_session_ids_are_unique(gw: Gateway, http: aiohttp.ClientSession) -> None:
@@ -74,7 +104,7 @@ async def test_session_ids_are_unique(gw: Gateway, http: aiohttp.ClientSession) 
 async def test_session_without_url_scheme_details(gw: Gateway, http: aiohttp.ClientSession) -> None:
     status, body, _ = await call(http, "POST", gw.url + SESSION_PATH, json={"webAppId": "x"})
     assert status == 200
-    assert body["urlSchemeDetails"] is None
+    assert gw.state.received[body["sessionid"]] is None
 
 
 @pytest.mark.parametrize("payload", [b"{not json", b"[1, 2]", b'"text"', b""])
@@ -93,7 +123,7 @@ async def test_session_delete(gw: Gateway, http: aiohttp.ClientSession) -> None:
     sid = body["sessionid"]
     url = f"{gw.url}/gateway/sessions/session/id/{sid}"
     status, body, _ = await call(http, "DELETE", url)
-    assert (status, body) == (200, {"deleted": sid})
+    assert (status, body) == (204, None)
     assert (await stats(http, gw))["open_sessions"] == 0
     status, body, _ = await call(http, "DELETE", url)  # already gone
     assert status == 404
@@ -118,7 +148,7 @@ async def test_token_only_works_on_its_system(http: aiohttp.ClientSession) -> No
         status, _, resp = await call(http, "DELETE", f"{b.url}/gateway/sessions/session/id/{sid}")
         assert status == 404 and resp.headers["X-Sim-System"] == "b"
         status, _, _ = await call(http, "DELETE", f"{a.url}/gateway/sessions/session/id/{sid}")
-        assert status == 200
+        assert status == 204
     finally:
         await a.stop()
         await b.stop()
@@ -411,6 +441,45 @@ async def test_stats_counts_requests_by_route(gw: Gateway, http: aiohttp.ClientS
 
 
 # --- errors, CORS, the system header --------------------------------------------------------
+
+
+async def test_monitoring_shapes(gw: Gateway, http: aiohttp.ClientSession) -> None:
+    """The same counts as a nested JSON status page and as Prometheus text."""
+    for _ in range(3):
+        _, body, _ = await call(http, "POST", gw.url + SESSION_PATH, json=SESSION_BODY)
+    await call(http, "DELETE", f"{gw.url}/gateway/sessions/session/id/{body['sessionid']}")
+    await call(http, "PUT", gw.url + "/assistserver/shortcode/create")
+    status, doc, _ = await call(http, "GET", gw.url + "/status.json")
+    assert status == 200
+    assert doc["gateway"]["sessions"] == {"open": 2, "released": 1}
+    assert doc["assist"]["shortCodes"] == {"active": 1}
+    assert "open_sessions" not in doc
+    async with http.get(gw.url + "/metrics") as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = await resp.text()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("fcsdk_sessions", (("state", "open"), ("system", "a")))] == 2
+    assert samples[("fcsdk_sessions", (("state", "released"), ("system", "a")))] == 1
+    assert samples[("fcsdk_short_codes", (("system", "a"),))] == 1
+    assert samples[("fcsdk_build_info", (("system", "a"), ("version", "1.0")))] == 1
+
+
+async def test_delete_status_is_an_option(http: aiohttp.ClientSession) -> None:
+    gw = await start_gateway("a", "1.0", options=GatewayOptions(delete_status=200))
+    try:
+        _, body, _ = await call(http, "POST", gw.url + SESSION_PATH, json=SESSION_BODY)
+        sid = body["sessionid"]
+        status, body, _ = await call(http, "DELETE", f"{gw.url}/gateway/sessions/session/id/{sid}")
+        assert (status, body) == (200, {"deleted": sid})
+    finally:
+        await gw.stop()
+    with pytest.raises(ValueError, match="not a 2xx"):
+        GatewayOptions(delete_status=404)
 
 
 async def test_unknown_path_is_json_404(gw: Gateway, http: aiohttp.ClientSession) -> None:

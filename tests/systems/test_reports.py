@@ -3,6 +3,8 @@ router/systems/stats.py (stats_url)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import aiohttp
 import pytest
 
@@ -213,7 +215,7 @@ async def test_probe_counts_open_sessions(gateway: Gateway, http: aiohttp.Client
             sid = (await resp.json())["sessionid"]
     assert await probe_open_sessions(http, system(gateway.url + "/stats")) == (3, "")
     async with http.delete(f"{gateway.url}/gateway/sessions/session/id/{sid}") as resp:
-        assert resp.status == 200
+        assert resp.status == 204
     assert await probe_open_sessions(http, system(gateway.url + "/stats")) == (2, "")
 
 
@@ -237,7 +239,34 @@ async def test_probe_error_status(gateway: Gateway, http: aiohttp.ClientSession)
 async def test_probe_answer_without_count(gateway: Gateway, http: aiohttp.ClientSession) -> None:
     count, error = await probe_open_sessions(http, system(gateway.url + "/gateway/adapter.js"))
     assert count is None
-    assert error == "stats_url answer has no open_sessions count"
+    assert error == "stats_url answer is not JSON"
+    count, error = await probe_open_sessions(http, system(gateway.url + "/status.json"))
+    assert (count, error) == (None, "stats_url answer has no open_sessions count")
+
+
+async def test_probe_reads_a_json_pointer_and_a_prometheus_gauge(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    """The count where operators' monitoring has it: a nested JSON page, Prometheus text."""
+    nested = replace(system(gateway.url + "/status.json"), stats_count="/gateway/sessions/open")
+    gauge = replace(
+        system(gateway.url + "/metrics"),
+        stats_format="prometheus",
+        stats_metric='fcsdk_sessions{state="open"}',
+    )
+    for _ in range(3):
+        async with http.post(gateway.url + SESSION_PATH, json=SESSION_BODY) as resp:
+            assert resp.status == 200
+    assert await probe_open_sessions(http, nested) == (3, "")
+    assert await probe_open_sessions(http, gauge) == (3, "")
+    missing = replace(gauge, stats_metric='fcsdk_sessions{state="lost"}')
+    assert await probe_open_sessions(http, missing) == (
+        None,
+        'stats_url answer has no sample fcsdk_sessions{state="lost"} (stats_metric)',
+    )
+    wrong = replace(nested, stats_count="/gateway/sessions")
+    count, error = await probe_open_sessions(http, wrong)
+    assert count is None and error.startswith("stats_url answer has {")
 
 
 async def test_probe_unreachable(http: aiohttp.ClientSession) -> None:
