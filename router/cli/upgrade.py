@@ -23,6 +23,7 @@ from router.cli.common import (
 )
 from router.errors import BadRequest, UsageError
 from router.state.keys import Keys
+from router.state.rollout import MAX_INTERVAL, MIN_INTERVAL, parse_interval
 from router.upgrade.checks import default_router_url
 from router.upgrade.context import Options
 from router.upgrade.journal import open_journal
@@ -30,6 +31,15 @@ from router.upgrade.plan import EXIT_USAGE
 from router.upgrade.procedure import Procedure, summary_lines
 
 DEFAULT_STEPS = "5,25,50,100"
+
+
+def step_interval(text: str) -> float:
+    """`--interval`: the bounds a rollout holds its steps within, refused before anything
+    runs (past preflight and the smoke test, the rollout itself would refuse it)."""
+    try:
+        return parse_interval(text)
+    except BadRequest as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("interval: ")) from None
 
 
 def parse_steps(text: str) -> tuple[int, ...]:
@@ -71,10 +81,10 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
     )
     p.add_argument(
         "--interval",
-        type=positive_float,
+        type=step_interval,
         default=120.0,
         metavar="S",
-        help="seconds each rollout step holds (default 120)",
+        help=f"seconds each rollout step holds, {MIN_INTERVAL:g} to {MAX_INTERVAL:g} (default 120)",
     )
     p.add_argument(
         "--drain-timeout",

@@ -273,6 +273,10 @@ def new_rollout(
     latency_factor: float = 0.0,
     latency_floor: float = 0.0,
 ) -> Rollout:
+    # The bounds a stored document is read back with (from_json), checked before it is
+    # written: a rollout started with a 0.5 s interval was read back as no rollout at all.
+    parse_interval(interval)
+    parse_min_requests(min_requests)
     return Rollout(
         id=secrets.token_hex(6),
         target=target,

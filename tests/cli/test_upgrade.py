@@ -439,6 +439,17 @@ async def test_ctrl_c_at_the_confirmation_ends_at_once(
     assert (await store.read_state()).active == "a"
 
 
+async def test_an_interval_the_rollout_would_refuse_is_a_usage_error_up_front(
+    setup: tuple[Path, RunningRouter, RedisStore],
+) -> None:
+    config, _, store = setup
+    code, out, err = await upgrade(config, "b", "--yes", "--steps", "50,100", "--interval", "0.5")
+    assert code == 2, out + err
+    assert "argument --interval: 0.5 s is outside 1..604800 s" in err
+    assert "step 1/" not in out  # refused before any step ran
+    assert (await store.read_state()).active == "a"
+
+
 async def test_upgrade_key_of_the_wrong_type_is_named_with_its_fix(
     setup: tuple[Path, RunningRouter, RedisStore],
 ) -> None:

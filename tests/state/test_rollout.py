@@ -123,6 +123,31 @@ def test_a_stored_document_with_wild_values_routes_nothing(
         assert model.loads(garbage) is None
 
 
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"interval": 0.5}, "interval: 0.5 s is outside"), ({"min_requests": 2**63}, "min_requests")],
+)
+def test_a_rollout_outside_the_bounds_is_never_started(
+    changes: dict[str, Any], message: str
+) -> None:
+    """Every way of starting one (API, CLI, upgrade, drill) goes through new_rollout: what
+    the stored document would be refused for is refused before it is written (an upgrade
+    with --interval 0.5 wrote one, read it back as no rollout, and stopped with 'the rollout
+    document disappeared')."""
+    fields: dict[str, Any] = {
+        "target": "b",
+        "source": "a",
+        "steps": (50, 100),
+        "interval": 10.0,
+        "max_error_rate": 0.1,
+        "min_requests": 20,
+        "now": 1000.0,
+        "started_by": "test",
+    }
+    with pytest.raises(BadRequest, match=message):
+        model.new_rollout(**{**fields, **changes})
+
+
 def test_next_action_clock_and_abort_rules() -> None:
     r = rollout()
     assert model.next_action(r, 1005.0, {}, None) is None
