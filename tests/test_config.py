@@ -1,4 +1,4 @@
-"""router/config.py: defaults, TOML, validation errors that name their key, environment."""
+"""router/config/: defaults, TOML, validation errors that name their key, environment."""
 
 from __future__ import annotations
 

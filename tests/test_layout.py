@@ -51,7 +51,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 # (importing module, imported module): arrows that still run up, and why they are not cut yet.
 BACK_ARROWS: dict[tuple[str, str], str] = {
     # A system's stats expressions are checked where they are read (monitoring.py is a leaf).
-    ("router.config", "router.systems.monitoring"): "stats_count/stats_metric checked at start",
+    (
+        "router.config.checks",
+        "router.systems.monitoring",
+    ): "stats_count/stats_metric checked at start",
 }
 
 
@@ -173,9 +176,7 @@ def test_no_module_is_over_the_limit() -> None:
 
 
 # Modules still over MAX_LINES (their size when this list was written).
-OVERSIZED: dict[str, int] = {
-    "router.config": 904,
-}
+OVERSIZED: dict[str, int] = {}
 
 
 def test_the_checks_can_fail() -> None:
