@@ -97,7 +97,10 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
         ("promote", "straight to 100 %: the target becomes active (through the gates)"),
         ("abort", "share to 0 at once; the active system is unchanged"),
     ):
-        q = rsub.add_parser(action, parents=[common], help=text, description=text + ".")
+        # argparse %-formats help strings ("100 %: " read as a format): escape the percent.
+        q = rsub.add_parser(
+            action, parents=[common], help=text.replace("%", "%%"), description=text + "."
+        )
         q.add_argument("--reason", metavar="TEXT", type=printable, help="why, for the audit log")
         if action == "promote":
             q.add_argument("--force", action="store_true", help="override the gates")

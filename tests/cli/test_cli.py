@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import io
 import os
 import re
 import shlex
@@ -13,6 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from router.cli import build_parser
 from tests.helpers import (
     SESSION_BODY,
     SESSION_PATH,
@@ -80,6 +84,32 @@ def test_every_command_has_help(command: str) -> None:
     result = run(command, "--help")
     assert result.returncode == 0
     assert "usage: token-router" in result.stdout
+
+
+def _command_paths(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> list[tuple[str, ...]]:
+    """Every command and subcommand the parser knows, e.g. ("rollout", "promote")."""
+    paths = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths.append((*prefix, name))
+                paths.extend(_command_paths(sub, (*prefix, name)))
+    return paths
+
+
+def test_help_of_every_command_and_subcommand_renders() -> None:
+    """In process, each one's --help as argparse formats it: a help string with a bare `%`
+    (`rollout promote`'s "100 %: ...") crashed `token-router rollout --help` with a
+    ValueError, unseen because only the top-level commands were tried."""
+    paths = _command_paths(build_parser())
+    assert ("rollout", "promote") in paths and ("releases", "refresh") in paths
+    for path in [(), *paths]:
+        with pytest.raises(SystemExit) as done, contextlib.redirect_stdout(io.StringIO()) as out:
+            build_parser().parse_args([*path, "--help"])
+        assert done.value.code == 0, path
+        assert out.getvalue().startswith("usage: token-router"), path
 
 
 def test_top_level_help_lists_commands() -> None:
