@@ -14,6 +14,7 @@ import re
 from html import unescape
 from typing import Any
 
+import orjson
 import pytest
 
 from router.admin.assets import find_assets
@@ -24,7 +25,7 @@ from router.config import build_config
 from router.metrics import drain_families
 from router.state.rollout import Share
 from router.state.snapshot import Snapshot
-from router.systems.drain import DrainHistory, describe
+from router.systems.drain import DrainHistory, Trend, describe, measured_trend
 from router.systems.reports import SystemReport, view_report
 from router.systems.view import View
 
@@ -207,3 +208,32 @@ def test_the_cases_say_what_an_operator_must_see() -> None:
     assert a.states == ("draining", "stalled")
     assert a.estimate == "stalled: no fall for 70 s"
     assert a.eta is None
+
+
+@pytest.mark.parametrize("case", [DRAIN, ROLLOUT, STALLED], ids=["drain", "rollout", "stalled"])
+def test_a_one_shot_status_renders_a_routers_trend_in_its_words(case: tuple[Snapshot, Any]) -> None:
+    """A one-shot `status` reads the counts once and takes the trend from a router's
+    /api/status (cli/routers.trend_from): from those JSON fields, without a history, the view
+    says exactly what the router's view said, stall included."""
+    snapshot, counts = case
+    view, rows = _feed(snapshot, counts)
+    answer = orjson.loads(orjson.dumps([r.to_json() for r in rows]))  # as it crosses a socket
+    measured = {s["id"]: measured_trend(s) for s in answer}
+    now, last = counts[-1]
+    one_shot, _ = view_report(CONFIG, snapshot, last, frozenset(), None, None, now, None, measured)
+    for d in view.systems:
+        again = one_shot.system(d.system)
+        assert (again.badge, again.estimate, again.states) == (d.badge, d.estimate, d.states)
+    # Without it the same single reading has no rate yet.
+    alone, _ = view_report(CONFIG, snapshot, last, frozenset(), None, None, now)
+    assert alone.system("a").estimate in ("measuring the rate", "")
+
+
+def test_a_routers_stall_does_not_make_a_receiving_system_stalled() -> None:
+    """The router's trend is only the trend: states still come from this reading. A system
+    that became active since the router answered is not `stalled`, whatever it said."""
+    view, _ = view_report(
+        CONFIG, Snapshot("a"), {"a": 3, "b": 0}, frozenset(), None, None, 100.0, None,
+        {"a": Trend(0.0, None, 300.0)},
+    )  # fmt: skip
+    assert view.system("a").states == ("active",) and not view.system("a").stalled
