@@ -15,13 +15,13 @@ from router.admin.feed import LiveFeed
 from router.admin.templates import Templates
 from router.runtime import Runtime
 from router.systems.drain import DrainHistory
-from router.systems.prober import HealthProber
+from router.systems.prober import GatewayProber
 
 # The admin app's view of the process: the runtime the proxy app starts and closes.
 RUNTIME = web.AppKey("runtime", Runtime)
 # The admin page's sampler and the gateway prober (admin app only).
 LIVE = web.AppKey("admin_live", LiveFeed)
-HEALTH = web.AppKey("admin_health", HealthProber)
+HEALTH = web.AppKey("admin_health", GatewayProber)
 # The deciding drain counts sampled by this process: the trend on page, API and /metrics.
 DRAIN = web.AppKey("admin_drain", DrainHistory)
 # Who may use the admin listener: operators' tokens, sessions, the credential throttle.

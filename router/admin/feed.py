@@ -13,7 +13,7 @@ from collections import deque
 
 from router.proxy.routing import Route
 from router.runtime import Runtime
-from router.systems.prober import HealthProber
+from router.systems.prober import GatewayProber
 
 RATE_WINDOW = 10  # seconds of request counts a rate is computed over
 TREND_POINTS = 60  # drain samples the page's sparkline shows
@@ -26,7 +26,7 @@ class LiveFeed:
     def __init__(
         self,
         runtime: Runtime,
-        prober: HealthProber,
+        prober: GatewayProber,
         *,
         sample_every: float = 1.0,
     ) -> None:

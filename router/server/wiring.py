@@ -55,7 +55,7 @@ from router.switching.gates import GateProber
 from router.switching.ledger import Ledger
 from router.switching.watch_driver import PostSwitchWatch, retention
 from router.systems.drain import DrainHistory
-from router.systems.prober import HealthProber
+from router.systems.prober import GatewayProber
 
 
 def _count_change(metrics: Metrics, old: Snapshot, new: Snapshot) -> None:
@@ -203,7 +203,7 @@ def create_admin_app(runtime: Runtime, assets: Assets | None = None) -> web.Appl
     register(app, OPERATIONS)
     app[OPENAPI] = openapi_document(OPERATIONS, runtime.config.system_ids)
     # The operator's page: live feed, health prober, templates, static assets, login.
-    prober = HealthProber(runtime.config.systems)
+    prober = GatewayProber(runtime.config.systems)
     feed = LiveFeed(runtime, prober)
     prober.listeners.append(feed.notify)
     app[HEALTH] = prober

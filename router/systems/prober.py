@@ -1,13 +1,22 @@
-"""Is each system's gateway answering? A prober with the last result and the last error.
+"""Is each system's gateway answering, and how many sessions does it hold? One prober.
 
 What is probed: the system's `stats_url` when configured (it also yields the gateway's own
 count of open sessions and short codes), else a HEAD of `/gateway/adapter.js`, a library
-file every Web Gateway serves. Health is for the operator's eyes: it never routes, switches
-or marks anything offline (SPEC: no automatic switch unless configured).
+file every Web Gateway serves. Never a token mint, which would open a session on the gateway.
 
-Probes run only while someone looks (the admin page's live feed, `/api/live`), and for
-`idle_after` seconds after: a router fleet with nobody watching sends gateways nothing, and
-a test that injects a gateway failure gets its failure, not a prober that consumed it.
+One `GatewayProber` per process (one aiohttp session, each system's TLS policy) answers every
+caller from the same probes, in the same words:
+- the page and its live feed: the latest `Health` per system, listeners on a change; probes
+  run in the background only while someone looks (`demand`, `/api/live`) and for
+  `idle_after` seconds after, so a fleet with nobody watching sends gateways nothing, and a
+  test that injects a gateway failure gets its failure, not a loop that consumed it;
+- the gates of a switch (switching/gates.py): `fresh`, a recent answer or a probe now, one
+  probe at a time per system, so concurrent switches probe once;
+- drain, `status` and the upgrade: `gateway_counts`, never older than they ask.
+
+Health is for the operator's eyes and the gates: it never routes, switches or marks anything
+offline on its own (SPEC: no automatic switch unless configured). A one-shot command uses it
+as an async context manager, which closes the session.
 """
 
 from __future__ import annotations
@@ -17,12 +26,13 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import aiohttp
 
 from router.config import SystemConfig
-from router.systems.stats import probe_open_sessions, stats_document, system_count
+from router.systems.stats import stats_document, system_count
 from router.systems.tls import gateway_ssl
 
 log = logging.getLogger("router.health")
@@ -30,9 +40,32 @@ log = logging.getLogger("router.health")
 LIBRARY_PROBE_PATH = "/gateway/adapter.js"
 
 
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One probe of a system's gateway: did it answer, when, why not, and what it counted."""
+
+    ok: bool
+    at: float  # time.time() when the answer (or the failure) came
+    error: str = ""  # why not ok, in the words every surface shows
+    status: int | None = None
+    latency_ms: float | None = None
+    sessions: int | None = None  # the gateway's own open-session count (stats_url)
+    count_error: str = ""  # why `sessions` is None although the probe answered
+    codes: int | None = None  # the gateway's short codes (stats_url)
+
+    def gateway_count(self) -> tuple[int | None, str]:
+        """(count, "") or (None, why not), as drain reads it."""
+        if self.ok and self.sessions is not None:
+            return self.sessions, ""
+        if self.ok:
+            return None, self.count_error or "stats_url answer has no count"
+        return None, self.error
+
+
 @dataclass
 class Health:
-    """The last probe of one system. `ok` is None until the first probe finished."""
+    """What the page shows of one system: the last probe, and the last error after it
+    recovered. `ok` is None until the first probe finished."""
 
     target: str
     ok: bool | None = None
@@ -43,8 +76,18 @@ class Health:
     last_error_at: float | None = None
     last_ok_at: float | None = None
     gateway_sessions: int | None = None
-    gateway_count_error: str = ""  # why gateway_sessions is None although the probe answered
     gateway_codes: int | None = None
+
+    def record(self, probe: Probe) -> None:
+        self.ok = probe.ok
+        self.status = probe.status
+        self.checked_at = probe.at
+        self.latency_ms = probe.latency_ms
+        self.gateway_sessions, self.gateway_codes = probe.sessions, probe.codes
+        if probe.ok:
+            self.last_ok_at = probe.at
+        else:
+            self.last_error, self.last_error_at = probe.error, probe.at
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,8 +126,8 @@ def describe_failure(exc: BaseException, timeout: float) -> str:
     return f"{exc.__class__.__name__}: {exc}".rstrip(": ")
 
 
-class HealthProber:
-    """Probes every configured system while there is demand; keeps `Health` per system."""
+class GatewayProber:
+    """Probes the configured systems' gateways, one session, one probe at a time per system."""
 
     def __init__(
         self,
@@ -101,10 +144,30 @@ class HealthProber:
         # Called when a system turns healthy or unhealthy (the page's event streams).
         self.listeners: list[Callable[[], None]] = []
         self.health = {sid: Health(target=probe_target(s)[1]) for sid, s in systems.items()}
+        self.last: dict[str, Probe] = {}
         self._ssl = {sid: gateway_ssl(s) for sid, s in systems.items()}
+        self._locks = {sid: asyncio.Lock() for sid in systems}
         self._demand_until = 0.0
         self._wanted = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --- the views ---------------------------------------------------------------------
 
     def demand(self) -> None:
         """Someone is looking: keep probing for `idle_after` seconds more."""
@@ -116,111 +179,108 @@ class HealthProber:
     def to_json(self) -> dict[str, dict[str, Any]]:
         return {sid: h.to_json() for sid, h in self.health.items()}
 
-    async def probe(self, sid: str) -> None:
+    async def fresh(self, system: str, max_age: float) -> Probe:
+        """For the gates: an answer no older than `max_age` seconds, the last one if it
+        answered, else a probe now (a failure is never reused: a gateway just fixed passes)."""
+        last = self.last.get(system)
+        if last is not None and last.ok and time.time() - last.at <= max_age:
+            return last
+        return await self._probe_once(system, min(max_age, 0.05))
+
+    async def gateway_counts(self, max_age: float = 1.0) -> dict[str, tuple[int | None, str]]:
+        """The gateways' own open-session counts, for systems with a stats_url: (count, "")
+        or (None, why not). A result older than `max_age` seconds is probed again first, so
+        drain is never decided on a stale count."""
+        wanted = [sid for sid, s in self.systems.items() if s.stats_url]
+        found = await asyncio.gather(*(self.gateway_count(sid, max_age) for sid in wanted))
+        return dict(zip(wanted, found, strict=True))
+
+    async def gateway_count(self, system: str, max_age: float) -> tuple[int | None, str]:
+        """One system's count as `gateway_counts` reads it; (None, "") without a stats_url."""
+        if not self.systems[system].stats_url:
+            return None, ""
+        return (await self._probe_once(system, max_age)).gateway_count()
+
+    async def probe(self, system: str) -> Probe:
+        """Probe `system` now (after a probe of it already running)."""
+        return await self._probe_once(system, 0.0)
+
+    async def probe_all(self) -> dict[str, Probe]:
+        """Every system probed now, concurrently."""
+        found = await asyncio.gather(*(self.probe(sid) for sid in self.systems))
+        return dict(zip(self.systems, found, strict=True))
+
+    async def run(self) -> None:
+        """The background loop (cleanup_ctx): idle until demand, then probe every interval.
+        The session stays open: its owner closes the prober."""
+        while True:
+            if time.monotonic() > self._demand_until:
+                self._wanted.clear()
+                await self._wanted.wait()
+            await self.probe_all()
+            await asyncio.sleep(self.interval)
+
+    # --- the one probe -----------------------------------------------------------------
+
+    async def _probe_once(self, system: str, reuse: float) -> Probe:
+        """A probe no older than `reuse` seconds, else one now; one at a time per system, so
+        a caller that waited for another's probe takes its answer."""
+        last = self.last.get(system)
+        if last is not None and time.time() - last.at <= reuse:
+            return last
+        async with self._locks[system]:
+            last = self.last.get(system)
+            if last is not None and time.time() - last.at <= reuse:
+                return last  # somebody probed while we waited
+            probe = await self._request(system)
+            self._record(system, probe)
+            return probe
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                # A probe is one request every few seconds: no pool worth keeping alive.
+                connector=aiohttp.TCPConnector(force_close=True),
+            )
+        return self._session
+
+    async def _request(self, sid: str) -> Probe:
         system = self.systems[sid]
         method, url = probe_target(system)
-        health = self.health[sid]
-        was_ok = health.ok
         started = time.monotonic()
-        assert self._session is not None, "probe() outside run()"
         try:
-            async with self._session.request(
+            async with self._client().request(
                 method, url, ssl=self._ssl[sid], allow_redirects=False
             ) as resp:
                 body = await resp.read() if method == "GET" else b""
                 status = resp.status
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            self._failed(health, None, describe_failure(exc, self.timeout))
-        else:
-            health.status = status
-            if 200 <= status < 300:
-                health.ok = True
-                health.last_ok_at = time.time()
-                if method == "GET":
-                    count, why = system_count(system, body)
-                    health.gateway_sessions, health.gateway_count_error = count, why
-                    health.gateway_codes = _short_codes(body)
-            else:
-                self._failed(health, status, f"{method} {url} answered {status}")
-        health.checked_at = time.time()
-        health.latency_ms = round((time.monotonic() - started) * 1000, 1)
-        if health.ok != was_ok:
-            if health.ok is False:
-                log.warning("system %s looks unhealthy: %s", sid, health.last_error)
-            elif was_ok is False:
-                log.info("system %s answers again", sid)
-            for listener in self.listeners:
-                listener()
+            error = describe_failure(exc, self.timeout)
+            return Probe(False, time.time(), error, latency_ms=_since(started))
+        latency = _since(started)
+        if not 200 <= status < 300:
+            error = f"{method} {url} answered {status}"
+            return Probe(False, time.time(), error, status, latency)
+        if method != "GET":
+            return Probe(True, time.time(), status=status, latency_ms=latency)
+        count, why = system_count(system, body)
+        return Probe(True, time.time(), "", status, latency, count, why, _short_codes(body))
 
-    @staticmethod
-    def _failed(health: Health, status: int | None, error: str) -> None:
-        health.ok = False
-        health.status = status
-        health.last_error = error
-        health.last_error_at = time.time()
-        health.gateway_sessions = health.gateway_codes = None
+    def _record(self, sid: str, probe: Probe) -> None:
+        self.last[sid] = probe
+        health = self.health[sid]
+        was_ok = health.ok
+        health.record(probe)
+        if probe.ok == was_ok:
+            return
+        if not probe.ok:
+            log.warning("system %s looks unhealthy: %s", sid, probe.error)
+        elif was_ok is False:
+            log.info("system %s answers again", sid)
+        for listener in self.listeners:
+            listener()
 
-    async def gateway_counts(self, max_age: float = 1.0) -> dict[str, tuple[int | None, str]]:
-        """The gateways' own open-session counts, for systems with a stats_url: (count, "")
-        or (None, why not). A result older than `max_age` seconds is probed again first, so
-        drain is never decided on a stale count. Only stats_url systems are probed, and only
-        now: the background loop stays idle unless the page is open."""
-        now = time.time()
-        wanted = [sid for sid, s in self.systems.items() if s.stats_url]
-        stale = [
-            sid
-            for sid in wanted
-            if self.health[sid].checked_at is None
-            or now - (self.health[sid].checked_at or 0.0) > max_age
-        ]
-        if stale:
-            if self._session is None:
-                # Not running (a bare app in a test): one-off probes, same parsing.
-                async with aiohttp.ClientSession(
-                    timeout=aiohttp.ClientTimeout(total=self.timeout)
-                ) as session:
-                    found = await asyncio.gather(
-                        *(
-                            probe_open_sessions(session, self.systems[sid], self.timeout)
-                            for sid in stale
-                        )
-                    )
-                fresh = dict(zip(stale, found, strict=True))
-            else:
-                await asyncio.gather(*(self.probe(sid) for sid in stale))
-                fresh = {}
-        else:
-            fresh = {}
-        out: dict[str, tuple[int | None, str]] = {}
-        for sid in wanted:
-            if sid in fresh:
-                out[sid] = fresh[sid]
-                continue
-            health = self.health[sid]
-            if health.ok and health.gateway_sessions is not None:
-                out[sid] = (health.gateway_sessions, "")
-            elif health.ok:
-                out[sid] = (None, health.gateway_count_error or "stats_url answer has no count")
-            else:
-                out[sid] = (None, health.last_error or "stats_url not probed yet")
-        return out
 
-    async def probe_all(self) -> None:
-        await asyncio.gather(*(self.probe(sid) for sid in self.systems))
-
-    async def run(self) -> None:
-        """The background loop (cleanup_ctx): idle until demand, then probe every interval."""
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=self.timeout),
-            # A probe is one request every few seconds: no pool worth keeping alive.
-            connector=aiohttp.TCPConnector(force_close=True),
-        )
-        try:
-            while True:
-                if time.monotonic() > self._demand_until:
-                    self._wanted.clear()
-                    await self._wanted.wait()
-                await self.probe_all()
-                await asyncio.sleep(self.interval)
-        finally:
-            await self._session.close()
+def _since(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)

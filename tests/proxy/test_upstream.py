@@ -441,7 +441,7 @@ async def test_cookies_set_for_one_caller_never_reach_another() -> None:
 def test_gateway_ssl_policy_is_shared_by_pool_and_prober() -> None:
     import ssl
 
-    from router.systems.prober import HealthProber
+    from router.systems.prober import GatewayProber
     from router.systems.tls import gateway_ssl
 
     def system(gateway: str, **kw: object) -> SystemConfig:
@@ -453,7 +453,7 @@ def test_gateway_ssl_policy_is_shared_by_pool_and_prober() -> None:
     cafile = ssl.get_default_verify_paths().cafile
     if cafile:
         assert isinstance(gateway_ssl(system("https://gw:8443", ca_file=cafile)), ssl.SSLContext)
-    prober = HealthProber({"a": system("https://gw:8443", tls_verify=False)})
+    prober = GatewayProber({"a": system("https://gw:8443", tls_verify=False)})
     assert prober._ssl["a"] is False  # noqa: SLF001
 
 
