@@ -28,7 +28,7 @@ from router.state.snapshot import StateHolder, StateWatcher
 from router.state.store import StateStore
 from router.switching.controller import RolloutController
 from router.switching.fleet import InstanceRegistry
-from router.switching.gates import GateProber
+from router.switching.gates import Gates
 from router.switching.watch_driver import PostSwitchWatch
 
 log = logging.getLogger("router.runtime")
@@ -55,7 +55,8 @@ class Runtime:
     persistence: str = ""  # how Redis persists its data (recovery.check_persistence)
     write_back_due: bool = False  # Redis lost its state and the write-back has not succeeded
     stopping: bool = False  # set on SIGTERM: /readyz turns 503 so balancers drain us first
-    gate_prober: GateProber | None = None
+    # The gates of a switch, their prober the process's one (the admin page's too).
+    gates: Gates | None = None
     registry: InstanceRegistry | None = None
     controller: RolloutController | None = None
     watch: PostSwitchWatch | None = None
@@ -137,8 +138,8 @@ class Runtime:
             await self.controller.close()
         if self.registry is not None:
             await self.registry.close()
-        if self.gate_prober is not None:
-            await self.gate_prober.close()
+        if self.gates is not None:
+            await self.gates.prober.close()
         await self.releases.close()
         for upstream in self.upstreams.values():
             await upstream.close()

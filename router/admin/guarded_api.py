@@ -33,7 +33,7 @@ from router.errors import Conflict, GateRefused, RequestError, ServiceUnavailabl
 from router.runtime import Runtime
 from router.switching import operations
 from router.switching.fleet import STALE_BEATS
-from router.switching.gates import GateProber
+from router.switching.gates import Gates
 from router.switching.operations import RolloutRequest
 from router.switching.outcomes import Confirmation
 from router.systems.view import fleet_summary
@@ -45,9 +45,9 @@ def _source(request: web.Request, body: GuardRequest) -> str:
     return source_of(request)
 
 
-def _prober(runtime: Runtime) -> GateProber:
-    assert runtime.gate_prober is not None
-    return runtime.gate_prober
+def _gates(runtime: Runtime) -> Gates:
+    assert runtime.gates is not None
+    return runtime.gates
 
 
 async def confirmed(runtime: Runtime, generation: int) -> Confirmation:
@@ -70,7 +70,7 @@ async def switch(request: web.Request) -> web.Response:
         outcome = await operations.switch(
             runtime.store,
             runtime.config,
-            _prober(runtime),
+            _gates(runtime),
             body.system,
             source=_source(request, body),
             expect=body.expect,
@@ -91,7 +91,7 @@ async def undo(request: web.Request) -> web.Response:
         outcome = await operations.undo(
             runtime.store,
             runtime.config,
-            _prober(runtime),
+            _gates(runtime),
             source=_source(request, body),
             force=body.force,
             reason=body.reason,
@@ -181,7 +181,7 @@ async def rollout_start(request: web.Request) -> web.Response:
         _, generation = await operations.start_rollout(
             runtime.store,
             runtime.config,
-            _prober(runtime),
+            _gates(runtime),
             parsed,
             source=_source(request, body),
             force=body.force,
@@ -215,7 +215,7 @@ async def _rollout_action(request: web.Request, action: str) -> web.Response:
             outcome = await operations.promote_rollout(
                 runtime.store,
                 runtime.config,
-                _prober(runtime),
+                _gates(runtime),
                 source=source,
                 force=body.force,
                 reason=reason,

@@ -233,7 +233,6 @@ async def live_context(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(ValueError):
             holder.health_listeners.remove(feed.on_store_health)
         await stop_tasks(tasks)
-        await app[HEALTH].close()
 
 
 async def stop_streams(app: web.Application) -> None:

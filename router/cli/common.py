@@ -28,9 +28,10 @@ from router.state.sentinel import redis_target
 from router.state.snapshot import Snapshot
 from router.state.store import AuditEntry, StateStore
 from router.switching import operations
-from router.switching.gates import GateProber
+from router.switching.gates import Gates
 from router.switching.outcomes import Confirmation, SwitchOutcome
 from router.systems.drain import DrainHistory
+from router.systems.prober import GatewayProber
 from router.systems.reports import SystemReport, read_counts, reports
 from router.systems.stats import probe_all
 
@@ -228,12 +229,14 @@ def audit_line(entry: AuditEntry) -> str:
 
 
 class Context:
-    """What a guarded command works with: config, the shared store and the gates' prober."""
+    """What a guarded command works with: config, the shared store, the gateway prober and
+    the gates (fingerprinting as `releases refresh` does)."""
 
     def __init__(self, config: Config, store: StateStore) -> None:
         self.config = config
         self.store = store
-        self.prober = GateProber(config.systems, fingerprint=self._fingerprint)
+        self.prober = GatewayProber(config.systems)
+        self.gates = Gates(self.prober, fingerprint=self._fingerprint)
 
     async def _fingerprint(self, system: str) -> str:
         from router.releases.service import fingerprint_now

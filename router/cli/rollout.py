@@ -127,7 +127,7 @@ async def start_main(args: argparse.Namespace) -> int:
         r, generation = await operations.start_rollout(
             ctx.store,
             ctx.config,
-            ctx.prober,
+            ctx.gates,
             request,
             source=operator(),
             force=args.force,
@@ -157,7 +157,7 @@ async def action_main(args: argparse.Namespace) -> int:
         source, reason = operator(), args.reason or ""
         if action == "promote":
             outcome = await operations.promote_rollout(
-                ctx.store, ctx.config, ctx.prober, source=source, force=args.force, reason=reason
+                ctx.store, ctx.config, ctx.gates, source=source, force=args.force, reason=reason
             )
             outcome = await ctx.confirmed(outcome)
             print(outcome.text("promoted:"))

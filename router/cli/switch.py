@@ -60,7 +60,7 @@ async def switch_main(args: argparse.Namespace) -> int:
         outcome = await operations.switch(
             ctx.store,
             ctx.config,
-            ctx.prober,
+            ctx.gates,
             known_system(ctx.config, args.system),
             source=operator(),
             expect=None if args.expect is None else known_system(ctx.config, args.expect),
@@ -87,7 +87,7 @@ async def undo_main(args: argparse.Namespace) -> int:
         outcome = await operations.undo(
             ctx.store,
             ctx.config,
-            ctx.prober,
+            ctx.gates,
             source=operator(),
             force=args.force,
             reason=args.reason or "",

@@ -51,7 +51,7 @@ from router.state.snapshot import Snapshot, StateHolder, StateWatcher
 from router.state.store import StateStore
 from router.switching.controller import RolloutController
 from router.switching.fleet import InstanceRegistry
-from router.switching.gates import GateProber
+from router.switching.gates import Gates
 from router.switching.ledger import Ledger
 from router.switching.watch_driver import PostSwitchWatch, retention
 from router.systems.drain import DrainHistory
@@ -113,13 +113,12 @@ def build_runtime(config: Config, store: StateStore | None = None) -> Runtime:
     releases.files.on_lookup = metrics.on_release_lookup
     holder.listeners.append(lambda old, new: _count_change(metrics, old, new))
     holder.listeners.append(lambda old, new: releases.check_soon(newly_routed(old, new)))
-    # Guarded switching: the gates' prober, the rollout controller (counts this process's
+    # Guarded switching: the gates (the process's one gateway prober, the admin page's too,
+    # and the release service's fingerprint), the rollout controller (counts this process's
     # token requests per step, competes for the leader lock) and the heartbeat.
     started = time.time()
-    gate_prober = GateProber(config.systems, fingerprint=releases.fingerprint_now)
-    controller = RolloutController(
-        store, holder, config, gate_prober, metrics.local, instance=instance
-    )
+    gates = Gates(GatewayProber(config.systems), fingerprint=releases.fingerprint_now)
+    controller = RolloutController(store, holder, config, gates, metrics.local, instance=instance)
     registry = InstanceRegistry(
         store,
         holder,
@@ -135,7 +134,7 @@ def build_runtime(config: Config, store: StateStore | None = None) -> Runtime:
     watch = PostSwitchWatch(
         store,
         config,
-        gate_prober,
+        gates,
         ledger,
         instance=instance,
         is_leader=lambda: controller.leading,
@@ -153,7 +152,7 @@ def build_runtime(config: Config, store: StateStore | None = None) -> Runtime:
         metrics=metrics,
         instance=instance,
         started_at=started,
-        gate_prober=gate_prober,
+        gates=gates,
         registry=registry,
         controller=controller,
         watch=watch,
@@ -202,8 +201,10 @@ def create_admin_app(runtime: Runtime, assets: Assets | None = None) -> web.Appl
     # Every API route comes from its declaration, which the document is built from too.
     register(app, OPERATIONS)
     app[OPENAPI] = openapi_document(OPERATIONS, runtime.config.system_ids)
-    # The operator's page: live feed, health prober, templates, static assets, login.
-    prober = GatewayProber(runtime.config.systems)
+    # The operator's page: live feed, the runtime's gateway prober (its loop runs in
+    # live_context; the runtime closes it), templates, static assets, login.
+    assert runtime.gates is not None
+    prober = runtime.gates.prober
     feed = LiveFeed(runtime, prober)
     prober.listeners.append(feed.notify)
     app[HEALTH] = prober

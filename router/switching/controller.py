@@ -31,7 +31,7 @@ from router.state import watch
 from router.state.snapshot import Snapshot, StateHolder
 from router.state.store import StateStore
 from router.switching import operations
-from router.switching.gates import GateProber
+from router.switching.gates import Gates
 from router.switching.ledger import BOUNDS, Ledger
 
 log = logging.getLogger("router.rollout")
@@ -74,7 +74,7 @@ class RolloutController:
         store: StateStore,
         holder: StateHolder,
         config: Config,
-        prober: GateProber,
+        gates: Gates,
         local: Counter[tuple[str, str, int]],
         *,
         instance: str,
@@ -82,7 +82,7 @@ class RolloutController:
         self.store = store
         self.holder = holder
         self.config = config
-        self.prober = prober
+        self.gates = gates
         self.local = local
         self.instance = instance
         self.tick = config.router.rollout_tick
@@ -144,7 +144,7 @@ class RolloutController:
         if r is None or not r.running or raw is None:
             return
         counts = await self.store.rollout_counts(r.id, r.step)
-        probe = await self.prober.fresh(r.target, max_age=self.tick)
+        probe = await self.gates.prober.fresh(r.target, max_age=self.tick)
         now = time.time()
         traffic = await self.step_traffic(r, now)
         action = model.next_action(
@@ -165,7 +165,7 @@ class RolloutController:
                 log.info("rollout to %s: step %d, %d %%", r.target, new.step + 1, new.percent)
             else:
                 await operations.promote_rollout(
-                    self.store, self.config, self.prober, source=self.source, reason=action.reason
+                    self.store, self.config, self.gates, source=self.source, reason=action.reason
                 )
                 log.info("rollout to %s promoted: %s", r.target, action.reason)
         except Conflict as exc:

@@ -2,14 +2,14 @@
 
 `check_target` is the pure decision, used by the CLI, the API, the page, `undo`, rollout
 start and promotion alike: the target is not offline and its gateway answered a health probe
-within the last few seconds. `GateProber` supplies that probe: it reuses a recent answer or
-probes now, on the same cheap target as the health prober (`stats_url`, else a HEAD of a
-library file: never a token mint, which would open a session on the gateway).
+within the last few seconds. The process's one gateway prober (systems/prober.py) supplies
+that probe: a recent answer, or one now (`GatewayProber.fresh`), the same probe the page
+shows.
 
 A refusal is a `GateRefused` naming the gate; `force` lets everything but the compare-and-set
 (`expect`, checked atomically by the store's script) through, and the audit records it.
 
-Past the gates, the target's client libraries are fingerprinted now (`GateProber.fingerprint`,
+Past the gates, the target's client libraries are fingerprinted now (`Gates.fingerprint`,
 given by whoever can: the router's release service, `releases refresh` in a CLI process), so
 the release every router hands out for it is the one it serves at the switch, not the one
 of the last periodic check. A failed fingerprint is logged, never a refusal: the routers keep
@@ -18,32 +18,17 @@ serving what they hold (fail-static), and the health gate already covers a dead 
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import aiohttp
-
-from router.config import SystemConfig
 from router.errors import BadRequest, GateRefused
-from router.systems.prober import describe_failure, probe_target
-from router.systems.tls import gateway_ssl
+from router.systems.prober import GatewayProber, Probe
 
 log = logging.getLogger("router.gates")
 
 # Fingerprints one system's libraries now and stores the release: "" or why not.
 Fingerprint = Callable[[str], Awaitable[str]]
-
-
-@dataclass(frozen=True, slots=True)
-class Probe:
-    """One health probe of a system's gateway: ok, when, and why not."""
-
-    ok: bool
-    at: float
-    error: str = ""
 
 
 def known_target(target: object, known: tuple[str, ...]) -> str:
@@ -111,31 +96,16 @@ def enforce(refusals: list[GateRefused], force: bool) -> str:
     return "; ".join(f"{r.gate}: {r.message}" for r in refusals)
 
 
-class GateProber:
-    """Fresh-enough health answers for the gates; probes a system at most once at a time."""
+@dataclass(frozen=True, slots=True)
+class Gates:
+    """What a switch needs besides the store: the prober for the health gate and, past the
+    gates, the fingerprint of the target's libraries (None: this process cannot)."""
 
-    def __init__(
-        self,
-        systems: Mapping[str, SystemConfig],
-        *,
-        timeout: float = 2.0,
-        fingerprint: Fingerprint | None = None,
-    ) -> None:
-        self.systems = dict(systems)
-        self.timeout = timeout
-        self.fingerprint = fingerprint
-        self.last: dict[str, Probe] = {}
-        self._ssl = {sid: gateway_ssl(s) for sid, s in systems.items()}
-        self._locks = {sid: asyncio.Lock() for sid in systems}
-        self._session: aiohttp.ClientSession | None = None
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+    prober: GatewayProber
+    fingerprint: Fingerprint | None = None
 
     async def fingerprint_now(self, system: str) -> str:
-        """The target's libraries fingerprinted now, when this prober can: "" or why not."""
+        """The target's libraries fingerprinted now, when this process can: "" or why not."""
         if self.fingerprint is None:
             return ""
         try:
@@ -145,36 +115,3 @@ class GateProber:
         if error:
             log.warning("could not fingerprint %s's libraries before the switch: %s", system, error)
         return error
-
-    async def fresh(self, system: str, max_age: float) -> Probe:
-        """An answer no older than `max_age` seconds: the last one, or a probe now."""
-        last = self.last.get(system)
-        if last is not None and last.ok and time.time() - last.at <= max_age:
-            return last
-        async with self._locks[system]:
-            last = self.last.get(system)
-            if last is not None and time.time() - last.at <= min(max_age, 0.05):
-                return last  # somebody probed while we waited
-            probe = await self.probe(system)
-            self.last[system] = probe
-            return probe
-
-    async def probe(self, system: str) -> Probe:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                connector=aiohttp.TCPConnector(force_close=True),
-            )
-        method, url = probe_target(self.systems[system])
-        try:
-            async with self._session.request(
-                method, url, ssl=self._ssl[system], allow_redirects=False
-            ) as resp:
-                if method == "GET":
-                    await resp.read()
-                status = resp.status
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            return Probe(False, time.time(), describe_failure(exc, self.timeout))
-        if 200 <= status < 300:
-            return Probe(True, time.time())
-        return Probe(False, time.time(), f"{method} {url} answered {status}")

@@ -20,7 +20,7 @@ from router.state.rollout import Rollout
 from router.state.snapshot import Snapshot, build_snapshot
 from router.state.store import AuditFields, StateStore, StoredState, SwitchResult
 from router.switching.fleet import STALE_BEATS
-from router.switching.gates import GateProber, check_offline, check_target, enforce, known_target
+from router.switching.gates import Gates, check_offline, check_target, enforce, known_target
 from router.switching.outcomes import Confirmation, SwitchOutcome
 from router.systems.drain import DrainFacts, deciding_count
 from router.systems.reports import read_counts
@@ -41,7 +41,7 @@ def snapshot_of(stored: StoredState, config: Config) -> Snapshot:
 
 async def _gates(
     config: Config,
-    prober: GateProber,
+    gates: Gates,
     target: str,
     stored: StoredState,
     force: bool,
@@ -49,10 +49,10 @@ async def _gates(
     # Age is measured from when this check began: a probe made for it is fresh however
     # long it took to answer.
     began = time.time()
-    probe = await prober.fresh(target, config.router.gate_probe_age)
+    probe = await gates.prober.fresh(target, config.router.gate_probe_age)
     refusals = check_target(target, stored.offline, probe, began, config.router.gate_probe_age)
     forced = enforce(refusals, force)
-    await prober.fingerprint_now(target)
+    await gates.fingerprint_now(target)
     return forced
 
 
@@ -65,7 +65,7 @@ def _reason(reason: str, forced: str) -> str:
 async def switch(
     store: StateStore,
     config: Config,
-    prober: GateProber,
+    gates: Gates,
     target: object,
     *,
     source: str,
@@ -92,7 +92,7 @@ async def switch(
     current = snapshot_of(stored, config).active
     forced = ""
     if system != current or system in stored.offline:
-        forced = await _gates(config, prober, system, stored, force)
+        forced = await _gates(config, gates, system, stored, force)
     result: SwitchResult = await store.change_active(
         system,
         source,
@@ -108,7 +108,7 @@ async def switch(
 async def undo(
     store: StateStore,
     config: Config,
-    prober: GateProber,
+    gates: Gates,
     *,
     source: str,
     force: bool = False,
@@ -128,7 +128,7 @@ async def undo(
     return await switch(
         store,
         config,
-        prober,
+        gates,
         last.from_,
         source=source,
         expect=last.to,
@@ -285,7 +285,7 @@ async def current_rollout(store: StateStore) -> tuple[Rollout | None, str | None
 async def start_rollout(
     store: StateStore,
     config: Config,
-    prober: GateProber,
+    gates: Gates,
     request: RolloutRequest,
     *,
     source: str,
@@ -302,7 +302,7 @@ async def start_rollout(
     active = snapshot_of(stored, config).active
     if request.target == active:
         raise Conflict(f"{request.target} is already the active system: nothing to roll out")
-    forced = await _gates(config, prober, request.target, stored, force)
+    forced = await _gates(config, gates, request.target, stored, force)
     if forced and request.target in stored.offline:
         await store.set_offline(request.target, False, source, reason="forced rollout to it")
     now = time.time()
@@ -409,7 +409,7 @@ async def advance_rollout(
 async def promote_rollout(
     store: StateStore,
     config: Config,
-    prober: GateProber,
+    gates: Gates,
     *,
     source: str,
     force: bool = False,
@@ -421,7 +421,7 @@ async def promote_rollout(
     return await switch(
         store,
         config,
-        prober,
+        gates,
         r.target,
         source=source,
         expect=r.source,

@@ -32,7 +32,7 @@ from router.errors import Conflict, GateRefused, RouterError, StoreUnavailable
 from router.state import watch as model
 from router.state.store import AuditEntry, AuditFields, StateStore
 from router.switching import operations
-from router.switching.gates import GateProber
+from router.switching.gates import Gates
 from router.switching.ledger import BOUNDS, Ledger
 
 log = logging.getLogger("router.watch")
@@ -67,7 +67,7 @@ class PostSwitchWatch:
         self,
         store: StateStore,
         config: Config,
-        prober: GateProber,
+        gates: Gates,
         ledger: Ledger,
         *,
         instance: str,
@@ -75,7 +75,7 @@ class PostSwitchWatch:
     ) -> None:
         self.store = store
         self.config = config
-        self.prober = prober
+        self.gates = gates
         self.ledger = ledger
         self.instance = instance
         self.is_leader = is_leader
@@ -204,7 +204,7 @@ class PostSwitchWatch:
             outcome = await operations.switch(
                 self.store,
                 self.config,
-                self.prober,
+                self.gates,
                 w.previous,
                 source=self.source,
                 expect=w.system,

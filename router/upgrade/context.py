@@ -21,7 +21,8 @@ from router.errors import StoreUnavailable, WrongKeyType
 from router.state import rollout as rollouts
 from router.state.snapshot import Snapshot, build_snapshot
 from router.state.store import StateStore
-from router.switching.gates import GateProber
+from router.switching.gates import Gates
+from router.systems.prober import GatewayProber
 from router.upgrade.journal import Journal
 from router.upgrade.plan import (
     EXIT_REFUSED,
@@ -118,7 +119,8 @@ class Context:
         # When this run began switching: the watch it follows is of a switch made since (a
         # resumed run follows the watch of the switch an earlier run made).
         self.switched_at = 0.0
-        self.prober = GateProber(config.systems, fingerprint=self._fingerprint)
+        self.prober = GatewayProber(config.systems)
+        self.gates = Gates(self.prober, fingerprint=self._fingerprint)
 
     async def _fingerprint(self, system: str) -> str:
         from router.releases.service import fingerprint_now

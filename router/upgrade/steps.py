@@ -150,7 +150,7 @@ async def switch(ctx: Context) -> str:
             min_requests=rollouts.DEFAULT_MIN_REQUESTS,
         )
         started, _ = await operations.start_rollout(
-            ctx.store, ctx.config, ctx.prober, request, source=opts.source, reason=reason
+            ctx.store, ctx.config, ctx.gates, request, source=opts.source, reason=reason
         )
         await ctx.update(rollout_id=started.id)
         ctx.out(f"  rollout {started.id} started: {started.percent} % of new sessions")
@@ -160,7 +160,7 @@ async def switch(ctx: Context) -> str:
     outcome = await operations.switch(
         ctx.store,
         ctx.config,
-        ctx.prober,
+        ctx.gates,
         opts.target,
         source=opts.source,
         expect=ctx.record.old,

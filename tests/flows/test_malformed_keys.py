@@ -24,7 +24,8 @@ from router.state.keys import Keys
 from router.state.redis_store import RedisStore
 from router.state.snapshot import Refusal
 from router.switching import operations
-from router.switching.gates import GateProber
+from router.switching.gates import Gates
+from router.systems.prober import GatewayProber
 from tests.cli.test_cli import run
 from tests.helpers import (
     ADMIN_AUTH,
@@ -327,7 +328,7 @@ class Fuzz:
     target: str = "a"
 
     def __post_init__(self) -> None:
-        self.prober = GateProber(self.config.systems)
+        self.gates = Gates(GatewayProber(self.config.systems))
 
     def other(self) -> str:
         return "b" if self.target == "a" else "a"
@@ -374,7 +375,7 @@ class Fuzz:
         # 2. A switch through token-router: done and followed, or refused in one line.
         try:
             await operations.switch(
-                self.store, self.config, self.prober, self.other(), source="fuzz"
+                self.store, self.config, self.gates, self.other(), source="fuzz"
             )
         except RouterError:
             pass  # refused (a key of the wrong kind it writes, or a gate): nothing switched
@@ -394,7 +395,7 @@ class Fuzz:
             self.redis.command("DEL", corruption.now_key)
         self.target = self.other()
         outcome = await operations.switch(
-            self.store, self.config, self.prober, self.target, source="fuzz"
+            self.store, self.config, self.gates, self.target, source="fuzz"
         )
         assert outcome.active == self.target, (number, plan)
         await self.recovered()
@@ -459,7 +460,7 @@ async def test_no_value_in_any_key_stops_the_fleet(
         for number, plan in enumerate(draw(plans(names), ROUNDS)):
             await fuzz.round(number, plan)
     finally:
-        await fuzz.prober.close()
+        await fuzz.gates.prober.close()
         await store.close()
     elapsed = time.monotonic() - started
     print(f"{ROUNDS} rounds over {len(names)} keys in {elapsed:.1f} s")

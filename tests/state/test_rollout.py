@@ -18,7 +18,8 @@ from router.proxy.routing import Match, RequestFacts, Route, decide
 from router.state import rollout as model
 from router.state.rollout import Action, Share
 from router.state.snapshot import Snapshot
-from router.switching.gates import Probe, check_target
+from router.switching.gates import check_target
+from router.systems.prober import Probe
 from tests.admin.test_guarded_api import FAST, api, audit, instance_count
 from tests.helpers import (
     SESSION_BODY,
