@@ -111,6 +111,7 @@ async def _set_offline(request: web.Request, offline: bool) -> web.Response:
         await operations.set_offline(
             runtime.store,
             runtime.config,
+            _gates(runtime).prober,
             system,
             offline,
             source=_source(request, body),

@@ -33,7 +33,6 @@ from router.switching.outcomes import Confirmation, SwitchOutcome
 from router.systems.drain import DrainHistory
 from router.systems.prober import GatewayProber
 from router.systems.reports import SystemReport, read_counts, reports
-from router.systems.stats import probe_all
 
 PROG = "token-router"
 DEFAULT_CONFIG = "router.toml"
@@ -199,7 +198,10 @@ async def read_snapshot(store: StateStore, config: Config) -> Snapshot:
 
 
 async def read_reports(
-    store: StateStore, config: Config, history: DrainHistory | None = None
+    store: StateStore,
+    config: Config,
+    prober: GatewayProber,
+    history: DrainHistory | None = None,
 ) -> tuple[Snapshot, list[SystemReport]]:
     """Every system's report through the one drain function (router/systems/drain.py), with the
     gateways' own counts probed now; `history` (drain-wait) yields the trend."""
@@ -207,7 +209,7 @@ async def read_reports(
     # An error here leaves the routers' counts unknown (shown as "?", never "drained"); an
     # unreachable store already failed in read_snapshot.
     counts, previewing, _ = await read_counts(store, config.system_ids)
-    probes = await probe_all(config.systems)
+    probes = await prober.gateway_counts(max_age=0.0)
     return snapshot, reports(config, snapshot, counts, previewing, probes, history)
 
 

@@ -31,6 +31,7 @@ from router.config import Config
 from router.errors import StoreUnavailable
 from router.state.store import StateStore
 from router.systems.drain import DrainHistory, describe, format_age, stall_advice
+from router.systems.prober import GatewayProber
 from router.systems.reports import open_items_view
 
 # How many of the oldest open items drain-wait shows when it times out.
@@ -144,6 +145,7 @@ async def drain_wait_main(args: argparse.Namespace) -> int:
     config = read_config(args)
     system = known_system(config, args.system)
     store = shared_store(config)
+    prober = GatewayProber(config.systems)
     hint = config_hint(args)
     deadline = time.monotonic() + args.timeout
     history = DrainHistory(config.router.drain_stall_after)
@@ -164,7 +166,7 @@ async def drain_wait_main(args: argparse.Namespace) -> int:
             drained = False
             doc: dict[str, Any] = {"time": round(time.time(), 3), "system": system}
             try:
-                snapshot, rows = await read_reports(store, config, history)
+                snapshot, rows = await read_reports(store, config, prober, history)
                 d = next(r.drain for r in rows if r.id == system)
                 drained = d.drained
                 doc.update(d.to_json())
@@ -189,4 +191,5 @@ async def drain_wait_main(args: argparse.Namespace) -> int:
                 return 1
             await cancellation.sleep(min(args.interval, max(0.0, deadline - now)))
     finally:
+        await prober.close()
         await store.close()

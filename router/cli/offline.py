@@ -49,6 +49,7 @@ async def offline_main(args: argparse.Namespace) -> int:
         await operations.set_offline(
             ctx.store,
             ctx.config,
+            ctx.prober,
             known_system(ctx.config, args.system),
             offline,
             source=operator(),

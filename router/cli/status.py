@@ -33,7 +33,6 @@ from router.switching.fleet import STALE_BEATS
 from router.switching.watch_driver import thresholds
 from router.systems.drain import DrainHistory, Trend
 from router.systems.reports import read_counts, view_report
-from router.systems.stats import probe_all
 from router.systems.view import fleet_summary
 
 
@@ -101,17 +100,20 @@ async def status_document(
     snapshot = operations.snapshot_of(stored, config)
     live = await store.instances(time.time(), r.heartbeat_interval * STALE_BEATS)
     counts, previewing, _ = await read_counts(store, config.system_ids)
-    gateway_counts, probes, (measured, trend) = await asyncio.gather(
-        probe_all(config.systems),
-        asyncio.gather(*(ctx.prober.probe(sid) for sid in config.system_ids)),
-        _trend(config, ask, {str(d.get("id")) for d in live}),
+    probes, (measured, trend) = await asyncio.gather(
+        ctx.prober.probe_all(), _trend(config, ask, {str(d.get("id")) for d in live})
     )
+    # One probe per system answers both its health and the gateway's own count.
+    gateway_counts = {
+        sid: probe.gateway_count() for sid, probe in probes.items() if config.systems[sid].stats_url
+    }
     view, rows = view_report(
         config, snapshot, counts, previewing, gateway_counts, history, measured=measured
     )
     releases, labels = await _releases(config)
     systems = []
-    for row, probe in zip(rows, probes, strict=True):
+    for row in rows:
+        probe = probes[row.id]
         item = row.to_json()
         item["health"] = {"ok": probe.ok, "checked_at": probe.at, "error": probe.error or None}
         item["release"] = releases.get(row.id)

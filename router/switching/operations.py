@@ -23,8 +23,8 @@ from router.switching.fleet import STALE_BEATS
 from router.switching.gates import Gates, check_offline, check_target, enforce, known_target
 from router.switching.outcomes import Confirmation, SwitchOutcome
 from router.systems.drain import DrainFacts, deciding_count
+from router.systems.prober import GatewayProber
 from router.systems.reports import read_counts
-from router.systems.stats import probe_all
 
 # The changes of the active system `undo` goes back from ("auto-undo": the post-switch
 # watch's own undo, state/watch.py).
@@ -138,17 +138,15 @@ async def undo(
     )
 
 
-async def open_count(store: StateStore, config: Config, system: str) -> tuple[int | None, str, str]:
+async def open_count(
+    store: StateStore, config: Config, prober: GatewayProber, system: str
+) -> tuple[int | None, str, str]:
     """(count, source, why unknown) of `system`, decided as every surface decides "drained"
-    (router/systems/drain.py): the gateway's own count where it has a stats_url, else the
-    routers'."""
+    (router/systems/drain.py): the gateway's own count where it has a stats_url (probed
+    now), else the routers'."""
     counts, _, error = await read_counts(store, config.system_ids)
-    gateway_open, gateway_error = None, ""
     configured = config.systems[system]
-    if configured.stats_url:
-        gateway_open, gateway_error = (await probe_all({system: configured})).get(
-            system, (None, "")
-        )
+    gateway_open, gateway_error = await prober.gateway_count(system, max_age=0.0)
     facts = DrainFacts(
         system=system,
         router_open=None if counts is None else counts.get(system, 0),
@@ -163,6 +161,7 @@ async def open_count(store: StateStore, config: Config, system: str) -> tuple[in
 async def set_offline(
     store: StateStore,
     config: Config,
+    prober: GatewayProber,
     system: object,
     offline: bool,
     *,
@@ -180,7 +179,7 @@ async def set_offline(
         if active == sid:
             overrode = "active: it is the active system" if force else ""
         elif sid not in stored.offline:
-            count, counted_by, unknown = await open_count(store, config, sid)
+            count, counted_by, unknown = await open_count(store, config, prober, sid)
             overrode = enforce(check_offline(sid, count, counted_by, unknown), force)
     await store.set_offline(
         sid,

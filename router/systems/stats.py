@@ -1,19 +1,15 @@
-"""The optional per-system `stats_url` probe: the gateway's own count of open sessions.
+"""What a system's optional `stats_url` answers: the gateway's own count of open sessions.
 
 The router's count covers what it issued; the gateway's count also covers sessions that
 reached it another way. Drain is only "drained" when both agree the system is empty. How the
 count is read from the answer (a JSON pointer, a Prometheus metric) is each system's
 configuration: router/systems/monitoring.py. A JSON answer may also name the release the gateway
-serves (the release label).
+serves (the release label). The probe itself is the prober's (router/systems/prober.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping
 from typing import Any
-
-import aiohttp
 
 from router.config import SystemConfig
 from router.systems.monitoring import json_document, read_count
@@ -35,38 +31,6 @@ def system_count(system: SystemConfig, body: bytes) -> tuple[int | None, str]:
 def parse_open_sessions(body: bytes) -> int | None:
     """The open-session count in a JSON stats answer with today's field names, or None."""
     return read_count(body, "json", "", "")[0]
-
-
-async def probe_open_sessions(
-    session: aiohttp.ClientSession, system: SystemConfig, timeout: float = 2.0
-) -> tuple[int | None, str]:
-    """(count, error): count None with an error message when the probe failed."""
-    if not system.stats_url:
-        return None, ""
-    try:
-        async with session.get(
-            system.stats_url, timeout=aiohttp.ClientTimeout(total=timeout)
-        ) as resp:
-            body = await resp.read()
-            if resp.status != 200:
-                return None, f"stats_url answered {resp.status}"
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        return None, f"stats_url failed: {exc.__class__.__name__} {exc}".strip()
-    return system_count(system, body)
-
-
-async def probe_all(
-    systems: Mapping[str, SystemConfig], timeout: float = 2.0
-) -> dict[str, tuple[int | None, str]]:
-    """Probe every system that has a stats_url, concurrently."""
-    wanted = {sid: s for sid, s in systems.items() if s.stats_url}
-    if not wanted:
-        return {}
-    async with aiohttp.ClientSession() as session:
-        results = await asyncio.gather(
-            *(probe_open_sessions(session, s, timeout) for s in wanted.values())
-        )
-    return dict(zip(wanted, results, strict=True))
 
 
 def parse_reported_version(body: bytes) -> str | None:

@@ -21,8 +21,8 @@ from router.state.store import StateStore
 from router.switching import operations
 from router.switching.fleet import STALE_BEATS
 from router.systems.drain import Drain, DrainHistory, describe, format_age, stall_advice
+from router.systems.prober import GatewayProber
 from router.systems.reports import open_items_view, read_counts, reports
-from router.systems.stats import probe_all
 from router.upgrade import checks, watch_step
 from router.upgrade.context import PROPAGATION_BOUND, ROLLOUTS, Context, StepFailed
 from router.upgrade.plan import (
@@ -261,7 +261,7 @@ async def drain(ctx: Context) -> str:
     last_line, last_print = "", 0.0
     history = DrainHistory(ctx.config.router.drain_stall_after)
     while True:
-        view = await drain_view(ctx.store, ctx.config, old, history)
+        view = await drain_view(ctx.store, ctx.config, ctx.prober, old, history)
         now = time.monotonic()
         if view.line != last_line or now - last_print >= 10:
             ctx.out(f"  {old}: {view.line}")
@@ -327,7 +327,7 @@ class DrainView:
 
 
 async def drain_view(
-    store: StateStore, config: Config, system: str, history: DrainHistory
+    store: StateStore, config: Config, prober: GatewayProber, system: str, history: DrainHistory
 ) -> DrainView:
     """The drain state of `system` by the one drain function every surface shares
     (router/systems/drain.py): deciding count and its source, the router's count beside it, the
@@ -339,7 +339,7 @@ async def drain_view(
         assert fallback is not None
         snapshot = build_snapshot(stored, known, Snapshot(active=fallback), time.time())
         counts, previewing, _ = await read_counts(store, config.system_ids)
-        probes = await probe_all({system: config.systems[system]})
+        probes = {system: await prober.gateway_count(system, max_age=0.0)}
         rows = reports(config, snapshot, counts, previewing, probes, history)
     except StoreUnavailable as exc:
         return DrainView(None, False, f"unknown ({exc})")

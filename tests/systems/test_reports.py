@@ -1,14 +1,11 @@
 """router/systems/reports.py (reports through the drain decision, counts) and
-router/systems/stats.py (stats_url)."""
+router/systems/stats.py (what a stats_url answers; the probe itself: test_prober.py)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-import aiohttp
 import pytest
 
-from router.config import SystemConfig, build_config
+from router.config import build_config
 from router.state.keys import Keys
 from router.state.memory_store import MemoryStore
 from router.state.redis_store import RedisStore
@@ -16,8 +13,8 @@ from router.state.snapshot import Snapshot
 from router.state.store import AffinityRecord
 from router.systems.drain import STATES
 from router.systems.reports import audit_json, read_counts, reports
-from router.systems.stats import parse_open_sessions, probe_all, probe_open_sessions
-from tests.helpers import HOST, SESSION_BODY, SESSION_PATH, Gateway, free_port, switch
+from router.systems.stats import parse_open_sessions
+from tests.helpers import HOST, free_port, switch
 
 # --- reports --------------------------------------------------------------------------------
 
@@ -197,102 +194,3 @@ async def test_read_counts_store_away() -> None:
 )
 def test_parse_open_sessions(body: bytes, expected: int | None) -> None:
     assert parse_open_sessions(body) == expected
-
-
-# --- probe against the simulator ------------------------------------------------------------
-
-
-def system(stats_url: str, sid: str = "a") -> SystemConfig:
-    return SystemConfig(
-        id=sid, gateway="http://gw:1", public_url="https://x.example.com", stats_url=stats_url
-    )
-
-
-async def test_probe_counts_open_sessions(gateway: Gateway, http: aiohttp.ClientSession) -> None:
-    for _ in range(3):
-        async with http.post(gateway.url + SESSION_PATH, json=SESSION_BODY) as resp:
-            assert resp.status == 200
-            sid = (await resp.json())["sessionid"]
-    assert await probe_open_sessions(http, system(gateway.url + "/stats")) == (3, "")
-    async with http.delete(f"{gateway.url}/gateway/sessions/session/id/{sid}") as resp:
-        assert resp.status == 204
-    assert await probe_open_sessions(http, system(gateway.url + "/stats")) == (2, "")
-
-
-async def test_probe_without_stats_url(http: aiohttp.ClientSession) -> None:
-    assert await probe_open_sessions(http, system("")) == (None, "")
-
-
-async def test_probe_error_status(gateway: Gateway, http: aiohttp.ClientSession) -> None:
-    assert await probe_open_sessions(http, system(gateway.url + "/nope")) == (
-        None,
-        "stats_url answered 404",
-    )
-    async with http.post(gateway.url + "/_sim/fail", json={"status": 503, "count": 1}) as resp:
-        assert resp.status == 200
-    assert await probe_open_sessions(http, system(gateway.url + "/stats")) == (
-        None,
-        "stats_url answered 503",
-    )
-
-
-async def test_probe_answer_without_count(gateway: Gateway, http: aiohttp.ClientSession) -> None:
-    count, error = await probe_open_sessions(http, system(gateway.url + "/gateway/adapter.js"))
-    assert count is None
-    assert error == "stats_url answer is not JSON"
-    count, error = await probe_open_sessions(http, system(gateway.url + "/status.json"))
-    assert (count, error) == (None, "stats_url answer has no open_sessions count")
-
-
-async def test_probe_reads_a_json_pointer_and_a_prometheus_gauge(
-    gateway: Gateway, http: aiohttp.ClientSession
-) -> None:
-    """The count where operators' monitoring has it: a nested JSON page, Prometheus text."""
-    nested = replace(system(gateway.url + "/status.json"), stats_count="/gateway/sessions/open")
-    gauge = replace(
-        system(gateway.url + "/metrics"),
-        stats_format="prometheus",
-        stats_metric='fcsdk_sessions{state="open"}',
-    )
-    for _ in range(3):
-        async with http.post(gateway.url + SESSION_PATH, json=SESSION_BODY) as resp:
-            assert resp.status == 200
-    assert await probe_open_sessions(http, nested) == (3, "")
-    assert await probe_open_sessions(http, gauge) == (3, "")
-    missing = replace(gauge, stats_metric='fcsdk_sessions{state="lost"}')
-    assert await probe_open_sessions(http, missing) == (
-        None,
-        'stats_url answer has no sample fcsdk_sessions{state="lost"} (stats_metric)',
-    )
-    wrong = replace(nested, stats_count="/gateway/sessions")
-    count, error = await probe_open_sessions(http, wrong)
-    assert count is None and error.startswith("stats_url answer has {")
-
-
-async def test_probe_unreachable(http: aiohttp.ClientSession) -> None:
-    count, error = await probe_open_sessions(http, system(f"http://{HOST}:{free_port()}/stats"))
-    assert count is None
-    assert error.startswith("stats_url failed: ClientConnectorError")
-
-
-async def test_probe_slow_gateway_times_out(gateway: Gateway, http: aiohttp.ClientSession) -> None:
-    async with http.post(gateway.url + "/_sim/slow", json={"delay": 0.6}) as resp:
-        assert resp.status == 200
-    count, error = await probe_open_sessions(http, system(gateway.url + "/stats"), timeout=0.1)
-    assert count is None
-    assert error.startswith("stats_url failed:")
-
-
-async def test_probe_all(gateway: Gateway, http: aiohttp.ClientSession) -> None:
-    async with http.post(gateway.url + SESSION_PATH, json=SESSION_BODY) as resp:
-        assert resp.status == 200
-    systems = {
-        "a": system(gateway.url + "/stats", "a"),
-        "b": system("", "b"),  # no stats_url: not probed
-        "c": system(f"http://{HOST}:{free_port()}/stats", "c"),
-    }
-    results = await probe_all(systems, timeout=10.0)
-    assert set(results) == {"a", "c"}
-    assert results["a"] == (1, "")
-    assert results["c"][0] is None and results["c"][1]
-    assert await probe_all({"b": system("", "b")}) == {}
