@@ -44,7 +44,7 @@ async def preflight_checks(ctx: Context, *, store_new: bool) -> list[checks.Chec
             f"{opts.target}: gateway {system.gateway}, public_url {system.public_url}",
         )
     ]
-    found.append(await checks.gateway_health(system))
+    found.append(checks.gateway_health(system, await ctx.prober.probe(opts.target)))
     if ctx.config.router.redis_url.startswith("memory://"):
         release_check = await checks.release_via_router(ctx.config, opts.target, opts.routers)
         ctx.release = release_check[1]
