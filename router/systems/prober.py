@@ -202,7 +202,7 @@ class GatewayProber:
         return (await self._probe_once(system, max_age)).gateway_count()
 
     async def probe(self, system: str) -> Probe:
-        """Probe `system` now (after a probe of it already running)."""
+        """Probe `system` now: one request, made after any probe of it already under way."""
         return await self._probe_once(system, 0.0)
 
     async def probe_all(self) -> dict[str, Probe]:
