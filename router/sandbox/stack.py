@@ -245,9 +245,10 @@ async def private_redis(binary: str) -> AsyncIterator[PrivateRedis]:
 
 
 def _plain(value: object) -> object:
-    """A path as its text (TOML has no path type); tables and arrays looked into."""
+    """A path as its text (TOML has no path type), a key set to None left out (nor has it a
+    null: the key is unset); tables and arrays looked into."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v) for k, v in value.items() if v is not None}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     if isinstance(value, os.PathLike):
