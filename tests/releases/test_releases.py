@@ -836,14 +836,14 @@ async def test_close_leaves_no_archive_or_prewarm_running(
     async def check_that_runs_on() -> None:
         with contextlib.suppress(asyncio.CancelledError):  # the swallowed cancel
             await asyncio.Event().wait()
-        releases._archive_soon(meta, None)
-        releases._adopt("a", meta, prewarm=True)
+        releases.archiver.archive_soon(meta, None)
+        releases.view.adopt("a", meta, prewarm=True)
 
-    releases._tasks.append(asyncio.create_task(check_that_runs_on()))
+    releases.tasks.start(check_that_runs_on())
     await asyncio.sleep(0)  # the check is waiting
     await releases.close()
     left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    assert left == [] and not releases._background
+    assert left == [] and not releases.tasks
 
 
 async def test_restore_survives_a_check_adopting_meanwhile(
@@ -877,7 +877,7 @@ async def test_restore_survives_a_check_adopting_meanwhile(
         expires=now + 3600,
     )
     await releases.store.put(meta, files)
-    releases.current["a"] = Current(meta.id, "1.0")
+    releases.view.current["a"] = Current(meta.id, "1.0")
     # A check adopts a release for another system exactly while the write-back awaits Redis
     # for a system: at each of its touches (real Redis underneath). This used to be a task
     # adopting one more system every loop turn for as long as restore() ran: on a loaded
@@ -888,13 +888,13 @@ async def test_restore_survives_a_check_adopting_meanwhile(
 
     async def touch_while_a_check_adopts(activity: Activity) -> None:
         system = f"s{len(adopted)}"
-        releases.current[system] = Current(meta.id, "1.0")
+        releases.view.current[system] = Current(meta.id, "1.0")
         adopted.append(system)
         await touch(activity)
 
     releases.store.touch = touch_while_a_check_adopts  # type: ignore[method-assign]
     try:
-        assert await releases.restore() == 0  # nothing archived; the pointers named again
+        assert await releases.archiver.restore() == 0  # nothing archived; the pointers named again
     finally:
         await releases.close()
     assert adopted == ["s0"]  # one touch (a's), one adoption meanwhile, and no error
