@@ -49,13 +49,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 # (importing module, imported module): arrows that still run up, and why they are not cut yet.
-BACK_ARROWS: dict[tuple[str, str], str] = {
-    # A system's stats expressions are checked where they are read (monitoring.py is a leaf).
-    (
-        "router.config.checks",
-        "router.systems.monitoring",
-    ): "stats_count/stats_metric checked at start",
-}
+BACK_ARROWS: dict[tuple[str, str], str] = {}
 
 
 def module_files() -> dict[str, Path]:

@@ -39,7 +39,7 @@ def add_parser(sub: Subcommands, common: Parser) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     # Before the configuration is read: checking a system's stats_metric imports
-    # prometheus_client's parser (router/systems/monitoring.py).
+    # prometheus_client's parser (router/config/stats_expressions.py).
     metrics_dir = _prepare_metrics_dir(args.workers)
     try:
         config = read_config(args)

@@ -12,8 +12,8 @@ from urllib.parse import parse_qsl, urlsplit
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
 
 from router.config.schema import RouterConfig, SystemConfig
+from router.config.stats_expressions import FORMATS, StatsSyntaxError, parse_pointer, parse_selector
 from router.errors import ConfigError
-from router.systems import monitoring
 from router.trust import TrustedNetworks
 
 PREFER_POLICIES = ("unless-offline", "never")
@@ -177,9 +177,9 @@ def _check_router(router: RouterConfig, systems: Mapping[str, SystemConfig]) -> 
 
 
 def _check_stats(table: str, values: dict[str, Any]) -> None:
-    """stats_format with the one expression it reads (router/systems/monitoring.py), readable."""
+    """stats_format with the one expression it reads (stats_expressions.py), readable."""
     fmt = values.get("stats_format", "json")
-    if fmt not in monitoring.FORMATS:
+    if fmt not in FORMATS:
         raise ConfigError(f"{table}.stats_format", f"{fmt!r} is not json or prometheus")
     for key in ("stats_format", "stats_count", "stats_metric"):
         if key in values and not values.get("stats_url"):
@@ -190,7 +190,7 @@ def _check_stats(table: str, values: dict[str, Any]) -> None:
             if metric:
                 raise ConfigError(f"{table}.stats_metric", "is for stats_format = prometheus")
             if count:
-                monitoring.parse_pointer(count)
+                parse_pointer(count)
         else:
             if count:
                 raise ConfigError(f"{table}.stats_count", "is for stats_format = json")
@@ -198,7 +198,7 @@ def _check_stats(table: str, values: dict[str, Any]) -> None:
                 raise ConfigError(
                     f"{table}.stats_metric", "is required with stats_format = prometheus"
                 )
-            monitoring.parse_selector(metric)
-    except monitoring.StatsSyntaxError as exc:
+            parse_selector(metric)
+    except StatsSyntaxError as exc:
         key = "stats_count" if fmt == "json" else "stats_metric"
         raise ConfigError(f"{table}.{key}", str(exc)) from None

@@ -123,7 +123,7 @@ def _optional(parse: Parser) -> Parser:
 
 def parser_for(hint: object) -> Parser:
     """The parser of a field's type; `X | None` for any X in the table works too. A type
-    with none is a programming error, named (tests/test_config.py checks every field)."""
+    with none is a programming error, named (tests/config/test_config.py checks every field)."""
     if hint in _PARSERS:
         return _PARSERS[hint]
     arms = get_args(hint) if isinstance(hint, types.UnionType) else ()

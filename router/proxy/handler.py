@@ -147,11 +147,13 @@ class ProxyHandler:
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         rid = request_id(request.headers.get(REQUEST_ID_HEADER))
+        route: Route | None = None  # for the CORS headers: None when it was refused unclassified
         try:
             check_origin_form(request.raw_path)
             # The query string is parsed only when there is one (the token route has none).
             appkey = request.query.get("appkey") if request.query_string else None
             match = classify(request.method, request.path, appkey)
+            route = match.route
             if match.route in self.mint and request.remote not in self.trusted:
                 raise Forbidden(
                     f"{request.method} {request.path} is for the web application's back end"
@@ -185,7 +187,7 @@ class ProxyHandler:
         except RequestError as exc:
             response = error_response(exc)
         response.headers[REQUEST_ID_HEADER] = rid
-        if request.method != "OPTIONS" and self.cors_origins:
+        if route in BROWSER and self.cors_origins:
             self._cors(request, response)
         return response
 
@@ -443,14 +445,9 @@ class ProxyHandler:
         origin = request.headers.get("Origin")
         if "Access-Control-Allow-Origin" in response.headers or not self._origin_allowed(origin):
             return
-        try:
-            route = classify(request.method, request.path).route
-        except RequestError:
-            return
-        if route in BROWSER:
-            assert origin is not None
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers.add("Vary", "Origin")
+        assert origin is not None
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers.add("Vary", "Origin")
 
 
 def request_headers_for(

@@ -18,7 +18,6 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from router.config import SystemConfig
 from router.errors import (
-    BadRequest,
     Overloaded,
     RequestError,
     UpstreamTimeout,
@@ -293,12 +292,10 @@ class Upstream:
 
         At most two attempts: the second only when `may_retry` says the first never reached
         the gateway, or the route is `idempotent` (the caller knows the route: a PUT that
-        creates a short code is not, a DELETE of a session is).
+        creates a short code is not, a DELETE of a session is). `path_qs` is origin-form: the
+        handler refused any other request target before it classified the request
+        (`routing.check_origin_form`, issue 12), and `routing.upstream_target` builds it.
         """
-        if not path_qs.startswith("/"):
-            # The connection goes to the configured gateway whatever the target says, but an
-            # absolute-form target (`POST evil://y/...`) must not reach it either (issue 12).
-            raise BadRequest("the request target must be a path (origin-form)")
         request = encode_request(method, self.base_path + path_qs, self.host_header, headers, body)
         sid = self.system.id
         fresh = False

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from router.errors import StoreUnavailable
 from router.releases.model import LibraryFile, ReleaseMeta, manifest_from_json, manifest_json
-from router.state.key_types import diagnose, is_wrong_type
+from router.state.key_problems import diagnose, is_wrong_type
 from router.state.keys import Keys
 from router.state.redis_client import close_client, describe, redis_client, unavailable
 from router.state.sentinel import SentinelTarget
@@ -154,7 +154,7 @@ class RedisReleaseStore:
         return unavailable(self.description, exc)
 
     async def _failure(self, exc: BaseException, *touched: str) -> StoreUnavailable:
-        """A key of the wrong type named with its fix (key_types.py), else "unavailable"."""
+        """A key of the wrong type named with its fix (key_problems.py), else "unavailable"."""
         if is_wrong_type(exc):
             return await diagnose(self._client, self.keys, touched, exc)
         return self._unavailable(exc)

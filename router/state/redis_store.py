@@ -2,7 +2,7 @@
 
 Reads are pipelines; every write that must be atomic is one of the scripts of scripts.py, and
 a refused one is read once by refusals.refusal. A key of the wrong type is named with its fix
-(key_types.py); any other failure is `StoreUnavailable`.
+(key_problems.py); any other failure is `StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from router.errors import StoreUnavailable
 from router.state import scripts
-from router.state.key_types import diagnose, is_wrong_type, parse_counter, read_each
+from router.state.key_problems import diagnose, is_wrong_type, parse_counter, read_each
 from router.state.keys import Keys
 from router.state.open_items import affinity_row, issued_args, read_open_items
 from router.state.redis_client import close_client, describe, redis_client, unavailable

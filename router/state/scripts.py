@@ -52,7 +52,7 @@ local function audit(key, maxlen, t, action, from, to, source, reason, forced)
 end
 -- Checked before the first write: a key of another kind (redis-cli) would stop the script
 -- half-way, with writes done and no rollback (a switch without its audit or counter).
--- Redis's own WRONGTYPE reply, so the caller names the key (key_types.diagnose).
+-- Redis's own WRONGTYPE reply, so the caller names the key (key_problems.diagnose).
 local function wrong_type(checks)
   for i = 1, #checks, 2 do
     local kind = redis.call('TYPE', checks[i]).ok
@@ -64,7 +64,7 @@ local function wrong_type(checks)
 end
 -- INCR of a counter someone overwrote with what INCR refuses: it starts again at 0 first,
 -- so the write it belongs to completes (the routers read such a value as 0 meanwhile;
--- key_types.parse_counter is the same rule).
+-- key_problems.parse_counter is the same rule).
 local function bump(key)
   local raw = redis.call('GET', key)
   if raw and raw ~= '0' then

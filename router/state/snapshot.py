@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from router.errors import StoreUnavailable, WrongKeyType
-from router.state.key_types import KeyProblem
+from router.state.key_problems import KeyProblem
 from router.state.rollout import Share, loads, share_of
 from router.state.store import RolloutRestore, StateStore, StoredState
 
@@ -58,7 +58,7 @@ class Snapshot:
     refused: Refusal | None = None
     rollout: Share | None = None  # the running rollout's share of new sessions, if any
     generation: int = 0  # of the last write through token-router this snapshot includes
-    # Keys holding something token-router cannot use, each with its fix (key_types.py):
+    # Keys holding something token-router cannot use, each with its fix (key_problems.py):
     # routing goes on without them; every surface names them until they are repaired.
     problems: tuple[KeyProblem, ...] = ()
 

@@ -20,7 +20,7 @@ import orjson
 from router.errors import BadRequest
 from router.printable import printable
 from router.state import rollout as rollout_model
-from router.state.key_types import KeyProblem, parse_counter, unusable_value
+from router.state.key_problems import KeyProblem, parse_counter, unusable_value
 from router.state.keys import Keys
 
 AUDIT_MAXLEN = 10_000

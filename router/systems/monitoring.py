@@ -8,44 +8,27 @@ monitoring: a JSON status page of some shape, or a Prometheus exporter. Per syst
 metric whose labels include the ones named (`stats_metric`, e.g.
 `media_broker_calls{state="active"}`), parsed by prometheus_client's own text parser.
 
-Pure functions over bytes and plain data: the configuration checks the expressions at
-start (a bad one exits 2 naming its key), the prober and the CLI read answers with them.
+Pure functions over bytes and plain data. The expressions' grammar is the configuration's
+(router/config/stats_expressions.py: a bad one exits 2 at start, naming its key); the prober
+and the CLI read answers with the parsed forms here.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import orjson
 
-FORMATS = ("json", "prometheus")
+from router.config.stats_expressions import (
+    MetricSelector,
+    metric_families,
+    parse_pointer,
+    parse_selector,
+)
+
 # Field names a JSON answer may use for its open sessions when no pointer is configured.
 COUNT_FIELDS = ("open_sessions", "openSessions", "sessions")
-
-
-class StatsSyntaxError(ValueError):
-    """A `stats_count` pointer or `stats_metric` selector that cannot be read."""
-
-
-def parse_pointer(text: str) -> tuple[str, ...]:
-    """An RFC 6901 JSON pointer as its reference tokens, `~1` and `~0` unescaped.
-
-    A few lines rather than a dependency: the RFC's whole evaluation is split, unescape and
-    index (section 4), and the lock would carry a package for it.
-    """
-    if not text.startswith("/"):
-        raise StatsSyntaxError(f"{text!r} is not a JSON pointer: it starts with '/'")
-    tokens = []
-    for raw in text[1:].split("/"):
-        rest = raw.replace("~0", "").replace("~1", "")
-        if "~" in rest:
-            raise StatsSyntaxError(f"{text!r}: '~' is followed by 0 or 1 in a JSON pointer")
-        tokens.append(raw.replace("~1", "/").replace("~0", "~"))
-    return tuple(tokens)
 
 
 def resolve_pointer(doc: Any, tokens: tuple[str, ...]) -> Any:
@@ -64,53 +47,6 @@ def resolve_pointer(doc: Any, tokens: tuple[str, ...]) -> Any:
         else:
             raise KeyError(token)
     return value
-
-
-@dataclass(frozen=True, slots=True)
-class MetricSelector:
-    """A metric name and the labels its samples must carry (others may be there too)."""
-
-    name: str
-    labels: tuple[tuple[str, str], ...] = ()
-
-    def matches(self, name: str, labels: Mapping[str, str]) -> bool:
-        return name == self.name and all(labels.get(k) == v for k, v in self.labels)
-
-    def __str__(self) -> str:
-        if not self.labels:
-            return self.name
-        inner = ",".join(f'{k}="{v}"' for k, v in self.labels)
-        return f"{self.name}{{{inner}}}"
-
-
-def _families(text: str) -> list[Any]:
-    # Imported here, not at the top: the configuration imports this module, and with
-    # --workers prometheus_client must first be imported after its multiprocess set-up
-    # (router/metrics.py), which runs after the configuration is read.
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return list(text_string_to_metric_families(text))
-
-
-@lru_cache(maxsize=64)
-def parse_selector(text: str) -> MetricSelector:
-    """`name` or `name{label="value",...}`: read as one line of the exposition format by
-    prometheus_client's parser, so the selector's syntax is exactly the metric's."""
-    line = text.strip()
-    if not line or "\n" in line or line.startswith("#"):
-        raise StatsSyntaxError(f"{text!r} is not a metric name with optional labels")
-    try:
-        families = _families(line + " 0\n")
-    except (ValueError, TypeError, IndexError) as exc:
-        raise StatsSyntaxError(
-            f'{text!r} is not a metric name with optional labels (e.g. calls{{state="active"}}): '
-            f"{exc}"
-        ) from None
-    samples = [s for f in families for s in f.samples]
-    if len(samples) != 1 or samples[0].value != 0 or samples[0].timestamp is not None:
-        raise StatsSyntaxError(f"{text!r} is not a metric name with optional labels")
-    sample = samples[0]
-    return MetricSelector(sample.name, tuple(sorted(sample.labels.items())))
 
 
 def _count(value: object) -> int | None:
@@ -162,7 +98,7 @@ def prometheus_count(body: bytes, selector: MetricSelector) -> tuple[int | None,
         text = body.decode("utf-8")
         values = [
             sample.value
-            for family in _families(text)
+            for family in metric_families(text)
             for sample in family.samples
             if selector.matches(sample.name, sample.labels)
         ]

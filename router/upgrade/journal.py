@@ -13,7 +13,7 @@ from typing import Protocol
 from redis.exceptions import RedisError
 
 from router.errors import StoreUnavailable
-from router.state.key_types import diagnose, is_wrong_type
+from router.state.key_problems import diagnose, is_wrong_type
 from router.state.keys import Keys
 from router.state.memory_store import MemoryStore
 from router.state.redis_client import redact, redis_client, unavailable

@@ -1,5 +1,6 @@
-"""router/monitoring.py: a system's count read through an RFC 6901 pointer or a Prometheus
-selector, and the expressions checked as the configuration is."""
+"""A system's count read through an RFC 6901 pointer or a Prometheus selector
+(router/systems/monitoring.py), and the expressions checked as the configuration is
+(router/config/stats_expressions.py)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,14 @@ from typing import Any
 import pytest
 
 from router.config import build_config
-from router.errors import ConfigError
-from router.systems.monitoring import (
+from router.config.stats_expressions import (
     MetricSelector,
     StatsSyntaxError,
-    json_count,
     parse_pointer,
     parse_selector,
-    prometheus_count,
-    resolve_pointer,
 )
+from router.errors import ConfigError
+from router.systems.monitoring import json_count, prometheus_count, resolve_pointer
 
 # --- RFC 6901 -----------------------------------------------------------------------------
 

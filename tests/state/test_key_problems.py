@@ -10,7 +10,7 @@ import pytest
 
 from router.errors import StoreUnavailable, WrongKeyType
 from router.releases.store import RedisReleaseStore
-from router.state.key_types import expected_type, repair_hint, wrong_type_message
+from router.state.key_problems import expected_type, repair_hint, wrong_type_message
 from router.state.keys import Keys
 from router.state.redis_store import RedisStore
 from router.state.snapshot import Snapshot, StateHolder, StateWatcher

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from router.config import build_config
+from tests.config.test_config import config_error, doc
 from tests.helpers import Gateway, router_data, write_toml
-from tests.test_config import config_error, doc
 
 # Port 1 where a URL is otherwise valid: were it accepted, nothing listens there.
 BAD = [

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from router.config import MIN_TOKEN_BITS, build_config, token_bits
+from tests.config.test_config import config_error, doc
 from tests.helpers import Gateway, RedisServer, router_data, write_toml
-from tests.test_config import config_error, doc
 
 ZERO_WIDTH = "\u200b" * 16
 
