@@ -24,8 +24,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench.procs import HOST, Procs, free_port, vm_hwm_kib, wait_http, wait_port
+from bench.procs import Procs, vm_hwm_kib, wait_http, wait_port
 from bench.stack import PYTHON, Service, router_config, start_redis, which
+from router.sandbox.stack import HOST, free_port
 
 RESULTS = Path(__file__).parent / "results"
 LIBRARY_PATH = "/gateway/adapter.js"

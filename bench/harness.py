@@ -33,14 +33,12 @@ import uvloop
 
 from bench import cpu, nginx, propagation, report, soak
 from bench.procs import (
-    HOST,
     Proc,
     Procs,
     can_pin,
     children,
     cpu_seconds,
     ensure_tool,
-    free_port,
     vm_hwm_kib,
     wait_idle,
     wait_port,
@@ -51,6 +49,7 @@ from bench.stack import (
     KEY_PREFIX,
     PYTHON,
     Placement,
+    Redis,
     Router,
     Service,
     get,
@@ -62,6 +61,7 @@ from bench.stack import (
 )
 from bench.stalls import stall_counts, stall_diff
 from bench.wrk import GET_SCRIPT, SESSION_SCRIPT, WrkResult, run_wrk
+from router.sandbox.stack import HOST, free_port
 from router.simulator.library import library_files
 
 SESSION_PATH = "/gateway/sessions/session"
@@ -177,8 +177,7 @@ class Bench:
         if wrk is None or redis is None:
             raise SystemExit("bench: wrk and redis-server are required")
         self.wrk = wrk
-        self.redis_binary = redis
-        self.redis = start_redis(self.procs, redis, self.place.rest, self.workdir)
+        self.redis: Redis = start_redis(self.procs, redis, self.place.rest, self.workdir)
         self.gateways = {
             "a": start_gateway(self.procs, "a", "1.0", self.place.rest),
             "b": start_gateway(self.procs, "b", "2.0", self.place.rest),
@@ -327,20 +326,11 @@ class Bench:
         wait_idle([router.proc.pid])
         body = self.workdir / "session.json"
         body.write_bytes(SESSION_BODY)
-
-        def restart_redis() -> Service:
-            self.procs.stop(self.redis.proc)
-            self.redis = start_redis(
-                self.procs, self.redis_binary, self.place.rest, self.workdir, self.redis.port
-            )
-            return self.redis
-
         try:
             result = soak.run(
                 procs=self.procs,
                 router=router,
                 redis=self.redis,
-                restart_redis=restart_redis,
                 body_file=body,
                 url=router.url + SESSION_PATH,
                 seconds=self.args.soak_seconds,

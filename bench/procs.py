@@ -19,19 +19,34 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+# Loopback, as the local stack binds it (router/sandbox/stack.py, which also finds free ports).
+from router.sandbox.stack import HOST
 
 
 def can_pin() -> bool:
     """taskset present and at least two CPUs usable by this process."""
     return shutil.which("taskset") is not None and len(os.sched_getaffinity(0)) >= 2
+
+
+def pinned(cpus: str | None) -> list[str]:
+    """The command prefix that runs a process on `cpus` (none: anywhere). taskset execs the
+    command, so the PID a start reports is the benchmarked process's."""
+    return ["taskset", "-c", cpus] if cpus is not None else []
+
+
+class Stoppable(Protocol):
+    """One process of a run as `Procs` keeps it: a `Proc`, or the local stack's redis-server
+    (bench/stack.py: `Redis`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def pid(self) -> int: ...
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 10.0) -> int | None: ...
 
 
 class Proc:
@@ -48,9 +63,7 @@ class Proc:
     ) -> None:
         self.name = name
         self.cpus = cpus
-        # taskset execs the command, so the PID Popen reports is the benchmarked process.
-        prefix = ["taskset", "-c", cpus] if cpus is not None else []
-        self.argv = [*prefix, *argv]
+        self.argv = [*pinned(cpus), *argv]
         self.log = log
         self._log = open(log, "wb")  # noqa: SIM115 (closed in stop())
         self.popen = subprocess.Popen(
@@ -93,7 +106,7 @@ class Procs:
 
     def __init__(self, logs: Path) -> None:
         self.logs = logs
-        self.running: list[Proc] = []
+        self.running: list[Stoppable] = []
 
     def start(
         self,
@@ -107,7 +120,11 @@ class Procs:
         self.running.append(proc)
         return proc
 
-    def stop(self, proc: Proc, signum: int = signal.SIGTERM) -> int | None:
+    def adopt(self, proc: Stoppable) -> None:
+        """A process started elsewhere, stopped with the others (and in their order)."""
+        self.running.append(proc)
+
+    def stop(self, proc: Stoppable, signum: int = signal.SIGTERM) -> int | None:
         if proc in self.running:
             self.running.remove(proc)
         return proc.stop(signum)

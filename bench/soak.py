@@ -23,7 +23,7 @@ import orjson
 
 from bench.procs import Procs
 from bench.resp import command
-from bench.stack import KEY_PREFIX, PYTHON, Router, Service, get
+from bench.stack import KEY_PREFIX, PYTHON, Redis, Router, get
 from bench.stalls import stall_counts, stall_diff
 
 SEGMENT_S = (20.0, 60.0)
@@ -45,8 +45,7 @@ def run(
     *,
     procs: Procs,
     router: Router,
-    redis: Service,
-    restart_redis: Callable[[], Service],
+    redis: Redis,
     body_file: Path,
     url: str,
     seconds: float,
@@ -84,7 +83,7 @@ def run(
                 next_switch = now + rng.uniform(*SWITCH_EVERY_S)
             if restart_due is not None and now >= restart_due:
                 log("  restarting Redis under load")
-                redis = restart_redis()
+                redis.restart()  # on its port, empty
                 restarted_at = round(now - started, 1)
                 restart_due = None
             time.sleep(0.1)

@@ -1,5 +1,9 @@
 """Starting the pieces of a run: Redis, simulated systems, routers, the ceiling, nginx.
 
+Free ports, the private redis-server and the router's TOML are the local stack's
+(router/sandbox/stack.py), as for the demo, the drill and the tests; what is the bench's
+own is the placement below and that every piece runs as a process of its own.
+
 CPU placement (taskset), when the machine has two CPUs or more:
 
 - CPU 1 (`PROXY_CPU`) belongs to the proxy under test: a router worker, the ceiling proxy or
@@ -15,6 +19,7 @@ CPU placement (taskset), when the machine has two CPUs or more:
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 import urllib.request
 from dataclasses import dataclass
@@ -23,7 +28,8 @@ from typing import Any
 
 import orjson
 
-from bench.procs import HOST, Proc, Procs, free_port, wait_http, wait_port
+from bench.procs import Proc, Procs, pinned, wait_http, wait_port
+from router.sandbox.stack import HOST, PrivateRedis, free_port, write_toml
 
 PROXY_CPU = "1"
 REST_CPU = "0"
@@ -70,15 +76,39 @@ class Router:
         return f"http://{HOST}:{self.admin_port}"
 
 
-def start_redis(
-    procs: Procs, binary: str, cpus: str | None, workdir: Path, port: int | None = None
-) -> Service:
-    port = port or free_port()
-    argv = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
-    argv += ["--dir", str(workdir), "--loglevel", "warning"]
-    proc = procs.start("redis", argv, cpus=cpus)
-    wait_port(port, proc)
-    return Service(proc, port)
+class Redis:
+    """The local stack's private redis-server as one of the run's processes: no data on
+    disk, pinned by a taskset prefix, its output in redis.log, stopped with the others
+    (`Procs`), restarted in place (the soak: same port, back empty)."""
+
+    name = "redis"
+
+    def __init__(self, server: PrivateRedis) -> None:
+        self.server = server
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def pid(self) -> int:
+        return self.server.pid
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        return self.server.stop(signum, timeout)
+
+    def restart(self) -> None:
+        self.server.restart()
+
+
+def start_redis(procs: Procs, binary: str, cpus: str | None, workdir: Path) -> Redis:
+    server = PrivateRedis(
+        binary, workdir, appendonly=False, prefix=pinned(cpus), log=workdir / "redis.log"
+    )
+    redis = Redis(server)
+    procs.adopt(redis)
+    server.start()
+    return redis
 
 
 def start_gateway(procs: Procs, name: str, version: str, cpus: str | None) -> Service:
@@ -88,16 +118,6 @@ def start_gateway(procs: Procs, name: str, version: str, cpus: str | None) -> Se
     proc = procs.start(f"gateway-{name}", argv, cpus=cpus)
     wait_http(f"http://{HOST}:{port}/stats", proc)
     return Service(proc, port)
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def router_config(
@@ -125,15 +145,11 @@ def router_config(
         "release_dir": str(path.with_name(f"{path.stem}-releases")),
         **(extra or {}),
     }
-    lines = ["[router]", *(f"{k} = {_toml(v)}" for k, v in router.items())]
-    for i, (name, gateway) in enumerate(gateways.items()):
-        lines += [
-            "",
-            f"[systems.{name}]",
-            f"gateway = {_toml(gateway.url)}",
-            f"public_url = {_toml(f'https://{name}.example.com:{8443 + i}')}",
-        ]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    systems = {
+        name: {"gateway": gateway.url, "public_url": f"https://{name}.example.com:{8443 + i}"}
+        for i, (name, gateway) in enumerate(gateways.items())
+    }
+    write_toml(path, {"router": router, "systems": systems})
     return path
 
 

@@ -128,7 +128,7 @@ class Runtime:
     async def _write_back(self) -> None:
         # One at a time: the lost-state callback and the store's recovery may both ask.
         async with self._write_back_lock:
-            if self.write_back_due and await write_back(self.affinity, self.releases):
+            if self.write_back_due and await write_back(self.affinity, self.releases.archiver):
                 self.write_back_due = False
 
     async def close(self) -> None:

@@ -82,77 +82,23 @@ ARCHIVE_ROOT = tempfile.mkdtemp(prefix="token-router-test-archives-")
 atexit.register(shutil.rmtree, ARCHIVE_ROOT, True)
 
 
-class RedisServer:
-    """A real redis-server on a free loopback port; stop() and start() keep the port.
+class RedisServer(stack.PrivateRedis):
+    """The sandbox's private redis-server (router/sandbox/stack.py) as tests use it: a free
+    loopback port and a temporary directory of its own; stop() is a crash (SIGKILL) and
+    start() comes back on the same port and directory.
 
     `persistent=True` runs it with an append-only file fsynced on every write, so a restart
     (even after SIGKILL) comes back with its data, like the shipped compose.yaml; otherwise
     a restart comes back empty."""
 
     def __init__(self, persistent: bool = False, extra: tuple[str, ...] = ()) -> None:
-        self.persistent = persistent
-        self.extra = extra
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
-        self.binary = binary
-        self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="token-router-test-redis-")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
-
-    def start(self) -> None:
-        assert self.proc is None, "already running"
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                HOST,
-                "--save",
-                "",
-                *(
-                    ("--appendonly", "yes", "--appendfsync", "always")
-                    if self.persistent
-                    else ("--appendonly", "no")
-                ),
-                "--dir",
-                self.dir,
-                "--loglevel",
-                "warning",
-                *self.extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        workdir = Path(tempfile.mkdtemp(prefix="token-router-test-redis-"))
+        super().__init__(
+            binary, workdir, appendonly=persistent, stop_signal=signal.SIGKILL, extra=extra
         )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection((HOST, self.port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        """Kill it (SIGKILL: a crash, not a polite shutdown) and wait for the port to close."""
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
 
     def command(self, *args: str) -> str:
         """A raw RESP command: what `redis-cli` does, with no router code involved."""

@@ -128,7 +128,7 @@ async def status_document(app: web.Application) -> dict[str, Any]:
         # One version per system on every surface: the label of the release it serves (as
         # the page shows it), the configured version until a check has named one.
         "systems": [
-            {**r.to_json(), "version": runtime.releases.label_of(r.id) or r.version or None}
+            {**r.to_json(), "version": runtime.releases.view.label_of(r.id) or r.version or None}
             for r in rows
         ],
         "offline": sorted(snapshot.offline),

@@ -53,11 +53,11 @@ def release_info(runtime: Runtime, system: str) -> dict[str, Any]:
     release: str | None = None
     label: str | None = None
     error: str | None = None
-    releases = runtime.releases
+    view = runtime.releases.view
     with contextlib.suppress(Exception):
-        release = releases.release_of(system)
-        label = releases.label_of(system)
-        error = releases.errors.get(system) or None
+        release = view.release_of(system)
+        label = view.label_of(system)
+        error = runtime.releases.checker.errors.get(system) or None
     if label is None:
         label = runtime.config.systems[system].version or None
     return {"id": release or None, "label": label, "error": error}

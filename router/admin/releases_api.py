@@ -20,24 +20,25 @@ from router.errors import ServiceUnavailable, StoreUnavailable
 
 
 async def releases(request: web.Request) -> web.Response:
-    service = request.app[RUNTIME].releases
+    parts = request.app[RUNTIME].releases
+    view, checker = parts.view, parts.checker
     try:
-        stored, serving = await service.listing()
+        stored, serving = await view.listing()
     except StoreUnavailable as exc:
         raise ServiceUnavailable(f"cannot read the releases: {exc}") from None
     systems: dict[str, Any] = {}
-    for system in service.config.system_ids:
+    for system in view.system_ids:
         systems[system] = {
             "release": serving.get(system),
-            "label": service.label_of(system),
-            "error": service.errors.get(system) or None,
+            "label": view.label_of(system),
+            "error": checker.errors.get(system) or None,
         }
     return json_response(
         {
             "releases": [m.to_json() for m in stored],
             "systems": systems,
-            "last_check": service.last_check,
-            "store_error": service.store_error or None,
+            "last_check": checker.last_check,
+            "store_error": parts.files.store_error or None,
         }
     )
 
@@ -45,7 +46,7 @@ async def releases(request: web.Request) -> web.Response:
 async def refresh(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     wanted = list(dict.fromkeys(parse_query(request, RefreshQuery).system))
-    results = await runtime.releases.refresh(wanted or None)
+    results = await runtime.releases.checker.refresh(wanted or None)
     return json_response({"results": [r.to_json() for r in results]})
 
 

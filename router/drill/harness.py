@@ -193,8 +193,8 @@ class Drill:
                 redis_dir = workdir / "redis"
                 redis_dir.mkdir()
                 redis = PrivateRedis(binary, redis_dir)
-                await redis.start()
-                stack.push_async_callback(redis.stop)
+                await redis.start_async()
+                stack.push_async_callback(redis.stop_async)
                 redis_url = redis.url
                 store_text = f"redis-server pid {redis.pid} on {redis_url} (append-only file)"
             else:
@@ -447,8 +447,8 @@ class Drill:
         if "redis-restart" in opts.inject and redis is not None:
             when = await at(0.45)
             began = time.monotonic()
-            await redis.stop()
-            await redis.start()
+            await redis.stop_async()
+            await redis.start_async()
             down = (time.monotonic() - began) * 1000
             self.faults.append(f"redis-server restarted at {when:.1f} s (down {down:.0f} ms)")
         if "router-restart" in opts.inject:

@@ -4,8 +4,8 @@ A *release* is the set of library files one system served when it was fingerprin
 is derived from the content (paths, content types and bytes), so the same bytes get the same
 id on every router instance and a single changed byte gets a new one: a URL under
 `/v/{release}/...` can never point at other bytes than the ones it was handed out for.
-The I/O lives in release_store.py (Redis / memory://), release_cache.py (hot files) and
-release_service.py (fingerprinting and serving).
+The I/O lives in store.py (Redis / memory://), cache.py (hot files), serving.py (`/v/...`),
+checker.py (fingerprinting) and follower.py (keeping current).
 """
 
 from __future__ import annotations

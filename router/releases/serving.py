@@ -3,7 +3,8 @@
 Requests are answered from the hot cache with no Redis round trip; a miss loads the file
 from the store once, however many requests wait for it. Unknown release ids are remembered
 for a few seconds (bounded), sparing Redis. When the store is away, what is cached keeps
-being served (fail-static). The release service (service.py) feeds what it learns in here.
+being served (fail-static). The view (view.py) feeds in what the checker and the follower
+learn.
 """
 
 from __future__ import annotations
@@ -87,6 +88,17 @@ class ReleaseFiles:
         self.metas[release] = fresh
         self.expires[release] = fresh.expires
         return fresh
+
+    async def prewarm(self, meta: ReleaseMeta) -> None:
+        """Load a current release's files, so even its first request is a cache hit."""
+        for path in meta.files:
+            if (meta.id, path) in self.cache:
+                continue
+            try:
+                await self.load(meta.id, path)
+            except (NotFound, ServiceUnavailable) as exc:
+                log.debug("prewarm of %s%s stopped: %s", meta.id, path, exc)
+                return
 
     # --- serving -------------------------------------------------------------------------
 

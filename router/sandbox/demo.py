@@ -22,7 +22,7 @@ from pathlib import Path
 
 from router.config import build_config
 from router.errors import ConfigError
-from router.sandbox.stack import HOST, free_port, port_free, private_redis, simulated, toml_text
+from router.sandbox.stack import HOST, free_port, port_free, private_redis, simulated, write_toml
 from router.server.run import RouterServer
 from router.state.redis_client import redact
 
@@ -84,32 +84,29 @@ async def run_demo(args: argparse.Namespace) -> int:
         # thread when the demo stops must not turn Ctrl-C into a failure.
         archive = tempfile.mkdtemp(prefix="token-router-demo-archive-")
         stack.callback(shutil.rmtree, archive, True)
-        data: dict[str, dict[str, object]] = {
-            "router": {
-                "listen": f"{HOST}:{proxy_port}",
-                "admin_listen": f"{HOST}:{admin_port}",
-                "redis_url": redis_url,
-                "admin_token": token,
-                "preview_secret": f"demo-preview-{secrets.token_hex(8)}",
-                "cors_origins": "*",
-                "access_log": False,
-                "release_dir": archive,
-                # A trial in minutes: the watch after a switch lasts 30 s, not ten minutes.
-                "post_switch_watch": 30,
-            },
-        }
-        for name, version in SYSTEMS:
-            data[f"systems.{name}"] = {
+        systems = {
+            name: {
                 "gateway": gateways[name],
                 # The simulated system is also what "browsers" would reach.
                 "public_url": gateways[name],
                 "version": version,
                 "stats_url": gateways[name] + "/stats",
             }
-        raw = {
-            "router": data["router"],
-            "systems": {name: data[f"systems.{name}"] for name, _ in SYSTEMS},
+            for name, version in SYSTEMS
         }
+        router: dict[str, object] = {
+            "listen": f"{HOST}:{proxy_port}",
+            "admin_listen": f"{HOST}:{admin_port}",
+            "redis_url": redis_url,
+            "admin_token": token,
+            "preview_secret": f"demo-preview-{secrets.token_hex(8)}",
+            "cors_origins": "*",
+            "access_log": False,
+            "release_dir": archive,
+            # A trial in minutes: the watch after a switch lasts 30 s, not ten minutes.
+            "post_switch_watch": 30,
+        }
+        raw = {"router": router, "systems": systems}
         config = build_config(raw, {})
         server = RouterServer(config)
         try:
@@ -124,10 +121,9 @@ async def run_demo(args: argparse.Namespace) -> int:
         config_file = config_dir / "router.toml"
         # The ports bound (--port 0 picks any): commands that reach the listeners through
         # the file (`upgrade` checks the proxy at router.listen) find them as printed.
-        data["router"]["listen"] = listeners.proxy_url.removeprefix("http://")
-        data["router"]["admin_listen"] = listeners.admin_url.removeprefix("http://")
-        config_file.write_text(toml_text(data), encoding="utf-8")
-        os.chmod(config_file, 0o600)
+        router["listen"] = listeners.proxy_url.removeprefix("http://")
+        router["admin_listen"] = listeners.admin_url.removeprefix("http://")
+        write_toml(config_file, raw)
 
         proxy = listeners.proxy_url
         admin = listeners.admin_url

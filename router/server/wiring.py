@@ -112,12 +112,12 @@ def build_runtime(config: Config, store: StateStore | None = None) -> Runtime:
     metrics = Metrics()
     releases.files.on_lookup = metrics.on_release_lookup
     holder.listeners.append(lambda old, new: _count_change(metrics, old, new))
-    holder.listeners.append(lambda old, new: releases.check_soon(newly_routed(old, new)))
+    holder.listeners.append(lambda old, new: releases.follower.check_soon(newly_routed(old, new)))
     # Guarded switching: the gates (the process's one gateway prober, the admin page's too,
-    # and the release service's fingerprint), the rollout controller (counts this process's
+    # and the release checker's fingerprint), the rollout controller (counts this process's
     # token requests per step, competes for the leader lock) and the heartbeat.
     started = time.time()
-    gates = Gates(GatewayProber(config.systems), fingerprint=releases.fingerprint_now)
+    gates = Gates(GatewayProber(config.systems), fingerprint=releases.checker.fingerprint_now)
     controller = RolloutController(store, holder, config, gates, metrics.local, instance=instance)
     registry = InstanceRegistry(
         store,
@@ -241,7 +241,7 @@ def proxy_handler(runtime: Runtime) -> ProxyHandler:
         upstreams=runtime.upstreams,
         budget=runtime.answer_budget,
         observe=runtime.metrics.observe,
-        release_of=runtime.releases.release_of,
-        label_of=runtime.releases.label_of,
+        release_of=runtime.releases.view.release_of,
+        label_of=runtime.releases.view.label_of,
         serve_release=runtime.releases.files.respond,
     )

@@ -23,7 +23,7 @@ from router.state.store import StateStore, StoredState
 
 
 class Restorer(Protocol):
-    """What puts releases back (releases/service.py `Releases.restore`)."""
+    """What puts releases back (releases/archiver.py `Archiver.restore`)."""
 
     async def restore(self) -> int: ...
 

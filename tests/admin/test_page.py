@@ -203,7 +203,7 @@ async def test_release_per_system_and_refresh(
     for sid, label in (("a", "1.0"), ("b", "2.0")):
         card = page.locator(f'.card[data-system="{sid}"]')
         await expect(card.locator('[data-field="release"]')).not_to_have_text("unknown")
-        release = releases.release_of(sid)
+        release = releases.view.release_of(sid)
         assert release is not None
         await expect(card.locator('[data-field="release"]')).to_have_text(release)
         await expect(card.locator('[data-field="label"]')).to_have_text(f"label {label}")

@@ -76,7 +76,7 @@ async def setup(
         path.read_text().replace(f'listen = "{HOST}:0"', f'listen = "{router.proxy_url[7:]}"', 1)
     )
     # The first check fetches and compresses both releases: generous, for a loaded machine.
-    await wait_until(lambda: router.server.runtime.releases.release_of("b") is not None, 90)
+    await wait_until(lambda: router.server.runtime.releases.view.release_of("b") is not None, 90)
     store = RedisStore(redis_server.url, Keys("tokenrouter"), keyspace_events=False)
     try:
         yield path, router, store

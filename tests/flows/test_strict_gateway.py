@@ -231,7 +231,7 @@ async def upgrade_setup(
     path.write_text(
         path.read_text().replace(f'listen = "{HOST}:0"', f'listen = "{router.proxy_url[7:]}"', 1)
     )
-    await wait_until(lambda: router.server.runtime.releases.release_of("b") is not None, 90)
+    await wait_until(lambda: router.server.runtime.releases.view.release_of("b") is not None, 90)
     yield path, router
 
 
@@ -318,8 +318,8 @@ async def test_a_bare_set_after_an_upgrade_behind_the_routers_back_serves_the_ne
     )
     router = await routers(build_config(data, {}))
     releases = router.server.runtime.releases
-    await wait_until(lambda: releases.release_of("b") is not None, 90)
-    old = releases.release_of("b")
+    await wait_until(lambda: releases.view.release_of("b") is not None, 90)
+    old = releases.view.release_of("b")
     doubles["b"].version = "4.3"  # upgraded in place, behind the router's back
     new_bytes = doubles["b"].library("/gateway/adapter.js")
 
@@ -354,16 +354,16 @@ async def test_a_switch_fingerprints_its_target_through_the_gates(
     )
     router = await routers(build_config(data, {}))
     releases = router.server.runtime.releases
-    await wait_until(lambda: releases.release_of("b") is not None, 90)
-    old = releases.release_of("b")
+    await wait_until(lambda: releases.view.release_of("b") is not None, 90)
+    old = releases.view.release_of("b")
     doubles["b"].version = "4.3"
     async with http.post(
         router.admin_url + "/api/switch", json={"system": "b"}, headers=ADMIN_AUTH
     ) as resp:
         assert resp.status == 200, await resp.text()
-    fresh = releases.release_of("b")
+    fresh = releases.view.release_of("b")
     assert fresh not in (None, old)
-    listing, serving = await releases.listing()
+    listing, serving = await releases.view.listing()
     assert serving["b"] == fresh
 
 
@@ -463,7 +463,7 @@ async def test_one_version_per_system_on_every_surface(
     config = write_toml(tmp_path / "router.toml", data)
     router = await routers(load_config(config, {}))
     releases = router.server.runtime.releases
-    await wait_until(lambda: releases.label_of("a") == "4.1", 90)
+    await wait_until(lambda: releases.view.label_of("a") == "4.1", 90)
     assert (await systems_of(http, router))["a"]["version"] == "4.1"
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -167,15 +167,15 @@ async def test_instance_serves_lost_release_from_its_archive_but_never_corrupted
     )
     runtime = router.server.runtime
 
-    archive_of = runtime.releases.archive
+    archive_of = runtime.releases.archiver.archive
     assert archive_of is not None
 
     def archived() -> bool:
-        rel = runtime.releases.release_of("a")
+        rel = runtime.releases.view.release_of("a")
         return rel is not None and archive_of.has(rel)
 
     await wait_until(archived, timeout=15)
-    old = runtime.releases.release_of("a")
+    old = runtime.releases.view.release_of("a")
     assert old is not None
     await router.server.stop()
     redis_server.restart()  # empty, and nobody running to write back

@@ -20,12 +20,14 @@ from router.releases.compression import (
     ChildFailed,
     _read_frame,
     compress_all,
+    compress_forms,
     in_child,
     in_process,
 )
 from router.simulator.library import library_files
 
 JS = "/gateway/fusion-client-sdk.js"
+LOGO = "/assistserver/sdk/web/shared/img/logo.png"
 PNG_TYPE = "image/png"
 
 
@@ -146,3 +148,14 @@ def test_compressing_does_not_raise_this_process_peak_rss() -> None:
     assert _peak_growth_kib("here") > 8_000
     # In the child, this process holds only the framed input and the forms (~3 MB).
     assert _peak_growth_kib("child") < 5_000
+
+
+def test_compress_forms_round_trip_and_skip_incompressible() -> None:
+    body, content_type = library_files("1.0")["/gateway/adapter.js"]
+    forms = compress_forms(body, content_type)
+    assert set(forms) == {"gzip", "br"}
+    assert gzip.decompress(forms["gzip"]) == body
+    assert brotli.decompress(forms["br"]) == body
+    assert forms == compress_forms(body, content_type)  # deterministic: same bytes everywhere
+    png, png_type = library_files("1.0")[LOGO]
+    assert compress_forms(png, png_type) == {}

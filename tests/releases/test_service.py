@@ -1,11 +1,10 @@
-"""Version-pinned client libraries: pure helpers, then real routers, Redis and gateways."""
+"""The release service end to end: real routers, Redis and gateways serving `/v/...`."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import gzip
-import hashlib
 import os
 import sys
 import time
@@ -16,37 +15,19 @@ from typing import Any
 import aiohttp
 import brotli  # type: ignore[import-untyped]
 import orjson
-import pytest
 
 from router.config import build_config
-from router.errors import ConfigError
-from router.proxy.paths import is_library_path
-from router.proxy.upstream import Upstream
-from router.releases.cache import HotCache, prepare
-from router.releases.compression import compress_forms
-from router.releases.fetch import Fetcher, FingerprintError, decode_body, join_body, same_bytes
 from router.releases.model import (
-    IMMUTABLE,
-    SCAN_WINDOW,
     Current,
-    FileEntry,
     LibraryFile,
     ReleaseMeta,
-    choose_encoding,
-    choose_label,
-    not_modified,
-    references,
     release_digest,
     release_id,
-    scan_windows,
-    valid_release_id,
 )
 from router.releases.service import Releases
-from router.releases.settings import check_release_config
 from router.releases.store import Activity
 from router.simulator.library import LIBRARY_PATHS, library_files
 from router.state.keys import Keys
-from router.systems.stats import parse_reported_version
 from tests.helpers import (
     HOST,
     SESSION_BODY,
@@ -72,288 +53,6 @@ CSS = "/assistserver/sdk/web/consumer/assist.css"
 PNG = "/assistserver/sdk/web/shared/img/logo.png"
 BIG = "/gateway/fusion-client-sdk.js"
 ADMIN_AUTH = {"Authorization": "Bearer test-admin-token"}
-
-
-def entry(path: str, body: bytes, content_type: str = "application/javascript") -> FileEntry:
-    return LibraryFile(path, content_type, body).entry()
-
-
-# --- identity and labels -------------------------------------------------------------------
-
-
-def test_release_digest_is_order_independent_and_sensitive_to_every_byte() -> None:
-    files = [entry(JS, b"one"), entry(CSS, b"two", "text/css")]
-    digest = release_digest(files)
-    assert digest == release_digest(list(reversed(files)))
-    assert digest != release_digest([entry(JS, b"onE"), entry(CSS, b"two", "text/css")])
-    assert digest != release_digest([entry(JS, b"one"), entry(CSS, b"two", "text/plain")])
-    assert digest != release_digest([entry(JS, b"one")])
-    rid = release_id(digest)
-    assert len(rid) == 16 and valid_release_id(rid)
-
-
-@pytest.mark.parametrize(
-    ("text", "valid"),
-    [
-        ("0123456789abcdef", True),
-        ("0123456789ABCDEF", False),
-        ("0123456789abcde", False),
-        ("0123456789abcdef0", False),
-        ("..", False),
-        ("0123456789abcde*", False),
-        ("", False),
-    ],
-)
-def test_valid_release_id(text: str, valid: bool) -> None:
-    assert valid_release_id(text) is valid
-
-
-@pytest.mark.parametrize(
-    ("configured", "reported", "others", "label"),
-    [
-        pytest.param("1.0", None, {}, "1.0", id="first-release-takes-config"),
-        pytest.param("1.0", "1.0.3", {}, "1.0.3", id="gateway-report-wins"),
-        pytest.param("", None, {}, "", id="nothing-known"),
-        pytest.param("1.0", None, {"old": "1.0"}, "", id="upgraded-under-unchanged-config"),
-        pytest.param("2.0", None, {"old": "1.0"}, "2.0", id="config-updated-after-upgrade"),
-        pytest.param("1.0", None, {"new": "1.0"}, "1.0", id="own-label-not-stale"),
-        pytest.param("1.0", "2.0", {"old": "1.0"}, "2.0", id="report-beats-stale-config"),
-    ],
-)
-def test_choose_label(
-    configured: str, reported: str | None, others: Mapping[str, str], label: str
-) -> None:
-    assert choose_label(configured, reported, "new", others) == label
-
-
-@pytest.mark.parametrize(
-    ("body", "version"),
-    [
-        (b'{"name": "a", "version": "2.0", "open_sessions": 1}', "2.0"),
-        (b'{"release": " 4.2.1 "}', "4.2.1"),
-        (b'{"sdkVersion": "3.1"}', "3.1"),
-        (b'{"version": ""}', None),
-        (b'{"version": 2}', None),
-        (b"[1, 2]", None),
-        (b"not json", None),
-    ],
-)
-def test_parse_reported_version(body: bytes, version: str | None) -> None:
-    assert parse_reported_version(body) == version
-
-
-# --- which files ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("path", "expected"),
-    [
-        (JS, True),
-        ("/gateway/csdk-phone.js", True),
-        (CSS, True),
-        ("/gateway/sessions/session", False),
-        ("/gateway/sub/x.js", False),
-        ("/assistserver/sdk/web/../../etc/passwd", False),
-        ("/assistserver/sdk/web//x.js", False),
-        ("/v/0123456789abcdef/gateway/adapter.js", False),
-        ("/etc/passwd", False),
-    ],
-)
-def test_is_library_path(path: str, expected: bool) -> None:
-    assert is_library_path(path) is expected
-
-
-@pytest.mark.parametrize(
-    ("path", "body", "content_type", "found"),
-    [
-        pytest.param(
-            "/gateway/fusion-client-sdk.js",
-            b'load("csdk-phone.js"); load("./csdk-aed.js"); x = "/gateway/adapter.js";',
-            "application/javascript",
-            {"/gateway/csdk-phone.js", "/gateway/csdk-aed.js", "/gateway/adapter.js"},
-            id="split-sdk-files",
-        ),
-        pytest.param(
-            "/assistserver/sdk/web/consumer/assist.css",
-            b".a{background:url(../shared/img/logo.png)} .b{background:url('img/x.gif?v=1')}"
-            b' @import "print.css"; .c{background:url(data:image/png;base64,AAAA)}'
-            b" .d{background:url(https://cdn.example.com/x.png)}",
-            "text/css; charset=utf-8",
-            {
-                "/assistserver/sdk/web/shared/img/logo.png",
-                "/assistserver/sdk/web/consumer/img/x.gif",
-                "/assistserver/sdk/web/consumer/print.css",
-            },
-            id="css-urls",
-        ),
-        pytest.param(
-            "/assistserver/sdk/web/consumer/assist.js",
-            b'a = "../../../../etc/passwd.js"; b = "../../../gateway/adapter.js"; '
-            b'c = "//evil.example.com/x.js"; d = "https://x.example.com/y.js"',
-            "application/javascript",
-            {"/gateway/adapter.js"},
-            id="only-library-paths",
-        ),
-        pytest.param(PNG, b'"x.js"', "image/png", set(), id="binary-not-scanned"),
-    ],
-)
-def test_references(path: str, body: bytes, content_type: str, found: set[str]) -> None:
-    assert references(path, body, content_type) == found
-
-
-def test_references_found_across_scan_windows() -> None:
-    """A large script is scanned in windows (the event loop gets the GIL between them):
-    references on both sides of, and right at, every window boundary are all found."""
-    refs = [f"/gateway/part-{i}.js" for i in range(40)]
-    filler = b"x" * (SCAN_WINDOW - 7)  # no cut byte inside: windows end at the next quote
-    body = b"".join(
-        b'a("' + ref.encode() + b'");' + filler + b";b='csdk-" + str(i).encode() + b".js';"
-        for i, ref in enumerate(refs)
-    )
-    assert len(body) > 30 * SCAN_WINDOW
-    expected = set(refs) | {f"/gateway/csdk-{i}.js" for i in range(40)}
-    assert references("/gateway/fusion-client-sdk.js", body, "application/javascript") == expected
-    for _start, end in scan_windows(body):  # cut only where no match can continue
-        assert end == len(body) or body[end : end + 1] in b";(),= "
-
-
-@pytest.mark.parametrize(
-    ("encoding", "encode"),
-    [("", bytes), ("identity", bytes), ("gzip", gzip.compress), ("br", brotli.compress)],
-)
-def test_fetched_bodies_are_decoded(encoding: str, encode: Any) -> None:
-    assert decode_body(encode(b"library bytes"), encoding) == b"library bytes"
-
-
-def test_fetched_chunks_are_joined_then_decoded() -> None:
-    whole = b"library bytes " * 10_000
-    packed = gzip.compress(whole)
-    chunks = [packed[i : i + 4096] for i in range(0, len(packed), 4096)]
-    assert join_body(chunks, "gzip") == whole
-    assert join_body([whole[:7], whole[7:]], "") == whole
-    assert join_body([], "") == b""
-
-
-def test_fetched_chunks_compare_with_held_bytes_in_place() -> None:
-    held = bytes(range(256)) * 1000
-    chunks = [held[i : i + 4096] for i in range(0, len(held), 4096)]
-    assert same_bytes(chunks, held)
-    assert not same_bytes(chunks[:-1], held)  # shorter
-    assert not same_bytes([*chunks, b"x"], held)  # longer
-    changed = [*chunks[:-1], chunks[-1][:-1] + b"\x00"]  # last byte was 0xff
-    assert not same_bytes(changed, held)
-    assert same_bytes([], b"")
-
-
-def test_unknown_fetched_encoding_fails_the_check() -> None:
-    with pytest.raises(FingerprintError, match="unsupported Content-Encoding 'zstd'"):
-        decode_body(b"x", "zstd")
-
-
-def test_release_config_checks() -> None:
-    gw = {"gateway": "http://127.0.0.1:1", "public_url": "https://a.example.com"}
-    config = build_config({"systems": {"a": gw}}, {})
-    assert config.router.release_retention_days == 30.0
-    assert BIG in config.router.release_paths
-    check_release_config(config)
-    env = {"TOKENROUTER_RELEASE_PATHS": f"{JS}, {CSS}", "TOKENROUTER_RELEASE_MAX_BYTES": "1000"}
-    config = build_config({"systems": {"a": gw}}, env)
-    assert config.router.release_paths == (JS, CSS)
-    assert config.router.release_max_bytes == 1000
-    bad = build_config({"router": {"release_paths": ["/etc/passwd"]}, "systems": {"a": gw}}, {})
-    with pytest.raises(ConfigError, match=r"router\.release_paths: '/etc/passwd' is not"):
-        check_release_config(bad)
-    slow = {"release_retention_days": 0.0001, "release_check_interval": 60}
-    with pytest.raises(ConfigError, match=r"router\.release_check_interval"):
-        check_release_config(build_config({"router": slow, "systems": {"a": gw}}, {}))
-
-
-# --- HTTP helpers and the hot cache ---------------------------------------------------------
-
-BOTH = frozenset({"gzip", "br"})
-
-
-@pytest.mark.parametrize(
-    ("accept", "available", "chosen"),
-    [
-        ("gzip, deflate, br", BOTH, "br"),
-        ("gzip, deflate", BOTH, "gzip"),
-        ("br;q=0, gzip", BOTH, "gzip"),
-        ("gzip;q=0.5, br;q=0.4", BOTH, "gzip"),
-        ("*", BOTH, "br"),
-        ("*, br;q=0", BOTH, "gzip"),
-        ("identity", BOTH, ""),
-        ("gzip;q=0.5, identity", BOTH, ""),
-        ("", BOTH, ""),
-        ("gzip, br", frozenset(), ""),
-        ("gzip, br", frozenset({"gzip"}), "gzip"),
-        ("GZIP;Q=1.0", BOTH, "gzip"),
-        ("gzip;q=bogus", BOTH, ""),
-    ],
-)
-def test_choose_encoding(accept: str, available: frozenset[str], chosen: str) -> None:
-    assert choose_encoding(accept, available) == chosen
-
-
-@pytest.mark.parametrize(
-    ("header", "matches"),
-    [
-        ('"abc"', True),
-        ('W/"abc"', True),
-        ('"x", "abc"', True),
-        ("*", True),
-        ('"abd"', False),
-        ("abc", False),
-        ("", False),
-    ],
-)
-def test_not_modified(header: str, matches: bool) -> None:
-    assert not_modified(header, '"abc"') is matches
-
-
-def test_compress_forms_round_trip_and_skip_incompressible() -> None:
-    body, content_type = library_files("1.0")[JS]
-    forms = compress_forms(body, content_type)
-    assert set(forms) == {"gzip", "br"}
-    assert gzip.decompress(forms["gzip"]) == body
-    assert brotli.decompress(forms["br"]) == body
-    assert forms == compress_forms(body, content_type)  # deterministic: same bytes everywhere
-    png, png_type = library_files("1.0")[PNG]
-    assert compress_forms(png, png_type) == {}
-
-
-def test_prepared_file_headers_and_distinct_etags() -> None:
-    body = b"x" * 1000
-    item = LibraryFile(JS, "application/javascript", body, compress_forms(body, "text/plain"))
-    hot = prepare("0123456789abcdef", item.entry(), {"": body, **item.forms})
-    identity, zipped = hot.forms[""], hot.forms["gzip"]
-    assert identity.etag == f'"{hashlib.sha256(body).hexdigest()[:32]}"'
-    assert zipped.etag != identity.etag and hot.forms["br"].etag not in (identity.etag,)
-    assert identity.headers["Cache-Control"] == IMMUTABLE
-    assert identity.headers["Vary"] == "Accept-Encoding"
-    assert "Content-Encoding" not in identity.headers
-    assert zipped.headers["Content-Encoding"] == "gzip"
-    assert "Content-Type" not in zipped.headers_304
-    assert hot.encodings == BOTH
-
-
-def test_hot_cache_is_bounded_lru() -> None:
-    def hot(release: str, size: int) -> Any:
-        body = b"a" * size
-        return prepare(release, entry(JS, body), {"": body})
-
-    cache = HotCache(capacity=250)
-    assert cache.put(hot("r1", 100)) and cache.put(hot("r2", 100))
-    assert cache.get("r1", JS) is not None  # r1 is now the most recently used
-    assert cache.put(hot("r3", 100))
-    assert cache.get("r2", JS) is None and cache.get("r1", JS) is not None
-    assert cache.used == 200
-    assert not cache.put(hot("r4", 300))  # bigger than the whole cache: never held
-    cache.drop_release("r1")
-    assert cache.get("r1", JS) is None and cache.used == 100
-
-
-# --- end to end ----------------------------------------------------------------------------
 
 
 async def current(
@@ -788,28 +487,6 @@ async def test_admin_api_and_cli_list_and_refresh(
     assert code == 2 and err.startswith("token-router: error: router.redis_url is memory://")
 
 
-async def test_a_check_keeps_one_copy_of_bytes_it_already_holds(
-    redis_server: RedisServer, gateways: dict[str, Gateway]
-) -> None:
-    """A release check that fetches the bytes this process already holds keeps the held object
-    and drops the fetched copy (peak RSS: an unchanged release is not held twice); a file
-    that changed is the fetched bytes."""
-    config = make_config(redis_server.url, gateways, release_paths=list(LIBRARY_PATHS))
-    v1 = library_files("1.0")
-    held = {path: bytes(bytearray(body)) for path, (body, _type) in v1.items()}  # equal, not v1's
-    held[BIG] = b"an older version of the file"
-    upstream = Upstream(config.systems["a"], connect_timeout=2.0, read_timeout=5.0)
-    try:
-        files = await Fetcher(config, {"a": upstream}).fetch_all("a", held.get)
-    finally:
-        await upstream.close()
-    by_path = {f.path: f.body for f in files}
-    assert set(by_path) == set(v1)
-    for path, body in by_path.items():
-        assert body == v1[path][0], path
-        assert (body is held[path]) == (path != BIG), path
-
-
 async def test_close_leaves_no_archive_or_prewarm_running(
     redis_server: RedisServer, gateways: dict[str, Gateway], tmp_path: Path
 ) -> None:
@@ -836,14 +513,14 @@ async def test_close_leaves_no_archive_or_prewarm_running(
     async def check_that_runs_on() -> None:
         with contextlib.suppress(asyncio.CancelledError):  # the swallowed cancel
             await asyncio.Event().wait()
-        releases._archive_soon(meta, None)
-        releases._adopt("a", meta, prewarm=True)
+        releases.archiver.archive_soon(meta, None)
+        releases.view.adopt("a", meta, prewarm=True)
 
-    releases._tasks.append(asyncio.create_task(check_that_runs_on()))
+    releases.tasks.start(check_that_runs_on())
     await asyncio.sleep(0)  # the check is waiting
     await releases.close()
     left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    assert left == [] and not releases._background
+    assert left == [] and not releases.tasks
 
 
 async def test_restore_survives_a_check_adopting_meanwhile(
@@ -877,7 +554,7 @@ async def test_restore_survives_a_check_adopting_meanwhile(
         expires=now + 3600,
     )
     await releases.store.put(meta, files)
-    releases.current["a"] = Current(meta.id, "1.0")
+    releases.view.current["a"] = Current(meta.id, "1.0")
     # A check adopts a release for another system exactly while the write-back awaits Redis
     # for a system: at each of its touches (real Redis underneath). This used to be a task
     # adopting one more system every loop turn for as long as restore() ran: on a loaded
@@ -888,13 +565,13 @@ async def test_restore_survives_a_check_adopting_meanwhile(
 
     async def touch_while_a_check_adopts(activity: Activity) -> None:
         system = f"s{len(adopted)}"
-        releases.current[system] = Current(meta.id, "1.0")
+        releases.view.current[system] = Current(meta.id, "1.0")
         adopted.append(system)
         await touch(activity)
 
     releases.store.touch = touch_while_a_check_adopts  # type: ignore[method-assign]
     try:
-        assert await releases.restore() == 0  # nothing archived; the pointers named again
+        assert await releases.archiver.restore() == 0  # nothing archived; the pointers named again
     finally:
         await releases.close()
     assert adopted == ["s0"]  # one touch (a's), one adoption meanwhile, and no error
