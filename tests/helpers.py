@@ -159,7 +159,7 @@ def router_data(redis_url: str, gateways: Mapping[str, Gateway], **router: Any) 
             "redis_timeout": REDIS_TIMEOUT,
             # Release checks fetch every library file in the background: they would consume
             # faults injected with /_sim/fail and show in request counts. Off unless a test
-            # (tests/test_releases.py) passes release_paths.
+            # (tests/releases/test_service.py) passes release_paths.
             "release_paths": [],
             # Each config its own archive directory (removed at exit): tests that share one
             # pass the same release_dir explicitly.

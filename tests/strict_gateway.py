@@ -8,7 +8,7 @@ operator drives a real system (upgrade it, end its calls). Its own monitoring is
 operators meet: a JSON status page of its own shape and a Prometheus exporter's text, so
 the router's stats parsing is proven on shapes it was not written around.
 
-Whatever the product needs beyond this is a defect: tests/test_strict_gateway.py runs the
+Whatever the product needs beyond this is a defect: tests/flows/test_strict_gateway.py runs the
 critical flows (token hop, follow-ups, `upgrade` with its smoke test, drain) against it.
 """
 

@@ -216,6 +216,11 @@ class ReleaseChecker:
         if existing is None:
             files[:] = [reuse(f, self.files.cache.get(rid, f.path)) for f in files]
             files[:] = await background.run(with_forms, files)
+            # The expiry counts from the write: compressing on the low-priority thread can
+            # take seconds on a busy machine, and a short retention would be over before the
+            # release was stored (it vanished at once, and every check stored it again).
+            now = time.time()
+            expires = now + self.retention
             meta = new_release(rid, label, system, files, entries, now=now, expires=expires)
             await self.store.put(meta, files)
             stored = True
