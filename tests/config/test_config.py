@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,21 @@ def config_error(data: dict[str, Any], environ: dict[str, str] | None = None) ->
     with pytest.raises(ConfigError) as info:
         build_config(data, environ or {})
     return info.value
+
+
+def serve_refusal(path: Path) -> str:
+    """`token-router serve --config path` refused at start: exit 2, one line on stderr, no
+    traceback. Returns that line."""
+    result = subprocess.run(
+        [sys.executable, "-m", "router", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
 
 
 # --- defaults ------------------------------------------------------------------------------

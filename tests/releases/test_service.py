@@ -7,7 +7,6 @@ import contextlib
 import gzip
 import os
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,6 @@ from router.releases.model import (
     Current,
     LibraryFile,
     ReleaseMeta,
-    release_digest,
-    release_id,
 )
 from router.releases.service import Releases
 from router.releases.store import Activity
@@ -41,6 +38,7 @@ from tests.helpers import (
     wait_until,
     write_toml,
 )
+from tests.releases.made import made_release
 
 # Most end-to-end tests need a few small files, not the ~2.3 MB a full release weighs.
 SMALL = [
@@ -558,20 +556,7 @@ async def test_restore_survives_a_check_adopting_meanwhile(
     releases = Releases.create(config, Keys(config.router.key_prefix), {})
     body = library_files("1.0")[SMALL[0]][0]
     files = [LibraryFile(SMALL[0], "application/javascript", body)]
-    entries = [f.entry() for f in files]
-    digest = release_digest(entries)
-    now = time.time()
-    meta = ReleaseMeta(
-        id=release_id(digest),
-        digest=digest,
-        label="1.0",
-        files={e.path: e for e in entries},
-        created=now,
-        last_active=now,
-        last_system="a",
-        systems=("a",),
-        expires=now + 3600,
-    )
+    meta = made_release(files, "1.0")
     await releases.store.put(meta, files)
     releases.view.current["a"] = Current(meta.id, "1.0")
     # A check adopts a release for another system exactly while the write-back awaits Redis

@@ -14,30 +14,18 @@ from collections.abc import AsyncIterator
 import pytest
 
 from router.errors import WrongKeyType
-from router.releases.model import LibraryFile, ReleaseMeta, release_digest, release_id
+from router.releases.model import LibraryFile, ReleaseMeta
 from router.releases.store import Activity, RedisReleaseStore
 from router.state.keys import Keys
 from tests.helpers import REDIS_TIMEOUT, RedisServer
+from tests.releases.made import made_release
 
 KEYS = Keys("tokenrouter")
 FILES = [LibraryFile("/gateway/adapter.js", "application/javascript", b"var adapter = 1;\n")]
 
 
-def release(label: str = "", systems: tuple[str, ...] = ("a",)) -> ReleaseMeta:
-    entries = [f.entry() for f in FILES]
-    digest = release_digest(entries)
-    now = time.time()
-    return ReleaseMeta(
-        id=release_id(digest),
-        digest=digest,
-        label=label,
-        files={e.path: e for e in entries},
-        created=now,
-        last_active=now,
-        last_system=systems[0],
-        systems=systems,
-        expires=now + 3600,
-    )
+def release(label: str = "") -> ReleaseMeta:
+    return made_release(FILES, label)
 
 
 @pytest.fixture

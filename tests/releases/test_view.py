@@ -6,12 +6,13 @@ import time
 
 import pytest
 
-from router.releases.model import Current, LibraryFile, ReleaseMeta, release_digest, release_id
+from router.releases.model import Current, LibraryFile, ReleaseMeta
 from router.releases.serving import ReleaseFiles
 from router.releases.store import Activity, MemoryReleaseStore
 from router.releases.tasks import ReleaseTasks
 from router.releases.view import ReleaseView
 from tests.helpers import wait_until
+from tests.releases.made import made_release
 
 JS = "/gateway/adapter.js"
 CSS = "/assistserver/sdk/web/consumer/assist.css"
@@ -19,21 +20,7 @@ CSS = "/assistserver/sdk/web/consumer/assist.css"
 
 def release(label: str, *bodies: tuple[str, bytes]) -> tuple[ReleaseMeta, list[LibraryFile]]:
     files = [LibraryFile(path, "application/javascript", body) for path, body in bodies]
-    entries = [f.entry() for f in files]
-    digest = release_digest(entries)
-    now = time.time()
-    meta = ReleaseMeta(
-        id=release_id(digest),
-        digest=digest,
-        label=label,
-        files={e.path: e for e in entries},
-        created=now,
-        last_active=now,
-        last_system="a",
-        systems=("a",),
-        expires=now + 3600,
-    )
-    return meta, files
+    return made_release(files, label), files
 
 
 @pytest.fixture
