@@ -23,7 +23,6 @@ import signal
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,8 @@ from typing import Any
 import orjson
 import uvloop
 
-from bench import cpu, nginx, propagation, report, soak
+from bench import cpu, propagation, report, soak
 from bench.procs import (
-    Proc,
     Procs,
     can_pin,
     children,
@@ -41,38 +39,36 @@ from bench.procs import (
     ensure_tool,
     vm_hwm_kib,
     wait_idle,
-    wait_port,
 )
 from bench.resp import info_stats
 from bench.stack import (
-    ADMIN_TOKEN,
     KEY_PREFIX,
+    LIBRARY_PATH,
     PYTHON,
     Placement,
     Redis,
     Router,
     Service,
     get,
-    get_json,
     start_ceiling,
+    start_fast_upstream,
     start_gateway,
+    start_nginx,
     start_redis,
     start_router,
+    wait_release,
 )
-from bench.stalls import stall_counts, stall_diff
+from bench.stalls import idle_window, stall_counts, stall_diff
 from bench.wrk import GET_SCRIPT, SESSION_SCRIPT, WrkResult, run_wrk
-from router.sandbox.stack import HOST, free_port
-from router.simulator.library import library_files
+from router.sandbox.stack import HOST
 
 SESSION_PATH = "/gateway/sessions/session"
-LIBRARY_PATH = "/gateway/fusion-client-sdk.js"
 SESSION_BODY = (
     b'{"webAppId":"webapp-id-example","allowedOrigins":["https://shop.example.com"],'
     b'"timeout":1,"urlSchemeDetails":{"secure":true,"host":"wrong.example.com","port":"8443"}}'
 )
 RESULTS = Path(__file__).parent / "results"
 WARMUP_S = 2
-IDLE_WINDOW_S = 5.0
 SECTIONS = ("latency", "throughput", "release", "propagation")
 OPT_IN = ("soak",)  # long: only with --only soak
 
@@ -234,23 +230,14 @@ class Bench:
         return self.results
 
     def start_fast_upstream(self) -> Service:
-        """nginx answering the token route with a fixed JSON and serving system a's library
-        files (the same bytes as the simulator): the upstream of every throughput, CPU and
-        latency row, so they measure the proxies and not the Python simulator behind them.
-        Without nginx, the simulator stands in (and the results say so)."""
+        """The fast upstream (bench/stack.py); without nginx, the simulator stands in (and
+        the results say so)."""
         if not self.nginx:
             self.notes.append("no nginx: the throughput rows proxy to the Python simulator")
             return self.gateways["a"]
-        port = free_port()
-        files = {path: body for path, (body, _type) in library_files("1.0").items()}
-        conf = nginx.write_fast_upstream(self.workdir / "fast-upstream", port=port, files=files)
-        argv = nginx.argv(self.nginx, self.workdir / "fast-upstream", conf)
-        proc = self.procs.start("fast-upstream", argv, cpus=self.place.rest)
-        wait_port(port, proc)
-        fast = Service(proc, port)
-        if get(fast.url + LIBRARY_PATH) != self.library:
-            raise RuntimeError("the fast upstream does not serve system a's library bytes")
-        return fast
+        return start_fast_upstream(
+            self.procs, self.nginx, self.workdir, self.library, self.place.rest
+        )
 
     def start_targets(self) -> None:
         """Every compared server at once: idle ones cost nothing, and rounds can alternate."""
@@ -274,13 +261,15 @@ class Bench:
             self.routers[name] = router
             self.targets[name] = router.url
         if self.nginx:
-            self.targets["nginx"] = self.start_nginx(upstream.port)
+            self.targets["nginx"], self.nginx_static = start_nginx(
+                self.procs, self.nginx, self.workdir, upstream.port, self.library, self.place.proxy
+            )
         else:
             self.results["errors"]["nginx"] = "nginx not available: its rows are n/a"
         # Each router fetches, fingerprints and (the first one) compresses the libraries
         # after it is ready: wait for a release and for quiet, or that work is measured.
         for router in self.routers.values():
-            self.wait_release(router)
+            wait_release(router)
         pids = [r.proc.pid for r in self.routers.values()] + [
             g.proc.pid for g in self.gateways.values()
         ]
@@ -290,20 +279,7 @@ class Bench:
         self.idle_stalls()
 
     def idle_stalls(self) -> None:
-        """Loop stalls of an idle router doing only background work: one release check of
-        both systems (asked for through the admin API), then IDLE_WINDOW_S of nothing but
-        state re-reads, health probes and timers. SPEC: none over 1 ms."""
-        router = self.routers["router_w1"]
-        before = stall_counts(router)
-        request = urllib.request.Request(
-            router.admin_url + "/api/releases/refresh",
-            method="POST",
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310 (loopback)
-            resp.read()
-        time.sleep(IDLE_WINDOW_S)
-        window = stall_diff(before, stall_counts(router))
+        window = idle_window(self.routers["router_w1"])
         self.results["loop_stalls"]["idle: a release check, then background work only"] = window
         log(
             f"  idle router: {window['stalls_over_1ms']} stalls over 1 ms "
@@ -322,7 +298,7 @@ class Bench:
             workers=1,
             cpus=self.place.proxy,
         )
-        self.wait_release(router)
+        wait_release(router)
         wait_idle([router.proc.pid])
         body = self.workdir / "session.json"
         body.write_bytes(SESSION_BODY)
@@ -348,34 +324,6 @@ class Bench:
             )
         finally:
             self.procs.stop(router.proc)
-
-    def wait_release(self, router: Router, timeout: float = 20.0) -> str:
-        """The library base path /router/current hands out, once there is one ("" if none)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            base = str(get_json(router.url + "/router/current").get("base") or "")
-            if base or time.monotonic() > deadline:
-                return base
-            time.sleep(0.2)
-
-    def start_nginx(self, upstream_port: int) -> str:
-        prefix = self.workdir / "nginx"
-        proxy_port, static_port = free_port(), free_port()
-        conf = nginx.write_config(
-            prefix,
-            upstream_port=upstream_port,
-            proxy_port=proxy_port,
-            static_port=static_port,
-        )
-        nginx.put_static(prefix, LIBRARY_PATH, self.library)
-        argv = nginx.argv(self.nginx, prefix, conf)
-        self.nginx_proc: Proc = self.procs.start("nginx", argv, cpus=self.place.proxy)
-        wait_port(proxy_port, self.nginx_proc)
-        wait_port(static_port, self.nginx_proc)
-        self.nginx_static = f"http://{HOST}:{static_port}"
-        if get(self.nginx_static + LIBRARY_PATH) != self.library:
-            raise RuntimeError("nginx does not serve the same library bytes")
-        return f"http://{HOST}:{proxy_port}"
 
     def stop_targets(self) -> None:
         for proc in list(reversed(self.procs.running)):
@@ -465,7 +413,7 @@ class Bench:
 
     def release(self) -> None:
         router = self.routers["router_w1"]
-        base = self.wait_release(router, timeout=2.0)
+        base = wait_release(router, timeout=2.0)
         urls: dict[str, str] = {}
         if base:
             urls["router"] = router.url + base + LIBRARY_PATH
@@ -535,7 +483,7 @@ class Bench:
             # As in production, a switch finds the instances idle: not in the middle of the
             # release fetch, fingerprint and archive a new instance starts with.
             for router in routers:
-                self.wait_release(router)
+                wait_release(router)
             settled = wait_idle([r.proc.pid for r in routers])
             self.results["propagation_settle_s"] = round(settled, 1)
             measure = propagation.measure(

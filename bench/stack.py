@@ -21,6 +21,7 @@ from __future__ import annotations
 import shutil
 import signal
 import sys
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,10 @@ from typing import Any
 
 import orjson
 
+from bench import nginx
 from bench.procs import Proc, Procs, pinned, wait_http, wait_port
 from router.sandbox.stack import HOST, PrivateRedis, free_port, write_toml
+from router.simulator.library import library_files
 
 PROXY_CPU = "1"
 REST_CPU = "0"
@@ -37,6 +40,7 @@ BOTH_CPUS = "0,1"
 KEY_PREFIX = "benchrouter"
 ADMIN_TOKEN = "bench-admin-token"
 PYTHON = sys.executable
+LIBRARY_PATH = "/gateway/fusion-client-sdk.js"  # system a's SDK: the release rows' file
 
 
 @dataclass
@@ -179,6 +183,64 @@ def start_ceiling(procs: Procs, upstream: Service, cpus: str | None) -> Service:
     proc = procs.start("ceiling", argv, cpus=cpus)
     wait_port(port, proc)
     return Service(proc, port)
+
+
+def start_fast_upstream(
+    procs: Procs, binary: str, workdir: Path, library: bytes, cpus: str | None
+) -> Service:
+    """nginx answering the token route with a fixed JSON and serving system a's library
+    files (the same bytes as the simulator, `library` the SDK's): the upstream of every
+    throughput, CPU and latency row, so they measure the proxies and not the Python
+    simulator behind them."""
+    port = free_port()
+    files = {path: body for path, (body, _type) in library_files("1.0").items()}
+    conf = nginx.write_fast_upstream(workdir / "fast-upstream", port=port, files=files)
+    argv = nginx.argv(binary, workdir / "fast-upstream", conf)
+    proc = procs.start("fast-upstream", argv, cpus=cpus)
+    wait_port(port, proc)
+    fast = Service(proc, port)
+    if get(fast.url + LIBRARY_PATH) != library:
+        raise RuntimeError("the fast upstream does not serve system a's library bytes")
+    return fast
+
+
+def start_nginx(
+    procs: Procs,
+    binary: str,
+    workdir: Path,
+    upstream_port: int,
+    library: bytes,
+    cpus: str | None,
+) -> tuple[str, str]:
+    """nginx as the reference: a proxy to `upstream_port`, and `library` as a static file.
+    Returns the base URLs of the proxy and of the static server."""
+    prefix = workdir / "nginx"
+    proxy_port, static_port = free_port(), free_port()
+    conf = nginx.write_config(
+        prefix,
+        upstream_port=upstream_port,
+        proxy_port=proxy_port,
+        static_port=static_port,
+    )
+    nginx.put_static(prefix, LIBRARY_PATH, library)
+    argv = nginx.argv(binary, prefix, conf)
+    proc = procs.start("nginx", argv, cpus=cpus)
+    wait_port(proxy_port, proc)
+    wait_port(static_port, proc)
+    static = f"http://{HOST}:{static_port}"
+    if get(static + LIBRARY_PATH) != library:
+        raise RuntimeError("nginx does not serve the same library bytes")
+    return f"http://{HOST}:{proxy_port}", static
+
+
+def wait_release(router: Router, timeout: float = 20.0) -> str:
+    """The library base path /router/current hands out, once there is one ("" if none)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        base = str(get_json(router.url + "/router/current").get("base") or "")
+        if base or time.monotonic() > deadline:
+            return base
+        time.sleep(0.2)
 
 
 def get(url: str, timeout: float = 5.0) -> bytes:

@@ -7,12 +7,15 @@ difference: how many stalls, and the bucket the longest one fell in.
 
 from __future__ import annotations
 
+import time
+import urllib.request
 from typing import Any
 
-from bench.stack import Router, get
+from bench.stack import ADMIN_TOKEN, Router, get
 
 HISTOGRAM = "tokenrouter_loop_stall_seconds"
 MAX_GAUGE = "tokenrouter_loop_stall_max_seconds"
+IDLE_WINDOW_S = 5.0
 
 
 def stall_counts(router: Router) -> dict[str, float]:
@@ -46,3 +49,19 @@ def stall_diff(before: dict[str, float], after: dict[str, float]) -> dict[str, A
         "longest_at_most_ms": longest_at_most if total else 0.0,
         "longest_since_start_ms": round(after.get("max", 0.0) * 1000, 3),
     }
+
+
+def idle_window(router: Router) -> dict[str, Any]:
+    """Loop stalls of an idle router doing only background work: one release check of
+    both systems (asked for through the admin API), then IDLE_WINDOW_S of nothing but
+    state re-reads, health probes and timers. SPEC: none over 1 ms."""
+    before = stall_counts(router)
+    request = urllib.request.Request(
+        router.admin_url + "/api/releases/refresh",
+        method="POST",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as resp:  # noqa: S310 (loopback)
+        resp.read()
+    time.sleep(IDLE_WINDOW_S)
+    return stall_diff(before, stall_counts(router))
