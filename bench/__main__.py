@@ -1,5 +1,5 @@
-"""python -m bench -> bench.harness (one bounded run, results in bench/results/)."""
+"""python -m bench -> bench.cli (one bounded run, results in bench/results/)."""
 
-from bench.harness import main
+from bench.cli import main
 
 raise SystemExit(main())
