@@ -24,7 +24,8 @@ from pathlib import Path
 import orjson
 
 from bench import report
-from bench.harness import WARMUP_S, Bench, log
+from bench.harness import Bench
+from bench.rows import WARMUP_S, log
 
 RESULTS = Path(__file__).parent / "results"
 SECTIONS = ("latency", "throughput", "release", "propagation")
