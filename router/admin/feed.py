@@ -13,7 +13,6 @@ from collections import deque
 
 from router.proxy.routing import Route
 from router.runtime import Runtime
-from router.systems.prober import GatewayProber
 
 RATE_WINDOW = 10  # seconds of request counts a rate is computed over
 TREND_POINTS = 60  # drain samples the page's sparkline shows
@@ -26,14 +25,12 @@ class LiveFeed:
     def __init__(
         self,
         runtime: Runtime,
-        prober: GatewayProber,
         *,
         sample_every: float = 1.0,
     ) -> None:
         self.runtime = runtime
         # (route, system, status) -> requests this process served, counted by metrics.observe.
         self.requests = runtime.metrics.local
-        self.prober = prober
         self.sample_every = sample_every
         self.systems = runtime.config.system_ids
         self.counts: deque[tuple[float, dict[str, tuple[int, int]]]] = deque(

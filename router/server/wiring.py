@@ -205,7 +205,7 @@ def create_admin_app(runtime: Runtime, assets: Assets | None = None) -> web.Appl
     # live_context; the runtime closes it), templates, static assets, login.
     assert runtime.gates is not None
     prober = runtime.gates.prober
-    feed = LiveFeed(runtime, prober)
+    feed = LiveFeed(runtime)
     prober.listeners.append(feed.notify)
     app[HEALTH] = prober
     app[LIVE] = feed

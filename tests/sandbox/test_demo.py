@@ -90,6 +90,11 @@ def pid_alive(pid: int) -> bool:
     return status.exists() and "State:\tZ" not in status.read_text()
 
 
+# A CLI hint: token-router (on PATH or by its path), `<python> -m router` when it is not on
+# PATH (router/sandbox/demo.py: cli_command), or redis-cli.
+CLI_HINT = r"^(\S*(token-router|redis-cli)|\S*python\S* -m router)\b"
+
+
 def hints(lines: list[str]) -> tuple[list[str], list[list[str]]]:
     """The banner's indented command lines: `curl ...` ones and the others (CLI, redis-cli)."""
     curls, others = [], []
@@ -103,7 +108,7 @@ def hints(lines: list[str]) -> tuple[list[str], list[list[str]]]:
         text = line.strip()
         if text.startswith("curl "):
             curls.append(text)
-        elif line.startswith("  ") and re.match(r"^\S*(token-router|redis-cli|-m router)\b", text):
+        elif line.startswith("  ") and re.match(CLI_HINT, text):
             others.append(shlex.split(text))
     return curls, others
 
@@ -156,7 +161,8 @@ async def test_demo_gets_a_token_switches_and_cleans_up(store: str) -> None:
             else:
                 assert banner["store"].startswith("redis://127.0.0.1:")
                 cli, redis_cli = others
-                assert cli[1:3] == ["switch", "b"] and redis_cli[0] == "redis-cli"
+                args = cli[3:] if cli[1:3] == ["-m", "router"] else cli[1:]
+                assert args[:2] == ["switch", "b"] and redis_cli[0] == "redis-cli"
                 # The printed CLI command works against the demo's own Redis, as printed.
                 switched = await asyncio.to_thread(
                     subprocess.run, cli, capture_output=True, text=True, timeout=30
