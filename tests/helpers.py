@@ -23,12 +23,10 @@ from typing import Any, TextIO
 
 import aiohttp
 import orjson
-from aiohttp import web
 
 from router.config import Config, build_config
 from router.sandbox import stack
 from router.server.run import RouterServer
-from router.simulator.gateway import SIM_STATE, GatewayOptions, GatewayState, create_gateway_app
 from router.state.store import StateStore
 
 HOST = "127.0.0.1"
@@ -118,32 +116,9 @@ class RedisServer(stack.PrivateRedis):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@dataclass
-class Gateway:
-    """One simulated system served in the test's event loop."""
-
-    name: str
-    version: str
-    runner: web.AppRunner
-    url: str
-
-    @property
-    def state(self) -> GatewayState:
-        return self.runner.app[SIM_STATE]
-
-    async def stop(self) -> None:
-        await self.runner.cleanup()
-
-
-async def start_gateway(
-    name: str, version: str, port: int = 0, options: GatewayOptions | None = None
-) -> Gateway:
-    runner = web.AppRunner(create_gateway_app(name, version, options), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, HOST, port)
-    await site.start()
-    bound = runner.addresses[0][1]
-    return Gateway(name, version, runner, f"http://{HOST}:{bound}")
+# One simulated system served in the test's event loop (router/sandbox/stack.py).
+Gateway = stack.SimulatedSystem
+start_gateway = stack.start_simulated
 
 
 def router_data(redis_url: str, gateways: Mapping[str, Gateway], **router: Any) -> dict[str, Any]:

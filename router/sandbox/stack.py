@@ -28,7 +28,12 @@ from aiohttp import web
 from router.errors import UsageError
 from router.sandbox.children import tied_to_this_process
 from router.server.run import url_of
-from router.simulator.gateway import SIM_STATE, GatewayState, create_gateway_app
+from router.simulator.gateway import (
+    SIM_STATE,
+    GatewayOptions,
+    GatewayState,
+    create_gateway_app,
+)
 
 HOST = "127.0.0.1"
 
@@ -53,6 +58,8 @@ def port_free(port: int, host: str = HOST) -> bool:
 
 @dataclass
 class SimulatedSystem:
+    """One simulated system served in this event loop: the demo's, the drill's, the tests'."""
+
     name: str
     version: str
     runner: web.AppRunner
@@ -62,17 +69,32 @@ class SimulatedSystem:
     def state(self) -> GatewayState:
         return self.runner.app[SIM_STATE]
 
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_simulated(
+    name: str, version: str, port: int = 0, options: GatewayOptions | None = None
+) -> SimulatedSystem:
+    """One simulated system on a loopback port (a free one by default), until `stop()`."""
+    runner = web.AppRunner(create_gateway_app(name, version, options), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, HOST, port, backlog=1024).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return SimulatedSystem(name, version, runner, url_of(HOST, runner.addresses[0][1]))
+
 
 @asynccontextmanager
 async def simulated(name: str, version: str) -> AsyncIterator[SimulatedSystem]:
     """One simulated system on a free loopback port, for as long as the context lasts."""
-    runner = web.AppRunner(create_gateway_app(name, version), access_log=None)
-    await runner.setup()
+    system = await start_simulated(name, version)
     try:
-        await web.TCPSite(runner, HOST, 0, backlog=1024).start()
-        yield SimulatedSystem(name, version, runner, url_of(HOST, runner.addresses[0][1]))
+        yield system
     finally:
-        await runner.cleanup()
+        await system.stop()
 
 
 # --- a private redis-server ------------------------------------------------------------------
