@@ -300,16 +300,15 @@ async def test_upgrade_end_to_end_with_preview_rollout_and_drain(
 # --- releases fresh where it matters --------------------------------------------------------
 
 
-async def test_a_bare_set_after_an_upgrade_behind_the_routers_back_serves_the_new_bytes(
+@pytest.fixture
+async def b_upgraded_unnoticed(
     tmp_path: Path,
     redis_server: RedisServer,
     doubles: dict[str, StrictGateway],
     routers: RouterFactory,
-    http: aiohttp.ClientSession,
-) -> None:
-    """b upgraded with nobody telling the router, then `redis-cli SET active b`: the change
-    of the active system makes the router check b's libraries at once, not at its next
-    periodic check (an hour away here)."""
+) -> tuple[RunningRouter, str | None]:
+    """A router that stored b's release, then b upgraded in place behind its back, with the
+    next periodic check an hour away: (the router, b's old release)."""
     data = strict_data(
         redis_server.url,
         doubles,
@@ -320,7 +319,20 @@ async def test_a_bare_set_after_an_upgrade_behind_the_routers_back_serves_the_ne
     releases = router.server.runtime.releases
     await wait_until(lambda: releases.view.release_of("b") is not None, 90)
     old = releases.view.release_of("b")
-    doubles["b"].version = "4.3"  # upgraded in place, behind the router's back
+    doubles["b"].version = "4.3"
+    return router, old
+
+
+async def test_a_bare_set_after_an_upgrade_behind_the_routers_back_serves_the_new_bytes(
+    redis_server: RedisServer,
+    doubles: dict[str, StrictGateway],
+    b_upgraded_unnoticed: tuple[RunningRouter, str | None],
+    http: aiohttp.ClientSession,
+) -> None:
+    """b upgraded with nobody telling the router, then `redis-cli SET active b`: the change
+    of the active system makes the router check b's libraries at once, not at its next
+    periodic check (an hour away here)."""
+    router, old = b_upgraded_unnoticed
     new_bytes = doubles["b"].library("/gateway/adapter.js")
 
     async def serves_new_bytes() -> bool:
@@ -338,25 +350,13 @@ async def test_a_bare_set_after_an_upgrade_behind_the_routers_back_serves_the_ne
 
 
 async def test_a_switch_fingerprints_its_target_through_the_gates(
-    tmp_path: Path,
-    redis_server: RedisServer,
-    doubles: dict[str, StrictGateway],
-    routers: RouterFactory,
+    b_upgraded_unnoticed: tuple[RunningRouter, str | None],
     http: aiohttp.ClientSession,
 ) -> None:
     """`POST /api/switch`: past the gates, b's libraries are checked before the switch is
     written, so the answer comes back with b's current release already stored."""
-    data = strict_data(
-        redis_server.url,
-        doubles,
-        release_check_interval=3600,
-        release_dir=str(tmp_path / "releases"),
-    )
-    router = await routers(build_config(data, {}))
+    router, old = b_upgraded_unnoticed
     releases = router.server.runtime.releases
-    await wait_until(lambda: releases.view.release_of("b") is not None, 90)
-    old = releases.view.release_of("b")
-    doubles["b"].version = "4.3"
     async with http.post(
         router.admin_url + "/api/switch", json={"system": "b"}, headers=ADMIN_AUTH
     ) as resp:
