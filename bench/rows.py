@@ -232,14 +232,8 @@ def router_statuses(run: Run) -> None:
     """Answers by status code from each router's own /metrics: wrk only counts errors."""
     found: dict[str, dict[str, float]] = {}
     for name, router in run.routers.items():
-        text = get(router.admin_url + "/metrics").decode()
-        counts: dict[str, float] = {}
-        for line in text.splitlines():
-            if not line.startswith("tokenrouter_requests_total{"):
-                continue
-            labels, _, value = line.rpartition(" ")
-            status = labels.split('status="', 1)[1].split('"', 1)[0]
-            counts[status] = counts.get(status, 0.0) + float(value)
+        # Floats in latest.json, as the exposition format writes counters.
+        counts = {k: float(v) for k, v in soak_mod.router_statuses(router).items()}
         found[name] = counts
         odd = {k: v for k, v in counts.items() if k != "200"}
         if odd:
