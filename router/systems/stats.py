@@ -28,11 +28,6 @@ def system_count(system: SystemConfig, body: bytes) -> tuple[int | None, str]:
     return read_count(body, system.stats_format, system.stats_count, system.stats_metric)
 
 
-def parse_open_sessions(body: bytes) -> int | None:
-    """The open-session count in a JSON stats answer with today's field names, or None."""
-    return read_count(body, "json", "", "")[0]
-
-
 def parse_reported_version(body: bytes) -> str | None:
     """The release label in a gateway's JSON stats answer (`{"version": "2.0", ...}`), if any."""
     doc = stats_document(body)

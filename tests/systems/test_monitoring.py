@@ -203,3 +203,47 @@ def test_good_stats_config() -> None:
     config_of(stats_url="http://m/x", stats_count="/calls/active")
     config_of(stats_url="http://m/x", stats_format="prometheus", stats_metric='c{s="a"}')
     config_of(stats_url="http://m/x")  # today's field names
+
+
+# --- JSON without a pointer: today's field names --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"open_sessions": 3}', 3),
+        (b'{"openSessions": 4}', 4),
+        (b'{"sessions": 5}', 5),
+        (b'{"open_sessions": 0}', 0),
+        (b'{"open_sessions": 1, "openSessions": 2, "sessions": 3}', 1),
+        (b'{"open_sessions": "7", "sessions": 2}', 2),
+        (b'{"open_sessions": -1}', None),
+        (b'{"open_sessions": true}', None),
+        (b'{"open_sessions": 2.5}', None),
+        (b'{"open_sessions": null}', None),
+        (b'{"other": 1}', None),
+        (b"[1, 2]", None),
+        (b"3", None),
+        (b"not json", None),
+        (b"", None),
+    ],
+    ids=[
+        "snake",
+        "camel",
+        "sessions",
+        "zero",
+        "preference-order",
+        "string-skipped",
+        "negative",
+        "bool",
+        "float",
+        "null",
+        "no-field",
+        "list",
+        "number",
+        "not-json",
+        "empty",
+    ],
+)
+def test_json_count_without_a_pointer(body: bytes, expected: int | None) -> None:
+    assert json_count(body)[0] == expected

@@ -3,8 +3,6 @@ router/systems/stats.py (what a stats_url answers; the probe itself: test_prober
 
 from __future__ import annotations
 
-import pytest
-
 from router.config import build_config
 from router.state.keys import Keys
 from router.state.memory_store import MemoryStore
@@ -13,7 +11,6 @@ from router.state.snapshot import Snapshot
 from router.state.store import AffinityRecord
 from router.systems.drain import STATES
 from router.systems.reports import audit_json, read_counts, reports
-from router.systems.stats import parse_open_sessions
 from tests.helpers import HOST, free_port, switch
 
 # --- reports --------------------------------------------------------------------------------
@@ -150,47 +147,3 @@ async def test_read_counts_store_away() -> None:
     assert counts is None
     assert previewing == frozenset()
     assert "unavailable" in error
-
-
-# --- probe: parse_open_sessions -------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("body", "expected"),
-    [
-        (b'{"open_sessions": 3}', 3),
-        (b'{"openSessions": 4}', 4),
-        (b'{"sessions": 5}', 5),
-        (b'{"open_sessions": 0}', 0),
-        (b'{"open_sessions": 1, "openSessions": 2, "sessions": 3}', 1),
-        (b'{"open_sessions": "7", "sessions": 2}', 2),
-        (b'{"open_sessions": -1}', None),
-        (b'{"open_sessions": true}', None),
-        (b'{"open_sessions": 2.5}', None),
-        (b'{"open_sessions": null}', None),
-        (b'{"other": 1}', None),
-        (b"[1, 2]", None),
-        (b"3", None),
-        (b"not json", None),
-        (b"", None),
-    ],
-    ids=[
-        "snake",
-        "camel",
-        "sessions",
-        "zero",
-        "preference-order",
-        "string-skipped",
-        "negative",
-        "bool",
-        "float",
-        "null",
-        "no-field",
-        "list",
-        "number",
-        "not-json",
-        "empty",
-    ],
-)
-def test_parse_open_sessions(body: bytes, expected: int | None) -> None:
-    assert parse_open_sessions(body) == expected
