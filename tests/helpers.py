@@ -27,7 +27,7 @@ import orjson
 from router.config import Config, build_config
 from router.sandbox import stack
 from router.server.run import RouterServer
-from router.state.store import StateStore
+from router.state.store import AffinityKind, StateStore
 
 HOST = "127.0.0.1"
 # The admin token of router_data's configurations (the operator `admin`), and its header.
@@ -119,6 +119,12 @@ class RedisServer(stack.PrivateRedis):
 # One simulated system served in the test's event loop (router/sandbox/stack.py).
 Gateway = stack.SimulatedSystem
 start_gateway = stack.start_simulated
+
+
+async def issuer_of(store: StateStore, kind: AffinityKind, ident: str) -> str | None:
+    """The system the store names as `ident`'s issuer (store.affinity_entry), or None."""
+    entry = await store.affinity_entry(kind, ident)
+    return None if entry is None else entry[0]
 
 
 def router_data(redis_url: str, gateways: Mapping[str, Gateway], **router: Any) -> dict[str, Any]:

@@ -359,12 +359,6 @@ class MemoryStore:
                 if r.issuer:
                     self.issued[member(r.kind, r.ident)] = (r.issuer, r.issued)
 
-    async def lookup_affinity(self, kind: AffinityKind, ident: str) -> str | None:
-        found = self.affinity.get((kind, ident))
-        if found is None or found[1] <= time.time():
-            return None
-        return found[0]
-
     async def affinity_entry(self, kind: AffinityKind, ident: str) -> tuple[str, float] | None:
         found = self.affinity.get((kind, ident))
         left = 0.0 if found is None else found[1] - time.time()

@@ -419,11 +419,6 @@ class RedisStore:
             touched = dict.fromkeys(str(key) for row in batch for key in row[:2])
             raise await self._failure(exc, *touched) from exc
 
-    async def lookup_affinity(self, kind: AffinityKind, ident: str) -> str | None:
-        async with self._failing(self.keys.affinity(kind, ident)):
-            value = await self._client.get(self.keys.affinity(kind, ident))
-        return None if value is None else str(value)
-
     async def affinity_entry(self, kind: AffinityKind, ident: str) -> tuple[str, float] | None:
         """The issuer and the seconds Redis keeps it: a copy cached for longer could still
         name this issuer after Redis forgot it and another system's id took its place."""

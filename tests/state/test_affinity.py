@@ -15,7 +15,7 @@ from router.state.memory_store import MemoryStore
 from router.state.redis_store import RedisStore
 from router.state.snapshot import Snapshot, StateHolder
 from router.state.store import AffinityRecord, StateStore
-from tests.helpers import REDIS_TIMEOUT, RedisServer
+from tests.helpers import REDIS_TIMEOUT, RedisServer, issuer_of
 
 KEYS = Keys("tokenrouter")
 
@@ -134,7 +134,7 @@ async def test_record_is_cached_at_once_and_stored_behind(setup: Setup) -> None:
     # Known locally before any Redis round trip: the request is answered without waiting.
     assert setup.affinity.cache.get("session", "a-1", 0.0) == "a"
     await setup.affinity.flush()
-    assert await setup.store.lookup_affinity("session", "a-1") == "a"
+    assert await issuer_of(setup.store, "session", "a-1") == "a"
     assert (await setup.store.open_counts(["a"], 0.0))["a"] == 1
     assert setup.affinity.batches == 1
 
@@ -147,7 +147,7 @@ async def test_many_concurrent_records_share_few_batches(setup: Setup) -> None:
     assert 1 <= setup.affinity.batches <= count // 30
     assert len(setup.affinity.pending) == 0
     for i in range(0, count, 37):
-        assert await setup.store.lookup_affinity("session", f"s{i}") == "ab"[i % 2]
+        assert await issuer_of(setup.store, "session", f"s{i}") == "ab"[i % 2]
     assert await setup.store.open_counts(["a", "b"], 0.0) == {"a": count // 2, "b": count // 2}
 
 
@@ -158,8 +158,8 @@ async def test_records_made_during_a_flush_join_the_next_batch(setup: Setup) -> 
         setup.affinity.record("session", f"later{i}", "b")
     await setup.affinity.flush()
     assert setup.affinity.batches <= 3
-    assert await setup.store.lookup_affinity("session", "later49") == "b"
-    assert await setup.store.lookup_affinity("session", "first") == "a"
+    assert await issuer_of(setup.store, "session", "later49") == "b"
+    assert await issuer_of(setup.store, "session", "first") == "a"
 
 
 async def test_owner_from_cache_then_store(setup: Setup) -> None:
@@ -192,7 +192,7 @@ async def test_claim_refuses_an_id_another_system_holds(setup: Setup) -> None:
     other = Affinity(setup.store, setup.holder, cache_size=10, ttl=3600)
     assert await other.claim("code", "1234567", "b") == "a"  # from the store
     assert await other.claim("code", "1234567", "a") is None  # the holder may renew it
-    assert await setup.store.lookup_affinity("code", "1234567") == "a"
+    assert await issuer_of(setup.store, "code", "1234567") == "a"
 
 
 async def test_release_forgets_everywhere(setup: Setup) -> None:
@@ -201,7 +201,7 @@ async def test_release_forgets_everywhere(setup: Setup) -> None:
     affinity.release("session", "a-1", "a")
     assert affinity.cache.get("session", "a-1", 0.0) is None
     await affinity.flush()
-    assert await setup.store.lookup_affinity("session", "a-1") is None
+    assert await issuer_of(setup.store, "session", "a-1") is None
     assert await affinity.owner("session", "a-1") is None
     assert (await setup.store.open_counts(["a"], 0.0))["a"] == 0
 
@@ -213,7 +213,7 @@ async def test_degraded_records_pending_then_replayed(setup: Setup) -> None:
     affinity.record("code", "7654321", "b")
     assert [r.ident for r in affinity.pending] == ["a-1", "7654321"]
     assert affinity.batches == 0
-    assert await setup.store.lookup_affinity("session", "a-1") is None  # not written
+    assert await issuer_of(setup.store, "session", "a-1") is None  # not written
     # Fail-static: this instance still routes by what it learned.
     assert await affinity.owner("session", "a-1") == "a"
     assert await affinity.owner("session", "unknown") is None  # no store look-up while degraded
@@ -222,8 +222,8 @@ async def test_degraded_records_pending_then_replayed(setup: Setup) -> None:
     setup.holder.set_degraded(False)
     assert await affinity.replay() == 2
     assert len(affinity.pending) == 0
-    assert await setup.store.lookup_affinity("session", "a-1") == "a"
-    assert await setup.store.lookup_affinity("code", "7654321") == "b"
+    assert await issuer_of(setup.store, "session", "a-1") == "a"
+    assert await issuer_of(setup.store, "code", "7654321") == "b"
     assert await affinity.replay() == 0  # nothing left
 
 
@@ -280,7 +280,7 @@ async def test_write_failure_keeps_records_for_replay(
             break
     assert written == 20
     assert len(affinity.pending) == 0
-    assert await redis_affinity.store.lookup_affinity("session", "s7") == "b"
+    assert await issuer_of(redis_affinity.store, "session", "s7") == "b"
     assert await redis_affinity.store.open_counts(["b"], 0.0) == {"b": 20}
 
 
@@ -326,8 +326,8 @@ async def test_write_back_goes_batch_by_batch_and_skips_what_left_the_cache() ->
     assert len(affinity.cache.records(now, keys)) == 2 * MAX_BATCH + 9
     assert await affinity.write_back() == 2 * MAX_BATCH + 9
     assert await store.open_counts(["b"], now) == {"b": 2 * MAX_BATCH + 9}
-    assert await store.lookup_affinity("session", f"s{2 * MAX_BATCH + 9}") == "b"
-    assert await store.lookup_affinity("session", "s0") is None
+    assert await issuer_of(store, "session", f"s{2 * MAX_BATCH + 9}") == "b"
+    assert await issuer_of(store, "session", "s0") is None
 
 
 async def test_writer_queue_is_bounded_and_the_overflow_is_replayed() -> None:

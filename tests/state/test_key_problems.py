@@ -77,7 +77,7 @@ CASES: list[tuple[str, tuple[str, ...], StoreCall]] = [
     (
         KEYS.affinity("session", "s1"),
         ("RPUSH", KEYS.affinity("session", "s1"), "a"),
-        lambda s: s.lookup_affinity("session", "s1"),
+        lambda s: s.affinity_entry("session", "s1"),
     ),
     (
         KEYS.open_items("b"),
